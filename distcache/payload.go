@@ -93,22 +93,41 @@ func ParseAddRequest(p []byte) (AddRequest, error) {
 	}, nil
 }
 
-// CheckAdd applies the reference server's checks to an ADD request payload
-// and returns the status it answers with, or StatusOK when the request may
-// be stored. Whether the id already exists is left to the caller.
-func CheckAdd(p []byte) (AddRequest, Status) {
-	req, err := ParseAddRequest(p)
-	switch {
-	case err != nil:
-		return req, StatusAddCorrupt
-	case len(req.SessionID) < 1 || len(req.SessionID) > MaxSessionIDLen:
-		return req, StatusAddIDRange
-	case req.TimeoutMS > MaxAddTimeoutMS:
-		return req, StatusAddTimeoutRange
-	case len(req.Data) < 1 || len(req.Data) > MaxSessionDataLen:
-		return req, StatusAddDataRange
+// CheckAdd applies the reference server's checks to an ADD request payload,
+// in its order, and returns the status it answers with, or StatusOK when
+// the request may be stored. Whether the id already exists is left to the
+// caller. A payload shorter than the 8-byte header gets no answer at all:
+// the reference server drops the connection, and CheckAdd returns an error
+// wrapping ErrMalformedPayload.
+//
+// The order matters for what a client sees: the timeout is checked first
+// (102), then whether id_len leaves room for at least one byte of data
+// (100, so an ADD without data is "corrupt"), then the id length (103),
+// then the data length (104). The data shares one message with the header
+// and the id, so a valid stream carries at most 32768-8-len(id) bytes of it
+// and 104 cannot happen over the wire; it is checked all the same. Note
+// also that a one-byte session is stored, yet its GET answer is one byte,
+// which every reader takes as a status byte: such a session is
+// indistinguishable from a miss.
+func CheckAdd(p []byte) (AddRequest, Status, error) {
+	if len(p) < addHeaderSize {
+		return AddRequest{}, 0, fmt.Errorf("%w: ADD request of %d bytes, want at least %d", ErrMalformedPayload, len(p), addHeaderSize)
 	}
-	return req, StatusOK
+	timeout := binary.BigEndian.Uint32(p[0:4])
+	idLen := uint64(binary.BigEndian.Uint32(p[4:8]))
+	rest := uint64(len(p) - addHeaderSize)
+	switch {
+	case timeout > MaxAddTimeoutMS:
+		return AddRequest{}, StatusAddTimeoutRange, nil
+	case idLen >= rest:
+		return AddRequest{}, StatusAddCorrupt, nil
+	case idLen == 0 || idLen > MaxSessionIDLen:
+		return AddRequest{}, StatusAddIDRange, nil
+	case rest-idLen > MaxSessionDataLen:
+		return AddRequest{}, StatusAddDataRange, nil
+	}
+	end := addHeaderSize + int(idLen)
+	return AddRequest{TimeoutMS: timeout, SessionID: p[addHeaderSize:end], Data: p[end:]}, StatusOK, nil
 }
 
 // Response is the decoded payload of a response.

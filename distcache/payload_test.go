@@ -30,19 +30,28 @@ func TestCheckAdd(t *testing.T) {
 	}{
 		{"ok", AppendAddRequest(nil, 1000, id, data), StatusOK},
 		{"7 days exactly", AppendAddRequest(nil, MaxAddTimeoutMS, id, data), StatusOK},
-		{"short payload", []byte{0, 0, 0, 1, 0, 0, 0}, StatusAddCorrupt},
 		{"id_len overruns", hexBytes(t, "00 00 00 01  00 00 00 09  61 62"), StatusAddCorrupt},
+		{"no data: id_len uses up the rest", AppendAddRequest(nil, 1000, id, nil), StatusAddCorrupt},
+		{"nothing after the header", AppendAddRequest(nil, 1000, nil, nil), StatusAddCorrupt},
 		{"empty id", AppendAddRequest(nil, 1000, nil, data), StatusAddIDRange},
 		{"65-byte id", AppendAddRequest(nil, 1000, make([]byte, 65), data), StatusAddIDRange},
 		{"64-byte id", AppendAddRequest(nil, 1000, make([]byte, 64), data), StatusOK},
 		{"timeout over 7 days", AppendAddRequest(nil, MaxAddTimeoutMS+1, id, data), StatusAddTimeoutRange},
-		{"no data", AppendAddRequest(nil, 1000, id, nil), StatusAddDataRange},
+		// The timeout is checked first, as the reference server does.
+		{"timeout over 7 days and bad id_len", hexBytes(t, "ff ff ff ff  00 00 00 09  61 62"), StatusAddTimeoutRange},
 		{"32768 bytes of data", AppendAddRequest(nil, 1000, id, make([]byte, 32768)), StatusOK},
 		{"32769 bytes of data", AppendAddRequest(nil, 1000, id, make([]byte, 32769)), StatusAddDataRange},
 	} {
-		if _, got := CheckAdd(tc.payload); got != tc.want {
-			t.Errorf("%s: CheckAdd = %s, want %s", tc.name, got, tc.want)
+		req, got, err := CheckAdd(tc.payload)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: CheckAdd = %s, %v; want %s", tc.name, got, err, tc.want)
 		}
+		if got == StatusOK && (string(req.SessionID) != string(tc.payload[8:8+len(req.SessionID)]) || len(req.Data) == 0) {
+			t.Errorf("%s: request %+v", tc.name, req)
+		}
+	}
+	if _, _, err := CheckAdd([]byte{0, 0, 0, 1, 0, 0, 0}); !errors.Is(err, ErrMalformedPayload) {
+		t.Errorf("7-byte ADD: %v, want a malformed-payload error (the server drops the connection)", err)
 	}
 }
 

@@ -47,17 +47,30 @@ type Histogram struct {
 	total  atomic.Uint64
 	sum    atomic.Uint64 // nanoseconds
 	max    atomic.Uint64
+	// minInv holds the complement of the smallest sample, so the minimum
+	// is kept by the same lock-free raise as max, and the zero value (the
+	// complement of 2^64-1, which no Duration reaches) means "no sample
+	// yet" with no initialisation to forget.
+	minInv atomic.Uint64
 }
 
 // Record adds one sample. Negative durations count as zero.
 func (h *Histogram) Record(d time.Duration) {
 	v := uint64(max(d, 0))
+	// The extremes move before the sample is counted, so a Snapshot that
+	// sees the count also sees a Min and Max that cover it.
+	raise(&h.max, v)
+	raise(&h.minInv, ^v)
 	h.counts[index(v)].Add(1)
 	h.total.Add(1)
 	h.sum.Add(v)
+}
+
+// raise sets a to v if v is larger, without a lock.
+func raise(a *atomic.Uint64, v uint64) {
 	for {
-		m := h.max.Load()
-		if v <= m || h.max.CompareAndSwap(m, v) {
+		m := a.Load()
+		if v <= m || a.CompareAndSwap(m, v) {
 			return
 		}
 	}
@@ -75,21 +88,32 @@ func (h *Histogram) Snapshot() Snapshot {
 	}
 	s.Sum = time.Duration(h.sum.Load())
 	s.Max = time.Duration(h.max.Load())
+	if s.Count != 0 {
+		// Read after the counts: Record lowers minInv before counting,
+		// so it covers every sample counted above.
+		s.Min = time.Duration(^h.minInv.Load())
+	}
 	return s
 }
 
 // Snapshot is a point-in-time copy of a Histogram, and also a histogram
-// for a single goroutine: its Record does not synchronise.
+// for a single goroutine: its Record does not synchronise. The zero value
+// is an empty histogram ready to use.
 type Snapshot struct {
 	counts [numBuckets]uint64
 	Count  uint64
 	Sum    time.Duration
-	Max    time.Duration
+	// Min and Max are the exact extremes, 0 when Count is 0.
+	Min time.Duration
+	Max time.Duration
 }
 
 // Record adds one sample to a snapshot owned by one goroutine.
 func (s *Snapshot) Record(d time.Duration) {
 	v := max(d, 0)
+	if s.Count == 0 || v < s.Min {
+		s.Min = v
+	}
 	s.counts[index(uint64(v))]++
 	s.Count++
 	s.Sum += v
@@ -98,6 +122,12 @@ func (s *Snapshot) Record(d time.Duration) {
 
 // Merge adds the samples of o to s.
 func (s *Snapshot) Merge(o *Snapshot) {
+	if o.Count == 0 {
+		return // an empty o's Min of 0 is no sample and must not lower s.Min
+	}
+	if s.Count == 0 || o.Min < s.Min {
+		s.Min = o.Min
+	}
 	for i, c := range o.counts {
 		s.counts[i] += c
 	}
@@ -107,14 +137,22 @@ func (s *Snapshot) Merge(o *Snapshot) {
 }
 
 // Quantile returns the value below which the fraction q (0..1) of samples
-// fall: the middle of the bucket holding that rank, capped at Max. It is 0
-// for an empty histogram.
+// fall: the middle of the bucket holding that rank, kept within Min..Max
+// since no sample lies outside them. The first and last ranks are the
+// exact Min and Max, so q 0 and 1 are exact. It is 0 for an empty
+// histogram.
 func (s *Snapshot) Quantile(q float64) time.Duration {
 	if s.Count == 0 {
 		return 0
 	}
 	rank := uint64(q*float64(s.Count) + 0.5)
 	rank = min(max(rank, 1), s.Count)
+	switch rank {
+	case s.Count:
+		return s.Max
+	case 1:
+		return s.Min
+	}
 	var seen uint64
 	for i, c := range s.counts {
 		seen += c
@@ -124,7 +162,7 @@ func (s *Snapshot) Quantile(q float64) time.Duration {
 			if i < 2*subs {
 				mid = time.Duration(lo)
 			}
-			return min(mid, s.Max)
+			return min(max(mid, s.Min), s.Max)
 		}
 	}
 	return s.Max
