@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/snoopd/snoopd/distcache"
+)
+
+// CorruptPolicy says what a proxy does with bytes that break a protocol rule.
+type CorruptPolicy uint8
+
+const (
+	// CloseOnCorrupt forwards the valid bytes before the offending one,
+	// then closes both sides, so a peer never sees a corrupt frame (the
+	// reference server aborts on some of them). It is the default.
+	CloseOnCorrupt CorruptPolicy = iota
+	// PassThrough keeps forwarding unchanged bytes and stops decoding the
+	// direction that broke the rule, reporting it once.
+	PassThrough
+)
+
+// String returns "close" or "passthrough".
+func (p CorruptPolicy) String() string {
+	if p == PassThrough {
+		return "passthrough"
+	}
+	return "close"
+}
+
+// ParseCorruptPolicy parses "close" or "passthrough".
+func ParseCorruptPolicy(s string) (CorruptPolicy, error) {
+	switch s {
+	case "close", "":
+		return CloseOnCorrupt, nil
+	case "passthrough":
+		return PassThrough, nil
+	}
+	return 0, fmt.Errorf("unknown corrupt policy %q (want close or passthrough)", s)
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultDialTimeout  = 5 * time.Second
+	DefaultCaptureLimit = distcache.MaxSessionDataLen
+	DefaultSocketMode   = os.FileMode(0o660)
+	// DefaultBufferSize is each direction's read buffer. It is small
+	// because idle connections hold it; a full frame still fits.
+	DefaultBufferSize = 4 << 10
+)
+
+// Options are a proxy's settings besides its addresses. Zero values pick
+// the defaults above.
+type Options struct {
+	OnCorrupt CorruptPolicy
+	// CaptureData keeps session data (up to CaptureLimit bytes) in
+	// transaction events. Off by default: in SSL/TLS caching the data
+	// holds the session's master secret.
+	CaptureData  bool
+	CaptureLimit int
+	// MaxConns bounds concurrent client connections; 0 means no bound.
+	// Clients over the bound are closed at once and counted as refused.
+	MaxConns    int
+	DialTimeout time.Duration
+	// SocketMode is the permission of a unix listen socket.
+	SocketMode os.FileMode
+	BufferSize int
+}
+
+func (o Options) withDefaults() Options {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.CaptureLimit <= 0 {
+		o.CaptureLimit = DefaultCaptureLimit
+	}
+	if o.SocketMode == 0 {
+		o.SocketMode = DefaultSocketMode
+	}
+	if o.BufferSize <= 0 {
+		o.BufferSize = DefaultBufferSize
+	}
+	return o
+}
+
+// Config describes one proxy.
+type Config struct {
+	Name    string
+	Listen  distcache.Addr
+	Server  distcache.Addr
+	Enabled bool
+	Options Options
+	// ConnIDs numbers connections; share one counter between all proxies
+	// of a daemon so ids are unique within its life. Nil gives the proxy
+	// a counter of its own.
+	ConnIDs *atomic.Uint64
+}
+
+// ErrInvalidConfig is wrapped by every configuration error.
+var ErrInvalidConfig = errors.New("invalid proxy configuration")
+
+// Validate checks a configuration without touching the network.
+func (c Config) Validate() error {
+	if err := ValidateName(c.Name); err != nil {
+		return err
+	}
+	if c.Listen.IsZero() || !c.Listen.CanListen() {
+		return fmt.Errorf("%w: proxy %q: listen address %q cannot be listened on", ErrInvalidConfig, c.Name, c.Listen)
+	}
+	if c.Server.IsZero() || !c.Server.CanConnect() {
+		return fmt.Errorf("%w: proxy %q: server address %q cannot be connected to", ErrInvalidConfig, c.Name, c.Server)
+	}
+	if c.Options.MaxConns < 0 {
+		return fmt.Errorf("%w: proxy %q: max connections %d is negative", ErrInvalidConfig, c.Name, c.Options.MaxConns)
+	}
+	if c.Options.OnCorrupt > PassThrough {
+		return fmt.Errorf("%w: proxy %q: unknown corrupt policy %d", ErrInvalidConfig, c.Name, c.Options.OnCorrupt)
+	}
+	return nil
+}
+
+// ValidateName checks a proxy name: 1 to 64 characters of letters, digits,
+// '-', '_' and '.', starting with a letter or digit, so names are safe in
+// file names, metric labels and command lines.
+func ValidateName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("%w: proxy name %q must be 1 to 64 characters", ErrInvalidConfig, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			i > 0 && (c == '-' || c == '_' || c == '.')
+		if !ok {
+			return fmt.Errorf("%w: proxy name %q: character %q at %d is not allowed (use letters, digits, '-', '_', '.'; start with a letter or digit)",
+				ErrInvalidConfig, name, c, i)
+		}
+	}
+	return nil
+}

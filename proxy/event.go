@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/snoopd/snoopd/distcache"
+)
+
+// EventKind tells what an Event reports.
+type EventKind uint8
+
+// Event kinds.
+const (
+	// KindTransaction is a request paired with its response, a request the
+	// connection ended before answering (Unanswered), or a response that
+	// matched no request (Orphan).
+	KindTransaction EventKind = iota + 1
+	// KindConnOpened: a client connected and the server was dialled.
+	KindConnOpened
+	// KindConnClosed: a proxied connection ended; see Closed.
+	KindConnClosed
+	// KindConnectFailed: the server could not be dialled, the client was
+	// closed; Err says why.
+	KindConnectFailed
+	// KindConnRefused: the proxy was at its connection limit and closed
+	// the client at once.
+	KindConnRefused
+	// KindProtocolError: a direction broke a protocol rule; Err is a
+	// *distcache.ProtocolError.
+	KindProtocolError
+)
+
+// String returns a stable lower-case name: "transaction", "conn-opened",
+// "conn-closed", "connect-failed", "conn-refused", "protocol-error".
+func (k EventKind) String() string {
+	switch k {
+	case KindTransaction:
+		return "transaction"
+	case KindConnOpened:
+		return "conn-opened"
+	case KindConnClosed:
+		return "conn-closed"
+	case KindConnectFailed:
+		return "connect-failed"
+	case KindConnRefused:
+		return "conn-refused"
+	case KindProtocolError:
+		return "protocol-error"
+	}
+	return "unknown"
+}
+
+// Event is one thing a proxy saw. Which fields are set depends on Kind.
+// The proxy hands each Event to the Sink once and never touches it again.
+type Event struct {
+	Kind   EventKind
+	Time   time.Time
+	Proxy  string
+	ConnID uint64 // 0 for events before a connection was numbered
+	Client string // the client's address as the listener saw it
+
+	// Tx is set for KindTransaction.
+	Tx *Transaction
+	// Closed is set for KindConnClosed.
+	Closed *ConnClosed
+	// Err says why for KindConnectFailed and KindProtocolError.
+	Err error
+	// Direction of a protocol error; Policy is what the proxy did about it.
+	Direction distcache.Direction
+	Policy    CorruptPolicy
+}
+
+// Transaction is a decoded request/response pair as the proxy saw it.
+type Transaction struct {
+	distcache.Transaction
+	// Start is when the request's first byte was read; Latency runs from
+	// there to when the response's last byte was read.
+	Start   time.Time
+	Latency time.Duration
+	// Unanswered marks a request whose connection ended before its
+	// response; Orphan a response that matched no outstanding request.
+	Unanswered bool
+	Orphan     bool
+
+	idBuf [distcache.MaxSessionIDLen]byte
+}
+
+// Result names the outcome in one word: "unanswered", "orphan", or the
+// distcache result ("ok", "hit", "miss", "exists", ...).
+func (t *Transaction) Result() string {
+	switch {
+	case t.Unanswered:
+		return "unanswered"
+	case t.Orphan:
+		return "orphan"
+	}
+	return t.Transaction.Result()
+}
+
+// ConnClosed describes a finished connection.
+type ConnClosed struct {
+	BytesUp   int64 // client to server
+	BytesDown int64 // server to client
+	Duration  time.Duration
+	// Transactions paired on the connection.
+	Transactions int64
+	// Reason says in words why it ended: "client closed", "server reset:
+	// ...", "protocol error", "closed by operator", "proxy stopped".
+	Reason string
+}
+
+// Sink receives a proxy's events. Publish is called from the connection's
+// forwarding goroutines and must not block: a sink that cannot keep up
+// drops events (and counts them) rather than slow the traffic. Nor may it
+// keep e or what e points to after it returns, because the proxy reuses
+// them; a sink that keeps events copies them (EventCopy.Set, Event.Clone).
+type Sink interface {
+	Publish(e *Event)
+}
+
+// EventCopy holds an Event together with the Transaction and ConnClosed it
+// points to, so a sink can keep events in buffers it reuses. Fill one with
+// Set and read it with Get: an EventCopy may be moved (copied by value, as
+// append does) in between, and Get re-aims the pointers at the copy's own
+// storage.
+type EventCopy struct {
+	Event
+	tx     Transaction
+	closed ConnClosed
+}
+
+// Set makes c a deep copy of e. Err and captured data are shared: the
+// proxy never changes them after publishing.
+func (c *EventCopy) Set(e *Event) {
+	c.Event = *e
+	if e.Tx != nil {
+		e.Tx.copyTo(&c.tx)
+		c.Event.Tx = &c.tx
+	}
+	if e.Closed != nil {
+		c.closed = *e.Closed
+		c.Event.Closed = &c.closed
+	}
+}
+
+// Get returns the copied event, its pointers aimed at c's own storage.
+func (c *EventCopy) Get() *Event {
+	if c.Event.Tx != nil {
+		c.Event.Tx = &c.tx
+		n := len(c.tx.SessionID)
+		c.tx.SessionID = c.tx.idBuf[:n:n]
+	}
+	if c.Event.Closed != nil {
+		c.Event.Closed = &c.closed
+	}
+	return &c.Event
+}
+
+// Clone returns a deep copy of e that the caller may keep.
+func (e *Event) Clone() *Event {
+	c := new(EventCopy)
+	c.Set(e)
+	return &c.Event
+}
+
+// copyTo copies t into dst, pointing dst's session id at its own buffer.
+func (t *Transaction) copyTo(dst *Transaction) {
+	*dst = *t
+	n := copy(dst.idBuf[:], t.SessionID)
+	dst.SessionID = dst.idBuf[:n:n]
+}
+
+// SinkFunc adapts a function to a Sink.
+type SinkFunc func(*Event)
+
+// Publish calls f(e).
+func (f SinkFunc) Publish(e *Event) { f(e) }
+
+// Discard is a Sink that drops every event.
+var Discard Sink = SinkFunc(func(*Event) {})

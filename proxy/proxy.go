@@ -1,0 +1,412 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/snoopd/snoopd/distcache"
+)
+
+// ErrStopped is returned by operations on a stopped proxy.
+var ErrStopped = errors.New("proxy stopped")
+
+// settings are what a new connection copies from its proxy when it is
+// accepted; changing them affects only connections accepted later.
+type settings struct {
+	server  *target
+	opts    Options
+	buffers *sync.Pool // of *[]byte, opts.BufferSize long
+}
+
+func newSettings(server *target, opts Options, old *settings) *settings {
+	s := &settings{server: server, opts: opts.withDefaults()}
+	if old != nil && old.opts.BufferSize == s.opts.BufferSize {
+		s.buffers = old.buffers
+	} else {
+		size := s.opts.BufferSize
+		s.buffers = &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+	}
+	return s
+}
+
+// Proxy is one named snoop proxy. Its methods are safe for concurrent use.
+type Proxy struct {
+	name  string
+	sink  Sink
+	ids   *atomic.Uint64
+	stats counters
+
+	current atomic.Pointer[settings]
+
+	// ctx is cancelled by Stop, to abandon dials in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listen    distcache.Addr // as configured; port 0 stays 0
+	bound     distcache.Addr // the real address of the last bind
+	enabled   bool
+	stopped   bool
+	ln        net.Listener
+	lnDone    chan struct{} // closed when the accept loop of ln returns
+	conns     map[uint64]*conn
+	connsGone *sync.Cond // signalled when conns shrinks
+
+	wg sync.WaitGroup // the accept loop and every connection goroutine
+}
+
+// New checks cfg and returns a proxy that is not yet listening; call Start.
+// The sink receives every event; nil discards them.
+func New(cfg Config, sink Sink) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if sink == nil {
+		sink = Discard
+	}
+	ids := cfg.ConnIDs
+	if ids == nil {
+		ids = new(atomic.Uint64)
+	}
+	p := &Proxy{
+		name:    cfg.Name,
+		sink:    sink,
+		ids:     ids,
+		listen:  cfg.Listen,
+		enabled: cfg.Enabled,
+		conns:   map[uint64]*conn{},
+	}
+	p.connsGone = sync.NewCond(&p.mu)
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.current.Store(newSettings(newTarget(cfg.Server), cfg.Options, nil))
+	return p, nil
+}
+
+// Name returns the proxy's name.
+func (p *Proxy) Name() string { return p.name }
+
+// Start binds the listen address, if the proxy is enabled, and starts
+// accepting. A bind error (address in use, permission, bad path) is
+// returned here, not later.
+func (p *Proxy) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	if !p.enabled || p.ln != nil {
+		return nil
+	}
+	return p.bindLocked()
+}
+
+func (p *Proxy) bindLocked() error {
+	addr := p.listen
+	// Re-enabling a proxy that asked for port 0 keeps the port it got, so
+	// its clients can find it again.
+	if !p.bound.IsZero() && addr.Network() == distcache.NetworkTCP && addr.Port() == 0 {
+		addr = p.bound
+	}
+	ln, err := Listen(addr, p.current.Load().opts.SocketMode)
+	if err != nil {
+		return fmt.Errorf("proxy %q: %w", p.name, err)
+	}
+	bound, err := distcache.AddrFromNet(ln.Addr())
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("proxy %q: %w", p.name, err)
+	}
+	if addr.Network() == distcache.NetworkTCP && addr.Host() != "" && bound.Host() != addr.Host() {
+		// Keep the host as the user typed it (a name stays a name); only
+		// the port is news.
+		bound = addr.WithPort(bound.Port())
+	}
+	p.ln, p.bound = ln, bound
+	p.lnDone = make(chan struct{})
+	p.wg.Add(1)
+	go p.acceptLoop(ln, p.lnDone)
+	return nil
+}
+
+// Addr returns the address the proxy listens on, with a port 0 replaced by
+// the real port. Before the first bind it is the configured address.
+func (p *Proxy) Addr() distcache.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.bound.IsZero() {
+		return p.bound
+	}
+	return p.listen
+}
+
+// Listening reports whether the proxy currently accepts connections.
+func (p *Proxy) Listening() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ln != nil
+}
+
+// Config returns the proxy's current configuration.
+func (p *Proxy) Config() Config {
+	s := p.current.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Config{Name: p.name, Listen: p.listen, Server: s.server.addr, Enabled: p.enabled, Options: s.opts, ConnIDs: p.ids}
+}
+
+// Enable starts listening again after Disable.
+func (p *Proxy) Enable() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	p.enabled = true
+	if p.ln != nil {
+		return nil
+	}
+	if err := p.bindLocked(); err != nil {
+		p.enabled = false
+		return err
+	}
+	return nil
+}
+
+// Disable closes the listener, so new clients are refused by the system;
+// with closeConns it also closes every live connection. It returns once
+// the accept loop has ended.
+func (p *Proxy) Disable(closeConns bool) {
+	p.mu.Lock()
+	p.enabled = false
+	done := p.closeListenerLocked()
+	var victims []*conn
+	if closeConns {
+		victims = p.connListLocked()
+	}
+	p.mu.Unlock()
+	for _, c := range victims {
+		c.abort("proxy disabled")
+	}
+	if done != nil {
+		<-done
+	}
+}
+
+func (p *Proxy) closeListenerLocked() chan struct{} {
+	if p.ln == nil {
+		return nil
+	}
+	p.ln.Close()
+	p.ln = nil
+	return p.lnDone
+}
+
+// SetServer changes the server address for connections accepted from now
+// on; live connections keep theirs.
+func (p *Proxy) SetServer(addr distcache.Addr) error {
+	if addr.IsZero() || !addr.CanConnect() {
+		return fmt.Errorf("%w: proxy %q: server address %q cannot be connected to", ErrInvalidConfig, p.name, addr)
+	}
+	for {
+		old := p.current.Load()
+		next := newSettings(newTarget(addr), old.opts, old)
+		if p.current.CompareAndSwap(old, next) {
+			return nil
+		}
+	}
+}
+
+// SetOptions changes the options for connections accepted from now on. A
+// new socket mode applies at the next bind.
+func (p *Proxy) SetOptions(o Options) error {
+	if o.MaxConns < 0 || o.OnCorrupt > PassThrough {
+		return fmt.Errorf("%w: proxy %q: bad options", ErrInvalidConfig, p.name)
+	}
+	for {
+		old := p.current.Load()
+		next := newSettings(old.server, o, old)
+		if p.current.CompareAndSwap(old, next) {
+			return nil
+		}
+	}
+}
+
+// Stats returns a snapshot of the proxy's counters.
+func (p *Proxy) Stats() Stats { return p.stats.snapshot() }
+
+// ConnInfo describes a live connection.
+type ConnInfo struct {
+	ID           uint64
+	Client       string
+	Opened       time.Time
+	BytesUp      int64
+	BytesDown    int64
+	Transactions int64
+	Pending      int // requests waiting for their response
+}
+
+// Conns lists the live connections, oldest first.
+func (p *Proxy) Conns() []ConnInfo {
+	p.mu.Lock()
+	list := p.connListLocked()
+	p.mu.Unlock()
+	out := make([]ConnInfo, 0, len(list))
+	for _, c := range list {
+		out = append(out, c.info())
+	}
+	return out
+}
+
+func (p *Proxy) connListLocked() []*conn {
+	list := make([]*conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		list = append(list, c)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
+	return list
+}
+
+// CloseConn closes one live connection; it reports whether the id was
+// found.
+func (p *Proxy) CloseConn(id uint64) bool {
+	p.mu.Lock()
+	c := p.conns[id]
+	p.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.abort("closed by operator")
+	return true
+}
+
+// Stop closes the listener and every connection and waits until all of the
+// proxy's goroutines have ended or ctx is done. A stopped proxy cannot be
+// started again.
+func (p *Proxy) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	p.stopped = true
+	p.enabled = false
+	p.closeListenerLocked()
+	victims := p.connListLocked()
+	p.mu.Unlock()
+	p.cancel()
+	for _, c := range victims {
+		c.abort("proxy stopped")
+	}
+	return p.wait(ctx)
+}
+
+// Drain stops accepting, lets live connections finish on their own until
+// ctx is done, then stops the proxy (closing what is left).
+func (p *Proxy) Drain(ctx context.Context) error {
+	p.mu.Lock()
+	p.enabled = false
+	p.closeListenerLocked()
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.connsGone.Broadcast()
+		p.mu.Unlock()
+	})
+	for len(p.conns) > 0 && ctx.Err() == nil {
+		p.connsGone.Wait()
+	}
+	p.mu.Unlock()
+	stop()
+	// The drain deadline has passed (or nothing is left): finish with a
+	// short grace for the goroutines to notice their closed sockets.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return p.Stop(stopCtx)
+}
+
+func (p *Proxy) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("proxy %q: stop: %w", p.name, ctx.Err())
+	}
+}
+
+// acceptLoop accepts until ln is closed. Temporary errors (out of file
+// descriptors) back off instead of spinning or giving up.
+func (p *Proxy) acceptLoop(ln net.Listener, done chan struct{}) {
+	defer p.wg.Done()
+	defer close(done)
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		p.admit(c)
+	}
+}
+
+// admit registers a new client and starts its goroutine, or refuses it at
+// once when the proxy is at its connection limit.
+func (p *Proxy) admit(client net.Conn) {
+	s := p.current.Load()
+	id := p.ids.Add(1)
+	now := time.Now()
+	clientAddr := remoteString(client)
+	if max := s.opts.MaxConns; max > 0 && p.stats.connsActive.Load() >= int64(max) {
+		// Count before closing, so whoever sees the close sees the count.
+		p.stats.connsRefused.Add(1)
+		client.Close()
+		p.sink.Publish(&Event{Kind: KindConnRefused, Time: now, Proxy: p.name, ConnID: id, Client: clientAddr,
+			Err: fmt.Errorf("connection limit %d reached", max)})
+		return
+	}
+	c := newConn(p, id, client, clientAddr, s, now)
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		client.Close()
+		return
+	}
+	p.conns[id] = c
+	p.mu.Unlock()
+	p.stats.connsActive.Add(1)
+	p.stats.connsTotal.Add(1)
+	p.wg.Add(1)
+	go c.run()
+}
+
+// forget removes a finished connection.
+func (p *Proxy) forget(c *conn) {
+	p.mu.Lock()
+	delete(p.conns, c.id)
+	p.connsGone.Broadcast()
+	p.mu.Unlock()
+	p.stats.connsActive.Add(-1)
+}
+
+func remoteString(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
+		return a.String()
+	}
+	// Unix socket clients are usually unnamed.
+	return "unix"
+}

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"sync/atomic"
+
+	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/histogram"
+)
+
+// resultSlots indexes per-op outcome counters: the status byte values the
+// protocol defines, GET hit and miss, and the proxy's own outcomes.
+type resultSlot uint8
+
+const (
+	slotOK resultSlot = iota
+	slotNotOK
+	slotDisconnected
+	slotAddCorrupt
+	slotAddExists
+	slotAddTimeoutRange
+	slotAddIDRange
+	slotAddDataRange
+	slotHit
+	slotMiss
+	slotUnknownStatus
+	slotMalformed
+	slotUnanswered
+	slotOrphan
+	numSlots
+)
+
+var slotNames = [numSlots]string{"ok", "notok", "disconnected", "corrupt", "exists", "timeout-range",
+	"id-range", "data-range", "hit", "miss", "unknown-status", "malformed", "unanswered", "orphan"}
+
+func slotOf(t *Transaction) resultSlot {
+	switch {
+	case t.Unanswered:
+		return slotUnanswered
+	case t.Orphan:
+		return slotOrphan
+	case t.ResponseMalformed:
+		return slotMalformed
+	case t.Hit:
+		return slotHit
+	case t.Op == distcache.OpGet && t.Status == distcache.StatusNotOK:
+		return slotMiss
+	}
+	switch t.Status {
+	case distcache.StatusOK:
+		return slotOK
+	case distcache.StatusNotOK:
+		return slotNotOK
+	case distcache.StatusDisconnected:
+		return slotDisconnected
+	case distcache.StatusAddCorrupt:
+		return slotAddCorrupt
+	case distcache.StatusAddExists:
+		return slotAddExists
+	case distcache.StatusAddTimeoutRange:
+		return slotAddTimeoutRange
+	case distcache.StatusAddIDRange:
+		return slotAddIDRange
+	case distcache.StatusAddDataRange:
+		return slotAddDataRange
+	}
+	return slotUnknownStatus
+}
+
+// counters are a proxy's live counters. Connections add their byte and
+// frame counts once per read, not per frame, so the shared cache lines are
+// touched rarely.
+type counters struct {
+	connsActive    atomic.Int64
+	connsTotal     atomic.Int64
+	connsRefused   atomic.Int64
+	connectFailed  atomic.Int64
+	protocolErrors atomic.Int64
+	bytesUp        atomic.Int64
+	bytesDown      atomic.Int64
+	framesUp       atomic.Int64
+	framesDown     atomic.Int64
+	results        [distcache.NumOps][numSlots]atomic.Int64
+	latency        histogram.Histogram
+}
+
+// Stats is a snapshot of a proxy's counters.
+type Stats struct {
+	ConnsActive    int64
+	ConnsTotal     int64
+	ConnsRefused   int64 // closed at once: over MaxConns, or the proxy disabled
+	ConnectFailed  int64 // the server could not be dialled
+	ProtocolErrors int64
+	BytesUp        int64 // client to server
+	BytesDown      int64
+	FramesUp       int64
+	FramesDown     int64
+	// Results counts transactions by operation and outcome name ("ok",
+	// "hit", "miss", "exists", "unanswered", ...). Only non-zero counts are
+	// present.
+	Results map[distcache.Op]map[string]int64
+	// Latency of answered transactions.
+	Latency histogram.Snapshot
+}
+
+// Transactions is the total of Results.
+func (s *Stats) Transactions() int64 {
+	var n int64
+	for _, m := range s.Results {
+		for _, c := range m {
+			n += c
+		}
+	}
+	return n
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		ConnsActive:    c.connsActive.Load(),
+		ConnsTotal:     c.connsTotal.Load(),
+		ConnsRefused:   c.connsRefused.Load(),
+		ConnectFailed:  c.connectFailed.Load(),
+		ProtocolErrors: c.protocolErrors.Load(),
+		BytesUp:        c.bytesUp.Load(),
+		BytesDown:      c.bytesDown.Load(),
+		FramesUp:       c.framesUp.Load(),
+		FramesDown:     c.framesDown.Load(),
+		Results:        map[distcache.Op]map[string]int64{},
+		Latency:        c.latency.Snapshot(),
+	}
+	for op := range c.results {
+		for slot := range c.results[op] {
+			if n := c.results[op][slot].Load(); n != 0 {
+				m := s.Results[distcache.Op(op)]
+				if m == nil {
+					m = map[string]int64{}
+					s.Results[distcache.Op(op)] = m
+				}
+				m[slotNames[slot]] = n
+			}
+		}
+	}
+	return s
+}
