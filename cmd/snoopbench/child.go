@@ -207,7 +207,8 @@ func newBenchSink(consume bool) *benchSink {
 // counts returns the events consumed and dropped; a stuck watcher's drops
 // are read off its queue without consuming it.
 func (s *benchSink) counts() (consumed, dropped int64) {
-	return s.consumed.Load(), s.dropped.Load()
+	_, backlog := s.w.Backlog()
+	return s.consumed.Load(), s.dropped.Load() + int64(backlog)
 }
 
 func (s *benchSink) close() {

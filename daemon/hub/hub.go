@@ -372,6 +372,14 @@ func (w *Watcher) Next(ctx context.Context) (Batch, error) {
 	}
 }
 
+// Backlog reports what waits for the next Next: events queued, and
+// matching events dropped because the queue was full.
+func (w *Watcher) Backlog() (queued int, dropped uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queue), w.dropped
+}
+
 // Close unregisters the watcher; a Next in progress returns ErrClosed.
 func (w *Watcher) Close() {
 	w.h.mu.Lock()

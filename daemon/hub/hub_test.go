@@ -125,9 +125,7 @@ func TestSlowWatcherDropsExactlyWhatItMissed(t *testing.T) {
 	// The slow one never read: it has the first 10 and a notice of 490.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		slow.mu.Lock()
-		n, d := len(slow.queue), slow.dropped
-		slow.mu.Unlock()
+		n, d := slow.Backlog()
 		if n+int(d) == 500 {
 			break
 		}
