@@ -47,6 +47,9 @@ const (
 	DefaultDialTimeout  = 5 * time.Second
 	DefaultCaptureLimit = distcache.MaxSessionDataLen
 	DefaultSocketMode   = os.FileMode(0o660)
+	// DefaultSpares is how many server connections a listening proxy
+	// keeps dialled ahead of its clients.
+	DefaultSpares = 2
 	// DefaultBufferSize is each direction's read buffer. It is small
 	// because idle connections hold it; a full frame still fits.
 	DefaultBufferSize = 4 << 10
@@ -65,6 +68,10 @@ type Options struct {
 	// Clients over the bound are closed at once and counted as refused.
 	MaxConns    int
 	DialTimeout time.Duration
+	// Spares is the number of server connections dialled ahead of the
+	// clients that will use them, so a client does not wait for the
+	// proxy's own connect; 0 means DefaultSpares, negative means none.
+	Spares int
 	// SocketMode is the permission of a unix listen socket.
 	SocketMode os.FileMode
 	BufferSize int
@@ -82,6 +89,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BufferSize <= 0 {
 		o.BufferSize = DefaultBufferSize
+	}
+	if o.Spares == 0 {
+		o.Spares = DefaultSpares
 	}
 	return o
 }

@@ -39,6 +39,10 @@ type conn struct {
 	reason     string
 	aborted    atomic.Bool
 	upBroken   atomic.Bool // client->server decoding stopped (passthrough)
+	// midMessage is set, per direction (index Direction-1), while a
+	// message is partly through; a direction that stopped decoding after
+	// a protocol error counts as undecided and sets it too.
+	midMessage [2]atomic.Bool
 	halvesLeft atomic.Int32
 	serverSet  chan struct{} // closed once server is dialled (or never will be)
 }
@@ -75,7 +79,11 @@ func (c *conn) event(kind EventKind, now time.Time) *Event {
 // run dials the server off the accept loop, then forwards client->server.
 func (c *conn) run() {
 	defer c.p.wg.Done()
-	server, err := c.set.server.dial(c.p.ctx, c.set.opts.DialTimeout)
+	server := c.set.spares.take()
+	var err error
+	if server == nil {
+		server, err = c.set.server.dial(c.p.ctx, c.set.opts.DialTimeout)
+	}
 	if err == nil && c.aborted.Load() {
 		// Stopped or killed while dialling.
 		server.Close()
@@ -121,6 +129,18 @@ func (c *conn) abort(reason string) {
 	default:
 		// Still dialling: run sees aborted and closes the server itself.
 	}
+}
+
+// idle reports whether the connection is between transactions: every
+// request answered, no message partly through in either direction, and
+// both directions still decoded (otherwise the proxy cannot tell).
+func (c *conn) idle() bool {
+	if c.midMessage[0].Load() || c.midMessage[1].Load() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending) == 0
 }
 
 func (c *conn) setReason(r string) {
@@ -186,6 +206,7 @@ func (c *conn) pump(src, dst net.Conn, dir distcache.Direction) {
 				_, werr = dst.Write(chunk[:fwd])
 			}
 			c.flush(h)
+			c.midMessage[dir-1].Store(!h.decoding || h.dec.InMessage())
 			if perr != nil {
 				c.protocolError(h, perr, opts.OnCorrupt)
 				if opts.OnCorrupt == CloseOnCorrupt {
@@ -194,6 +215,7 @@ func (c *conn) pump(src, dst net.Conn, dir distcache.Direction) {
 					break
 				}
 				h.decoding = false
+				c.midMessage[dir-1].Store(true) // undecided from now on
 				if dir == distcache.ClientToServer {
 					c.upBroken.Store(true)
 				}
@@ -207,6 +229,17 @@ func (c *conn) pump(src, dst net.Conn, dir distcache.Direction) {
 			if rerr == io.EOF {
 				if h.decoding && h.dec.InMessage() {
 					c.setReason(peerName(dir, true) + " closed mid-message")
+				}
+				if c.idle() {
+					// Nothing is owed either way, so nothing can
+					// follow (a distcache server never speaks
+					// unasked): close both at once. This saves the
+					// shutdown calls of a half-close on every
+					// connection of a client that opens one per
+					// operation, which on some kernels cost as much
+					// as the connect.
+					c.abort(peerName(dir, true) + " closed")
+					break
 				}
 				// Pass the half-close on: the far side may still answer.
 				if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
@@ -440,7 +473,9 @@ type target struct {
 func newTarget(a distcache.Addr) *target { return &target{addr: a} }
 
 func (t *target) dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
+	// No TCP keepalive: it costs four setsockopt calls per connection, and
+	// a dead server shows up at the next request anyway.
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	if t.addr.Network() == distcache.NetworkUnix {
 		return d.DialContext(ctx, "unix", t.addr.Path())
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,7 +30,11 @@ func Listen(addr distcache.Addr, mode os.FileMode) (net.Listener, error) {
 	if addr.Network() == distcache.NetworkUnix {
 		return listenUnix(addr.Path(), mode)
 	}
-	l, err := net.Listen("tcp", addr.NetAddr())
+	// Accepted connections get no TCP keepalive, for the same reason the
+	// server side has none (see target.dial): it costs system calls on
+	// every connection, and clients open one per operation.
+	lc := net.ListenConfig{KeepAlive: -1}
+	l, err := lc.Listen(context.Background(), "tcp", addr.NetAddr())
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("listen on %s: %w", addr, ErrAddrInUse)

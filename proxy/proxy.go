@@ -22,8 +22,11 @@ type settings struct {
 	server  *target
 	opts    Options
 	buffers *sync.Pool // of *[]byte, opts.BufferSize long
+	spares  *spares    // nil while the proxy does not listen
 }
 
+// newSettings makes the settings for server and opts, reusing old's buffer
+// pool when the size allows. Spares are made by withSpares.
 func newSettings(server *target, opts Options, old *settings) *settings {
 	s := &settings{server: server, opts: opts.withDefaults()}
 	if old != nil && old.opts.BufferSize == s.opts.BufferSize {
@@ -33,6 +36,36 @@ func newSettings(server *target, opts Options, old *settings) *settings {
 		s.buffers = &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
 	}
 	return s
+}
+
+// swapSettings installs settings made by next from the current ones. A
+// listening proxy gets a fresh pool of spare server connections for them
+// and the old pool is closed.
+func (p *Proxy) swapSettings(next func(old *settings) *settings) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.current.Load()
+	s := next(old)
+	if p.ln != nil {
+		s.spares = newSpares(p.ctx, &p.wg, s.server, max(s.opts.Spares, 0), s.opts.DialTimeout)
+	}
+	p.current.Store(s)
+	old.spares.close()
+	s.spares.start()
+}
+
+// resetSparesLocked gives the current settings a fresh pool of spares if
+// the proxy listens, or none if it does not, and closes the old pool.
+func (p *Proxy) resetSparesLocked() {
+	old := p.current.Load()
+	s := *old
+	s.spares = nil
+	if p.ln != nil {
+		s.spares = newSpares(p.ctx, &p.wg, s.server, max(s.opts.Spares, 0), s.opts.DialTimeout)
+	}
+	p.current.Store(&s)
+	old.spares.close()
+	s.spares.start()
 }
 
 // Proxy is one named snoop proxy. Its methods are safe for concurrent use.
@@ -131,6 +164,7 @@ func (p *Proxy) bindLocked() error {
 	p.lnDone = make(chan struct{})
 	p.wg.Add(1)
 	go p.acceptLoop(ln, p.lnDone)
+	p.resetSparesLocked()
 	return nil
 }
 
@@ -204,6 +238,7 @@ func (p *Proxy) closeListenerLocked() chan struct{} {
 	}
 	p.ln.Close()
 	p.ln = nil
+	p.resetSparesLocked()
 	return p.lnDone
 }
 
@@ -213,13 +248,8 @@ func (p *Proxy) SetServer(addr distcache.Addr) error {
 	if addr.IsZero() || !addr.CanConnect() {
 		return fmt.Errorf("%w: proxy %q: server address %q cannot be connected to", ErrInvalidConfig, p.name, addr)
 	}
-	for {
-		old := p.current.Load()
-		next := newSettings(newTarget(addr), old.opts, old)
-		if p.current.CompareAndSwap(old, next) {
-			return nil
-		}
-	}
+	p.swapSettings(func(old *settings) *settings { return newSettings(newTarget(addr), old.opts, old) })
+	return nil
 }
 
 // SetOptions changes the options for connections accepted from now on. A
@@ -228,13 +258,8 @@ func (p *Proxy) SetOptions(o Options) error {
 	if o.MaxConns < 0 || o.OnCorrupt > PassThrough {
 		return fmt.Errorf("%w: proxy %q: bad options", ErrInvalidConfig, p.name)
 	}
-	for {
-		old := p.current.Load()
-		next := newSettings(old.server, o, old)
-		if p.current.CompareAndSwap(old, next) {
-			return nil
-		}
-	}
+	p.swapSettings(func(old *settings) *settings { return newSettings(old.server, o, old) })
+	return nil
 }
 
 // Stats returns a snapshot of the proxy's counters.
