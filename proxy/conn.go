@@ -53,8 +53,16 @@ type pendingRequest struct {
 	op      distcache.Op
 	start   time.Time
 	frames  int
-	summary distcache.PayloadSummary
+	summary distcache.PayloadSummary // SessionID left nil: see request
 	id      [distcache.MaxSessionIDLen]byte
+	idLen   int
+}
+
+// request returns the summary with its session id, aliasing r.
+func (r *pendingRequest) request() distcache.PayloadSummary {
+	s := r.summary
+	s.SessionID = r.id[:r.idLen:r.idLen]
+	return s
 }
 
 func newConn(p *Proxy, id uint64, client net.Conn, clientAddr string, s *settings, now time.Time) *conn {
@@ -314,15 +322,23 @@ func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 
 func (c *conn) requestDone(h *half) {
 	hd := h.dec.Header()
-	r := pendingRequest{uid: hd.RequestUID, op: hd.Op, start: h.msgStart, frames: h.dec.MessageFrames(), summary: h.scan.Summary()}
-	// The summary aliases the scanner, which the next request reuses.
-	n := copy(r.id[:], r.summary.SessionID)
-	r.summary.SessionID = r.id[:n:n]
-	if r.summary.Data != nil {
-		r.summary.Data = append([]byte(nil), r.summary.Data...)
+	sum := h.scan.Summary()
+	var data []byte
+	if sum.Data != nil {
+		// Captured data aliases the scanner, which the next request reuses.
+		data = append([]byte(nil), sum.Data...)
 	}
 	c.mu.Lock()
-	c.pending = append(c.pending, r)
+	// Built in place: a local pendingRequest would escape to the heap on
+	// every request.
+	c.pending = append(c.pending, pendingRequest{uid: hd.RequestUID, op: hd.Op, start: h.msgStart, frames: h.dec.MessageFrames()})
+	r := &c.pending[len(c.pending)-1]
+	r.summary = sum
+	r.idLen = copy(r.id[:], sum.SessionID)
+	// The id lives in r.id; it is re-sliced where it is used (request),
+	// because the queue moves its entries.
+	r.summary.SessionID = nil
+	r.summary.Data = data
 	c.mu.Unlock()
 }
 
@@ -352,7 +368,7 @@ func (c *conn) responseDone(h *half, now time.Time) {
 	} else {
 		req := &c.pending[i]
 		t = c.txEvent(h.nextOut(), now)
-		t.Transaction = distcache.NewTransaction(req.op, req.uid, req.summary, resp, req.frames, frames)
+		t.Transaction = distcache.NewTransaction(req.op, req.uid, req.request(), resp, req.frames, frames)
 		t.Start = req.start
 		t.Latency = now.Sub(req.start)
 		// Detach before the queue shifts: the id still lives in req.
@@ -442,7 +458,7 @@ func (c *conn) finish() {
 	for i := range pending {
 		r := &pending[i]
 		t := c.txEvent(&scratch, now)
-		t.Transaction = distcache.NewTransaction(r.op, r.uid, r.summary, distcache.PayloadSummary{}, r.frames, 0)
+		t.Transaction = distcache.NewTransaction(r.op, r.uid, r.request(), distcache.PayloadSummary{}, r.frames, 0)
 		t.Start = r.start
 		t.Unanswered = true
 		c.detach(t)

@@ -106,6 +106,17 @@ func runChild(args []string) error {
 		pprof.StartCPUProfile(f)
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	if path := os.Getenv("SNOOPBENCH_MEMPROFILE"); path != "" && *kind != "cache" {
+		// Every allocation sampled, written at exit: for finding what
+		// allocates per frame or per transaction.
+		runtime.MemProfileRate = 1
+		defer func() {
+			if f, err := os.Create(fmt.Sprintf("%s.%s.%d", path, *kind, os.Getpid())); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	fmt.Printf("ready %s\n", ready)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
