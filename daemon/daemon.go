@@ -1,0 +1,469 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/snoopd/snoopd/daemon/hub"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+// Version is the daemon's version, reported by GetDaemonInfo. Builds may
+// set it with -ldflags "-X github.com/snoopd/snoopd/daemon.Version=...".
+var Version = "0.1.0-dev"
+
+// stopTimeout bounds how long stopping one proxy may take before the
+// daemon moves on; its goroutines end when their sockets close.
+const stopTimeout = 10 * time.Second
+
+// Config configures a Daemon.
+type Config struct {
+	// StateDir, if set, is where proxies created through the API are
+	// saved, so they survive a restart.
+	StateDir string
+	// History and QueueSize size the event hub (see hub.Config).
+	History   int
+	QueueSize int
+	// Logger receives the daemon's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Daemon hosts named proxies and the event hub. Its methods are safe for
+// concurrent use.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	hub     *hub.Hub
+	ids     atomic.Uint64
+	started time.Time
+	state   *stateFile
+
+	mu        sync.Mutex
+	proxies   map[string]*entry
+	endpoints []string
+	closed    bool
+}
+
+// entry is one proxy in the registry.
+type entry struct {
+	spec      *snoopv1.ProxySpec // normalised
+	p         *proxy.Proxy
+	created   time.Time
+	bindErr   error // why an enabled proxy is not listening
+	ephemeral bool  // not saved in the state dir (the demo proxy)
+	// busy marks a proxy a request is changing; placeholder marks a name
+	// reserved by a create still binding.
+	busy, placeholder bool
+}
+
+// New starts a daemon. With a state dir it restores the saved proxies: a
+// damaged state file is an error (and is left untouched); a proxy whose
+// address cannot be bound any more is kept, in the failed state, so the
+// operator can see it and enable it again.
+func New(cfg Config) (*Daemon, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{
+		cfg:     cfg,
+		log:     log,
+		hub:     hub.New(hub.Config{History: cfg.History, QueueSize: cfg.QueueSize}),
+		started: time.Now(),
+		proxies: map[string]*entry{},
+	}
+	if cfg.StateDir != "" {
+		st, specs, err := openState(cfg.StateDir)
+		if err != nil {
+			d.hub.Close()
+			return nil, err
+		}
+		d.state = st
+		for _, spec := range specs {
+			d.restore(spec)
+		}
+	}
+	return d, nil
+}
+
+// restore brings back a saved proxy. It was valid when saved, and the
+// state file was validated on load.
+func (d *Daemon) restore(spec *snoopv1.ProxySpec) {
+	norm, cfg, err := normalize(spec)
+	if err != nil {
+		d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
+		return
+	}
+	cfg.ConnIDs = &d.ids
+	p, err := proxy.New(cfg, d.hub)
+	if err != nil {
+		d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
+		return
+	}
+	e := &entry{spec: norm, p: p, created: time.Now()}
+	if err := p.Start(); err != nil {
+		e.bindErr = err
+		d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", spec.GetName(), "err", err)
+	} else {
+		d.log.Info("restored proxy", "proxy", spec.GetName(), "listen", p.Addr().String(), "server", norm.GetServer())
+	}
+	d.mu.Lock()
+	d.proxies[spec.GetName()] = e
+	d.mu.Unlock()
+}
+
+// Hub is the daemon's event hub.
+func (d *Daemon) Hub() *hub.Hub { return d.hub }
+
+// SetEndpoints records the control endpoints, for GetDaemonInfo.
+func (d *Daemon) SetEndpoints(eps []string) {
+	d.mu.Lock()
+	d.endpoints = append([]string(nil), eps...)
+	d.mu.Unlock()
+}
+
+// Close stops every proxy (in parallel, each within a deadline), ends the
+// event streams and saves the state one last time.
+func (d *Daemon) Close(ctx context.Context) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	var ps []*proxy.Proxy
+	for _, e := range d.proxies {
+		if e.p != nil {
+			ps = append(ps, e.p)
+		}
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ps))
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+			defer cancel()
+			if err := p.Stop(sctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	d.hub.Close()
+	err := d.save()
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// CreateProxy validates spec, binds the proxy and starts it. The bind
+// error, if any, is returned here.
+func (d *Daemon) CreateProxy(ctx context.Context, spec *snoopv1.ProxySpec) (*snoopv1.Proxy, error) {
+	return d.create(spec, false)
+}
+
+// CreateEphemeralProxy is CreateProxy for a proxy that is not saved in
+// the state dir (the demo's, whose server lives only as long as the
+// process).
+func (d *Daemon) CreateEphemeralProxy(spec *snoopv1.ProxySpec) (*snoopv1.Proxy, error) {
+	return d.create(spec, true)
+}
+
+func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, error) {
+	spec, cfg, err := normalize(in)
+	if err != nil {
+		return nil, prefixField("spec", err)
+	}
+	name := spec.GetName()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, hub.ErrClosed
+	}
+	if _, ok := d.proxies[name]; ok {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("proxy %q: %w", name, ErrExists)
+	}
+	d.proxies[name] = &entry{busy: true, placeholder: true}
+	d.mu.Unlock()
+
+	e, err := d.start(spec, cfg, ephemeral)
+	d.mu.Lock()
+	if err != nil {
+		delete(d.proxies, name)
+		d.mu.Unlock()
+		return nil, err
+	}
+	d.proxies[name] = e
+	d.mu.Unlock()
+	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
+	d.saveLogged()
+	return d.describe(e), nil
+}
+
+// start makes and binds a proxy; no registry lock is held.
+func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool) (*entry, error) {
+	cfg.ConnIDs = &d.ids
+	p, err := proxy.New(cfg, d.hub)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Start(); err != nil {
+		p.Stop(context.Background())
+		return nil, err
+	}
+	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral}, nil
+}
+
+// reserve marks an existing proxy busy for the caller's change.
+func (d *Daemon) reserve(name string) (*entry, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.proxies[name]
+	switch {
+	case d.closed:
+		return nil, hub.ErrClosed
+	case !ok || e.placeholder:
+		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+	case e.busy:
+		return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
+	}
+	e.busy = true
+	return e, nil
+}
+
+func (d *Daemon) release(e *entry) {
+	d.mu.Lock()
+	e.busy = false
+	d.mu.Unlock()
+}
+
+// GetProxy describes one proxy.
+func (d *Daemon) GetProxy(name string) (*snoopv1.Proxy, error) {
+	d.mu.Lock()
+	e, ok := d.proxies[name]
+	d.mu.Unlock()
+	if !ok || e.placeholder {
+		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+	}
+	return d.describe(e), nil
+}
+
+// ListProxies describes every proxy, sorted by name.
+func (d *Daemon) ListProxies() []*snoopv1.Proxy {
+	d.mu.Lock()
+	es := make([]*entry, 0, len(d.proxies))
+	for _, e := range d.proxies {
+		if !e.placeholder {
+			es = append(es, e)
+		}
+	}
+	d.mu.Unlock()
+	out := make([]*snoopv1.Proxy, 0, len(es))
+	for _, e := range es {
+		out = append(out, d.describe(e))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetSpec().GetName() < out[j].GetSpec().GetName() })
+	return out
+}
+
+// UpdateProxy changes the fields of a proxy named in paths, taking their
+// values from in. Enabling binds first, so a bind error changes nothing.
+func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths []string, closeConns bool) (*snoopv1.Proxy, error) {
+	if in == nil || in.GetName() == "" {
+		return nil, &FieldError{Field: "spec.name", Reason: "missing: name the proxy to update"}
+	}
+	e, err := d.reserve(in.GetName())
+	if err != nil {
+		return nil, err
+	}
+	defer d.release(e)
+	merged, err := applyMask(e.spec, in, paths)
+	if err != nil {
+		return nil, err
+	}
+	spec, cfg, err := normalize(merged)
+	if err != nil {
+		return nil, prefixField("spec", err)
+	}
+	if err := d.change(e, spec, cfg, closeConns); err != nil {
+		return nil, err
+	}
+	d.saveLogged()
+	return d.describe(e), nil
+}
+
+// change moves a running proxy from e.spec to spec (same name and listen
+// address). e must be reserved.
+func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) error {
+	old := e.spec
+	if spec.GetEnabled() && (!old.GetEnabled() || !e.p.Listening()) {
+		if err := e.p.Enable(); err != nil {
+			d.mu.Lock()
+			e.bindErr = err
+			d.mu.Unlock()
+			return err
+		}
+	}
+	if spec.GetServer() != old.GetServer() {
+		if err := e.p.SetServer(cfg.Server); err != nil {
+			return err
+		}
+	}
+	if err := e.p.SetOptions(cfg.Options); err != nil {
+		return err
+	}
+	if !spec.GetEnabled() && (old.GetEnabled() || closeConns) {
+		e.p.Disable(closeConns)
+	}
+	d.mu.Lock()
+	e.spec = spec
+	e.bindErr = nil
+	d.mu.Unlock()
+	d.log.Info("updated proxy", "proxy", spec.GetName(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
+	return nil
+}
+
+// DeleteProxy stops a proxy: it stops accepting at once, lets live
+// connections run for up to drain, then closes them, and forgets it.
+func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Duration) error {
+	e, err := d.reserve(name)
+	if err != nil {
+		return err
+	}
+	d.stop(e, drain)
+	d.mu.Lock()
+	delete(d.proxies, name)
+	d.mu.Unlock()
+	d.log.Info("deleted proxy", "proxy", name)
+	d.saveLogged()
+	return nil
+}
+
+// stop drains and stops a reserved proxy, without the registry lock.
+func (d *Daemon) stop(e *entry, drain time.Duration) {
+	var err error
+	if drain > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		err = e.p.Drain(ctx)
+		cancel()
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		err = e.p.Stop(ctx)
+		cancel()
+	}
+	if err != nil {
+		d.log.Warn("proxy did not stop in time; its connections end as their sockets close", "proxy", e.spec.GetName(), "err", err)
+	}
+}
+
+// Connections lists the live connections of a proxy.
+func (d *Daemon) Connections(name string) ([]*snoopv1.Connection, error) {
+	e, err := d.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []*snoopv1.Connection
+	for _, c := range e.p.Conns() {
+		out = append(out, &snoopv1.Connection{
+			Id: c.ID, Client: c.Client, OpenTime: timestamppb.New(c.Opened),
+			BytesUp: c.BytesUp, BytesDown: c.BytesDown, Transactions: c.Transactions, Pending: int32(c.Pending),
+		})
+	}
+	return out, nil
+}
+
+// CloseConnection closes one live connection.
+func (d *Daemon) CloseConnection(name string, id uint64) error {
+	e, err := d.lookup(name)
+	if err != nil {
+		return err
+	}
+	if !e.p.CloseConn(id) {
+		return fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)
+	}
+	return nil
+}
+
+func (d *Daemon) lookup(name string) (*entry, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.proxies[name]
+	if !ok || e.placeholder {
+		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+	}
+	return e, nil
+}
+
+// Info describes the daemon.
+func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
+	d.mu.Lock()
+	n := 0
+	for _, e := range d.proxies {
+		if !e.placeholder {
+			n++
+		}
+	}
+	eps := append([]string(nil), d.endpoints...)
+	d.mu.Unlock()
+	history, queue := d.cfg.History, d.cfg.QueueSize
+	if history <= 0 {
+		history = hub.DefaultHistory
+	}
+	if queue <= 0 {
+		queue = hub.DefaultQueueSize
+	}
+	return &snoopv1.GetDaemonInfoResponse{
+		Version:          Version,
+		StartTime:        timestamppb.New(d.started),
+		ControlEndpoints: eps,
+		Proxies:          int32(n),
+		Watchers:         int32(d.hub.Watchers()),
+		EventsPublished:  d.hub.Published(),
+		HistorySize:      uint32(history),
+		WatcherQueueSize: uint32(queue),
+		StateDir:         d.cfg.StateDir,
+	}
+}
+
+// describe renders a proxy for the API.
+func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
+	d.mu.Lock()
+	spec, bindErr := e.spec, e.bindErr
+	d.mu.Unlock()
+	out := &snoopv1.Proxy{
+		Spec:          proto.Clone(spec).(*snoopv1.ProxySpec),
+		ListenAddress: e.p.Addr().String(),
+		Counters:      counters(e.p.Stats()),
+		CreateTime:    timestamppb.New(e.created),
+	}
+	switch {
+	case e.p.Listening():
+		out.State = snoopv1.ProxyState_PROXY_STATE_LISTENING
+	case !spec.GetEnabled():
+		out.State = snoopv1.ProxyState_PROXY_STATE_DISABLED
+	default:
+		out.State = snoopv1.ProxyState_PROXY_STATE_FAILED
+		if bindErr != nil {
+			out.Error = bindErr.Error()
+		} else {
+			out.Error = "not listening"
+		}
+	}
+	return out
+}

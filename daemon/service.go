@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// ServerOptions configure the control API's gRPC server.
+type ServerOptions struct {
+	// Token, if set, must be presented by every call as
+	// "authorization: Bearer <token>". Health checks are exempt, so a
+	// supervisor can probe the daemon without the secret.
+	Token string
+	// Creds, if set, secures every connection (TLS, with client
+	// certificates for mTLS).
+	Creds credentials.TransportCredentials
+}
+
+// NewServer returns a gRPC server with the control API, the standard
+// health service and server reflection (so `grpcurl -unix <socket> list`
+// works) registered, and the health server to flip at shutdown.
+func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *health.Server) {
+	var so []grpc.ServerOption
+	if opts.Creds != nil {
+		so = append(so, grpc.Creds(opts.Creds))
+	}
+	if opts.Token != "" {
+		a := &tokenAuth{token: opts.Token}
+		so = append(so, grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream))
+	}
+	s := grpc.NewServer(so...)
+	svc := &service{d: d}
+	snoopv1.RegisterProxyServiceServer(s, &proxyService{service: svc})
+	snoopv1.RegisterEventServiceServer(s, &eventService{service: svc})
+	snoopv1.RegisterDaemonServiceServer(s, &daemonService{service: svc})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	return s, hs
+}
+
+// tokenAuth checks the bearer token of every call but health checks.
+type tokenAuth struct{ token string }
+
+func (a *tokenAuth) check(ctx context.Context, method string) error {
+	if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return Status(errors.Join(ErrUnauthenticated, errors.New("this snoopd requires a bearer token (authorization: Bearer <token>)")))
+	}
+	got, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+		return Status(errors.Join(ErrUnauthenticated, errors.New("wrong bearer token")))
+	}
+	return nil
+}
+
+func (a *tokenAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := a.check(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (a *tokenAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := a.check(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+// service is shared by the three API services: thin adapters over Daemon
+// that map errors to gRPC codes with Status, once, on the way out.
+type service struct{ d *Daemon }
+
+type proxyService struct {
+	*service
+	snoopv1.UnimplementedProxyServiceServer
+}
+
+type eventService struct {
+	*service
+	snoopv1.UnimplementedEventServiceServer
+}
+
+type daemonService struct {
+	*service
+	snoopv1.UnimplementedDaemonServiceServer
+}
+
+var (
+	_ snoopv1.ProxyServiceServer  = (*proxyService)(nil)
+	_ snoopv1.EventServiceServer  = (*eventService)(nil)
+	_ snoopv1.DaemonServiceServer = (*daemonService)(nil)
+)
+
+func (s *proxyService) CreateProxy(ctx context.Context, req *snoopv1.CreateProxyRequest) (*snoopv1.CreateProxyResponse, error) {
+	p, err := s.d.CreateProxy(ctx, req.GetSpec())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.CreateProxyResponse{Proxy: p}, nil
+}
+
+func (s *proxyService) GetProxy(ctx context.Context, req *snoopv1.GetProxyRequest) (*snoopv1.GetProxyResponse, error) {
+	p, err := s.d.GetProxy(req.GetName())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.GetProxyResponse{Proxy: p}, nil
+}
+
+func (s *proxyService) ListProxies(ctx context.Context, req *snoopv1.ListProxiesRequest) (*snoopv1.ListProxiesResponse, error) {
+	return &snoopv1.ListProxiesResponse{Proxies: s.d.ListProxies()}, nil
+}
+
+func (s *proxyService) UpdateProxy(ctx context.Context, req *snoopv1.UpdateProxyRequest) (*snoopv1.UpdateProxyResponse, error) {
+	p, err := s.d.UpdateProxy(ctx, req.GetSpec(), req.GetUpdateMask().GetPaths(), req.GetCloseConnections())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.UpdateProxyResponse{Proxy: p}, nil
+}
+
+func (s *proxyService) DeleteProxy(ctx context.Context, req *snoopv1.DeleteProxyRequest) (*snoopv1.DeleteProxyResponse, error) {
+	drain := minDuration(req.GetDrain())
+	if d := req.GetDrain(); d != nil && (d.CheckValid() != nil || drain < 0) {
+		return nil, Status(&FieldError{Field: "drain", Reason: "must be a non-negative duration"})
+	}
+	if err := s.d.DeleteProxy(ctx, req.GetName(), drain); err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.DeleteProxyResponse{}, nil
+}
+
+func (s *proxyService) ApplyProxies(ctx context.Context, req *snoopv1.ApplyProxiesRequest) (*snoopv1.ApplyProxiesResponse, error) {
+	res, err := s.d.ApplyProxies(ctx, req.GetProxies(), req.GetPrune(), req.GetDryRun())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.ApplyProxiesResponse{Results: res}, nil
+}
+
+func (s *proxyService) ListConnections(ctx context.Context, req *snoopv1.ListConnectionsRequest) (*snoopv1.ListConnectionsResponse, error) {
+	cs, err := s.d.Connections(req.GetProxy())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.ListConnectionsResponse{Connections: cs}, nil
+}
+
+func (s *proxyService) CloseConnection(ctx context.Context, req *snoopv1.CloseConnectionRequest) (*snoopv1.CloseConnectionResponse, error) {
+	if err := s.d.CloseConnection(req.GetProxy(), req.GetId()); err != nil {
+		return nil, Status(err)
+	}
+	return &snoopv1.CloseConnectionResponse{}, nil
+}
+
+// WatchEvents streams matching events until the client goes away or the
+// daemon shuts down (then the stream ends with UNAVAILABLE).
+func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]) error {
+	filter, err := compileFilter(req)
+	if err != nil {
+		return Status(err)
+	}
+	w := s.d.hub.Watch(hubOptions(req, filter))
+	defer w.Close()
+	ctx := stream.Context()
+	for {
+		b, err := w.Next(ctx)
+		if err != nil {
+			return Status(err)
+		}
+		if b.Dropped > 0 {
+			if err := stream.Send(&snoopv1.WatchEventsResponse{Dropped: b.Dropped}); err != nil {
+				return err
+			}
+		}
+		for _, e := range b.Events {
+			if err := stream.Send(&snoopv1.WatchEventsResponse{Event: toAPIEvent(e, req.GetIncludeData())}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *daemonService) GetDaemonInfo(ctx context.Context, req *snoopv1.GetDaemonInfoRequest) (*snoopv1.GetDaemonInfoResponse, error) {
+	return s.d.Info(), nil
+}

@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+// Limits on spec fields, beyond what the proxy package checks.
+const (
+	maxDialTimeout  = 5 * time.Minute
+	maxCaptureLimit = distcache.MaxSessionDataLen
+)
+
+// normalize checks spec and returns the canonical form the daemon stores
+// and compares: addresses written back in libnal syntax, enabled and the
+// corrupt policy explicit. Two specs that mean the same normalise to equal
+// messages, which is what makes apply idempotent.
+func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error) {
+	if spec == nil {
+		return nil, proxy.Config{}, &FieldError{Field: "spec", Reason: "missing"}
+	}
+	if err := proxy.ValidateName(spec.GetName()); err != nil {
+		return nil, proxy.Config{}, fieldErr("name", err)
+	}
+	if spec.GetListen() == "" {
+		return nil, proxy.Config{}, &FieldError{Field: "listen", Reason: "missing (example: IP:127.0.0.1:9001 or UNIX:/run/dc.sock)"}
+	}
+	listen, err := distcache.ParseListenAddr(spec.GetListen())
+	if err != nil {
+		return nil, proxy.Config{}, fieldErr("listen", err)
+	}
+	if spec.GetServer() == "" {
+		return nil, proxy.Config{}, &FieldError{Field: "server", Reason: "missing (example: IP:127.0.0.1:9000 or UNIX:/run/dcserver.sock)"}
+	}
+	server, err := distcache.ParseConnectAddr(spec.GetServer())
+	if err != nil {
+		return nil, proxy.Config{}, fieldErr("server", err)
+	}
+	opts := proxy.Options{
+		CaptureData:  spec.GetCaptureData(),
+		CaptureLimit: int(spec.GetCaptureLimit()),
+		MaxConns:     int(spec.GetMaxConnections()),
+		SocketMode:   os.FileMode(spec.GetSocketMode()),
+	}
+	switch spec.GetOnCorrupt() {
+	case snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED, snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE:
+		opts.OnCorrupt = proxy.CloseOnCorrupt
+	case snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH:
+		opts.OnCorrupt = proxy.PassThrough
+	default:
+		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: fmt.Sprintf("unknown policy %d", spec.GetOnCorrupt())}
+	}
+	if spec.GetCaptureLimit() > maxCaptureLimit {
+		return nil, proxy.Config{}, &FieldError{Field: "capture_limit", Reason: fmt.Sprintf("%d is above the largest session, %d", spec.GetCaptureLimit(), maxCaptureLimit)}
+	}
+	if spec.GetSocketMode() > 0o777 {
+		return nil, proxy.Config{}, &FieldError{Field: "socket_mode", Reason: fmt.Sprintf("%#o is not a permission (want 0 to 0777)", spec.GetSocketMode())}
+	}
+	if d := spec.GetDialTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 || d.AsDuration() > maxDialTimeout {
+			return nil, proxy.Config{}, &FieldError{Field: "dial_timeout", Reason: fmt.Sprintf("want 0 to %v", maxDialTimeout)}
+		}
+		opts.DialTimeout = d.AsDuration()
+	}
+	out := proto.Clone(spec).(*snoopv1.ProxySpec)
+	out.Listen, out.Server = listen.String(), server.String()
+	out.Enabled = proto.Bool(spec.Enabled == nil || *spec.Enabled)
+	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
+		out.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
+	}
+	if out.DialTimeout != nil && out.DialTimeout.AsDuration() == 0 {
+		out.DialTimeout = nil
+	}
+	cfg := proxy.Config{Name: spec.GetName(), Listen: listen, Server: server, Enabled: out.GetEnabled(), Options: opts}
+	if err := cfg.Validate(); err != nil {
+		return nil, proxy.Config{}, &FieldError{Field: "spec", Reason: err.Error(), Err: err}
+	}
+	return out, cfg, nil
+}
+
+// updatable are the spec fields UpdateProxy may change.
+var updatable = map[string]bool{
+	"enabled": true, "server": true, "on_corrupt": true, "capture_data": true,
+	"capture_limit": true, "max_connections": true, "dial_timeout": true,
+}
+
+// applyMask returns cur with the fields named in paths taken from next.
+func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec, error) {
+	if len(paths) == 0 {
+		return nil, &FieldError{Field: "update_mask", Reason: "empty: name the fields to change (enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout)"}
+	}
+	out := proto.Clone(cur).(*snoopv1.ProxySpec)
+	for _, p := range paths {
+		if !updatable[p] {
+			return nil, &FieldError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated (updatable: enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout; to move a proxy, delete and create it)", p)}
+		}
+		switch p {
+		case "enabled":
+			out.Enabled = proto.Bool(next.Enabled == nil || *next.Enabled)
+		case "server":
+			out.Server = next.GetServer()
+		case "on_corrupt":
+			out.OnCorrupt = next.GetOnCorrupt()
+		case "capture_data":
+			out.CaptureData = next.GetCaptureData()
+		case "capture_limit":
+			out.CaptureLimit = next.GetCaptureLimit()
+		case "max_connections":
+			out.MaxConnections = next.GetMaxConnections()
+		case "dial_timeout":
+			out.DialTimeout = nil
+			if d := next.GetDialTimeout(); d != nil {
+				out.DialTimeout = durationpb.New(d.AsDuration())
+			}
+		}
+	}
+	return out, nil
+}
