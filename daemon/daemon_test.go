@@ -131,7 +131,6 @@ func TestCreateGetListDelete(t *testing.T) {
 	}
 }
 
-
 func TestErrorCodes(t *testing.T) {
 	a := startAPI(t, Config{}, ServerOptions{})
 	ctx := context.Background()
