@@ -44,13 +44,17 @@ type childStats struct {
 // every SIGUSR1.
 func runChild(args []string) error {
 	fs := flag.NewFlagSet("child", flag.ContinueOnError)
-	kind := fs.String("kind", "", "cache, snoop or naive")
+	kind := fs.String("kind", "", "cache, snoop, naive or daemon")
 	listen := fs.String("listen", "", "listen address")
 	server := fs.String("server", "", "server address (proxies)")
 	sinkMode := fs.String("sink", "consume", "snoop event sink: consume or stall")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Listen for the parent's signals before saying "ready": a SIGUSR1
+	// that came earlier would be lost and the parent would wait forever.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	la, err := distcache.ParseListenAddr(*listen)
 	if err != nil {
 		return err
@@ -88,6 +92,12 @@ func runChild(args []string) error {
 			return childStats{FramesUp: st.FramesUp, FramesDown: st.FramesDown, Transactions: st.Transactions(),
 				Events: consumed, Dropped: dropped, ConnsActive: st.ConnsActive}
 		}
+	case "daemon":
+		a, stop, err := startDaemonChild(la)
+		if err != nil {
+			return err
+		}
+		ready, closer, stats = a, stop, func() childStats { return childStats{} }
 	case "naive":
 		n, err := startNaive(la, *server)
 		if err != nil {
@@ -118,8 +128,6 @@ func runChild(args []string) error {
 		}()
 	}
 	fmt.Printf("ready %s\n", ready)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	enc := json.NewEncoder(os.Stdout)
 	for sig := range sigs {
 		if sig != syscall.SIGUSR1 {

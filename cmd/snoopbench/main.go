@@ -14,7 +14,9 @@
 //
 // Every scenario is bounded by an operation count. Usage:
 //
-//	snoopbench [-networks tcp,unix] [-serial-ops N] [-perop-ops N] [-conc-ops N] [-idle N]
+//	snoopbench [-networks tcp,unix] [-serial-ops N] [-perop-ops N] [-conc-ops N] [-idle N] [-scale N -watchers M]
+//
+// -networks "" skips the proxy comparison, to run only -idle or -scale.
 package main
 
 import (
@@ -57,6 +59,9 @@ type benchFlags struct {
 	concOps   int64
 	conc      int
 	idle      int
+	scale     int
+	watchers  int
+	scaleOps  int64
 	dataMin   int
 	dataMax   int
 }
@@ -70,6 +75,9 @@ func runBench(args []string) error {
 	fs.Int64Var(&f.concOps, "conc-ops", 10000, "operations per client of the concurrent scenario")
 	fs.IntVar(&f.conc, "conc", 8, "clients of the concurrent scenario")
 	fs.IntVar(&f.idle, "idle", 0, "also open this many idle proxied connections and report RSS per connection (0: skip)")
+	fs.IntVar(&f.scale, "scale", 0, "also run the scale benchmark with this many proxies in one daemon (0: skip)")
+	fs.IntVar(&f.watchers, "watchers", 100, "watchers reading every event in the scale benchmark")
+	fs.Int64Var(&f.scaleOps, "scale-ops", 20, "operations per proxy in the scale benchmark")
 	fs.IntVar(&f.dataMin, "data-min", 50, "smallest session, bytes")
 	fs.IntVar(&f.dataMax, "data-max", 1024, "largest session, bytes")
 	if err := fs.Parse(args); err != nil {
@@ -85,12 +93,20 @@ func runBench(args []string) error {
 	fmt.Println("| network | scenario | path | ops | elapsed | ops/s | vs direct | p50 | p99 | added p50 | added p99 | proxy CPU/tx | allocs/frame | events seen/dropped | errors |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, network := range strings.Split(f.networks, ",") {
+		if network == "" {
+			continue
+		}
 		if err := benchNetwork(network, dir, f); err != nil {
 			return err
 		}
 	}
 	if f.idle > 0 {
-		return benchIdle(dir, f.idle)
+		if err := benchIdle(dir, f.idle); err != nil {
+			return err
+		}
+	}
+	if f.scale > 0 {
+		return benchScale(dir, f.scale, f.watchers, f.scaleOps)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ import (
 // Defaults for Config fields left zero.
 const (
 	DefaultHistory   = 10000
-	DefaultQueueSize = 4096
+	DefaultQueueSize = 1024
 	DefaultInterval  = 10 * time.Millisecond
 	// dispatchChunk bounds how many events the dispatcher copies out of
 	// the ring per lock hold, so publishers never wait long.

@@ -1,0 +1,43 @@
+// Package metrics exports snoopd's proxy counters to Prometheus.
+//
+// Collector is a prometheus.Collector that asks the daemon for its proxies
+// on every scrape, so the numbers are those the control API reports at
+// that moment and nothing is kept between scrapes: a proxy deleted
+// between two scrapes simply disappears, and one created again starts its
+// counters from zero (Prometheus treats that as a counter reset).
+// NewRegistry puts it in a private registry together with the Go runtime
+// and process collectors, and Handler serves that registry; nothing here
+// touches the client library's global registry.
+//
+// Metrics, each per proxy with the label proxy unless noted:
+//
+//	snoopd_proxy_info{proxy,listen_address,server}      gauge, always 1
+//	snoopd_proxy_state{proxy,state}                     gauge, 1 for the current state of
+//	                                                    listening, disabled, failed; 0 for the others
+//	snoopd_proxy_connections_active                     gauge
+//	snoopd_proxy_connections_total                      counter, clients accepted
+//	snoopd_proxy_connections_refused_total              counter, clients closed at the connection limit
+//	snoopd_proxy_connect_failures_total                 counter, clients closed because the server was unreachable
+//	snoopd_proxy_protocol_errors_total                  counter
+//	snoopd_proxy_bytes_total{proxy,direction}           counter, direction "up" (client to server) or "down"
+//	snoopd_proxy_frames_total{proxy,direction}          counter, frames decoded
+//	snoopd_proxy_transactions_total{proxy,op,result}    counter, op add|get|remove|have (or "unspecified"
+//	                                                    for orphans without one), result as in the API
+//	                                                    ("ok", "hit", "miss", "notok", "exists", "unanswered", ...)
+//	snoopd_proxy_latency_seconds{proxy,quantile}        summary of answered transactions: quantiles 0.5,
+//	                                                    0.9 and 0.99 (within about 3%), _count, and _sum
+//	                                                    (mean times count, exact to a nanosecond per sample)
+//	snoopd_proxy_latency_max_seconds                    gauge, the slowest answered transaction
+//
+// and for the daemon as a whole:
+//
+//	snoopd_build_info{version}                          gauge, always 1
+//	snoopd_start_time_seconds                           gauge, Unix time the daemon started
+//	snoopd_proxies                                      gauge
+//	snoopd_watchers                                     gauge, open event streams
+//	snoopd_events_published_total                       counter, events the proxies published
+//
+// The latency is a summary, not a histogram, because the daemon's API
+// hands out percentiles rather than buckets; summaries of different
+// proxies cannot be aggregated, so compare them per proxy.
+package metrics
