@@ -36,7 +36,14 @@ type Config struct {
 	QueueSize int
 	// Logger receives the daemon's logs; nil discards them.
 	Logger *slog.Logger
+	// Apply is a declared proxy set (snoopd --config) applied at start,
+	// after the saved proxies are restored. If it fails, New fails, and
+	// the state file is left as it was.
+	Apply []*snoopv1.ProxySpec
 }
+
+// ErrApplyAtStart is wrapped by New's error when Config.Apply failed.
+var ErrApplyAtStart = errors.New("applying the declared proxies failed")
 
 // Daemon hosts named proxies and the event hub. Its methods are safe for
 // concurrent use.
@@ -82,18 +89,51 @@ func New(cfg Config) (*Daemon, error) {
 		started: time.Now(),
 		proxies: map[string]*entry{},
 	}
+	var st *stateFile
 	if cfg.StateDir != "" {
-		st, specs, err := openState(cfg.StateDir)
+		var specs []*snoopv1.ProxySpec
+		var err error
+		st, specs, err = openState(cfg.StateDir)
 		if err != nil {
 			d.hub.Close()
 			return nil, err
 		}
-		d.state = st
 		for _, spec := range specs {
 			d.restore(spec)
 		}
 	}
+	// d.state is still nil, so applying saves nothing: a start that fails
+	// here leaves the state file untouched.
+	if len(cfg.Apply) > 0 {
+		if _, err := d.ApplyProxies(context.Background(), cfg.Apply, false, false); err != nil {
+			d.abort()
+			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
+		}
+	}
+	d.state = st
+	if len(cfg.Apply) > 0 {
+		d.saveLogged()
+	}
 	return d, nil
+}
+
+// abort stops whatever New started, without saving.
+func (d *Daemon) abort() {
+	d.mu.Lock()
+	d.closed = true
+	var ps []*proxy.Proxy
+	for _, e := range d.proxies {
+		if e.p != nil {
+			ps = append(ps, e.p)
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range ps {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		p.Stop(ctx)
+		cancel()
+	}
+	d.hub.Close()
 }
 
 // restore brings back a saved proxy. It was valid when saved, and the

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -484,4 +485,71 @@ func TestShutdownEndsWatchStreams(t *testing.T) {
 	a.d.Close(context.Background())
 	_, err = stream.Recv()
 	wantCode(t, err, codes.Unavailable, "shutting down")
+}
+
+func TestHealthWatchEndsAtShutdown(t *testing.T) {
+	d, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	s, hs := NewServer(d, ServerOptions{})
+	lis := bufconn.Listen(1 << 16)
+	go s.Serve(lis)
+	defer s.Stop()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first status: %v %v", r, err)
+	}
+	hs.Shutdown()
+	if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("after shutdown: %v %v", r, err)
+	}
+	_, err = w.Recv()
+	wantCode(t, err, codes.Unavailable, "shutting down")
+	// The stream no longer holds a graceful stop.
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("graceful stop held by a health watch")
+	}
+}
+
+func TestFailedApplyAtStartLeavesStateAlone(t *testing.T) {
+	dir := t.TempDir()
+	cache := startCache(t)
+	d, err := New(Config{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateProxy(context.Background(), spec("saved", cache.String())); err != nil {
+		t.Fatal(err)
+	}
+	d.Close(context.Background())
+	path := filepath.Join(dir, stateFileName)
+	before, _ := os.ReadFile(path)
+	taken, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer taken.Close()
+	_, err = New(Config{StateDir: dir, Apply: []*snoopv1.ProxySpec{
+		spec("fresh", cache.String()),
+		{Name: "zz-clash", Listen: taken.Addr().String(), Server: cache.String()},
+	}})
+	if !errors.Is(err, ErrApplyAtStart) || !strings.Contains(err.Error(), "address in use") {
+		t.Fatalf("apply at start: %v", err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Errorf("a failed start changed the state file:\n%s\nto\n%s", before, after)
+	}
 }

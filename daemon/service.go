@@ -3,8 +3,12 @@ package daemon
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
+	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -30,7 +34,7 @@ type ServerOptions struct {
 // NewServer returns a gRPC server with the control API, the standard
 // health service and server reflection (so `grpcurl -unix <socket> list`
 // works) registered, and the health server to flip at shutdown.
-func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *health.Server) {
+func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *HealthServer) {
 	var so []grpc.ServerOption
 	if opts.Creds != nil {
 		so = append(so, grpc.Creds(opts.Creds))
@@ -44,11 +48,57 @@ func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *health.Server) {
 	snoopv1.RegisterProxyServiceServer(s, &proxyService{service: svc})
 	snoopv1.RegisterEventServiceServer(s, &eventService{service: svc})
 	snoopv1.RegisterDaemonServiceServer(s, &daemonService{service: svc})
-	hs := health.NewServer()
+	hs := &HealthServer{Server: health.NewServer(), stopped: make(chan struct{})}
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return s, hs
 }
+
+// HealthServer is the standard health service, except that Shutdown also
+// ends Watch streams (with UNAVAILABLE) after telling them NOT_SERVING: the
+// stock server keeps them open, and an open stream holds a graceful stop
+// until its deadline.
+type HealthServer struct {
+	*health.Server
+	once    sync.Once
+	stopped chan struct{}
+}
+
+// Shutdown sets every service NOT_SERVING and ends the Watch streams.
+func (h *HealthServer) Shutdown() {
+	h.Server.Shutdown()
+	h.once.Do(func() { close(h.stopped) })
+}
+
+// Watch streams status changes until the client leaves or Shutdown.
+func (h *HealthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stopped:
+			// Let the NOT_SERVING update go out before the stream ends.
+			time.Sleep(10 * time.Millisecond)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := h.Server.Watch(req, &ctxStream{Health_WatchServer: stream, ctx: ctx})
+	select {
+	case <-h.stopped:
+		return status.Error(codes.Unavailable, "snoopd is shutting down")
+	default:
+		return err
+	}
+}
+
+// ctxStream is a health stream with a context that Shutdown can cancel.
+type ctxStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 // tokenAuth checks the bearer token of every call but health checks.
 type tokenAuth struct{ token string }
@@ -60,11 +110,11 @@ func (a *tokenAuth) check(ctx context.Context, method string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) == 0 {
-		return Status(errors.Join(ErrUnauthenticated, errors.New("this snoopd requires a bearer token (authorization: Bearer <token>)")))
+		return Status(fmt.Errorf("%w: this snoopd requires a bearer token (authorization: Bearer <token>)", ErrUnauthenticated))
 	}
 	got, ok := strings.CutPrefix(vals[0], "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
-		return Status(errors.Join(ErrUnauthenticated, errors.New("wrong bearer token")))
+		return Status(fmt.Errorf("%w: wrong bearer token", ErrUnauthenticated))
 	}
 	return nil
 }

@@ -59,9 +59,10 @@ type Hub struct {
 	watchers   map[*Watcher]struct{}
 	closed     bool
 
-	kick chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup
+	kick      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 var _ proxy.Sink = (*Hub)(nil)
@@ -128,12 +129,10 @@ func (h *Hub) Watchers() int {
 // Close stops the dispatcher and ends every watcher: their Next returns
 // what is still queued, then ErrClosed.
 func (h *Hub) Close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return
-	}
-	h.mu.Unlock()
+	h.closeOnce.Do(h.close)
+}
+
+func (h *Hub) close() {
 	close(h.done)
 	h.wg.Wait()
 	h.mu.Lock()

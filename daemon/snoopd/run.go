@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/metrics"
@@ -78,7 +77,7 @@ type instance struct {
 // security; TLS endpoints get a server of their own.
 type controlServer struct {
 	srv       *grpc.Server
-	health    *health.Server
+	health    *daemon.HealthServer
 	listeners []*controlListener
 }
 
@@ -126,17 +125,18 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 		}
 	}
 
-	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, Logger: log})
-	if err != nil {
-		if o.stateDir != "" {
-			err = fmt.Errorf("--state-dir %s: %w", o.stateDir, err)
-		}
+	// The --config set is applied inside New, so that a failure leaves the
+	// state dir as it was.
+	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, Logger: log, Apply: declared})
+	switch {
+	case errors.Is(err, daemon.ErrApplyAtStart):
+		return nil, fmt.Errorf("--config %s: %w", o.configFile, err)
+	case err != nil && o.stateDir != "":
+		return nil, fmt.Errorf("--state-dir %s: %w", o.stateDir, err)
+	case err != nil:
 		return nil, err
 	}
 	if len(declared) > 0 {
-		if _, err = inst.d.ApplyProxies(ctx, declared, false, false); err != nil {
-			return nil, fmt.Errorf("--config %s: %w", o.configFile, err)
-		}
 		log.Info("applied --config", "file", o.configFile, "proxies", len(declared))
 	}
 	if o.demo {
