@@ -15,6 +15,7 @@ import (
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/histogram"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -479,6 +480,25 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		WatcherQueueSize: uint32(queue),
 		StateDir:         d.cfg.StateDir,
 	}
+}
+
+// LatencyHistograms returns each proxy's latency histogram by name, for
+// exporters that need the buckets rather than the API's percentiles.
+func (d *Daemon) LatencyHistograms() map[string]*histogram.Snapshot {
+	d.mu.Lock()
+	es := make(map[string]*entry, len(d.proxies))
+	for name, e := range d.proxies {
+		if !e.placeholder {
+			es[name] = e
+		}
+	}
+	d.mu.Unlock()
+	out := make(map[string]*histogram.Snapshot, len(es))
+	for name, e := range es {
+		s := e.p.Stats().Latency
+		out[name] = &s
+	}
+	return out
 }
 
 // describe renders a proxy for the API.

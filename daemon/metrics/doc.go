@@ -28,6 +28,9 @@
 //	                                                    0.9 and 0.99 (within about 3%), _count, and _sum
 //	                                                    (mean times count, exact to a nanosecond per sample)
 //	snoopd_proxy_latency_max_seconds                    gauge, the slowest answered transaction
+//	snoopd_proxy_transaction_duration_seconds{proxy,le} histogram of the same latencies, buckets from
+//	                                                    25µs to 10s (when the source hands out raw
+//	                                                    histograms, as the daemon does)
 //
 // and for the daemon as a whole:
 //
@@ -37,7 +40,6 @@
 //	snoopd_watchers                                     gauge, open event streams
 //	snoopd_events_published_total                       counter, events the proxies published
 //
-// The latency is a summary, not a histogram, because the daemon's API
-// hands out percentiles rather than buckets; summaries of different
-// proxies cannot be aggregated, so compare them per proxy.
+// The summary gives the daemon's own percentiles; the histogram is the
+// one to aggregate across proxies and daemons (summaries cannot be).
 package metrics

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/histogram"
 )
 
 // Source is what the collector reads on each scrape. *daemon.Daemon
@@ -22,6 +23,20 @@ type Source interface {
 	Info() *snoopv1.GetDaemonInfoResponse
 }
 
+// HistogramSource is a Source that can also hand out each proxy's raw
+// latency histogram; *daemon.Daemon is one. The collector then exports
+// snoopd_proxy_transaction_duration_seconds, a Prometheus histogram that,
+// unlike the summary, can be aggregated across proxies and daemons.
+type HistogramSource interface {
+	Source
+	// LatencyHistograms returns each proxy's latency histogram by name.
+	LatencyHistograms() map[string]*histogram.Snapshot
+}
+
+// durationBuckets are the upper bounds, in seconds, of the exported
+// latency histogram: from a fast loopback round trip to a stuck server.
+var durationBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
+
 // Collector turns a Source's proxies into Prometheus metrics at scrape
 // time. It is safe for concurrent scrapes as long as the Source is.
 type Collector struct {
@@ -31,7 +46,7 @@ type Collector struct {
 	connsActive, connsTotal, connsRefused        *prometheus.Desc
 	connectFailures, protocolErrors              *prometheus.Desc
 	bytes, frames, transactions                  *prometheus.Desc
-	latency, latencyMax                          *prometheus.Desc
+	latency, latencyMax, duration                *prometheus.Desc
 	buildInfo, startTime, proxies, watchers, pub *prometheus.Desc
 }
 
@@ -59,6 +74,7 @@ func NewCollector(src Source) *Collector {
 		transactions:    p("transactions_total", "Transactions (request/response pairs, unanswered requests, orphan responses) by operation and result.", "op", "result"),
 		latency:         p("latency_seconds", "Latency of answered transactions, first request byte to last response byte."),
 		latencyMax:      p("latency_max_seconds", "The slowest answered transaction."),
+		duration:        p("transaction_duration_seconds", "Latency of answered transactions as a histogram (bucket counts within about 3% of a bound)."),
 		buildInfo:       g("build_info", "The daemon's version; always 1.", "version"),
 		startTime:       g("start_time_seconds", "When the daemon started, in seconds since the Unix epoch."),
 		proxies:         g("proxies", "Proxies configured."),
@@ -71,7 +87,7 @@ func NewCollector(src Source) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.state, c.connsActive, c.connsTotal, c.connsRefused, c.connectFailures,
-		c.protocolErrors, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax,
+		c.protocolErrors, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
 		c.buildInfo, c.startTime, c.proxies, c.watchers, c.pub,
 	} {
 		ch <- d
@@ -103,6 +119,33 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range c.src.ListProxies() {
 		c.collectProxy(ch, p)
 	}
+	if hs, ok := c.src.(HistogramSource); ok {
+		for name, h := range hs.LatencyHistograms() {
+			ch <- constHistogram(c.duration, h, name)
+		}
+	}
+}
+
+// constHistogram folds a log-linear latency histogram into the exported
+// buckets: each of its buckets counts toward the first bound at or above
+// its own upper end, so a count is never attributed to a bound below it.
+func constHistogram(d *prometheus.Desc, h *histogram.Snapshot, name string) prometheus.Metric {
+	counts := make([]uint64, len(durationBuckets))
+	h.Buckets(func(upper time.Duration, n uint64) {
+		for i, b := range durationBuckets {
+			if upper.Seconds() <= b {
+				counts[i] += n
+				return
+			}
+		}
+	})
+	cum := map[float64]uint64{}
+	var run uint64
+	for i, b := range durationBuckets {
+		run += counts[i]
+		cum[b] = run
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum.Seconds(), cum, name)
 }
 
 func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *snoopv1.Proxy) {

@@ -24,6 +24,7 @@ import (
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/histogram"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -279,5 +280,51 @@ func TestCollectorWithDaemon(t *testing.T) {
 	}
 	if got := testutil.CollectAndCount(c, "snoopd_proxy_latency_seconds"); got != 1 {
 		t.Fatalf("latency summaries: %d, want 1", got)
+	}
+}
+
+// withHistograms is a fixed Source that also hands out raw histograms.
+type withHistograms struct {
+	*fixed
+	h map[string]*histogram.Snapshot
+}
+
+func (w *withHistograms) LatencyHistograms() map[string]*histogram.Snapshot { return w.h }
+
+var _ metrics.HistogramSource = (*daemon.Daemon)(nil)
+
+func TestCollectorHistogram(t *testing.T) {
+	var h histogram.Snapshot
+	h.Record(30 * time.Microsecond)
+	h.Record(40 * time.Microsecond)
+	h.Record(2 * time.Millisecond)
+	src := &withHistograms{fixed: &fixed{info: &snoopv1.GetDaemonInfoResponse{}}, h: map[string]*histogram.Snapshot{"a": &h}}
+	want := `
+# HELP snoopd_proxy_transaction_duration_seconds Latency of answered transactions as a histogram (bucket counts within about 3% of a bound).
+# TYPE snoopd_proxy_transaction_duration_seconds histogram
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="2.5e-05"} 0
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="5e-05"} 2
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.0001"} 2
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.00025"} 2
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.0005"} 2
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.001"} 2
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.0025"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.005"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.01"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.025"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.05"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.1"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.25"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="0.5"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="1"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="2.5"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="5"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="10"} 3
+snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="+Inf"} 3
+snoopd_proxy_transaction_duration_seconds_sum{proxy="a"} 0.00207
+snoopd_proxy_transaction_duration_seconds_count{proxy="a"} 3
+`
+	if err := testutil.CollectAndCompare(metrics.NewCollector(src), strings.NewReader(want), "snoopd_proxy_transaction_duration_seconds"); err != nil {
+		t.Error(err)
 	}
 }
