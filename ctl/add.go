@@ -1,0 +1,118 @@
+package ctl
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/snoopd/snoopd/ctl/format"
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+func (e *env) addCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "add",
+		Usage:     "create a proxy and print the address it listens on",
+		ArgsUsage: "NAME --listen ADDR --server ADDR",
+		Description: "The proxy binds before add returns; with port 0 (--listen 127.0.0.1:0) the\n" +
+			"printed address has the port the system chose. Addresses are written\n" +
+			"IP:host:port, host:port, UNIX:/path or unix:///path.\n\n" +
+			"-o json prints the snoop.v1.CreateProxyResponse.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Usage: "`ADDR` clients connect to (required)"},
+			&cli.StringFlag{Name: "server", Usage: "distcache server `ADDR` to forward to (required)"},
+			&cli.BoolFlag{Name: "disabled", Usage: "create the proxy disabled: it refuses clients until 'snoopctl enable'"},
+			&cli.StringFlag{Name: "on-corrupt", Value: "close", Usage: "on a protocol violation: close both sides, or passthrough (keep forwarding, stop decoding)"},
+			&cli.BoolFlag{Name: "capture-data", Usage: "keep session data in events (it holds TLS master secrets; watchers see it only with --data)"},
+			&cli.UintFlag{Name: "capture-limit", Usage: "bytes of session data kept per transaction (0: 32768)"},
+			&cli.UintFlag{Name: "max-conns", Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
+			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to the server (default 5s)"},
+		},
+		Action: e.add,
+	}
+}
+
+func (e *env) add(cCtx *cli.Context) error {
+	a, err := args(cCtx, 1, 1, "NAME --listen ADDR --server ADDR")
+	if err != nil {
+		return err
+	}
+	spec, err := specFromFlags(cCtx, a[0])
+	if err != nil {
+		return err
+	}
+	return e.withClient(func(c *client) error {
+		ctx, cancel := e.callContext(cCtx.Context, 0)
+		defer cancel()
+		resp, err := c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
+		if err != nil {
+			return e.rpcError(err, "add "+spec.GetName(), "")
+		}
+		if e.opts.json {
+			return e.printJSON(resp)
+		}
+		addr := resp.GetProxy().GetListenAddress()
+		if addr == "" {
+			addr = spec.GetListen()
+		}
+		_, err = fmt.Fprintln(e.stdio.Out, addr)
+		return err
+	})
+}
+
+// specFromFlags builds a ProxySpec from add's flags. Addresses are checked
+// here too, so a typo is a usage error with an example, before any call.
+func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
+	listen, server := cCtx.String("listen"), cCtx.String("server")
+	if listen == "" || server == "" {
+		return nil, usagef("add needs --listen ADDR and --server ADDR (example: snoopctl add %s --listen 127.0.0.1:0 --server UNIX:/run/dc.sock)", name)
+	}
+	if _, err := distcache.ParseListenAddr(listen); err != nil {
+		return nil, usagef("--listen: %v", err)
+	}
+	if _, err := distcache.ParseConnectAddr(server); err != nil {
+		return nil, usagef("--server: %v", err)
+	}
+	spec := &snoopv1.ProxySpec{
+		Name:           name,
+		Listen:         listen,
+		Server:         server,
+		Enabled:        proto.Bool(!cCtx.Bool("disabled")),
+		CaptureData:    cCtx.Bool("capture-data"),
+		CaptureLimit:   uint32(cCtx.Uint("capture-limit")),
+		MaxConnections: uint32(cCtx.Uint("max-conns")),
+	}
+	switch p := cCtx.String("on-corrupt"); p {
+	case "close":
+		spec.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
+	case "passthrough":
+		spec.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH
+	default:
+		return nil, usagef("--on-corrupt %q: want close or passthrough", p)
+	}
+	if cCtx.Uint("capture-limit") > 1<<31 || cCtx.Uint("max-conns") > 1<<31 {
+		return nil, usagef("--capture-limit and --max-conns must be below 2^31")
+	}
+	if cCtx.IsSet("dial-timeout") {
+		d := cCtx.Duration("dial-timeout")
+		if d <= 0 {
+			return nil, usagef("--dial-timeout %v: must be positive", d)
+		}
+		spec.DialTimeout = durationpb.New(d)
+	}
+	return spec, nil
+}
+
+// printJSON writes m as one line of protojson.
+func (e *env) printJSON(m proto.Message) error {
+	b, err := format.JSON(m)
+	if err != nil {
+		return failf("%v", err)
+	}
+	b = append(b, '\n')
+	_, err = e.stdio.Out.Write(b)
+	return err
+}

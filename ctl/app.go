@@ -1,0 +1,243 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/endpoint"
+)
+
+// EnvTokenFile is the environment variable for --token-file.
+const EnvTokenFile = "SNOOPD_TOKEN_FILE"
+
+// defaultTimeout bounds each call to the daemon unless --timeout says
+// otherwise: long enough for a busy daemon, short enough that a wedged
+// one does not hang a script.
+const defaultTimeout = 10 * time.Second
+
+// Stdio is where a command reads and writes.
+type Stdio struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// Run runs snoopctl with args (without the program name) and returns the
+// exit code: 0 on success, 1 on failure, 2 on a usage error. Cancelling
+// ctx is how Ctrl-C reaches the commands: tail, save and stats then end
+// cleanly with their summary.
+func Run(ctx context.Context, args []string, stdio Stdio) int {
+	e := &env{stdio: stdio, now: time.Now}
+	return e.run(ctx, args)
+}
+
+// env is one run of snoopctl: its streams and the global options.
+type env struct {
+	stdio Stdio
+	now   func() time.Time
+	opts  globalOptions
+}
+
+// globalOptions are the flags every command takes.
+type globalOptions struct {
+	rawAddr   string
+	addr      distcache.Addr // parsed from rawAddr by address()
+	tokenFile string
+	tlsCA     string
+	tlsCert   string
+	tlsKey    string
+	timeout   time.Duration
+	json      bool
+	utc       bool
+}
+
+func (e *env) run(ctx context.Context, args []string) int {
+	app := e.newApp()
+	argv, err := reorderArgs(app, args)
+	if err == nil {
+		err = app.RunContext(ctx, append([]string{app.Name}, argv...))
+	}
+	if err != nil {
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && !isCLIError(err) {
+			// urfave/cli's own errors (a help topic that does not exist)
+			// are mistakes on the command line.
+			err = usagef("%s", strings.TrimSuffix(err.Error(), "\n"))
+		}
+		fmt.Fprintf(e.stdio.Err, "snoopctl: %s\n", err)
+	}
+	return exitCode(err)
+}
+
+func isCLIError(err error) bool {
+	var ce *cliError
+	return errors.As(err, &ce)
+}
+
+// newApp builds the command tree. It is built per run, so that no state
+// is shared between runs (tests run many).
+func (e *env) newApp() *cli.App {
+	app := &cli.App{
+		Name:  "snoopctl",
+		Usage: "manage snoopd's proxies and watch the distcache transactions they see",
+		Description: "snoopctl talks to snoopd over its gRPC control API: locally over a unix socket\n" +
+			"(the default), or remotely over TLS. Every command takes -o json for the API's\n" +
+			"protojson (one object per line for streams).\n\n" +
+			"Exit codes: 0 success, 1 failure, 2 usage error.",
+		Flags:                globalFlags(),
+		Commands:             e.commands(),
+		HideVersion:          true,
+		EnableBashCompletion: true,
+		Suggest:              true,
+		Reader:               e.stdio.In,
+		Writer:               e.stdio.Out,
+		ErrWriter:            e.stdio.Err,
+		Before:               e.before,
+		// Errors are printed once, by run; urfave/cli must neither print
+		// them nor call os.Exit.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   onUsageError,
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = onUsageError
+	}
+	return app
+}
+
+// onUsageError turns a flag parsing error into a usage error.
+func onUsageError(cCtx *cli.Context, err error, isSubcommand bool) error {
+	cmd := "snoopctl"
+	if isSubcommand && cCtx.Command != nil {
+		cmd += " " + cCtx.Command.Name
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag " + dashes(name)
+	} else if i := strings.Index(msg, " flag -"); i >= 0 {
+		// package flag names flags with one dash; snoopctl's help uses two.
+		rest := msg[i+len(" flag -"):]
+		name, tail, _ := strings.Cut(rest, ":")
+		msg = msg[:i] + " flag " + dashes(name) + ":" + tail
+	}
+	return usagef("%s (see '%s --help')", msg, cmd)
+}
+
+// dashes writes a flag name as the help shows it: -o, --output.
+func dashes(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "address", Aliases: []string{"a"}, EnvVars: []string{endpoint.EnvAddress},
+			Value: endpoint.Display(endpoint.DefaultAddr()),
+			Usage: "snoopd's control address: unix:///path, UNIX:/path, host:port or IP:host:port"},
+		&cli.StringFlag{Name: "token-file", EnvVars: []string{EnvTokenFile}, Usage: "send the token in `FILE` as 'authorization: Bearer TOKEN'"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "use TLS, trusting the CA certificates in `FILE` (PEM) for snoopd's certificate"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "client certificate `FILE` (PEM) for mutual TLS; needs --tls-key"},
+		&cli.StringFlag{Name: "tls-key", Usage: "client key `FILE` (PEM) for --tls-cert"},
+		&cli.DurationFlag{Name: "timeout", Value: defaultTimeout, Usage: "give up on a call to snoopd after this long (0: never); streams are not bounded by it"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "output format: text or json (the API's protojson, one object per line)"},
+		&cli.BoolFlag{Name: "utc", Usage: "show times in UTC instead of local time"},
+	}
+}
+
+// before reads the global flags.
+func (e *env) before(cCtx *cli.Context) error {
+	o := &e.opts
+	o.rawAddr = cCtx.String("address")
+	o.tokenFile = cCtx.String("token-file")
+	o.tlsCA, o.tlsCert, o.tlsKey = cCtx.String("tls-ca"), cCtx.String("tls-cert"), cCtx.String("tls-key")
+	o.timeout = cCtx.Duration("timeout")
+	o.utc = cCtx.Bool("utc")
+	if o.timeout < 0 {
+		return usagef("--timeout %v is negative", o.timeout)
+	}
+	switch out := cCtx.String("output"); out {
+	case "text":
+	case "json":
+		o.json = true
+	default:
+		return usagef("-o %q: want text or json", out)
+	}
+	return nil
+}
+
+// location is the time zone of shown times.
+func (e *env) location() *time.Location {
+	if e.opts.utc {
+		return time.UTC
+	}
+	return time.Local
+}
+
+// commands lists the commands, one file each.
+func (e *env) commands() []*cli.Command {
+	return []*cli.Command{
+		e.addCommand(),
+		e.removeCommand(),
+		e.enableCommand(true),
+		e.enableCommand(false),
+		e.listCommand(),
+		e.showCommand(),
+		e.connsCommand(),
+		e.killConnCommand(),
+		e.applyCommand(),
+		e.tailCommand(),
+		e.saveCommand(),
+		e.readCommand(),
+		e.statsCommand(),
+		e.versionCommand(),
+		e.completionCommand(),
+	}
+}
+
+// args checks the number of positional arguments: at least lo, at most hi
+// (hi < 0: no bound).
+func args(cCtx *cli.Context, lo, hi int, usage string) ([]string, error) {
+	a := cCtx.Args().Slice()
+	if len(a) < lo || (hi >= 0 && len(a) > hi) {
+		return nil, usagef("usage: snoopctl %s %s (see 'snoopctl %s --help')", cCtx.Command.Name, usage, cCtx.Command.Name)
+	}
+	return a, nil
+}
+
+// isTerminal reports whether w is a terminal, for colour and progress
+// lines. A character device is taken for a terminal, except /dev/null;
+// that is exact enough for cosmetics and needs no ioctl.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	if null, err := os.Stat(os.DevNull); err == nil && os.SameFile(fi, null) {
+		return false
+	}
+	return true
+}
+
+// useColor reports whether text on stdout may be coloured: only on a
+// terminal, and not when NO_COLOR is set (https://no-color.org).
+func (e *env) useColor() bool {
+	return os.Getenv("NO_COLOR") == "" && isTerminal(e.stdio.Out)
+}
+
+// warnf prints a warning that does not stop the command.
+func (e *env) warnf(format string, args ...any) {
+	fmt.Fprintf(e.stdio.Err, "snoopctl: warning: "+format+"\n", args...)
+}

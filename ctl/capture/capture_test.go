@@ -1,0 +1,341 @@
+package capture
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snoopd/snoopd/ctl/format"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// event returns a distinct transaction event; i is its request uid.
+func event(i int) *snoopv1.WatchEventsResponse {
+	return &snoopv1.WatchEventsResponse{Event: &snoopv1.Event{
+		Kind: snoopv1.EventKind_EVENT_KIND_TRANSACTION, Proxy: "p", ConnectionId: 1,
+		Time: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, i, time.UTC)),
+		Transaction: &snoopv1.Transaction{Op: snoopv1.Op_OP_GET, RequestUid: uint32(i), SessionId: []byte{byte(i)},
+			Result: "hit", Latency: durationpb.New(time.Duration(i) * time.Microsecond)},
+	}}
+}
+
+func writeAll(t *testing.T, path string, o Options, rs []*snoopv1.WatchEventsResponse) *Writer {
+	t.Helper()
+	w, err := Create(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if err := w.WriteEvent(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func readAll(t *testing.T, names ...string) ([]*snoopv1.WatchEventsResponse, error) {
+	t.Helper()
+	var out []*snoopv1.WatchEventsResponse
+	for _, n := range names {
+		r, err := Open(n, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				r.Close()
+				return out, err
+			}
+			out = append(out, resp)
+		}
+		r.Close()
+	}
+	return out, nil
+}
+
+func equalStreams(t *testing.T, got, want []*snoopv1.WatchEventsResponse) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("read %d responses, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if !proto.Equal(got[i], want[i]) {
+			t.Fatalf("response %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.jsonl")
+	var want []*snoopv1.WatchEventsResponse
+	for i := range 100 {
+		want = append(want, event(i))
+		if i == 50 {
+			want = append(want, &snoopv1.WatchEventsResponse{Dropped: 7})
+		}
+	}
+	// A small batch size makes the writer flush many times mid-stream.
+	w := writeAll(t, path, Options{FlushSize: 300}, want)
+	if w.Lines() != int64(len(want)) {
+		t.Errorf("Lines = %d, want %d", w.Lines(), len(want))
+	}
+	got, err := readAll(t, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalStreams(t, got, want)
+}
+
+func TestCreateRefusesExisting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.jsonl")
+	writeAll(t, path, Options{}, []*snoopv1.WatchEventsResponse{event(1)})
+	if _, err := Create(path, Options{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create on an existing file: %v, want ErrExists", err)
+	}
+	if _, err := Create(path, Options{Append: true, Force: true}); err == nil {
+		t.Fatal("append and force together were accepted")
+	}
+	// Force replaces; Append adds.
+	writeAll(t, path, Options{Force: true}, []*snoopv1.WatchEventsResponse{event(2)})
+	writeAll(t, path, Options{Append: true}, []*snoopv1.WatchEventsResponse{event(3)})
+	got, err := readAll(t, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalStreams(t, got, []*snoopv1.WatchEventsResponse{event(2), event(3)})
+}
+
+func TestAppendCutsPartialLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.jsonl")
+	writeAll(t, path, Options{}, []*snoopv1.WatchEventsResponse{event(1)})
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"event":{"kind":"EVENT_KIND_TRANS`)
+	f.Close()
+	w := writeAll(t, path, Options{Append: true}, []*snoopv1.WatchEventsResponse{event(2)})
+	if w.Repaired() != int64(len(`{"event":{"kind":"EVENT_KIND_TRANS`)) {
+		t.Errorf("Repaired = %d", w.Repaired())
+	}
+	got, err := readAll(t, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalStreams(t, got, []*snoopv1.WatchEventsResponse{event(1), event(2)})
+}
+
+func TestAppendRefusesGzip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.jsonl.gz")
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte("{}\n"))
+	zw.Close()
+	os.WriteFile(path, b.Bytes(), 0o600)
+	if _, err := Create(path, Options{Append: true}); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Fatalf("append to gzip: %v", err)
+	}
+}
+
+func TestRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.jsonl")
+	// A rotation left by an earlier capture must never be overwritten.
+	if err := os.WriteFile(path+".3", []byte("earlier\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var want []*snoopv1.WatchEventsResponse
+	for i := range 60 {
+		want = append(want, event(i))
+	}
+	const limit = 1000
+	w := writeAll(t, path, Options{RotateSize: limit, FlushSize: 700}, want)
+	rot := w.Rotated()
+	if len(rot) < 3 {
+		t.Fatalf("rotated %d times, want several: %v", len(rot), rot)
+	}
+	for i, r := range rot {
+		if want := fmt.Sprintf("%s.%d", path, 4+i); r != want {
+			t.Errorf("rotation %d is %s, want %s", i, r, want)
+		}
+		fi, err := os.Stat(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > limit {
+			t.Errorf("%s is %d bytes, over the limit %d", r, fi.Size(), limit)
+		}
+	}
+	if b, _ := os.ReadFile(path + ".3"); string(b) != "earlier\n" {
+		t.Errorf("an earlier rotation was changed: %q", b)
+	}
+	got, err := readAll(t, append(rot, path)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalStreams(t, got, want)
+}
+
+func TestRotationHugeLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.jsonl")
+	w := writeAll(t, path, Options{RotateSize: 10}, []*snoopv1.WatchEventsResponse{event(1), event(2)})
+	if len(w.Rotated()) != 1 {
+		t.Fatalf("rotated %v, want one file per oversized line", w.Rotated())
+	}
+	got, err := readAll(t, path+".1", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalStreams(t, got, []*snoopv1.WatchEventsResponse{event(1), event(2)})
+}
+
+func TestWriteLineRejectsNewline(t *testing.T) {
+	w, err := Create(filepath.Join(t.TempDir(), "c"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.WriteLine([]byte("a\nb")); err == nil {
+		t.Error("a line with a newline was accepted")
+	}
+}
+
+func TestReaderTruncatedLastLine(t *testing.T) {
+	var b bytes.Buffer
+	for i := range 3 {
+		line, _ := jsonLine(event(i))
+		b.Write(line)
+	}
+	full := b.Len()
+	line, _ := jsonLine(event(3))
+	b.Write(line[:len(line)/2])
+
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
+			input := b.Bytes()
+			if gz {
+				var z bytes.Buffer
+				zw := gzip.NewWriter(&z)
+				zw.Write(input)
+				zw.Close()
+				input = z.Bytes()
+			}
+			r, err := NewReader("t", bytes.NewReader(input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				resp, err := r.Next()
+				if err != nil || !proto.Equal(resp, event(i)) {
+					t.Fatalf("line %d: %v %v", i+1, resp, err)
+				}
+			}
+			if _, err := r.Next(); !errors.Is(err, ErrTruncated) {
+				t.Fatalf("truncated line: %v, want ErrTruncated", err)
+			}
+			if _, err := r.Next(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the truncated line: %v, want EOF", err)
+			}
+		})
+	}
+
+	// A gzip stream cut short is a truncation too, after the lines it had.
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(b.Bytes()[:full])
+	zw.Close()
+	r, err := NewReader("t", bytes.NewReader(z.Bytes()[:z.Len()-6]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ; n < 10; n++ {
+		if _, err = r.Next(); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("cut gzip: %v after %d lines, want ErrTruncated", err, n)
+	}
+}
+
+// jsonLine is r as the Writer writes it: one line of protojson.
+func jsonLine(r *snoopv1.WatchEventsResponse) ([]byte, error) {
+	b, err := format.JSON(r)
+	return append(b, '\n'), err
+}
+
+func TestReaderBadInput(t *testing.T) {
+	good, _ := jsonLine(event(1))
+	tests := []struct {
+		name, input, want string
+	}{
+		{"not json", string(good) + "hello\n" + string(good), "t:2: not a snoop event"},
+		{"empty object", "{}\n", "t:1: neither an event nor a drop notice"},
+		{"wrong type", `{"dropped":"x"}` + "\n", "t:1: not a snoop event"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := NewReader("t", strings.NewReader(tc.input))
+			var err error
+			for range 5 {
+				if _, err = r.Next(); err != nil {
+					break
+				}
+			}
+			if err == nil || errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestReaderSkipsBlankLinesAndUnknownFields(t *testing.T) {
+	in := "\n" + `{"event":{"kind":"EVENT_KIND_CONNECTION_OPENED","proxy":"p","future_field":1}}` + "\n\n" + `{"dropped":"3"}`
+	r, _ := NewReader("t", strings.NewReader(in))
+	a, err := r.Next()
+	if err != nil || a.GetEvent().GetProxy() != "p" {
+		t.Fatalf("first: %v %v", a, err)
+	}
+	b, err := r.Next()
+	if err != nil || b.GetDropped() != 3 {
+		t.Fatalf("a last line without newline that parses: %v %v", b, err)
+	}
+	if _, err := r.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end: %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	good := map[string]int64{
+		"1": 1, "500000": 500000, "10MB": 10e6, "10mb": 10e6, "64k": 64000, "64kB": 64000,
+		"1KiB": 1024, "1MiB": 1 << 20, "1.5GiB": 3 << 29, "2 G": 2e9, "7B": 7,
+	}
+	for s, want := range good {
+		if got, err := ParseSize(s); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "MB", "0", "-1MB", "10 parsecs", "1.2.3MB", "0.1"} {
+		if _, err := ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", s)
+		}
+	}
+}

@@ -1,0 +1,311 @@
+package capture
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/snoopd/snoopd/ctl/format"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// ErrExists is wrapped by Create when the file exists and neither Append
+// nor Force was given.
+var ErrExists = errors.New("file exists")
+
+// DefaultFlushSize is how many bytes of whole lines the Writer collects
+// before it writes them.
+const DefaultFlushSize = 64 << 10
+
+// Options say how Create treats an existing file and when to rotate.
+type Options struct {
+	// Append adds to an existing file. A partial last line left by a
+	// crash is cut off first (Writer.Repaired says how many bytes), so
+	// that the file stays readable line by line.
+	Append bool
+	// Force replaces an existing file.
+	Force bool
+	// RotateSize starts a new file once the current one would grow past
+	// this many bytes; 0 never rotates. A single line larger than the
+	// limit gets a file of its own.
+	RotateSize int64
+	// FlushSize is the Writer's batch size; 0 means DefaultFlushSize.
+	FlushSize int
+}
+
+// Writer writes a capture file line by line. It is not safe for
+// concurrent use.
+type Writer struct {
+	path     string
+	opts     Options
+	f        *os.File
+	size     int64  // bytes of whole lines in f
+	buf      []byte // whole lines not yet written
+	lines    int64
+	rotated  []string
+	repaired int64
+	err      error // the first write error; the Writer is then unusable
+}
+
+// Create opens path for a capture. Without Append or Force it refuses an
+// existing file with an error wrapping ErrExists.
+func Create(path string, o Options) (*Writer, error) {
+	if o.Append && o.Force {
+		return nil, errors.New("append and force exclude each other")
+	}
+	if o.RotateSize < 0 {
+		return nil, fmt.Errorf("rotate size %d is negative", o.RotateSize)
+	}
+	if o.FlushSize <= 0 {
+		o.FlushSize = DefaultFlushSize
+	}
+	w := &Writer{path: path, opts: o}
+	flags := os.O_WRONLY | os.O_CREATE
+	switch {
+	case o.Append:
+		// Read access too: repair looks at the end of the file.
+		flags = os.O_RDWR | os.O_CREATE | os.O_APPEND
+	case o.Force:
+		flags |= os.O_TRUNC
+	default:
+		flags |= os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%s: %w", path, ErrExists)
+		}
+		return nil, err
+	}
+	w.f = f
+	if o.Append {
+		if err := w.repair(); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// repair prepares an existing file for appending: it refuses a gzip file
+// and cuts off a partial last line.
+func (w *Writer) repair() error {
+	fi, err := w.f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	if size == 0 {
+		return nil
+	}
+	head := make([]byte, 2)
+	if _, err := w.f.ReadAt(head, 0); err == nil && bytes.Equal(head, gzipMagic) {
+		return fmt.Errorf("%s is gzip-compressed; appending would corrupt it (save to a new file)", w.path)
+	}
+	// Find the end of the last whole line, reading backwards in chunks;
+	// the loop ends at the start of the file at the latest.
+	end := size
+	chunk := make([]byte, 64<<10)
+	for end > 0 {
+		n := min(int64(len(chunk)), end)
+		if _, err := w.f.ReadAt(chunk[:n], end-n); err != nil {
+			return fmt.Errorf("read %s: %w", w.path, err)
+		}
+		if i := bytes.LastIndexByte(chunk[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+	}
+	if end < size {
+		if err := w.f.Truncate(end); err != nil {
+			return fmt.Errorf("cut the partial last line of %s: %w", w.path, err)
+		}
+		w.repaired = size - end
+	}
+	w.size = end
+	return nil
+}
+
+// WriteEvent writes one stream response as a line.
+func (w *Writer) WriteEvent(r *snoopv1.WatchEventsResponse) error {
+	b, err := format.JSON(r)
+	if err != nil {
+		return err
+	}
+	return w.WriteLine(b)
+}
+
+// WriteLine adds one line (without its newline) to the file. Lines are
+// collected and written in batches; Flush writes them at once.
+func (w *Writer) WriteLine(line []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if bytes.IndexByte(line, '\n') >= 0 {
+		return errors.New("a capture line must not contain a newline")
+	}
+	w.buf = append(w.buf, line...)
+	w.buf = append(w.buf, '\n')
+	w.lines++
+	if len(w.buf) >= w.opts.FlushSize {
+		return w.Flush()
+	}
+	return nil
+}
+
+// Flush writes the collected lines, rotating where the size limit falls.
+func (w *Writer) Flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	// Each round writes at least one line, or rotates a non-empty file
+	// (after which the next round writes), so the loop ends after at most
+	// two rounds per buffered line.
+	for len(w.buf) > 0 {
+		limit := w.opts.RotateSize
+		if limit == 0 || w.size+int64(len(w.buf)) <= limit {
+			if err := w.write(w.buf); err != nil {
+				return err
+			}
+			w.buf = w.buf[:0]
+			break
+		}
+		cut := fitLines(w.buf, limit-w.size)
+		if cut == 0 {
+			if w.size > 0 {
+				if err := w.rotate(); err != nil {
+					return err
+				}
+				continue
+			}
+			// A line longer than the limit gets a file of its own.
+			cut = bytes.IndexByte(w.buf, '\n') + 1
+		}
+		if err := w.write(w.buf[:cut]); err != nil {
+			return err
+		}
+		w.buf = w.buf[cut:]
+	}
+	return nil
+}
+
+// fitLines returns the length of the longest run of whole lines at the
+// start of buf that is at most room bytes.
+func fitLines(buf []byte, room int64) int {
+	if room <= 0 {
+		return 0
+	}
+	if room >= int64(len(buf)) {
+		return len(buf)
+	}
+	return bytes.LastIndexByte(buf[:room], '\n') + 1
+}
+
+// write hands whole lines to the file in one call; if the file takes only
+// part of them (a full disk), it is cut back to its last whole line.
+func (w *Writer) write(p []byte) error {
+	n, err := w.f.Write(p)
+	if err != nil {
+		if n > 0 {
+			if terr := w.f.Truncate(w.size); terr != nil {
+				err = fmt.Errorf("%w (and cutting the partial line failed: %v)", err, terr)
+			}
+		}
+		w.err = fmt.Errorf("write %s: %w", w.f.Name(), err)
+		return w.err
+	}
+	w.size += int64(n)
+	return nil
+}
+
+// rotate renames the current file to the next free FILE.N and starts an
+// empty FILE.
+func (w *Writer) rotate() error {
+	if err := w.f.Close(); err != nil {
+		w.err = fmt.Errorf("close %s: %w", w.path, err)
+		return w.err
+	}
+	next, err := nextRotation(w.path)
+	if err != nil {
+		w.err = err
+		return err
+	}
+	if err := os.Rename(w.path, next); err != nil {
+		w.err = fmt.Errorf("rotate %s: %w", w.path, err)
+		return w.err
+	}
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		w.err = fmt.Errorf("start a new %s after rotating: %w", w.path, err)
+		return w.err
+	}
+	w.f, w.size = f, 0
+	w.rotated = append(w.rotated, next)
+	return nil
+}
+
+// nextRotation returns path.N for the smallest N above every existing
+// rotation of path, so that no earlier capture is ever overwritten.
+func nextRotation(path string) (string, error) {
+	matches, err := filepath.Glob(globEscape(path) + ".*")
+	if err != nil {
+		return "", fmt.Errorf("list rotations of %s: %w", path, err)
+	}
+	top := 0
+	for _, m := range matches {
+		if n, err := strconv.Atoi(strings.TrimPrefix(m, path+".")); err == nil && n > top {
+			top = n
+		}
+	}
+	return path + "." + strconv.Itoa(top+1), nil
+}
+
+// globEscape quotes the pattern characters of a literal path.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Close writes what is left, syncs the file to disk and closes it.
+func (w *Writer) Close() error {
+	ferr := w.Flush()
+	serr := w.f.Sync()
+	cerr := w.f.Close()
+	if ferr != nil {
+		return ferr
+	}
+	if serr != nil && !errors.Is(serr, os.ErrInvalid) {
+		return fmt.Errorf("sync %s: %w", w.path, serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close %s: %w", w.path, cerr)
+	}
+	return nil
+}
+
+// Lines is the number of lines accepted so far.
+func (w *Writer) Lines() int64 { return w.lines }
+
+// Size is the current file's size including the lines not yet written.
+func (w *Writer) Size() int64 { return w.size + int64(len(w.buf)) }
+
+// Rotated lists the files rotated away so far, oldest first.
+func (w *Writer) Rotated() []string { return w.rotated }
+
+// Repaired is the number of bytes of a partial last line that Append cut
+// off an existing file.
+func (w *Writer) Repaired() int64 { return w.repaired }
+
+var _ io.Closer = (*Writer)(nil)

@@ -1,0 +1,357 @@
+package format
+
+import (
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"time"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// Time layouts of event lines: the time of day for live streams, as
+// tcpdump does, and with the date for saved files, which outlive the day
+// they were written.
+const (
+	layoutClock = "15:04:05.000000"
+	layoutDate  = "2006-01-02 15:04:05.000000"
+)
+
+// shortIDBytes is how much of a session id an event line shows: enough to
+// tell sessions apart by eye and to paste into --session.
+const shortIDBytes = 8
+
+// dataBytesPerLine is the width of the hex dump of captured data.
+const dataBytesPerLine = 32
+
+// ANSI colours, used only when Text.Color is set.
+const (
+	colReset  = "\x1b[0m"
+	colDim    = "\x1b[2m"
+	colRed    = "\x1b[31m"
+	colGreen  = "\x1b[32m"
+	colYellow = "\x1b[33m"
+	colCyan   = "\x1b[36m"
+)
+
+// Text renders events as text lines.
+type Text struct {
+	// Location is the time zone of event times; nil means UTC.
+	Location *time.Location
+	// Date adds the date to event times.
+	Date bool
+	// Color marks results and event kinds with ANSI colours.
+	Color bool
+	// Data prints captured session data, in hex, under its transaction.
+	Data bool
+}
+
+// AppendResponse appends the text of one stream response (an event or a
+// drop notice), ending in a newline, to b.
+func (t Text) AppendResponse(b []byte, r *snoopv1.WatchEventsResponse) []byte {
+	if r.GetEvent() == nil {
+		return AppendDropped(b, r.GetDropped())
+	}
+	return t.AppendEvent(b, r.GetEvent())
+}
+
+// AppendDropped appends the plain notice of n events missed, ending in a
+// newline. It has no colour on purpose: it must survive any pipe and be
+// found by grep.
+func AppendDropped(b []byte, n uint64) []byte {
+	b = append(b, "dropped "...)
+	b = strconv.AppendUint(b, n, 10)
+	if n == 1 {
+		b = append(b, " event"...)
+	} else {
+		b = append(b, " events"...)
+	}
+	return append(b, " (this watcher fell behind; the proxies were not slowed)\n"...)
+}
+
+// AppendEvent appends the text of ev, ending in a newline, to b:
+//
+//	TIME PROXY conn=ID uid=UID OP id=SESSION… req=N resp=N [data=N] RESULT LATENCY
+//	TIME PROXY conn=ID opened client=ADDR
+//	TIME PROXY conn=ID closed client=ADDR after=DUR tx=N up=N down=N: REASON
+//	TIME PROXY connect-failed client=ADDR: ERROR
+//	TIME PROXY refused client=ADDR: ERROR
+//	TIME PROXY conn=ID protocol-error DIRECTION rule=R field=F frame=N offset=N policy=P: MESSAGE
+func (t Text) AppendEvent(b []byte, ev *snoopv1.Event) []byte {
+	b = t.appendTime(b, ev.GetTime().AsTime(), ev.GetTime() != nil)
+	b = append(b, ' ')
+	b = append(b, orDash(ev.GetProxy())...)
+	if id := ev.GetConnectionId(); id != 0 {
+		b = append(b, " conn="...)
+		b = strconv.AppendUint(b, id, 10)
+	}
+	switch ev.GetKind() {
+	case snoopv1.EventKind_EVENT_KIND_TRANSACTION:
+		b = t.appendTx(b, ev.GetTransaction())
+	case snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED:
+		b = t.paint(append(b, ' '), "opened", colCyan)
+		b = appendClient(b, ev.GetClient())
+		b = append(b, '\n')
+	case snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED:
+		c := ev.GetClosed()
+		b = t.paint(append(b, ' '), "closed", colCyan)
+		b = appendClient(b, ev.GetClient())
+		b = append(b, " after="...)
+		b = append(b, Duration(c.GetDuration().AsDuration())...)
+		b = append(b, " tx="...)
+		b = strconv.AppendInt(b, c.GetTransactions(), 10)
+		b = append(b, " up="...)
+		b = strconv.AppendInt(b, c.GetBytesUp(), 10)
+		b = append(b, " down="...)
+		b = strconv.AppendInt(b, c.GetBytesDown(), 10)
+		if r := c.GetReason(); r != "" {
+			b = append(b, ": "...)
+			b = append(b, oneLine(r)...)
+		}
+		b = append(b, '\n')
+	case snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED:
+		b = t.paint(append(b, ' '), "connect-failed", colRed)
+		b = appendClient(b, ev.GetClient())
+		b = appendReason(b, ev.GetError())
+	case snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED:
+		b = t.paint(append(b, ' '), "refused", colRed)
+		b = appendClient(b, ev.GetClient())
+		b = appendReason(b, ev.GetError())
+	case snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR:
+		pe := ev.GetProtocolError()
+		b = t.paint(append(b, ' '), "protocol-error", colRed)
+		b = append(b, ' ')
+		b = append(b, orDash(pe.GetDirection())...)
+		b = append(b, " rule="...)
+		b = append(b, orDash(pe.GetRule())...)
+		if f := pe.GetField(); f != "" {
+			b = append(b, " field="...)
+			b = append(b, f...)
+		}
+		b = append(b, " frame="...)
+		b = strconv.AppendInt(b, pe.GetFrame(), 10)
+		b = append(b, " offset="...)
+		b = strconv.AppendInt(b, pe.GetOffset(), 10)
+		b = append(b, " policy="...)
+		b = append(b, Policy(pe.GetPolicy())...)
+		b = appendReason(b, pe.GetMessage())
+	default:
+		// A kind newer than this snoopctl: say so rather than hide it.
+		b = append(b, " kind="...)
+		b = append(b, ev.GetKind().String()...)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// appendTx appends the transaction part of an event line and, when asked
+// for and present, the hex dump of its data.
+func (t Text) appendTx(b []byte, tx *snoopv1.Transaction) []byte {
+	b = append(b, " uid="...)
+	b = strconv.AppendUint(b, uint64(tx.GetRequestUid()), 10)
+	b = append(b, ' ')
+	b = append(b, OpName(tx.GetOp())...)
+	b = append(b, " id="...)
+	b = append(b, ShortID(tx.GetSessionId(), tx.GetSessionIdLength())...)
+	b = append(b, " req="...)
+	b = strconv.AppendUint(b, uint64(tx.GetRequestSize()), 10)
+	b = append(b, " resp="...)
+	b = strconv.AppendUint(b, uint64(tx.GetResponseSize()), 10)
+	if n := tx.GetDataLength(); n > 0 {
+		b = append(b, " data="...)
+		b = strconv.AppendUint(b, uint64(n), 10)
+	}
+	b = append(b, ' ')
+	b = t.paint(b, orDash(tx.GetResult()), resultColor(tx.GetResult()))
+	b = append(b, ' ')
+	if tx.GetLatency() == nil {
+		b = append(b, '-') // unanswered or orphan: there is no pair to time
+	} else {
+		b = append(b, Duration(tx.GetLatency().AsDuration())...)
+	}
+	b = append(b, '\n')
+	if t.Data && len(tx.GetData()) > 0 {
+		b = appendHexDump(b, tx.GetData(), tx.GetDataTruncated())
+	}
+	return b
+}
+
+// appendHexDump appends data as indented lines of hex.
+func appendHexDump(b, data []byte, truncated bool) []byte {
+	b = append(b, "    data "...)
+	b = strconv.AppendInt(b, int64(len(data)), 10)
+	b = append(b, " bytes"...)
+	if truncated {
+		b = append(b, " (cut at the proxy's capture limit)"...)
+	}
+	b = append(b, ":\n"...)
+	for off := 0; off < len(data); off += dataBytesPerLine {
+		end := min(off+dataBytesPerLine, len(data))
+		b = append(b, "    "...)
+		b = hex.AppendEncode(b, data[off:end])
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// appendTime appends ts in t's zone and layout, or "-" when the event has
+// no time.
+func (t Text) appendTime(b []byte, ts time.Time, ok bool) []byte {
+	if !ok {
+		return append(b, '-')
+	}
+	loc := t.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	layout := layoutClock
+	if t.Date {
+		layout = layoutDate
+	}
+	ts = ts.In(loc)
+	b = ts.AppendFormat(b, layout)
+	if loc == time.UTC {
+		b = append(b, 'Z')
+	}
+	return b
+}
+
+// paint appends s, in colour c when colour is on.
+func (t Text) paint(b []byte, s, c string) []byte {
+	if !t.Color || c == "" {
+		return append(b, s...)
+	}
+	b = append(b, c...)
+	b = append(b, s...)
+	return append(b, colReset...)
+}
+
+// resultColor is green for answers that went well, yellow for normal
+// negative answers and red for errors.
+func resultColor(r string) string {
+	switch r {
+	case "ok", "hit":
+		return colGreen
+	case "miss", "notok":
+		return colYellow
+	}
+	return colRed
+}
+
+func appendClient(b []byte, client string) []byte {
+	if client == "" {
+		return b
+	}
+	b = append(b, " client="...)
+	return append(b, client...)
+}
+
+func appendReason(b []byte, reason string) []byte {
+	if reason != "" {
+		b = append(b, ": "...)
+		b = append(b, oneLine(reason)...)
+	}
+	return append(b, '\n')
+}
+
+// oneLine keeps a message from the daemon on its line, so that one event
+// is always one line.
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(s)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ShortID renders a session id for an event line: the hex of its first 8
+// bytes, followed by "…" when the id is longer. fullLen is the id's full
+// length when the event carries only part of it (0 means len(id)).
+func ShortID(id []byte, fullLen uint32) string {
+	if len(id) == 0 {
+		return "-"
+	}
+	n := min(len(id), shortIDBytes)
+	s := hex.EncodeToString(id[:n])
+	if len(id) > n || int(fullLen) > n {
+		s += "…"
+	}
+	return s
+}
+
+// OpName is an operation's name as the protocol spells it: ADD, GET,
+// REMOVE, HAVE.
+func OpName(op snoopv1.Op) string {
+	switch op {
+	case snoopv1.Op_OP_ADD:
+		return "ADD"
+	case snoopv1.Op_OP_GET:
+		return "GET"
+	case snoopv1.Op_OP_REMOVE:
+		return "REMOVE"
+	case snoopv1.Op_OP_HAVE:
+		return "HAVE"
+	}
+	return "OP(" + strconv.Itoa(int(op)) + ")"
+}
+
+// Policy names a corrupt-input policy as --on-corrupt spells it.
+func Policy(p snoopv1.CorruptPolicy) string {
+	switch p {
+	case snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED, snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE:
+		return "close"
+	case snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH:
+		return "passthrough"
+	}
+	return p.String()
+}
+
+// Duration renders d with three significant digits ("250µs", "1.23ms",
+// "12.3s"), short enough for event lines and tables.
+func Duration(d time.Duration) string {
+	if d < 0 {
+		return "-" + Duration(-d)
+	}
+	units := []struct {
+		unit time.Duration
+		name string
+	}{{time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "µs"}}
+	if d >= 1000*time.Second {
+		return d.Round(time.Second).String()
+	}
+	for _, u := range units {
+		if d >= u.unit {
+			v := float64(d) / float64(u.unit)
+			prec := 0
+			switch {
+			case v < 10:
+				prec = 2
+			case v < 100:
+				prec = 1
+			}
+			return strconv.FormatFloat(v, 'f', prec, 64) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(d), 10) + "ns"
+}
+
+// Bytes renders a byte count in IEC units ("512 B", "1.5 KiB").
+func Bytes(n int64) string {
+	if n < 1024 && n > -1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v := float64(n)
+	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= 1024
+		if v < 1024 && v > -1024 || u == "TiB" {
+			return strconv.FormatFloat(v, 'f', 1, 64) + " " + u
+		}
+	}
+	return strconv.FormatInt(n, 10) + " B"
+}

@@ -1,0 +1,265 @@
+package format
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/snoopd/snoopd/ctl/filter"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// newTable returns a tabwriter laid out like ctr's tables: columns
+// separated by at least three spaces, left-aligned.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+}
+
+// State names a proxy state in one lower-case word.
+func State(s snoopv1.ProxyState) string {
+	switch s {
+	case snoopv1.ProxyState_PROXY_STATE_LISTENING:
+		return "listening"
+	case snoopv1.ProxyState_PROXY_STATE_DISABLED:
+		return "disabled"
+	case snoopv1.ProxyState_PROXY_STATE_FAILED:
+		return "failed"
+	}
+	return strings.ToLower(strings.TrimPrefix(s.String(), "PROXY_STATE_"))
+}
+
+// ProxyErrors counts what snoopctl calls errors in a proxy's counters:
+// protocol errors, failed connects to the server, refused clients and
+// transactions whose result is an error (filter.IsErrorResult), the same
+// definition tail --errors uses.
+func ProxyErrors(c *snoopv1.ProxyCounters) int64 {
+	n := c.GetProtocolErrors() + c.GetConnectFailures() + c.GetConnectionsRefused()
+	for _, oc := range c.GetOps() {
+		for r, k := range oc.GetResults() {
+			if filter.IsErrorResult(r) {
+				n += k
+			}
+		}
+	}
+	return n
+}
+
+// WriteProxyList writes the table of snoopctl list, then one line for
+// each failed proxy saying why it failed.
+func WriteProxyList(w io.Writer, proxies []*snoopv1.Proxy) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAME\tLISTEN\tSERVER\tSTATE\tCONNS\tTRANSACTIONS\tERRORS")
+	for _, p := range proxies {
+		c := p.GetCounters()
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.GetSpec().GetName(), listenOf(p), p.GetSpec().GetServer(),
+			State(p.GetState()), c.GetConnectionsActive(), c.GetTransactions(), ProxyErrors(c))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range proxies {
+		if p.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED {
+			if _, err := fmt.Fprintf(w, "%s failed: %s\n", p.GetSpec().GetName(), orDash(oneLine(p.GetError()))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// listenOf is the address a proxy really listens on, or its declared one
+// while it does not listen.
+func listenOf(p *snoopv1.Proxy) string {
+	if a := p.GetListenAddress(); a != "" {
+		return a
+	}
+	return orDash(p.GetSpec().GetListen())
+}
+
+// WriteProxy writes snoopctl show: the spec, the counters, latency
+// percentiles and the live connections. now dates the connections.
+func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now time.Time, loc *time.Location) error {
+	s, c := p.GetSpec(), p.GetCounters()
+	tw := newTable(w)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, k+":\t"+format+"\n", args...) }
+	row("name", "%s", s.GetName())
+	state := State(p.GetState())
+	if p.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED {
+		state += ": " + oneLine(p.GetError())
+	}
+	row("state", "%s", state)
+	listen := listenOf(p)
+	if s.GetListen() != "" && s.GetListen() != listen {
+		listen += " (declared " + s.GetListen() + ")"
+	}
+	row("listen", "%s", listen)
+	row("server", "%s", orDash(s.GetServer()))
+	row("on corrupt", "%s", Policy(s.GetOnCorrupt()))
+	capture := "off"
+	if s.GetCaptureData() {
+		limit := s.GetCaptureLimit()
+		if limit == 0 {
+			limit = 32768 // the API's documented default
+		}
+		capture = fmt.Sprintf("on, up to %d bytes per transaction", limit)
+	}
+	row("capture data", "%s", capture)
+	maxConns := "no limit"
+	if m := s.GetMaxConnections(); m > 0 {
+		maxConns = strconv.FormatUint(uint64(m), 10)
+	}
+	row("max conns", "%s", maxConns)
+	dial := "5s (default)"
+	if d := s.GetDialTimeout(); d != nil {
+		dial = Duration(d.AsDuration())
+	}
+	row("dial timeout", "%s", dial)
+	if t := p.GetCreateTime(); t != nil {
+		row("created", "%s (%s ago)", t.AsTime().In(orUTC(loc)).Format(time.RFC3339), Age(now.Sub(t.AsTime())))
+	}
+	row("connections", "%d active, %d total, %d refused, %d connect failures",
+		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures())
+	row("traffic", "up %s in %d frames, down %s in %d frames",
+		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
+	row("transactions", "%d, %d errors (%d protocol errors)", c.GetTransactions(), ProxyErrors(c), c.GetProtocolErrors())
+	row("latency", "%s", latencyLine(c.GetLatency()))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(c.GetOps()) > 0 {
+		fmt.Fprintln(w, "\nops:")
+		tw = newTable(w)
+		fmt.Fprintln(tw, "  OP\tCOUNT\tHIT%\tRESULTS")
+		for _, oc := range c.GetOps() {
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", OpName(oc.GetOp()), oc.GetCount(), hitRatio(oc.GetOp(), oc.GetResults()), Results(oc.GetResults()))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "\nlive connections: %d\n", len(conns))
+	if len(conns) > 0 {
+		return writeConnTable(w, conns, now, loc, "  ")
+	}
+	return nil
+}
+
+// latencyLine is a LatencySummary on one line.
+func latencyLine(l *snoopv1.LatencySummary) string {
+	if l.GetCount() == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s, mean %s (%d samples)",
+		Duration(l.GetP50().AsDuration()), Duration(l.GetP90().AsDuration()), Duration(l.GetP99().AsDuration()),
+		Duration(l.GetMax().AsDuration()), Duration(l.GetMean().AsDuration()), l.GetCount())
+}
+
+// hitRatio is the GET hit ratio as a percentage, or "-".
+func hitRatio(op snoopv1.Op, results map[string]int64) string {
+	hit, miss := results["hit"], results["miss"]
+	if op != snoopv1.Op_OP_GET || hit+miss == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(hit)/float64(hit+miss), 'f', 1, 64) + "%"
+}
+
+// Results renders a result breakdown as "hit=9 miss=1", in the API's
+// order of results, then any unknown ones by name.
+func Results(m map[string]int64) string {
+	var parts []string
+	for _, r := range filter.Results {
+		if n := m[r]; n != 0 {
+			parts = append(parts, r+"="+strconv.FormatInt(n, 10))
+		}
+	}
+	var other []string
+	for r, n := range m {
+		if n != 0 && !slices.Contains(filter.Results, r) {
+			other = append(other, r+"="+strconv.FormatInt(n, 10))
+		}
+	}
+	slices.Sort(other)
+	parts = append(parts, other...)
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, " ")
+}
+
+// WriteConns writes the table of snoopctl conns.
+func WriteConns(w io.Writer, conns []*snoopv1.Connection, now time.Time, loc *time.Location) error {
+	return writeConnTable(w, conns, now, loc, "")
+}
+
+func writeConnTable(w io.Writer, conns []*snoopv1.Connection, now time.Time, loc *time.Location, indent string) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, indent+"ID\tCLIENT\tSINCE\tAGE\tUP\tDOWN\tTX\tPENDING")
+	for _, c := range conns {
+		since, age := "-", "-"
+		if t := c.GetOpenTime(); t != nil {
+			since = t.AsTime().In(orUTC(loc)).Format(time.TimeOnly)
+			age = Age(now.Sub(t.AsTime()))
+		}
+		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", indent, c.GetId(), orDash(c.GetClient()), since, age,
+			c.GetBytesUp(), c.GetBytesDown(), c.GetTransactions(), c.GetPending())
+	}
+	return tw.Flush()
+}
+
+// ApplyVerb is what applying did (or, in a dry run, would do) to a
+// proxy, as a word for snoopctl apply's output.
+func ApplyVerb(a snoopv1.ApplyAction, dryRun bool) string {
+	verbs := map[snoopv1.ApplyAction][2]string{
+		snoopv1.ApplyAction_APPLY_ACTION_CREATED:   {"created", "would create"},
+		snoopv1.ApplyAction_APPLY_ACTION_CHANGED:   {"changed", "would change"},
+		snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED: {"kept", "would keep"},
+		snoopv1.ApplyAction_APPLY_ACTION_REMOVED:   {"removed", "would remove"},
+	}
+	v, ok := verbs[a]
+	if !ok {
+		return strings.ToLower(a.String())
+	}
+	if dryRun {
+		return v[1]
+	}
+	return v[0]
+}
+
+// WriteApply writes snoopctl apply's report: one line per proxy, then the
+// totals.
+func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool) error {
+	counts := map[snoopv1.ApplyAction]int{}
+	for _, res := range r.GetResults() {
+		counts[res.GetAction()]++
+		if _, err := fmt.Fprintf(w, "%s %s\n", ApplyVerb(res.GetAction(), dryRun), res.GetName()); err != nil {
+			return err
+		}
+	}
+	prefix := ""
+	if dryRun {
+		prefix = "dry run, nothing changed: "
+	}
+	_, err := fmt.Fprintf(w, "%s%d created, %d changed, %d kept, %d removed\n", prefix,
+		counts[snoopv1.ApplyAction_APPLY_ACTION_CREATED], counts[snoopv1.ApplyAction_APPLY_ACTION_CHANGED],
+		counts[snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED], counts[snoopv1.ApplyAction_APPLY_ACTION_REMOVED])
+	return err
+}
+
+// Age renders how long ago something happened, to the second.
+func Age(d time.Duration) string {
+	if d < time.Second {
+		return "0s"
+	}
+	return d.Round(time.Second).String()
+}
+
+func orUTC(loc *time.Location) *time.Location {
+	if loc == nil {
+		return time.UTC
+	}
+	return loc
+}

@@ -1,0 +1,159 @@
+package ctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/snoopd/snoopd/ctl/capture"
+	"github.com/snoopd/snoopd/ctl/format"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// saveTick is how often save flushes its file and redraws its progress
+// line.
+const saveTick = 500 * time.Millisecond
+
+func (e *env) saveCommand() *cli.Command {
+	flags := append(filterFlags(), stopFlags()...)
+	flags = append(flags,
+		&cli.BoolFlag{Name: "append", Usage: "add to FILE if it exists"},
+		&cli.BoolFlag{Name: "force", Usage: "replace FILE if it exists"},
+		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10MB, 512KiB, ...)"},
+		dataFlag(),
+	)
+	return &cli.Command{
+		Name:      "save",
+		Usage:     "write the live stream of events to a file, for 'snoopctl read'",
+		ArgsUsage: "FILE [PROXY...]",
+		Description: "FILE gets JSON Lines: one snoop.v1.WatchEventsResponse per line (an event, or\n" +
+			"a drop notice {\"dropped\":\"N\"}), as 'tail -o json' prints them. An existing\n" +
+			"FILE is left alone unless --append or --force is given.\n\n" +
+			"The file is written whole lines at a time, at least every half second, and\n" +
+			"flushed on Ctrl-C, at --count or --for, and when the stream breaks, so it\n" +
+			"never ends in a partial line. On a terminal a progress line on stderr shows\n" +
+			"events, rate, drops and file size; at the end save says how many events it\n" +
+			"wrote.\n\n" +
+			"--rotate-size SIZE: when FILE would grow past SIZE it is renamed FILE.1 (the\n" +
+			"next time FILE.2, ...: a higher number is newer; existing FILE.N are never\n" +
+			"overwritten) and a new FILE is started. Read them back in order with\n" +
+			"'snoopctl read FILE.1 FILE.2 ... FILE'. SIZE takes B, kB, MB, GB (powers of\n" +
+			"1000) and KiB, MiB, GiB (powers of 1024).\n\n" + filterHelp,
+		Flags:  flags,
+		Action: e.save,
+	}
+}
+
+func (e *env) save(cCtx *cli.Context) error {
+	a, err := args(cCtx, 1, -1, "FILE [PROXY...]")
+	if err != nil {
+		return err
+	}
+	path, proxies := a[0], a[1:]
+	if path == "-" {
+		return usagef("save writes to a file; for standard output use 'snoopctl tail -o json'")
+	}
+	opts := capture.Options{Append: cCtx.Bool("append"), Force: cCtx.Bool("force")}
+	if opts.Append && opts.Force {
+		return usagef("--append and --force exclude each other: add to FILE, or replace it")
+	}
+	if s := cCtx.String("rotate-size"); s != "" {
+		if opts.RotateSize, err = capture.ParseSize(s); err != nil {
+			return usagef("--rotate-size: %v", err)
+		}
+	}
+	req, f, err := watchFromFlags(cCtx, proxies)
+	if err != nil {
+		return err
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
+	w, err := capture.Create(path, opts)
+	if err != nil {
+		if errors.Is(err, capture.ErrExists) {
+			return failf("save: %s already exists (use --append to add to it or --force to replace it)", path)
+		}
+		return failf("save: %v", err)
+	}
+	if n := w.Repaired(); n > 0 {
+		e.warnf("%s ended in a partial line of %d bytes; cut it off before appending", path, n)
+	}
+	p := &saveProgress{e: e, w: w, on: isTerminal(e.stdio.Err), start: time.Now()}
+	res, err := e.stream(cCtx.Context, c, req, f, streamOptions{
+		action: "save",
+		count:  cCtx.Int64("count"),
+		dur:    cCtx.Duration("for"),
+		tick:   saveTick,
+		onTick: p.tick,
+	}, func(r *snoopv1.WatchEventsResponse) error {
+		if r.GetEvent() != nil {
+			p.events++
+		} else {
+			p.dropped += r.GetDropped()
+		}
+		if err := w.WriteEvent(r); err != nil {
+			return failf("save: %v", err)
+		}
+		return nil
+	})
+	p.clear()
+	if cerr := w.Close(); cerr != nil && err == nil {
+		err = failf("save: %v", cerr)
+	}
+	if res.events == 0 && res.dropped == 0 && !existed && err != nil {
+		// Nothing was saved and the stream failed (the daemon is down):
+		// leave no empty file behind to be mistaken for a capture.
+		os.Remove(path)
+		return err
+	}
+	files := ""
+	if r := w.Rotated(); len(r) > 0 {
+		files = fmt.Sprintf(", %d earlier in %s", len(r), strings.Join(r, " "))
+	}
+	fmt.Fprintf(e.stdio.Err, "wrote %d events to %s (%d dropped%s)\n", res.events, path, res.dropped, files)
+	return err
+}
+
+// saveProgress keeps save's file flushed and, on a terminal, its progress
+// line up to date.
+type saveProgress struct {
+	e       *env
+	w       *capture.Writer
+	on      bool
+	start   time.Time
+	events  int64
+	dropped uint64
+}
+
+// tick flushes the file and redraws the progress line. A failed flush is
+// not lost: the Writer keeps the error and returns it from the next write
+// and from Close.
+func (p *saveProgress) tick() {
+	_ = p.w.Flush()
+	if !p.on {
+		return
+	}
+	secs := time.Since(p.start).Seconds()
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(p.events) / secs
+	}
+	fmt.Fprintf(p.e.stdio.Err, "\r\x1b[K%d events, %.0f/s, %d dropped, %s", p.events, rate, p.dropped, format.Bytes(p.w.Size()))
+}
+
+// clear removes the progress line before the final message.
+func (p *saveProgress) clear() {
+	if p.on {
+		fmt.Fprint(p.e.stdio.Err, "\r\x1b[K")
+	}
+}

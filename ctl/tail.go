@@ -1,0 +1,107 @@
+package ctl
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/snoopd/snoopd/ctl/format"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+func (e *env) tailCommand() *cli.Command {
+	flags := append(filterFlags(), stopFlags()...)
+	flags = append(flags, dataFlag())
+	return &cli.Command{
+		Name:      "tail",
+		Usage:     "show the live stream of events, one line per transaction",
+		ArgsUsage: "[PROXY...]",
+		Description: "Each transaction is one line, like tcpdump:\n\n" +
+			"  TIME PROXY conn=ID uid=UID OP id=SESSION… req=BYTES resp=BYTES [data=BYTES] RESULT LATENCY\n\n" +
+			"SESSION is the first 8 bytes of the session id in hex. Connection events\n" +
+			"(opened, closed, connect-failed, refused) and protocol errors have lines of\n" +
+			"their own. When snoopctl falls behind, the daemon drops events for it and\n" +
+			"a plain line says how many. Ctrl-C ends tail with a summary on stderr.\n" +
+			"-o json prints one snoop.v1.WatchEventsResponse per line, which\n" +
+			"'snoopctl read' reads back.\n\n" + filterHelp,
+		Flags:  flags,
+		Action: e.tail,
+	}
+}
+
+// dataFlag asks for captured session data, which is never shown unless
+// asked for.
+func dataFlag() *cli.BoolFlag {
+	return &cli.BoolFlag{Name: "data", Usage: "include captured session data (hex in text output); it may hold TLS master secrets"}
+}
+
+func (e *env) tail(cCtx *cli.Context) error {
+	req, f, err := watchFromFlags(cCtx, cCtx.Args().Slice())
+	if err != nil {
+		return err
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	out := e.eventPrinter(e.stdio.Out, false, cCtx.Bool("data"))
+	res, err := e.stream(cCtx.Context, c, req, f, streamOptions{
+		action: "tail",
+		count:  cCtx.Int64("count"),
+		dur:    cCtx.Duration("for"),
+		flush:  out.flush,
+	}, out.print)
+	fmt.Fprintf(e.stdio.Err, "%d events shown, %d dropped\n", res.events, res.dropped)
+	return err
+}
+
+// eventPrinter renders stream responses as text or JSON lines into a
+// buffer that flush writes out.
+type eventPrinter struct {
+	w    io.Writer
+	json bool
+	text format.Text
+	buf  []byte
+}
+
+// flushAt is the buffer size at which the printer writes without waiting
+// for the stream to go quiet.
+const flushAt = 32 << 10
+
+func (e *env) eventPrinter(w io.Writer, withDate, data bool) *eventPrinter {
+	return &eventPrinter{
+		w:    w,
+		json: e.opts.json,
+		text: format.Text{Location: e.location(), Date: withDate, Color: !e.opts.json && e.useColor(), Data: data},
+	}
+}
+
+func (p *eventPrinter) print(r *snoopv1.WatchEventsResponse) error {
+	if p.json {
+		var err error
+		if p.buf, err = format.AppendJSON(p.buf, r); err != nil {
+			return failf("%v", err)
+		}
+		p.buf = append(p.buf, '\n')
+	} else {
+		p.buf = p.text.AppendResponse(p.buf, r)
+	}
+	if len(p.buf) >= flushAt {
+		return p.flush()
+	}
+	return nil
+}
+
+func (p *eventPrinter) flush() error {
+	if len(p.buf) == 0 {
+		return nil
+	}
+	_, err := p.w.Write(p.buf)
+	p.buf = p.buf[:0]
+	if err != nil {
+		return failf("write output: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,251 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/snoopd/snoopd/ctl/filter"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// filterHelp documents the filters shared by tail, save, read and stats.
+const filterHelp = "Filters: different flags must all match; the values of one flag (comma-separated\n" +
+	"or repeated) are alternatives. --op, --status, --session and --min-latency keep\n" +
+	"only transactions.\n\n" +
+	"  --op         get, add, remove, have\n" +
+	"  --status     ok, notok, hit, miss, exists, timeout-range, id-range, data-range,\n" +
+	"               corrupt, disconnected, malformed, unanswered, orphan\n" +
+	"  --events     tx (transactions), conn (opened and closed), opened, closed,\n" +
+	"               connect-failed, refused, protocol (protocol errors)\n" +
+	"  --errors     only errors: protocol errors, failed connects to the server,\n" +
+	"               refused clients, and transactions whose result is not ok, hit,\n" +
+	"               miss or notok (exists, the range errors, corrupt, disconnected,\n" +
+	"               malformed, unanswered, orphan, unknown statuses)\n" +
+	"  --session    session id prefix in hex, whole bytes (0a1b2c)\n"
+
+// filterFlags are the filter flags of tail, save, read and stats.
+func filterFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "op", Usage: "keep transactions of these `OPS` (get,add,remove,have)"},
+		&cli.StringSliceFlag{Name: "status", Usage: "keep transactions with these `RESULTS` (ok,miss,...)"},
+		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `HEX`"},
+		&cli.DurationFlag{Name: "min-latency", Usage: "keep transactions at least this slow (2ms)"},
+		&cli.Uint64Flag{Name: "conn", Usage: "keep events of connection `ID`"},
+		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (see below)"},
+		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol)"},
+	}
+}
+
+// stopFlags are the stop conditions of tail, save and stats, and the
+// start of the stream.
+func stopFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.UintFlag{Name: "history", Usage: "start with up to `N` recent matching events the daemon still holds"},
+		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
+		&cli.DurationFlag{Name: "for", Usage: "stop after `DURATION`"},
+	}
+}
+
+// filterFromFlags is the one place where filter flags become a filter:
+// the WatchEventsRequest for the daemon, and the same conditions for
+// evaluating saved events. proxies come from the arguments (tail, save,
+// stats) or --proxy (read).
+func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error) {
+	f, err := filter.New(filter.Options{
+		Proxies:    proxies,
+		Ops:        cCtx.StringSlice("op"),
+		Status:     cCtx.StringSlice("status"),
+		Session:    cCtx.String("session"),
+		MinLatency: cCtx.Duration("min-latency"),
+		Conn:       cCtx.Uint64("conn"),
+		Errors:     cCtx.Bool("errors"),
+		Events:     cCtx.StringSlice("events"),
+	})
+	if err != nil {
+		return filter.Filter{}, usagef("%v", err)
+	}
+	return f, nil
+}
+
+// watchFromFlags builds the full watch request: the filter, the history
+// and whether to include session data.
+func watchFromFlags(cCtx *cli.Context, proxies []string) (*snoopv1.WatchEventsRequest, filter.Filter, error) {
+	f, err := filterFromFlags(cCtx, proxies)
+	if err != nil {
+		return nil, f, err
+	}
+	if cCtx.Int64("count") < 0 {
+		return nil, f, usagef("--count %d is negative", cCtx.Int64("count"))
+	}
+	if cCtx.Duration("for") < 0 {
+		return nil, f, usagef("--for %v is negative", cCtx.Duration("for"))
+	}
+	h := cCtx.Uint("history")
+	if h > 1<<31 {
+		return nil, f, usagef("--history %d is too large", h)
+	}
+	req := f.Request
+	req.History = uint32(h)
+	req.IncludeData = cCtx.Bool("data")
+	return req, f, nil
+}
+
+// streamOptions are a stream's stop conditions and periodic work.
+type streamOptions struct {
+	action string        // names the command in errors: "tail"
+	count  int64         // stop after this many events (0: no bound)
+	dur    time.Duration // stop after this long (0: no bound)
+	tick   time.Duration // call onTick this often (0: never)
+	onTick func()
+	// flush is called when no more responses are waiting, so that output
+	// is written in batches under load and at once when it is quiet.
+	flush func() error
+}
+
+// streamResult says how a stream went.
+type streamResult struct {
+	events  int64  // events handled (drop notices are not events)
+	dropped uint64 // events the daemon dropped for this watcher
+	elapsed time.Duration
+}
+
+type received struct {
+	resp *snoopv1.WatchEventsResponse
+	err  error
+}
+
+// recvQueue bounds the responses read ahead of the handler. The daemon
+// keeps its own bounded queue per watcher and counts what it drops; this
+// one only smooths the hand-off.
+const recvQueue = 256
+
+// stream watches events until ctx is cancelled (Ctrl-C), o.count events
+// were handled, o.dur passed, or the stream fails. handle sees every drop
+// notice and every event that f keeps. Ending for one of the first three
+// reasons is not an error.
+func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsRequest, f filter.Filter, o streamOptions,
+	handle func(*snoopv1.WatchEventsResponse) error) (streamResult, error) {
+	start := time.Now()
+	var res streamResult
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// --for is a timer, not a context deadline: a deadline would travel
+	// to the daemon, which would end the stream with DEADLINE_EXCEEDED,
+	// indistinguishable from a daemon that is stuck.
+	var stop <-chan time.Time
+	if o.dur > 0 {
+		t := time.NewTimer(o.dur)
+		defer t.Stop()
+		stop = t.C
+	}
+	st, err := c.events.WatchEvents(sctx, req)
+	if err != nil {
+		if sctx.Err() != nil {
+			return res, nil
+		}
+		return res, e.rpcError(err, o.action, "")
+	}
+
+	// One goroutine receives, so that the loop below can also serve
+	// ticks (progress, periodic flushes) while the stream is quiet. It
+	// ends when the stream fails or sctx is cancelled, which the deferred
+	// cancel guarantees; wg makes stream wait for it.
+	ch := make(chan received, recvQueue)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			r, err := st.Recv()
+			select {
+			case ch <- received{r, err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	var tick <-chan time.Time
+	if o.tick > 0 && o.onTick != nil {
+		t := time.NewTicker(o.tick)
+		defer t.Stop()
+		tick = t.C
+	}
+	flush := func() error {
+		if o.flush == nil {
+			return nil
+		}
+		return o.flush()
+	}
+	got := false
+	for {
+		select {
+		case <-sctx.Done():
+			res.elapsed = time.Since(start)
+			return res, flush()
+		case <-stop:
+			res.elapsed = time.Since(start)
+			return res, flush()
+		case <-tick:
+			o.onTick()
+			continue
+		case m := <-ch:
+			if m.err != nil {
+				res.elapsed = time.Since(start)
+				if ferr := flush(); ferr != nil {
+					return res, ferr
+				}
+				if sctx.Err() != nil {
+					return res, nil // stopped by Ctrl-C or --for while receiving
+				}
+				return res, e.streamError(m.err, o.action, got)
+			}
+			got = true
+			r := m.resp
+			if r.GetEvent() == nil {
+				res.dropped += r.GetDropped()
+				if err := handle(r); err != nil {
+					return res, err
+				}
+			} else if f.Match(r.GetEvent()) {
+				res.events++
+				if err := handle(r); err != nil {
+					return res, err
+				}
+				if o.count > 0 && res.events >= o.count {
+					res.elapsed = time.Since(start)
+					return res, flush()
+				}
+			}
+			if len(ch) == 0 {
+				if err := flush(); err != nil {
+					return res, err
+				}
+			}
+		}
+	}
+}
+
+// streamError explains how an event stream ended against the user's will.
+func (e *env) streamError(err error, action string, got bool) error {
+	if errors.Is(err, io.EOF) {
+		return failf("%s: snoopd ended the event stream (is it shutting down?)", action)
+	}
+	if got && status.Code(err) == codes.Unavailable {
+		reason, _ := plainReason(status.Convert(err).Message())
+		return failf("%s: the event stream from snoopd at %s broke: %s", action, e.display(), reason)
+	}
+	return e.rpcError(err, action, "")
+}
