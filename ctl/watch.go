@@ -21,13 +21,14 @@ const filterHelp = "Filters: different flags must all match; the values of one f
 	"only transactions.\n\n" +
 	"  --op         get, add, remove, have\n" +
 	"  --status     ok, notok, hit, miss, exists, timeout-range, id-range, data-range,\n" +
-	"               corrupt, disconnected, malformed, unanswered, orphan\n" +
+	"               corrupt, disconnected, malformed, unknown-status, unanswered,\n" +
+	"               orphan\n" +
 	"  --events     tx (transactions), conn (opened and closed), opened, closed,\n" +
 	"               connect-failed, refused, protocol (protocol errors)\n" +
 	"  --errors     only errors: protocol errors, failed connects to the server,\n" +
 	"               refused clients, and transactions whose result is not ok, hit,\n" +
-	"               miss or notok (exists, the range errors, corrupt, disconnected,\n" +
-	"               malformed, unanswered, orphan, unknown statuses)\n" +
+	"               miss, notok or exists (the range errors, corrupt, disconnected,\n" +
+	"               malformed, unknown-status, unanswered, orphan)\n" +
 	"  --session    session id prefix in hex, whole bytes (0a1b2c)\n"
 
 // filterFlags are the filter flags of tail, save, read and stats.

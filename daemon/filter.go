@@ -14,7 +14,7 @@ import (
 var results = map[string]bool{
 	"ok": true, "notok": true, "hit": true, "miss": true, "exists": true, "timeout-range": true,
 	"id-range": true, "data-range": true, "corrupt": true, "disconnected": true, "malformed": true,
-	"unanswered": true, "orphan": true,
+	"unanswered": true, "orphan": true, "unknown-status": true,
 }
 
 // compileFilter turns a watch request into a hub filter. Fields combine
@@ -48,7 +48,7 @@ func compileFilter(req *snoopv1.WatchEventsRequest) (hub.Filter, error) {
 	res := map[string]bool{}
 	for i, r := range req.GetResults() {
 		if !results[r] {
-			return nil, &FieldError{Field: fmt.Sprintf("results[%d]", i), Reason: fmt.Sprintf("unknown result %q (want ok, notok, hit, miss, exists, timeout-range, id-range, data-range, corrupt, disconnected, malformed, unanswered, orphan)", r)}
+			return nil, &FieldError{Field: fmt.Sprintf("results[%d]", i), Reason: fmt.Sprintf("unknown result %q (want ok, notok, hit, miss, exists, timeout-range, id-range, data-range, corrupt, disconnected, malformed, unknown-status, unanswered, orphan)", r)}
 		}
 		res[r] = true
 	}

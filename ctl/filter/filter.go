@@ -46,7 +46,7 @@ type Options struct {
 
 // Results are the transaction results the API defines, in its order.
 var Results = []string{"ok", "notok", "hit", "miss", "exists", "timeout-range", "id-range",
-	"data-range", "corrupt", "disconnected", "malformed", "unanswered", "orphan"}
+	"data-range", "corrupt", "disconnected", "malformed", "unknown-status", "unanswered", "orphan"}
 
 // EventNames are the names --events takes, with the kinds each selects.
 var EventNames = []struct {
@@ -266,8 +266,8 @@ func MatchRequest(req *snoopv1.WatchEventsRequest, ev *snoopv1.Event) bool {
 // IsError reports whether ev is an error in the sense of --errors: a
 // protocol error, a failed connect to the server, a client refused at the
 // connection limit, or a transaction whose result is anything but ok,
-// hit, miss or notok (so exists, the range errors, corrupt, disconnected,
-// malformed, unanswered, orphan and unknown statuses).
+// hit, miss, notok or exists (so the range errors, corrupt, disconnected,
+// malformed, unknown-status, unanswered and orphan).
 func IsError(ev *snoopv1.Event) bool {
 	switch ev.GetKind() {
 	case snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR,
@@ -281,11 +281,13 @@ func IsError(ev *snoopv1.Event) bool {
 }
 
 // IsErrorResult reports whether a transaction result is an error: any
-// result but ok, hit, miss and notok, which are a server's normal
+// result but ok, hit, miss, notok and exists, which are a server's normal
 // answers.
 func IsErrorResult(r string) bool {
 	switch r {
-	case "ok", "hit", "miss", "notok":
+	case "ok", "hit", "miss", "notok", "exists":
+		// exists is an ADD of a session the server already holds: a
+		// normal answer when several servers share one cache.
 		return false
 	}
 	return true

@@ -174,7 +174,7 @@ func TestMatchRequestNilAndMinLatencyZero(t *testing.T) {
 
 func TestIsErrorResult(t *testing.T) {
 	for _, r := range Results {
-		want := !slices.Contains([]string{"ok", "notok", "hit", "miss"}, r)
+		want := !slices.Contains([]string{"ok", "notok", "hit", "miss", "exists"}, r)
 		if got := IsErrorResult(r); got != want {
 			t.Errorf("IsErrorResult(%q) = %v, want %v", r, got, want)
 		}

@@ -65,8 +65,8 @@ func TestCollector(t *testing.T) {
 		t.Errorf("latency %v", get.Latency)
 	}
 	add := tb.Ops[1]
-	if add.Errors != 2 || add.Latency.GetCount() != 1 {
-		t.Errorf("ADD: errors %d, latency samples %d; want 2, 1 (unanswered has no latency)", add.Errors, add.Latency.GetCount())
+	if add.Errors != 1 || add.Latency.GetCount() != 1 {
+		t.Errorf("ADD: errors %d, latency samples %d; want 1 (exists is a normal answer, unanswered is not), 1 (unanswered has no latency)", add.Errors, add.Latency.GetCount())
 	}
 	if _, ok := add.HitRatio(); ok {
 		t.Error("a hit ratio for ADD")

@@ -724,7 +724,7 @@ type OpCounters struct {
 	Count int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	// results counts them by result: "ok", "notok", "hit", "miss",
 	// "exists", "timeout-range", "id-range", "data-range", "corrupt",
-	// "disconnected", "malformed", "unanswered", "orphan".
+	// "disconnected", "malformed", "unknown-status", "unanswered", "orphan".
 	Results       map[string]int64 `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2117,7 +2117,8 @@ type Transaction struct {
 	ResponseFrames uint32 `protobuf:"varint,9,opt,name=response_frames,json=responseFrames,proto3" json:"response_frames,omitempty"`
 	// result names the outcome: "ok", "notok", "hit", "miss", "exists",
 	// "timeout-range", "id-range", "data-range", "corrupt", "disconnected",
-	// "malformed", "unanswered", "orphan".
+	// "malformed", "unknown-status" (a status byte the protocol does not
+	// define; see status), "unanswered", "orphan".
 	Result string `protobuf:"bytes,10,opt,name=result,proto3" json:"result,omitempty"`
 	// status is the response's status byte (0 for a GET hit).
 	Status uint32 `protobuf:"varint,11,opt,name=status,proto3" json:"status,omitempty"`
