@@ -57,9 +57,9 @@ func TestNewAndMatch(t *testing.T) {
 		{"events conn", Options{Events: []string{"conn"}}, []*snoopv1.Event{opened, closed}},
 		{"events tx,protocol", Options{Events: []string{"tx,protocol"}}, []*snoopv1.Event{getHit, getMiss, addExists, unanswer, protoErr}},
 		{"events refused + connect-failed", Options{Events: []string{"refused", "connect-failed"}}, []*snoopv1.Event{failed, refused}},
-		{"errors", Options{Errors: true}, []*snoopv1.Event{addExists, unanswer, failed, refused, protoErr}},
+		{"errors", Options{Errors: true}, []*snoopv1.Event{unanswer, failed, refused, protoErr}},
 		{"errors AND proxy", Options{Errors: true, Proxies: []string{"a"}}, []*snoopv1.Event{failed, protoErr}},
-		{"errors AND events tx", Options{Errors: true, Events: []string{"tx"}}, []*snoopv1.Event{addExists, unanswer}},
+		{"errors AND events tx", Options{Errors: true, Events: []string{"tx"}}, []*snoopv1.Event{unanswer}},
 		{"errors AND op", Options{Errors: true, Ops: []string{"have"}}, []*snoopv1.Event{unanswer}},
 	}
 	for _, tc := range tests {
