@@ -76,11 +76,13 @@ func startDemo(d *daemon.Daemon, listen distcache.Addr, rate float64, log *slog.
 		Persistent: false,
 		Rate:       rate,
 		Duration:   demoForever,
-		Sessions:   200,
-		MinData:    64,
-		MaxData:    1024,
-		Verify:     true,
-		IDPrefix:   "demo-",
+		// Few sessions, so GETs start hitting within seconds; a newcomer
+		// should see every kind of answer early.
+		Sessions: 16,
+		MinData:  64,
+		MaxData:  1024,
+		Verify:   true,
+		IDPrefix: "demo-",
 	}
 	if err := cfg.Validate(); err != nil {
 		dm.close()
