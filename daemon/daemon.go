@@ -120,7 +120,19 @@ func New(cfg Config) (*Daemon, error) {
 
 // abort stops whatever New started, without saving.
 func (d *Daemon) abort() {
+	ps, _ := d.shut()
+	stopAll(context.Background(), ps)
+	d.hub.Close()
+}
+
+// shut marks the daemon closed and returns its proxies, or false if it
+// was closed already.
+func (d *Daemon) shut() ([]*proxy.Proxy, bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, false
+	}
 	d.closed = true
 	var ps []*proxy.Proxy
 	for _, e := range d.proxies {
@@ -128,13 +140,32 @@ func (d *Daemon) abort() {
 			ps = append(ps, e.p)
 		}
 	}
-	d.mu.Unlock()
+	return ps, true
+}
+
+// stopAll stops proxies in parallel, each within stopTimeout, so one
+// wedged proxy delays shutdown by that much at most.
+func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ps))
 	for _, p := range ps {
-		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		p.Stop(ctx)
-		cancel()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+			defer cancel()
+			if err := p.Stop(sctx); err != nil {
+				errs <- err
+			}
+		}()
 	}
-	d.hub.Close()
+	wg.Wait()
+	close(errs)
+	var err error
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
 }
 
 // restore brings back a saved proxy. It was valid when saved, and the
@@ -176,40 +207,13 @@ func (d *Daemon) SetEndpoints(eps []string) {
 // Close stops every proxy (in parallel, each within a deadline), ends the
 // event streams and saves the state one last time.
 func (d *Daemon) Close(ctx context.Context) error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
+	ps, ok := d.shut()
+	if !ok {
 		return nil
 	}
-	d.closed = true
-	var ps []*proxy.Proxy
-	for _, e := range d.proxies {
-		if e.p != nil {
-			ps = append(ps, e.p)
-		}
-	}
-	d.mu.Unlock()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(ps))
-	for _, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sctx, cancel := context.WithTimeout(ctx, stopTimeout)
-			defer cancel()
-			if err := p.Stop(sctx); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
+	err := stopAll(ctx, ps)
 	d.hub.Close()
-	err := d.save()
-	for e := range errs {
-		err = errors.Join(err, e)
-	}
-	return err
+	return errors.Join(err, d.save())
 }
 
 // CreateProxy validates spec, binds the proxy and starts it. The bind
