@@ -541,47 +541,91 @@ func TestProxyCorruptRequests(t *testing.T) {
 	}
 }
 
+// TestProxyCorruptResponses breaks every rule in the server->client
+// direction, after one good response, under both policies.
 func TestProxyCorruptResponses(t *testing.T) {
+	good := distcache.AppendMessage(nil, true, 1, distcache.OpGet, []byte{1})
+	resp := func(uid uint32, op distcache.Op, complete bool, n int) []byte {
+		return distcache.AppendFrame(nil, distcache.FrameHeader{ProtoLevel: distcache.ProtocolLevel, IsResponse: true,
+			RequestUID: uid, Op: op, Complete: complete}, make([]byte, n))
+	}
+	set := func(b []byte, i int, v byte) []byte { b = bytes.Clone(b); b[i] = v; return b }
+	full := func(n int) []byte {
+		var b []byte
+		for range n {
+			b = append(b, resp(5, distcache.OpGet, false, 2048)...)
+		}
+		return b
+	}
+	cases := []struct {
+		name string
+		bad  []byte
+		rule distcache.Rule
+	}{
+		{"version", set(good, 1, 0x12), distcache.RuleVersion},
+		{"is_response", set(good, 4, 9), distcache.RuleIsResponse},
+		{"direction", set(good, 4, 0), distcache.RuleDirection},
+		{"op_class", set(good, 9, 1), distcache.RuleClass},
+		{"operation", set(good, 10, 7), distcache.RuleOperation},
+		{"complete", set(good, 11, 2), distcache.RuleComplete},
+		{"data_len", set(good, 12, 9), distcache.RuleDataLen},
+		{"short frame", resp(5, distcache.OpGet, false, 2), distcache.RuleShortFrame},
+		{"continuation uid", append(full(1), resp(6, distcache.OpGet, true, 1)...), distcache.RuleContinuation},
+		{"continuation op", append(full(1), resp(5, distcache.OpHave, true, 1)...), distcache.RuleContinuation},
+		{"message too long", append(full(16), resp(5, distcache.OpGet, true, 1)...), distcache.RuleMessageTooLong},
+	}
 	for _, policy := range []CorruptPolicy{CloseOnCorrupt, PassThrough} {
-		t.Run(policy.String(), func(t *testing.T) {
-			good := distcache.AppendMessage(nil, true, 1, distcache.OpGet, []byte{1})
-			bad := bytes.Clone(good)
-			bad[10] = 7 // operation
-			stream := append(bytes.Clone(good), bad...)
-			f := startFake(t, func(c net.Conn, f *fakeServer) {
-				c.Read(make([]byte, 100))
-				c.Write(stream)
-				c.Read(make([]byte, 100)) // until the proxy closes
-			})
-			rec := newRecorder()
-			p := startProxy(t, "tcp", f.addr, Options{OnCorrupt: policy}, rec)
-			c := dial(t, p.Addr())
-			c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpGet, []byte("k")))
-			// Under close, everything before the offending byte (the
-			// operation field of the second frame) still passes.
-			want := stream
-			if policy == CloseOnCorrupt {
-				want = stream[:len(good)+10]
-			}
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			got := make([]byte, len(want))
-			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
-				t.Fatalf("client got % x (%v), want % x", got, err, want)
-			}
-			if policy == CloseOnCorrupt {
-				if n, err := c.Read(make([]byte, 10)); err == nil {
-					t.Errorf("client still open, read %d more bytes", n)
+		for _, tc := range cases {
+			t.Run(policy.String()+"/"+tc.name, func(t *testing.T) {
+				stream := append(bytes.Clone(good), tc.bad...)
+				// Where the rule breaks, as the decoder sees it on its own.
+				d := distcache.NewDecoder(distcache.ServerToClient)
+				valid := 0
+				for p := stream; len(p) > 0; {
+					n, _, err := d.Next(p)
+					valid += n
+					if err != nil {
+						break
+					}
+					p = p[n:]
 				}
-			}
-			pe := rec.waitKind(t, KindProtocolError, 1)[0]
-			var perr *distcache.ProtocolError
-			if !errors.As(pe.Err, &perr) || perr.Rule != distcache.RuleOperation || perr.Offset != int64(len(good))+10 || pe.Direction != distcache.ServerToClient {
-				t.Errorf("event: %v", pe.Err)
-			}
-			if txs := rec.waitKind(t, KindTransaction, 1); txs[0].Tx.Result() != "miss" {
-				t.Errorf("the good response was not paired: %s", describe(txs))
-			}
-		})
+				f := startFake(t, func(c net.Conn, f *fakeServer) {
+					if n, _ := c.Read(make([]byte, 100)); n == 0 {
+						return // a spare connection the proxy never used
+					}
+					c.Write(stream)
+					c.Read(make([]byte, 100)) // until the proxy closes
+				})
+				rec := newRecorder()
+				p := startProxy(t, "tcp", f.addr, Options{OnCorrupt: policy}, rec)
+				c := dial(t, p.Addr())
+				c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpGet, []byte("k")))
+				// Under close, everything before the offending byte still
+				// passes; under passthrough, everything.
+				want := stream
+				if policy == CloseOnCorrupt {
+					want = stream[:valid]
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got := make([]byte, len(want))
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("client got %d bytes (%v), want %d", len(got), err, len(want))
+				}
+				if policy == CloseOnCorrupt {
+					if n, err := c.Read(make([]byte, 10)); err == nil {
+						t.Errorf("client still open, read %d more bytes", n)
+					}
+				}
+				pe := rec.waitKind(t, KindProtocolError, 1)[0]
+				var perr *distcache.ProtocolError
+				if !errors.As(pe.Err, &perr) || perr.Rule != tc.rule || perr.Offset != int64(valid) || pe.Direction != distcache.ServerToClient {
+					t.Errorf("event: %v, want rule %s at %d", pe.Err, tc.rule, valid)
+				}
+				if txs := rec.waitKind(t, KindTransaction, 1); txs[0].Tx.Result() != "miss" {
+					t.Errorf("the good response was not paired: %s", describe(txs))
+				}
+			})
+		}
 	}
 }
 
