@@ -30,6 +30,7 @@ func (e *env) addCommand() *cli.Command {
 			&cli.UintFlag{Name: "capture-limit", Usage: "bytes of session data kept per transaction (0: 32768)"},
 			&cli.UintFlag{Name: "max-conns", Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to the server (default 5s)"},
+			&cli.UintFlag{Name: "spares", Usage: "keep `N` server connections dialled ahead of clients (default 2; 0: none)"},
 		},
 		Action: e.add,
 	}
@@ -95,6 +96,13 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 	}
 	if cCtx.Uint("capture-limit") > 1<<31 || cCtx.Uint("max-conns") > 1<<31 {
 		return nil, usagef("--capture-limit and --max-conns must be below 2^31")
+	}
+	if cCtx.IsSet("spares") {
+		n := cCtx.Uint("spares")
+		if n > 64 {
+			return nil, usagef("--spares %d: at most 64", n)
+		}
+		spec.SpareConnections = proto.Uint32(uint32(n))
 	}
 	if cCtx.IsSet("dial-timeout") {
 		d := cCtx.Duration("dial-timeout")

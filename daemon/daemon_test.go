@@ -553,3 +553,57 @@ func TestFailedApplyAtStartLeavesStateAlone(t *testing.T) {
 		t.Errorf("a failed start changed the state file:\n%s\nto\n%s", before, after)
 	}
 }
+
+func TestSpareConnections(t *testing.T) {
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// Count connections the proxy opens to the "server" before any client.
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	defer func() {
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	}()
+	s := spec("none", "IP:"+ln.Addr().String())
+	s.SpareConnections = proto.Uint32(0)
+	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: s}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Fatal("a proxy with spare_connections 0 dialled the server ahead of clients")
+	case <-time.After(200 * time.Millisecond):
+	}
+	upd, err := a.proxy.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
+		Spec: &snoopv1.ProxySpec{Name: "none", SpareConnections: proto.Uint32(3)}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"spare_connections"}}})
+	if err != nil || upd.GetProxy().GetSpec().GetSpareConnections() != 3 {
+		t.Fatalf("update: %v %v", upd, err)
+	}
+	for i := range 3 {
+		select {
+		case c := <-accepted:
+			c.Close()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of 3 spare connections were dialled", i)
+		}
+	}
+	s.SpareConnections = proto.Uint32(65)
+	s.Name = "toomany"
+	_, err = a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: s})
+	wantCode(t, err, codes.InvalidArgument, "spare_connections")
+}

@@ -17,6 +17,7 @@ import (
 const (
 	maxDialTimeout  = 5 * time.Minute
 	maxCaptureLimit = distcache.MaxSessionDataLen
+	maxSpares       = 64
 )
 
 // normalize checks spec and returns the canonical form the daemon stores
@@ -64,6 +65,16 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	if spec.GetSocketMode() > 0o777 {
 		return nil, proxy.Config{}, &FieldError{Field: "socket_mode", Reason: fmt.Sprintf("%#o is not a permission (want 0 to 0777)", spec.GetSocketMode())}
 	}
+	if spec.SpareConnections != nil {
+		n := spec.GetSpareConnections()
+		if n > maxSpares {
+			return nil, proxy.Config{}, &FieldError{Field: "spare_connections", Reason: fmt.Sprintf("%d is more than %d", n, maxSpares)}
+		}
+		opts.Spares = int(n)
+		if n == 0 {
+			opts.Spares = -1 // the proxy package's "none"
+		}
+	}
 	if d := spec.GetDialTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 || d.AsDuration() > maxDialTimeout {
 			return nil, proxy.Config{}, &FieldError{Field: "dial_timeout", Reason: fmt.Sprintf("want 0 to %v", maxDialTimeout)}
@@ -89,18 +100,18 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 // updatable are the spec fields UpdateProxy may change.
 var updatable = map[string]bool{
 	"enabled": true, "server": true, "on_corrupt": true, "capture_data": true,
-	"capture_limit": true, "max_connections": true, "dial_timeout": true,
+	"capture_limit": true, "max_connections": true, "dial_timeout": true, "spare_connections": true,
 }
 
 // applyMask returns cur with the fields named in paths taken from next.
 func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec, error) {
 	if len(paths) == 0 {
-		return nil, &FieldError{Field: "update_mask", Reason: "empty: name the fields to change (enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout)"}
+		return nil, &FieldError{Field: "update_mask", Reason: "empty: name the fields to change (enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout, spare_connections)"}
 	}
 	out := proto.Clone(cur).(*snoopv1.ProxySpec)
 	for _, p := range paths {
 		if !updatable[p] {
-			return nil, &FieldError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated (updatable: enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout; to move a proxy, delete and create it)", p)}
+			return nil, &FieldError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated (updatable: enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout, spare_connections; to move a proxy, delete and create it)", p)}
 		}
 		switch p {
 		case "enabled":
@@ -115,6 +126,11 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 			out.CaptureLimit = next.GetCaptureLimit()
 		case "max_connections":
 			out.MaxConnections = next.GetMaxConnections()
+		case "spare_connections":
+			out.SpareConnections = nil
+			if next.SpareConnections != nil {
+				out.SpareConnections = proto.Uint32(next.GetSpareConnections())
+			}
 		case "dial_timeout":
 			out.DialTimeout = nil
 			if d := next.GetDialTimeout(); d != nil {

@@ -118,6 +118,14 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		dial = Duration(d.AsDuration())
 	}
 	row("dial timeout", "%s", dial)
+	spares := "2 (default)"
+	if s.SpareConnections != nil {
+		spares = strconv.FormatUint(uint64(s.GetSpareConnections()), 10)
+		if s.GetSpareConnections() == 0 {
+			spares = "none"
+		}
+	}
+	row("spare conns", "%s", spares)
 	if t := p.GetCreateTime(); t != nil {
 		row("created", "%s (%s ago)", t.AsTime().In(orUTC(loc)).Format(time.RFC3339), Age(now.Sub(t.AsTime())))
 	}

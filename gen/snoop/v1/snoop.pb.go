@@ -370,9 +370,14 @@ type ProxySpec struct {
 	// dial_timeout bounds connecting to the server; unset means 5 seconds.
 	DialTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=dial_timeout,json=dialTimeout,proto3" json:"dial_timeout,omitempty"`
 	// socket_mode is the permission of a unix listen socket; 0 means 0660.
-	SocketMode    uint32 `protobuf:"varint,10,opt,name=socket_mode,json=socketMode,proto3" json:"socket_mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SocketMode uint32 `protobuf:"varint,10,opt,name=socket_mode,json=socketMode,proto3" json:"socket_mode,omitempty"`
+	// spare_connections is the number of server connections the proxy keeps
+	// dialled ahead of its clients (checked for life before use), so a
+	// client that opens a connection per operation does not wait for the
+	// proxy's own connect. Unset means 2; 0 turns it off; at most 64.
+	SpareConnections *uint32 `protobuf:"varint,11,opt,name=spare_connections,json=spareConnections,proto3,oneof" json:"spare_connections,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ProxySpec) Reset() {
@@ -471,6 +476,13 @@ func (x *ProxySpec) GetDialTimeout() *durationpb.Duration {
 func (x *ProxySpec) GetSocketMode() uint32 {
 	if x != nil {
 		return x.SocketMode
+	}
+	return 0
+}
+
+func (x *ProxySpec) GetSpareConnections() uint32 {
+	if x != nil && x.SpareConnections != nil {
+		return *x.SpareConnections
 	}
 	return 0
 }
@@ -1147,7 +1159,7 @@ type UpdateProxyRequest struct {
 	Spec *ProxySpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// update_mask lists the fields of spec to change: enabled, server,
 	// on_corrupt, capture_data, capture_limit, max_connections,
-	// dial_timeout. An empty mask is INVALID_ARGUMENT.
+	// dial_timeout, spare_connections. An empty mask is INVALID_ARGUMENT.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// close_connections, when the update disables the proxy, also closes
 	// its live connections.
@@ -2632,7 +2644,7 @@ var File_snoop_v1_snoop_proto protoreflect.FileDescriptor
 
 const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
-	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x03\n" +
+	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x03\n" +
 	"\tProxySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\tR\x06listen\x12\x16\n" +
@@ -2646,9 +2658,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\fdial_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\vdialTimeout\x12\x1f\n" +
 	"\vsocket_mode\x18\n" +
 	" \x01(\rR\n" +
-	"socketModeB\n" +
+	"socketMode\x120\n" +
+	"\x11spare_connections\x18\v \x01(\rH\x01R\x10spareConnections\x88\x01\x01B\n" +
 	"\n" +
-	"\b_enabled\"\x8b\x02\n" +
+	"\b_enabledB\x14\n" +
+	"\x12_spare_connections\"\x8b\x02\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
