@@ -309,13 +309,12 @@ func TestWatchFiltersAndHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := distcache.MustParseAddr(res.GetProxy().GetListenAddress())
-	gets, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{Ops: []snoopv1.Op{snoopv1.Op_OP_GET}, Results: []string{"hit"}})
+	// With history, an event published before the server has registered
+	// the watcher still arrives: no sleep needed to avoid a race.
+	gets, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{Ops: []snoopv1.Op{snoopv1.Op_OP_GET}, Results: []string{"hit"}, History: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The stream is registered once the first response could be sent;
-	// give the server a moment to register the watcher.
-	time.Sleep(50 * time.Millisecond)
 	c, err := loadgen.Dial(ctx, addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

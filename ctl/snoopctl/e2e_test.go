@@ -524,7 +524,12 @@ func TestSaveRead(t *testing.T) {
 	waitWatchers(t, d, 2)
 	rep := load(t, addr, loadgen.Config{Conns: 2, Ops: 800})
 	waitLines(t, tail, int(rep.Ops)+4)
-	time.Sleep(200 * time.Millisecond) // let save receive what tail did
+	// Let save write what tail showed: it flushes every half second.
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(file); err == nil && bytes.Count(b, []byte("\n")) >= int(rep.Ops)+4 {
+			break
+		}
+	}
 	sr := save.wait(t, true)
 	tr := tail.wait(t, true)
 	if sr.code != 0 || tr.code != 0 {
