@@ -92,10 +92,16 @@ func (c *conn) run() {
 	if server == nil {
 		server, err = c.set.server.dial(c.p.ctx, c.set.opts.DialTimeout)
 	}
-	if err == nil && c.aborted.Load() {
-		// Stopped or killed while dialling.
-		server.Close()
-		err = errors.New("connection closed while dialling")
+	if c.aborted.Load() {
+		// Stopped or killed while dialling: not the server's fault, so
+		// not a connect failure; the client is simply gone.
+		if err == nil {
+			server.Close()
+		}
+		close(c.serverSet)
+		c.client.Close()
+		c.p.forget(c)
+		return
 	}
 	if err != nil {
 		close(c.serverSet)
