@@ -140,7 +140,7 @@ func TestErrorCodes(t *testing.T) {
 		return err
 	}
 	// Bad input: InvalidArgument with the field and a reason.
-	st := wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:99999", Server: "IP:h:1"}), codes.InvalidArgument, "out of range")
+	st := wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:99999", Server: "IP:127.0.0.1:1"}), codes.InvalidArgument, "out of range")
 	var field string
 	for _, d := range st.Details() {
 		if br, ok := d.(*errdetails.BadRequest); ok {
@@ -151,17 +151,17 @@ func TestErrorCodes(t *testing.T) {
 		t.Errorf("field violation names %q", field)
 	}
 	wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:0", Server: "IP:9001"}), codes.InvalidArgument, "can only be listened on")
-	wantCode(t, create(&snoopv1.ProxySpec{Name: "bad name", Listen: "IP:0", Server: "IP:h:1"}), codes.InvalidArgument, "spec.name")
-	wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Server: "IP:h:1"}), codes.InvalidArgument, "spec.listen: missing")
+	wantCode(t, create(&snoopv1.ProxySpec{Name: "bad name", Listen: "IP:0", Server: "IP:127.0.0.1:1"}), codes.InvalidArgument, "spec.name")
+	wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Server: "IP:127.0.0.1:1"}), codes.InvalidArgument, "spec.listen: missing")
 	wantCode(t, create(nil), codes.InvalidArgument, "spec")
 	// Duplicate name, address in use: AlreadyExists.
-	if err := create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:0", Server: "IP:h:1"}); err != nil {
+	if err := create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:1"}); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:0", Server: "IP:h:1"}), codes.AlreadyExists, `proxy "x"`)
+	wantCode(t, create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:1"}), codes.AlreadyExists, `proxy "x"`)
 	taken, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer taken.Close()
-	wantCode(t, create(&snoopv1.ProxySpec{Name: "y", Listen: taken.Addr().String(), Server: "IP:h:1"}), codes.AlreadyExists, "address in use")
+	wantCode(t, create(&snoopv1.ProxySpec{Name: "y", Listen: taken.Addr().String(), Server: "IP:127.0.0.1:1"}), codes.AlreadyExists, "address in use")
 	if _, err := a.d.GetProxy("y"); err == nil {
 		t.Error("a proxy that failed to bind was kept")
 	}
@@ -432,7 +432,7 @@ func TestDamagedStateFile(t *testing.T) {
 	for name, content := range map[string]string{
 		"garbage":       "{not json",
 		"invalid entry": `{"proxies": [{"name": "a", "listen": "IP:0", "server": "IP:9001"}]}`,
-		"duplicate":     `{"proxies": [{"name": "a", "listen": "IP:0", "server": "IP:h:1"}, {"name": "a", "listen": "IP:0", "server": "IP:h:1"}]}`,
+		"duplicate":     `{"proxies": [{"name": "a", "listen": "IP:0", "server": "IP:127.0.0.1:1"}, {"name": "a", "listen": "IP:0", "server": "IP:127.0.0.1:1"}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
