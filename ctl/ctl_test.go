@@ -25,6 +25,7 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/capture"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -172,11 +173,7 @@ func TestUsageErrors(t *testing.T) {
 
 // TestDaemonDown covers the ways the daemon cannot be reached.
 func TestDaemonDown(t *testing.T) {
-	dir, err := os.MkdirTemp("", "sc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := testutil.SocketDir(t)
 	missing := filepath.Join(dir, "none.sock")
 	regular := filepath.Join(dir, "file")
 	os.WriteFile(regular, nil, 0o600)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -110,12 +111,7 @@ func describe(evs []*Event) string {
 // shortDir returns a temporary directory whose paths fit a unix socket.
 func shortDir(t *testing.T) string {
 	t.Helper()
-	d, err := os.MkdirTemp("", "snp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
+	return testutil.SocketDir(t)
 }
 
 // startCache runs an in-memory distcache server on a network of the test's

@@ -14,18 +14,14 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // TestRun starts the command in-process on a unix socket, talks to it,
 // stops it the way a signal does, and checks that it exits cleanly and
 // removes its socket.
 func TestRun(t *testing.T) {
-	dir, err := os.MkdirTemp("", "dcc") // t.TempDir paths can exceed the socket path limit
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "dc.sock")
+	sock := filepath.Join(testutil.SocketDir(t), "dc.sock")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

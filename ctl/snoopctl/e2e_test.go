@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // bins holds the paths of the binaries TestMain builds.
@@ -70,22 +70,7 @@ func TestMain(m *testing.M) {
 }
 
 // syncBuffer collects a process's output while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // daemon is a running snoopd.
 type daemon struct {
@@ -97,12 +82,7 @@ type daemon struct {
 // exists. The daemon is stopped with SIGTERM when the test ends.
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
-	// Unix socket paths must stay under ~100 bytes; t.TempDir's are long.
-	dir, err := os.MkdirTemp("", "sc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.SocketDir(t)
 	sock := filepath.Join(dir, "s.sock")
 	var logs syncBuffer
 	cmd := exec.Command(bins.snoopd, "--control", "UNIX:"+sock, "--log-level", "warn")

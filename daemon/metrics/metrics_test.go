@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/histogram"
+	snooptest "github.com/snoopd/snoopd/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -219,11 +219,7 @@ func TestHandlerServesRegistry(t *testing.T) {
 // TestCollectorWithDaemon drives real traffic through a daemon's proxy and
 // checks the per-operation counters against what the load generator saw.
 func TestCollectorWithDaemon(t *testing.T) {
-	dir, err := os.MkdirTemp("", "sdm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := snooptest.SocketDir(t)
 	cache, err := cacheserver.Start(distcache.MustParseAddr("UNIX:"+filepath.Join(dir, "c.sock")), cacheserver.Config{})
 	if err != nil {
 		t.Fatal(err)

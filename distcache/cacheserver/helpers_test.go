@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind: every
@@ -46,16 +46,7 @@ var networks = []network{
 // include the test name and can exceed the 107 bytes a socket path may
 // have, so long ones fall back to a short directory under os.TempDir.
 func unixAddr(t testing.TB) distcache.Addr {
-	p := filepath.Join(t.TempDir(), "dc.sock")
-	if len(p) > 100 {
-		dir, err := os.MkdirTemp("", "dc")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		p = filepath.Join(dir, "dc.sock")
-	}
-	return distcache.MustParseAddr("UNIX:" + p)
+	return distcache.MustParseAddr("UNIX:" + filepath.Join(testutil.SocketDir(t), "dc.sock"))
 }
 
 // forEachNetwork runs f as a subtest per network.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // TestMain fails the package if a test leaves a goroutine behind: Run and
@@ -37,12 +37,7 @@ var networks = []network{
 // paths include the test name and can exceed the 107 bytes a socket path
 // may have.
 func unixAddr(t testing.TB) distcache.Addr {
-	dir, err := os.MkdirTemp("", "lg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return distcache.MustParseAddr("UNIX:" + filepath.Join(dir, "dc.sock"))
+	return distcache.MustParseAddr("UNIX:" + filepath.Join(testutil.SocketDir(t), "dc.sock"))
 }
 
 // startCache starts the project's in-memory server on addr and stops it
