@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,28 +30,18 @@ func TestMain(m *testing.M) {
 // server that fails to answer fails the test instead of hanging it.
 const ioTimeout = 10 * time.Second
 
-// network is a transport the server tests run over.
-type network struct {
-	name string
-	addr func(t testing.TB) distcache.Addr
-}
+// network is a transport the tests run over; see testutil.Networks.
+type network = testutil.Network
 
-var networks = []network{
-	{"tcp", func(testing.TB) distcache.Addr { return distcache.MustParseAddr("IP:127.0.0.1:0") }},
-	{"unix", unixAddr},
-}
-
-// unixAddr returns a socket path in a fresh directory. t.TempDir paths
-// include the test name and can exceed the 107 bytes a socket path may
-// have, so long ones fall back to a short directory under os.TempDir.
-func unixAddr(t testing.TB) distcache.Addr {
-	return distcache.MustParseAddr("UNIX:" + filepath.Join(testutil.SocketDir(t), "dc.sock"))
-}
+var (
+	networks = testutil.Networks()
+	unixAddr = testutil.UnixAddr
+)
 
 // forEachNetwork runs f as a subtest per network.
 func forEachNetwork(t *testing.T, f func(t *testing.T, nw network)) {
 	for _, nw := range networks {
-		t.Run(nw.name, func(t *testing.T) { f(t, nw) })
+		t.Run(nw.Name, func(t *testing.T) { f(t, nw) })
 	}
 }
 

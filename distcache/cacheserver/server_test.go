@@ -25,7 +25,7 @@ import (
 // response payloads.
 func TestOps(t *testing.T) {
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s := startServer(t, nw.addr(t), Config{})
+		s := startServer(t, nw.Addr(t), Config{})
 		c := dial(t, s.Addr())
 		id64 := strings.Repeat("k", 64)
 		steps := []struct {
@@ -185,7 +185,7 @@ func TestSessionLimit(t *testing.T) {
 // answered in order, with one write.
 func TestPipelining(t *testing.T) {
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		l, err := Listen(nw.addr(t))
+		l, err := Listen(nw.Addr(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +280,7 @@ func TestPartialRequestDoesNotDelayAnswers(t *testing.T) {
 // frame.
 func TestLargeSessions(t *testing.T) {
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s := startServer(t, nw.addr(t), Config{})
+		s := startServer(t, nw.Addr(t), Config{})
 		c := dial(t, s.Addr())
 		pattern := func(n int) []byte {
 			b := make([]byte, n)
@@ -388,7 +388,7 @@ func TestCorruptInputCloses(t *testing.T) {
 		{"ADD of 7 bytes", distcache.AppendMessage(nil, false, 1, distcache.OpAdd, []byte{0, 0, 0, 1, 0, 0, 0})},
 	}
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s := startServer(t, nw.addr(t), Config{Logger: testLogger(t)})
+		s := startServer(t, nw.Addr(t), Config{Logger: testLogger(t)})
 		for i, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				c := dial(t, s.Addr())
@@ -432,7 +432,7 @@ func TestCutMidMessage(t *testing.T) {
 		{"nothing", nil, 0, false},
 	}
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s := startServer(t, nw.addr(t), Config{Logger: testLogger(t)})
+		s := startServer(t, nw.Addr(t), Config{Logger: testLogger(t)})
 		cuts := uint64(0)
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -463,7 +463,7 @@ func TestCutMidMessage(t *testing.T) {
 
 func TestManyConnections(t *testing.T) {
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s := startServer(t, nw.addr(t), Config{})
+		s := startServer(t, nw.Addr(t), Config{})
 		const conns, rounds = 40, 50
 		var wg sync.WaitGroup
 		var added atomic.Int64
@@ -539,7 +539,7 @@ func TestManyConnections(t *testing.T) {
 // checks that nothing is left running).
 func TestCloseWithIdleConnections(t *testing.T) {
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s, err := Start(nw.addr(t), Config{})
+		s, err := Start(nw.Addr(t), Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -610,7 +610,7 @@ func (l failingListener) Addr() net.Addr            { return &net.UnixAddr{Name:
 
 func TestShutdown(t *testing.T) {
 	forEachNetwork(t, func(t *testing.T, nw network) {
-		s, err := Start(nw.addr(t), Config{})
+		s, err := Start(nw.Addr(t), Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

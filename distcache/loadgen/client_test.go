@@ -24,8 +24,8 @@ func dialT(t *testing.T, addr distcache.Addr, timeout time.Duration) *Client {
 
 func TestClientSync(t *testing.T) {
 	for _, nw := range networks {
-		t.Run(nw.name, func(t *testing.T) {
-			srv := startCache(t, nw.addr(t))
+		t.Run(nw.Name, func(t *testing.T) {
+			srv := startCache(t, nw.Addr(t))
 			c := dialT(t, srv.Addr(), 5*time.Second)
 			id := []byte("client-sync")
 			// The largest session an ADD can carry with this id: multi-frame

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,23 +21,13 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// network is a transport the tests run over.
-type network struct {
-	name string
-	addr func(t testing.TB) distcache.Addr
-}
+// network is a transport the tests run over; see testutil.Networks.
+type network = testutil.Network
 
-var networks = []network{
-	{"tcp", func(testing.TB) distcache.Addr { return distcache.MustParseAddr("IP:127.0.0.1:0") }},
-	{"unix", unixAddr},
-}
-
-// unixAddr returns a socket path in a fresh short directory: t.TempDir
-// paths include the test name and can exceed the 107 bytes a socket path
-// may have.
-func unixAddr(t testing.TB) distcache.Addr {
-	return distcache.MustParseAddr("UNIX:" + filepath.Join(testutil.SocketDir(t), "dc.sock"))
-}
+var (
+	networks = testutil.Networks()
+	unixAddr = testutil.UnixAddr
+)
 
 // startCache starts the project's in-memory server on addr and stops it
 // when the test ends.

@@ -33,8 +33,8 @@ func checkClean(t *testing.T, rep Report, ops int64) {
 
 func TestRunVerify(t *testing.T) {
 	for _, nw := range networks {
-		t.Run(nw.name, func(t *testing.T) {
-			srv := startCache(t, nw.addr(t))
+		t.Run(nw.Name, func(t *testing.T) {
+			srv := startCache(t, nw.Addr(t))
 			cfg := Config{
 				Addr: srv.Addr(), Conns: 16, Persistent: true, Pipeline: 4,
 				Sessions: 500, MinData: 50, MaxData: 4096,

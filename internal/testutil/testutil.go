@@ -1,13 +1,17 @@
 // Package testutil holds the few helpers the project's tests share: a
-// temporary directory short enough for unix sockets, and a buffer that a
-// process or logger may write while the test reads it.
+// temporary directory short enough for unix sockets, the loopback networks
+// every server test covers, and a buffer that a process or logger may
+// write while the test reads it.
 package testutil
 
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/snoopd/snoopd/distcache"
 )
 
 // SocketDir returns a new temporary directory, removed when the test
@@ -41,4 +45,26 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Network is a transport tests run over, with a way to pick a fresh
+// address on it to listen on.
+type Network struct {
+	Name string
+	Addr func(t testing.TB) distcache.Addr
+}
+
+// Networks are the transports every server and client test covers: TCP
+// on 127.0.0.1 (port 0) and a unix socket in a short temporary directory.
+func Networks() []Network {
+	return []Network{
+		{"tcp", func(testing.TB) distcache.Addr { return distcache.MustParseAddr("IP:127.0.0.1:0") }},
+		{"unix", UnixAddr},
+	}
+}
+
+// UnixAddr returns a socket address in a fresh SocketDir.
+func UnixAddr(t testing.TB) distcache.Addr {
+	t.Helper()
+	return distcache.MustParseAddr("UNIX:" + filepath.Join(SocketDir(t), "dc.sock"))
 }
