@@ -9,7 +9,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -33,7 +33,7 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		FramesUp:           s.FramesUp,
 		FramesDown:         s.FramesDown,
 		Transactions:       s.Transactions(),
-		Latency:            latency(&s.Latency),
+		Latency:            apiconv.LatencySummary(&s.Latency),
 	}
 	ops := make([]distcache.Op, 0, len(s.Results))
 	for op := range s.Results {
@@ -49,17 +49,6 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		c.Ops = append(c.Ops, oc)
 	}
 	return c
-}
-
-func latency(h *histogram.Snapshot) *snoopv1.LatencySummary {
-	return &snoopv1.LatencySummary{
-		Count: int64(h.Count),
-		Mean:  durationpb.New(h.Mean()),
-		P50:   durationpb.New(h.Quantile(0.50)),
-		P90:   durationpb.New(h.Quantile(0.90)),
-		P99:   durationpb.New(h.Quantile(0.99)),
-		Max:   durationpb.New(h.Max),
-	}
 }
 
 // eventKinds maps proxy event kinds to the API's.

@@ -7,8 +7,8 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/internal/histogram"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // OpRow is the statistics of one operation on one proxy.
@@ -143,7 +143,7 @@ func (c *Collector) Table() Table {
 			Count:   a.count,
 			Results: maps.Clone(a.results),
 			Errors:  a.errors,
-			Latency: summary(&a.latency),
+			Latency: apiconv.LatencySummary(&a.latency),
 		})
 	}
 	slices.SortFunc(t.Ops, func(a, b OpRow) int {
@@ -154,19 +154,4 @@ func (c *Collector) Table() Table {
 	}
 	slices.SortFunc(t.Proxies, func(a, b ProxyRow) int { return cmp.Compare(a.Proxy, b.Proxy) })
 	return t
-}
-
-// summary condenses a histogram the way the daemon reports latency.
-func summary(h *histogram.Snapshot) *snoopv1.LatencySummary {
-	if h.Count == 0 {
-		return &snoopv1.LatencySummary{}
-	}
-	return &snoopv1.LatencySummary{
-		Count: int64(h.Count),
-		Mean:  durationpb.New(h.Mean()),
-		P50:   durationpb.New(h.Quantile(0.50)),
-		P90:   durationpb.New(h.Quantile(0.90)),
-		P99:   durationpb.New(h.Quantile(0.99)),
-		Max:   durationpb.New(h.Max),
-	}
 }

@@ -1,0 +1,28 @@
+// Package apiconv turns the project's internal values into the control
+// API's messages where more than one side of the API needs the same
+// conversion: the daemon reports latency summaries of proxies, and
+// snoopctl computes the same summaries from streamed events.
+package apiconv
+
+import (
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/histogram"
+)
+
+// LatencySummary condenses a histogram into the API's summary; an empty
+// histogram gives an empty summary (no made-up zero percentiles).
+func LatencySummary(h *histogram.Snapshot) *snoopv1.LatencySummary {
+	if h.Count == 0 {
+		return &snoopv1.LatencySummary{}
+	}
+	return &snoopv1.LatencySummary{
+		Count: int64(h.Count),
+		Mean:  durationpb.New(h.Mean()),
+		P50:   durationpb.New(h.Quantile(0.50)),
+		P90:   durationpb.New(h.Quantile(0.90)),
+		P99:   durationpb.New(h.Quantile(0.99)),
+		Max:   durationpb.New(h.Max),
+	}
+}

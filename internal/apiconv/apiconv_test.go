@@ -1,0 +1,25 @@
+package apiconv
+
+import (
+	"testing"
+	"time"
+
+	"github.com/snoopd/snoopd/internal/histogram"
+)
+
+func TestLatencySummary(t *testing.T) {
+	var h histogram.Snapshot
+	if s := LatencySummary(&h); s.GetCount() != 0 || s.GetP50() != nil {
+		t.Errorf("empty: %v", s)
+	}
+	for i := 1; i <= 100; i++ {
+		h.Record(time.Duration(i) * time.Millisecond)
+	}
+	s := LatencySummary(&h)
+	if s.GetCount() != 100 || s.GetMax().AsDuration() != 100*time.Millisecond || s.GetMean().AsDuration() != 50500*time.Microsecond {
+		t.Errorf("summary: %v", s)
+	}
+	if p := s.GetP50().AsDuration(); p < 48*time.Millisecond || p > 52*time.Millisecond {
+		t.Errorf("p50 %v", p)
+	}
+}
