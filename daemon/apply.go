@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -25,9 +26,9 @@ type planned struct {
 // validated, and every proxy it touches reserved, before anything
 // changes. Unchanged proxies keep their connections; a changed listen
 // address restarts the proxy; other changes happen in place. With prune,
-// proxies not declared are deleted. A bind that fails half way through
-// stops the apply with an error; what was applied until then stays (and
-// is saved), and applying again finishes the job.
+// proxies not declared are deleted. New listeners are bound before any
+// existing proxy is touched, so an address in use fails the apply with
+// nothing changed (see execute for the one exception).
 func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, prune, dryRun bool) ([]*snoopv1.ApplyResult, error) {
 	declared := map[string]bool{}
 	var steps []*planned
@@ -93,65 +94,106 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	}
 	d.mu.Unlock()
 
-	var failed error
+	err := d.execute(steps)
+	// Release: busy marks off, placeholders of creations that did not
+	// happen removed.
+	d.mu.Lock()
 	for _, s := range steps {
-		if failed == nil {
-			failed = d.applyStep(s)
-		}
-		d.mu.Lock()
 		if s.e != nil {
 			s.e.busy = false
 		} else if e := d.proxies[s.name]; e != nil && e.placeholder {
-			delete(d.proxies, s.name) // a creation that failed or never ran
+			delete(d.proxies, s.name)
 		}
-		d.mu.Unlock()
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
 	d.saveLogged()
-	if failed != nil {
-		return nil, failed
-	}
 	d.log.Info("applied proxy set", "declared", len(specs), "prune", prune)
 	return results, nil
 }
 
-func (d *Daemon) applyStep(s *planned) error {
-	switch s.action {
-	case snoopv1.ApplyAction_APPLY_ACTION_CREATED:
-		e, err := d.start(s.spec, s.cfg, false)
-		if err != nil {
-			return fmt.Errorf("apply: create %q: %w", s.name, err)
+// moves reports whether a change gives the proxy a new listen address,
+// which takes a new proxy rather than a change in place.
+func (s *planned) moves() bool {
+	return s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && s.e.spec.GetListen() != s.spec.GetListen()
+}
+
+// execute carries out a reserved plan in two phases. First every new
+// listener (creations and moves) is bound while the existing proxies are
+// untouched, so the usual failure, an address in use, changes nothing:
+// what was bound is closed again and the error returned. Then the plan is
+// committed: moved proxies swap over, in-place changes and removals
+// happen. A move whose new address only clashes with its own old one
+// (0.0.0.0:9001 to 127.0.0.1:9001) binds in the second phase, after the
+// old proxy stopped; if that bind fails, the proxy is gone, and the error
+// says so.
+func (d *Daemon) execute(steps []*planned) error {
+	started := map[string]*entry{}
+	for _, s := range steps {
+		if s.action != snoopv1.ApplyAction_APPLY_ACTION_CREATED && !s.moves() {
+			continue
 		}
-		d.mu.Lock()
-		d.proxies[s.name] = e
-		d.mu.Unlock()
-		d.log.Info("created proxy", "proxy", s.name, "listen", e.p.Addr().String(), "server", s.spec.GetServer())
-	case snoopv1.ApplyAction_APPLY_ACTION_CHANGED:
-		if s.e.spec.GetListen() == s.spec.GetListen() {
-			if err := d.change(s.e, s.spec, s.cfg, false); err != nil {
-				return fmt.Errorf("apply: change %q: %w", s.name, err)
+		e, err := d.start(s.spec, s.cfg, false)
+		if err != nil && s.moves() && errors.Is(err, proxy.ErrAddrInUse) {
+			continue // perhaps its own old address: the commit phase binds it
+		}
+		if err != nil {
+			for _, e := range started {
+				d.stop(e, 0)
 			}
-			return nil
+			return fmt.Errorf("apply: nothing changed: proxy %q cannot listen on %s: %w", s.name, s.spec.GetListen(), err)
 		}
-		// A new listen address: the old proxy goes, a new one comes.
-		d.stop(s.e, 0)
-		e, err := d.start(s.spec, s.cfg, false)
-		d.mu.Lock()
-		if err != nil {
+		started[s.name] = e
+	}
+
+	var errs []error
+	for _, s := range steps {
+		switch {
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED:
+			d.install(s.name, started[s.name])
+			d.log.Info("created proxy", "proxy", s.name, "listen", started[s.name].p.Addr().String(), "server", s.spec.GetServer())
+		case s.moves():
+			d.stop(s.e, 0)
+			e := started[s.name]
+			if e == nil { // a late move
+				var err error
+				if e, err = d.start(s.spec, s.cfg, false); err != nil {
+					d.mu.Lock()
+					delete(d.proxies, s.name)
+					d.mu.Unlock()
+					errs = append(errs, fmt.Errorf("apply: proxy %q stopped but cannot listen on %s: %w", s.name, s.spec.GetListen(), err))
+					continue
+				}
+			}
+			d.install(s.name, e)
+			d.log.Info("moved proxy", "proxy", s.name, "listen", e.p.Addr().String())
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED:
+			if err := d.change(s.e, s.spec, s.cfg, false); err != nil {
+				errs = append(errs, fmt.Errorf("apply: change %q: %w", s.name, err))
+			}
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
+			d.stop(s.e, 0)
+			d.mu.Lock()
 			delete(d.proxies, s.name)
 			d.mu.Unlock()
-			return fmt.Errorf("apply: move %q to %s: %w", s.name, s.spec.GetListen(), err)
+			d.log.Info("deleted proxy", "proxy", s.name)
 		}
-		// The reservation moves to the new entry; the caller releases
-		// s.e, which is no longer in the registry.
-		d.proxies[s.name] = e
-		d.mu.Unlock()
-		d.log.Info("moved proxy", "proxy", s.name, "listen", e.p.Addr().String())
-	case snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
-		d.stop(s.e, 0)
-		d.mu.Lock()
-		delete(d.proxies, s.name)
-		d.mu.Unlock()
-		d.log.Info("deleted proxy", "proxy", s.name)
+	}
+	if len(errs) > 0 {
+		// Part of the plan happened: save that, and report the rest.
+		d.saveLogged()
+		return errors.Join(errs...)
 	}
 	return nil
+}
+
+// install puts a started proxy in the registry under name. A moved
+// proxy's reservation stays on the old entry, which the caller releases
+// after it has left the registry.
+func (d *Daemon) install(name string, e *entry) {
+	d.mu.Lock()
+	d.proxies[name] = e
+	d.mu.Unlock()
 }

@@ -606,3 +606,45 @@ func TestSpareConnections(t *testing.T) {
 	_, err = a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: s})
 	wantCode(t, err, codes.InvalidArgument, "spare_connections")
 }
+
+func TestApplyIsAllOrNothingOnBindFailure(t *testing.T) {
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx := context.Background()
+	cache := startCache(t)
+	if _, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{spec("keep", cache.String())}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := a.d.GetProxy("keep")
+	taken, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer taken.Close()
+	// A new proxy, a move of "keep", and one proxy whose port is taken,
+	// with prune: the taken port fails it all, and nothing changes.
+	_, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Prune: true, Proxies: []*snoopv1.ProxySpec{
+		spec("aaa-new", cache.String()),
+		{Name: "keep", Listen: "IP:127.0.0.1:0", Server: cache.String(), MaxConnections: 7},
+		{Name: "zzz-clash", Listen: taken.Addr().String(), Server: cache.String()},
+	}})
+	wantCode(t, err, codes.AlreadyExists, "nothing changed")
+	list := a.d.ListProxies()
+	if len(list) != 1 || list[0].GetSpec().GetName() != "keep" || list[0].GetListenAddress() != before.GetListenAddress() ||
+		list[0].GetSpec().GetMaxConnections() != 0 {
+		t.Fatalf("after a failed apply: %v", list)
+	}
+	// A move onto the socket address the proxy's own old listener holds
+	// (127.0.0.1:P written as localhost:P) binds after the old one stops.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	if _, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
+		{Name: "keep", Listen: "IP:127.0.0.1:" + strconv.Itoa(port), Server: cache.String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
+		{Name: "keep", Listen: "IP:localhost:" + strconv.Itoa(port), Server: cache.String()}}})
+	if err != nil || res.GetResults()[0].GetAction() != snoopv1.ApplyAction_APPLY_ACTION_CHANGED {
+		t.Fatalf("move onto its own port: %v %v", res, err)
+	}
+	if p, _ := a.d.GetProxy("keep"); p.GetListenAddress() != "IP:localhost:"+strconv.Itoa(port) || p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
+		t.Errorf("after the move: %v", p)
+	}
+}
