@@ -326,6 +326,9 @@ func TestWatchFiltersAndHistory(t *testing.T) {
 	c.Get([]byte("zzz"))
 	c.Close()
 	r, err := gets.Recv()
+	if err == nil && r.GetHistoryDone() { // nothing matched at the start
+		r, err = gets.Recv()
+	}
 	if err != nil || r.GetEvent().GetTransaction().GetResult() != "hit" || string(r.GetEvent().GetTransaction().GetSessionId()) != "abc" ||
 		len(r.GetEvent().GetTransaction().GetDataDigest()) != 8 || r.GetEvent().GetTransaction().GetData() != nil {
 		t.Fatalf("filtered watch: %v %v", r, err)
@@ -694,5 +697,76 @@ func TestReflection(t *testing.T) {
 	r, err = stream.Recv()
 	if err != nil || len(r.GetFileDescriptorResponse().GetFileDescriptorProto()) == 0 {
 		t.Fatalf("descriptor of CreateProxy: %v %v", r, err)
+	}
+}
+
+// TestHistoryDoneMarker checks where the end-of-history notice goes: after
+// the history events, before live ones, and at once when history was asked
+// for but nothing matched; never when history was not asked for.
+func TestHistoryDoneMarker(t *testing.T) {
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec("h", startCache(t).String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := distcache.MustParseAddr(res.GetProxy().GetListenAddress())
+	do := func(id string) {
+		c, err := loadgen.Dial(ctx, addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Have([]byte(id))
+	}
+	txOnly := []snoopv1.EventKind{snoopv1.EventKind_EVENT_KIND_TRANSACTION}
+	// Nothing matches yet: the notice comes first.
+	empty, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{History: 5, Kinds: txOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := empty.Recv(); err != nil || !r.GetHistoryDone() {
+		t.Fatalf("history asked, none matching: %v %v", r, err)
+	}
+	do("old-1")
+	do("old-2")
+	deadline := time.Now().Add(5 * time.Second)
+	for a.d.hub.Published() < 6 && time.Now().Before(deadline) { // 2 x (opened, tx, closed)
+		time.Sleep(5 * time.Millisecond)
+	}
+	hist, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{History: 5, Kinds: txOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{Kinds: txOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The live event must find all three watchers registered.
+	for deadline := time.Now().Add(5 * time.Second); a.d.hub.Watchers() < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var got []string
+	for len(got) < 3 {
+		r, err := hist.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetHistoryDone() {
+			got = append(got, "|")
+			do("live")
+			continue
+		}
+		got = append(got, string(r.GetEvent().GetTransaction().GetSessionId()))
+	}
+	if r, err := hist.Recv(); err != nil || string(r.GetEvent().GetTransaction().GetSessionId()) != "live" {
+		t.Fatalf("after the notice: %v %v", r, err)
+	}
+	if strings.Join(got, " ") != "old-1 old-2 |" {
+		t.Errorf("history stream: %v", got)
+	}
+	if r, err := plain.Recv(); err != nil || r.GetHistoryDone() || string(r.GetEvent().GetTransaction().GetSessionId()) != "live" {
+		t.Errorf("a watch without history: %v %v", r, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
 )
 
 // ServerOptions configure the control API's gRPC server.
@@ -230,20 +231,54 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 	w := s.d.hub.Watch(hubOptions(req, filter))
 	defer w.Close()
 	ctx := stream.Context()
+	send := func(evs []*proxy.Event) error {
+		for _, e := range evs {
+			if err := stream.Send(&snoopv1.WatchEventsResponse{Event: toAPIEvent(e, req.GetIncludeData())}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// history counts the history events still to send before the
+	// history_done notice; -1 when none was asked for or it was sent.
+	history := -1
+	if req.GetHistory() > 0 {
+		history = w.History()
+	}
 	for {
+		if history == 0 {
+			if err := stream.Send(&snoopv1.WatchEventsResponse{HistoryDone: true}); err != nil {
+				return err
+			}
+			history = -1
+		}
 		b, err := w.Next(ctx)
 		if err != nil {
 			return Status(err)
+		}
+		live := b.Events
+		if history > 0 {
+			// History comes first and always fits the queue, so drops
+			// are of live events: history, its end, then the notice.
+			n := min(history, len(live))
+			if err := send(live[:n]); err != nil {
+				return err
+			}
+			live, history = live[n:], history-n
+			if history == 0 {
+				if err := stream.Send(&snoopv1.WatchEventsResponse{HistoryDone: true}); err != nil {
+					return err
+				}
+				history = -1
+			}
 		}
 		if b.Dropped > 0 {
 			if err := stream.Send(&snoopv1.WatchEventsResponse{Dropped: b.Dropped}); err != nil {
 				return err
 			}
 		}
-		for _, e := range b.Events {
-			if err := stream.Send(&snoopv1.WatchEventsResponse{Event: toAPIEvent(e, req.GetIncludeData())}); err != nil {
-				return err
-			}
+		if err := send(live); err != nil {
+			return err
 		}
 	}
 }

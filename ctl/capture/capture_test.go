@@ -288,7 +288,7 @@ func TestReaderBadInput(t *testing.T) {
 		name, input, want string
 	}{
 		{"not json", string(good) + "hello\n" + string(good), "t:2: not a snoop event"},
-		{"empty object", "{}\n", "t:1: neither an event nor a drop notice"},
+		{"empty object", "{}\n", "t:1: neither an event nor a notice"},
 		{"wrong type", `{"dropped":"x"}` + "\n", "t:1: not a snoop event"},
 	}
 	for _, tc := range tests {
@@ -308,11 +308,15 @@ func TestReaderBadInput(t *testing.T) {
 }
 
 func TestReaderSkipsBlankLinesAndUnknownFields(t *testing.T) {
-	in := "\n" + `{"event":{"kind":"EVENT_KIND_CONNECTION_OPENED","proxy":"p","future_field":1}}` + "\n\n" + `{"dropped":"3"}`
+	in := "\n" + `{"event":{"kind":"EVENT_KIND_CONNECTION_OPENED","proxy":"p","future_field":1}}` + "\n\n" +
+		`{"history_done":true}` + "\n" + `{"dropped":"3"}`
 	r, _ := NewReader("t", strings.NewReader(in))
 	a, err := r.Next()
 	if err != nil || a.GetEvent().GetProxy() != "p" {
 		t.Fatalf("first: %v %v", a, err)
+	}
+	if h, err := r.Next(); err != nil || !h.GetHistoryDone() {
+		t.Fatalf("the end-of-history notice: %v %v", h, err)
 	}
 	b, err := r.Next()
 	if err != nil || b.GetDropped() != 3 {

@@ -119,8 +119,8 @@ func (r *Reader) Next() (*snoopv1.WatchEventsResponse, error) {
 			}
 			return nil, fmt.Errorf("%s:%d: not a snoop event (snoop.v1.WatchEventsResponse in JSON): %w", r.name, r.line, err)
 		}
-		if resp.GetEvent() == nil && resp.GetDropped() == 0 {
-			return nil, fmt.Errorf("%s:%d: neither an event nor a drop notice", r.name, r.line)
+		if resp.GetEvent() == nil && resp.GetDropped() == 0 && !resp.GetHistoryDone() {
+			return nil, fmt.Errorf("%s:%d: neither an event nor a notice (dropped, history_done)", r.name, r.line)
 		}
 		return resp, nil
 	}

@@ -46,14 +46,21 @@ type Text struct {
 	Data bool
 }
 
-// AppendResponse appends the text of one stream response (an event or a
-// drop notice), ending in a newline, to b.
+// AppendResponse appends the text of one stream response (an event, a
+// drop notice or the end of the history), ending in a newline, to b.
 func (t Text) AppendResponse(b []byte, r *snoopv1.WatchEventsResponse) []byte {
-	if r.GetEvent() == nil {
-		return AppendDropped(b, r.GetDropped())
+	switch {
+	case r.GetEvent() != nil:
+		return t.AppendEvent(b, r.GetEvent())
+	case r.GetHistoryDone():
+		return append(b, HistoryDone...)
 	}
-	return t.AppendEvent(b, r.GetEvent())
+	return AppendDropped(b, r.GetDropped())
 }
+
+// HistoryDone is the line between the history a watcher asked for and the
+// live events after it.
+const HistoryDone = "--- end of history; live events follow ---\n"
 
 // AppendDropped appends the plain notice of n events missed, ending in a
 // newline. It has no colour on purpose: it must survive any pipe and be

@@ -34,6 +34,7 @@ func events() []*snoopv1.WatchEventsResponse {
 	long := []byte("0123456789abcdef0123456789abcdef")
 	return []*snoopv1.WatchEventsResponse{
 		ev(&snoopv1.Event{Kind: snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED, Time: at(0), Proxy: "web", ConnectionId: 7, Client: "127.0.0.1:40312"}),
+		{HistoryDone: true},
 		ev(&snoopv1.Event{Kind: snoopv1.EventKind_EVENT_KIND_TRANSACTION, Time: at(1), Proxy: "web", ConnectionId: 7, Client: "127.0.0.1:40312",
 			Transaction: &snoopv1.Transaction{Op: snoopv1.Op_OP_ADD, RequestUid: 1, SessionId: long, SessionIdLength: 32, TimeoutMs: 300000,
 				RequestSize: 1238, ResponseSize: 1, Result: "ok", DataLength: 1200, Latency: durationpb.New(245 * time.Microsecond),

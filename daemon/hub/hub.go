@@ -196,6 +196,7 @@ func (h *Hub) historyLocked(w *Watcher, n int) {
 	for i := len(picked) - 1; i >= 0; i-- {
 		w.push(h.ring[picked[i]%size].Get())
 	}
+	w.history = len(picked)
 	if len(picked) > 0 {
 		w.signal()
 	}
@@ -269,6 +270,9 @@ type Watcher struct {
 	filter Filter
 	limit  int
 	from   uint64 // first event sequence number this watcher takes live
+	// history is the number of events queued from history when the
+	// watcher was made; they are the first its Next returns.
+	history int
 
 	mu      sync.Mutex
 	queue   []proxy.EventCopy
@@ -370,6 +374,10 @@ func (w *Watcher) Next(ctx context.Context) (Batch, error) {
 		}
 	}
 }
+
+// History is the number of events from history the watcher started with;
+// Next returns them first, before any live event.
+func (w *Watcher) History() int { return w.history }
 
 // Backlog reports what waits for the next Next: events queued, and
 // matching events dropped because the queue was full.

@@ -1930,7 +1930,8 @@ func (x *WatchEventsRequest) GetIncludeData() bool {
 	return false
 }
 
-// WatchEventsResponse carries one event, or a notice of events dropped.
+// WatchEventsResponse carries one event, or a notice: of events dropped,
+// or of the end of the history.
 type WatchEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// event is the event; unset in a drop notice.
@@ -1938,7 +1939,11 @@ type WatchEventsResponse struct {
 	// dropped, in a drop notice, is the number of matching events this
 	// watcher missed because it fell behind; they came before the next
 	// event.
-	Dropped       uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Dropped uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// history_done, in a notice sent once to a watcher that asked for
+	// history, marks the end of the history: the events before it had
+	// happened when the watch began, the events after it are live.
+	HistoryDone   bool `protobuf:"varint,3,opt,name=history_done,json=historyDone,proto3" json:"history_done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1985,6 +1990,13 @@ func (x *WatchEventsResponse) GetDropped() uint64 {
 		return x.Dropped
 	}
 	return 0
+}
+
+func (x *WatchEventsResponse) GetHistoryDone() bool {
+	if x != nil {
+		return x.HistoryDone
+	}
+	return false
 }
 
 // Event is one thing a proxy saw.
@@ -2761,10 +2773,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"minLatency\x12#\n" +
 	"\rconnection_id\x18\a \x01(\x04R\fconnectionId\x12\x18\n" +
 	"\ahistory\x18\b \x01(\rR\ahistory\x12!\n" +
-	"\finclude_data\x18\t \x01(\bR\vincludeData\"V\n" +
+	"\finclude_data\x18\t \x01(\bR\vincludeData\"y\n" +
 	"\x13WatchEventsResponse\x12%\n" +
 	"\x05event\x18\x01 \x01(\v2\x0f.snoop.v1.EventR\x05event\x12\x18\n" +
-	"\adropped\x18\x02 \x01(\x04R\adropped\"\xf6\x02\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\x12!\n" +
+	"\fhistory_done\x18\x03 \x01(\bR\vhistoryDone\"\xf6\x02\n" +
 	"\x05Event\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.snoop.v1.EventKindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
