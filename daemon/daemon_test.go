@@ -41,6 +41,10 @@ type api struct {
 	events snoopv1.EventServiceClient
 	info   snoopv1.DaemonServiceClient
 	health healthpb.HealthClient
+	// conn, srv and hs are for tests that need more than the clients.
+	conn *grpc.ClientConn
+	srv  *grpc.Server
+	hs   *HealthServer
 }
 
 func startAPI(t *testing.T, cfg Config, opts ServerOptions) *api {
@@ -49,7 +53,7 @@ func startAPI(t *testing.T, cfg Config, opts ServerOptions) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := NewServer(d, opts)
+	s, hs := NewServer(d, opts)
 	lis := bufconn.Listen(1 << 20)
 	go s.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -64,7 +68,7 @@ func startAPI(t *testing.T, cfg Config, opts ServerOptions) *api {
 		s.Stop()
 	})
 	return &api{d: d, proxy: snoopv1.NewProxyServiceClient(conn), events: snoopv1.NewEventServiceClient(conn),
-		info: snoopv1.NewDaemonServiceClient(conn), health: healthpb.NewHealthClient(conn)}
+		info: snoopv1.NewDaemonServiceClient(conn), health: healthpb.NewHealthClient(conn), conn: conn, srv: s, hs: hs}
 }
 
 func startCache(t *testing.T) distcache.Addr {
@@ -492,23 +496,9 @@ func TestShutdownEndsWatchStreams(t *testing.T) {
 }
 
 func TestHealthWatchEndsAtShutdown(t *testing.T) {
-	d, err := New(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(context.Background())
-	s, hs := NewServer(d, ServerOptions{})
-	lis := bufconn.Listen(1 << 16)
-	go s.Serve(lis)
-	defer s.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	a := startAPI(t, Config{}, ServerOptions{})
+	s, hs := a.srv, a.hs
+	w, err := a.health.Watch(context.Background(), &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,22 +647,7 @@ func TestApplyIsAllOrNothingOnBindFailure(t *testing.T) {
 // TestReflection lists the services and resolves a method's descriptor the
 // way grpcurl does, so scripts can discover the API.
 func TestReflection(t *testing.T) {
-	d, err := New(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(context.Background())
-	s, _ := NewServer(d, ServerOptions{})
-	lis := bufconn.Listen(1 << 16)
-	go s.Serve(lis)
-	defer s.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := startAPI(t, Config{}, ServerOptions{}).conn
 	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
 	if err != nil {
 		t.Fatal(err)

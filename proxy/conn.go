@@ -224,8 +224,7 @@ func (c *conn) pump(src, dst net.Conn, dir distcache.Direction) {
 			if perr != nil {
 				c.protocolError(h, perr, opts.OnCorrupt)
 				if opts.OnCorrupt == CloseOnCorrupt {
-					c.setReason("protocol error " + dir.String())
-					c.abort("protocol error")
+					c.abort("protocol error " + dir.String())
 					break
 				}
 				h.decoding = false
