@@ -53,6 +53,15 @@ const (
 	// DefaultBufferSize is each direction's read buffer. It is small
 	// because idle connections hold it; a full frame still fits.
 	DefaultBufferSize = 4 << 10
+	// DefaultIdleTimeout closes a connection that moved nothing either way
+	// while nothing was owed.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMessageTimeout bounds how long a started message may take to
+	// arrive whole.
+	DefaultMessageTimeout = 30 * time.Second
+	// DefaultResponseTimeout bounds how long a request waits for its
+	// answer.
+	DefaultResponseTimeout = 30 * time.Second
 )
 
 // Options are a proxy's settings besides its addresses. Zero values pick
@@ -75,6 +84,14 @@ type Options struct {
 	// SocketMode is the permission of a unix listen socket.
 	SocketMode os.FileMode
 	BufferSize int
+	// IdleTimeout closes a connection that has moved no bytes for this
+	// long while nothing is owed; MessageTimeout closes one whose started
+	// message has not arrived whole within it; ResponseTimeout closes one
+	// whose oldest request has waited this long for its answer (reported
+	// unanswered). 0 means the default, negative means no timeout.
+	IdleTimeout     time.Duration
+	MessageTimeout  time.Duration
+	ResponseTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +110,15 @@ func (o Options) withDefaults() Options {
 	if o.Spares == 0 {
 		o.Spares = DefaultSpares
 	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MessageTimeout == 0 {
+		o.MessageTimeout = DefaultMessageTimeout
+	}
+	if o.ResponseTimeout == 0 {
+		o.ResponseTimeout = DefaultResponseTimeout
+	}
 	return o
 }
 
@@ -107,6 +133,9 @@ type Config struct {
 	// of a daemon so ids are unique within its life. Nil gives the proxy
 	// a counter of its own.
 	ConnIDs *atomic.Uint64
+	// Engine serves the proxy's connections; share one between all proxies
+	// of a daemon. Nil means the portable goroutine engine.
+	Engine Engine
 }
 
 // ErrInvalidConfig is wrapped by every configuration error.

@@ -75,6 +75,8 @@ type counters struct {
 	connsRefused   atomic.Int64
 	connectFailed  atomic.Int64
 	protocolErrors atomic.Int64
+	timeouts       atomic.Int64
+	loopRefusals   atomic.Int64
 	bytesUp        atomic.Int64
 	bytesDown      atomic.Int64
 	framesUp       atomic.Int64
@@ -90,6 +92,12 @@ type Stats struct {
 	ConnsRefused   int64 // closed at once: over MaxConns, or the proxy disabled
 	ConnectFailed  int64 // the server could not be dialled
 	ProtocolErrors int64
+	// Timeouts counts connections closed by the idle, message or response
+	// timeout.
+	Timeouts int64
+	// LoopRefusals counts server connections that reached one of this
+	// process's own listeners (a proxy loop) and were closed.
+	LoopRefusals int64
 	BytesUp        int64 // client to server
 	BytesDown      int64
 	FramesUp       int64
@@ -120,6 +128,8 @@ func (c *counters) snapshot() Stats {
 		ConnsRefused:   c.connsRefused.Load(),
 		ConnectFailed:  c.connectFailed.Load(),
 		ProtocolErrors: c.protocolErrors.Load(),
+		Timeouts:       c.timeouts.Load(),
+		LoopRefusals:   c.loopRefusals.Load(),
 		BytesUp:        c.bytesUp.Load(),
 		BytesDown:      c.bytesDown.Load(),
 		FramesUp:       c.framesUp.Load(),

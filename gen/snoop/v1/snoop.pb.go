@@ -376,8 +376,21 @@ type ProxySpec struct {
 	// client that opens a connection per operation does not wait for the
 	// proxy's own connect. Unset means 2; 0 turns it off; at most 64.
 	SpareConnections *uint32 `protobuf:"varint,11,opt,name=spare_connections,json=spareConnections,proto3,oneof" json:"spare_connections,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// idle_timeout closes a connection that has moved no bytes either way
+	// for this long while nothing is owed (no request waiting for its
+	// answer, no message partly through). Unset means 5 minutes; 0 turns it
+	// off. Added in wave 2.
+	IdleTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	// message_timeout is how long a message, once its first byte has
+	// arrived, may take to arrive whole; past it the connection is closed.
+	// Unset means 30 seconds; 0 turns it off. Added in wave 2.
+	MessageTimeout *durationpb.Duration `protobuf:"bytes,13,opt,name=message_timeout,json=messageTimeout,proto3" json:"message_timeout,omitempty"`
+	// response_timeout is how long a request may wait for its answer; past
+	// it the transaction is reported unanswered and the connection closed.
+	// Unset means 30 seconds; 0 turns it off. Added in wave 2.
+	ResponseTimeout *durationpb.Duration `protobuf:"bytes,14,opt,name=response_timeout,json=responseTimeout,proto3" json:"response_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProxySpec) Reset() {
@@ -485,6 +498,27 @@ func (x *ProxySpec) GetSpareConnections() uint32 {
 		return *x.SpareConnections
 	}
 	return 0
+}
+
+func (x *ProxySpec) GetIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTimeout
+	}
+	return nil
+}
+
+func (x *ProxySpec) GetMessageTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.MessageTimeout
+	}
+	return nil
+}
+
+func (x *ProxySpec) GetResponseTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ResponseTimeout
+	}
+	return nil
 }
 
 // Proxy is a proxy as the daemon runs it.
@@ -608,7 +642,14 @@ type ProxyCounters struct {
 	// ops breaks the transactions down by operation and result.
 	Ops []*OpCounters `protobuf:"bytes,11,rep,name=ops,proto3" json:"ops,omitempty"`
 	// latency summarises the latency of answered transactions.
-	Latency       *LatencySummary `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
+	Latency *LatencySummary `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
+	// timeouts counts connections closed by the idle, message or response
+	// timeout (the conn-closed event's reason says which). Added in wave 2.
+	Timeouts int64 `protobuf:"varint,13,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	// loop_refusals counts server connections refused because the server
+	// turned out to be one of this daemon's own listeners (a proxy loop).
+	// Added in wave 2.
+	LoopRefusals  int64 `protobuf:"varint,14,opt,name=loop_refusals,json=loopRefusals,proto3" json:"loop_refusals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -725,6 +766,20 @@ func (x *ProxyCounters) GetLatency() *LatencySummary {
 		return x.Latency
 	}
 	return nil
+}
+
+func (x *ProxyCounters) GetTimeouts() int64 {
+	if x != nil {
+		return x.Timeouts
+	}
+	return 0
+}
+
+func (x *ProxyCounters) GetLoopRefusals() int64 {
+	if x != nil {
+		return x.LoopRefusals
+	}
+	return 0
 }
 
 // OpCounters counts one operation's transactions by result.
@@ -1832,7 +1887,12 @@ type WatchEventsRequest struct {
 	// matching events the daemon still holds.
 	History uint32 `protobuf:"varint,8,opt,name=history,proto3" json:"history,omitempty"`
 	// include_data sends captured session data, for proxies that capture it.
-	IncludeData   bool `protobuf:"varint,9,opt,name=include_data,json=includeData,proto3" json:"include_data,omitempty"`
+	IncludeData bool `protobuf:"varint,9,opt,name=include_data,json=includeData,proto3" json:"include_data,omitempty"`
+	// max_batch lets the daemon put up to this many events in one response
+	// (WatchEventsResponse.events), which costs a watcher far less per
+	// event. 0 or 1 keeps one event per response, in
+	// WatchEventsResponse.event. Added in wave 2.
+	MaxBatch      uint32 `protobuf:"varint,10,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1930,6 +1990,13 @@ func (x *WatchEventsRequest) GetIncludeData() bool {
 	return false
 }
 
+func (x *WatchEventsRequest) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 // WatchEventsResponse carries one event, or a notice: of events dropped,
 // or of the end of the history.
 type WatchEventsResponse struct {
@@ -1943,7 +2010,12 @@ type WatchEventsResponse struct {
 	// history_done, in a notice sent once to a watcher that asked for
 	// history, marks the end of the history: the events before it had
 	// happened when the watch began, the events after it are live.
-	HistoryDone   bool `protobuf:"varint,3,opt,name=history_done,json=historyDone,proto3" json:"history_done,omitempty"`
+	HistoryDone bool `protobuf:"varint,3,opt,name=history_done,json=historyDone,proto3" json:"history_done,omitempty"`
+	// events carries several events, in order, to a watcher that set
+	// WatchEventsRequest.max_batch above 1; event is then unset. A drop
+	// notice or the end of the history is never in the same response as
+	// events. Added in wave 2.
+	Events        []*Event `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1997,6 +2069,13 @@ func (x *WatchEventsResponse) GetHistoryDone() bool {
 		return x.HistoryDone
 	}
 	return false
+}
+
+func (x *WatchEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
 }
 
 // Event is one thing a proxy saw.
@@ -2554,7 +2633,16 @@ type GetDaemonInfoResponse struct {
 	// watcher_queue_size bounds each event stream's queue.
 	WatcherQueueSize uint32 `protobuf:"varint,8,opt,name=watcher_queue_size,json=watcherQueueSize,proto3" json:"watcher_queue_size,omitempty"`
 	// state_dir is where proxies are persisted; empty when they are not.
-	StateDir      string `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	StateDir string `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	// engine names the data path: "epoll" (event loops, Linux) or
+	// "goroutines" (the portable engine). Added in wave 2.
+	Engine string `protobuf:"bytes,10,opt,name=engine,proto3" json:"engine,omitempty"`
+	// loops is the number of event loops of the epoll engine. Added in
+	// wave 2.
+	Loops uint32 `protobuf:"varint,11,opt,name=loops,proto3" json:"loops,omitempty"`
+	// fd_limit is the daemon's soft RLIMIT_NOFILE after start-up raised it
+	// to the hard limit. Added in wave 2.
+	FdLimit       uint64 `protobuf:"varint,12,opt,name=fd_limit,json=fdLimit,proto3" json:"fd_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2652,11 +2740,32 @@ func (x *GetDaemonInfoResponse) GetStateDir() string {
 	return ""
 }
 
+func (x *GetDaemonInfoResponse) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *GetDaemonInfoResponse) GetLoops() uint32 {
+	if x != nil {
+		return x.Loops
+	}
+	return 0
+}
+
+func (x *GetDaemonInfoResponse) GetFdLimit() uint64 {
+	if x != nil {
+		return x.FdLimit
+	}
+	return 0
+}
+
 var File_snoop_v1_snoop_proto protoreflect.FileDescriptor
 
 const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
-	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x03\n" +
+	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x05\n" +
 	"\tProxySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\tR\x06listen\x12\x16\n" +
@@ -2671,7 +2780,10 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\vsocket_mode\x18\n" +
 	" \x01(\rR\n" +
 	"socketMode\x120\n" +
-	"\x11spare_connections\x18\v \x01(\rH\x01R\x10spareConnections\x88\x01\x01B\n" +
+	"\x11spare_connections\x18\v \x01(\rH\x01R\x10spareConnections\x88\x01\x01\x12<\n" +
+	"\fidle_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12B\n" +
+	"\x0fmessage_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0emessageTimeout\x12D\n" +
+	"\x10response_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeoutB\n" +
 	"\n" +
 	"\b_enabledB\x14\n" +
 	"\x12_spare_connections\"\x8b\x02\n" +
@@ -2682,7 +2794,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x123\n" +
 	"\bcounters\x18\x05 \x01(\v2\x17.snoop.v1.ProxyCountersR\bcounters\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xe8\x03\n" +
+	"createTime\"\xa9\x04\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -2698,7 +2810,9 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\ftransactions\x18\n" +
 	" \x01(\x03R\ftransactions\x12&\n" +
 	"\x03ops\x18\v \x03(\v2\x14.snoop.v1.OpCountersR\x03ops\x122\n" +
-	"\alatency\x18\f \x01(\v2\x18.snoop.v1.LatencySummaryR\alatency\"\xb9\x01\n" +
+	"\alatency\x18\f \x01(\v2\x18.snoop.v1.LatencySummaryR\alatency\x12\x1a\n" +
+	"\btimeouts\x18\r \x01(\x03R\btimeouts\x12#\n" +
+	"\rloop_refusals\x18\x0e \x01(\x03R\floopRefusals\"\xb9\x01\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
@@ -2762,7 +2876,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x16CloseConnectionRequest\x12\x14\n" +
 	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\"\x19\n" +
-	"\x17CloseConnectionResponse\"\xdd\x02\n" +
+	"\x17CloseConnectionResponse\"\xfa\x02\n" +
 	"\x12WatchEventsRequest\x12\x18\n" +
 	"\aproxies\x18\x01 \x03(\tR\aproxies\x12)\n" +
 	"\x05kinds\x18\x02 \x03(\x0e2\x13.snoop.v1.EventKindR\x05kinds\x12\x1e\n" +
@@ -2773,11 +2887,14 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"minLatency\x12#\n" +
 	"\rconnection_id\x18\a \x01(\x04R\fconnectionId\x12\x18\n" +
 	"\ahistory\x18\b \x01(\rR\ahistory\x12!\n" +
-	"\finclude_data\x18\t \x01(\bR\vincludeData\"y\n" +
+	"\finclude_data\x18\t \x01(\bR\vincludeData\x12\x1b\n" +
+	"\tmax_batch\x18\n" +
+	" \x01(\rR\bmaxBatch\"\xa2\x01\n" +
 	"\x13WatchEventsResponse\x12%\n" +
 	"\x05event\x18\x01 \x01(\v2\x0f.snoop.v1.EventR\x05event\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\x12!\n" +
-	"\fhistory_done\x18\x03 \x01(\bR\vhistoryDone\"\xf6\x02\n" +
+	"\fhistory_done\x18\x03 \x01(\bR\vhistoryDone\x12'\n" +
+	"\x06events\x18\x04 \x03(\v2\x0f.snoop.v1.EventR\x06events\"\xf6\x02\n" +
 	"\x05Event\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.snoop.v1.EventKindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -2828,7 +2945,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x05frame\x18\x05 \x01(\x03R\x05frame\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12/\n" +
 	"\x06policy\x18\a \x01(\x0e2\x17.snoop.v1.CorruptPolicyR\x06policy\"\x16\n" +
-	"\x14GetDaemonInfoRequest\"\xe8\x02\n" +
+	"\x14GetDaemonInfoRequest\"\xb1\x03\n" +
 	"\x15GetDaemonInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -2839,7 +2956,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x10events_published\x18\x06 \x01(\x04R\x0feventsPublished\x12!\n" +
 	"\fhistory_size\x18\a \x01(\rR\vhistorySize\x12,\n" +
 	"\x12watcher_queue_size\x18\b \x01(\rR\x10watcherQueueSize\x12\x1b\n" +
-	"\tstate_dir\x18\t \x01(\tR\bstateDir*i\n" +
+	"\tstate_dir\x18\t \x01(\tR\bstateDir\x12\x16\n" +
+	"\x06engine\x18\n" +
+	" \x01(\tR\x06engine\x12\x14\n" +
+	"\x05loops\x18\v \x01(\rR\x05loops\x12\x19\n" +
+	"\bfd_limit\x18\f \x01(\x04R\afdLimit*i\n" +
 	"\rCorruptPolicy\x12\x1e\n" +
 	"\x1aCORRUPT_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CORRUPT_POLICY_CLOSE\x10\x01\x12\x1e\n" +
@@ -2945,72 +3066,76 @@ var file_snoop_v1_snoop_proto_goTypes = []any{
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
 	37, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	5,  // 2: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
-	1,  // 3: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
-	7,  // 4: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	38, // 5: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	9,  // 7: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	2,  // 8: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	36, // 9: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	37, // 10: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	37, // 11: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	37, // 12: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	37, // 13: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	37, // 14: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	5,  // 15: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	6,  // 16: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 17: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 18: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	5,  // 19: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	39, // 20: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 21: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	37, // 22: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	5,  // 23: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	3,  // 24: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	21, // 25: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	38, // 26: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	24, // 27: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	4,  // 28: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	2,  // 29: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	37, // 30: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	30, // 31: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	4,  // 32: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	38, // 33: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	31, // 34: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	32, // 35: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	33, // 36: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	2,  // 37: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	38, // 38: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	37, // 39: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	37, // 40: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 41: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	38, // 42: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	10, // 43: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	12, // 44: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	14, // 45: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	16, // 46: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	18, // 47: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	20, // 48: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	23, // 49: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	26, // 50: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	28, // 51: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	34, // 52: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	11, // 53: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	13, // 54: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	15, // 55: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	17, // 56: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	19, // 57: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	22, // 58: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	25, // 59: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	27, // 60: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	29, // 61: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	35, // 62: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	53, // [53:63] is the sub-list for method output_type
-	43, // [43:53] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	37, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	37, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	37, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	5,  // 5: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
+	1,  // 6: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
+	7,  // 7: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
+	38, // 8: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 9: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
+	9,  // 10: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	2,  // 11: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	36, // 12: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	37, // 13: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	37, // 14: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	37, // 15: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	37, // 16: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	37, // 17: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	5,  // 18: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	6,  // 19: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	6,  // 20: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	6,  // 21: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	5,  // 22: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	39, // 23: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 24: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	37, // 25: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	5,  // 26: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	3,  // 27: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	21, // 28: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	38, // 29: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	24, // 30: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	4,  // 31: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	2,  // 32: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	37, // 33: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	30, // 34: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	30, // 35: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	4,  // 36: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	38, // 37: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	31, // 38: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	32, // 39: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	33, // 40: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	2,  // 41: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	38, // 42: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	37, // 43: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	37, // 44: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 45: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	38, // 46: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	10, // 47: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	12, // 48: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	14, // 49: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	16, // 50: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	18, // 51: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	20, // 52: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	23, // 53: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	26, // 54: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	28, // 55: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	34, // 56: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	11, // 57: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	13, // 58: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	15, // 59: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	17, // 60: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	19, // 61: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	22, // 62: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	25, // 63: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	27, // 64: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	29, // 65: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	35, // 66: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }

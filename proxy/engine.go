@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// Engine serves the connections of the proxies that use it. Two exist: the
+// epoll engine (Linux), a few event loops that each own both sockets of a
+// proxied connection, and the portable goroutine engine, two goroutines
+// per connection. One engine is shared by all proxies of a daemon.
+type Engine interface {
+	// Name is "epoll" or "goroutines".
+	Name() string
+	// Loops is the number of event loops; 0 for the goroutine engine.
+	Loops() int
+	// Close stops the engine. The proxies using it must be stopped first.
+	Close() error
+}
+
+// Engine names.
+const (
+	EngineEpoll      = "epoll"
+	EngineGoroutines = "goroutines"
+)
+
+// NewEngine returns the engine called name ("" for DefaultEngine) with the
+// given number of event loops (0 for DefaultLoops; ignored by the goroutine
+// engine).
+func NewEngine(name string, loops int) (Engine, error) {
+	if name == "" {
+		name = DefaultEngine
+	}
+	if loops < 0 {
+		return nil, fmt.Errorf("%w: %d event loops: want 1 or more (0 for the default)", ErrInvalidConfig, loops)
+	}
+	switch name {
+	case EngineGoroutines:
+		return goroutineEngine{}, nil
+	case EngineEpoll:
+		if loops == 0 {
+			loops = DefaultLoops
+		}
+		return newEpollEngine(loops)
+	}
+	return nil, fmt.Errorf("%w: unknown engine %q (want %s or %s)", ErrInvalidConfig, name, EngineEpoll, EngineGoroutines)
+}
+
+// DefaultLoops is the epoll engine's number of loops: one loop measured
+// best on two cores (see docs/benchmarks.md), and a loop holds a core.
+const DefaultLoops = 1
+
+// goroutineEngine is the portable engine: two goroutines per connection,
+// blocking reads and writes through the runtime's poller.
+type goroutineEngine struct{}
+
+func (goroutineEngine) Name() string { return EngineGoroutines }
+func (goroutineEngine) Loops() int   { return 0 }
+func (goroutineEngine) Close() error { return nil }
+
+// dataFDs counts the file descriptors the data path holds (clients,
+// servers, spares) in this process; fdLimit, when positive, is the most it
+// may hold, so the control plane always has descriptors left.
+var dataFDs, fdLimit atomic.Int64
+
+// SetFDLimit bounds the file descriptors all proxies of this process may
+// hold together; 0 removes the bound. A daemon sets it a reserve below its
+// RLIMIT_NOFILE, so that its control API answers while the data path is
+// at its limit: clients over the bound are accepted and closed at once,
+// and counted as refused.
+func SetFDLimit(n int64) { fdLimit.Store(n) }
+
+// DataFDs returns the number of file descriptors the data path holds.
+func DataFDs() int64 { return dataFDs.Load() }
+
+// fdsAvailable reports whether n more data-path descriptors fit under the
+// bound.
+func fdsAvailable(n int64) bool {
+	lim := fdLimit.Load()
+	return lim <= 0 || dataFDs.Load()+n <= lim
+}
