@@ -98,10 +98,10 @@ type Stats struct {
 	// LoopRefusals counts server connections that reached one of this
 	// process's own listeners (a proxy loop) and were closed.
 	LoopRefusals int64
-	BytesUp        int64 // client to server
-	BytesDown      int64
-	FramesUp       int64
-	FramesDown     int64
+	BytesUp      int64 // client to server
+	BytesDown    int64
+	FramesUp     int64
+	FramesDown   int64
 	// Results counts transactions by operation and outcome name ("ok",
 	// "hit", "miss", "exists", "unanswered", ...). Only non-zero counts are
 	// present.
