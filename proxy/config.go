@@ -136,6 +136,9 @@ type Config struct {
 	// Engine serves the proxy's connections; share one between all proxies
 	// of a daemon. Nil means the portable goroutine engine.
 	Engine Engine
+	// Logf, if set, receives the rare lines worth a log: accepts failing
+	// for want of file descriptors (at most one line per 10 s).
+	Logf func(format string, args ...any)
 }
 
 // ErrInvalidConfig is wrapped by every configuration error.

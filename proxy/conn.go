@@ -1,28 +1,25 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
 )
 
-// conn is one proxied client connection. Two goroutines serve it: run
-// dials the server and then pumps client->server; a second pumps
-// server->client. Whichever finishes last closes the sockets and reports.
+// conn is one proxied client connection as both engines share it: the
+// decoding of each direction, the pairing of requests with responses, the
+// counters and the events. How the bytes move (two goroutines, or an event
+// loop that owns both sockets) is the engine's; the engine calls decode,
+// flush and report, and installs kill, which closes the connection from
+// any goroutine.
 type conn struct {
 	p          *Proxy
 	id         uint64
-	client     net.Conn
-	server     net.Conn // set by run before the second goroutine starts
 	clientAddr string
 	opened     time.Time
 	set        *settings
@@ -31,20 +28,26 @@ type conn struct {
 	transactions       atomic.Int64
 
 	// mu guards the requests awaiting a response, shared by the two
-	// directions.
+	// directions (in the goroutine engine they run in parallel).
 	mu      sync.Mutex
 	pending []pendingRequest
 
 	reasonOnce sync.Once
 	reason     string
-	aborted    atomic.Bool
 	upBroken   atomic.Bool // client->server decoding stopped (passthrough)
 	// midMessage is set, per direction (index Direction-1), while a
 	// message is partly through; a direction that stopped decoding after
 	// a protocol error counts as undecided and sets it too.
 	midMessage [2]atomic.Bool
-	halvesLeft atomic.Int32
-	serverSet  chan struct{} // closed once server is dialled (or never will be)
+
+	// For the timeouts: when the last byte moved either way, and when the
+	// message partly through in each direction began (0: none), in
+	// nanoseconds since the proxy's epoch (see clock).
+	lastIO   atomic.Int64
+	msgStart [2]atomic.Int64
+
+	// kill closes the connection; the first reason given is reported.
+	kill func(reason string)
 }
 
 // pendingRequest is a request whose response has not arrived.
@@ -65,8 +68,9 @@ func (r *pendingRequest) request() distcache.PayloadSummary {
 	return s
 }
 
-func newConn(p *Proxy, id uint64, client net.Conn, clientAddr string, s *settings, now time.Time) *conn {
-	return &conn{p: p, id: id, client: client, clientAddr: clientAddr, opened: now, set: s, serverSet: make(chan struct{})}
+func (c *conn) init(p *Proxy, id uint64, clientAddr string, s *settings, now time.Time) {
+	c.p, c.id, c.clientAddr, c.set, c.opened = p, id, clientAddr, s, now
+	c.lastIO.Store(now.UnixNano())
 }
 
 func (c *conn) info() ConnInfo {
@@ -82,67 +86,6 @@ func (c *conn) info() ConnInfo {
 
 func (c *conn) event(kind EventKind, now time.Time) *Event {
 	return &Event{Kind: kind, Time: now, Proxy: c.p.name, ConnID: c.id, Client: c.clientAddr}
-}
-
-// run dials the server off the accept loop, then forwards client->server.
-func (c *conn) run() {
-	defer c.p.wg.Done()
-	server := c.set.spares.take()
-	var err error
-	if server == nil {
-		server, err = c.set.server.dial(c.p.ctx, c.set.opts.DialTimeout)
-	}
-	if c.aborted.Load() {
-		// Stopped or killed while dialling: not the server's fault, so
-		// not a connect failure; the client is simply gone.
-		if err == nil {
-			server.Close()
-		}
-		close(c.serverSet)
-		c.client.Close()
-		c.p.forget(c)
-		return
-	}
-	if err != nil {
-		close(c.serverSet)
-		c.client.Close()
-		c.p.stats.connectFailed.Add(1)
-		c.p.forget(c)
-		e := c.event(KindConnectFailed, time.Now())
-		e.Err = fmt.Errorf("dial server %s: %w", c.set.server.addr, err)
-		c.p.sink.Publish(e)
-		return
-	}
-	c.server = server
-	close(c.serverSet)
-	if c.aborted.Load() {
-		// abort ran before server was set and could not close it.
-		server.Close()
-	}
-	c.p.sink.Publish(c.event(KindConnOpened, time.Now()))
-	c.halvesLeft.Store(2)
-	c.p.wg.Add(1)
-	go func() {
-		defer c.p.wg.Done()
-		c.pump(server, c.client, distcache.ServerToClient)
-	}()
-	c.pump(c.client, server, distcache.ClientToServer)
-}
-
-// abort closes both sockets; the pumps notice and end. The first reason
-// given is the one reported.
-func (c *conn) abort(reason string) {
-	c.setReason(reason)
-	c.aborted.Store(true)
-	c.client.Close()
-	select {
-	case <-c.serverSet:
-		if c.server != nil {
-			c.server.Close()
-		}
-	default:
-		// Still dialling: run sees aborted and closes the server itself.
-	}
 }
 
 // idle reports whether the connection is between transactions: every
@@ -173,104 +116,84 @@ type half struct {
 	nout     int
 }
 
-// pump forwards src to dst until src ends or either side fails, decoding
-// what passes.
-func (c *conn) pump(src, dst net.Conn, dir distcache.Direction) {
-	h := &half{dir: dir, decoding: true}
+// initHalf readies h to decode dir with the connection's options.
+func (c *conn) initHalf(h *half, dir distcache.Direction) {
+	h.dir, h.decoding = dir, true
 	h.dec.Reset(dir)
-	opts := c.set.opts
 	scanOpts := distcache.ScanOptions{Digest: true}
-	if opts.CaptureData {
-		scanOpts.CaptureLimit = opts.CaptureLimit
+	if c.set.opts.CaptureData {
+		scanOpts.CaptureLimit = c.set.opts.CaptureLimit
 	}
 	h.scan.SetOptions(scanOpts)
-	bytes, frames := &c.p.stats.bytesUp, &c.p.stats.framesUp
-	connBytes := &c.bytesUp
-	if dir == distcache.ServerToClient {
-		bytes, frames, connBytes = &c.p.stats.bytesDown, &c.p.stats.framesDown, &c.bytesDown
-	}
-	// Buffers come from a pool: clients that open a connection per
-	// operation would otherwise cost two allocations and their garbage
-	// for every request.
-	bp := c.set.buffers.Get().(*[]byte)
-	defer c.set.buffers.Put(bp)
-	buf := *bp
-	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			chunk := buf[:n]
-			fwd, perr := n, error(nil)
-			if h.decoding {
-				var valid int
-				valid, perr = c.decode(h, chunk, time.Now())
-				if perr != nil && opts.OnCorrupt == CloseOnCorrupt {
-					fwd = valid
-				}
-			}
-			// Count before writing: once the far side has the bytes, a
-			// reader of the counters must see them.
-			if h.frames > 0 {
-				frames.Add(h.frames)
-				h.frames = 0
-			}
-			var werr error
-			if fwd > 0 {
-				bytes.Add(int64(fwd))
-				connBytes.Add(int64(fwd))
-				_, werr = dst.Write(chunk[:fwd])
-			}
-			c.flush(h)
-			c.midMessage[dir-1].Store(!h.decoding || h.dec.InMessage())
-			if perr != nil {
-				c.protocolError(h, perr, opts.OnCorrupt)
-				if opts.OnCorrupt == CloseOnCorrupt {
-					c.abort("protocol error " + dir.String())
-					break
-				}
-				h.decoding = false
-				c.midMessage[dir-1].Store(true) // undecided from now on
-				if dir == distcache.ClientToServer {
-					c.upBroken.Store(true)
-				}
-			}
-			if werr != nil {
-				c.abort(fmt.Sprintf("%s write failed: %v", peerName(dir, false), plainErr(werr)))
-				break
-			}
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				if h.decoding && h.dec.InMessage() {
-					c.setReason(peerName(dir, true) + " closed mid-message")
-				}
-				if c.idle() {
-					// Nothing is owed either way, so nothing can
-					// follow (a distcache server never speaks
-					// unasked): close both at once. This saves the
-					// shutdown calls of a half-close on every
-					// connection of a client that opens one per
-					// operation, which on some kernels cost as much
-					// as the connect.
-					c.abort(peerName(dir, true) + " closed")
-					break
-				}
-				// Pass the half-close on: the far side may still answer.
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-					break
-				}
-				c.abort(peerName(dir, true) + " closed")
-				break
-			}
-			if c.aborted.Load() {
-				break
-			}
-			c.abort(fmt.Sprintf("%s read failed: %v", peerName(dir, true), plainErr(rerr)))
-			break
+}
+
+// forwarded is what the engine does with a chunk it read from one side:
+// how many leading bytes to forward, and the protocol error, if any, to
+// handle once they are written (see afterForward).
+type forwarded struct {
+	n   int
+	err error
+}
+
+// inspect decodes chunk, read from h's source at now, updates the
+// counters and returns how much of it to forward. The engine writes that
+// much, then calls afterForward.
+func (c *conn) inspect(h *half, chunk []byte, now time.Time) forwarded {
+	f := forwarded{n: len(chunk)}
+	if h.decoding {
+		var valid int
+		valid, f.err = c.decode(h, chunk, now)
+		if f.err != nil && c.set.opts.OnCorrupt == CloseOnCorrupt {
+			f.n = valid
 		}
 	}
-	if c.halvesLeft.Add(-1) == 0 {
-		c.finish()
+	st := &c.p.stats
+	// Count before writing: once the far side has the bytes, a reader of
+	// the counters must see them.
+	if h.frames > 0 {
+		if h.dir == distcache.ClientToServer {
+			st.framesUp.Add(h.frames)
+		} else {
+			st.framesDown.Add(h.frames)
+		}
+		h.frames = 0
 	}
+	if f.n > 0 {
+		if h.dir == distcache.ClientToServer {
+			st.bytesUp.Add(int64(f.n))
+			c.bytesUp.Add(int64(f.n))
+		} else {
+			st.bytesDown.Add(int64(f.n))
+			c.bytesDown.Add(int64(f.n))
+		}
+	}
+	c.lastIO.Store(now.UnixNano())
+	return f
+}
+
+// afterForward publishes what the chunk completed and handles its protocol
+// error. It reports false when the connection must close (the close policy
+// met a protocol error); the engine then kills it.
+func (c *conn) afterForward(h *half, f forwarded) bool {
+	c.flush(h)
+	d := h.dir - 1
+	c.midMessage[d].Store(!h.decoding || h.dec.InMessage())
+	if f.err == nil {
+		return true
+	}
+	policy := c.set.opts.OnCorrupt
+	c.protocolError(h, f.err, policy)
+	if policy == CloseOnCorrupt {
+		c.kill("protocol error " + h.dir.String())
+		return false
+	}
+	h.decoding = false
+	c.midMessage[d].Store(true) // undecided from now on
+	c.msgStart[d].Store(0)      // nor can a message be timed
+	if h.dir == distcache.ClientToServer {
+		c.upBroken.Store(true)
+	}
+	return true
 }
 
 // peerName names the peer a direction reads from (src) or writes to.
@@ -299,6 +222,7 @@ func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 	for p := chunk; len(p) > 0; {
 		if !h.dec.InMessage() {
 			h.msgStart = now
+			c.msgStart[h.dir-1].Store(now.UnixNano())
 		}
 		n, s, err := h.dec.Next(p)
 		consumed += n
@@ -314,6 +238,7 @@ func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 			h.frames++
 		}
 		if s.MessageEnd {
+			c.msgStart[h.dir-1].Store(0)
 			if h.dir == distcache.ClientToServer {
 				c.requestDone(h)
 			} else {
@@ -446,11 +371,10 @@ func (c *conn) protocolError(h *half, err error, policy CorruptPolicy) {
 	c.p.sink.Publish(e)
 }
 
-// finish runs once both directions are done: it closes the sockets,
-// reports requests that never got a response, and the close itself.
-func (c *conn) finish() {
-	c.client.Close()
-	c.server.Close()
+// report runs once the connection's sockets are closed: it frees the
+// connection's slot, reports requests that never got a response, and the
+// close itself.
+func (c *conn) report() {
 	// Free the slot before reporting, so whoever sees the close event
 	// can connect again under a connection limit.
 	c.p.forget(c)
@@ -480,88 +404,79 @@ func (c *conn) finish() {
 	c.p.sink.Publish(e)
 }
 
-// target is where a proxy dials its server. Host names are resolved once
-// and the answer reused until a dial fails, because resolving on every
-// connection (as a plain net.Dial does) costs more than the whole proxied
-// round trip when clients open a connection per operation.
-type target struct {
-	addr distcache.Addr
-
-	mu       sync.Mutex
-	resolved []string // "ip:port" candidates, nil until resolved
+// connectFailed reports a connection whose server could not be reached;
+// the engine has closed the client.
+func (c *conn) connectFailed(err error) {
+	c.p.stats.connectFailed.Add(1)
+	c.p.forget(c)
+	e := c.event(KindConnectFailed, time.Now())
+	e.Err = fmt.Errorf("dial server %s: %w", c.set.server.addr, err)
+	c.p.sink.Publish(e)
 }
 
-func newTarget(a distcache.Addr) *target { return &target{addr: a} }
-
-func (t *target) dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
-	// No TCP keepalive: it costs four setsockopt calls per connection, and
-	// a dead server shows up at the next request anyway.
-	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
-	if t.addr.Network() == distcache.NetworkUnix {
-		return d.DialContext(ctx, "unix", t.addr.Path())
-	}
-	cands, err := t.candidates(ctx, timeout)
-	if err != nil {
-		return nil, err
-	}
-	var first error
-	for i, a := range cands {
-		c, err := d.DialContext(ctx, "tcp", a)
-		if err == nil {
-			if i > 0 {
-				// Try the address that answered first next time
-				// ("localhost" often lists ::1 where nobody listens).
-				t.prefer(a)
-			}
-			return c, nil
-		}
-		if first == nil {
-			first = err
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			continue
-		}
-	}
-	// Forget the answer: the server may have moved.
-	t.mu.Lock()
-	t.resolved = nil
-	t.mu.Unlock()
-	return nil, first
+// opened reports a connection whose server is connected.
+func (c *conn) publishOpened() {
+	c.p.sink.Publish(c.event(KindConnOpened, time.Now()))
 }
 
-func (t *target) prefer(a string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := []string{a}
-	for _, c := range t.resolved {
-		if c != a {
-			out = append(out, c)
+// deadline returns when the connection's next timeout falls due, as
+// UnixNano, and what it is; 0 means none is armed. It reads only atomics
+// and the pending queue, so the goroutine engine's timer can call it.
+func (c *conn) deadline() (int64, string) {
+	o := &c.set.opts
+	var when int64
+	var what string
+	arm := func(at int64, d time.Duration, name string) {
+		if d <= 0 || at == 0 {
+			return
+		}
+		if t := at + int64(d); when == 0 || t < when {
+			when, what = t, name
 		}
 	}
-	t.resolved = out
+	for d := range c.msgStart {
+		dir := distcache.Direction(d + 1)
+		arm(c.msgStart[d].Load(), o.MessageTimeout, "message timeout: "+peerName(dir, true)+" message incomplete after "+o.MessageTimeout.String())
+	}
+	c.mu.Lock()
+	var oldest time.Time
+	if len(c.pending) > 0 {
+		oldest = c.pending[0].start
+	}
+	c.mu.Unlock()
+	if !oldest.IsZero() {
+		arm(oldest.UnixNano(), o.ResponseTimeout, "response timeout: no answer after "+o.ResponseTimeout.String())
+	} else if !c.midMessage[0].Load() && !c.midMessage[1].Load() {
+		arm(c.lastIO.Load(), o.IdleTimeout, "idle timeout: nothing moved for "+o.IdleTimeout.String())
+	}
+	return when, what
 }
 
-func (t *target) candidates(ctx context.Context, timeout time.Duration) ([]string, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.resolved != nil {
-		return t.resolved, nil
+// minTimeout is the shortest timeout armed by the options, 0 for none: a
+// connection's next deadline is never nearer than that from now, so the
+// engine may check it that often instead of re-arming a timer per message.
+func minTimeout(o *Options) time.Duration {
+	var m time.Duration
+	for _, d := range [...]time.Duration{o.IdleTimeout, o.MessageTimeout, o.ResponseTimeout} {
+		if d > 0 && (m == 0 || d < m) {
+			m = d
+		}
 	}
-	host, port := t.addr.Host(), fmt.Sprint(t.addr.Port())
-	if ip := net.ParseIP(host); ip != nil {
-		t.resolved = []string{net.JoinHostPort(host, port)}
-		return t.resolved, nil
+	return m
+}
+
+// checkTimeouts kills the connection if a timeout has fallen due at now and
+// otherwise returns when to check again (UnixNano; 0: never).
+func (c *conn) checkTimeouts(now int64) int64 {
+	when, what := c.deadline()
+	if when != 0 && when <= now {
+		c.p.stats.timeouts.Add(1)
+		c.kill(what)
+		return 0
 	}
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	ips, err := net.DefaultResolver.LookupIPAddr(rctx, host)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", host, err)
+	next := now + int64(minTimeout(&c.set.opts))
+	if when != 0 && when < next {
+		next = when
 	}
-	out := make([]string, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, net.JoinHostPort(ip.String(), port))
-	}
-	t.resolved = out
-	return out, nil
+	return next
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"sync/atomic"
 )
 
@@ -16,6 +17,12 @@ type Engine interface {
 	Loops() int
 	// Close stops the engine. The proxies using it must be stopped first.
 	Close() error
+
+	// serve starts accepting p's clients on ln; stop ends it, closes ln
+	// and closes done once no accept can happen any more.
+	serve(p *Proxy, ln net.Listener, done chan struct{}) (stop func(), err error)
+	// newSpares makes a pool of spare server connections for s.
+	newSpares(p *Proxy, s *settings) sparePool
 }
 
 // Engine names.
@@ -57,6 +64,16 @@ type goroutineEngine struct{}
 func (goroutineEngine) Name() string { return EngineGoroutines }
 func (goroutineEngine) Loops() int   { return 0 }
 func (goroutineEngine) Close() error { return nil }
+
+func (goroutineEngine) serve(p *Proxy, ln net.Listener, done chan struct{}) (func(), error) {
+	p.wg.Add(1)
+	go p.serveGoroutines(ln, done)
+	return func() { ln.Close() }, nil
+}
+
+func (goroutineEngine) newSpares(p *Proxy, s *settings) sparePool {
+	return newSpares(p.ctx, &p.wg, s.server, s.opts.Spares, s.opts.DialTimeout, &p.stats)
+}
 
 // dataFDs counts the file descriptors the data path holds (clients,
 // servers, spares) in this process; fdLimit, when positive, is the most it

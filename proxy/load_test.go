@@ -106,7 +106,7 @@ func connGoroutines() int {
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "snoopd/proxy.(*conn)") {
+		if strings.Contains(g, "snoopd/proxy.(*gconn)") {
 			n++
 		}
 	}

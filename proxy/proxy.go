@@ -21,12 +21,19 @@ var ErrStopped = errors.New("proxy stopped")
 type settings struct {
 	server  *target
 	opts    Options
-	buffers *sync.Pool // of *[]byte, opts.BufferSize long
-	spares  *spares    // nil while the proxy does not listen
+	buffers *sync.Pool // of *[]byte, opts.BufferSize long (goroutine engine)
+	spares  sparePool  // nil while the proxy does not listen
+}
+
+// sparePool is an engine's pool of server connections dialled ahead of
+// the clients that will use them.
+type sparePool interface {
+	start()
+	close()
 }
 
 // newSettings makes the settings for server and opts, reusing old's buffer
-// pool when the size allows. Spares are made by withSpares.
+// pool when the size allows. Spares are made by the engine.
 func newSettings(server *target, opts Options, old *settings) *settings {
 	s := &settings{server: server, opts: opts.withDefaults()}
 	if old != nil && old.opts.BufferSize == s.opts.BufferSize {
@@ -46,12 +53,7 @@ func (p *Proxy) swapSettings(next func(old *settings) *settings) {
 	defer p.mu.Unlock()
 	old := p.current.Load()
 	s := next(old)
-	if p.ln != nil {
-		s.spares = newSpares(p.ctx, &p.wg, s.server, max(s.opts.Spares, 0), s.opts.DialTimeout)
-	}
-	p.current.Store(s)
-	old.spares.close()
-	s.spares.start()
+	p.installLocked(old, s)
 }
 
 // resetSparesLocked gives the current settings a fresh pool of spares if
@@ -59,21 +61,30 @@ func (p *Proxy) swapSettings(next func(old *settings) *settings) {
 func (p *Proxy) resetSparesLocked() {
 	old := p.current.Load()
 	s := *old
+	p.installLocked(old, &s)
+}
+
+func (p *Proxy) installLocked(old, s *settings) {
 	s.spares = nil
-	if p.ln != nil {
-		s.spares = newSpares(p.ctx, &p.wg, s.server, max(s.opts.Spares, 0), s.opts.DialTimeout)
+	if p.ln != nil && s.opts.Spares > 0 {
+		s.spares = p.engine.newSpares(p, s)
 	}
-	p.current.Store(&s)
-	old.spares.close()
-	s.spares.start()
+	p.current.Store(s)
+	if old.spares != nil {
+		old.spares.close()
+	}
+	if s.spares != nil {
+		s.spares.start()
+	}
 }
 
 // Proxy is one named snoop proxy. Its methods are safe for concurrent use.
 type Proxy struct {
-	name  string
-	sink  Sink
-	ids   *atomic.Uint64
-	stats counters
+	name   string
+	sink   Sink
+	ids    *atomic.Uint64
+	stats  counters
+	engine Engine
 
 	current atomic.Pointer[settings]
 
@@ -87,11 +98,16 @@ type Proxy struct {
 	enabled   bool
 	stopped   bool
 	ln        net.Listener
-	lnDone    chan struct{} // closed when the accept loop of ln returns
+	lnStop    func()        // ends accepting on ln and closes it (the engine's)
+	lnDone    chan struct{} // closed when accepting on ln has ended
 	conns     map[uint64]*conn
 	connsGone *sync.Cond // signalled when conns shrinks
 
-	wg sync.WaitGroup // the accept loop and every connection goroutine
+	wg sync.WaitGroup // the accept loop and every connection
+
+	acceptErrs  atomic.Int64 // accept failures (out of descriptors), for the log
+	lastAcceptW atomic.Int64 // when the last accept failure was logged (UnixNano)
+	logf        func(format string, args ...any)
 }
 
 // New checks cfg and returns a proxy that is not yet listening; call Start.
@@ -107,13 +123,19 @@ func New(cfg Config, sink Sink) (*Proxy, error) {
 	if ids == nil {
 		ids = new(atomic.Uint64)
 	}
+	eng := cfg.Engine
+	if eng == nil {
+		eng = goroutineEngine{}
+	}
 	p := &Proxy{
 		name:    cfg.Name,
 		sink:    sink,
 		ids:     ids,
+		engine:  eng,
 		listen:  cfg.Listen,
 		enabled: cfg.Enabled,
 		conns:   map[uint64]*conn{},
+		logf:    cfg.Logf,
 	}
 	p.connsGone = sync.NewCond(&p.mu)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -160,10 +182,14 @@ func (p *Proxy) bindLocked() error {
 		// the port is news.
 		bound = addr.WithPort(bound.Port())
 	}
-	p.ln, p.bound = ln, bound
-	p.lnDone = make(chan struct{})
-	p.wg.Add(1)
-	go p.acceptLoop(ln, p.lnDone)
+	done := make(chan struct{})
+	stop, err := p.engine.serve(p, ln, done)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("proxy %q: %w", p.name, err)
+	}
+	ownListeners.add(ln.Addr(), p.name)
+	p.ln, p.bound, p.lnStop, p.lnDone = ln, bound, stop, done
 	p.resetSparesLocked()
 	return nil
 }
@@ -225,7 +251,7 @@ func (p *Proxy) Disable(closeConns bool) {
 	}
 	p.mu.Unlock()
 	for _, c := range victims {
-		c.abort("proxy disabled")
+		c.kill("proxy disabled")
 	}
 	if done != nil {
 		<-done
@@ -236,8 +262,9 @@ func (p *Proxy) closeListenerLocked() chan struct{} {
 	if p.ln == nil {
 		return nil
 	}
-	p.ln.Close()
-	p.ln = nil
+	ownListeners.remove(p.ln.Addr())
+	p.lnStop()
+	p.ln, p.lnStop = nil, nil
 	p.resetSparesLocked()
 	return p.lnDone
 }
@@ -306,7 +333,7 @@ func (p *Proxy) CloseConn(id uint64) bool {
 	if c == nil {
 		return false
 	}
-	c.abort("closed by operator")
+	c.kill("closed by operator")
 	return true
 }
 
@@ -322,7 +349,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	p.mu.Unlock()
 	p.cancel()
 	for _, c := range victims {
-		c.abort("proxy stopped")
+		c.kill("proxy stopped")
 	}
 	return p.wait(ctx)
 }
@@ -364,62 +391,61 @@ func (p *Proxy) wait(ctx context.Context) error {
 	}
 }
 
-// acceptLoop accepts until ln is closed. Temporary errors (out of file
-// descriptors) back off instead of spinning or giving up.
-func (p *Proxy) acceptLoop(ln net.Listener, done chan struct{}) {
-	defer p.wg.Done()
-	defer close(done)
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			select {
-			case <-time.After(backoff):
-			case <-p.ctx.Done():
-				return
-			}
-			continue
-		}
-		backoff = 0
-		p.admit(c)
+// refusal says why a new client must be closed at once, or "": the
+// connection limit, or the file descriptors the data path may hold
+// (extra is how many more it needs).
+func (p *Proxy) refusal(s *settings, extra int64) string {
+	if max := s.opts.MaxConns; max > 0 && p.stats.connsActive.Load() >= int64(max) {
+		return fmt.Sprintf("connection limit %d reached", max)
 	}
+	// The client's descriptor is counted already; its server needs one.
+	if !fdsAvailable(extra) {
+		return fmt.Sprintf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
+	}
+	return ""
 }
 
-// admit registers a new client and starts its goroutine, or refuses it at
-// once when the proxy is at its connection limit.
-func (p *Proxy) admit(client net.Conn) {
-	s := p.current.Load()
-	id := p.ids.Add(1)
-	now := time.Now()
-	clientAddr := remoteString(client)
-	if max := s.opts.MaxConns; max > 0 && p.stats.connsActive.Load() >= int64(max) {
-		// Count before closing, so whoever sees the close sees the count.
-		p.stats.connsRefused.Add(1)
-		client.Close()
-		p.sink.Publish(&Event{Kind: KindConnRefused, Time: now, Proxy: p.name, ConnID: id, Client: clientAddr,
-			Err: fmt.Errorf("connection limit %d reached", max)})
+// refused counts and reports a client closed at once.
+func (p *Proxy) refused(id uint64, clientAddr string, now time.Time, reason string) {
+	// Count before reporting, so whoever sees the event sees the count.
+	p.stats.connsRefused.Add(1)
+	p.sink.Publish(&Event{Kind: KindConnRefused, Time: now, Proxy: p.name, ConnID: id, Client: clientAddr,
+		Err: errors.New(reason)})
+}
+
+// noteAcceptError logs a failed accept (out of file descriptors, mostly)
+// at most once per acceptLogEvery, with the count since the last line.
+func (p *Proxy) noteAcceptError(err error) {
+	n := p.acceptErrs.Add(1)
+	now := time.Now().UnixNano()
+	last := p.lastAcceptW.Load()
+	if p.logf == nil || now-last < int64(acceptLogEvery) || !p.lastAcceptW.CompareAndSwap(last, now) {
 		return
 	}
-	c := newConn(p, id, client, clientAddr, s, now)
+	p.acceptErrs.Add(-n)
+	p.logf("proxy %q: accept failed %d times (%v); backing off, clients wait in the listen backlog or are refused", p.name, n, plainErr(err))
+}
+
+// acceptLogEvery spaces the log lines about failed accepts.
+const acceptLogEvery = 10 * time.Second
+
+// register adds a new connection, unless the proxy has stopped.
+func (p *Proxy) register(c *conn) bool {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		client.Close()
-		return
+		return false
 	}
-	p.conns[id] = c
+	p.conns[c.id] = c
+	p.wg.Add(1)
 	p.mu.Unlock()
 	p.stats.connsActive.Add(1)
 	p.stats.connsTotal.Add(1)
-	p.wg.Add(1)
-	go c.run()
+	return true
 }
 
-// forget removes a finished connection.
+// forget removes a finished connection. The engine's own bookkeeping of
+// it ends with a wg.Done of its own.
 func (p *Proxy) forget(c *conn) {
 	p.mu.Lock()
 	delete(p.conns, c.id)

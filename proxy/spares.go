@@ -17,6 +17,7 @@ import (
 // spare is checked for life before it is handed out, so a server restart
 // costs a fresh dial, not a failed client.
 type spares struct {
+	stats   *counters
 	target  *target
 	want    int
 	timeout time.Duration
@@ -27,15 +28,33 @@ type spares struct {
 	conns   []net.Conn
 	filling bool
 	closed  bool
-	// failed backs off refilling after a failed dial, so a server that is
-	// down is not hammered by the proxy on top of its clients.
+	// failedAt and retry back off refilling after a failed dial, so a
+	// server that is down is not hammered by the proxy on top of its
+	// clients; retry doubles with each failure in a row, up to
+	// spareRetryMax.
 	failedAt time.Time
+	retry    time.Duration
 }
 
-const spareRetry = time.Second
+// Spare refills back off from spareRetryMin, doubling, to spareRetryMax.
+const (
+	spareRetryMin = time.Second
+	spareRetryMax = time.Minute
+)
 
-func newSpares(ctx context.Context, wg *sync.WaitGroup, t *target, want int, timeout time.Duration) *spares {
-	return &spares{target: t, want: want, timeout: timeout, ctx: ctx, wg: wg}
+// nextRetry is the back-off after one more failure in a row.
+func nextRetry(d time.Duration) time.Duration {
+	return min(max(2*d, spareRetryMin), spareRetryMax)
+}
+
+func newSpares(ctx context.Context, wg *sync.WaitGroup, t *target, want int, timeout time.Duration, st *counters) *spares {
+	return &spares{target: t, want: want, timeout: timeout, ctx: ctx, wg: wg, stats: st}
+}
+
+// goSpares returns the goroutine engine's spares of s, or nil.
+func (s *settings) goSpares() *spares {
+	sp, _ := s.spares.(*spares)
+	return sp
 }
 
 // start fills the pool ahead of the first client.
@@ -48,8 +67,8 @@ func (s *spares) start() {
 	s.mu.Unlock()
 }
 
-// take returns a live spare connection or nil, and starts a refill.
-func (s *spares) take() net.Conn {
+// takeConn returns a live spare connection or nil, and starts a refill.
+func (s *spares) takeConn() net.Conn {
 	if s == nil || s.want == 0 {
 		return nil
 	}
@@ -68,12 +87,13 @@ func (s *spares) take() net.Conn {
 			return c
 		}
 		c.Close()
+		dataFDs.Add(-1)
 	}
 }
 
 // refillLocked starts the filler if the pool is short and none runs.
 func (s *spares) refillLocked() {
-	if s.closed || s.filling || len(s.conns) >= s.want || time.Since(s.failedAt) < spareRetry {
+	if s.closed || s.filling || len(s.conns) >= s.want || time.Since(s.failedAt) < s.retry {
 		return
 	}
 	s.filling = true
@@ -91,17 +111,27 @@ func (s *spares) fill() {
 			return
 		}
 		s.mu.Unlock()
-		c, err := s.target.dial(s.ctx, s.timeout)
-		s.mu.Lock()
-		if err != nil {
-			s.failedAt = time.Now()
+		if !fdsAvailable(1) {
+			s.mu.Lock()
+			s.failedAt, s.retry = time.Now(), spareRetryMin
 			s.filling = false
 			s.mu.Unlock()
 			return
 		}
+		c, err := s.target.dial(s.ctx, s.timeout, s.stats)
+		s.mu.Lock()
+		if err != nil {
+			s.failedAt, s.retry = time.Now(), nextRetry(s.retry)
+			s.filling = false
+			s.mu.Unlock()
+			return
+		}
+		dataFDs.Add(1)
+		s.retry = 0
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
+			dataFDs.Add(-1)
 			return
 		}
 		s.conns = append(s.conns, c)
@@ -122,6 +152,7 @@ func (s *spares) close() {
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.Close()
+		dataFDs.Add(-1)
 	}
 }
 
