@@ -173,7 +173,7 @@ func (c *conn) inspect(h *half, chunk []byte, now time.Time) forwarded {
 
 // afterForward publishes what the chunk completed and handles its protocol
 // error. It reports false when the connection must close (the close policy
-// met a protocol error); the engine then kills it.
+// met a protocol error, its reason set); the engine then closes it.
 func (c *conn) afterForward(h *half, f forwarded) bool {
 	c.flush(h)
 	d := h.dir - 1
@@ -184,7 +184,7 @@ func (c *conn) afterForward(h *half, f forwarded) bool {
 	policy := c.set.opts.OnCorrupt
 	c.protocolError(h, f.err, policy)
 	if policy == CloseOnCorrupt {
-		c.kill("protocol error " + h.dir.String())
+		c.setReason("protocol error " + h.dir.String())
 		return false
 	}
 	h.decoding = false
@@ -465,18 +465,20 @@ func minTimeout(o *Options) time.Duration {
 	return m
 }
 
-// checkTimeouts kills the connection if a timeout has fallen due at now and
-// otherwise returns when to check again (UnixNano; 0: never).
-func (c *conn) checkTimeouts(now int64) int64 {
+// checkTimeouts returns the timeout that has fallen due at now, counted,
+// for the engine to close the connection with; or else when to check
+// again (UnixNano; 0: never).
+func (c *conn) checkTimeouts(now int64) (next int64, expired string) {
 	when, what := c.deadline()
 	if when != 0 && when <= now {
 		c.p.stats.timeouts.Add(1)
-		c.kill(what)
-		return 0
+		return 0, what
 	}
-	next := now + int64(minTimeout(&c.set.opts))
-	if when != 0 && when < next {
+	if m := minTimeout(&c.set.opts); m > 0 {
+		next = now + int64(m)
+	}
+	if when != 0 && (next == 0 || when < next) {
 		next = when
 	}
-	return next
+	return next, ""
 }

@@ -132,7 +132,11 @@ func (c *gconn) run() {
 
 // armTimer checks the timeouts at the time checkTimeouts asks for.
 func (c *gconn) armTimer(now int64) {
-	next := c.checkTimeouts(now)
+	next, expired := c.checkTimeouts(now)
+	if expired != "" {
+		c.abort(expired)
+		return
+	}
 	c.timerMu.Lock()
 	defer c.timerMu.Unlock()
 	if c.done || next == 0 {
@@ -192,6 +196,7 @@ func (c *gconn) pump(src, dst net.Conn, dir distcache.Direction) {
 				_, werr = dst.Write(chunk[:f.n])
 			}
 			if !c.afterForward(h, f) {
+				c.abort(c.reason)
 				break
 			}
 			if werr != nil {

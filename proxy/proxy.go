@@ -108,6 +108,8 @@ type Proxy struct {
 	acceptErrs  atomic.Int64 // accept failures (out of descriptors), for the log
 	lastAcceptW atomic.Int64 // when the last accept failure was logged (UnixNano)
 	logf        func(format string, args ...any)
+	// pinned is engine state: the epoll engine's loop for this proxy.
+	pinned any
 }
 
 // New checks cfg and returns a proxy that is not yet listening; call Start.

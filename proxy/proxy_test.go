@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,8 +22,38 @@ import (
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
+// testEngine serves every proxy of the tests. The suite runs once per
+// engine: TestMain runs it with the default engine, then runs the test
+// binary again with PROXY_ENGINE set to the other one.
+var testEngine Engine
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	name := os.Getenv("PROXY_ENGINE")
+	eng, err := NewEngine(name, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	testEngine = eng
+	code := m.Run()
+	eng.Close()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	if code == 0 && name == "" && eng.Name() != EngineGoroutines {
+		// The same tests against the portable engine.
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Env = append(os.Environ(), "PROXY_ENGINE="+EngineGoroutines)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		fmt.Printf("== proxy tests again with the %s engine\n", EngineGoroutines)
+		if err := cmd.Run(); err != nil {
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // recorder is a Sink that keeps every event for the test to inspect.
@@ -137,7 +169,7 @@ func startProxy(t *testing.T, network string, server distcache.Addr, opts Option
 	if network == "unix" {
 		listen = distcache.MustParseAddr("UNIX:" + filepath.Join(shortDir(t), "p.sock"))
 	}
-	p, err := New(Config{Name: "t", Listen: listen, Server: server, Enabled: true, Options: opts}, sink)
+	p, err := New(Config{Name: "t", Listen: listen, Server: server, Enabled: true, Options: opts, Engine: testEngine}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,7 +696,7 @@ func TestUnixListenPath(t *testing.T) {
 	server := distcache.MustParseAddr("IP:127.0.0.1:1")
 	newProxy := func(path string) (*Proxy, error) {
 		p, err := New(Config{Name: "u", Listen: distcache.MustParseAddr("UNIX:" + path), Server: server, Enabled: true,
-			Options: Options{SocketMode: 0o600}}, nil)
+			Options: Options{SocketMode: 0o600}, Engine: testEngine}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -724,7 +756,7 @@ func TestPortInUse(t *testing.T) {
 	}
 	defer ln.Close()
 	taken, _ := distcache.AddrFromNet(ln.Addr())
-	p, err := New(Config{Name: "x", Listen: taken, Server: distcache.MustParseAddr("IP:127.0.0.1:1"), Enabled: true}, nil)
+	p, err := New(Config{Name: "x", Listen: taken, Server: distcache.MustParseAddr("IP:127.0.0.1:1"), Enabled: true, Engine: testEngine}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

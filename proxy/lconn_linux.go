@@ -1,0 +1,508 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/snoopd/snoopd/distcache"
+	"golang.org/x/sys/unix"
+)
+
+// lconn is a connection of the epoll engine: a client socket and its
+// server socket, both owned by one loop.
+type lconn struct {
+	conn
+	l     *loop
+	side  [2]lside // 0: the client, 1: the server
+	h     [2]half  // 0 decodes client->server (read from side 0), 1 the reverse
+	state uint8
+	cands []unix.Sockaddr
+	cand  int
+	tm    timerEntry
+}
+
+const (
+	stDialing uint8 = iota // resolving or connecting to the server
+	stOpen
+	stClosed
+)
+
+// lside is one socket of a connection and the bytes waiting to be written
+// to it. While a side has a backlog its peer is not read (backpressure:
+// memory per connection stays bounded by one read).
+type lside struct {
+	lc     *lconn
+	idx    int
+	fd     int
+	gen    uint32
+	events uint32
+	out    []byte
+	// rdClosed: end of stream was read from this socket; shutPending: a
+	// half-close is to be passed on to it once out is written.
+	rdClosed, shutPending bool
+}
+
+func (s *lside) peer() *lside { return &s.lc.side[1-s.idx] }
+
+// dir is the direction of the bytes read from s.
+func (s *lside) dir() distcache.Direction { return distcache.Direction(s.idx + 1) }
+
+func (s *lside) setEvents(ev uint32) {
+	if s.events == ev || s.fd < 0 {
+		return
+	}
+	s.events = ev
+	s.lc.l.mod(s.fd, s.gen, ev)
+}
+
+func (lc *lconn) killFromAnywhere(reason string) {
+	lc.l.post(func() { lc.close(reason) })
+}
+
+// start connects the server side: a spare if one is ready, else a dial.
+func (lc *lconn) start() {
+	if sp, _ := lc.set.spares.(*lspares); sp != nil {
+		if fd := sp.take(); fd >= 0 {
+			lc.side[1].fd = fd
+			gen, err := lc.l.rebind(fd, &lc.side[1], unix.EPOLLIN)
+			lc.side[1].gen = gen
+			if err != nil {
+				lc.close(fmt.Sprintf("epoll_ctl: %v", err))
+				return
+			}
+			lc.opened()
+			return
+		}
+	}
+	lc.tm.owner = lc
+	lc.l.timers.schedule(&lc.tm, lc.l.now.Add(lc.set.opts.DialTimeout).UnixNano())
+	lc.dial()
+}
+
+// dial connects to the server's first candidate address; host names are
+// resolved off the loop first.
+func (lc *lconn) dial() {
+	t := lc.set.server
+	cands, strs := t.sockaddrs()
+	if cands == nil {
+		lc.l.resolve(lc.p, t, lc.set.opts.DialTimeout, func(err error) {
+			if lc.state != stDialing {
+				return
+			}
+			if err != nil {
+				lc.failConnect(err)
+				return
+			}
+			lc.dial()
+		})
+		return
+	}
+	if err := t.checkLoop(strs); err != nil {
+		lc.p.stats.loopRefusals.Add(1)
+		lc.failConnect(err)
+		return
+	}
+	lc.cands, lc.cand = cands, 0
+	lc.connectNext()
+}
+
+func (lc *lconn) connectNext() {
+	for {
+		fd, done, err := connectSocket(lc.cands[lc.cand])
+		if err != nil {
+			if errors.Is(err, unix.ECONNREFUSED) && lc.cand+1 < len(lc.cands) {
+				lc.cand++
+				continue
+			}
+			lc.set.server.forget()
+			lc.failConnect(err)
+			return
+		}
+		lc.side[1].fd = fd
+		if done {
+			gen, err := lc.l.add(fd, &lc.side[1], unix.EPOLLIN)
+			lc.side[1].gen = gen
+			if err != nil {
+				lc.close(fmt.Sprintf("epoll_ctl: %v", err))
+				return
+			}
+			lc.opened()
+			return
+		}
+		// Edge-triggered: the completion is one event.
+		gen, err := lc.l.add(fd, &lc.side[1], unix.EPOLLOUT|unix.EPOLLET)
+		lc.side[1].gen = gen
+		if err != nil {
+			lc.close(fmt.Sprintf("epoll_ctl: %v", err))
+		}
+		return
+	}
+}
+
+// connectSocket starts a non-blocking connect; done reports that it
+// completed at once (unix sockets usually do).
+func connectSocket(sa unix.Sockaddr) (fd int, done bool, err error) {
+	if !fdsAvailable(1) {
+		return -1, false, fmt.Errorf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
+	}
+	family := unix.AF_UNIX
+	switch sa.(type) {
+	case *unix.SockaddrInet4:
+		family = unix.AF_INET
+	case *unix.SockaddrInet6:
+		family = unix.AF_INET6
+	}
+	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, false, fmt.Errorf("socket: %w", err)
+	}
+	if family != unix.AF_UNIX {
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	err = unix.Connect(fd, sa)
+	switch {
+	case err == nil:
+		done = true
+	case errors.Is(err, unix.EINPROGRESS):
+	default:
+		unix.Close(fd)
+		return -1, false, fmt.Errorf("connect: %w", err)
+	}
+	dataFDs.Add(1)
+	return fd, done, nil
+}
+
+// connectResult returns the outcome of a non-blocking connect.
+func connectResult(fd int) error {
+	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soerr != 0 {
+		return syscall.Errno(soerr)
+	}
+	return nil
+}
+
+// connectDone handles the completion of the server connect.
+func (lc *lconn) connectDone() {
+	s := &lc.side[1]
+	if err := connectResult(s.fd); err != nil {
+		lc.l.release(s.fd)
+		dataFDs.Add(-1)
+		s.fd = -1
+		if errors.Is(err, unix.ECONNREFUSED) && lc.cand+1 < len(lc.cands) {
+			lc.cand++
+			lc.connectNext()
+			return
+		}
+		lc.set.server.forget()
+		lc.failConnect(fmt.Errorf("connect: %w", err))
+		return
+	}
+	gen, err := lc.l.rebind(s.fd, s, unix.EPOLLIN)
+	s.gen = gen
+	if err != nil {
+		lc.close(fmt.Sprintf("epoll_ctl: %v", err))
+		return
+	}
+	lc.opened()
+}
+
+// opened starts forwarding once both sockets are connected, and reads the
+// client at once: its first request has usually arrived by now, which
+// saves a wait.
+func (lc *lconn) opened() {
+	l := lc.l
+	lc.state = stOpen
+	lc.side[1].events = unix.EPOLLIN
+	gen, err := l.add(lc.side[0].fd, &lc.side[0], unix.EPOLLIN)
+	lc.side[0].gen, lc.side[0].events = gen, unix.EPOLLIN
+	if err != nil {
+		lc.close(fmt.Sprintf("epoll_ctl: %v", err))
+		return
+	}
+	lc.publishOpened()
+	lc.tm.owner = lc
+	if m := minTimeout(&lc.set.opts); m > 0 {
+		l.timers.schedule(&lc.tm, l.now.Add(m).UnixNano())
+	} else {
+		l.timers.remove(&lc.tm)
+	}
+	lc.side[0].read()
+}
+
+// failConnect ends a connection whose server could not be reached.
+func (lc *lconn) failConnect(err error) {
+	if lc.state == stClosed {
+		return
+	}
+	lc.state = stClosed
+	lc.l.timers.remove(&lc.tm)
+	lc.releaseFDs()
+	lc.connectFailed(err)
+	lc.p.wg.Done()
+}
+
+func (lc *lconn) releaseFDs() {
+	for i := range lc.side {
+		s := &lc.side[i]
+		if s.fd >= 0 {
+			lc.l.release(s.fd)
+			dataFDs.Add(-1)
+			s.fd = -1
+		}
+		if s.out != nil {
+			lc.l.freeBacklog(s.out)
+			s.out = nil
+		}
+	}
+}
+
+// close ends the connection; the first reason given is reported.
+func (lc *lconn) close(reason string) {
+	if lc.state == stClosed {
+		return
+	}
+	dialing := lc.state == stDialing
+	lc.state = stClosed
+	lc.setReason(reason)
+	lc.l.timers.remove(&lc.tm)
+	lc.releaseFDs()
+	if dialing {
+		// Stopped or killed while dialling: not the server's fault, so
+		// not a connect failure; the client is simply gone.
+		lc.p.forget(&lc.conn)
+	} else {
+		lc.report()
+	}
+	lc.p.wg.Done()
+}
+
+func (lc *lconn) onTimer(now int64) {
+	switch lc.state {
+	case stDialing:
+		lc.failConnect(fmt.Errorf("dial timeout after %v", lc.set.opts.DialTimeout))
+	case stOpen:
+		next, expired := lc.checkTimeouts(now)
+		if expired != "" {
+			lc.close(expired)
+			return
+		}
+		if next != 0 {
+			lc.l.timers.schedule(&lc.tm, next)
+		}
+	}
+}
+
+func (s *lside) onEvent(ev uint32) {
+	lc := s.lc
+	switch lc.state {
+	case stDialing:
+		if s.idx == 1 {
+			lc.connectDone()
+		}
+		return
+	case stClosed:
+		return
+	}
+	if ev&unix.EPOLLOUT != 0 && len(s.out) > 0 {
+		s.flush()
+		if lc.state != stOpen {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 && !s.rdClosed {
+		s.read()
+	}
+}
+
+// read reads what s has, once, and forwards it to the peer.
+func (s *lside) read() {
+	lc, l := s.lc, s.lc.l
+	n, e := rawRead(s.fd, l.buf)
+	if e != 0 {
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return
+		}
+		lc.close(fmt.Sprintf("%s read failed: %v", peerName(s.dir(), true), e))
+		return
+	}
+	if n == 0 {
+		s.ended()
+		return
+	}
+	h := &lc.h[s.idx]
+	chunk := l.buf[:n]
+	f := lc.inspect(h, chunk, l.now)
+	dst := s.peer()
+	var werr syscall.Errno
+	if f.n > 0 {
+		werr = dst.send(chunk[:f.n])
+	}
+	if !lc.afterForward(h, f) {
+		lc.close(lc.reason)
+		return
+	}
+	if werr != 0 {
+		lc.close(fmt.Sprintf("%s write failed: %v", peerName(s.dir(), false), werr))
+		return
+	}
+	if len(dst.out) > 0 {
+		// The peer cannot take more: stop reading until it has.
+		s.setEvents(0)
+	}
+	lc.closeIfDone()
+}
+
+// send writes p to s, keeping what s cannot take yet.
+func (s *lside) send(p []byte) syscall.Errno {
+	if len(s.out) > 0 {
+		s.out = append(s.out, p...)
+		return 0
+	}
+	w, e := rawWrite(s.fd, p)
+	if e == unix.EAGAIN {
+		w, e = 0, 0
+	}
+	if e != 0 {
+		return e
+	}
+	if w < len(p) {
+		if s.out == nil {
+			s.out = s.lc.l.backlog()
+		}
+		s.out = append(s.out, p[w:]...)
+		s.setEvents(s.events | unix.EPOLLOUT)
+	}
+	return 0
+}
+
+// flush writes s's backlog; once it is gone the peer is read again and a
+// half-close waiting for it is passed on.
+func (s *lside) flush() {
+	lc := s.lc
+	w, e := rawWrite(s.fd, s.out)
+	if e == unix.EAGAIN {
+		return
+	}
+	if e != 0 {
+		lc.close(fmt.Sprintf("%s write failed: %v", peerName(s.peer().dir(), false), e))
+		return
+	}
+	n := copy(s.out, s.out[w:])
+	s.out = s.out[:n]
+	if n > 0 {
+		return
+	}
+	lc.l.freeBacklog(s.out)
+	s.out = nil
+	s.setEvents(s.events &^ unix.EPOLLOUT)
+	if src := s.peer(); !src.rdClosed {
+		src.setEvents(src.events | unix.EPOLLIN)
+	}
+	if s.shutPending {
+		s.shutPending = false
+		unix.Shutdown(s.fd, unix.SHUT_WR)
+	}
+	lc.closeIfDone()
+}
+
+// ended handles the end of stream read from s.
+func (s *lside) ended() {
+	lc := s.lc
+	dir := s.dir()
+	h := &lc.h[s.idx]
+	if h.decoding && h.dec.InMessage() {
+		lc.setReason(peerName(dir, true) + " closed mid-message")
+	}
+	s.rdClosed = true
+	dst := s.peer()
+	if dst.rdClosed || (len(dst.out) == 0 && lc.idle()) {
+		// Nothing is owed either way, so nothing can follow (a distcache
+		// server never speaks unasked): close both at once. This saves
+		// the shutdown calls of a half-close on every connection of a
+		// client that opens one per operation.
+		lc.close(peerName(dir, true) + " closed")
+		return
+	}
+	// Pass the half-close on: the far side may still answer.
+	s.setEvents(s.events &^ unix.EPOLLIN)
+	if len(dst.out) > 0 {
+		dst.shutPending = true
+		return
+	}
+	if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil {
+		lc.close(peerName(dir, true) + " closed")
+	}
+}
+
+// closeIfDone closes a connection one side of which has ended once nothing
+// is owed any more, rather than wait for the other side to notice the
+// half-close and end too.
+func (lc *lconn) closeIfDone() {
+	if lc.state != stOpen {
+		return
+	}
+	c, sv := &lc.side[0], &lc.side[1]
+	if !c.rdClosed && !sv.rdClosed || len(c.out) > 0 || len(sv.out) > 0 || !lc.idle() {
+		return
+	}
+	who := "client"
+	if !c.rdClosed {
+		who = "server"
+	}
+	lc.close(who + " closed")
+}
+
+// resolve looks a host name up off the loop and calls then on the loop.
+func (l *loop) resolve(p *Proxy, t *target, timeout time.Duration, then func(error)) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		_, err := t.candidates(p.ctx, timeout)
+		l.post(func() { then(err) })
+	}()
+}
+
+// sockaddrs returns the server's candidate addresses as sockets take them,
+// with their text; nil while a host name is not resolved yet.
+func (t *target) sockaddrs() ([]unix.Sockaddr, []string) {
+	if t.addr.Network() == distcache.NetworkUnix {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		sa, ok := t.raw.([]unix.Sockaddr)
+		if !ok {
+			sa = []unix.Sockaddr{&unix.SockaddrUnix{Name: t.addr.Path()}}
+			t.raw = sa
+		}
+		return sa, nil
+	}
+	strs := t.cached()
+	if strs == nil {
+		return nil, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if sa, ok := t.raw.([]unix.Sockaddr); ok && len(sa) == len(strs) {
+		return sa, strs
+	}
+	out := make([]unix.Sockaddr, 0, len(strs))
+	for _, s := range strs {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			continue
+		}
+		ip := ap.Addr().Unmap()
+		if ip.Is4() {
+			out = append(out, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()})
+		} else {
+			out = append(out, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()})
+		}
+	}
+	t.raw = out
+	return out, strs
+}

@@ -1,0 +1,192 @@
+package proxy
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lspares is the epoll engine's pool of spare server connections, owned by
+// the proxy's loop. Ready spares stay watched: a spare the server closes
+// (or writes to, which a distcache server never does unasked) is closed
+// and replaced at once, never handed to a client.
+type lspares struct {
+	l    *loop
+	p    *Proxy
+	s    *settings
+	want int
+
+	ready     []*lspare
+	dialing   int
+	resolving bool
+	closed    bool
+	// After a failed dial (or a loop) refills wait retry, doubling up to
+	// spareRetryMax, so a server that is down is not hammered.
+	retry   time.Duration
+	nextTry int64
+	tm      timerEntry
+}
+
+type lspare struct {
+	sp         *lspares
+	fd         int
+	gen        uint32
+	connecting bool
+	tm         timerEntry // the dial deadline
+}
+
+func (sp *lspares) start() { sp.l.post(sp.fill) }
+func (sp *lspares) close() { sp.l.post(sp.shut) }
+
+func (sp *lspares) shut() {
+	sp.closed = true
+	sp.l.timers.remove(&sp.tm)
+	for _, s := range sp.ready {
+		s.release()
+	}
+	sp.ready = nil
+}
+
+// take hands out a ready spare's descriptor, or -1, and refills.
+func (sp *lspares) take() int {
+	if sp.closed || len(sp.ready) == 0 {
+		return -1
+	}
+	s := sp.ready[len(sp.ready)-1]
+	sp.ready[len(sp.ready)-1] = nil
+	sp.ready = sp.ready[:len(sp.ready)-1]
+	fd := s.fd
+	s.fd = -1
+	sp.fill()
+	return fd
+}
+
+// fill dials until the pool is full, unless it is backing off.
+func (sp *lspares) fill() {
+	now := sp.l.now.UnixNano()
+	if sp.l.now.IsZero() {
+		now = time.Now().UnixNano()
+	}
+	for !sp.closed && !sp.resolving && len(sp.ready)+sp.dialing < sp.want {
+		if now < sp.nextTry {
+			sp.l.timers.schedule(&sp.tm, sp.nextTry)
+			return
+		}
+		if !fdsAvailable(1) {
+			sp.backoff(now, spareRetryMin)
+			return
+		}
+		t := sp.s.server
+		cands, strs := t.sockaddrs()
+		if cands == nil {
+			sp.resolving = true
+			sp.l.resolve(sp.p, t, sp.s.opts.DialTimeout, func(err error) {
+				sp.resolving = false
+				if err != nil {
+					sp.failed(time.Now().UnixNano())
+					return
+				}
+				sp.fill()
+			})
+			return
+		}
+		if err := t.checkLoop(strs); err != nil {
+			sp.p.stats.loopRefusals.Add(1)
+			sp.failed(now)
+			return
+		}
+		// Spares try the first candidate only; a client's dial walks
+		// them all and reorders them for next time.
+		fd, done, err := connectSocket(cands[0])
+		if err != nil {
+			sp.failed(now)
+			return
+		}
+		s := &lspare{sp: sp, fd: fd, connecting: !done}
+		s.tm.owner = s
+		gen, err := sp.l.add(fd, s, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET)
+		if err != nil {
+			unix.Close(fd)
+			dataFDs.Add(-1)
+			sp.failed(now)
+			return
+		}
+		s.gen = gen
+		if done {
+			sp.ready = append(sp.ready, s)
+			sp.retry = 0
+			continue
+		}
+		sp.dialing++
+		sp.l.timers.schedule(&s.tm, now+int64(sp.s.opts.DialTimeout))
+	}
+}
+
+// failed backs the refills off after a failure in a row.
+func (sp *lspares) failed(now int64) {
+	sp.backoff(now, nextRetry(sp.retry))
+}
+
+func (sp *lspares) backoff(now int64, d time.Duration) {
+	sp.retry = d
+	sp.nextTry = now + int64(d)
+	if !sp.closed {
+		sp.l.timers.schedule(&sp.tm, sp.nextTry)
+	}
+}
+
+func (sp *lspares) onTimer(int64) { sp.fill() }
+
+func (s *lspare) onEvent(ev uint32) {
+	sp := s.sp
+	if s.fd < 0 {
+		return
+	}
+	if s.connecting {
+		s.connecting = false
+		sp.dialing--
+		sp.l.timers.remove(&s.tm)
+		if err := connectResult(s.fd); err != nil || sp.closed {
+			s.release()
+			if !sp.closed {
+				sp.failed(sp.l.now.UnixNano())
+			}
+			return
+		}
+		sp.ready = append(sp.ready, s)
+		sp.retry = 0
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0 {
+			return
+		}
+	}
+	// A ready spare heard from its server: end of stream, an error or
+	// bytes nobody asked for. It is useless; replace it.
+	for i, r := range sp.ready {
+		if r == s {
+			sp.ready = append(sp.ready[:i], sp.ready[i+1:]...)
+			break
+		}
+	}
+	s.release()
+	sp.fill()
+}
+
+// onTimer is the dial deadline.
+func (s *lspare) onTimer(now int64) {
+	if !s.connecting || s.fd < 0 {
+		return
+	}
+	s.connecting = false
+	s.sp.dialing--
+	s.release()
+	s.sp.failed(now)
+}
+
+func (s *lspare) release() {
+	s.sp.l.timers.remove(&s.tm)
+	if s.fd >= 0 {
+		s.sp.l.release(s.fd)
+		dataFDs.Add(-1)
+		s.fd = -1
+	}
+}
