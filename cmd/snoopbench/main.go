@@ -153,15 +153,15 @@ func runBench(args []string) (err error) {
 		return err
 	}
 
-	defer killAll()
-	defer killOnSignal()()
 	dir, err := os.MkdirTemp("", "snoopbench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	defer killAll()
+	defer killOnSignal(func() { os.RemoveAll(dir) })()
 
-	rep := &report{out: os.Stdout, Machine: machine()}
+	rep := &report{out: os.Stdout, Machine: machine(), Args: args}
 	if f.jsonOut != "" {
 		// Whatever was measured is written, also when a later run fails.
 		defer func() {
@@ -217,6 +217,7 @@ func hasSnoopd(paths []pathSpec) bool {
 func printNotes(rep *report) {
 	fmt.Printf("\nOps/s, latencies and CPU are the median of the rounds; \"vs direct\" is the best/median of the rounds' ratios to the same round's direct run.\n")
 	fmt.Printf("CPU per transaction is the process's utime+stime from /proc/PID/stat (resolution %v) over the scenario, divided by the operations.\n", tick)
+	fmt.Printf("Events seen/dropped, summed over the rounds: for snoop, the in-process watcher's over the scenario; for +tail, what snoopctl tail showed and was told were dropped over its life, warm-up and connection events included.\n")
 	seen := map[string]bool{}
 	for _, r := range rep.Rows {
 		if !strings.HasPrefix(r.Path, "snoopd") || seen[r.Path] {

@@ -74,9 +74,9 @@ func killAll() {
 	}
 }
 
-// killOnSignal makes SIGINT and SIGTERM kill every child group before the
-// benchmark exits. The returned function undoes it.
-func killOnSignal() func() {
+// killOnSignal makes SIGINT and SIGTERM kill every child group and run
+// cleanup before the benchmark exits. The returned function undoes it.
+func killOnSignal(cleanup func()) func() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	quit := make(chan struct{})
@@ -84,6 +84,7 @@ func killOnSignal() func() {
 		select {
 		case sig := <-sigs:
 			killAll()
+			cleanup()
 			os.Stderr.WriteString("snoopbench: interrupted by " + sig.String() + "; every child process was killed\n")
 			os.Exit(130)
 		case <-quit:

@@ -155,7 +155,7 @@ type runRecord struct {
 type report struct {
 	out     io.Writer
 	Machine machineInfo `json:"machine"`
-	Flags   benchFlags  `json:"-"`
+	Args    []string    `json:"args"`
 	Runs    []runRecord `json:"runs"`
 	Rows    []row       `json:"rows"`
 	header  bool
@@ -163,7 +163,7 @@ type report struct {
 
 func (rep *report) addRun(network string, sc scenario, p pathSpec, round int, r result) {
 	rep.Runs = append(rep.Runs, runRecord{
-		Network: network, Scenario: sc.key, Path: p.name, Round: round + 1,
+		Network: network, Scenario: sc.name, Path: p.name, Round: round + 1,
 		Ops: r.rep.Ops, Elapsed: r.rep.Elapsed.Seconds(), OpsPerS: r.rep.OpsPerSec,
 		P50: us(r.p50), P99: us(r.p99), CPU: us(r.cpuPerTx), TailCPU: us(r.tailCPUPerTx),
 		Seen: r.seen, Dropped: r.dropped, Errors: r.rep.Errors, Engine: r.engine,
