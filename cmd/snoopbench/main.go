@@ -1,22 +1,37 @@
 // Command snoopbench measures what the snoop proxy costs the traffic it
-// carries. It runs the in-memory cache server and each proxy in child
-// processes of its own (so their CPU time can be read apart), drives load
+// carries. It runs the in-memory cache server and each proxy in processes
+// of their own (so their CPU time can be read apart), drives verified load
 // with the load generator from the parent, and prints one markdown table
 // comparing, side by side:
 //
 //   - direct: the load generator talks to the cache server;
 //   - naive: a proxy with two io.Copy per connection that dials the server
 //     by name for every client;
-//   - snoop: this project's proxy, decoding everything, with a sink that
-//     consumes every event;
+//   - snoop: this project's proxy package in a child process, decoding
+//     everything, with an in-process sink that consumes every event (the
+//     library);
 //   - snoop-stalled: the same with a sink nobody reads (events are dropped
-//     and counted, the traffic must not notice).
+//     and counted, the traffic must not notice);
+//   - snoopd-ENGINE: the real snoopd, built from this tree and started with
+//     --engine ENGINE, its proxy created with the real `snoopctl add`;
+//   - snoopd-ENGINE+tail: the same with a real `snoopctl tail -o json`
+//     attached over the control socket, its output going to /dev/null.
 //
-// Every scenario is bounded by an operation count. Usage:
+// Each scenario runs -rounds times, the paths in a rotating order each
+// round; ratios to direct are shown as the best and the median of the
+// rounds, everything else as the median. Every run is bounded by an
+// operation count and -run-timeout, and every child process (each in a
+// process group of its own) is killed at the end, also after an error or
+// Ctrl-C. Usage:
 //
-//	snoopbench [-networks tcp,unix] [-serial-ops N] [-perop-ops N] [-conc-ops N] [-idle N] [-scale N -watchers M]
+//	snoopbench [-networks tcp,unix] [-scenarios serial,perop,conc] [-paths all|NAME,...]
+//	           [-engines epoll,goroutines] [-rounds N] [-serial-ops N] [-perop-ops N] [-conc-ops N]
+//	           [-json FILE] [-idle N] [-scale N -watchers M]
+//	snoopbench -syscalls
 //
 // -networks "" skips the proxy comparison, to run only -idle or -scale.
+// -syscalls measures only this machine's floor: a system call and 64 bytes
+// through a unix socket.
 package main
 
 import (
@@ -53,23 +68,38 @@ func main() {
 }
 
 type benchFlags struct {
-	networks  string
-	serialOps int64
-	perOpOps  int64
-	concOps   int64
-	conc      int
-	idle      int
-	scale     int
-	watchers  int
-	scaleOps  int64
-	dataMin   int
-	dataMax   int
+	networks   string
+	scenarios  string
+	paths      string
+	engines    string
+	rounds     int
+	runTimeout time.Duration
+	serialOps  int64
+	perOpOps   int64
+	concOps    int64
+	conc       int
+	idle       int
+	scale      int
+	watchers   int
+	scaleOps   int64
+	dataMin    int
+	dataMax    int
+	jsonOut    string
+	syscalls   bool
+	src        string
+	snoopd     string
+	snoopctl   string
 }
 
-func runBench(args []string) error {
+func runBench(args []string) (err error) {
 	var f benchFlags
 	fs := flag.NewFlagSet("snoopbench", flag.ContinueOnError)
 	fs.StringVar(&f.networks, "networks", "tcp,unix", "networks to measure: tcp, unix or both")
+	fs.StringVar(&f.scenarios, "scenarios", "all", "scenarios to run: all, or some of serial, perop, conc")
+	fs.StringVar(&f.paths, "paths", "all", "paths to measure: all, or a list of names (direct is always measured); -paths help lists them")
+	fs.StringVar(&f.engines, "engines", "epoll,goroutines", "snoopd engines: one snoopd-ENGINE and snoopd-ENGINE+tail path each, started with --engine ENGINE; \"\" for one snoopd path without --engine")
+	fs.IntVar(&f.rounds, "rounds", 3, "rounds: each runs every path once per scenario, in a rotating order")
+	fs.DurationVar(&f.runTimeout, "run-timeout", 2*time.Minute, "bound on the time of one run of one path")
 	fs.Int64Var(&f.serialOps, "serial-ops", 20000, "operations of the serial persistent scenario")
 	fs.Int64Var(&f.perOpOps, "perop-ops", 5000, "operations of the serial connection-per-operation scenario")
 	fs.Int64Var(&f.concOps, "conc-ops", 10000, "operations per client of the concurrent scenario")
@@ -80,25 +110,86 @@ func runBench(args []string) error {
 	fs.Int64Var(&f.scaleOps, "scale-ops", 20, "operations per proxy in the scale benchmark")
 	fs.IntVar(&f.dataMin, "data-min", 50, "smallest session, bytes")
 	fs.IntVar(&f.dataMax, "data-max", 1024, "largest session, bytes")
+	fs.StringVar(&f.jsonOut, "json", "", "also write every run and row as JSON to `FILE` (- for standard output, after the table)")
+	fs.BoolVar(&f.syscalls, "syscalls", false, "measure only this machine's floor (a system call, 64 bytes through a unix socket) and exit")
+	fs.StringVar(&f.src, "src", ".", "the module to build snoopd and snoopctl from")
+	fs.StringVar(&f.snoopd, "snoopd", "", "run this snoopd binary instead of building one")
+	fs.StringVar(&f.snoopctl, "snoopctl", "", "run this snoopctl binary instead of building one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: snoopbench takes only flags", fs.Arg(0))
+	}
+	if f.syscalls {
+		return runSyscalls(os.Stdout)
+	}
+	networks := splitList(f.networks)
+	for _, n := range networks {
+		if n != "tcp" && n != "unix" {
+			return fmt.Errorf("-networks: unknown network %q (want tcp, unix or both)", n)
+		}
+	}
+	switch {
+	case f.rounds < 1:
+		return fmt.Errorf("-rounds %d: want at least 1", f.rounds)
+	case f.serialOps < 1 || f.perOpOps < 1 || f.concOps < 1 || f.conc < 1:
+		return errors.New("-serial-ops, -perop-ops, -conc-ops and -conc must be at least 1")
+	case f.runTimeout <= 0:
+		return fmt.Errorf("-run-timeout %v: must be positive", f.runTimeout)
+	}
+	if f.paths == "help" {
+		for _, p := range allPaths(splitList(f.engines)) {
+			fmt.Println(p.name)
+		}
+		return nil
+	}
+	paths, err := selectPaths(allPaths(splitList(f.engines)), f.paths)
+	if err != nil {
+		return err
+	}
+	scens, err := selectScenarios(scenarios(f), f.scenarios)
+	if err != nil {
+		return err
+	}
+
 	dir, err := os.MkdirTemp("", "snoopbench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	defer killAll()
+	defer killOnSignal(func() { os.RemoveAll(dir) })()
 
-	fmt.Printf("snoopbench on %s, %d CPUs (GOMAXPROCS %d), %s\n\n", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Println("| network | scenario | path | ops | elapsed | ops/s | vs direct | p50 | p99 | added p50 | added p99 | proxy CPU/tx | allocs/frame | events seen/dropped | errors |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-	for _, network := range strings.Split(f.networks, ",") {
-		if network == "" {
-			continue
-		}
-		if err := benchNetwork(network, dir, f); err != nil {
+	rep := &report{out: os.Stdout, Machine: machine(), Args: args}
+	if f.jsonOut != "" {
+		// Whatever was measured is written, also when a later run fails.
+		defer func() {
+			if jerr := rep.writeJSON(f.jsonOut); err == nil {
+				err = jerr
+			}
+		}()
+	}
+	m := rep.Machine
+	fmt.Printf("snoopbench on %s, %d CPUs (GOMAXPROCS %d), %s\n", m.CPU, m.CPUs, m.GOMAXPROCS, m.Go)
+	fmt.Printf("kernel: %s\n\n", m.Kernel)
+
+	var bins binaries
+	if len(networks) > 0 && hasSnoopd(paths) {
+		if bins, err = buildBinaries(f.src, dir, f.snoopd, f.snoopctl); err != nil {
 			return err
 		}
+		if f.engines != "" && !bins.engineFlag {
+			return fmt.Errorf("%s has no --engine flag: measure its one engine with -engines \"\"", bins.snoopd)
+		}
+	}
+	for _, network := range networks {
+		if err := benchNetwork(network, dir, f, paths, scens, bins, rep); err != nil {
+			return err
+		}
+	}
+	if len(networks) > 0 {
+		printNotes(rep)
 	}
 	if f.idle > 0 {
 		if err := benchIdle(dir, f.idle); err != nil {
@@ -109,6 +200,36 @@ func runBench(args []string) error {
 		return benchScale(dir, f.scale, f.watchers, f.scaleOps)
 	}
 	return nil
+}
+
+func hasSnoopd(paths []pathSpec) bool {
+	for _, p := range paths {
+		if p.kind == kindSnoopd {
+			return true
+		}
+	}
+	return false
+}
+
+// printNotes says how to read the table, and which engine each snoopd
+// path's daemon reported running (a daemon that does not report one is
+// said so, rather than trusting the path's name).
+func printNotes(rep *report) {
+	fmt.Printf("\nOps/s, latencies and CPU are the median of the rounds; \"vs direct\" is the best/median of the rounds' ratios to the same round's direct run.\n")
+	fmt.Printf("CPU per transaction is the process's utime+stime from /proc/PID/stat (resolution %v) over the scenario, divided by the operations.\n", tick)
+	fmt.Printf("Events seen/dropped, summed over the rounds: for snoop, the in-process watcher's over the scenario; for +tail, what snoopctl tail showed and was told were dropped over its life, warm-up and connection events included.\n")
+	seen := map[string]bool{}
+	for _, r := range rep.Rows {
+		if !strings.HasPrefix(r.Path, "snoopd") || seen[r.Path] {
+			continue
+		}
+		seen[r.Path] = true
+		if r.Engine == "" {
+			fmt.Printf("%s: snoopd did not report its engine\n", r.Path)
+		} else {
+			fmt.Printf("%s: snoopd reported engine %q\n", r.Path, r.Engine)
+		}
+	}
 }
 
 // child is a cache or proxy running in its own process.
@@ -125,13 +246,12 @@ func spawn(args ...string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startGroup(cmd); err != nil {
 		return nil, err
 	}
 	c := &child{cmd: cmd, out: bufio.NewScanner(stdout)}
 	if !c.out.Scan() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		stopGroup(cmd, syscall.SIGKILL, time.Second, cmd.Wait)
 		return nil, fmt.Errorf("child %v did not start", args)
 	}
 	line := c.out.Text()
@@ -154,19 +274,10 @@ func (c *child) stats() childStats {
 }
 
 func (c *child) stop() {
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
+	stopGroup(c.cmd, syscall.SIGTERM, 10*time.Second, func() error {
 		io.Copy(io.Discard, readerOf(c.out))
-		c.cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-done
-	}
+		return c.cmd.Wait()
+	})
 }
 
 // readerOf drains the rest of a scanner's input.
@@ -178,156 +289,6 @@ func readerOf(s *bufio.Scanner) io.Reader {
 		pw.Close()
 	}()
 	return pr
-}
-
-type scenario struct {
-	name string
-	cfg  loadgen.Config
-}
-
-func scenarios(f benchFlags) []scenario {
-	base := loadgen.Config{Sessions: 1000, MinData: f.dataMin, MaxData: f.dataMax, Verify: true, Seed: 1, IDPrefix: "bench-"}
-	serial := base
-	serial.Conns, serial.Persistent, serial.Ops = 1, true, f.serialOps
-	perOp := base
-	perOp.Conns, perOp.Persistent, perOp.Ops = 1, false, f.perOpOps
-	conc := base
-	conc.Conns, conc.Persistent, conc.Ops = f.conc, true, f.concOps*int64(f.conc)
-	return []scenario{
-		{"1 client, persistent", serial},
-		{"1 client, conn per op", perOp},
-		{fmt.Sprintf("%d clients, persistent", f.conc), conc},
-	}
-}
-
-type result struct {
-	rep           loadgen.Report
-	perOp         time.Duration // elapsed per operation (includes connecting, per op)
-	p50, p99      time.Duration
-	cpuPerTx      time.Duration
-	allocs        float64
-	seen, dropped int64
-	measured      bool
-}
-
-func benchNetwork(network, dir string, f benchFlags) error {
-	listen := func(name string) string {
-		if network == "unix" {
-			return "UNIX:" + filepath.Join(dir, name+".sock")
-		}
-		return "IP:127.0.0.1:0"
-	}
-	cache, err := spawn("-kind", "cache", "-listen", listen("cache"))
-	if err != nil {
-		return err
-	}
-	defer cache.stop()
-	// Proxies get the server the way an operator types it: by name over
-	// TCP, so resolving it is part of the cost.
-	server := cache.addr.String()
-	if network == "tcp" {
-		server = fmt.Sprintf("IP:localhost:%d", cache.addr.Port())
-	}
-	paths := []struct {
-		name string
-		args []string
-	}{
-		{"direct", nil},
-		{"naive", []string{"-kind", "naive", "-listen", listen("naive"), "-server", server}},
-		{"snoop", []string{"-kind", "snoop", "-listen", listen("snoop"), "-server", server, "-sink", "consume"}},
-		{"snoop-stalled", []string{"-kind", "snoop", "-listen", listen("stalled"), "-server", server, "-sink", "stall"}},
-	}
-	for _, sc := range scenarios(f) {
-		var direct result
-		for _, path := range paths {
-			res, err := runPath(sc, path.args, cache.addr)
-			if err != nil {
-				return fmt.Errorf("%s %s %s: %w", network, sc.name, path.name, err)
-			}
-			if path.name == "direct" {
-				direct = res
-			}
-			printRow(network, sc.name, path.name, res, direct)
-		}
-	}
-	return nil
-}
-
-func runPath(sc scenario, childArgs []string, cacheAddr distcache.Addr) (result, error) {
-	target := cacheAddr
-	var c *child
-	if childArgs != nil {
-		var err error
-		if c, err = spawn(childArgs...); err != nil {
-			return result{}, err
-		}
-		defer c.stop()
-		target = c.addr
-	}
-	ctx := context.Background()
-	// Warm up: connections, pools, the resolver's cache, the CPU clocks.
-	warm := sc.cfg
-	warm.Addr, warm.Ops, warm.IDPrefix, warm.Verify = target, 500, "warm-", false
-	if _, err := loadgen.Run(ctx, warm); err != nil {
-		return result{}, err
-	}
-	var before childStats
-	if c != nil {
-		before = c.stats()
-	}
-	cfg := sc.cfg
-	cfg.Addr = target
-	cfg.IDPrefix = fmt.Sprintf("%s%d-", cfg.IDPrefix, time.Now().UnixNano())
-	rep, err := loadgen.Run(ctx, cfg)
-	if err != nil {
-		return result{}, err
-	}
-	res := result{rep: rep, p50: rep.Latency.P50, p99: rep.Latency.P99}
-	if rep.Ops > 0 {
-		res.perOp = rep.Elapsed / time.Duration(rep.Ops)
-	}
-	if !cfg.Persistent {
-		// Per-operation connections: the client waits for the connect
-		// as well as for the answer.
-		res.p50 = rep.OpLatency.P50
-		res.p99 = rep.OpLatency.P99
-	}
-	if c != nil {
-		after := c.stats()
-		if after.Transactions > before.Transactions || after.UserNS > before.UserNS {
-			res.measured = after.Transactions > 0 || after.FramesUp > 0
-			cpu := time.Duration(after.UserNS + after.SysNS - before.UserNS - before.SysNS)
-			res.cpuPerTx = cpu / time.Duration(max(rep.Ops, 1))
-			if frames := after.FramesUp + after.FramesDown - before.FramesUp - before.FramesDown; frames > 0 {
-				res.allocs = float64(after.Mallocs-before.Mallocs) / float64(frames)
-			}
-			res.seen = after.Events - before.Events
-			res.dropped = after.Dropped - before.Dropped
-		} else {
-			cpu := time.Duration(after.UserNS + after.SysNS - before.UserNS - before.SysNS)
-			res.cpuPerTx = cpu / time.Duration(max(rep.Ops, 1))
-		}
-	}
-	return res, nil
-}
-
-func printRow(network, sc, path string, r, direct result) {
-	us := func(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/1e3) }
-	vs, added50, added99, cpu, allocs, events := "", "", "", "", "", ""
-	if path != "direct" {
-		if direct.rep.OpsPerSec > 0 {
-			vs = fmt.Sprintf("%.2f×", r.rep.OpsPerSec/direct.rep.OpsPerSec)
-		}
-		added50, added99 = us(r.p50-direct.p50), us(r.p99-direct.p99)
-		cpu = us(r.cpuPerTx)
-	}
-	if r.measured {
-		allocs = fmt.Sprintf("%.3f", r.allocs)
-		events = fmt.Sprintf("%d/%d", r.seen, r.dropped)
-	}
-	fmt.Printf("| %s | %s | %s | %d | %.2f s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
-		network, sc, path, r.rep.Ops, r.rep.Elapsed.Seconds(), r.rep.OpsPerSec, vs, us(r.p50), us(r.p99),
-		added50, added99, cpu, allocs, events, r.rep.Errors)
 }
 
 // benchIdle opens n proxied connections that each did one request and then
