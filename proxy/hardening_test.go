@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -236,5 +237,24 @@ func TestFDLimitRefuses(t *testing.T) {
 	c.do(distcache.OpHave, []byte("x"))
 	if st := p.Stats(); st.ConnsRefused != 1 {
 		t.Fatalf("refused %d, want 1", st.ConnsRefused)
+	}
+}
+
+// A server given by host name is resolved off the loop, for clients and
+// for spares alike.
+func TestServerByHostName(t *testing.T) {
+	backend := startCache(t, "tcp")
+	byName := distcache.MustParseAddr(fmt.Sprintf("IP:localhost:%d", backend.Port()))
+	for _, spares := range []int{-1, 2} {
+		rec := newRecorder()
+		p := startProxy(t, "tcp", byName, Options{Spares: spares}, rec)
+		for range 3 {
+			c := newClient(t, p.Addr())
+			c.do(distcache.OpHave, []byte("x"))
+			c.c.Close()
+		}
+		if st := p.Stats(); st.ConnectFailed != 0 || st.Transactions() != 3 {
+			t.Fatalf("spares %d: connect failures %d, transactions %d", spares, st.ConnectFailed, st.Transactions())
+		}
 	}
 }

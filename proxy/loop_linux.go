@@ -508,4 +508,3 @@ func sockaddrString(raw *unix.RawSockaddrAny) string {
 	}
 	return "unix"
 }
-
