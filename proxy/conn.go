@@ -357,7 +357,7 @@ func (c *conn) account(t *Transaction) {
 	if !op.Valid() {
 		return
 	}
-	c.p.stats.results[op][slotOf(t)].Add(1)
+	c.p.stats.results[op][t.Outcome()].Add(1)
 	if !t.Unanswered && !t.Orphan {
 		c.transactions.Add(1)
 		c.p.stats.latency.Record(t.Latency)

@@ -4,51 +4,22 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/vocab"
 )
 
-// EventKind tells what an Event reports.
-type EventKind uint8
+// EventKind tells what an Event reports; the kinds and their names are
+// the vocabulary's.
+type EventKind = vocab.Kind
 
-// Event kinds.
+// Event kinds (see vocab for each one's meaning).
 const (
-	// KindTransaction is a request paired with its response, a request the
-	// connection ended before answering (Unanswered), or a response that
-	// matched no request (Orphan).
-	KindTransaction EventKind = iota + 1
-	// KindConnOpened: a client connected and the server was dialled.
-	KindConnOpened
-	// KindConnClosed: a proxied connection ended; see Closed.
-	KindConnClosed
-	// KindConnectFailed: the server could not be dialled, the client was
-	// closed; Err says why.
-	KindConnectFailed
-	// KindConnRefused: the proxy was at its connection limit and closed
-	// the client at once.
-	KindConnRefused
-	// KindProtocolError: a direction broke a protocol rule; Err is a
-	// *distcache.ProtocolError.
-	KindProtocolError
+	KindTransaction   = vocab.KindTransaction
+	KindConnOpened    = vocab.KindConnOpened
+	KindConnClosed    = vocab.KindConnClosed
+	KindConnectFailed = vocab.KindConnectFailed
+	KindConnRefused   = vocab.KindConnRefused
+	KindProtocolError = vocab.KindProtocolError
 )
-
-// String returns a stable lower-case name: "transaction", "conn-opened",
-// "conn-closed", "connect-failed", "conn-refused", "protocol-error".
-func (k EventKind) String() string {
-	switch k {
-	case KindTransaction:
-		return "transaction"
-	case KindConnOpened:
-		return "conn-opened"
-	case KindConnClosed:
-		return "conn-closed"
-	case KindConnectFailed:
-		return "connect-failed"
-	case KindConnRefused:
-		return "conn-refused"
-	case KindProtocolError:
-		return "protocol-error"
-	}
-	return "unknown"
-}
 
 // Event is one thing a proxy saw. Which fields are set depends on Kind.
 // The proxy hands each Event to the Sink once and never touches it again.
@@ -85,17 +56,14 @@ type Transaction struct {
 	idBuf [distcache.MaxSessionIDLen]byte
 }
 
+// Outcome classifies the transaction in the vocabulary's terms.
+func (t *Transaction) Outcome() vocab.Result {
+	return vocab.ResultOf(&t.Transaction, t.Unanswered, t.Orphan)
+}
+
 // Result names the outcome in one word: "unanswered", "orphan", or the
 // distcache result ("ok", "hit", "miss", "exists", ...).
-func (t *Transaction) Result() string {
-	switch {
-	case t.Unanswered:
-		return "unanswered"
-	case t.Orphan:
-		return "orphan"
-	}
-	return t.Transaction.Result()
-}
+func (t *Transaction) Result() string { return t.Outcome().String() }
 
 // ConnClosed describes a finished connection.
 type ConnClosed struct {

@@ -5,66 +5,8 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/vocab"
 )
-
-// resultSlots indexes per-op outcome counters: the status byte values the
-// protocol defines, GET hit and miss, and the proxy's own outcomes.
-type resultSlot uint8
-
-const (
-	slotOK resultSlot = iota
-	slotNotOK
-	slotDisconnected
-	slotAddCorrupt
-	slotAddExists
-	slotAddTimeoutRange
-	slotAddIDRange
-	slotAddDataRange
-	slotHit
-	slotMiss
-	slotUnknownStatus
-	slotMalformed
-	slotUnanswered
-	slotOrphan
-	numSlots
-)
-
-var slotNames = [numSlots]string{"ok", "notok", "disconnected", "corrupt", "exists", "timeout-range",
-	"id-range", "data-range", "hit", "miss", "unknown-status", "malformed", "unanswered", "orphan"}
-
-func slotOf(t *Transaction) resultSlot {
-	switch {
-	case t.Unanswered:
-		return slotUnanswered
-	case t.Orphan:
-		return slotOrphan
-	case t.ResponseMalformed:
-		return slotMalformed
-	case t.Hit:
-		return slotHit
-	case t.Op == distcache.OpGet && t.Status == distcache.StatusNotOK:
-		return slotMiss
-	}
-	switch t.Status {
-	case distcache.StatusOK:
-		return slotOK
-	case distcache.StatusNotOK:
-		return slotNotOK
-	case distcache.StatusDisconnected:
-		return slotDisconnected
-	case distcache.StatusAddCorrupt:
-		return slotAddCorrupt
-	case distcache.StatusAddExists:
-		return slotAddExists
-	case distcache.StatusAddTimeoutRange:
-		return slotAddTimeoutRange
-	case distcache.StatusAddIDRange:
-		return slotAddIDRange
-	case distcache.StatusAddDataRange:
-		return slotAddDataRange
-	}
-	return slotUnknownStatus
-}
 
 // counters are a proxy's live counters. Connections add their byte and
 // frame counts once per read, not per frame, so the shared cache lines are
@@ -81,7 +23,7 @@ type counters struct {
 	bytesDown      atomic.Int64
 	framesUp       atomic.Int64
 	framesDown     atomic.Int64
-	results        [distcache.NumOps][numSlots]atomic.Int64
+	results        [distcache.NumOps][vocab.NumResults]atomic.Int64
 	latency        histogram.Histogram
 }
 
@@ -145,7 +87,7 @@ func (c *counters) snapshot() Stats {
 					m = map[string]int64{}
 					s.Results[distcache.Op(op)] = m
 				}
-				m[slotNames[slot]] = n
+				m[vocab.Result(slot).String()] = n
 			}
 		}
 	}
