@@ -112,7 +112,9 @@ func Results() []Result {
 }
 
 // ResultNames lists the results' names in order.
-func ResultNames() []string { return names(int(NumResults), func(i int) string { return Result(i).String() }) }
+func ResultNames() []string {
+	return names(int(NumResults), func(i int) string { return Result(i).String() })
+}
 
 // ParseResult parses a result name, case-insensitively.
 func ParseResult(s string) (Result, bool) {

@@ -1892,7 +1892,21 @@ type WatchEventsRequest struct {
 	// (WatchEventsResponse.events), which costs a watcher far less per
 	// event. 0 or 1 keeps one event per response, in
 	// WatchEventsResponse.event. Added in wave 2.
-	MaxBatch      uint32 `protobuf:"varint,10,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	MaxBatch uint32 `protobuf:"varint,10,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// filter is a CEL expression (https://cel.dev) an event must satisfy,
+	// combined with the fields above by AND. Variables: proxy, daemon
+	// (string), conn (uint), kind ("transaction", "conn-opened", ...), op
+	// ("add", "get", "remove", "have"; "" for other kinds), result (a result
+	// name as in results; "" for other kinds), session_id (bytes), latency
+	// (duration), req_bytes, resp_bytes (int), time (timestamp) and error
+	// (bool, as errors_only). Example: op == "get" && result == "miss" &&
+	// latency > duration("2ms"). A bad expression is INVALID_ARGUMENT
+	// naming its position; evaluation is cost-limited. Added in wave 2.
+	Filter string `protobuf:"bytes,11,opt,name=filter,proto3" json:"filter,omitempty"`
+	// errors_only keeps only errors: protocol errors, failed connects,
+	// refused clients, and transactions whose result is an error (anything
+	// but ok, hit, miss, notok and exists). Added in wave 2.
+	ErrorsOnly    bool `protobuf:"varint,12,opt,name=errors_only,json=errorsOnly,proto3" json:"errors_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1995,6 +2009,20 @@ func (x *WatchEventsRequest) GetMaxBatch() uint32 {
 		return x.MaxBatch
 	}
 	return 0
+}
+
+func (x *WatchEventsRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetErrorsOnly() bool {
+	if x != nil {
+		return x.ErrorsOnly
+	}
+	return false
 }
 
 // WatchEventsResponse carries one event, or a notice: of events dropped,
@@ -2876,7 +2904,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x16CloseConnectionRequest\x12\x14\n" +
 	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\"\x19\n" +
-	"\x17CloseConnectionResponse\"\xfa\x02\n" +
+	"\x17CloseConnectionResponse\"\xb3\x03\n" +
 	"\x12WatchEventsRequest\x12\x18\n" +
 	"\aproxies\x18\x01 \x03(\tR\aproxies\x12)\n" +
 	"\x05kinds\x18\x02 \x03(\x0e2\x13.snoop.v1.EventKindR\x05kinds\x12\x1e\n" +
@@ -2889,7 +2917,10 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\ahistory\x18\b \x01(\rR\ahistory\x12!\n" +
 	"\finclude_data\x18\t \x01(\bR\vincludeData\x12\x1b\n" +
 	"\tmax_batch\x18\n" +
-	" \x01(\rR\bmaxBatch\"\xa2\x01\n" +
+	" \x01(\rR\bmaxBatch\x12\x16\n" +
+	"\x06filter\x18\v \x01(\tR\x06filter\x12\x1f\n" +
+	"\verrors_only\x18\f \x01(\bR\n" +
+	"errorsOnly\"\xa2\x01\n" +
 	"\x13WatchEventsResponse\x12%\n" +
 	"\x05event\x18\x01 \x01(\v2\x0f.snoop.v1.EventR\x05event\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\x12!\n" +
