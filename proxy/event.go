@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/vocab"
 )
 
@@ -146,3 +147,17 @@ func (f SinkFunc) Publish(e *Event) { f(e) }
 
 // Discard is a Sink that drops every event.
 var Discard Sink = SinkFunc(func(*Event) {})
+
+// MatchView fills v with the matcher's picture of e.
+func (e *Event) MatchView(v *match.View) {
+	*v = match.View{Proxy: e.Proxy, Conn: e.ConnID, Kind: e.Kind, Time: e.Time}
+	if e.Kind != KindTransaction || e.Tx == nil {
+		return
+	}
+	t := e.Tx
+	v.Op, v.Result, v.SessionID = t.Op, t.Outcome(), t.SessionID
+	v.ReqBytes, v.RespBytes = int64(t.RequestSize), int64(t.ResponseSize)
+	if !t.Unanswered {
+		v.Latency = t.Latency
+	}
+}

@@ -1,0 +1,107 @@
+package apiconv
+
+import (
+	"fmt"
+
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/match"
+	"github.com/snoopd/snoopd/vocab"
+)
+
+// Op maps a distcache operation to the API's enum, which numbers them
+// from 1 in protocol order.
+func Op(op distcache.Op) snoopv1.Op {
+	if !op.Valid() {
+		return snoopv1.Op_OP_UNSPECIFIED
+	}
+	return snoopv1.Op(op + 1)
+}
+
+// OpFromAPI maps the API's enum back; ok is false for OP_UNSPECIFIED and
+// unknown numbers.
+func OpFromAPI(op snoopv1.Op) (distcache.Op, bool) {
+	if op <= snoopv1.Op_OP_UNSPECIFIED || int(op) > int(distcache.NumOps) {
+		return 0, false
+	}
+	return distcache.Op(op - 1), true
+}
+
+// Kind maps an event kind to the API's enum; the enum follows the
+// vocabulary's order from 1.
+func Kind(k vocab.Kind) snoopv1.EventKind {
+	if !k.Valid() {
+		return snoopv1.EventKind_EVENT_KIND_UNSPECIFIED
+	}
+	return snoopv1.EventKind(k)
+}
+
+// KindFromAPI maps the API's enum back.
+func KindFromAPI(k snoopv1.EventKind) (vocab.Kind, bool) {
+	v := vocab.Kind(k)
+	return v, k > 0 && v.Valid()
+}
+
+// SpecFromRequest turns a watch request into the matcher's spec. Every
+// value is checked; an error is a *match.FieldError naming the field and
+// quoting the value the caller sent.
+func SpecFromRequest(req *snoopv1.WatchEventsRequest) (match.Spec, error) {
+	s := match.Spec{
+		Proxies:       req.GetProxies(),
+		SessionPrefix: req.GetSessionIdPrefix(),
+		Conn:          req.GetConnectionId(),
+		ErrorsOnly:    req.GetErrorsOnly(),
+		Expr:          req.GetFilter(),
+	}
+	for i, k := range req.GetKinds() {
+		vk, ok := KindFromAPI(k)
+		if !ok {
+			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("kinds[%d]", i), Reason: fmt.Sprintf("unknown event kind %d", int32(k))}
+		}
+		s.Kinds = append(s.Kinds, vk)
+	}
+	for i, op := range req.GetOps() {
+		o, ok := OpFromAPI(op)
+		if !ok {
+			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("ops[%d]", i),
+				Reason: fmt.Sprintf("%s is not an operation (want OP_ADD, OP_GET, OP_REMOVE or OP_HAVE)", op)}
+		}
+		s.Ops = append(s.Ops, o)
+	}
+	for i, r := range req.GetResults() {
+		vr, ok := vocab.ParseResult(r)
+		if !ok {
+			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("results[%d]", i),
+				Reason: fmt.Sprintf("unknown result %q (want %s)", r, vocab.List(vocab.ResultNames()))}
+		}
+		s.Results = append(s.Results, vr)
+	}
+	if d := req.GetMinLatency(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() < 0 {
+			return match.Spec{}, &match.FieldError{Field: "min_latency", Reason: "must be a valid, non-negative duration"}
+		}
+		s.MinLatency = d.AsDuration()
+	}
+	return s, nil
+}
+
+// View fills v with the matcher's picture of an API event (snoopctl read,
+// consumers of the stream), as the daemon fills it from the proxy's.
+func View(ev *snoopv1.Event, daemon string, v *match.View) {
+	*v = match.View{Daemon: daemon, Proxy: ev.GetProxy(), Conn: ev.GetConnectionId(), Time: ev.GetTime().AsTime()}
+	v.Kind, _ = KindFromAPI(ev.GetKind())
+	tx := ev.GetTransaction()
+	if v.Kind != vocab.KindTransaction || tx == nil {
+		return
+	}
+	v.Op, _ = OpFromAPI(tx.GetOp())
+	r, ok := vocab.ParseResult(tx.GetResult())
+	if !ok {
+		r = vocab.ResultUnknownStatus
+	}
+	v.Result = r
+	v.SessionID = tx.GetSessionId()
+	v.Latency = tx.GetLatency().AsDuration()
+	v.ReqBytes = int64(tx.GetRequestSize())
+	v.RespBytes = int64(tx.GetResponseSize())
+}
