@@ -213,6 +213,7 @@ func (d *Daemon) install(name string, e *entry) {
 func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, prune bool, local localIPs) error {
 	var nodes []loopNode
 	var idx []int
+	var checkServer, newListen []bool
 	for _, s := range steps {
 		if s.spec == nil {
 			continue
@@ -223,10 +224,8 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 		}
 		nodes = append(nodes, nodeFor(s.name, s.cfg.Server, s.cfg.Listen, bound))
 		idx = append(idx, s.idx)
-	}
-	changed := make([]bool, len(nodes), len(nodes)+len(d.proxies))
-	for i := range changed {
-		changed[i] = true
+		checkServer = append(checkServer, true)
+		newListen = append(newListen, s.e == nil || s.moves())
 	}
 	skip := map[string]bool{}
 	for name, e := range d.proxies {
@@ -237,7 +236,7 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 	}
 	for _, n := range d.loopNodesLocked(skip) {
 		nodes = append(nodes, n)
-		changed = append(changed, false)
+		checkServer, newListen = append(checkServer, false), append(newListen, false)
 	}
-	return loopError(nodes, changed, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
+	return loopError(nodes, checkServer, newListen, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
 }

@@ -308,9 +308,9 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		return nil, fmt.Errorf("proxy %q: %w", name, ErrExists)
 	}
 	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
-	changed := make([]bool, len(nodes))
-	changed[len(nodes)-1] = true
-	if err := loopError(nodes, changed, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+	isNew := make([]bool, len(nodes))
+	isNew[len(nodes)-1] = true
+	if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}
@@ -421,9 +421,11 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	d.mu.Lock()
 	nodes := append(d.loopNodesLocked(map[string]bool{spec.GetName(): true}), nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()))
 	d.mu.Unlock()
+	// The listen address does not change, so only the server can make a
+	// loop; a failed proxy already pointing here is not this update's.
 	changed := make([]bool, len(nodes))
 	changed[len(nodes)-1] = true
-	if err := loopError(nodes, changed, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+	if err := loopError(nodes, changed, make([]bool, len(nodes)), func(_ int, f string) string { return "spec." + f }, local); err != nil {
 		return nil, err
 	}
 	if err := d.change(e, spec, cfg, closeConns); err != nil {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -47,7 +48,8 @@ func machineIPs() localIPs {
 // compared as IPs, names case-insensitively, "localhost" as the loopback
 // addresses), or listen is a wildcard (no host, 0.0.0.0, ::) and server
 // is local: localhost, a loopback or unspecified IP, or an IP of a local
-// interface. Unix: the cleaned paths are equal.
+// interface. A server at 0.0.0.0 or :: counts as localhost, since that
+// is where connecting to it arrives. Unix: the cleaned paths are equal.
 func reaches(server, listen distcache.Addr, local localIPs) bool {
 	if server.Network() != listen.Network() {
 		return false
@@ -61,6 +63,10 @@ func reaches(server, listen distcache.Addr, local localIPs) bool {
 	lh, sh := normHost(listen.Host()), normHost(server.Host())
 	lip, lerr := netip.ParseAddr(lh)
 	sip, serr := netip.ParseAddr(sh)
+	if serr == nil && sip.IsUnspecified() {
+		// Connecting to 0.0.0.0 or :: reaches this machine's loopback.
+		sh, serr = "localhost", errors.New("not an IP")
+	}
 	if lh == "" || (lerr == nil && lip.IsUnspecified()) {
 		return sh == "localhost" || (serr == nil && local(sip))
 	}
@@ -176,14 +182,15 @@ func findLoop(nodes []loopNode, i int, local localIPs) *proxyLoop {
 	return &proxyLoop{server: nodes[i].server, chain: chain}
 }
 
-// loopError returns the error for the first loop a changed proxy takes
-// part in, or nil: as the proxy whose server is a listener of the set
-// (its field "server"), or as the proxy whose listen address an unchanged
-// proxy's server reaches (its field "listen"). field gives the path of a
-// node's field in the request.
-func loopError(nodes []loopNode, changed []bool, field func(i int, f string) string, local localIPs) error {
+// loopError returns the error for the first loop a proxy being changed
+// takes part in, or nil: as a proxy in checkServer whose server is a
+// listener of the set (its field "server"), or as a proxy in newListen
+// whose new listen address the server of a proxy not being changed
+// reaches (its field "listen"). field gives the path of a node's field in
+// the request.
+func loopError(nodes []loopNode, checkServer, newListen []bool, field func(i int, f string) string, local localIPs) error {
 	for i := range nodes {
-		if !changed[i] {
+		if !checkServer[i] {
 			continue
 		}
 		if l := findLoop(nodes, i, local); l != nil {
@@ -191,7 +198,7 @@ func loopError(nodes []loopNode, changed []bool, field func(i int, f string) str
 		}
 	}
 	for i := range nodes {
-		if changed[i] {
+		if checkServer[i] {
 			continue
 		}
 		l := findLoop(nodes, i, local)
@@ -199,7 +206,7 @@ func loopError(nodes []loopNode, changed []bool, field func(i int, f string) str
 			continue
 		}
 		for j, n := range nodes {
-			if changed[j] && n.name == l.chain[1] {
+			if newListen[j] && n.name == l.chain[1] {
 				return &FieldError{Field: field(j, "listen"), Reason: l.listenReason()}
 			}
 		}
