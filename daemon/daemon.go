@@ -233,9 +233,7 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
 // restore brings back a saved proxy, normalised; with loopErr it stays
 // failed with that error and is not started.
 func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, loopErr error) {
-	cfg.ConnIDs = &d.ids
-	cfg.Engine = d.engine
-	p, err := proxy.New(cfg, d.hub)
+	p, err := d.newProxy(cfg)
 	if err != nil {
 		d.log.Error("saved proxy is invalid; skipped", "proxy", cfg.Name, "err", err)
 		return
@@ -333,9 +331,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 
 // start makes and binds a proxy; no registry lock is held.
 func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool) (*entry, error) {
-	cfg.ConnIDs = &d.ids
-	cfg.Engine = d.engine
-	p, err := proxy.New(cfg, d.hub)
+	p, err := d.newProxy(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -344,6 +340,15 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 		return nil, err
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral}, nil
+}
+
+// newProxy makes a proxy of this daemon: its connection ids come from
+// the daemon's counter, its connections are served by the daemon's
+// engine and its events go to the hub.
+func (d *Daemon) newProxy(cfg proxy.Config) (*proxy.Proxy, error) {
+	cfg.ConnIDs = &d.ids
+	cfg.Engine = d.engine
+	return proxy.New(cfg, d.hub)
 }
 
 // reserve marks an existing proxy busy for the caller's change.
