@@ -129,15 +129,14 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		}
 	}
 	row("spare conns", "%s", spares)
-	row("idle timeout", "%s", Timeout(s.GetIdleTimeout(), proxy.DefaultIdleTimeout))
-	row("message timeout", "%s", Timeout(s.GetMessageTimeout(), proxy.DefaultMessageTimeout))
-	row("response timeout", "%s", Timeout(s.GetResponseTimeout(), proxy.DefaultResponseTimeout))
+	row("timeouts", "idle %s, message %s, response %s", Timeout(s.GetIdleTimeout(), proxy.DefaultIdleTimeout),
+		Timeout(s.GetMessageTimeout(), proxy.DefaultMessageTimeout), Timeout(s.GetResponseTimeout(), proxy.DefaultResponseTimeout))
 	if t := p.GetCreateTime(); t != nil {
 		row("created", "%s (%s ago)", t.AsTime().In(orUTC(loc)).Format(time.RFC3339), Age(now.Sub(t.AsTime())))
 	}
-	row("connections", "%d active, %d total, %d refused, %d connect failures, %d timed out",
-		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures(), c.GetTimeouts())
-	row("loop refusals", "%d", c.GetLoopRefusals())
+	row("connections", "%d active, %d total, %d refused, %d connect failures, %d timed out, %d loop refusals",
+		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures(),
+		c.GetTimeouts(), c.GetLoopRefusals())
 	row("traffic", "up %s in %d frames, down %s in %d frames",
 		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
 	row("transactions", "%d, %d errors (%d protocol errors)", c.GetTransactions(), ProxyErrors(c), c.GetProtocolErrors())
