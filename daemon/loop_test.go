@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -384,4 +385,18 @@ func freeTCPPort(t *testing.T) string {
 	}
 	defer l.Close()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// TestLoopInDeclaredSetAtStart: a --config set with a loop stops the
+// start-up, as any invalid entry there does, naming the entry and the
+// loop.
+func TestLoopInDeclaredSetAtStart(t *testing.T) {
+	port := freeTCPPort(t)
+	_, err := New(Config{Apply: []*snoopv1.ProxySpec{
+		{Name: "ok", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"},
+		{Name: "me", Listen: "IP:" + port, Server: "IP:127.0.0.1:" + port},
+	}})
+	if !errors.Is(err, ErrApplyAtStart) || !strings.Contains(err.Error(), "proxies[1].server") || !strings.Contains(err.Error(), "a proxy loop me → me") {
+		t.Fatalf("New: %v", err)
+	}
 }
