@@ -10,6 +10,7 @@ import (
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
 )
 
 func (e *env) addCommand() *cli.Command {
@@ -31,6 +32,9 @@ func (e *env) addCommand() *cli.Command {
 			&cli.UintFlag{Name: "max-conns", Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
 			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to the server (default 5s)"},
 			&cli.UintFlag{Name: "spares", Usage: "keep `N` server connections dialled ahead of clients (default 2; 0: none)"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: proxy.DefaultIdleTimeout, Usage: "close a connection that moved nothing either way, with nothing owed, for this long (0: never)"},
+			&cli.DurationFlag{Name: "message-timeout", Value: proxy.DefaultMessageTimeout, Usage: "close a connection whose started message has not arrived whole within this (0: never)"},
+			&cli.DurationFlag{Name: "response-timeout", Value: proxy.DefaultResponseTimeout, Usage: "a request waits at most this for its answer; then it is reported unanswered and the connection closed (0: never)"},
 		},
 		Action: e.add,
 	}
@@ -110,6 +114,25 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 			return nil, usagef("--dial-timeout %v: must be positive", d)
 		}
 		spec.DialTimeout = durationpb.New(d)
+	}
+	// Unset flags leave the spec's timeouts unset, so the daemon's
+	// defaults apply; 0 is sent as 0, which turns the timeout off.
+	for _, t := range []struct {
+		flag string
+		to   **durationpb.Duration
+	}{
+		{"idle-timeout", &spec.IdleTimeout},
+		{"message-timeout", &spec.MessageTimeout},
+		{"response-timeout", &spec.ResponseTimeout},
+	} {
+		if !cCtx.IsSet(t.flag) {
+			continue
+		}
+		d := cCtx.Duration(t.flag)
+		if d < 0 {
+			return nil, usagef("--%s %v: must not be negative (0 turns it off)", t.flag, d)
+		}
+		*t.to = durationpb.New(d)
 	}
 	return spec, nil
 }

@@ -234,6 +234,36 @@ func TestProxyCommands(t *testing.T) {
 		t.Errorf("add sent spec %v", web)
 	}
 	f.mu.Unlock()
+	// Timeouts: unset flags stay unset (the daemon's defaults), 0 is sent
+	// as an explicit zero (off), a negative one is a usage error.
+	wantOK(t, run(t, "-a", addr, "add", "slow", "--listen", "IP:127.0.0.1:0", "--server", "UNIX:/run/dc.sock",
+		"--idle-timeout", "0", "--response-timeout", "2s"))
+	f.mu.Lock()
+	slow := f.proxies["slow"].GetSpec()
+	if slow.IdleTimeout == nil || slow.GetIdleTimeout().AsDuration() != 0 || slow.MessageTimeout != nil ||
+		slow.GetResponseTimeout().AsDuration() != 2*time.Second {
+		t.Errorf("add sent timeouts idle %v, message %v, response %v", slow.IdleTimeout, slow.MessageTimeout, slow.ResponseTimeout)
+	}
+	if web := f.proxies["web"].GetSpec(); web.IdleTimeout != nil || web.MessageTimeout != nil || web.ResponseTimeout != nil {
+		t.Errorf("add without timeout flags sent %v", web)
+	}
+	delete(f.proxies, "slow")
+	f.mu.Unlock()
+	wantFail(t, run(t, "-a", addr, "add", "neg", "--listen", ":0", "--server", "IP:h:1", "--message-timeout", "-1s"), ExitUsage,
+		"--message-timeout -1s: must not be negative")
+	help := run(t, "add", "--help")
+	wantOK(t, help)
+	for _, want := range []string{"--idle-timeout value", "(default: 5m0s)", "--message-timeout value", "--response-timeout value"} {
+		if !strings.Contains(help.out, want) {
+			t.Errorf("add --help lacks %q:\n%s", want, help.out)
+		}
+	}
+	if n := strings.Count(help.out, "(default: 30s)"); n != 2 {
+		t.Errorf("add --help shows \"(default: 30s)\" %d times, want once each for the message and response timeouts:\n%s", n, help.out)
+	}
+	if strings.Contains(help.out, "default 5m") || strings.Contains(help.out, "default 30s") {
+		t.Errorf("add --help states a timeout default twice:\n%s", help.out)
+	}
 	wantFail(t, run(t, "-a", addr, "add", "web", "--listen", ":0", "--server", "IP:h:1"), ExitFailure,
 		`add web: proxy "web" already exists (pick another name`)
 

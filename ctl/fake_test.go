@@ -255,7 +255,8 @@ func (f *fakeDaemon) GetDaemonInfo(context.Context, *snoopv1.GetDaemonInfoReques
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return &snoopv1.GetDaemonInfoResponse{Version: "9.9.9-fake", StartTime: timestamppb.New(testNow.Add(-2 * time.Hour)),
-		Proxies: int32(len(f.proxies)), Watchers: 1, HistorySize: 10000, WatcherQueueSize: 4096}, nil
+		Proxies: int32(len(f.proxies)), Watchers: 1, HistorySize: 10000, WatcherQueueSize: 4096,
+		Engine: "epoll", Loops: 1, FdLimit: 524288}, nil
 }
 
 func (f *fakeDaemon) WatchEvents(req *snoopv1.WatchEventsRequest, st grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]) error {

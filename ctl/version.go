@@ -83,8 +83,22 @@ func (e *env) version(cCtx *cli.Context) error {
 		if t := info.GetStartTime(); t != nil {
 			up = fmt.Sprintf(", up %s", format.Age(e.now().Sub(t.AsTime())))
 		}
-		_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers\n",
-			info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers())
+		engine := info.GetEngine()
+		if info.GetLoops() > 0 {
+			engine = fmt.Sprintf("%s, %d loop", engine, info.GetLoops())
+			if info.GetLoops() > 1 {
+				engine += "s"
+			}
+		}
+		if engine == "" {
+			engine = "unknown" // a daemon from before engines were reported
+		}
+		fdLimit := ""
+		if n := info.GetFdLimit(); n > 0 {
+			fdLimit = fmt.Sprintf(", open-file limit %d", n)
+		}
+		_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers, engine %s%s\n",
+			info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers(), engine, fdLimit)
 		return err
 	})
 }

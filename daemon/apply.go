@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/snoopd/snoopd/daemon/hub"
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -16,6 +17,7 @@ import (
 // planned is one step of an apply.
 type planned struct {
 	name   string
+	idx    int // the declared spec's index in the request (creations and changes)
 	action snoopv1.ApplyAction
 	spec   *snoopv1.ProxySpec // the declared spec, normalised (nil for removals)
 	cfg    proxy.Config
@@ -41,8 +43,9 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			return nil, &FieldError{Field: fmt.Sprintf("proxies[%d].name", i), Reason: fmt.Sprintf("%q is declared twice", spec.GetName())}
 		}
 		declared[spec.GetName()] = true
-		steps = append(steps, &planned{name: spec.GetName(), spec: spec, cfg: cfg})
+		steps = append(steps, &planned{name: spec.GetName(), idx: i, spec: spec, cfg: cfg})
 	}
+	local := machineIPs()
 
 	// Plan and reserve under one lock hold, so the plan is what happens.
 	d.mu.Lock()
@@ -75,6 +78,10 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			}
 			steps = append(steps, &planned{name: name, action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED, e: e})
 		}
+	}
+	if err := d.applyLoopsLocked(steps, declared, prune, local); err != nil {
+		d.mu.Unlock()
+		return nil, err
 	}
 	sort.Slice(steps, func(i, j int) bool { return steps[i].name < steps[j].name })
 	results := make([]*snoopv1.ApplyResult, 0, len(steps))
@@ -196,4 +203,40 @@ func (d *Daemon) install(name string, e *entry) {
 	d.mu.Lock()
 	d.proxies[name] = e
 	d.mu.Unlock()
+}
+
+// applyLoopsLocked refuses a plan after which a declared proxy would take
+// part in a proxy loop, looking at the whole set the apply leaves: the
+// declared proxies (at their declared addresses, and the bound one of a
+// proxy that keeps its listen address) and the registered proxies the
+// apply does not touch. d.mu is held.
+func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, prune bool, local localIPs) error {
+	var nodes []loopNode
+	var idx []int
+	var checkServer, newListen []bool
+	for _, s := range steps {
+		if s.spec == nil {
+			continue
+		}
+		var bound distcache.Addr
+		if s.e != nil && !s.moves() {
+			bound = s.e.p.Addr()
+		}
+		nodes = append(nodes, nodeFor(s.name, s.cfg.Server, s.cfg.Listen, bound))
+		idx = append(idx, s.idx)
+		checkServer = append(checkServer, true)
+		newListen = append(newListen, s.e == nil || s.moves())
+	}
+	skip := map[string]bool{}
+	for name, e := range d.proxies {
+		// Pruned proxies are gone after the apply; ephemeral ones stay.
+		if declared[name] || (prune && !e.ephemeral) {
+			skip[name] = true
+		}
+	}
+	for _, n := range d.loopNodesLocked(skip) {
+		nodes = append(nodes, n)
+		checkServer, newListen = append(checkServer, false), append(newListen, false)
+	}
+	return loopError(nodes, checkServer, newListen, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
 }

@@ -28,6 +28,8 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		ConnectionsRefused: s.ConnsRefused,
 		ConnectFailures:    s.ConnectFailed,
 		ProtocolErrors:     s.ProtocolErrors,
+		Timeouts:           s.Timeouts,
+		LoopRefusals:       s.LoopRefusals,
 		BytesUp:            s.BytesUp,
 		BytesDown:          s.BytesDown,
 		FramesUp:           s.FramesUp,

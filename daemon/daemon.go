@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snoopd/snoopd/daemon/hub"
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/histogram"
 	"github.com/snoopd/snoopd/proxy"
@@ -41,6 +42,13 @@ type Config struct {
 	// after the saved proxies are restored. If it fails, New fails, and
 	// the state file is left as it was.
 	Apply []*snoopv1.ProxySpec
+	// Engine serves the connections of every proxy. Nil means a
+	// goroutine engine the daemon makes and closes itself; an engine
+	// given here belongs to the caller, who closes it after Close.
+	Engine proxy.Engine
+	// FDLimit is the process's descriptor limit (soft RLIMIT_NOFILE), for
+	// GetDaemonInfo; 0 when unknown.
+	FDLimit uint64
 }
 
 // ErrApplyAtStart is wrapped by New's error when Config.Apply failed.
@@ -55,6 +63,9 @@ type Daemon struct {
 	ids     atomic.Uint64
 	started time.Time
 	state   *stateFile
+	engine  proxy.Engine
+	// ownEngine marks an engine New made, which Close closes.
+	ownEngine bool
 
 	mu        sync.Mutex
 	proxies   map[string]*entry
@@ -89,6 +100,15 @@ func New(cfg Config) (*Daemon, error) {
 		hub:     hub.New(hub.Config{History: cfg.History, QueueSize: cfg.QueueSize}),
 		started: time.Now(),
 		proxies: map[string]*entry{},
+		engine:  cfg.Engine,
+	}
+	if d.engine == nil {
+		eng, err := proxy.NewEngine(proxy.EngineGoroutines, 0)
+		if err != nil {
+			d.hub.Close()
+			return nil, fmt.Errorf("data path engine: %w", err)
+		}
+		d.engine, d.ownEngine = eng, true
 	}
 	var st *stateFile
 	if cfg.StateDir != "" {
@@ -96,12 +116,11 @@ func New(cfg Config) (*Daemon, error) {
 		var err error
 		st, specs, err = openState(cfg.StateDir)
 		if err != nil {
+			d.closeEngine()
 			d.hub.Close()
 			return nil, err
 		}
-		for _, spec := range specs {
-			d.restore(spec)
-		}
+		d.restoreAll(specs)
 	}
 	// d.state is still nil, so applying saves nothing: a start that fails
 	// here leaves the state file untouched.
@@ -122,7 +141,19 @@ func New(cfg Config) (*Daemon, error) {
 func (d *Daemon) abort() {
 	ps, _ := d.shut()
 	stopAll(context.Background(), ps)
+	d.closeEngine()
 	d.hub.Close()
+}
+
+// closeEngine closes the engine if the daemon made it.
+func (d *Daemon) closeEngine() error {
+	if !d.ownEngine {
+		return nil
+	}
+	if err := d.engine.Close(); err != nil {
+		return fmt.Errorf("data path engine: %w", err)
+	}
+	return nil
 }
 
 // shut marks the daemon closed and returns its proxies, or false if it
@@ -168,29 +199,57 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 	return err
 }
 
-// restore brings back a saved proxy. It was valid when saved, and the
-// state file was validated on load.
-func (d *Daemon) restore(spec *snoopv1.ProxySpec) {
-	norm, cfg, err := normalize(spec)
-	if err != nil {
-		d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
-		return
+// restoreAll brings back the saved proxies. A proxy whose server is a
+// listener of the set (a proxy loop: a state file written before loops
+// were refused, or edited by hand) is kept failed and never started, so
+// it does not dial; the others start.
+func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
+	type saved struct {
+		spec *snoopv1.ProxySpec
+		cfg  proxy.Config
 	}
-	cfg.ConnIDs = &d.ids
-	p, err := proxy.New(cfg, d.hub)
+	var ok []saved
+	var nodes []loopNode
+	for _, spec := range specs {
+		norm, cfg, err := normalize(spec)
+		if err != nil {
+			// The state file was validated on load; this is a bug.
+			d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
+			continue
+		}
+		ok = append(ok, saved{norm, cfg})
+		nodes = append(nodes, nodeFor(cfg.Name, cfg.Server, cfg.Listen))
+	}
+	local := machineIPs()
+	for i, s := range ok {
+		var loopErr error
+		if l := findLoop(nodes, i, local); l != nil {
+			loopErr = errors.New(l.serverReason())
+		}
+		d.restore(s.spec, s.cfg, loopErr)
+	}
+}
+
+// restore brings back a saved proxy, normalised; with loopErr it stays
+// failed with that error and is not started.
+func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, loopErr error) {
+	p, err := d.newProxy(cfg)
 	if err != nil {
-		d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
+		d.log.Error("saved proxy is invalid; skipped", "proxy", cfg.Name, "err", err)
 		return
 	}
 	e := &entry{spec: norm, p: p, created: time.Now()}
-	if err := p.Start(); err != nil {
+	if loopErr != nil {
+		e.bindErr = loopErr
+		d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", cfg.Name, "err", loopErr)
+	} else if err := p.Start(); err != nil {
 		e.bindErr = err
-		d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", spec.GetName(), "err", err)
+		d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
 	} else {
-		d.log.Info("restored proxy", "proxy", spec.GetName(), "listen", p.Addr().String(), "server", norm.GetServer())
+		d.log.Info("restored proxy", "proxy", cfg.Name, "listen", p.Addr().String(), "server", norm.GetServer())
 	}
 	d.mu.Lock()
-	d.proxies[spec.GetName()] = e
+	d.proxies[cfg.Name] = e
 	d.mu.Unlock()
 }
 
@@ -212,6 +271,7 @@ func (d *Daemon) Close(ctx context.Context) error {
 		return nil
 	}
 	err := stopAll(ctx, ps)
+	err = errors.Join(err, d.closeEngine())
 	d.hub.Close()
 	return errors.Join(err, d.save())
 }
@@ -235,6 +295,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		return nil, prefixField("spec", err)
 	}
 	name := spec.GetName()
+	local := machineIPs()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -243,6 +304,13 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if _, ok := d.proxies[name]; ok {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("proxy %q: %w", name, ErrExists)
+	}
+	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
+	isNew := make([]bool, len(nodes))
+	isNew[len(nodes)-1] = true
+	if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+		d.mu.Unlock()
+		return nil, err
 	}
 	d.proxies[name] = &entry{busy: true, placeholder: true}
 	d.mu.Unlock()
@@ -263,8 +331,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 
 // start makes and binds a proxy; no registry lock is held.
 func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool) (*entry, error) {
-	cfg.ConnIDs = &d.ids
-	p, err := proxy.New(cfg, d.hub)
+	p, err := d.newProxy(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +340,15 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 		return nil, err
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral}, nil
+}
+
+// newProxy makes a proxy of this daemon: its connection ids come from
+// the daemon's counter, its connections are served by the daemon's
+// engine and its events go to the hub.
+func (d *Daemon) newProxy(cfg proxy.Config) (*proxy.Proxy, error) {
+	cfg.ConnIDs = &d.ids
+	cfg.Engine = d.engine
+	return proxy.New(cfg, d.hub)
 }
 
 // reserve marks an existing proxy busy for the caller's change.
@@ -345,6 +421,17 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	spec, cfg, err := normalize(merged)
 	if err != nil {
 		return nil, prefixField("spec", err)
+	}
+	local := machineIPs()
+	d.mu.Lock()
+	nodes := append(d.loopNodesLocked(map[string]bool{spec.GetName(): true}), nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()))
+	d.mu.Unlock()
+	// The listen address does not change, so only the server can make a
+	// loop; a failed proxy already pointing here is not this update's.
+	changed := make([]bool, len(nodes))
+	changed[len(nodes)-1] = true
+	if err := loopError(nodes, changed, make([]bool, len(nodes)), func(_ int, f string) string { return "spec." + f }, local); err != nil {
+		return nil, err
 	}
 	if err := d.change(e, spec, cfg, closeConns); err != nil {
 		return nil, err
@@ -483,6 +570,9 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		HistorySize:      uint32(history),
 		WatcherQueueSize: uint32(queue),
 		StateDir:         d.cfg.StateDir,
+		Engine:           d.engine.Name(),
+		Loops:            uint32(max(d.engine.Loops(), 0)),
+		FdLimit:          d.cfg.FDLimit,
 	}
 }
 
@@ -530,4 +620,34 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		}
 	}
 	return out
+}
+
+// loopNodesLocked is the loop check's view of the registry, without the
+// proxies in skip and without names still being created. d.mu is held.
+func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
+	names := make([]string, 0, len(d.proxies))
+	for name, e := range d.proxies {
+		if !e.placeholder && !skip[name] {
+			names = append(names, name)
+		}
+	}
+	// Sorted, so that which proxy a message names does not depend on map
+	// order when two could match.
+	sort.Strings(names)
+	nodes := make([]loopNode, 0, len(names)+1)
+	for _, name := range names {
+		e := d.proxies[name]
+		nodes = append(nodes, entryNode(name, e.spec, e.p.Addr()))
+	}
+	return nodes
+}
+
+// entryNode is the loop check's view of a registered proxy: its declared
+// addresses and the address it is bound to.
+func entryNode(name string, spec *snoopv1.ProxySpec, bound distcache.Addr) loopNode {
+	// The spec was normalised, so both parse; a failure leaves a zero
+	// address, which matches nothing.
+	listen, _ := distcache.ParseListenAddr(spec.GetListen())
+	server, _ := distcache.ParseConnectAddr(spec.GetServer())
+	return nodeFor(name, server, listen, bound)
 }

@@ -3,6 +3,8 @@ package daemon
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -18,7 +20,31 @@ const (
 	maxDialTimeout  = 5 * time.Minute
 	maxCaptureLimit = distcache.MaxSessionDataLen
 	maxSpares       = 64
+	// maxProxyTimeout bounds the idle, message and response timeouts: a
+	// day is longer than any sensible wait, and a larger value is more
+	// likely a unit mistake than a wish.
+	maxProxyTimeout = 24 * time.Hour
 )
+
+// proxyTimeout converts one of the spec's optional timeouts to the proxy
+// package's form: unset is 0 (the proxy's default), an explicit zero is
+// -1 (off), anything else is itself. field names it in errors.
+func proxyTimeout(field string, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, &FieldError{Field: field, Reason: fmt.Sprintf("not a valid duration (%v); want 0 (off) to %v", err, maxProxyTimeout), Err: err}
+	}
+	v := d.AsDuration()
+	switch {
+	case v < 0 || v > maxProxyTimeout:
+		return 0, &FieldError{Field: field, Reason: fmt.Sprintf("%v: want 0 (off) to %v", v, maxProxyTimeout)}
+	case v == 0:
+		return -1, nil
+	}
+	return v, nil
+}
 
 // normalize checks spec and returns the canonical form the daemon stores
 // and compares: addresses written back in libnal syntax, enabled and the
@@ -77,9 +103,24 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	}
 	if d := spec.GetDialTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 || d.AsDuration() > maxDialTimeout {
-			return nil, proxy.Config{}, &FieldError{Field: "dial_timeout", Reason: fmt.Sprintf("want 0 to %v", maxDialTimeout)}
+			return nil, proxy.Config{}, &FieldError{Field: "dial_timeout", Reason: fmt.Sprintf("want 0 to %v", maxDialTimeout), Err: err}
 		}
 		opts.DialTimeout = d.AsDuration()
+	}
+	for _, t := range []struct {
+		field string
+		d     *durationpb.Duration
+		to    *time.Duration
+	}{
+		{"idle_timeout", spec.GetIdleTimeout(), &opts.IdleTimeout},
+		{"message_timeout", spec.GetMessageTimeout(), &opts.MessageTimeout},
+		{"response_timeout", spec.GetResponseTimeout(), &opts.ResponseTimeout},
+	} {
+		v, err := proxyTimeout(t.field, t.d)
+		if err != nil {
+			return nil, proxy.Config{}, err
+		}
+		*t.to = v
 	}
 	out := proto.Clone(spec).(*snoopv1.ProxySpec)
 	out.Listen, out.Server = listen.String(), server.String()
@@ -97,21 +138,32 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	return out, cfg, nil
 }
 
-// updatable are the spec fields UpdateProxy may change.
-var updatable = map[string]bool{
-	"enabled": true, "server": true, "on_corrupt": true, "capture_data": true,
-	"capture_limit": true, "max_connections": true, "dial_timeout": true, "spare_connections": true,
+// updatableFields are the spec fields UpdateProxy may change, in the
+// order error messages list them.
+var updatableFields = []string{
+	"enabled", "server", "on_corrupt", "capture_data", "capture_limit", "max_connections",
+	"dial_timeout", "spare_connections", "idle_timeout", "message_timeout", "response_timeout",
+}
+
+// cloneDuration copies an optional duration, keeping nil as nil and an
+// explicit zero as zero (for the timeouts, zero means off).
+func cloneDuration(d *durationpb.Duration) *durationpb.Duration {
+	if d == nil {
+		return nil
+	}
+	return proto.Clone(d).(*durationpb.Duration)
 }
 
 // applyMask returns cur with the fields named in paths taken from next.
 func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec, error) {
+	list := strings.Join(updatableFields, ", ")
 	if len(paths) == 0 {
-		return nil, &FieldError{Field: "update_mask", Reason: "empty: name the fields to change (enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout, spare_connections)"}
+		return nil, &FieldError{Field: "update_mask", Reason: "empty: name the fields to change (" + list + ")"}
 	}
 	out := proto.Clone(cur).(*snoopv1.ProxySpec)
 	for _, p := range paths {
-		if !updatable[p] {
-			return nil, &FieldError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated (updatable: enabled, server, on_corrupt, capture_data, capture_limit, max_connections, dial_timeout, spare_connections; to move a proxy, delete and create it)", p)}
+		if !slices.Contains(updatableFields, p) {
+			return nil, &FieldError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated (updatable: %s; to move a proxy, delete and create it)", p, list)}
 		}
 		switch p {
 		case "enabled":
@@ -132,10 +184,13 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 				out.SpareConnections = proto.Uint32(next.GetSpareConnections())
 			}
 		case "dial_timeout":
-			out.DialTimeout = nil
-			if d := next.GetDialTimeout(); d != nil {
-				out.DialTimeout = durationpb.New(d.AsDuration())
-			}
+			out.DialTimeout = cloneDuration(next.GetDialTimeout())
+		case "idle_timeout":
+			out.IdleTimeout = cloneDuration(next.GetIdleTimeout())
+		case "message_timeout":
+			out.MessageTimeout = cloneDuration(next.GetMessageTimeout())
+		case "response_timeout":
+			out.ResponseTimeout = cloneDuration(next.GetResponseTimeout())
 		}
 	}
 	return out, nil

@@ -162,11 +162,12 @@ func proxies() []*snoopv1.Proxy {
 		},
 		{
 			Spec: &snoopv1.ProxySpec{Name: "web", Listen: "IP:127.0.0.1:9101", Server: "UNIX:/run/dc.sock", CaptureData: true,
-				MaxConnections: 100, DialTimeout: durationpb.New(2 * time.Second)},
+				MaxConnections: 100, DialTimeout: durationpb.New(2 * time.Second),
+				IdleTimeout: durationpb.New(0), MessageTimeout: durationpb.New(90 * time.Minute), ResponseTimeout: durationpb.New(1500 * time.Millisecond)},
 			ListenAddress: "IP:127.0.0.1:9101", State: snoopv1.ProxyState_PROXY_STATE_LISTENING,
 			CreateTime: timestamppb.New(base.Add(-90 * time.Minute)),
 			Counters: &snoopv1.ProxyCounters{ConnectionsActive: 2, ConnectionsTotal: 40, ProtocolErrors: 1, BytesUp: 1 << 20, BytesDown: 3 << 20,
-				FramesUp: 900, FramesDown: 950, Transactions: 1000,
+				FramesUp: 900, FramesDown: 950, Transactions: 1000, Timeouts: 4, LoopRefusals: 3,
 				Ops: []*snoopv1.OpCounters{
 					{Op: snoopv1.Op_OP_ADD, Count: 300, Results: map[string]int64{"ok": 298, "exists": 2}},
 					{Op: snoopv1.Op_OP_GET, Count: 700, Results: map[string]int64{"hit": 630, "miss": 69, "status(9)": 1}},
@@ -208,6 +209,24 @@ func TestProxyGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "conns.txt", b.Bytes())
+}
+
+func TestTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		d    *durationpb.Duration
+		want string
+	}{
+		{nil, "5m (default)"},
+		{durationpb.New(0), "off"},
+		{durationpb.New(30 * time.Second), "30s"},
+		{durationpb.New(2 * time.Hour), "2h"},
+		{durationpb.New(90 * time.Minute), "1h30m"},
+		{durationpb.New(1500 * time.Millisecond), "1.5s"},
+	} {
+		if got := Timeout(tc.d, 5*time.Minute); got != tc.want {
+			t.Errorf("Timeout(%v) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
 }
 
 func TestApplyGolden(t *testing.T) {

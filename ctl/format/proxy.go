@@ -9,8 +9,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
 )
 
 // newTable returns a tabwriter laid out like ctr's tables: columns
@@ -126,11 +129,14 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		}
 	}
 	row("spare conns", "%s", spares)
+	row("timeouts", "idle %s, message %s, response %s", Timeout(s.GetIdleTimeout(), proxy.DefaultIdleTimeout),
+		Timeout(s.GetMessageTimeout(), proxy.DefaultMessageTimeout), Timeout(s.GetResponseTimeout(), proxy.DefaultResponseTimeout))
 	if t := p.GetCreateTime(); t != nil {
 		row("created", "%s (%s ago)", t.AsTime().In(orUTC(loc)).Format(time.RFC3339), Age(now.Sub(t.AsTime())))
 	}
-	row("connections", "%d active, %d total, %d refused, %d connect failures",
-		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures())
+	row("connections", "%d active, %d total, %d refused, %d connect failures, %d timed out, %d loop refusals",
+		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures(),
+		c.GetTimeouts(), c.GetLoopRefusals())
 	row("traffic", "up %s in %d frames, down %s in %d frames",
 		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
 	row("transactions", "%d, %d errors (%d protocol errors)", c.GetTransactions(), ProxyErrors(c), c.GetProtocolErrors())
@@ -154,6 +160,31 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		return writeConnTable(w, conns, now, loc, "  ")
 	}
 	return nil
+}
+
+// Timeout renders one of a spec's optional timeouts: unset is the
+// default, marked so; zero is off.
+func Timeout(d *durationpb.Duration, def time.Duration) string {
+	switch {
+	case d == nil:
+		return shortDuration(def) + " (default)"
+	case d.AsDuration() == 0:
+		return "off"
+	}
+	return shortDuration(d.AsDuration())
+}
+
+// shortDuration is time.Duration's form without trailing zero units:
+// 5m rather than 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // latencyLine is a LatencySummary on one line.

@@ -374,8 +374,30 @@ func TestAddListShow(t *testing.T) {
 		t.Errorf("after disable:\n%s", r.out)
 	}
 	mustCtl(t, d, "enable", "p")
-	if r := mustCtl(t, d, "version"); !strings.Contains(r.out, "daemon: snoopd ") || !strings.Contains(r.out, d.addr) {
+	if r := mustCtl(t, d, "version"); !strings.Contains(r.out, "daemon: snoopd ") || !strings.Contains(r.out, d.addr) ||
+		!strings.Contains(r.out, ", engine ") || !strings.Contains(r.out, ", open-file limit ") {
 		t.Errorf("version: %s", r.out)
+	}
+
+	// Timeouts: what add was given comes back from show, list -o json and
+	// show -o json; an explicit 0 (off) is kept apart from unset.
+	mustCtl(t, d, "add", "t", "--listen", "IP:127.0.0.1:0", "--server", "IP:192.0.2.1:9000", "--spares", "0",
+		"--idle-timeout", "0", "--response-timeout", "3s")
+	if r := mustCtl(t, d, "show", "t"); !strings.Contains(r.out, "timeouts:       idle off, message 30s (default), response 3s") ||
+		!strings.Contains(r.out, "0 timed out, 0 loop refusals") {
+		t.Errorf("show t:\n%s", r.out)
+	}
+	for _, args := range [][]string{{"show", "t", "-o", "json"}, {"list", "-o", "json"}} {
+		r := mustCtl(t, d, args...)
+		if !strings.Contains(r.out, `"idle_timeout":"0s"`) || !strings.Contains(r.out, `"response_timeout":"3s"`) || strings.Contains(r.out, `"message_timeout"`) {
+			t.Errorf("%s: %s", strings.Join(args, " "), r.out)
+		}
+	}
+	// A proxy whose server is a listener of the same daemon is refused,
+	// naming the loop.
+	r = runCtl(t, d, "add", "loop", "--listen", "IP:127.0.0.1:0", "--server", addr.String())
+	if r.code != 1 || !strings.Contains(r.err, `is the listen address of proxy "p" (this daemon): a proxy loop loop → p`) {
+		t.Errorf("add a looping proxy: %v", r)
 	}
 }
 

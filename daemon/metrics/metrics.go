@@ -45,6 +45,7 @@ type Collector struct {
 	info, state                                  *prometheus.Desc
 	connsActive, connsTotal, connsRefused        *prometheus.Desc
 	connectFailures, protocolErrors              *prometheus.Desc
+	timeouts, loopRefusals                       *prometheus.Desc
 	bytes, frames, transactions                  *prometheus.Desc
 	latency, latencyMax, duration                *prometheus.Desc
 	buildInfo, startTime, proxies, watchers, pub *prometheus.Desc
@@ -69,6 +70,8 @@ func NewCollector(src Source) *Collector {
 		connsRefused:    p("connections_refused_total", "Clients closed at once because the proxy was at its connection limit."),
 		connectFailures: p("connect_failures_total", "Clients closed because the server could not be reached."),
 		protocolErrors:  p("protocol_errors_total", "Protocol violations seen."),
+		timeouts:        p("timeouts_total", "Connections closed by the idle, message or response timeout."),
+		loopRefusals:    p("loop_refusals_total", "Server connections refused because they reached one of this daemon's own listeners (a proxy loop)."),
 		bytes:           p("bytes_total", "Bytes forwarded; direction up is client to server.", "direction"),
 		frames:          p("frames_total", "Frames decoded; direction up is client to server.", "direction"),
 		transactions:    p("transactions_total", "Transactions (request/response pairs, unanswered requests, orphan responses) by operation and result.", "op", "result"),
@@ -87,7 +90,7 @@ func NewCollector(src Source) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.state, c.connsActive, c.connsTotal, c.connsRefused, c.connectFailures,
-		c.protocolErrors, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
+		c.protocolErrors, c.timeouts, c.loopRefusals, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
 		c.buildInfo, c.startTime, c.proxies, c.watchers, c.pub,
 	} {
 		ch <- d
@@ -171,6 +174,8 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *snoopv1.Proxy) 
 	counter(c.connsRefused, k.GetConnectionsRefused())
 	counter(c.connectFailures, k.GetConnectFailures())
 	counter(c.protocolErrors, k.GetProtocolErrors())
+	counter(c.timeouts, k.GetTimeouts())
+	counter(c.loopRefusals, k.GetLoopRefusals())
 	counter(c.bytes, k.GetBytesUp(), "up")
 	counter(c.bytes, k.GetBytesDown(), "down")
 	counter(c.frames, k.GetFramesUp(), "up")

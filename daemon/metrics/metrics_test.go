@@ -54,7 +54,7 @@ func sampleSource() *fixed {
 				State:         snoopv1.ProxyState_PROXY_STATE_LISTENING,
 				Counters: &snoopv1.ProxyCounters{
 					ConnectionsActive: 2, ConnectionsTotal: 40, ConnectionsRefused: 1, ConnectFailures: 3,
-					ProtocolErrors: 4, BytesUp: 1000, BytesDown: 2000, FramesUp: 10, FramesDown: 11,
+					ProtocolErrors: 4, Timeouts: 5, LoopRefusals: 6, BytesUp: 1000, BytesDown: 2000, FramesUp: 10, FramesDown: 11,
 					Transactions: 9,
 					Ops: []*snoopv1.OpCounters{
 						{Op: snoopv1.Op_OP_ADD, Count: 2, Results: map[string]int64{"ok": 1, "exists": 1}},
@@ -130,6 +130,14 @@ snoopd_proxy_connect_failures_total{proxy="b"} 0
 # TYPE snoopd_proxy_protocol_errors_total counter
 snoopd_proxy_protocol_errors_total{proxy="a"} 4
 snoopd_proxy_protocol_errors_total{proxy="b"} 0
+# HELP snoopd_proxy_timeouts_total Connections closed by the idle, message or response timeout.
+# TYPE snoopd_proxy_timeouts_total counter
+snoopd_proxy_timeouts_total{proxy="a"} 5
+snoopd_proxy_timeouts_total{proxy="b"} 0
+# HELP snoopd_proxy_loop_refusals_total Server connections refused because they reached one of this daemon's own listeners (a proxy loop).
+# TYPE snoopd_proxy_loop_refusals_total counter
+snoopd_proxy_loop_refusals_total{proxy="a"} 6
+snoopd_proxy_loop_refusals_total{proxy="b"} 0
 # HELP snoopd_proxy_bytes_total Bytes forwarded; direction up is client to server.
 # TYPE snoopd_proxy_bytes_total counter
 snoopd_proxy_bytes_total{direction="down",proxy="a"} 2000

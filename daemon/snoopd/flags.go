@@ -13,6 +13,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
+	"github.com/snoopd/snoopd/proxy"
 )
 
 // options are the parsed and checked command line.
@@ -35,6 +36,8 @@ type options struct {
 	watchQueue      int
 	shutdownTimeout time.Duration
 	version         bool
+	engine          string
+	loops           int
 
 	// Derived by check.
 	level     slog.Level
@@ -87,6 +90,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.history, "history", 0, fmt.Sprintf("keep the `N` most recent events for watchers that ask for history (0: %d)", hub.DefaultHistory))
 	fs.IntVar(&o.watchQueue, "watch-queue", 0, fmt.Sprintf("queue up to `N` events per event stream; a stream that falls further behind drops and counts (0: %d)", hub.DefaultQueueSize))
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
+	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
+	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops, "with --engine "+proxy.EngineEpoll+", run `N` event loops (each holds a core while busy)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -156,6 +161,10 @@ func (o *options) check() error {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", o.shutdownTimeout)
 	case o.demoRate <= 0:
 		return fmt.Errorf("--demo-rate %g: must be positive", o.demoRate)
+	case o.engine != proxy.EngineEpoll && o.engine != proxy.EngineGoroutines:
+		return fmt.Errorf("--engine %q: want %s or %s", o.engine, proxy.EngineEpoll, proxy.EngineGoroutines)
+	case o.loops < 1:
+		return fmt.Errorf("--loops %d: want 1 or more", o.loops)
 	}
 	if o.demo {
 		a, err := distcache.ParseListenAddr(o.demoListen)

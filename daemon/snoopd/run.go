@@ -20,6 +20,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/metrics"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/fdlimit"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -64,6 +65,7 @@ type instance struct {
 	o       *options
 	log     *slog.Logger
 	d       *daemon.Daemon
+	engine  proxy.Engine // closed after the daemon, whose proxies use it
 	servers []*controlServer
 	metrics *metricsServer
 	demo    *demo
@@ -125,9 +127,16 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 		}
 	}
 
+	fdLimit := raiseFDLimit(log)
+	if inst.engine, err = proxy.NewEngine(o.engine, o.loops); err != nil {
+		return nil, fmt.Errorf("--engine %s: %w", o.engine, err)
+	}
+	log.Info("data path engine", "engine", inst.engine.Name(), "loops", inst.engine.Loops())
+
 	// The --config set is applied inside New, so that a failure leaves the
 	// state dir as it was.
-	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, Logger: log, Apply: declared})
+	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, Logger: log, Apply: declared,
+		Engine: inst.engine, FDLimit: fdLimit})
 	switch {
 	case errors.Is(err, daemon.ErrApplyAtStart):
 		return nil, fmt.Errorf("--config %s: %w", o.configFile, err)
@@ -225,6 +234,11 @@ func (inst *instance) abort(listeners []*controlListener) {
 		}
 		cancel()
 	}
+	if inst.engine != nil {
+		if err := inst.engine.Close(); err != nil {
+			inst.log.Warn("stopping the data path engine after a failed start", "err", err)
+		}
+	}
 	if inst.demo != nil {
 		inst.demo.close()
 	}
@@ -254,7 +268,8 @@ func (inst *instance) serve(ctx context.Context) int {
 //     stop sending work.
 //  2. The demo load stops, before its proxy does.
 //  3. The daemon closes: proxies stop accepting and close their
-//     connections, the event hub ends, so every watch stream returns with
+//     connections (then the engine that served them stops), the event
+//     hub ends, so every watch stream returns with
 //     UNAVAILABLE "snoopd is shutting down" after its last events, and the
 //     state is saved. Only now can a graceful stop finish, since watch
 //     streams would otherwise hold it forever.
@@ -279,7 +294,10 @@ func (inst *instance) shutdown() error {
 	if err != nil {
 		err = fmt.Errorf("stopping the proxies: %w", err)
 	}
-	log.Debug("shutdown: proxies stopped, event streams ended, state saved")
+	if eerr := inst.engine.Close(); eerr != nil {
+		err = errors.Join(err, fmt.Errorf("stopping the data path engine: %w", eerr))
+	}
+	log.Debug("shutdown: proxies stopped, event streams ended, state saved", "engine", inst.engine.Name())
 
 	var wg sync.WaitGroup
 	for _, cs := range inst.servers {
@@ -378,4 +396,19 @@ func (m *metricsServer) shutdown(timeout time.Duration) error {
 		return fmt.Errorf("metrics server: %w", err)
 	}
 	return nil
+}
+
+// raiseFDLimit raises the soft open-file limit to the hard one and bounds
+// the data path a reserve below it (see fdlimit.Reserve), so that the
+// control API can still accept connections while the proxies are at
+// their limit. It returns the limit in force, 0 if unknown.
+func raiseFDLimit(log *slog.Logger) uint64 {
+	was, now, err := fdlimit.Raise()
+	if err != nil {
+		log.Warn("open-file limit not raised; the data path is bounded below the limit that holds", "err", err, "limit", now)
+	} else {
+		log.Info("open-file limit", "was", was, "now", now, "data_path", fdlimit.DataLimit(now), "reserved", fdlimit.Reserve(now))
+	}
+	proxy.SetFDLimit(fdlimit.DataLimit(now))
+	return now
 }

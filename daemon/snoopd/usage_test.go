@@ -61,6 +61,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--control", sock, "--demo", "--demo-rate", "0"}, "--demo-rate"},
 		{[]string{"--control", sock, "--demo", "--demo-listen", "IP:99999"}, "--demo-listen"},
 		{[]string{"--control", sock, "--metrics-listen", "somewhere"}, "--metrics-listen"},
+		{[]string{"--control", sock, "--engine", "threads"}, `--engine "threads": want epoll or goroutines`},
+		{[]string{"--control", sock, "--loops", "0"}, "--loops 0"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := runToExit(t, tc.args...)

@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"github.com/snoopd/snoopd/distcache"
+)
+
+// Proxy loops. A proxy whose server is a listener of the same daemon (its
+// own or another proxy's) would dial itself: every client connection, and
+// every spare, takes another, until the daemon runs out of descriptors.
+// Such a proxy is refused when it is configured. Host names are not
+// resolved here (a resolver may be slow, or answer differently later):
+// they are compared as written, plus "localhost"; whatever gets past this
+// is caught by the data path when it dials.
+
+// localIPs tells whether an IP is one of this machine's: loopback,
+// unspecified, or an address of a local interface.
+type localIPs func(netip.Addr) bool
+
+// machineIPs returns the local IPs of this machine, as the interfaces
+// report them now.
+func machineIPs() localIPs {
+	set := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					set[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	return func(ip netip.Addr) bool {
+		ip = ip.Unmap()
+		return ip.IsLoopback() || ip.IsUnspecified() || set[ip]
+	}
+}
+
+// reaches reports whether dialling server would arrive at a listener
+// bound to listen. TCP: the ports are equal (port 0 never matches: it is
+// no port yet), and either the hosts name the same thing (IP literals
+// compared as IPs, names case-insensitively, "localhost" as the loopback
+// addresses), or listen is a wildcard (no host, 0.0.0.0, ::) and server
+// is local: localhost, a loopback or unspecified IP, or an IP of a local
+// interface. A server at 0.0.0.0 or :: counts as localhost, since that
+// is where connecting to it arrives. Unix: the cleaned paths are equal.
+func reaches(server, listen distcache.Addr, local localIPs) bool {
+	if server.Network() != listen.Network() {
+		return false
+	}
+	if server.Network() == distcache.NetworkUnix {
+		return cleanPath(server.Path()) == cleanPath(listen.Path())
+	}
+	if listen.Port() == 0 || server.Port() != listen.Port() {
+		return false
+	}
+	lh, sh := normHost(listen.Host()), normHost(server.Host())
+	lip, lerr := netip.ParseAddr(lh)
+	sip, serr := netip.ParseAddr(sh)
+	if serr == nil && sip.IsUnspecified() {
+		// Connecting to 0.0.0.0 or :: reaches this machine's loopback.
+		sh, serr = "localhost", errors.New("not an IP")
+	}
+	if lh == "" || (lerr == nil && lip.IsUnspecified()) {
+		return sh == "localhost" || (serr == nil && local(sip))
+	}
+	switch {
+	case lerr == nil && serr == nil:
+		return lip.Unmap() == sip.Unmap()
+	case sh == "localhost" && lerr == nil:
+		return isLocalhostIP(lip)
+	case lh == "localhost" && serr == nil:
+		return isLocalhostIP(sip)
+	}
+	return lh == sh
+}
+
+// isLocalhostIP reports whether ip is one "localhost" names.
+func isLocalhostIP(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip == netip.IPv6Loopback() || ip == netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+// normHost is a host for comparison: lower case, no trailing dot, no
+// IPv6 zone.
+func normHost(h string) string {
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if i := strings.IndexByte(h, '%'); i >= 0 {
+		h = h[:i]
+	}
+	return h
+}
+
+// cleanPath is a unix socket path for comparison. Abstract sockets ("@")
+// are names, not paths, and are compared as written.
+func cleanPath(p string) string {
+	if strings.HasPrefix(p, "@") {
+		return p
+	}
+	return filepath.Clean(p)
+}
+
+// loopNode is one proxy as the loop check sees it.
+type loopNode struct {
+	name    string
+	listens []distcache.Addr // the configured address, and the bound one when it differs
+	server  distcache.Addr
+}
+
+// nodeFor makes the loop check's view of a proxy.
+func nodeFor(name string, server distcache.Addr, listens ...distcache.Addr) loopNode {
+	n := loopNode{name: name, server: server}
+	for _, a := range listens {
+		if !a.IsZero() && (len(n.listens) == 0 || n.listens[0] != a) {
+			n.listens = append(n.listens, a)
+		}
+	}
+	return n
+}
+
+// proxyLoop is a proxy whose server is a listener of the set: the chain
+// of proxy names its traffic would go through, from it on, ending at the
+// first proxy met twice or at one whose server is not ours.
+type proxyLoop struct {
+	server distcache.Addr
+	chain  []string
+}
+
+// String is the chain, "a → b → a".
+func (l *proxyLoop) String() string { return "a proxy loop " + strings.Join(l.chain, " → ") }
+
+// serverReason explains the loop from its first proxy's side.
+func (l *proxyLoop) serverReason() string {
+	if l.chain[1] == l.chain[0] {
+		return fmt.Sprintf("server %s is the listen address of proxy %q itself: %s", l.server, l.chain[0], l)
+	}
+	return fmt.Sprintf("server %s is the listen address of proxy %q (this daemon): %s", l.server, l.chain[1], l)
+}
+
+// listenReason explains the loop from the second proxy's side: the first
+// one's server is its listen address.
+func (l *proxyLoop) listenReason() string {
+	return fmt.Sprintf("listen address %s is the server of proxy %q (this daemon): %s", l.server, l.chain[0], l)
+}
+
+// findLoop follows nodes[i]'s server through the set, or returns nil when
+// it is not one of the set's listeners.
+func findLoop(nodes []loopNode, i int, local localIPs) *proxyLoop {
+	target := func(server distcache.Addr) int {
+		for j, n := range nodes {
+			for _, l := range n.listens {
+				if reaches(server, l, local) {
+					return j
+				}
+			}
+		}
+		return -1
+	}
+	chain := []string{nodes[i].name}
+	seen := map[int]bool{i: true}
+	for cur := i; ; {
+		next := target(nodes[cur].server)
+		if next < 0 {
+			break
+		}
+		chain = append(chain, nodes[next].name)
+		if seen[next] {
+			break
+		}
+		seen[next] = true
+		cur = next
+	}
+	if len(chain) == 1 {
+		return nil
+	}
+	return &proxyLoop{server: nodes[i].server, chain: chain}
+}
+
+// loopError returns the error for the first loop a proxy being changed
+// takes part in, or nil: as a proxy in checkServer whose server is a
+// listener of the set (its field "server"), or as a proxy in newListen
+// whose new listen address the server of a proxy not being changed
+// reaches (its field "listen"). field gives the path of a node's field in
+// the request.
+func loopError(nodes []loopNode, checkServer, newListen []bool, field func(i int, f string) string, local localIPs) error {
+	for i := range nodes {
+		if !checkServer[i] {
+			continue
+		}
+		if l := findLoop(nodes, i, local); l != nil {
+			return &FieldError{Field: field(i, "server"), Reason: l.serverReason()}
+		}
+	}
+	for i := range nodes {
+		if checkServer[i] {
+			continue
+		}
+		l := findLoop(nodes, i, local)
+		if l == nil {
+			continue
+		}
+		for j, n := range nodes {
+			if newListen[j] && n.name == l.chain[1] {
+				return &FieldError{Field: field(j, "listen"), Reason: l.listenReason()}
+			}
+		}
+	}
+	return nil
+}

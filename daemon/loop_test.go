@@ -1,0 +1,402 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// fakeLocal is a machine with one interface address besides loopback.
+func fakeLocal(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsUnspecified() || ip == netip.MustParseAddr("10.1.2.3")
+}
+
+func TestReaches(t *testing.T) {
+	for _, tc := range []struct {
+		listen, server string
+		want           bool
+	}{
+		// A wildcard listener is reached through every local address.
+		{"IP:9001", "IP:127.0.0.1:9001", true},
+		{"IP:9001", "IP:localhost:9001", true},
+		{"IP:9001", "IP:LocalHost.:9001", true},
+		{"IP:9001", "IP:[::1]:9001", true},
+		{"IP:9001", "IP:10.1.2.3:9001", true},
+		{"IP:9001", "IP:127.0.0.1:9002", false},
+		{"IP:9001", "IP:10.9.9.9:9001", false},
+		{"IP:9001", "IP:cache1:9001", false}, // names are not resolved
+		{"IP:0.0.0.0:9001", "IP:127.0.0.1:9001", true},
+		{"IP:0.0.0.0:9001", "IP:localhost:9001", true},
+		{"IP:0.0.0.0:9001", "IP:[::1]:9001", true},
+		{"IP:0.0.0.0:9001", "IP:10.1.2.3:9001", true},
+		{"IP:[::]:9001", "IP:127.0.0.1:9001", true},
+		{"IP:[::]:9001", "IP:10.9.9.9:9001", false},
+		// A listener on one address is reached through that address only.
+		{"IP:127.0.0.1:9001", "IP:127.0.0.1:9001", true},
+		{"IP:127.0.0.1:9001", "IP:localhost:9001", true},
+		{"IP:127.0.0.1:9001", "IP:[::ffff:127.0.0.1]:9001", true},
+		{"IP:127.0.0.1:9001", "IP:0.0.0.0:9001", true}, // connecting to 0.0.0.0 lands on loopback
+		{"IP:127.0.0.1:9001", "IP:127.0.0.2:9001", false},
+		{"IP:127.0.0.1:9001", "IP:[::1]:9001", false},
+		{"IP:127.0.0.1:9001", "IP:10.1.2.3:9001", false},
+		{"IP:127.0.0.2:9001", "IP:localhost:9001", false},
+		{"IP:[::1]:9001", "IP:localhost:9001", true},
+		{"IP:localhost:9001", "IP:127.0.0.1:9001", true},
+		{"IP:localhost:9001", "IP:[::1]:9001", true},
+		{"IP:localhost:9001", "IP:localhost:9001", true},
+		{"IP:localhost:9001", "IP:10.1.2.3:9001", false},
+		{"IP:10.1.2.3:9001", "IP:10.1.2.3:9001", true},
+		{"IP:cache1:9001", "IP:CACHE1:9001", true},
+		{"IP:cache1:9001", "IP:cache2:9001", false},
+		// Port 0 is no port yet.
+		{"IP:127.0.0.1:0", "IP:127.0.0.1:1", false},
+		// Unix paths compare cleaned; a TCP server never reaches a unix listener.
+		{"UNIX:/run/a.sock", "UNIX:/run/a.sock", true},
+		{"UNIX:/run/a.sock", "UNIX:/run/./x/../a.sock", true},
+		{"UNIX:/run/a.sock", "unix:///run//a.sock", true},
+		{"UNIX:/run/a.sock", "UNIX:/run/b.sock", false},
+		{"UNIX:rel.sock", "UNIX:./rel.sock", true},
+		{"UNIX:@abstract", "UNIX:@abstract", true},
+		{"UNIX:/run/9001", "IP:127.0.0.1:9001", false},
+	} {
+		listen := distcache.MustParseAddr(tc.listen)
+		server := distcache.MustParseAddr(tc.server)
+		if got := reaches(server, listen, fakeLocal); got != tc.want {
+			t.Errorf("reaches(server %s, listen %s) = %v, want %v", tc.server, tc.listen, got, tc.want)
+		}
+	}
+}
+
+// TestMachineIPs: the machine's own interface addresses count as local,
+// and an address from the documentation range does not.
+func TestMachineIPs(t *testing.T) {
+	local := machineIPs()
+	for _, ip := range []string{"127.0.0.1", "::1", "0.0.0.0", "127.8.9.10"} {
+		if !local(netip.MustParseAddr(ip)) {
+			t.Errorf("%s is not local", ip)
+		}
+	}
+	if local(netip.MustParseAddr("192.0.2.77")) {
+		t.Error("192.0.2.77 (TEST-NET-1) is local")
+	}
+}
+
+func TestFindLoop(t *testing.T) {
+	node := func(name, listen, server string) loopNode {
+		return nodeFor(name, distcache.MustParseAddr(server), distcache.MustParseAddr(listen))
+	}
+	nodes := []loopNode{
+		node("self", "IP:127.0.0.1:9001", "IP:localhost:9001"),
+		node("a", "IP:127.0.0.1:9002", "IP:127.0.0.1:9003"),
+		node("b", "IP:9003", "IP:127.0.0.1:9004"),
+		node("c", "UNIX:/run/c.sock", "IP:127.0.0.1:9002"),
+		node("chain", "IP:127.0.0.1:9005", "IP:127.0.0.1:9006"),
+		node("end", "IP:127.0.0.1:9006", "IP:10.9.9.9:9000"),
+		node("fine", "IP:127.0.0.1:9007", "IP:10.9.9.9:9000"),
+	}
+	nodes[2].listens = append(nodes[2].listens, distcache.MustParseAddr("UNIX:/run/never.sock"))
+	nodes[2].server = distcache.MustParseAddr("UNIX:/run/c.sock")
+	for i, want := range []string{
+		"self → self",
+		"a → b → c → a",
+		"b → c → a → b",
+		"c → a → b → c",
+		"chain → end",
+		"",
+		"",
+	} {
+		l := findLoop(nodes, i, fakeLocal)
+		got := ""
+		if l != nil {
+			got = strings.Join(l.chain, " → ")
+		}
+		if got != want {
+			t.Errorf("from %s: %q, want %q", nodes[i].name, got, want)
+		}
+	}
+	if r := findLoop(nodes, 0, fakeLocal).serverReason(); r != `server IP:localhost:9001 is the listen address of proxy "self" itself: a proxy loop self → self` {
+		t.Errorf("self reason %q", r)
+	}
+	if r := findLoop(nodes, 4, fakeLocal).serverReason(); r != `server IP:127.0.0.1:9006 is the listen address of proxy "end" (this daemon): a proxy loop chain → end` {
+		t.Errorf("chain reason %q", r)
+	}
+}
+
+// violation returns the field of the one BadRequest field violation in
+// err, which must be INVALID_ARGUMENT with a message containing each of
+// contains.
+func violation(t *testing.T, err error, contains ...string) string {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != codes.InvalidArgument {
+		t.Fatalf("got %v %q, want InvalidArgument", st.Code(), st.Message())
+	}
+	for _, c := range contains {
+		if !strings.Contains(st.Message(), c) {
+			t.Errorf("message %q lacks %q", st.Message(), c)
+		}
+	}
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	t.Fatalf("no BadRequest with one field violation in %v", st.Details())
+	return ""
+}
+
+func TestLoopRefusedAtCreate(t *testing.T) {
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx := context.Background()
+	create := func(s *snoopv1.ProxySpec) (*snoopv1.Proxy, error) {
+		r, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: s})
+		return r.GetProxy(), err
+	}
+	port := freeTCPPort(t)
+	// Its own address.
+	_, err := create(&snoopv1.ProxySpec{Name: "self", Listen: "IP:127.0.0.1:" + port, Server: "localhost:" + port})
+	if f := violation(t, err, `proxy "self" itself`, "a proxy loop self → self"); f != "spec.server" {
+		t.Errorf("field %q", f)
+	}
+	// Another proxy's bound address, which port 0 chose.
+	b, err := create(&snoopv1.ProxySpec{Name: "b", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = create(&snoopv1.ProxySpec{Name: "a", Listen: "IP:127.0.0.1:0", Server: b.GetListenAddress()})
+	if f := violation(t, err, "server "+b.GetListenAddress()+` is the listen address of proxy "b" (this daemon): a proxy loop a → b`); f != "spec.server" {
+		t.Errorf("field %q", f)
+	}
+	// A wildcard listener is reached through loopback.
+	_, err = create(&snoopv1.ProxySpec{Name: "w", Listen: "IP:0.0.0.0:" + port, Server: "IP:192.0.2.1:9000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:0", Server: "IP:[::1]:" + port})
+	violation(t, err, `proxy "w"`, "a proxy loop x → w")
+	// A unix listener, written differently.
+	dir := t.TempDir()
+	if _, err := create(&snoopv1.ProxySpec{Name: "u", Listen: "UNIX:" + filepath.Join(dir, "u.sock"), Server: "IP:192.0.2.1:9000"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = create(&snoopv1.ProxySpec{Name: "y", Listen: "IP:127.0.0.1:0", Server: "UNIX:" + dir + "/./u.sock"})
+	violation(t, err, "a proxy loop y → u")
+	// A disabled proxy's address counts: enabling it would close the loop.
+	if _, err := create(&snoopv1.ProxySpec{Name: "off", Listen: "IP:127.0.0.1:" + freeTCPPort(t), Server: "IP:192.0.2.1:9000", Enabled: proto.Bool(false)}); err != nil {
+		t.Fatal(err)
+	}
+	off, _ := a.d.GetProxy("off")
+	_, err = create(&snoopv1.ProxySpec{Name: "z", Listen: "IP:127.0.0.1:0", Server: off.GetSpec().GetListen()})
+	violation(t, err, "a proxy loop z → off")
+	// The other way round: a new proxy listening where an existing one
+	// sends its traffic.
+	target := "IP:127.0.0.1:" + freeTCPPort(t)
+	if _, err := create(&snoopv1.ProxySpec{Name: "to", Listen: "IP:127.0.0.1:0", Server: target}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = create(&snoopv1.ProxySpec{Name: "there", Listen: target, Server: "IP:192.0.2.1:9000"})
+	if f := violation(t, err, `listen address `+target+` is the server of proxy "to"`, "a proxy loop to → there"); f != "spec.listen" {
+		t.Errorf("field %q", f)
+	}
+	// Nothing refused was created, and the others still listen.
+	for _, name := range []string{"self", "a", "x", "y", "z", "there"} {
+		if _, err := a.d.GetProxy(name); err == nil {
+			t.Errorf("refused proxy %q exists", name)
+		}
+	}
+	if p, _ := a.d.GetProxy("w"); p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
+		t.Errorf("w: %v", p)
+	}
+}
+
+func TestLoopRefusedAtUpdate(t *testing.T) {
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx := context.Background()
+	var listens []string
+	for _, name := range []string{"a", "b"} {
+		r, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec(name, "IP:192.0.2.1:9000")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		listens = append(listens, r.GetProxy().GetListenAddress())
+	}
+	update := func(name, server string) error {
+		_, err := a.proxy.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
+			Spec: &snoopv1.ProxySpec{Name: name, Server: server}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"server"}},
+		})
+		return err
+	}
+	if f := violation(t, update("a", listens[0]), `proxy "a" itself`, "a proxy loop a → a"); f != "spec.server" {
+		t.Errorf("field %q", f)
+	}
+	// a → b is a loop by itself (b is this daemon); b → a then closes the
+	// cycle, which the message shows.
+	violation(t, update("a", listens[1]), "a proxy loop a → b")
+	p, _ := a.d.GetProxy("a")
+	if p.GetSpec().GetServer() != "IP:192.0.2.1:9000" {
+		t.Errorf("a refused update changed the server: %v", p.GetSpec())
+	}
+	// Any other change stays possible.
+	if err := update("a", "IP:192.0.2.2:9000"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoopRefusedAtApply(t *testing.T) {
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx := context.Background()
+	p1, p2, p3 := freeTCPPort(t), freeTCPPort(t), freeTCPPort(t)
+	cycle := []*snoopv1.ProxySpec{
+		{Name: "a", Listen: "IP:127.0.0.1:" + p1, Server: "IP:127.0.0.1:" + p2},
+		{Name: "b", Listen: "IP:127.0.0.1:" + p2, Server: "localhost:" + p3},
+		{Name: "c", Listen: "IP:" + p3, Server: "IP:127.0.0.1:" + p1},
+	}
+	_, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: cycle})
+	if f := violation(t, err, `is the listen address of proxy "b" (this daemon)`, "a proxy loop a → b → c → a"); f != "proxies[0].server" {
+		t.Errorf("field %q", f)
+	}
+	// A dry run is refused the same way.
+	_, err = a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: cycle, DryRun: true})
+	violation(t, err, "a proxy loop a → b → c → a")
+	if n := len(a.d.ListProxies()); n != 0 {
+		t.Fatalf("a refused apply left %d proxies", n)
+	}
+
+	// Against the proxies already there: "c" exists, the set points at it.
+	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{
+		Name: "c", Listen: "IP:" + p3, Server: "IP:192.0.2.1:9000"}}); err != nil {
+		t.Fatal(err)
+	}
+	set := []*snoopv1.ProxySpec{
+		{Name: "ok", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"},
+		{Name: "b", Listen: "IP:127.0.0.1:" + p2, Server: "IP:10.0.0.1:9000"},
+		{Name: "d", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:" + p3},
+	}
+	_, err = a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: set})
+	if f := violation(t, err, "a proxy loop d → c"); f != "proxies[2].server" {
+		t.Errorf("field %q", f)
+	}
+	// With prune, "c" goes away, and so does the loop.
+	res, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: set, Prune: true})
+	if err != nil {
+		t.Fatalf("apply with prune: %v", err)
+	}
+	if len(res.GetResults()) != 4 {
+		t.Errorf("results %v", res.GetResults())
+	}
+	// A declared proxy listening where an undeclared one sends traffic.
+	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{
+		Name: "e", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:" + p1}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
+		{Name: "f", Listen: "IP:127.0.0.1:" + p1, Server: "IP:192.0.2.1:9000"},
+	}})
+	if f := violation(t, err, `listen address IP:127.0.0.1:`+p1+` is the server of proxy "e"`, "a proxy loop e → f"); f != "proxies[0].listen" {
+		t.Errorf("field %q", f)
+	}
+}
+
+// TestLoopInStateFile: a state file holding proxies that form loops (one
+// written before the check, or by hand) brings the daemon up, with the
+// looping proxies failed and not listening or dialling, and the others
+// running.
+func TestLoopInStateFile(t *testing.T) {
+	dir := t.TempDir()
+	cache := startCache(t)
+	p1, p2 := freeTCPPort(t), freeTCPPort(t)
+	set := &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
+		{Name: "good", Listen: "IP:127.0.0.1:0", Server: cache.String()},
+		{Name: "ping", Listen: "IP:127.0.0.1:" + p1, Server: "IP:127.0.0.1:" + p2},
+		{Name: "pong", Listen: "IP:0.0.0.0:" + p2, Server: "localhost:" + p1},
+		{Name: "self", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:0"},
+	}}
+	set.Proxies[3].Server = "UNIX:" + filepath.Join(dir, "s.sock")
+	set.Proxies[3].Listen = "UNIX:" + filepath.Join(dir, "s.sock")
+	b, err := protojson.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, stateFileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	for name, want := range map[string]string{
+		"ping": "a proxy loop ping → pong → ping",
+		"pong": "a proxy loop pong → ping → pong",
+		"self": `proxy "self" itself`,
+	} {
+		p, err := d.GetProxy(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.GetState() != snoopv1.ProxyState_PROXY_STATE_FAILED || !strings.Contains(p.GetError(), want) {
+			t.Errorf("%s: %v %q, want failed with %q", name, p.GetState(), p.GetError(), want)
+		}
+		if s := p.GetCounters(); s.GetConnectionsTotal() != 0 {
+			t.Errorf("%s carried connections: %v", name, s)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "s.sock")); err == nil {
+		t.Error("the looping unix proxy created its socket")
+	}
+	p, _ := d.GetProxy("good")
+	if p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
+		t.Errorf("good: %v", p)
+	}
+	// Enabling a looping proxy is refused; changing its server fixes it.
+	_, err = d.UpdateProxy(context.Background(), &snoopv1.ProxySpec{Name: "ping", Enabled: proto.Bool(true)}, []string{"enabled"}, false)
+	if Status(err) == nil || status.Code(Status(err)) != codes.InvalidArgument {
+		t.Errorf("enable a looping proxy: %v", err)
+	}
+	p, err = d.UpdateProxy(context.Background(), &snoopv1.ProxySpec{Name: "ping", Server: cache.String()}, []string{"server"}, false)
+	if err != nil || p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
+		t.Errorf("ping with a real server: %v %v", p, err)
+	}
+}
+
+// freeTCPPort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freeTCPPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// TestLoopInDeclaredSetAtStart: a --config set with a loop stops the
+// start-up, as any invalid entry there does, naming the entry and the
+// loop.
+func TestLoopInDeclaredSetAtStart(t *testing.T) {
+	port := freeTCPPort(t)
+	_, err := New(Config{Apply: []*snoopv1.ProxySpec{
+		{Name: "ok", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"},
+		{Name: "me", Listen: "IP:" + port, Server: "IP:127.0.0.1:" + port},
+	}})
+	if !errors.Is(err, ErrApplyAtStart) || !strings.Contains(err.Error(), "proxies[1].server") || !strings.Contains(err.Error(), "a proxy loop me → me") {
+		t.Fatalf("New: %v", err)
+	}
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+// TestEngineFlagAndFDLimit: GetDaemonInfo reports the engine the flags
+// chose and the open-file limit start-up raised, which is the hard limit,
+// and the start-up log says both.
+func TestEngineFlagAndFDLimit(t *testing.T) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args   []string
+		engine string
+		loops  uint32
+	}{
+		{[]string{"--engine", "goroutines"}, proxy.EngineGoroutines, 0},
+		{[]string{"--engine", "epoll", "--loops", "2"}, "", 0},
+		{nil, "", 0},
+	} {
+		dir := tempDir(t)
+		sock := filepath.Join(dir, "ctl.sock")
+		sd := startSnoopd(t, append([]string{"--control", "unix://" + sock}, tc.args...)...)
+		info, err := snoopv1.NewDaemonServiceClient(dial(t, unixTarget(sock))).GetDaemonInfo(withTimeout(t), &snoopv1.GetDaemonInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, loops := tc.engine, tc.loops
+		if want == "" {
+			// Whatever the engine the flags name is on this system.
+			name, n := proxy.DefaultEngine, proxy.DefaultLoops
+			if len(tc.args) > 0 {
+				name, n = tc.args[1], 2
+			}
+			eng, err := proxy.NewEngine(name, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, loops = eng.Name(), uint32(eng.Loops())
+			eng.Close()
+		}
+		if info.GetEngine() != want || info.GetLoops() != loops {
+			t.Errorf("%q: engine %q with %d loops, want %q with %d", tc.args, info.GetEngine(), info.GetLoops(), want, loops)
+		}
+		if info.GetFdLimit() != uint64(lim.Max) {
+			t.Errorf("%q: fd limit %d, want the hard limit %d", tc.args, info.GetFdLimit(), lim.Max)
+		}
+		rec := sd.findLog("open-file limit")
+		if rec == nil || rec["now"] != float64(lim.Max) {
+			t.Errorf("%q: open-file limit log %v", tc.args, rec)
+		}
+		if rec := sd.findLog("data path engine"); rec == nil || rec["engine"] != info.GetEngine() {
+			t.Errorf("%q: engine log %v", tc.args, rec)
+		}
+		if code := sd.stop(); code != 0 {
+			t.Fatalf("exit code %d:\n%s", code, sd.stderr)
+		}
+	}
+}
