@@ -131,7 +131,9 @@ func (e *epollEngine) serve(p *Proxy, ln net.Listener, done chan struct{}) (func
 }
 
 func (e *epollEngine) newSpares(p *Proxy, s *settings) sparePool {
-	return &lspares{l: e.loopOfLocked(p), p: p, s: s, want: s.opts.Spares}
+	sp := &lspares{l: e.loopOfLocked(p), p: p, s: s, want: s.opts.Spares}
+	sp.tm.owner = sp
+	return sp
 }
 
 // loop is one event loop.
