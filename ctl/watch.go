@@ -131,8 +131,10 @@ type received struct {
 
 // recvQueue bounds the responses read ahead of the handler. The daemon
 // keeps its own bounded queue per watcher and counts what it drops; this
-// one only smooths the hand-off.
-const recvQueue = 256
+// one only smooths the hand-off. A response holds up to watchBatch events
+// (and the daemon keeps it near 1 MiB), so a few are plenty, and the
+// bound keeps a slow terminal from piling up memory here.
+const recvQueue = 16
 
 // stream watches events until ctx is cancelled (Ctrl-C), o.count events
 // were handled, o.dur passed, or the stream fails. handle sees every drop
