@@ -729,3 +729,55 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchedStreamSameOutput runs tail, save and stats against a daemon
+// that batches events and one that predates batching: the output is the
+// same, line for line, and snoopctl asks for batches.
+func TestBatchedStreamSameOutput(t *testing.T) {
+	outputs := func(batch bool) []string {
+		f, addr := startFake(t)
+		f.batch = batch
+		f.setEvents(testEvents(), errEOF)
+		var outs []string
+		for _, args := range [][]string{
+			{"tail"},
+			{"tail", "-o", "json"},
+			{"tail", "--op", "get", "--data"},
+			{"tail", "-o", "json", "--count", "4"},
+			{"tail", "--count", "2"},
+			{"stats", "-o", "json"},
+		} {
+			r := run(t, append([]string{"-a", addr}, args...)...)
+			if args[0] == "stats" {
+				// Only the counts: the rest depends on the elapsed time.
+				i := strings.Index(r.out, `"events":`)
+				if i < 0 {
+					t.Fatalf("stats: %q", r.out)
+				}
+				r.out = r.out[i:]
+				r.out = r.out[:strings.IndexByte(r.out, '}')]
+			}
+			outs = append(outs, strings.Join(args, " ")+"\n"+r.out+r.err)
+		}
+		file := filepath.Join(t.TempDir(), "cap.jsonl")
+		r := run(t, "-a", addr, "save", file)
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, "save\n"+string(data)+strings.ReplaceAll(r.err, file, "FILE"))
+		if req := f.lastWatch(); req.GetMaxBatch() != watchBatch {
+			t.Errorf("max_batch %d, want %d", req.GetMaxBatch(), watchBatch)
+		}
+		return outs
+	}
+	old, batched := outputs(false), outputs(true)
+	for i := range old {
+		if old[i] != batched[i] {
+			t.Errorf("one event per response:\n%s\nbatched:\n%s", old[i], batched[i])
+		}
+	}
+	if !strings.Contains(old[3], "4 events shown") || !strings.Contains(old[4], "2 events shown") {
+		t.Errorf("--count: %q, %q", old[3], old[4])
+	}
+}

@@ -40,6 +40,10 @@ type fakeDaemon struct {
 	// streamEnd is how a stream ends after the events: nil keeps it open
 	// until the client goes; errEOF ends it; anything else is returned.
 	streamEnd error
+	// batch makes WatchEvents honour max_batch as snoopd does, with
+	// batches of at most 3 events; without it the fake is a daemon that
+	// predates batching and sends one event per response.
+	batch bool
 	// watches records the requests of WatchEvents.
 	watches []*snoopv1.WatchEventsRequest
 	// updates, deletes and applies record the other calls.
@@ -262,8 +266,17 @@ func (f *fakeDaemon) GetDaemonInfo(context.Context, *snoopv1.GetDaemonInfoReques
 func (f *fakeDaemon) WatchEvents(req *snoopv1.WatchEventsRequest, st grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]) error {
 	f.mu.Lock()
 	f.watches = append(f.watches, req)
-	evs, end := f.events, f.streamEnd
+	evs, end, batch := f.events, f.streamEnd, f.batch && req.GetMaxBatch() > 1
 	f.mu.Unlock()
+	var pending []*snoopv1.Event
+	sendPending := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		err := st.Send(&snoopv1.WatchEventsResponse{Events: pending})
+		pending = nil
+		return err
+	}
 	for _, r := range evs {
 		if r.GetEvent() != nil && !filter.MatchRequest(req, r.GetEvent()) {
 			continue
@@ -272,9 +285,24 @@ func (f *fakeDaemon) WatchEvents(req *snoopv1.WatchEventsRequest, st grpc.Server
 			r = proto.Clone(r).(*snoopv1.WatchEventsResponse)
 			r.Event.Transaction.Data = nil
 		}
+		if batch && r.GetEvent() != nil {
+			pending = append(pending, r.GetEvent())
+			if len(pending) < min(3, int(req.GetMaxBatch())) {
+				continue
+			}
+		}
+		if err := sendPending(); err != nil {
+			return err
+		}
+		if batch && r.GetEvent() != nil {
+			continue
+		}
 		if err := st.Send(r); err != nil {
 			return err
 		}
+	}
+	if err := sendPending(); err != nil {
+		return err
 	}
 	f.once.Do(func() { close(f.watching) })
 	switch {

@@ -81,7 +81,7 @@ func (e *env) eventPrinter(w io.Writer, withDate, data bool) *eventPrinter {
 func (p *eventPrinter) print(r *snoopv1.WatchEventsResponse) error {
 	if p.json {
 		var err error
-		if p.buf, err = format.AppendJSON(p.buf, r); err != nil {
+		if p.buf, err = format.AppendResponseLine(p.buf, r); err != nil {
 			return failf("%v", err)
 		}
 		p.buf = append(p.buf, '\n')

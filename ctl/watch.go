@@ -95,8 +95,15 @@ func watchFromFlags(cCtx *cli.Context, proxies []string) (*snoopv1.WatchEventsRe
 	req := f.Request
 	req.History = uint32(h)
 	req.IncludeData = cCtx.Bool("data")
+	req.MaxBatch = watchBatch
 	return req, f, nil
 }
+
+// watchBatch is how many events snoopctl lets the daemon put in one
+// response: one message per event cost the daemon and snoopctl more than
+// the events themselves. A daemon that predates batching ignores it and
+// sends one event per response, which stream handles the same.
+const watchBatch = 256
 
 // streamOptions are a stream's stop conditions and periodic work.
 type streamOptions struct {
@@ -124,13 +131,16 @@ type received struct {
 
 // recvQueue bounds the responses read ahead of the handler. The daemon
 // keeps its own bounded queue per watcher and counts what it drops; this
-// one only smooths the hand-off.
-const recvQueue = 256
+// one only smooths the hand-off. A response holds up to watchBatch events
+// (and the daemon keeps it near 1 MiB), so a few are plenty, and the
+// bound keeps a slow terminal from piling up memory here.
+const recvQueue = 16
 
 // stream watches events until ctx is cancelled (Ctrl-C), o.count events
 // were handled, o.dur passed, or the stream fails. handle sees every drop
-// notice and every event that f keeps. Ending for one of the first three
-// reasons is not an error.
+// notice and every event that f keeps, one event per call whether the
+// daemon batches events or not; handle must not keep the response it is
+// given. Ending for one of the first three reasons is not an error.
 func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsRequest, f filter.Filter, o streamOptions,
 	handle func(*snoopv1.WatchEventsResponse) error) (streamResult, error) {
 	start := time.Now()
@@ -191,6 +201,7 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 		return o.flush()
 	}
 	got := false
+	var one snoopv1.WatchEventsResponse
 	for {
 		select {
 		case <-sctx.Done():
@@ -215,20 +226,43 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 			}
 			got = true
 			r := m.resp
-			if r.GetEvent() == nil {
+			evs := r.GetEvents()
+			switch {
+			case r.GetEvent() != nil:
+				// One event per response: max_batch 0 or 1, or a
+				// daemon that predates batching.
+				evs = nil
+				if f.Match(r.GetEvent()) {
+					res.events++
+					if err := handle(r); err != nil {
+						return res, err
+					}
+				}
+			case len(evs) == 0:
 				res.dropped += r.GetDropped()
 				if err := handle(r); err != nil {
 					return res, err
 				}
-			} else if f.Match(r.GetEvent()) {
+			}
+			// Each event of a batch goes to handle as the response an
+			// unbatched stream would have sent, in one reused message
+			// (handlers do not keep what they are given).
+			for _, ev := range evs {
+				if o.count > 0 && res.events >= o.count {
+					break
+				}
+				if !f.Match(ev) {
+					continue
+				}
 				res.events++
-				if err := handle(r); err != nil {
+				one.Event = ev
+				if err := handle(&one); err != nil {
 					return res, err
 				}
-				if o.count > 0 && res.events >= o.count {
-					res.elapsed = time.Since(start)
-					return res, flush()
-				}
+			}
+			if o.count > 0 && res.events >= o.count {
+				res.elapsed = time.Since(start)
+				return res, flush()
 			}
 			if len(ch) == 0 {
 				if err := flush(); err != nil {

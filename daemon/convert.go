@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -68,68 +67,6 @@ func apiPolicy(p proxy.CorruptPolicy) snoopv1.CorruptPolicy {
 		return snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH
 	}
 	return snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
-}
-
-// toAPIEvent renders an event for a watcher. Captured session data goes
-// out only when the watcher asked for it.
-func toAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
-	out := &snoopv1.Event{
-		Kind:         eventKinds[e.Kind],
-		Time:         timestamppb.New(e.Time),
-		Proxy:        e.Proxy,
-		ConnectionId: e.ConnID,
-		Client:       e.Client,
-	}
-	switch e.Kind {
-	case proxy.KindTransaction:
-		if t := e.Tx; t != nil {
-			tx := &snoopv1.Transaction{
-				Op:              apiOp(t.Op),
-				RequestUid:      t.RequestUID,
-				SessionId:       append([]byte(nil), t.SessionID...),
-				SessionIdLength: uint32(t.SessionIDLen),
-				TimeoutMs:       t.TimeoutMS,
-				RequestSize:     uint32(t.RequestSize),
-				ResponseSize:    uint32(t.ResponseSize),
-				RequestFrames:   uint32(t.RequestFrames),
-				ResponseFrames:  uint32(t.ResponseFrames),
-				Result:          t.Result(),
-				Status:          uint32(t.Status),
-				DataLength:      uint32(t.DataLen),
-				StartTime:       timestamppb.New(t.Start),
-				Latency:         durationpb.New(t.Latency),
-			}
-			if t.HasDigest {
-				tx.DataDigest = append([]byte(nil), t.Digest[:]...)
-			}
-			if includeData && t.Data != nil {
-				tx.Data = append([]byte(nil), t.Data...)
-				tx.DataTruncated = t.DataTruncated
-			}
-			out.Transaction = tx
-		}
-	case proxy.KindConnClosed:
-		if c := e.Closed; c != nil {
-			out.Closed = &snoopv1.ConnectionClosed{
-				BytesUp: c.BytesUp, BytesDown: c.BytesDown, Duration: durationpb.New(c.Duration),
-				Transactions: c.Transactions, Reason: c.Reason,
-			}
-		}
-	case proxy.KindProtocolError:
-		pe := &snoopv1.ProtocolError{Direction: e.Direction.String(), Policy: apiPolicy(e.Policy)}
-		if perr, ok := e.Err.(*distcache.ProtocolError); ok {
-			pe.Rule, pe.Field, pe.Offset, pe.Frame = perr.Rule.String(), perr.Field, perr.Offset, perr.Frame
-		}
-		if e.Err != nil {
-			pe.Message = e.Err.Error()
-		}
-		out.ProtocolError = pe
-	default:
-		if e.Err != nil {
-			out.Error = e.Err.Error()
-		}
-	}
-	return out
 }
 
 // minDuration reads an optional duration, nil as zero.

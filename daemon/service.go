@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/proxy"
 )
 
 // ServerOptions configure the control API's gRPC server.
@@ -222,7 +221,10 @@ func (s *proxyService) CloseConnection(ctx context.Context, req *snoopv1.CloseCo
 }
 
 // WatchEvents streams matching events until the client goes away or the
-// daemon shuts down (then the stream ends with UNAVAILABLE).
+// daemon shuts down (then the stream ends with UNAVAILABLE). With
+// max_batch above 1, each response carries as many of the events ready at
+// that moment as fit (never waiting for more); notices always travel
+// alone, in order with the events.
 func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]) error {
 	filter, err := compileFilter(req)
 	if err != nil {
@@ -231,14 +233,7 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 	w := s.d.hub.Watch(hubOptions(req, filter))
 	defer w.Close()
 	ctx := stream.Context()
-	send := func(evs []*proxy.Event) error {
-		for _, e := range evs {
-			if err := stream.Send(&snoopv1.WatchEventsResponse{Event: toAPIEvent(e, req.GetIncludeData())}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	out := newEventSender(stream, req)
 	// history counts the history events still to send before the
 	// history_done notice; -1 when none was asked for or it was sent.
 	history := -1
@@ -247,7 +242,7 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 	}
 	for {
 		if history == 0 {
-			if err := stream.Send(&snoopv1.WatchEventsResponse{HistoryDone: true}); err != nil {
+			if err := out.historyDone(); err != nil {
 				return err
 			}
 			history = -1
@@ -261,23 +256,23 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 			// History comes first and always fits the queue, so drops
 			// are of live events: history, its end, then the notice.
 			n := min(history, len(live))
-			if err := send(live[:n]); err != nil {
+			if err := out.events(live[:n]); err != nil {
 				return err
 			}
 			live, history = live[n:], history-n
 			if history == 0 {
-				if err := stream.Send(&snoopv1.WatchEventsResponse{HistoryDone: true}); err != nil {
+				if err := out.historyDone(); err != nil {
 					return err
 				}
 				history = -1
 			}
 		}
 		if b.Dropped > 0 {
-			if err := stream.Send(&snoopv1.WatchEventsResponse{Dropped: b.Dropped}); err != nil {
+			if err := out.dropped(b.Dropped); err != nil {
 				return err
 			}
 		}
-		if err := send(live); err != nil {
+		if err := out.events(live); err != nil {
 			return err
 		}
 	}

@@ -343,3 +343,77 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteEventSameAsProtojson: lines written by WriteEvent are the
+// protojson lines captures always had, so files from any snoopctl read
+// the same, and a file mixing old and new lines reads back whole.
+func TestWriteEventSameAsProtojson(t *testing.T) {
+	dir := t.TempDir()
+	var rs []*snoopv1.WatchEventsResponse
+	for i := range 300 {
+		rs = append(rs, event(i*7919))
+	}
+	rs = append(rs, &snoopv1.WatchEventsResponse{Dropped: 12}, &snoopv1.WatchEventsResponse{HistoryDone: true})
+	fresh := filepath.Join(dir, "new.jsonl")
+	writeAll(t, fresh, Options{}, rs)
+	var old bytes.Buffer
+	for _, r := range rs {
+		b, err := format.JSON(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old.Write(b)
+		old.WriteByte('\n')
+	}
+	got, _ := os.ReadFile(fresh)
+	if !bytes.Equal(got, old.Bytes()) {
+		t.Fatal("WriteEvent's lines differ from protojson's")
+	}
+	// Old lines, then new ones appended.
+	mixed := filepath.Join(dir, "mixed.jsonl")
+	if err := os.WriteFile(mixed, old.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeAll(t, mixed, Options{Append: true}, rs)
+	back, err := readAll(t, mixed)
+	if err != nil || len(back) != 2*len(rs) {
+		t.Fatalf("read %d of %d: %v", len(back), 2*len(rs), err)
+	}
+	for i, r := range back {
+		if !proto.Equal(r, rs[i%len(rs)]) {
+			t.Fatalf("line %d: %v", i+1, r)
+		}
+	}
+}
+
+// BenchmarkWriteEventProtojson is the writer before: each line encoded by
+// protojson, compacted, then copied into the buffer.
+func BenchmarkWriteEventProtojson(b *testing.B) {
+	benchWrite(b, func(w *Writer, r *snoopv1.WatchEventsResponse) error {
+		line, err := format.JSON(r)
+		if err != nil {
+			return err
+		}
+		return w.WriteLine(line)
+	})
+}
+
+// BenchmarkWriteEvent is the writer now: encoded straight into the buffer.
+func BenchmarkWriteEvent(b *testing.B) {
+	benchWrite(b, (*Writer).WriteEvent)
+}
+
+func benchWrite(b *testing.B, write func(*Writer, *snoopv1.WatchEventsResponse) error) {
+	w, err := Create(filepath.Join(b.TempDir(), "bench.jsonl"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	r := event(123456)
+	b.ReportAllocs()
+	for range b.N {
+		if err := write(w, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

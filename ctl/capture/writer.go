@@ -132,13 +132,29 @@ func (w *Writer) repair() error {
 	return nil
 }
 
-// WriteEvent writes one stream response as a line.
+// WriteEvent writes one stream response as a line, encoded straight into
+// the Writer's buffer (format.AppendResponseLine: the same bytes as
+// protojson, without allocating).
 func (w *Writer) WriteEvent(r *snoopv1.WatchEventsResponse) error {
-	b, err := format.JSON(r)
+	if w.err != nil {
+		return w.err
+	}
+	start := len(w.buf)
+	b, err := format.AppendResponseLine(w.buf, r)
 	if err != nil {
+		w.buf = w.buf[:start]
 		return err
 	}
-	return w.WriteLine(b)
+	if bytes.IndexByte(b[start:], '\n') >= 0 {
+		w.buf = b[:start]
+		return errors.New("a capture line must not contain a newline")
+	}
+	w.buf = append(b, '\n')
+	w.lines++
+	if len(w.buf) >= w.opts.FlushSize {
+		return w.Flush()
+	}
+	return nil
 }
 
 // WriteLine adds one line (without its newline) to the file. Lines are

@@ -2,6 +2,7 @@ package format
 
 import (
 	"encoding/hex"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -104,7 +105,7 @@ func (t Text) AppendEvent(b []byte, ev *snoopv1.Event) []byte {
 		b = t.paint(append(b, ' '), "closed", colCyan)
 		b = appendClient(b, ev.GetClient())
 		b = append(b, " after="...)
-		b = append(b, Duration(c.GetDuration().AsDuration())...)
+		b = AppendDuration(b, c.GetDuration().AsDuration())
 		b = append(b, " tx="...)
 		b = strconv.AppendInt(b, c.GetTransactions(), 10)
 		b = append(b, " up="...)
@@ -159,7 +160,7 @@ func (t Text) appendTx(b []byte, tx *snoopv1.Transaction) []byte {
 	b = append(b, ' ')
 	b = append(b, OpName(tx.GetOp())...)
 	b = append(b, " id="...)
-	b = append(b, ShortID(tx.GetSessionId(), tx.GetSessionIdLength())...)
+	b = AppendShortID(b, tx.GetSessionId(), tx.GetSessionIdLength())
 	b = append(b, " req="...)
 	b = strconv.AppendUint(b, uint64(tx.GetRequestSize()), 10)
 	b = append(b, " resp="...)
@@ -174,7 +175,7 @@ func (t Text) appendTx(b []byte, tx *snoopv1.Transaction) []byte {
 	if tx.GetLatency() == nil {
 		b = append(b, '-') // unanswered or orphan: there is no pair to time
 	} else {
-		b = append(b, Duration(tx.GetLatency().AsDuration())...)
+		b = AppendDuration(b, tx.GetLatency().AsDuration())
 	}
 	b = append(b, '\n')
 	if t.Data && len(tx.GetData()) > 0 {
@@ -281,15 +282,20 @@ func orDash(s string) string {
 // bytes, followed by "…" when the id is longer. fullLen is the id's full
 // length when the event carries only part of it (0 means len(id)).
 func ShortID(id []byte, fullLen uint32) string {
+	return string(AppendShortID(nil, id, fullLen))
+}
+
+// AppendShortID appends ShortID(id, fullLen) to b.
+func AppendShortID(b, id []byte, fullLen uint32) []byte {
 	if len(id) == 0 {
-		return "-"
+		return append(b, '-')
 	}
 	n := min(len(id), shortIDBytes)
-	s := hex.EncodeToString(id[:n])
+	b = hex.AppendEncode(b, id[:n])
 	if len(id) > n || int(fullLen) > n {
-		s += "…"
+		b = append(b, "…"...)
 	}
-	return s
+	return b
 }
 
 // OpName is an operation's name as the protocol spells it: ADD, GET,
@@ -322,17 +328,27 @@ func Policy(p snoopv1.CorruptPolicy) string {
 // Duration renders d with three significant digits ("250µs", "1.23ms",
 // "12.3s"), short enough for event lines and tables.
 func Duration(d time.Duration) string {
+	return string(AppendDuration(nil, d))
+}
+
+// durationUnits are the units of Duration, largest first.
+var durationUnits = [...]struct {
+	unit time.Duration
+	name string
+}{{time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "µs"}}
+
+// AppendDuration appends Duration(d) to b.
+func AppendDuration(b []byte, d time.Duration) []byte {
 	if d < 0 {
-		return "-" + Duration(-d)
+		if d == math.MinInt64 { // has no positive counterpart
+			return append(b, d.String()...)
+		}
+		return AppendDuration(append(b, '-'), -d)
 	}
-	units := []struct {
-		unit time.Duration
-		name string
-	}{{time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "µs"}}
 	if d >= 1000*time.Second {
-		return d.Round(time.Second).String()
+		return append(b, d.Round(time.Second).String()...)
 	}
-	for _, u := range units {
+	for _, u := range durationUnits {
 		if d >= u.unit {
 			v := float64(d) / float64(u.unit)
 			prec := 0
@@ -342,10 +358,12 @@ func Duration(d time.Duration) string {
 			case v < 100:
 				prec = 1
 			}
-			return strconv.FormatFloat(v, 'f', prec, 64) + u.name
+			b = strconv.AppendFloat(b, v, 'f', prec, 64)
+			return append(b, u.name...)
 		}
 	}
-	return strconv.FormatInt(int64(d), 10) + "ns"
+	b = strconv.AppendInt(b, int64(d), 10)
+	return append(b, "ns"...)
 }
 
 // Bytes renders a byte count in IEC units ("512 B", "1.5 KiB").

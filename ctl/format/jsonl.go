@@ -1,0 +1,375 @@
+package format
+
+import (
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// The JSON Lines of tail -o json and save are written by hand, straight
+// into the caller's buffer: protojson builds them through reflection and
+// a compaction pass, about ten allocations and most of snoopctl's CPU per
+// event. The lines are byte for byte what AppendJSON writes (the tests
+// run both over many generated events): the fields of the .proto file in
+// declaration order under their proto names, zero values left out, 64-bit
+// integers as strings, enums by name, bytes in padded standard base64,
+// timestamps and durations with 0, 3, 6 or 9 fractional digits, strings
+// escaped as protojson escapes them. Anything the hand encoder does not
+// reproduce exactly (invalid UTF-8, an enum number without a name, a time
+// outside protojson's range, several events in one response) goes through
+// AppendJSON instead, so the output is the same in every case.
+
+// errSlow makes an encoder step hand the value back to AppendJSON.
+var errSlow = errors.New("not encodable by the fast path")
+
+// AppendResponseLine appends r as one line of compact protojson, without
+// the newline, to b: exactly what AppendJSON appends.
+func AppendResponseLine(b []byte, r *snoopv1.WatchEventsResponse) ([]byte, error) {
+	if len(r.GetEvents()) > 0 {
+		return AppendJSON(b, r)
+	}
+	start := len(b)
+	out, err := appendResponse(b, r.GetEvent(), r.GetDropped(), r.GetHistoryDone())
+	if err != nil {
+		return AppendJSON(b[:start], r)
+	}
+	return out, nil
+}
+
+// AppendEventLine appends the line of a response that carries ev alone
+// ({"event":{...}}), as AppendResponseLine would for it: each event of a
+// batched response is written as the line an unbatched one would have.
+func AppendEventLine(b []byte, ev *snoopv1.Event) ([]byte, error) {
+	start := len(b)
+	out, err := appendResponse(b, ev, 0, false)
+	if err != nil {
+		return AppendJSON(b[:start], &snoopv1.WatchEventsResponse{Event: ev})
+	}
+	return out, nil
+}
+
+func appendResponse(b []byte, ev *snoopv1.Event, dropped uint64, historyDone bool) ([]byte, error) {
+	o := obj{b: append(b, '{')}
+	if ev != nil {
+		o.key("event")
+		if err := o.event(ev); err != nil {
+			return b, err
+		}
+	}
+	o.uint64("dropped", dropped)
+	o.bool("history_done", historyDone)
+	return append(o.b, '}'), nil
+}
+
+// obj appends the members of a JSON object, putting commas between them.
+type obj struct {
+	b    []byte
+	more bool // a member was written: the next needs a comma
+}
+
+func (o *obj) key(k string) {
+	if o.more {
+		o.b = append(o.b, ',')
+	}
+	o.more = true
+	o.b = append(o.b, '"')
+	o.b = append(o.b, k...)
+	o.b = append(o.b, '"', ':')
+}
+
+func (o *obj) str(k, v string) error {
+	if v == "" {
+		return nil
+	}
+	o.key(k)
+	var err error
+	o.b, err = appendJSONString(o.b, v)
+	return err
+}
+
+func (o *obj) uint32(k string, v uint32) {
+	if v != 0 {
+		o.key(k)
+		o.b = strconv.AppendUint(o.b, uint64(v), 10)
+	}
+}
+
+func (o *obj) uint64(k string, v uint64) {
+	if v != 0 {
+		o.key(k)
+		o.b = append(o.b, '"')
+		o.b = strconv.AppendUint(o.b, v, 10)
+		o.b = append(o.b, '"')
+	}
+}
+
+func (o *obj) int64(k string, v int64) {
+	if v != 0 {
+		o.key(k)
+		o.b = append(o.b, '"')
+		o.b = strconv.AppendInt(o.b, v, 10)
+		o.b = append(o.b, '"')
+	}
+}
+
+func (o *obj) bool(k string, v bool) {
+	if v {
+		o.key(k)
+		o.b = append(o.b, "true"...)
+	}
+}
+
+func (o *obj) bytes(k string, v []byte) {
+	if len(v) > 0 {
+		o.key(k)
+		o.b = append(o.b, '"')
+		o.b = base64.StdEncoding.AppendEncode(o.b, v)
+		o.b = append(o.b, '"')
+	}
+}
+
+// enum writes an enum by name; a number without a name goes the slow way
+// (protojson would write the number).
+func (o *obj) enum(k string, v int32, names map[int32]string) error {
+	if v == 0 {
+		return nil
+	}
+	name, ok := names[v]
+	if !ok {
+		return errSlow
+	}
+	o.key(k)
+	o.b = append(o.b, '"')
+	o.b = append(o.b, name...)
+	o.b = append(o.b, '"')
+	return nil
+}
+
+func (o *obj) timestamp(k string, ts *timestamppb.Timestamp) error {
+	if ts == nil {
+		return nil
+	}
+	o.key(k)
+	var err error
+	o.b, err = appendTimestamp(o.b, ts.GetSeconds(), ts.GetNanos())
+	return err
+}
+
+func (o *obj) duration(k string, d *durationpb.Duration) error {
+	if d == nil {
+		return nil
+	}
+	o.key(k)
+	var err error
+	o.b, err = appendDuration(o.b, d.GetSeconds(), d.GetNanos())
+	return err
+}
+
+// open starts a nested object under k; close ends it.
+func (o *obj) open(k string) obj {
+	o.key(k)
+	return obj{b: append(o.b, '{')}
+}
+
+func (o *obj) close(inner obj) {
+	o.b = append(inner.b, '}')
+}
+
+func (o *obj) event(ev *snoopv1.Event) error {
+	e := obj{b: append(o.b, '{')}
+	if err := e.enum("kind", int32(ev.GetKind()), snoopv1.EventKind_name); err != nil {
+		return err
+	}
+	if err := e.timestamp("time", ev.GetTime()); err != nil {
+		return err
+	}
+	if err := e.str("proxy", ev.GetProxy()); err != nil {
+		return err
+	}
+	e.uint64("connection_id", ev.GetConnectionId())
+	if err := e.str("client", ev.GetClient()); err != nil {
+		return err
+	}
+	if tx := ev.GetTransaction(); tx != nil {
+		t := e.open("transaction")
+		if err := t.transaction(tx); err != nil {
+			return err
+		}
+		e.close(t)
+	}
+	if c := ev.GetClosed(); c != nil {
+		t := e.open("closed")
+		t.int64("bytes_up", c.GetBytesUp())
+		t.int64("bytes_down", c.GetBytesDown())
+		if err := t.duration("duration", c.GetDuration()); err != nil {
+			return err
+		}
+		t.int64("transactions", c.GetTransactions())
+		if err := t.str("reason", c.GetReason()); err != nil {
+			return err
+		}
+		e.close(t)
+	}
+	if pe := ev.GetProtocolError(); pe != nil {
+		t := e.open("protocol_error")
+		for _, f := range [...]struct{ k, v string }{{"rule", pe.GetRule()}, {"direction", pe.GetDirection()}, {"field", pe.GetField()}} {
+			if err := t.str(f.k, f.v); err != nil {
+				return err
+			}
+		}
+		t.int64("offset", pe.GetOffset())
+		t.int64("frame", pe.GetFrame())
+		if err := t.str("message", pe.GetMessage()); err != nil {
+			return err
+		}
+		if err := t.enum("policy", int32(pe.GetPolicy()), snoopv1.CorruptPolicy_name); err != nil {
+			return err
+		}
+		e.close(t)
+	}
+	if err := e.str("error", ev.GetError()); err != nil {
+		return err
+	}
+	o.b = append(e.b, '}')
+	return nil
+}
+
+func (t *obj) transaction(tx *snoopv1.Transaction) error {
+	if err := t.enum("op", int32(tx.GetOp()), snoopv1.Op_name); err != nil {
+		return err
+	}
+	t.uint32("request_uid", tx.GetRequestUid())
+	t.bytes("session_id", tx.GetSessionId())
+	t.uint32("session_id_length", tx.GetSessionIdLength())
+	t.uint32("timeout_ms", tx.GetTimeoutMs())
+	t.uint32("request_size", tx.GetRequestSize())
+	t.uint32("response_size", tx.GetResponseSize())
+	t.uint32("request_frames", tx.GetRequestFrames())
+	t.uint32("response_frames", tx.GetResponseFrames())
+	if err := t.str("result", tx.GetResult()); err != nil {
+		return err
+	}
+	t.uint32("status", tx.GetStatus())
+	t.uint32("data_length", tx.GetDataLength())
+	t.bytes("data_digest", tx.GetDataDigest())
+	t.bytes("data", tx.GetData())
+	t.bool("data_truncated", tx.GetDataTruncated())
+	if err := t.timestamp("start_time", tx.GetStartTime()); err != nil {
+		return err
+	}
+	return t.duration("latency", tx.GetLatency())
+}
+
+// The ranges protojson accepts (google.protobuf.Timestamp: years 1 to
+// 9999; Duration: ±10,000 years).
+const (
+	minTimestampSeconds = -62135596800
+	maxTimestampSeconds = 253402300799
+	maxDurationSeconds  = 315576000000
+)
+
+// appendTimestamp writes an RFC 3339 time in UTC with 0, 3, 6 or 9
+// fractional digits, as protojson does.
+func appendTimestamp(b []byte, secs int64, nanos int32) ([]byte, error) {
+	if secs < minTimestampSeconds || secs > maxTimestampSeconds || nanos < 0 || nanos >= 1e9 {
+		return b, errSlow
+	}
+	b = append(b, '"')
+	b = time.Unix(secs, int64(nanos)).UTC().AppendFormat(b, "2006-01-02T15:04:05")
+	b = appendFraction(b, nanos)
+	return append(b, 'Z', '"'), nil
+}
+
+// appendDuration writes seconds with 0, 3, 6 or 9 fractional digits and
+// an "s", as protojson does.
+func appendDuration(b []byte, secs int64, nanos int32) ([]byte, error) {
+	if secs < -maxDurationSeconds || secs > maxDurationSeconds || nanos <= -1e9 || nanos >= 1e9 ||
+		(secs > 0 && nanos < 0) || (secs < 0 && nanos > 0) {
+		return b, errSlow
+	}
+	b = append(b, '"')
+	if secs < 0 || nanos < 0 {
+		b = append(b, '-')
+		secs, nanos = -secs, -nanos
+	}
+	b = strconv.AppendUint(b, uint64(secs), 10)
+	b = appendFraction(b, nanos)
+	return append(b, 's', '"'), nil
+}
+
+// appendFraction writes nanos (0 ≤ nanos < 1e9) as a fraction of a second
+// in the fewest of 0, 3, 6 or 9 digits that hold it exactly.
+func appendFraction(b []byte, nanos int32) []byte {
+	digits, v := 9, nanos
+	switch {
+	case nanos == 0:
+		return b
+	case nanos%1e6 == 0:
+		digits, v = 3, nanos/1e6
+	case nanos%1e3 == 0:
+		digits, v = 6, nanos/1e3
+	}
+	b = append(b, '.')
+	var d [9]byte
+	for i := digits - 1; i >= 0; i-- {
+		d[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, d[:digits]...)
+}
+
+// appendJSONString writes s as a JSON string escaped exactly as protojson
+// escapes it: '"', '\\' and control characters only, the common ones as
+// \b \f \n \r \t and the rest as \u00XX; invalid UTF-8 goes the slow way
+// (protojson refuses it).
+func appendJSONString(b []byte, s string) ([]byte, error) {
+	b = append(b, '"')
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] >= ' ' && s[i] != '"' && s[i] != '\\' && s[i] < utf8.RuneSelf {
+			i++
+		}
+		b = append(b, s[:i]...)
+		s = s[i:]
+		if len(s) == 0 {
+			break
+		}
+		c := s[0]
+		if c >= utf8.RuneSelf {
+			r, n := utf8.DecodeRuneInString(s)
+			if r == utf8.RuneError && n == 1 {
+				return b, errSlow
+			}
+			b = append(b, s[:n]...)
+			s = s[n:]
+			continue
+		}
+		b = append(b, '\\')
+		switch c {
+		case '"', '\\':
+			b = append(b, c)
+		case '\b':
+			b = append(b, 'b')
+		case '\f':
+			b = append(b, 'f')
+		case '\n':
+			b = append(b, 'n')
+		case '\r':
+			b = append(b, 'r')
+		case '\t':
+			b = append(b, 't')
+		default:
+			const hexDigits = "0123456789abcdef"
+			b = append(b, 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		s = s[1:]
+	}
+	return append(b, '"'), nil
+}
