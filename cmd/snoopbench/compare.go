@@ -42,9 +42,10 @@ func scenarios(f benchFlags) []scenario {
 type pathKind int
 
 const (
-	kindDirect pathKind = iota // no proxy
-	kindChild                  // a proxy in a snoopbench child process
-	kindSnoopd                 // the real snoopd, configured with snoopctl
+	kindDirect  pathKind = iota // no proxy
+	kindChild                   // a proxy in a snoopbench child process
+	kindSnoopd                  // the real snoopd, configured with snoopctl
+	kindCSelect                 // the C select-loop stand-in for dc_snoop
 )
 
 // pathSpec is one way from the load generator to the cache.
@@ -64,6 +65,7 @@ func allPaths(engines []string) []pathSpec {
 	ps := []pathSpec{
 		{name: "direct", kind: kindDirect},
 		{name: "naive", kind: kindChild, child: []string{"-kind", "naive"}},
+		{name: "cselect", kind: kindCSelect},
 		{name: "snoop", kind: kindChild, child: []string{"-kind", "snoop", "-sink", "consume"}},
 		{name: "snoop-stalled", kind: kindChild, child: []string{"-kind", "snoop", "-sink", "stall"}},
 	}
@@ -182,6 +184,7 @@ type runEnv struct {
 	cache   distcache.Addr
 	server  string // the cache as the proxies are told it
 	bins    binaries
+	cselect string // the compiled C proxy
 }
 
 // runSeq numbers runs, for unique socket names.
@@ -197,8 +200,8 @@ func (e *runEnv) listen(name string) string {
 // benchNetwork runs every selected path in every selected scenario,
 // f.rounds times, interleaved, and prints one table row per scenario and
 // path.
-func benchNetwork(network, dir string, f benchFlags, paths []pathSpec, scens []scenario, bins binaries, rep *report) error {
-	e := &runEnv{f: f, dir: dir, network: network, bins: bins}
+func benchNetwork(network, dir string, f benchFlags, paths []pathSpec, scens []scenario, bins binaries, cselectBin string, rep *report) error {
+	e := &runEnv{f: f, dir: dir, network: network, bins: bins, cselect: cselectBin}
 	cache, err := spawn("-kind", "cache", "-listen", e.listen("cache"))
 	if err != nil {
 		return err
@@ -250,6 +253,8 @@ func (e *runEnv) run(sc scenario, p pathSpec) (result, error) {
 		return e.measure(sc, c.addr, childMeter(c))
 	case kindSnoopd:
 		return e.runSnoopd(sc, p)
+	case kindCSelect:
+		return e.runCSelect(sc, p)
 	}
 	return e.measure(sc, e.cache, nil)
 }
@@ -275,6 +280,37 @@ func childMeter(c *child) *meter {
 				}
 				res.seen, res.dropped, res.eventsOK = after.Events-before.Events, after.Dropped-before.Dropped, true
 			}
+			return nil
+		},
+	}
+}
+
+// runCSelect measures the C select-loop proxy, started fresh for the run
+// like the child proxies, its CPU read from /proc like snoopd's.
+func (e *runEnv) runCSelect(sc scenario, p pathSpec) (result, error) {
+	c, err := startCSelect(e.cselect, e.listen(p.name), e.server)
+	if err != nil {
+		return result{}, err
+	}
+	defer c.stop()
+	return e.measure(sc, c.addr, procMeter(c.pid()))
+}
+
+// procMeter reads a process's CPU from /proc/PID/stat around a scenario,
+// each time once the process has gone quiet.
+func procMeter(pid int) *meter {
+	var before []time.Duration
+	return &meter{
+		before: func() (err error) {
+			before, err = settleCPU([]int{pid}, settleLimit)
+			return err
+		},
+		after: func(ops int64, res *result) error {
+			after, err := settleCPU([]int{pid}, settleLimit)
+			if err != nil {
+				return err
+			}
+			res.cpuPerTx, res.cpuOK = (after[0]-before[0])/time.Duration(max(ops, 1)), true
 			return nil
 		},
 	}

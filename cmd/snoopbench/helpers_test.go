@@ -127,7 +127,7 @@ func TestSelectPaths(t *testing.T) {
 	for _, p := range all {
 		names = append(names, p.name)
 	}
-	want := []string{"direct", "naive", "snoop", "snoop-stalled", "snoopd-epoll", "snoopd-epoll+tail", "snoopd-goroutines", "snoopd-goroutines+tail"}
+	want := []string{"direct", "naive", "cselect", "snoop", "snoop-stalled", "snoopd-epoll", "snoopd-epoll+tail", "snoopd-goroutines", "snoopd-goroutines+tail"}
 	if !slices.Equal(names, want) {
 		t.Errorf("allPaths = %v, want %v", names, want)
 	}
