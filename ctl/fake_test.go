@@ -21,7 +21,9 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/internal/testutil"
+	"github.com/snoopd/snoopd/match"
 )
 
 // fakeDaemon implements the control API in memory, enough to drive every
@@ -277,9 +279,17 @@ func (f *fakeDaemon) WatchEvents(req *snoopv1.WatchEventsRequest, st grpc.Server
 		pending = nil
 		return err
 	}
+	m, err := filter.Compile(req)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	for _, r := range evs {
-		if r.GetEvent() != nil && !filter.MatchRequest(req, r.GetEvent()) {
-			continue
+		if ev := r.GetEvent(); ev != nil {
+			var v match.View
+			apiconv.View(ev, "", &v)
+			if !m.Match(&v) {
+				continue
+			}
 		}
 		if r.GetEvent() != nil && !req.GetIncludeData() && r.GetEvent().GetTransaction().GetData() != nil {
 			r = proto.Clone(r).(*snoopv1.WatchEventsResponse)

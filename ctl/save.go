@@ -66,7 +66,7 @@ func (e *env) save(cCtx *cli.Context) error {
 			return usagef("--rotate-size: %v", err)
 		}
 	}
-	req, f, err := watchFromFlags(cCtx, proxies)
+	req, _, err := watchFromFlags(cCtx, proxies)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func (e *env) save(cCtx *cli.Context) error {
 		e.warnf("%s ended in a partial line of %d bytes; cut it off before appending", path, n)
 	}
 	p := &saveProgress{e: e, w: w, on: isTerminal(e.stdio.Err), start: time.Now()}
-	res, err := e.stream(cCtx.Context, c, req, f, streamOptions{
+	res, err := e.stream(cCtx.Context, c, req, streamOptions{
 		action: "save",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),

@@ -41,7 +41,7 @@ func (e *env) statsCommand() *cli.Command {
 }
 
 func (e *env) stats(cCtx *cli.Context) error {
-	req, f, err := watchFromFlags(cCtx, cCtx.Args().Slice())
+	req, _, err := watchFromFlags(cCtx, cCtx.Args().Slice())
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func (e *env) stats(cCtx *cli.Context) error {
 			}
 		}
 	}
-	_, err = e.stream(cCtx.Context, c, req, f, o, func(r *snoopv1.WatchEventsResponse) error {
+	_, err = e.stream(cCtx.Context, c, req, o, func(r *snoopv1.WatchEventsResponse) error {
 		col.Add(r)
 		return drawErr
 	})

@@ -37,7 +37,7 @@ func dataFlag() *cli.BoolFlag {
 }
 
 func (e *env) tail(cCtx *cli.Context) error {
-	req, f, err := watchFromFlags(cCtx, cCtx.Args().Slice())
+	req, _, err := watchFromFlags(cCtx, cCtx.Args().Slice())
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func (e *env) tail(cCtx *cli.Context) error {
 	}
 	defer c.Close()
 	out := e.eventPrinter(e.stdio.Out, false, cCtx.Bool("data"))
-	res, err := e.stream(cCtx.Context, c, req, f, streamOptions{
+	res, err := e.stream(cCtx.Context, c, req, streamOptions{
 		action: "tail",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),

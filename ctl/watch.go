@@ -3,7 +3,9 @@ package ctl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,23 +15,53 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/match"
+	"github.com/snoopd/snoopd/vocab"
 )
 
-// filterHelp documents the filters shared by tail, save, read and stats.
-const filterHelp = "Filters: different flags must all match; the values of one flag (comma-separated\n" +
-	"or repeated) are alternatives. --op, --status, --session and --min-latency keep\n" +
-	"only transactions.\n\n" +
-	"  --op         get, add, remove, have\n" +
-	"  --status     ok, notok, hit, miss, exists, timeout-range, id-range, data-range,\n" +
-	"               corrupt, disconnected, malformed, unknown-status, unanswered,\n" +
-	"               orphan\n" +
-	"  --events     tx (transactions), conn (opened and closed), opened, closed,\n" +
-	"               connect-failed, refused, protocol (protocol errors)\n" +
-	"  --errors     only errors: protocol errors, failed connects to the server,\n" +
-	"               refused clients, and transactions whose result is not ok, hit,\n" +
-	"               miss, notok or exists (the range errors, corrupt, disconnected,\n" +
-	"               malformed, unknown-status, unanswered, orphan)\n" +
-	"  --session    session id prefix in hex, whole bytes (0a1b2c)\n"
+// filterHelp documents the filters shared by tail, save, read and stats,
+// in the vocabulary's words.
+var filterHelp = func() string {
+	var b strings.Builder
+	b.WriteString("Filters: different flags must all match; the values of one flag (comma-separated\n" +
+		"or repeated) are alternatives. --op, --status, --session and --min-latency keep\n" +
+		"only transactions.\n\n")
+	fmt.Fprintf(&b, "  --op         %s\n", strings.Join(vocab.OpNames(), ", "))
+	b.WriteString(wrap("  --status     ", strings.Join(vocab.ResultNames(), ", ")))
+	b.WriteString(wrap("  --events     ", strings.Join(vocab.KindGroupNames(), ", ")+" (conn: opened and closed)"))
+	var bad []string
+	for _, r := range vocab.Results() {
+		if r.IsError() {
+			bad = append(bad, r.String())
+		}
+	}
+	b.WriteString(wrap("  --errors     ", "only errors: protocol errors, failed connects to the server, refused clients, and transactions whose result is "+vocab.List(bad)))
+	b.WriteString("  --session    session id prefix in hex, whole bytes (0a1b2c)\n")
+	b.WriteString(wrap("  --filter     ", "a CEL expression, evaluated by the daemon (and by read), e.g. "+
+		`'op == "get" && result == "miss" && latency > duration("2ms")'. Variables:`))
+	for _, v := range match.Variables {
+		b.WriteString(wrap(fmt.Sprintf("      %-11s", v.Name), v.Type+": "+v.Help))
+	}
+	return b.String()
+}()
+
+// wrap indents text after head, wrapping at 80 columns.
+func wrap(head, text string) string {
+	var b strings.Builder
+	line := head
+	for _, w := range strings.Fields(text) {
+		if len(line)+1+len(w) > 80 && len(line) > len(head) {
+			b.WriteString(strings.TrimRight(line, " ") + "\n")
+			line = strings.Repeat(" ", len(head))
+		}
+		if len(line) > len(head) && !strings.HasSuffix(line, " ") {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line + "\n")
+	return b.String()
+}
 
 // filterFlags are the filter flags of tail, save, read and stats.
 func filterFlags() []cli.Flag {
@@ -39,8 +71,9 @@ func filterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `HEX`"},
 		&cli.DurationFlag{Name: "min-latency", Usage: "keep transactions at least this slow (2ms)"},
 		&cli.Uint64Flag{Name: "conn", Usage: "keep events of connection `ID`"},
-		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (see below)"},
+		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (see the list of filters)"},
 		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol)"},
+		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (variables: see the list of filters)"},
 	}
 }
 
@@ -68,6 +101,7 @@ func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error)
 		Conn:       cCtx.Uint64("conn"),
 		Errors:     cCtx.Bool("errors"),
 		Events:     cCtx.StringSlice("events"),
+		Expr:       cCtx.String("filter"),
 	})
 	if err != nil {
 		return filter.Filter{}, usagef("%v", err)
@@ -138,10 +172,11 @@ const recvQueue = 16
 
 // stream watches events until ctx is cancelled (Ctrl-C), o.count events
 // were handled, o.dur passed, or the stream fails. handle sees every drop
-// notice and every event that f keeps, one event per call whether the
-// daemon batches events or not; handle must not keep the response it is
-// given. Ending for one of the first three reasons is not an error.
-func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsRequest, f filter.Filter, o streamOptions,
+// notice and every event, one event per call whether the daemon batches
+// events or not; handle must not keep the response it is given. The
+// daemon has applied the whole filter (the matcher snoopctl read runs
+// too), so nothing is filtered again here. Ending for one of the first three reasons is not an error.
+func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsRequest, o streamOptions,
 	handle func(*snoopv1.WatchEventsResponse) error) (streamResult, error) {
 	start := time.Now()
 	var res streamResult
@@ -232,11 +267,9 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 				// One event per response: max_batch 0 or 1, or a
 				// daemon that predates batching.
 				evs = nil
-				if f.Match(r.GetEvent()) {
-					res.events++
-					if err := handle(r); err != nil {
-						return res, err
-					}
+				res.events++
+				if err := handle(r); err != nil {
+					return res, err
 				}
 			case len(evs) == 0:
 				res.dropped += r.GetDropped()
@@ -250,9 +283,6 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 			for _, ev := range evs {
 				if o.count > 0 && res.events >= o.count {
 					break
-				}
-				if !f.Match(ev) {
-					continue
 				}
 				res.events++
 				one.Event = ev

@@ -117,22 +117,19 @@ func TestNewRequest(t *testing.T) {
 		MinLatency:      durationpb.New(2 * time.Millisecond),
 		ConnectionId:    7,
 	}
-	if !proto.Equal(f.Request, want) || f.ErrorsOnly {
+	if !proto.Equal(f.Request, want) {
 		t.Errorf("request %v, want %v", f.Request, want)
 	}
 
-	f, err = New(Options{Errors: true})
+	// --errors is evaluated by the daemon; with --events it drops the
+	// kinds that are never errors.
+	f, err = New(Options{Errors: true, Events: []string{"conn,protocol"}, Expr: `proxy != "x"`})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantKinds := []snoopv1.EventKind{
-		snoopv1.EventKind_EVENT_KIND_TRANSACTION,
-		snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED,
-		snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED,
-		snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR,
-	}
-	if !slices.Equal(f.Request.Kinds, wantKinds) || !f.ErrorsOnly {
-		t.Errorf("--errors: kinds %v errors-only %v, want %v true", f.Request.Kinds, f.ErrorsOnly, wantKinds)
+	wantKinds := []snoopv1.EventKind{snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR}
+	if !slices.Equal(f.Request.Kinds, wantKinds) || !f.Request.ErrorsOnly || f.Request.Filter != `proxy != "x"` {
+		t.Errorf("--errors: %v, want kinds %v, errors_only and the filter", f.Request, wantKinds)
 	}
 }
 
@@ -150,6 +147,8 @@ func TestNewErrors(t *testing.T) {
 		{"session too long", Options{Session: string(make([]byte, 130))}},
 		{"negative latency", Options{MinLatency: -time.Second}},
 		{"errors with conn events only", Options{Errors: true, Events: []string{"conn"}}},
+		{"bad expression", Options{Expr: `op ==`}},
+		{"expression not a bool", Options{Expr: `latency`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,26 +159,17 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestMatchRequestNilAndMinLatencyZero(t *testing.T) {
-	if !MatchRequest(nil, opened) {
-		t.Error("a nil request must keep everything")
+func TestZeroFilterAndMinLatencyZero(t *testing.T) {
+	if !(Filter{}).Match(opened) {
+		t.Error("a zero Filter must keep everything")
 	}
 	// A zero min_latency is no filter at all, as in the daemon: it must
 	// not turn the request into a transaction-only filter.
-	req := &snoopv1.WatchEventsRequest{MinLatency: durationpb.New(0)}
-	if !MatchRequest(req, opened) {
+	m, err := Compile(&snoopv1.WatchEventsRequest{MinLatency: durationpb.New(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := (Filter{m: m}); !f.Match(opened) {
 		t.Error("min_latency 0 dropped a connection event")
-	}
-}
-
-func TestIsErrorResult(t *testing.T) {
-	for _, r := range Results {
-		want := !slices.Contains([]string{"ok", "notok", "hit", "miss", "exists"}, r)
-		if got := IsErrorResult(r); got != want {
-			t.Errorf("IsErrorResult(%q) = %v, want %v", r, got, want)
-		}
-	}
-	if !IsErrorResult("status(9)") {
-		t.Error("an unknown status must count as an error")
 	}
 }

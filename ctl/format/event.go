@@ -7,7 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
+	"github.com/snoopd/snoopd/vocab"
 )
 
 // Time layouts of event lines: the time of day for live streams, as
@@ -237,10 +240,13 @@ func (t Text) paint(b []byte, s, c string) []byte {
 // resultColor is green for answers that went well, yellow for normal
 // negative answers and red for errors.
 func resultColor(r string) string {
-	switch r {
-	case "ok", "hit":
+	res, ok := vocab.ParseResult(r)
+	switch {
+	case !ok:
+		return colRed
+	case res.Class() == vocab.Good:
 		return colGreen
-	case "miss", "notok":
+	case res.Class() == vocab.Normal:
 		return colYellow
 	}
 	return colRed
@@ -301,18 +307,19 @@ func AppendShortID(b, id []byte, fullLen uint32) []byte {
 // OpName is an operation's name as the protocol spells it: ADD, GET,
 // REMOVE, HAVE.
 func OpName(op snoopv1.Op) string {
-	switch op {
-	case snoopv1.Op_OP_ADD:
-		return "ADD"
-	case snoopv1.Op_OP_GET:
-		return "GET"
-	case snoopv1.Op_OP_REMOVE:
-		return "REMOVE"
-	case snoopv1.Op_OP_HAVE:
-		return "HAVE"
+	if o, ok := apiconv.OpFromAPI(op); ok {
+		return opUpper[o]
 	}
 	return "OP(" + strconv.Itoa(int(op)) + ")"
 }
+
+// opUpper are the vocabulary's operation names as output shows them.
+var opUpper = func() (out [distcache.NumOps]string) {
+	for i := range out {
+		out[i] = strings.ToUpper(vocab.OpName(distcache.Op(i)))
+	}
+	return out
+}()
 
 // Policy names a corrupt-input policy as --on-corrupt spells it.
 func Policy(p snoopv1.CorruptPolicy) string {

@@ -11,9 +11,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
+	"github.com/snoopd/snoopd/vocab"
 )
 
 // newTable returns a tabwriter laid out like ctr's tables: columns
@@ -37,13 +37,13 @@ func State(s snoopv1.ProxyState) string {
 
 // ProxyErrors counts what snoopctl calls errors in a proxy's counters:
 // protocol errors, failed connects to the server, refused clients and
-// transactions whose result is an error (filter.IsErrorResult), the same
+// transactions whose result is an error (vocab.Result.IsError), the same
 // definition tail --errors uses.
 func ProxyErrors(c *snoopv1.ProxyCounters) int64 {
 	n := c.GetProtocolErrors() + c.GetConnectFailures() + c.GetConnectionsRefused()
 	for _, oc := range c.GetOps() {
 		for r, k := range oc.GetResults() {
-			if filter.IsErrorResult(r) {
+			if res, ok := vocab.ParseResult(r); !ok || res.IsError() {
 				n += k
 			}
 		}
@@ -210,14 +210,15 @@ func hitRatio(op snoopv1.Op, results map[string]int64) string {
 // order of results, then any unknown ones by name.
 func Results(m map[string]int64) string {
 	var parts []string
-	for _, r := range filter.Results {
+	names := vocab.ResultNames()
+	for _, r := range names {
 		if n := m[r]; n != 0 {
 			parts = append(parts, r+"="+strconv.FormatInt(n, 10))
 		}
 	}
 	var other []string
 	for r, n := range m {
-		if n != 0 && !slices.Contains(filter.Results, r) {
+		if n != 0 && !slices.Contains(names, r) {
 			other = append(other, r+"="+strconv.FormatInt(n, 10))
 		}
 	}

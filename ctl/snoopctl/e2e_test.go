@@ -12,7 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/snoopd/snoopd/ctl/filter"
+	"github.com/snoopd/snoopd/vocab"
 	"io"
 	"os"
 	"os/exec"
@@ -321,7 +321,7 @@ var opOf = map[string]snoopv1.Op{"ADD": snoopv1.Op_OP_ADD, "GET": snoopv1.Op_OP_
 func errorResults(rep loadgen.Report) int {
 	n := 0
 	for r, k := range rep.Results {
-		if filter.IsErrorResult(r) {
+		if res, ok := vocab.ParseResult(r); !ok || res.IsError() {
 			n += int(k)
 		}
 	}

@@ -5,10 +5,10 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/vocab"
 )
 
 // OpRow is the statistics of one operation on one proxy.
@@ -20,7 +20,7 @@ type OpRow struct {
 	// Results counts the transactions by result ("hit", "miss", ...).
 	Results map[string]int64
 	// Errors counts the transactions whose result is an error
-	// (filter.IsErrorResult).
+	// (vocab.Result.IsError).
 	Errors int64
 	// Latency summarises the answered transactions' latency.
 	Latency *snoopv1.LatencySummary
@@ -114,7 +114,7 @@ func (c *Collector) Add(r *snoopv1.WatchEventsResponse) {
 		}
 		a.count++
 		a.results[tx.GetResult()]++
-		if filter.IsErrorResult(tx.GetResult()) {
+		if r, ok := vocab.ParseResult(tx.GetResult()); !ok || r.IsError() {
 			a.errors++
 		}
 		if tx.GetLatency() != nil {
