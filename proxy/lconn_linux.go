@@ -66,16 +66,17 @@ func (lc *lconn) killFromAnywhere(reason string) {
 func (lc *lconn) start() {
 	if sp, _ := lc.set.spares.(*lspares); sp != nil {
 		if fd := sp.take(); fd >= 0 {
+			// The spare is registered for input already: only its owner
+			// changes. Its generation stays, since events still pending
+			// for it are about this same socket.
 			lc.side[1].fd = fd
-			gen, err := lc.l.rebind(fd, &lc.side[1], unix.EPOLLIN)
-			lc.side[1].gen = gen
-			if err != nil {
-				lc.close(fmt.Sprintf("epoll_ctl: %v", err))
-				return
-			}
+			slot := &lc.l.slots[fd]
+			slot.h, lc.side[1].gen = &lc.side[1], slot.gen
 			lc.opened()
+			sp.fill()
 			return
 		}
+		sp.fill()
 	}
 	lc.tm.owner = lc
 	lc.l.timers.schedule(&lc.tm, lc.l.now.Add(lc.set.opts.DialTimeout).UnixNano())

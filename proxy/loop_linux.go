@@ -402,9 +402,12 @@ func (ll *llistener) stop() {
 	close(ll.done)
 }
 
-// acceptBurst bounds the accepts per readiness, so one busy listener
-// cannot starve the loop's connections.
-const acceptBurst = 16
+// acceptBurst is the accepts per readiness: one, as the loop reads once
+// per readiness too. The listener is level-triggered, so a backlog brings
+// the loop back at once, and no accept is spent learning that the backlog
+// is empty (with clients that open a connection per operation that would
+// be a system call per operation).
+const acceptBurst = 1
 
 func (ll *llistener) onEvent(uint32) {
 	for i := 0; i < acceptBurst && ll.fd >= 0 && !ll.paused; i++ {

@@ -47,7 +47,10 @@ func (sp *lspares) shut() {
 	sp.ready = nil
 }
 
-// take hands out a ready spare's descriptor, or -1, and refills.
+// take hands out a ready spare's descriptor, or -1. The descriptor stays
+// registered, watched for input, level-triggered. The caller refills the
+// pool (fill) once its client's request is on its way, so the new dial is
+// not in that request's path.
 func (sp *lspares) take() int {
 	if sp.closed || len(sp.ready) == 0 {
 		return -1
@@ -57,7 +60,6 @@ func (sp *lspares) take() int {
 	sp.ready = sp.ready[:len(sp.ready)-1]
 	fd := s.fd
 	s.fd = -1
-	sp.fill()
 	return fd
 }
 
@@ -104,7 +106,14 @@ func (sp *lspares) fill() {
 		}
 		s := &lspare{sp: sp, fd: fd, connecting: !done}
 		s.tm.owner = s
-		gen, err := sp.l.add(fd, s, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET)
+		// A connected spare is watched the way a connection's server side
+		// is (level-triggered input), so a client takes it over without a
+		// system call; one still connecting waits for the writable edge.
+		events := uint32(unix.EPOLLIN)
+		if !done {
+			events = unix.EPOLLOUT | unix.EPOLLET
+		}
+		gen, err := sp.l.add(fd, s, events)
 		if err != nil {
 			unix.Close(fd)
 			dataFDs.Add(-1)
@@ -153,11 +162,21 @@ func (s *lspare) onEvent(ev uint32) {
 			}
 			return
 		}
-		sp.ready = append(sp.ready, s)
-		sp.retry = 0
-		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0 {
+		gen, err := sp.l.rebind(s.fd, s, unix.EPOLLIN)
+		s.gen = gen
+		if err != nil {
+			s.release()
+			sp.failed(sp.l.now.UnixNano())
 			return
 		}
+		sp.ready = append(sp.ready, s)
+		sp.retry = 0
+		return
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0 {
+		// Only "writable": the edge every new socket reports once (a
+		// unix connect completes before it is registered).
+		return
 	}
 	// A ready spare heard from its server: end of stream, an error or
 	// bytes nobody asked for. It is useless; replace it.

@@ -347,11 +347,21 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	p.stopped = true
 	p.enabled = false
 	p.closeListenerLocked()
+	// The last listener's end, however it was closed (here, by Disable
+	// or by Drain): a unix socket's file is gone once it is closed.
+	lnDone := p.lnDone
 	victims := p.connListLocked()
 	p.mu.Unlock()
 	p.cancel()
 	for _, c := range victims {
 		c.kill("proxy stopped")
+	}
+	if lnDone != nil {
+		select {
+		case <-lnDone:
+		case <-ctx.Done():
+			return fmt.Errorf("proxy %q: stop: %w", p.name, ctx.Err())
+		}
 	}
 	return p.wait(ctx)
 }
