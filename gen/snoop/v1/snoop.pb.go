@@ -536,7 +536,23 @@ type Proxy struct {
 	// counters are the proxy's traffic counters since it was created.
 	Counters *ProxyCounters `protobuf:"bytes,5,opt,name=counters,proto3" json:"counters,omitempty"`
 	// create_time is when the proxy was created in this daemon.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// listen_host and listen_port are listen_address's host and real port
+	// for TCP, so scripts need not split the libnal form; listen_path is the
+	// socket path for unix sockets. Added in wave 2.
+	ListenHost string `protobuf:"bytes,7,opt,name=listen_host,json=listenHost,proto3" json:"listen_host,omitempty"`
+	// listen_port: see listen_host. Added in wave 2.
+	ListenPort uint32 `protobuf:"varint,8,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
+	// listen_path: see listen_host. Added in wave 2.
+	ListenPath string `protobuf:"bytes,9,opt,name=listen_path,json=listenPath,proto3" json:"listen_path,omitempty"`
+	// effective_spec is spec with every default filled in (spares, dial
+	// timeout, capture limit, socket mode, timeouts): what the proxy runs
+	// with. Added in wave 2.
+	EffectiveSpec *ProxySpec `protobuf:"bytes,10,opt,name=effective_spec,json=effectiveSpec,proto3" json:"effective_spec,omitempty"`
+	// instance_id identifies this incarnation of the proxy: a proxy deleted
+	// and created again under the same name gets a new one. Events carry it
+	// (Event.proxy_instance). Added in wave 2.
+	InstanceId    string `protobuf:"bytes,11,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -611,6 +627,41 @@ func (x *Proxy) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *Proxy) GetListenHost() string {
+	if x != nil {
+		return x.ListenHost
+	}
+	return ""
+}
+
+func (x *Proxy) GetListenPort() uint32 {
+	if x != nil {
+		return x.ListenPort
+	}
+	return 0
+}
+
+func (x *Proxy) GetListenPath() string {
+	if x != nil {
+		return x.ListenPath
+	}
+	return ""
+}
+
+func (x *Proxy) GetEffectiveSpec() *ProxySpec {
+	if x != nil {
+		return x.EffectiveSpec
+	}
+	return nil
+}
+
+func (x *Proxy) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
 }
 
 // ProxyCounters are a proxy's counters.
@@ -1326,8 +1377,13 @@ type DeleteProxyRequest struct {
 	// name is the proxy's name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// drain is how long live connections may go on before they are
-	// closed; unset or zero closes them at once.
-	Drain         *durationpb.Duration `protobuf:"bytes,2,opt,name=drain,proto3" json:"drain,omitempty"`
+	// closed; unset or zero closes them at once. The drain also ends when
+	// the call ends (its deadline or cancellation) or at the daemon's
+	// maximum drain, and what is left is closed.
+	Drain *durationpb.Duration `protobuf:"bytes,2,opt,name=drain,proto3" json:"drain,omitempty"`
+	// force closes what is left at once, also of a delete that is draining
+	// already. Added in wave 2.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1376,11 +1432,24 @@ func (x *DeleteProxyRequest) GetDrain() *durationpb.Duration {
 	return nil
 }
 
-// DeleteProxyResponse confirms a deletion.
+func (x *DeleteProxyRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// DeleteProxyResponse reports a deletion.
 type DeleteProxyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// connections_drained counts connections that ended on their own during
+	// the drain. Added in wave 2.
+	ConnectionsDrained int64 `protobuf:"varint,1,opt,name=connections_drained,json=connectionsDrained,proto3" json:"connections_drained,omitempty"`
+	// connections_cut counts connections still open when the drain ended,
+	// which were closed. Added in wave 2.
+	ConnectionsCut int64 `protobuf:"varint,2,opt,name=connections_cut,json=connectionsCut,proto3" json:"connections_cut,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeleteProxyResponse) Reset() {
@@ -1411,6 +1480,20 @@ func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteProxyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProxyResponse) Descriptor() ([]byte, []int) {
 	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteProxyResponse) GetConnectionsDrained() int64 {
+	if x != nil {
+		return x.ConnectionsDrained
+	}
+	return 0
+}
+
+func (x *DeleteProxyResponse) GetConnectionsCut() int64 {
+	if x != nil {
+		return x.ConnectionsCut
+	}
+	return 0
 }
 
 // ApplyProxiesRequest declares the proxies that should exist.
@@ -1483,7 +1566,10 @@ type ApplyResult struct {
 	// name is the proxy's name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// action is what was (or, in a dry run, would be) done.
-	Action        ApplyAction `protobuf:"varint,2,opt,name=action,proto3,enum=snoop.v1.ApplyAction" json:"action,omitempty"`
+	Action ApplyAction `protobuf:"varint,2,opt,name=action,proto3,enum=snoop.v1.ApplyAction" json:"action,omitempty"`
+	// proxy is the proxy as it runs after the apply (as it would, in a dry
+	// run, without counters); unset for a removed proxy. Added in wave 2.
+	Proxy         *Proxy `protobuf:"bytes,3,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1530,6 +1616,13 @@ func (x *ApplyResult) GetAction() ApplyAction {
 		return x.Action
 	}
 	return ApplyAction_APPLY_ACTION_UNSPECIFIED
+}
+
+func (x *ApplyResult) GetProxy() *Proxy {
+	if x != nil {
+		return x.Proxy
+	}
+	return nil
 }
 
 // ApplyProxiesResponse reports what applying did.
@@ -1906,7 +1999,12 @@ type WatchEventsRequest struct {
 	// errors_only keeps only errors: protocol errors, failed connects,
 	// refused clients, and transactions whose result is an error (anything
 	// but ok, hit, miss, notok and exists). Added in wave 2.
-	ErrorsOnly    bool `protobuf:"varint,12,opt,name=errors_only,json=errorsOnly,proto3" json:"errors_only,omitempty"`
+	ErrorsOnly bool `protobuf:"varint,12,opt,name=errors_only,json=errorsOnly,proto3" json:"errors_only,omitempty"`
+	// operations keeps transactions of these operations named as results
+	// are named: "add", "get", "remove", "have" (any case; "OP_GET" is
+	// accepted too). It adds to ops, for callers that name rather than
+	// number. Added in wave 2.
+	Operations    []string `protobuf:"bytes,13,rep,name=operations,proto3" json:"operations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2025,6 +2123,13 @@ func (x *WatchEventsRequest) GetErrorsOnly() bool {
 	return false
 }
 
+func (x *WatchEventsRequest) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
 // WatchEventsResponse carries one event, or a notice: of events dropped,
 // or of the end of the history.
 type WatchEventsResponse struct {
@@ -2039,6 +2144,11 @@ type WatchEventsResponse struct {
 	// history, marks the end of the history: the events before it had
 	// happened when the watch began, the events after it are live.
 	HistoryDone bool `protobuf:"varint,3,opt,name=history_done,json=historyDone,proto3" json:"history_done,omitempty"`
+	// history_missing, in the history_done notice, is how many of the
+	// history events asked for the daemon did not hold (it keeps
+	// GetDaemonInfoResponse.history_size), so a short history is never
+	// silent. Added in wave 2.
+	HistoryMissing uint32 `protobuf:"varint,5,opt,name=history_missing,json=historyMissing,proto3" json:"history_missing,omitempty"`
 	// events carries several events, in order, to a watcher that set
 	// WatchEventsRequest.max_batch above 1; event is then unset. A drop
 	// notice or the end of the history is never in the same response as
@@ -2099,6 +2209,13 @@ func (x *WatchEventsResponse) GetHistoryDone() bool {
 	return false
 }
 
+func (x *WatchEventsResponse) GetHistoryMissing() uint32 {
+	if x != nil {
+		return x.HistoryMissing
+	}
+	return 0
+}
+
 func (x *WatchEventsResponse) GetEvents() []*Event {
 	if x != nil {
 		return x.Events
@@ -2127,7 +2244,18 @@ type Event struct {
 	ProtocolError *ProtocolError `protobuf:"bytes,8,opt,name=protocol_error,json=protocolError,proto3" json:"protocol_error,omitempty"`
 	// error says why, for EVENT_KIND_CONNECT_FAILED and
 	// EVENT_KIND_CONNECTION_REFUSED.
-	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// proxy_instance is the instance_id of the proxy that saw the event, so
+	// the history of a proxy deleted and created again under the same name
+	// is told apart. Added in wave 2.
+	ProxyInstance string `protobuf:"bytes,10,opt,name=proxy_instance,json=proxyInstance,proto3" json:"proxy_instance,omitempty"`
+	// daemon names the daemon that saw the event, in fleet views (the NATS
+	// export sets it); empty from a single daemon's watch. Added in wave 2.
+	Daemon string `protobuf:"bytes,11,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	// end_time is when the event was emitted: for a transaction, when its
+	// response (or its end) was seen; time is its start. Streams are in
+	// end_time order. Added in wave 2.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2223,6 +2351,27 @@ func (x *Event) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Event) GetProxyInstance() string {
+	if x != nil {
+		return x.ProxyInstance
+	}
+	return ""
+}
+
+func (x *Event) GetDaemon() string {
+	if x != nil {
+		return x.Daemon
+	}
+	return ""
+}
+
+func (x *Event) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
 }
 
 // Transaction is a decoded request and its response.
@@ -2670,7 +2819,15 @@ type GetDaemonInfoResponse struct {
 	Loops uint32 `protobuf:"varint,11,opt,name=loops,proto3" json:"loops,omitempty"`
 	// fd_limit is the daemon's soft RLIMIT_NOFILE after start-up raised it
 	// to the hard limit. Added in wave 2.
-	FdLimit       uint64 `protobuf:"varint,12,opt,name=fd_limit,json=fdLimit,proto3" json:"fd_limit,omitempty"`
+	FdLimit uint64 `protobuf:"varint,12,opt,name=fd_limit,json=fdLimit,proto3" json:"fd_limit,omitempty"`
+	// max_watchers bounds the concurrent event streams. Added in wave 2.
+	MaxWatchers uint32 `protobuf:"varint,13,opt,name=max_watchers,json=maxWatchers,proto3" json:"max_watchers,omitempty"`
+	// name is the daemon's name (--daemon-name; the host name by default),
+	// as fleet views and the NATS export show it. Added in wave 2.
+	Name string `protobuf:"bytes,14,opt,name=name,proto3" json:"name,omitempty"`
+	// export reports the NATS export; unset when there is none. Added in
+	// wave 2.
+	Export        *ExportStats `protobuf:"bytes,15,opt,name=export,proto3" json:"export,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2789,6 +2946,130 @@ func (x *GetDaemonInfoResponse) GetFdLimit() uint64 {
 	return 0
 }
 
+func (x *GetDaemonInfoResponse) GetMaxWatchers() uint32 {
+	if x != nil {
+		return x.MaxWatchers
+	}
+	return 0
+}
+
+func (x *GetDaemonInfoResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetDaemonInfoResponse) GetExport() *ExportStats {
+	if x != nil {
+		return x.Export
+	}
+	return nil
+}
+
+// ExportStats are the NATS exporter's counters. Added in wave 2.
+type ExportStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// servers are the NATS URLs exported to.
+	Servers string `protobuf:"bytes,1,opt,name=servers,proto3" json:"servers,omitempty"`
+	// subject_prefix is the first token of every subject.
+	SubjectPrefix string `protobuf:"bytes,2,opt,name=subject_prefix,json=subjectPrefix,proto3" json:"subject_prefix,omitempty"`
+	// stream is the JetStream stream, empty for core NATS.
+	Stream string `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
+	// connected says whether the exporter is connected now.
+	Connected bool `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`
+	// published counts events handed to NATS (and, with JetStream,
+	// acknowledged).
+	Published uint64 `protobuf:"varint,5,opt,name=published,proto3" json:"published,omitempty"`
+	// dropped counts matching events not exported: the exporter's queue was
+	// full, NATS was slow or gone, or a publish was not acknowledged.
+	Dropped uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// matched counts the events that passed the export filter: published +
+	// dropped + those still queued.
+	Matched       uint64 `protobuf:"varint,7,opt,name=matched,proto3" json:"matched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportStats) Reset() {
+	*x = ExportStats{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportStats) ProtoMessage() {}
+
+func (x *ExportStats) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportStats.ProtoReflect.Descriptor instead.
+func (*ExportStats) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ExportStats) GetServers() string {
+	if x != nil {
+		return x.Servers
+	}
+	return ""
+}
+
+func (x *ExportStats) GetSubjectPrefix() string {
+	if x != nil {
+		return x.SubjectPrefix
+	}
+	return ""
+}
+
+func (x *ExportStats) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *ExportStats) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *ExportStats) GetPublished() uint64 {
+	if x != nil {
+		return x.Published
+	}
+	return 0
+}
+
+func (x *ExportStats) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *ExportStats) GetMatched() uint64 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
 var File_snoop_v1_snoop_proto protoreflect.FileDescriptor
 
 const file_snoop_v1_snoop_proto_rawDesc = "" +
@@ -2814,7 +3095,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x10response_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeoutB\n" +
 	"\n" +
 	"\b_enabledB\x14\n" +
-	"\x12_spare_connections\"\x8b\x02\n" +
+	"\x12_spare_connections\"\xcb\x03\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
@@ -2822,7 +3103,17 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x123\n" +
 	"\bcounters\x18\x05 \x01(\v2\x17.snoop.v1.ProxyCountersR\bcounters\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa9\x04\n" +
+	"createTime\x12\x1f\n" +
+	"\vlisten_host\x18\a \x01(\tR\n" +
+	"listenHost\x12\x1f\n" +
+	"\vlisten_port\x18\b \x01(\rR\n" +
+	"listenPort\x12\x1f\n" +
+	"\vlisten_path\x18\t \x01(\tR\n" +
+	"listenPath\x12:\n" +
+	"\x0eeffective_spec\x18\n" +
+	" \x01(\v2\x13.snoop.v1.ProxySpecR\reffectiveSpec\x12\x1f\n" +
+	"\vinstance_id\x18\v \x01(\tR\n" +
+	"instanceId\"\xa9\x04\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -2873,18 +3164,22 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"updateMask\x12+\n" +
 	"\x11close_connections\x18\x03 \x01(\bR\x10closeConnections\"<\n" +
 	"\x13UpdateProxyResponse\x12%\n" +
-	"\x05proxy\x18\x01 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"Y\n" +
+	"\x05proxy\x18\x01 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"o\n" +
 	"\x12DeleteProxyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
-	"\x05drain\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05drain\"\x15\n" +
-	"\x13DeleteProxyResponse\"s\n" +
+	"\x05drain\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05drain\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"o\n" +
+	"\x13DeleteProxyResponse\x12/\n" +
+	"\x13connections_drained\x18\x01 \x01(\x03R\x12connectionsDrained\x12'\n" +
+	"\x0fconnections_cut\x18\x02 \x01(\x03R\x0econnectionsCut\"s\n" +
 	"\x13ApplyProxiesRequest\x12-\n" +
 	"\aproxies\x18\x01 \x03(\v2\x13.snoop.v1.ProxySpecR\aproxies\x12\x14\n" +
 	"\x05prune\x18\x02 \x01(\bR\x05prune\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"P\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"w\n" +
 	"\vApplyResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\x06action\x18\x02 \x01(\x0e2\x15.snoop.v1.ApplyActionR\x06action\"G\n" +
+	"\x06action\x18\x02 \x01(\x0e2\x15.snoop.v1.ApplyActionR\x06action\x12%\n" +
+	"\x05proxy\x18\x03 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"G\n" +
 	"\x14ApplyProxiesResponse\x12/\n" +
 	"\aresults\x18\x01 \x03(\v2\x15.snoop.v1.ApplyResultR\aresults\".\n" +
 	"\x16ListConnectionsRequest\x12\x14\n" +
@@ -2904,7 +3199,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x16CloseConnectionRequest\x12\x14\n" +
 	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\"\x19\n" +
-	"\x17CloseConnectionResponse\"\xb3\x03\n" +
+	"\x17CloseConnectionResponse\"\xd3\x03\n" +
 	"\x12WatchEventsRequest\x12\x18\n" +
 	"\aproxies\x18\x01 \x03(\tR\aproxies\x12)\n" +
 	"\x05kinds\x18\x02 \x03(\x0e2\x13.snoop.v1.EventKindR\x05kinds\x12\x1e\n" +
@@ -2920,12 +3215,16 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	" \x01(\rR\bmaxBatch\x12\x16\n" +
 	"\x06filter\x18\v \x01(\tR\x06filter\x12\x1f\n" +
 	"\verrors_only\x18\f \x01(\bR\n" +
-	"errorsOnly\"\xa2\x01\n" +
+	"errorsOnly\x12\x1e\n" +
+	"\n" +
+	"operations\x18\r \x03(\tR\n" +
+	"operations\"\xcb\x01\n" +
 	"\x13WatchEventsResponse\x12%\n" +
 	"\x05event\x18\x01 \x01(\v2\x0f.snoop.v1.EventR\x05event\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\x12!\n" +
 	"\fhistory_done\x18\x03 \x01(\bR\vhistoryDone\x12'\n" +
-	"\x06events\x18\x04 \x03(\v2\x0f.snoop.v1.EventR\x06events\"\xf6\x02\n" +
+	"\x0fhistory_missing\x18\x05 \x01(\rR\x0ehistoryMissing\x12'\n" +
+	"\x06events\x18\x04 \x03(\v2\x0f.snoop.v1.EventR\x06events\"\xec\x03\n" +
 	"\x05Event\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.snoop.v1.EventKindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -2935,7 +3234,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\vtransaction\x18\x06 \x01(\v2\x15.snoop.v1.TransactionR\vtransaction\x122\n" +
 	"\x06closed\x18\a \x01(\v2\x1a.snoop.v1.ConnectionClosedR\x06closed\x12>\n" +
 	"\x0eprotocol_error\x18\b \x01(\v2\x17.snoop.v1.ProtocolErrorR\rprotocolError\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xeb\x04\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12%\n" +
+	"\x0eproxy_instance\x18\n" +
+	" \x01(\tR\rproxyInstance\x12\x16\n" +
+	"\x06daemon\x18\v \x01(\tR\x06daemon\x125\n" +
+	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xeb\x04\n" +
 	"\vTransaction\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x1f\n" +
 	"\vrequest_uid\x18\x02 \x01(\rR\n" +
@@ -2976,7 +3279,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x05frame\x18\x05 \x01(\x03R\x05frame\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12/\n" +
 	"\x06policy\x18\a \x01(\x0e2\x17.snoop.v1.CorruptPolicyR\x06policy\"\x16\n" +
-	"\x14GetDaemonInfoRequest\"\xb1\x03\n" +
+	"\x14GetDaemonInfoRequest\"\x97\x04\n" +
 	"\x15GetDaemonInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -2991,7 +3294,18 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x06engine\x18\n" +
 	" \x01(\tR\x06engine\x12\x14\n" +
 	"\x05loops\x18\v \x01(\rR\x05loops\x12\x19\n" +
-	"\bfd_limit\x18\f \x01(\x04R\afdLimit*i\n" +
+	"\bfd_limit\x18\f \x01(\x04R\afdLimit\x12!\n" +
+	"\fmax_watchers\x18\r \x01(\rR\vmaxWatchers\x12\x12\n" +
+	"\x04name\x18\x0e \x01(\tR\x04name\x12-\n" +
+	"\x06export\x18\x0f \x01(\v2\x15.snoop.v1.ExportStatsR\x06export\"\xd6\x01\n" +
+	"\vExportStats\x12\x18\n" +
+	"\aservers\x18\x01 \x01(\tR\aservers\x12%\n" +
+	"\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\tR\x06stream\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1c\n" +
+	"\tpublished\x18\x05 \x01(\x04R\tpublished\x12\x18\n" +
+	"\adropped\x18\x06 \x01(\x04R\adropped\x12\x18\n" +
+	"\amatched\x18\a \x01(\x04R\amatched*i\n" +
 	"\rCorruptPolicy\x12\x1e\n" +
 	"\x1aCORRUPT_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CORRUPT_POLICY_CLOSE\x10\x01\x12\x1e\n" +
@@ -3051,7 +3365,7 @@ func file_snoop_v1_snoop_proto_rawDescGZIP() []byte {
 }
 
 var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_snoop_v1_snoop_proto_goTypes = []any{
 	(CorruptPolicy)(0),              // 0: snoop.v1.CorruptPolicy
 	(ProxyState)(0),                 // 1: snoop.v1.ProxyState
@@ -3089,84 +3403,89 @@ var file_snoop_v1_snoop_proto_goTypes = []any{
 	(*ProtocolError)(nil),           // 33: snoop.v1.ProtocolError
 	(*GetDaemonInfoRequest)(nil),    // 34: snoop.v1.GetDaemonInfoRequest
 	(*GetDaemonInfoResponse)(nil),   // 35: snoop.v1.GetDaemonInfoResponse
-	nil,                             // 36: snoop.v1.OpCounters.ResultsEntry
-	(*durationpb.Duration)(nil),     // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 39: google.protobuf.FieldMask
+	(*ExportStats)(nil),             // 36: snoop.v1.ExportStats
+	nil,                             // 37: snoop.v1.OpCounters.ResultsEntry
+	(*durationpb.Duration)(nil),     // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 40: google.protobuf.FieldMask
 }
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
-	37, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	37, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
-	37, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
-	37, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	38, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
+	38, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	38, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	38, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
 	5,  // 5: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
 	1,  // 6: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
 	7,  // 7: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	38, // 8: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 9: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	9,  // 10: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	2,  // 11: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	36, // 12: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	37, // 13: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	37, // 14: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	37, // 15: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	37, // 16: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	37, // 17: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	5,  // 18: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	6,  // 19: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 20: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 21: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	5,  // 22: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	39, // 23: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 24: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	37, // 25: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	5,  // 26: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	3,  // 27: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	21, // 28: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	38, // 29: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	24, // 30: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	4,  // 31: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	2,  // 32: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	37, // 33: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	30, // 34: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	30, // 35: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
-	4,  // 36: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	38, // 37: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	31, // 38: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	32, // 39: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	33, // 40: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	2,  // 41: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	38, // 42: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	37, // 43: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	37, // 44: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 45: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	38, // 46: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	10, // 47: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	12, // 48: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	14, // 49: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	16, // 50: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	18, // 51: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	20, // 52: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	23, // 53: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	26, // 54: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	28, // 55: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	34, // 56: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	11, // 57: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	13, // 58: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	15, // 59: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	17, // 60: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	19, // 61: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	22, // 62: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	25, // 63: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	27, // 64: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	29, // 65: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	35, // 66: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	57, // [57:67] is the sub-list for method output_type
-	47, // [47:57] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	39, // 8: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 9: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
+	8,  // 10: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
+	9,  // 11: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	2,  // 12: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	37, // 13: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	38, // 14: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	38, // 15: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	38, // 16: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	38, // 17: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	38, // 18: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	5,  // 19: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	6,  // 20: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	6,  // 21: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	6,  // 22: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	5,  // 23: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	40, // 24: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 25: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	38, // 26: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	5,  // 27: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	3,  // 28: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	6,  // 29: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
+	21, // 30: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	39, // 31: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	24, // 32: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	4,  // 33: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	2,  // 34: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	38, // 35: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	30, // 36: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	30, // 37: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	4,  // 38: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	39, // 39: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	31, // 40: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	32, // 41: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	33, // 42: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	39, // 43: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	2,  // 44: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	39, // 45: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	38, // 46: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	38, // 47: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 48: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	39, // 49: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	36, // 50: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	10, // 51: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	12, // 52: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	14, // 53: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	16, // 54: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	18, // 55: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	20, // 56: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	23, // 57: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	26, // 58: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	28, // 59: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	34, // 60: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	11, // 61: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	13, // 62: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	15, // 63: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	17, // 64: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	19, // 65: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	22, // 66: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	25, // 67: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	27, // 68: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	29, // 69: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	35, // 70: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	61, // [61:71] is the sub-list for method output_type
+	51, // [51:61] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
@@ -3181,7 +3500,7 @@ func file_snoop_v1_snoop_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snoop_v1_snoop_proto_rawDesc), len(file_snoop_v1_snoop_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
