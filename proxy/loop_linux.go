@@ -39,9 +39,10 @@ type epollEngine struct {
 
 func newEpollEngine(n int) (Engine, error) {
 	e := &epollEngine{}
-	// Raw system calls (see loop.wait) keep the loop's thread and its P;
-	// that is only fair when a P is left for everything else.
-	raw := runtime.GOMAXPROCS(0) > n && os.Getenv("SNOOPD_EPOLL_WAIT") != "runtime"
+	// The loop waits through the runtime's system call path by default
+	// (see loop.wait); SNOOPD_EPOLL_WAIT=raw makes it keep its P, which is
+	// only fair when a P is left for everything else.
+	raw := runtime.GOMAXPROCS(0) > n && os.Getenv("SNOOPD_EPOLL_WAIT") == "raw"
 	for i := 0; i < n; i++ {
 		l, err := newLoop(raw)
 		if err != nil {
@@ -267,16 +268,19 @@ func (l *loop) run() {
 
 // wait blocks in epoll_wait for at most msec milliseconds (-1: no limit).
 //
-// In raw mode the call bypasses the runtime's system call bookkeeping.
-// Through the ordinary path, a blocked epoll_wait lets the runtime hand
-// the loop's P to another thread and take it back on return, which cost
-// about one extra context switch per operation here; raw calls bring a
-// transaction to the C loop's two. The price: the loop's thread holds its
-// P while it waits, so the engine uses raw mode only when GOMAXPROCS
-// leaves a P for the rest of the process, and the runtime's preemption
-// signal (every 10 ms while the loop waits, which the garbage collector
-// relies on) interrupts the wait: on EINTR the loop yields before waiting
-// again.
+// By default the call goes through the runtime's system call path, so a
+// loop that waits gives its P back to the rest of the daemon (the event
+// stream, the API) and the garbage collector need not interrupt it. Raw
+// mode (SNOOPD_EPOLL_WAIT=raw) bypasses that bookkeeping: the prototype
+// behind issue 8 measured one context switch per operation less with it,
+// on another kernel; on this machine it measured the same for one client
+// and 6% slower for eight (docs/benchmarks.md), so the cooperative path
+// is the default. In raw mode the loop's thread holds its P while it
+// waits (the engine allows it only when GOMAXPROCS leaves a P for the
+// rest of the process), and the runtime's preemption signal (every 10 ms
+// while the loop waits, which the garbage collector relies on) interrupts
+// the wait: on EINTR the loop yields before waiting again. Reads and
+// writes are always raw: they never block.
 func (l *loop) wait(msec int) int {
 	if !l.raw {
 		n, err := unix.EpollWait(l.epfd, l.events, msec)

@@ -9,7 +9,7 @@ import (
 // With several loops, proxies are spread over them and each serves its
 // clients on its own loop, in either wait mode.
 func TestEpollSeveralLoops(t *testing.T) {
-	for _, mode := range []string{"", "runtime"} {
+	for _, mode := range []string{"", "raw"} {
 		t.Run("wait="+mode, func(t *testing.T) {
 			t.Setenv("SNOOPD_EPOLL_WAIT", mode)
 			eng, err := NewEngine(EngineEpoll, 3)
