@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -57,5 +58,33 @@ func TestNewEngineRejects(t *testing.T) {
 	}
 	if _, err := NewEngine(EngineEpoll, -1); err == nil {
 		t.Fatal("negative loops accepted")
+	}
+}
+
+// Raw waits, where a P is left for the rest of the process, serve as the
+// default waits do.
+func TestEpollRawWait(t *testing.T) {
+	t.Setenv("SNOOPD_EPOLL_WAIT", "raw")
+	eng, err := NewEngine(EngineEpoll, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	if want := runtime.GOMAXPROCS(0) > 1; eng.(*epollEngine).loops[0].raw != want {
+		t.Fatalf("raw %v with GOMAXPROCS %d", !want, runtime.GOMAXPROCS(0))
+	}
+	p, err := New(Config{Name: "raw", Listen: distcache.MustParseAddr("IP:127.0.0.1:0"), Server: startCache(t, "unix"),
+		Enabled: true, Engine: eng}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(t.Context())
+	for range 20 {
+		c := newClient(t, p.Addr())
+		c.do(distcache.OpHave, []byte("x"))
+		c.c.Close()
 	}
 }
