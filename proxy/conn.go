@@ -360,7 +360,7 @@ func (c *conn) account(t *Transaction) {
 	c.p.stats.results[op][t.Outcome()].Add(1)
 	if !t.Unanswered && !t.Orphan {
 		c.transactions.Add(1)
-		c.p.stats.latency.Record(t.Latency)
+		c.p.stats.latency[op].Record(t.Latency)
 	}
 }
 

@@ -66,9 +66,10 @@ func (p *Proxy) admitGoroutines(client net.Conn) {
 	clientAddr := remoteString(client)
 	id := p.ids.Add(1)
 	if reason := p.refusal(s, 1); reason != "" {
+		// Count before closing: whoever sees the close sees the count.
+		p.refused(id, clientAddr, now, reason)
 		client.Close()
 		dataFDs.Add(-1)
-		p.refused(id, clientAddr, now, reason)
 		return
 	}
 	c := &gconn{client: client, serverSet: make(chan struct{})}

@@ -445,8 +445,8 @@ func (ll *llistener) outOfDescriptors(e syscall.Errno) {
 		unix.Close(ll.l.reserve)
 		r, _, ae := syscall.RawSyscall6(unix.SYS_ACCEPT4, uintptr(ll.fd), 0, 0, unix.SOCK_CLOEXEC, 0, 0)
 		if ae == 0 {
-			unix.Close(int(r))
 			ll.p.refused(ll.p.ids.Add(1), "", ll.l.now, "out of file descriptors: "+e.Error())
+			unix.Close(int(r))
 		}
 		ll.l.reserve, _ = unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
@@ -477,9 +477,10 @@ func (ll *llistener) admit(fd int) {
 	}
 	id := p.ids.Add(1)
 	if reason := p.refusal(s, 1); reason != "" {
+		// Count before closing: whoever sees the close sees the count.
+		p.refused(id, clientAddr, l.now, reason)
 		unix.Close(fd)
 		dataFDs.Add(-1)
-		p.refused(id, clientAddr, l.now, reason)
 		return
 	}
 	if ll.tcp {

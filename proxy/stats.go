@@ -24,7 +24,9 @@ type counters struct {
 	framesUp       atomic.Int64
 	framesDown     atomic.Int64
 	results        [distcache.NumOps][vocab.NumResults]atomic.Int64
-	latency        histogram.Histogram
+	// latency of answered transactions, per operation; Stats.Latency is
+	// their merge.
+	latency [distcache.NumOps]histogram.Histogram
 }
 
 // Stats is a snapshot of a proxy's counters.
@@ -48,8 +50,9 @@ type Stats struct {
 	// "hit", "miss", "exists", "unanswered", ...). Only non-zero counts are
 	// present.
 	Results map[distcache.Op]map[string]int64
-	// Latency of answered transactions.
-	Latency histogram.Snapshot
+	// Latency of answered transactions, and the same per operation.
+	Latency   histogram.Snapshot
+	LatencyOf [distcache.NumOps]histogram.Snapshot
 }
 
 // Transactions is the total of Results.
@@ -77,7 +80,10 @@ func (c *counters) snapshot() Stats {
 		FramesUp:       c.framesUp.Load(),
 		FramesDown:     c.framesDown.Load(),
 		Results:        map[distcache.Op]map[string]int64{},
-		Latency:        c.latency.Snapshot(),
+	}
+	for op := range c.latency {
+		s.LatencyOf[op] = c.latency[op].Snapshot()
+		s.Latency.Merge(&s.LatencyOf[op])
 	}
 	for op := range c.results {
 		for slot := range c.results[op] {

@@ -700,7 +700,10 @@ type ProxyCounters struct {
 	// loop_refusals counts server connections refused because the server
 	// turned out to be one of this daemon's own listeners (a proxy loop).
 	// Added in wave 2.
-	LoopRefusals  int64 `protobuf:"varint,14,opt,name=loop_refusals,json=loopRefusals,proto3" json:"loop_refusals,omitempty"`
+	LoopRefusals int64 `protobuf:"varint,14,opt,name=loop_refusals,json=loopRefusals,proto3" json:"loop_refusals,omitempty"`
+	// histogram is the latency of all answered transactions as buckets;
+	// set only when the request asked for histograms. Added in wave 2.
+	Histogram     *Histogram `protobuf:"bytes,15,opt,name=histogram,proto3" json:"histogram,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -833,6 +836,13 @@ func (x *ProxyCounters) GetLoopRefusals() int64 {
 	return 0
 }
 
+func (x *ProxyCounters) GetHistogram() *Histogram {
+	if x != nil {
+		return x.Histogram
+	}
+	return nil
+}
+
 // OpCounters counts one operation's transactions by result.
 type OpCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -843,7 +853,15 @@ type OpCounters struct {
 	// results counts them by result: "ok", "notok", "hit", "miss",
 	// "exists", "timeout-range", "id-range", "data-range", "corrupt",
 	// "disconnected", "malformed", "unknown-status", "unanswered", "orphan".
-	Results       map[string]int64 `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Results map[string]int64 `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// latency summarises the latency of this operation's answered
+	// transactions. Added in wave 2.
+	Latency *LatencySummary `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
+	// histogram is the same latency as buckets, cumulative since the proxy
+	// was created, so a poller gets any interval's distribution from two
+	// answers; set only when the request asked for histograms. Added in
+	// wave 2.
+	Histogram     *Histogram `protobuf:"bytes,5,opt,name=histogram,proto3" json:"histogram,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -899,6 +917,141 @@ func (x *OpCounters) GetResults() map[string]int64 {
 	return nil
 }
 
+func (x *OpCounters) GetLatency() *LatencySummary {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *OpCounters) GetHistogram() *Histogram {
+	if x != nil {
+		return x.Histogram
+	}
+	return nil
+}
+
+// Histogram is a latency histogram on log-linear buckets (32 per power of
+// two, so a percentile read from it is within about 3%). Added in wave 2.
+type Histogram struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count is the number of samples.
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// sum is the sum of the samples.
+	Sum *durationpb.Duration `protobuf:"bytes,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	// buckets are the non-empty buckets in ascending order.
+	Buckets       []*HistogramBucket `protobuf:"bytes,3,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Histogram) Reset() {
+	*x = Histogram{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Histogram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Histogram) ProtoMessage() {}
+
+func (x *Histogram) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Histogram.ProtoReflect.Descriptor instead.
+func (*Histogram) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Histogram) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Histogram) GetSum() *durationpb.Duration {
+	if x != nil {
+		return x.Sum
+	}
+	return nil
+}
+
+func (x *Histogram) GetBuckets() []*HistogramBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+// HistogramBucket counts the samples at or above the previous bucket's
+// upper bound and below its own. Added in wave 2.
+type HistogramBucket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// upper_ns is the bucket's upper bound (exclusive) in nanoseconds.
+	UpperNs int64 `protobuf:"varint,1,opt,name=upper_ns,json=upperNs,proto3" json:"upper_ns,omitempty"`
+	// count is the number of samples in the bucket.
+	Count         uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistogramBucket) Reset() {
+	*x = HistogramBucket{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistogramBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistogramBucket) ProtoMessage() {}
+
+func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistogramBucket.ProtoReflect.Descriptor instead.
+func (*HistogramBucket) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HistogramBucket) GetUpperNs() int64 {
+	if x != nil {
+		return x.UpperNs
+	}
+	return 0
+}
+
+func (x *HistogramBucket) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // LatencySummary condenses a latency histogram (percentiles within about
 // 3%).
 type LatencySummary struct {
@@ -921,7 +1074,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1086,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1099,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1002,7 +1155,7 @@ type CreateProxyRequest struct {
 
 func (x *CreateProxyRequest) Reset() {
 	*x = CreateProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1167,7 @@ func (x *CreateProxyRequest) String() string {
 func (*CreateProxyRequest) ProtoMessage() {}
 
 func (x *CreateProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1180,7 @@ func (x *CreateProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProxyRequest.ProtoReflect.Descriptor instead.
 func (*CreateProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateProxyRequest) GetSpec() *ProxySpec {
@@ -1048,7 +1201,7 @@ type CreateProxyResponse struct {
 
 func (x *CreateProxyResponse) Reset() {
 	*x = CreateProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1213,7 @@ func (x *CreateProxyResponse) String() string {
 func (*CreateProxyResponse) ProtoMessage() {}
 
 func (x *CreateProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1226,7 @@ func (x *CreateProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProxyResponse.ProtoReflect.Descriptor instead.
 func (*CreateProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateProxyResponse) GetProxy() *Proxy {
@@ -1087,14 +1240,17 @@ func (x *CreateProxyResponse) GetProxy() *Proxy {
 type GetProxyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the proxy's name.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// include_histograms adds latency histograms (ProxyCounters.histogram,
+	// OpCounters.histogram). Added in wave 2.
+	IncludeHistograms bool `protobuf:"varint,2,opt,name=include_histograms,json=includeHistograms,proto3" json:"include_histograms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetProxyRequest) Reset() {
 	*x = GetProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1262,7 @@ func (x *GetProxyRequest) String() string {
 func (*GetProxyRequest) ProtoMessage() {}
 
 func (x *GetProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1275,7 @@ func (x *GetProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProxyRequest.ProtoReflect.Descriptor instead.
 func (*GetProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetProxyRequest) GetName() string {
@@ -1127,6 +1283,13 @@ func (x *GetProxyRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *GetProxyRequest) GetIncludeHistograms() bool {
+	if x != nil {
+		return x.IncludeHistograms
+	}
+	return false
 }
 
 // GetProxyResponse returns one proxy.
@@ -1140,7 +1303,7 @@ type GetProxyResponse struct {
 
 func (x *GetProxyResponse) Reset() {
 	*x = GetProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1315,7 @@ func (x *GetProxyResponse) String() string {
 func (*GetProxyResponse) ProtoMessage() {}
 
 func (x *GetProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1328,7 @@ func (x *GetProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProxyResponse.ProtoReflect.Descriptor instead.
 func (*GetProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{8}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetProxyResponse) GetProxy() *Proxy {
@@ -1177,14 +1340,18 @@ func (x *GetProxyResponse) GetProxy() *Proxy {
 
 // ListProxiesRequest asks for every proxy.
 type ListProxiesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// include_histograms adds latency histograms (ProxyCounters.histogram,
+	// OpCounters.histogram); with many proxies the answer grows by a few
+	// KiB each. Added in wave 2.
+	IncludeHistograms bool `protobuf:"varint,1,opt,name=include_histograms,json=includeHistograms,proto3" json:"include_histograms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1363,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1376,14 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{9}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListProxiesRequest) GetIncludeHistograms() bool {
+	if x != nil {
+		return x.IncludeHistograms
+	}
+	return false
 }
 
 // ListProxiesResponse returns every proxy, sorted by name.
@@ -1223,7 +1397,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1409,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1422,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{10}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1276,7 +1450,7 @@ type UpdateProxyRequest struct {
 
 func (x *UpdateProxyRequest) Reset() {
 	*x = UpdateProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1462,7 @@ func (x *UpdateProxyRequest) String() string {
 func (*UpdateProxyRequest) ProtoMessage() {}
 
 func (x *UpdateProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1475,7 @@ func (x *UpdateProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProxyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{11}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateProxyRequest) GetSpec() *ProxySpec {
@@ -1336,7 +1510,7 @@ type UpdateProxyResponse struct {
 
 func (x *UpdateProxyResponse) Reset() {
 	*x = UpdateProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1522,7 @@ func (x *UpdateProxyResponse) String() string {
 func (*UpdateProxyResponse) ProtoMessage() {}
 
 func (x *UpdateProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1535,7 @@ func (x *UpdateProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProxyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{12}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateProxyResponse) GetProxy() *Proxy {
@@ -1390,7 +1564,7 @@ type DeleteProxyRequest struct {
 
 func (x *DeleteProxyRequest) Reset() {
 	*x = DeleteProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1576,7 @@ func (x *DeleteProxyRequest) String() string {
 func (*DeleteProxyRequest) ProtoMessage() {}
 
 func (x *DeleteProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1589,7 @@ func (x *DeleteProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProxyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{13}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteProxyRequest) GetName() string {
@@ -1454,7 +1628,7 @@ type DeleteProxyResponse struct {
 
 func (x *DeleteProxyResponse) Reset() {
 	*x = DeleteProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1640,7 @@ func (x *DeleteProxyResponse) String() string {
 func (*DeleteProxyResponse) ProtoMessage() {}
 
 func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1653,7 @@ func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProxyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteProxyResponse) GetConnectionsDrained() int64 {
@@ -1511,7 +1685,7 @@ type ApplyProxiesRequest struct {
 
 func (x *ApplyProxiesRequest) Reset() {
 	*x = ApplyProxiesRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1697,7 @@ func (x *ApplyProxiesRequest) String() string {
 func (*ApplyProxiesRequest) ProtoMessage() {}
 
 func (x *ApplyProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1710,7 @@ func (x *ApplyProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ApplyProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{15}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyProxiesRequest) GetProxies() []*ProxySpec {
@@ -1576,7 +1750,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1762,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1775,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{16}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyResult) GetName() string {
@@ -1636,7 +1810,7 @@ type ApplyProxiesResponse struct {
 
 func (x *ApplyProxiesResponse) Reset() {
 	*x = ApplyProxiesResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1822,7 @@ func (x *ApplyProxiesResponse) String() string {
 func (*ApplyProxiesResponse) ProtoMessage() {}
 
 func (x *ApplyProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1835,7 @@ func (x *ApplyProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ApplyProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{17}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyProxiesResponse) GetResults() []*ApplyResult {
@@ -1682,7 +1856,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1868,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1881,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{18}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListConnectionsRequest) GetProxy() string {
@@ -1740,7 +1914,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1926,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1939,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{19}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Connection) GetId() uint64 {
@@ -1828,7 +2002,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2014,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2027,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{20}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -1876,7 +2050,7 @@ type CloseConnectionRequest struct {
 
 func (x *CloseConnectionRequest) Reset() {
 	*x = CloseConnectionRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2062,7 @@ func (x *CloseConnectionRequest) String() string {
 func (*CloseConnectionRequest) ProtoMessage() {}
 
 func (x *CloseConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2075,7 @@ func (x *CloseConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseConnectionRequest.ProtoReflect.Descriptor instead.
 func (*CloseConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{21}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CloseConnectionRequest) GetProxy() string {
@@ -1927,7 +2101,7 @@ type CloseConnectionResponse struct {
 
 func (x *CloseConnectionResponse) Reset() {
 	*x = CloseConnectionResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2113,7 @@ func (x *CloseConnectionResponse) String() string {
 func (*CloseConnectionResponse) ProtoMessage() {}
 
 func (x *CloseConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2126,7 @@ func (x *CloseConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseConnectionResponse.ProtoReflect.Descriptor instead.
 func (*CloseConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{22}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{24}
 }
 
 // WatchEventsRequest selects events. Filters of different fields combine
@@ -2011,7 +2185,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2197,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2210,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{23}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchEventsRequest) GetProxies() []string {
@@ -2160,7 +2334,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2346,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2359,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{24}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -2262,7 +2436,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2448,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2461,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{25}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetKind() EventKind {
@@ -2422,7 +2596,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2608,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2621,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{26}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Transaction) GetOp() Op {
@@ -2588,7 +2762,7 @@ type ConnectionClosed struct {
 
 func (x *ConnectionClosed) Reset() {
 	*x = ConnectionClosed{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +2774,7 @@ func (x *ConnectionClosed) String() string {
 func (*ConnectionClosed) ProtoMessage() {}
 
 func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +2787,7 @@ func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionClosed.ProtoReflect.Descriptor instead.
 func (*ConnectionClosed) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{27}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ConnectionClosed) GetBytesUp() int64 {
@@ -2676,7 +2850,7 @@ type ProtocolError struct {
 
 func (x *ProtocolError) Reset() {
 	*x = ProtocolError{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2862,7 @@ func (x *ProtocolError) String() string {
 func (*ProtocolError) ProtoMessage() {}
 
 func (x *ProtocolError) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2875,7 @@ func (x *ProtocolError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProtocolError.ProtoReflect.Descriptor instead.
 func (*ProtocolError) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{28}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ProtocolError) GetRule() string {
@@ -2762,7 +2936,7 @@ type GetDaemonInfoRequest struct {
 
 func (x *GetDaemonInfoRequest) Reset() {
 	*x = GetDaemonInfoRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2948,7 @@ func (x *GetDaemonInfoRequest) String() string {
 func (*GetDaemonInfoRequest) ProtoMessage() {}
 
 func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2961,7 @@ func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{29}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
 }
 
 // GetDaemonInfoResponse describes the daemon.
@@ -2834,7 +3008,7 @@ type GetDaemonInfoResponse struct {
 
 func (x *GetDaemonInfoResponse) Reset() {
 	*x = GetDaemonInfoResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +3020,7 @@ func (x *GetDaemonInfoResponse) String() string {
 func (*GetDaemonInfoResponse) ProtoMessage() {}
 
 func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +3033,7 @@ func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{30}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetDaemonInfoResponse) GetVersion() string {
@@ -2993,7 +3167,7 @@ type ExportStats struct {
 
 func (x *ExportStats) Reset() {
 	*x = ExportStats{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +3179,7 @@ func (x *ExportStats) String() string {
 func (*ExportStats) ProtoMessage() {}
 
 func (x *ExportStats) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +3192,7 @@ func (x *ExportStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportStats.ProtoReflect.Descriptor instead.
 func (*ExportStats) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ExportStats) GetServers() string {
@@ -3113,7 +3287,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eeffective_spec\x18\n" +
 	" \x01(\v2\x13.snoop.v1.ProxySpecR\reffectiveSpec\x12\x1f\n" +
 	"\vinstance_id\x18\v \x01(\tR\n" +
-	"instanceId\"\xa9\x04\n" +
+	"instanceId\"\xdc\x04\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -3131,15 +3305,25 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x03ops\x18\v \x03(\v2\x14.snoop.v1.OpCountersR\x03ops\x122\n" +
 	"\alatency\x18\f \x01(\v2\x18.snoop.v1.LatencySummaryR\alatency\x12\x1a\n" +
 	"\btimeouts\x18\r \x01(\x03R\btimeouts\x12#\n" +
-	"\rloop_refusals\x18\x0e \x01(\x03R\floopRefusals\"\xb9\x01\n" +
+	"\rloop_refusals\x18\x0e \x01(\x03R\floopRefusals\x121\n" +
+	"\thistogram\x18\x0f \x01(\v2\x13.snoop.v1.HistogramR\thistogram\"\xa0\x02\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12;\n" +
-	"\aresults\x18\x03 \x03(\v2!.snoop.v1.OpCounters.ResultsEntryR\aresults\x1a:\n" +
+	"\aresults\x18\x03 \x03(\v2!.snoop.v1.OpCounters.ResultsEntryR\aresults\x122\n" +
+	"\alatency\x18\x04 \x01(\v2\x18.snoop.v1.LatencySummaryR\alatency\x121\n" +
+	"\thistogram\x18\x05 \x01(\v2\x13.snoop.v1.HistogramR\thistogram\x1a:\n" +
 	"\fResultsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x89\x02\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x83\x01\n" +
+	"\tHistogram\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12+\n" +
+	"\x03sum\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03sum\x123\n" +
+	"\abuckets\x18\x03 \x03(\v2\x19.snoop.v1.HistogramBucketR\abuckets\"B\n" +
+	"\x0fHistogramBucket\x12\x19\n" +
+	"\bupper_ns\x18\x01 \x01(\x03R\aupperNs\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\x89\x02\n" +
 	"\x0eLatencySummary\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12-\n" +
 	"\x04mean\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04mean\x12+\n" +
@@ -3150,12 +3334,14 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x12CreateProxyRequest\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\"<\n" +
 	"\x13CreateProxyResponse\x12%\n" +
-	"\x05proxy\x18\x01 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"%\n" +
+	"\x05proxy\x18\x01 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"T\n" +
 	"\x0fGetProxyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"9\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\x12include_histograms\x18\x02 \x01(\bR\x11includeHistograms\"9\n" +
 	"\x10GetProxyResponse\x12%\n" +
-	"\x05proxy\x18\x01 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"\x14\n" +
-	"\x12ListProxiesRequest\"@\n" +
+	"\x05proxy\x18\x01 \x01(\v2\x0f.snoop.v1.ProxyR\x05proxy\"C\n" +
+	"\x12ListProxiesRequest\x12-\n" +
+	"\x12include_histograms\x18\x01 \x01(\bR\x11includeHistograms\"@\n" +
 	"\x13ListProxiesResponse\x12)\n" +
 	"\aproxies\x18\x01 \x03(\v2\x0f.snoop.v1.ProxyR\aproxies\"\xa7\x01\n" +
 	"\x12UpdateProxyRequest\x12'\n" +
@@ -3365,7 +3551,7 @@ func file_snoop_v1_snoop_proto_rawDescGZIP() []byte {
 }
 
 var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_snoop_v1_snoop_proto_goTypes = []any{
 	(CorruptPolicy)(0),              // 0: snoop.v1.CorruptPolicy
 	(ProxyState)(0),                 // 1: snoop.v1.ProxyState
@@ -3376,116 +3562,123 @@ var file_snoop_v1_snoop_proto_goTypes = []any{
 	(*Proxy)(nil),                   // 6: snoop.v1.Proxy
 	(*ProxyCounters)(nil),           // 7: snoop.v1.ProxyCounters
 	(*OpCounters)(nil),              // 8: snoop.v1.OpCounters
-	(*LatencySummary)(nil),          // 9: snoop.v1.LatencySummary
-	(*CreateProxyRequest)(nil),      // 10: snoop.v1.CreateProxyRequest
-	(*CreateProxyResponse)(nil),     // 11: snoop.v1.CreateProxyResponse
-	(*GetProxyRequest)(nil),         // 12: snoop.v1.GetProxyRequest
-	(*GetProxyResponse)(nil),        // 13: snoop.v1.GetProxyResponse
-	(*ListProxiesRequest)(nil),      // 14: snoop.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 15: snoop.v1.ListProxiesResponse
-	(*UpdateProxyRequest)(nil),      // 16: snoop.v1.UpdateProxyRequest
-	(*UpdateProxyResponse)(nil),     // 17: snoop.v1.UpdateProxyResponse
-	(*DeleteProxyRequest)(nil),      // 18: snoop.v1.DeleteProxyRequest
-	(*DeleteProxyResponse)(nil),     // 19: snoop.v1.DeleteProxyResponse
-	(*ApplyProxiesRequest)(nil),     // 20: snoop.v1.ApplyProxiesRequest
-	(*ApplyResult)(nil),             // 21: snoop.v1.ApplyResult
-	(*ApplyProxiesResponse)(nil),    // 22: snoop.v1.ApplyProxiesResponse
-	(*ListConnectionsRequest)(nil),  // 23: snoop.v1.ListConnectionsRequest
-	(*Connection)(nil),              // 24: snoop.v1.Connection
-	(*ListConnectionsResponse)(nil), // 25: snoop.v1.ListConnectionsResponse
-	(*CloseConnectionRequest)(nil),  // 26: snoop.v1.CloseConnectionRequest
-	(*CloseConnectionResponse)(nil), // 27: snoop.v1.CloseConnectionResponse
-	(*WatchEventsRequest)(nil),      // 28: snoop.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),     // 29: snoop.v1.WatchEventsResponse
-	(*Event)(nil),                   // 30: snoop.v1.Event
-	(*Transaction)(nil),             // 31: snoop.v1.Transaction
-	(*ConnectionClosed)(nil),        // 32: snoop.v1.ConnectionClosed
-	(*ProtocolError)(nil),           // 33: snoop.v1.ProtocolError
-	(*GetDaemonInfoRequest)(nil),    // 34: snoop.v1.GetDaemonInfoRequest
-	(*GetDaemonInfoResponse)(nil),   // 35: snoop.v1.GetDaemonInfoResponse
-	(*ExportStats)(nil),             // 36: snoop.v1.ExportStats
-	nil,                             // 37: snoop.v1.OpCounters.ResultsEntry
-	(*durationpb.Duration)(nil),     // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 40: google.protobuf.FieldMask
+	(*Histogram)(nil),               // 9: snoop.v1.Histogram
+	(*HistogramBucket)(nil),         // 10: snoop.v1.HistogramBucket
+	(*LatencySummary)(nil),          // 11: snoop.v1.LatencySummary
+	(*CreateProxyRequest)(nil),      // 12: snoop.v1.CreateProxyRequest
+	(*CreateProxyResponse)(nil),     // 13: snoop.v1.CreateProxyResponse
+	(*GetProxyRequest)(nil),         // 14: snoop.v1.GetProxyRequest
+	(*GetProxyResponse)(nil),        // 15: snoop.v1.GetProxyResponse
+	(*ListProxiesRequest)(nil),      // 16: snoop.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 17: snoop.v1.ListProxiesResponse
+	(*UpdateProxyRequest)(nil),      // 18: snoop.v1.UpdateProxyRequest
+	(*UpdateProxyResponse)(nil),     // 19: snoop.v1.UpdateProxyResponse
+	(*DeleteProxyRequest)(nil),      // 20: snoop.v1.DeleteProxyRequest
+	(*DeleteProxyResponse)(nil),     // 21: snoop.v1.DeleteProxyResponse
+	(*ApplyProxiesRequest)(nil),     // 22: snoop.v1.ApplyProxiesRequest
+	(*ApplyResult)(nil),             // 23: snoop.v1.ApplyResult
+	(*ApplyProxiesResponse)(nil),    // 24: snoop.v1.ApplyProxiesResponse
+	(*ListConnectionsRequest)(nil),  // 25: snoop.v1.ListConnectionsRequest
+	(*Connection)(nil),              // 26: snoop.v1.Connection
+	(*ListConnectionsResponse)(nil), // 27: snoop.v1.ListConnectionsResponse
+	(*CloseConnectionRequest)(nil),  // 28: snoop.v1.CloseConnectionRequest
+	(*CloseConnectionResponse)(nil), // 29: snoop.v1.CloseConnectionResponse
+	(*WatchEventsRequest)(nil),      // 30: snoop.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 31: snoop.v1.WatchEventsResponse
+	(*Event)(nil),                   // 32: snoop.v1.Event
+	(*Transaction)(nil),             // 33: snoop.v1.Transaction
+	(*ConnectionClosed)(nil),        // 34: snoop.v1.ConnectionClosed
+	(*ProtocolError)(nil),           // 35: snoop.v1.ProtocolError
+	(*GetDaemonInfoRequest)(nil),    // 36: snoop.v1.GetDaemonInfoRequest
+	(*GetDaemonInfoResponse)(nil),   // 37: snoop.v1.GetDaemonInfoResponse
+	(*ExportStats)(nil),             // 38: snoop.v1.ExportStats
+	nil,                             // 39: snoop.v1.OpCounters.ResultsEntry
+	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 42: google.protobuf.FieldMask
 }
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
-	38, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	38, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
-	38, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
-	38, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	40, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
+	40, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	40, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	40, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
 	5,  // 5: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
 	1,  // 6: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
 	7,  // 7: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	39, // 8: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	41, // 8: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
 	5,  // 9: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
 	8,  // 10: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	9,  // 11: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	2,  // 12: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	37, // 13: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	38, // 14: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	38, // 15: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	38, // 16: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	38, // 17: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	38, // 18: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	5,  // 19: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	6,  // 20: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 21: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 22: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	5,  // 23: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	40, // 24: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 25: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	38, // 26: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	5,  // 27: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	3,  // 28: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	6,  // 29: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
-	21, // 30: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	39, // 31: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	24, // 32: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	4,  // 33: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	2,  // 34: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	38, // 35: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	30, // 36: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	30, // 37: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
-	4,  // 38: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	39, // 39: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	31, // 40: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	32, // 41: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	33, // 42: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	39, // 43: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
-	2,  // 44: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	39, // 45: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	38, // 46: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	38, // 47: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 48: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	39, // 49: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	36, // 50: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	10, // 51: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	12, // 52: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	14, // 53: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	16, // 54: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	18, // 55: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	20, // 56: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	23, // 57: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	26, // 58: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	28, // 59: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	34, // 60: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	11, // 61: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	13, // 62: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	15, // 63: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	17, // 64: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	19, // 65: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	22, // 66: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	25, // 67: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	27, // 68: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	29, // 69: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	35, // 70: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	61, // [61:71] is the sub-list for method output_type
-	51, // [51:61] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	11, // 11: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	9,  // 12: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
+	2,  // 13: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	39, // 14: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	11, // 15: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
+	9,  // 16: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
+	40, // 17: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
+	10, // 18: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
+	40, // 19: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	40, // 20: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	40, // 21: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	40, // 22: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	40, // 23: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	5,  // 24: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	6,  // 25: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	6,  // 26: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	6,  // 27: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	5,  // 28: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	42, // 29: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 30: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	40, // 31: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	5,  // 32: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	3,  // 33: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	6,  // 34: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
+	23, // 35: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	41, // 36: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	26, // 37: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	4,  // 38: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	2,  // 39: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	40, // 40: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	32, // 41: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	32, // 42: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	4,  // 43: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	41, // 44: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	33, // 45: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	34, // 46: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	35, // 47: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	41, // 48: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	2,  // 49: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	41, // 50: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	40, // 51: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	40, // 52: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 53: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	41, // 54: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	38, // 55: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	12, // 56: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	14, // 57: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	16, // 58: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	18, // 59: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	20, // 60: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	22, // 61: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	25, // 62: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	28, // 63: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	30, // 64: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	36, // 65: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	13, // 66: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	15, // 67: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	17, // 68: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	19, // 69: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	21, // 70: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	24, // 71: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	27, // 72: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	29, // 73: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	31, // 74: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	37, // 75: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	66, // [66:76] is the sub-list for method output_type
+	56, // [56:66] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
@@ -3500,7 +3693,7 @@ func file_snoop_v1_snoop_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snoop_v1_snoop_proto_rawDesc), len(file_snoop_v1_snoop_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
