@@ -42,7 +42,7 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i] < ops[j] })
 	for _, op := range ops {
-		oc := &snoopv1.OpCounters{Op: apiOp(op), Results: map[string]int64{}}
+		oc := &snoopv1.OpCounters{Op: apiOp(op), Results: map[string]int64{}, Latency: apiconv.LatencySummary(&s.LatencyOf[op])}
 		for r, n := range s.Results[op] {
 			oc.Results[r] = n
 			oc.Count += n

@@ -171,11 +171,18 @@ func (s *proxyService) GetProxy(ctx context.Context, req *snoopv1.GetProxyReques
 	if err != nil {
 		return nil, Status(err)
 	}
+	if req.GetIncludeHistograms() {
+		s.d.addHistograms([]*snoopv1.Proxy{p})
+	}
 	return &snoopv1.GetProxyResponse{Proxy: p}, nil
 }
 
 func (s *proxyService) ListProxies(ctx context.Context, req *snoopv1.ListProxiesRequest) (*snoopv1.ListProxiesResponse, error) {
-	return &snoopv1.ListProxiesResponse{Proxies: s.d.ListProxies()}, nil
+	ps := s.d.ListProxies()
+	if req.GetIncludeHistograms() {
+		s.d.addHistograms(ps)
+	}
+	return &snoopv1.ListProxiesResponse{Proxies: ps}, nil
 }
 
 func (s *proxyService) UpdateProxy(ctx context.Context, req *snoopv1.UpdateProxyRequest) (*snoopv1.UpdateProxyResponse, error) {

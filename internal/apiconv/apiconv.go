@@ -5,6 +5,8 @@
 package apiconv
 
 import (
+	"time"
+
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -25,4 +27,27 @@ func LatencySummary(h *histogram.Snapshot) *snoopv1.LatencySummary {
 		P99:   durationpb.New(h.Quantile(0.99)),
 		Max:   durationpb.New(h.Max),
 	}
+}
+
+// Histogram turns a histogram snapshot into the API's buckets: the
+// non-empty ones, ascending.
+func Histogram(h *histogram.Snapshot) *snoopv1.Histogram {
+	out := &snoopv1.Histogram{Count: h.Count, Sum: durationpb.New(h.Sum)}
+	h.Buckets(func(upper time.Duration, count uint64) {
+		out.Buckets = append(out.Buckets, &snoopv1.HistogramBucket{UpperNs: int64(upper), Count: count})
+	})
+	return out
+}
+
+// HistogramFromAPI turns the API's buckets back into a snapshot, for
+// percentiles and deltas on the client. Each bucket's count is recorded at
+// its lower end, which is where the daemon's histogram put it.
+func HistogramFromAPI(h *snoopv1.Histogram) histogram.Snapshot {
+	var s histogram.Snapshot
+	var lower time.Duration
+	for _, b := range h.GetBuckets() {
+		s.RecordN(lower, b.GetCount())
+		lower = time.Duration(b.GetUpperNs())
+	}
+	return s
 }

@@ -23,3 +23,21 @@ func TestLatencySummary(t *testing.T) {
 		t.Errorf("p50 %v", p)
 	}
 }
+
+// A histogram survives the API's buckets: counts per bucket and the
+// percentiles read from them.
+func TestHistogramRoundTrip(t *testing.T) {
+	var h histogram.Snapshot
+	for i := range 5000 {
+		h.Record(time.Duration(i*i) * time.Nanosecond)
+	}
+	back := HistogramFromAPI(Histogram(&h))
+	if back.Count != h.Count {
+		t.Fatalf("count %d, want %d", back.Count, h.Count)
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		if a, b := h.Quantile(q), back.Quantile(q); a != b {
+			t.Errorf("p%v: %v after the round trip, %v before", q*100, b, a)
+		}
+	}
+}

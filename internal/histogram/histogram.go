@@ -109,14 +109,21 @@ type Snapshot struct {
 }
 
 // Record adds one sample to a snapshot owned by one goroutine.
-func (s *Snapshot) Record(d time.Duration) {
+func (s *Snapshot) Record(d time.Duration) { s.RecordN(d, 1) }
+
+// RecordN adds n samples of d, as rebuilding a histogram from its buckets
+// needs.
+func (s *Snapshot) RecordN(d time.Duration, n uint64) {
+	if n == 0 {
+		return
+	}
 	v := max(d, 0)
 	if s.Count == 0 || v < s.Min {
 		s.Min = v
 	}
-	s.counts[index(uint64(v))]++
-	s.Count++
-	s.Sum += v
+	s.counts[index(uint64(v))] += n
+	s.Count += n
+	s.Sum += v * time.Duration(n)
 	s.Max = max(s.Max, v)
 }
 
