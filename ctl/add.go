@@ -49,23 +49,26 @@ func (e *env) add(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		resp, err := c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
-		if err != nil {
-			return e.rpcError(err, "add "+spec.GetName(), "")
-		}
-		if e.opts.json {
-			return e.printJSON(resp)
-		}
-		addr := resp.GetProxy().GetListenAddress()
-		if addr == "" {
-			addr = spec.GetListen()
-		}
-		_, err = fmt.Fprintln(e.stdio.Out, addr)
+	c, err := e.dial()
+	if err != nil {
 		return err
-	})
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
+	if err != nil {
+		return e.rpcError(err, "add "+spec.GetName(), "")
+	}
+	if e.opts.json {
+		return e.printJSON(resp)
+	}
+	addr := resp.GetProxy().GetListenAddress()
+	if addr == "" {
+		addr = spec.GetListen()
+	}
+	_, err = fmt.Fprintln(e.stdio.Out, addr)
+	return err
 }
 
 // specFromFlags builds a ProxySpec from add's flags. Addresses are checked

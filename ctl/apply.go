@@ -46,18 +46,21 @@ func (e *env) apply(cCtx *cli.Context) error {
 		return err
 	}
 	req.Prune, req.DryRun = cCtx.Bool("prune"), cCtx.Bool("dry-run")
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		resp, err := c.proxies.ApplyProxies(ctx, req)
-		if err != nil {
-			return e.rpcError(err, "apply "+path, "")
-		}
-		if e.opts.json {
-			return e.printJSON(resp)
-		}
-		return format.WriteApply(e.stdio.Out, resp, req.DryRun)
-	})
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.ApplyProxies(ctx, req)
+	if err != nil {
+		return e.rpcError(err, "apply "+path, "")
+	}
+	if e.opts.json {
+		return e.printJSON(resp)
+	}
+	return format.WriteApply(e.stdio.Out, resp, req.DryRun)
 }
 
 // readDeclaration reads apply's file: an ApplyProxiesRequest in JSON, or

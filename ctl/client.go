@@ -57,7 +57,8 @@ func (e *env) display() string {
 	return endpoint.Display(e.opts.addr)
 }
 
-// dial connects to the daemon. gRPC connects lazily, so for a unix socket
+// dial connects to the daemon; every command that talks to it dials once
+// and defers the client's Close. gRPC connects lazily, so for a unix socket
 // the path is checked first: a missing socket is by far the most common
 // problem and deserves its own plain message.
 func (e *env) dial() (*client, error) {
@@ -188,17 +189,4 @@ func (e *env) callContext(ctx context.Context, extra time.Duration) (context.Con
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, e.opts.timeout+extra)
-}
-
-// withClient dials, runs f and closes the connection.
-func (e *env) withClient(f func(*client) error) error {
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := f(c); err != nil {
-		return err
-	}
-	return nil
 }

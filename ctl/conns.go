@@ -28,22 +28,25 @@ func (e *env) conns(cCtx *cli.Context) error {
 		return err
 	}
 	name := a[0]
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		resp, err := c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
-		if err != nil {
-			return e.rpcError(err, "conns "+name, fmt.Sprintf("no proxy named %q", name))
-		}
-		if e.opts.json {
-			return e.printJSON(resp)
-		}
-		if len(resp.GetConnections()) == 0 {
-			_, err := fmt.Fprintf(e.stdio.Out, "%s has no live connections\n", name)
-			return err
-		}
-		return format.WriteConns(e.stdio.Out, resp.GetConnections(), e.now(), e.location())
-	})
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
+	if err != nil {
+		return e.rpcError(err, "conns "+name, fmt.Sprintf("no proxy named %q", name))
+	}
+	if e.opts.json {
+		return e.printJSON(resp)
+	}
+	if len(resp.GetConnections()) == 0 {
+		_, err := fmt.Fprintf(e.stdio.Out, "%s has no live connections\n", name)
+		return err
+	}
+	return format.WriteConns(e.stdio.Out, resp.GetConnections(), e.now(), e.location())
 }
 
 func (e *env) killConnCommand() *cli.Command {
@@ -66,23 +69,26 @@ func (e *env) killConn(cCtx *cli.Context) error {
 	if err != nil || id == 0 {
 		return usagef("connection id %q: want a positive number, as 'snoopctl conns %s' shows", a[1], name)
 	}
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		resp, err := c.proxies.CloseConnection(ctx, &snoopv1.CloseConnectionRequest{Proxy: name, Id: id})
-		if err != nil {
-			action := fmt.Sprintf("kill-conn %s %d", name, id)
-			if status.Code(err) == codes.NotFound {
-				// The proxy or the connection: the daemon's message says
-				// which.
-				return failf("%s: %s (see 'snoopctl conns %s')", action, oneLine(status.Convert(err).Message()), name)
-			}
-			return e.rpcError(err, action, "")
-		}
-		if e.opts.json {
-			return e.printJSON(resp)
-		}
-		_, err = fmt.Fprintf(e.stdio.Out, "closed connection %d of %s\n", id, name)
+	c, err := e.dial()
+	if err != nil {
 		return err
-	})
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.CloseConnection(ctx, &snoopv1.CloseConnectionRequest{Proxy: name, Id: id})
+	if err != nil {
+		action := fmt.Sprintf("kill-conn %s %d", name, id)
+		if status.Code(err) == codes.NotFound {
+			// The proxy or the connection: the daemon's message says
+			// which.
+			return failf("%s: %s (see 'snoopctl conns %s')", action, oneLine(status.Convert(err).Message()), name)
+		}
+		return e.rpcError(err, action, "")
+	}
+	if e.opts.json {
+		return e.printJSON(resp)
+	}
+	_, err = fmt.Fprintf(e.stdio.Out, "closed connection %d of %s\n", id, name)
+	return err
 }

@@ -43,32 +43,35 @@ func (e *env) setEnabled(cCtx *cli.Context, on bool) error {
 	}
 	name := a[0]
 	closeConns := !on && cCtx.Bool("close-connections")
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		resp, err := c.proxies.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
-			Spec:             &snoopv1.ProxySpec{Name: name, Enabled: proto.Bool(on)},
-			UpdateMask:       &fieldmaskpb.FieldMask{Paths: []string{"enabled"}},
-			CloseConnections: closeConns,
-		})
-		if err != nil {
-			return e.rpcError(err, cCtx.Command.Name+" "+name, fmt.Sprintf("no proxy named %q", name))
-		}
-		if e.opts.json {
-			return e.printJSON(resp)
-		}
-		p := resp.GetProxy()
-		switch {
-		case on && p.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED:
-			return failf("enable %s: it is enabled but cannot listen: %s", name, oneLine(p.GetError()))
-		case on:
-			_, err = fmt.Fprintf(e.stdio.Out, "%s: %s on %s\n", name, format.State(p.GetState()), p.GetListenAddress())
-		case closeConns:
-			_, err = fmt.Fprintf(e.stdio.Out, "%s: disabled, live connections closed\n", name)
-		default:
-			_, err = fmt.Fprintf(e.stdio.Out, "%s: disabled, %d live connections go on (--close-connections closes them)\n",
-				name, p.GetCounters().GetConnectionsActive())
-		}
+	c, err := e.dial()
+	if err != nil {
 		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
+		Spec:             &snoopv1.ProxySpec{Name: name, Enabled: proto.Bool(on)},
+		UpdateMask:       &fieldmaskpb.FieldMask{Paths: []string{"enabled"}},
+		CloseConnections: closeConns,
 	})
+	if err != nil {
+		return e.rpcError(err, cCtx.Command.Name+" "+name, fmt.Sprintf("no proxy named %q", name))
+	}
+	if e.opts.json {
+		return e.printJSON(resp)
+	}
+	p := resp.GetProxy()
+	switch {
+	case on && p.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED:
+		return failf("enable %s: it is enabled but cannot listen: %s", name, oneLine(p.GetError()))
+	case on:
+		_, err = fmt.Fprintf(e.stdio.Out, "%s: %s on %s\n", name, format.State(p.GetState()), p.GetListenAddress())
+	case closeConns:
+		_, err = fmt.Fprintf(e.stdio.Out, "%s: disabled, live connections closed\n", name)
+	default:
+		_, err = fmt.Fprintf(e.stdio.Out, "%s: disabled, %d live connections go on (--close-connections closes them)\n",
+			name, p.GetCounters().GetConnectionsActive())
+	}
+	return err
 }

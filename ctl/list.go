@@ -25,20 +25,23 @@ func (e *env) list(cCtx *cli.Context) error {
 	if _, err := args(cCtx, 0, 0, ""); err != nil {
 		return err
 	}
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
-		if err != nil {
-			return e.rpcError(err, "list", "")
-		}
-		if e.opts.json {
-			return e.printJSON(resp)
-		}
-		if len(resp.GetProxies()) == 0 {
-			_, err := fmt.Fprintln(e.stdio.Out, "no proxies (create one with 'snoopctl add NAME --listen ADDR --server ADDR')")
-			return err
-		}
-		return format.WriteProxyList(e.stdio.Out, resp.GetProxies())
-	})
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	if err != nil {
+		return e.rpcError(err, "list", "")
+	}
+	if e.opts.json {
+		return e.printJSON(resp)
+	}
+	if len(resp.GetProxies()) == 0 {
+		_, err := fmt.Fprintln(e.stdio.Out, "no proxies (create one with 'snoopctl add NAME --listen ADDR --server ADDR')")
+		return err
+	}
+	return format.WriteProxyList(e.stdio.Out, resp.GetProxies())
 }

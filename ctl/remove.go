@@ -36,18 +36,21 @@ func (e *env) remove(cCtx *cli.Context) error {
 	if drain < 0 {
 		return usagef("--drain %v is negative", drain)
 	}
-	return e.withClient(func(c *client) error {
-		var last error
-		for _, name := range names {
-			if last != nil {
-				// Only the last failure is returned; earlier ones are
-				// printed as they happen so that none is lost.
-				fmt.Fprintf(e.stdio.Err, "snoopctl: %s\n", last)
-			}
-			last = e.removeOne(cCtx, c, name, drain)
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var last error
+	for _, name := range names {
+		if last != nil {
+			// Only the last failure is returned; earlier ones are
+			// printed as they happen so that none is lost.
+			fmt.Fprintf(e.stdio.Err, "snoopctl: %s\n", last)
 		}
-		return last
-	})
+		last = e.removeOne(cCtx, c, name, drain)
+	}
+	return last
 }
 
 func (e *env) removeOne(cCtx *cli.Context, c *client, name string, drain time.Duration) error {

@@ -27,23 +27,26 @@ func (e *env) show(cCtx *cli.Context) error {
 		return err
 	}
 	name := a[0]
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		notFound := fmt.Sprintf("no proxy named %q", name)
-		p, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: name})
-		if err != nil {
-			return e.rpcError(err, "show "+name, notFound)
-		}
-		conns, err := c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
-		if err != nil {
-			return e.rpcError(err, "show "+name, notFound)
-		}
-		if e.opts.json {
-			return e.printShowJSON(p.GetProxy(), conns.GetConnections())
-		}
-		return format.WriteProxy(e.stdio.Out, p.GetProxy(), conns.GetConnections(), e.now(), e.location())
-	})
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	notFound := fmt.Sprintf("no proxy named %q", name)
+	p, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: name})
+	if err != nil {
+		return e.rpcError(err, "show "+name, notFound)
+	}
+	conns, err := c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
+	if err != nil {
+		return e.rpcError(err, "show "+name, notFound)
+	}
+	if e.opts.json {
+		return e.printShowJSON(p.GetProxy(), conns.GetConnections())
+	}
+	return format.WriteProxy(e.stdio.Out, p.GetProxy(), conns.GetConnections(), e.now(), e.location())
 }
 
 // printShowJSON writes a proxy and its connections as one JSON object

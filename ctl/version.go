@@ -57,48 +57,51 @@ func (e *env) version(cCtx *cli.Context) error {
 		}
 		fmt.Fprintf(e.stdio.Out, "client: snoopctl %s (%s%s)\n", cv.Version, cv.Go, rev)
 	}
-	return e.withClient(func(c *client) error {
-		ctx, cancel := e.callContext(cCtx.Context, 0)
-		defer cancel()
-		info, err := c.daemon.GetDaemonInfo(ctx, &snoopv1.GetDaemonInfoRequest{})
-		if err != nil {
-			return e.rpcError(err, "version", "")
-		}
-		if e.opts.json {
-			d, err := format.RawJSON(info)
-			if err != nil {
-				return failf("%v", err)
-			}
-			b, err := json.Marshal(struct {
-				Client clientVersion   `json:"client"`
-				Daemon json.RawMessage `json:"daemon"`
-			}{cv, d})
-			if err != nil {
-				return failf("encode version: %v", err)
-			}
-			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
-			return err
-		}
-		up := ""
-		if t := info.GetStartTime(); t != nil {
-			up = fmt.Sprintf(", up %s", format.Age(e.now().Sub(t.AsTime())))
-		}
-		engine := info.GetEngine()
-		if info.GetLoops() > 0 {
-			engine = fmt.Sprintf("%s, %d loop", engine, info.GetLoops())
-			if info.GetLoops() > 1 {
-				engine += "s"
-			}
-		}
-		if engine == "" {
-			engine = "unknown" // a daemon from before engines were reported
-		}
-		fdLimit := ""
-		if n := info.GetFdLimit(); n > 0 {
-			fdLimit = fmt.Sprintf(", open-file limit %d", n)
-		}
-		_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers, engine %s%s\n",
-			info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers(), engine, fdLimit)
+	c, err := e.dial()
+	if err != nil {
 		return err
-	})
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	info, err := c.daemon.GetDaemonInfo(ctx, &snoopv1.GetDaemonInfoRequest{})
+	if err != nil {
+		return e.rpcError(err, "version", "")
+	}
+	if e.opts.json {
+		d, err := format.RawJSON(info)
+		if err != nil {
+			return failf("%v", err)
+		}
+		b, err := json.Marshal(struct {
+			Client clientVersion   `json:"client"`
+			Daemon json.RawMessage `json:"daemon"`
+		}{cv, d})
+		if err != nil {
+			return failf("encode version: %v", err)
+		}
+		_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
+		return err
+	}
+	up := ""
+	if t := info.GetStartTime(); t != nil {
+		up = fmt.Sprintf(", up %s", format.Age(e.now().Sub(t.AsTime())))
+	}
+	engine := info.GetEngine()
+	if info.GetLoops() > 0 {
+		engine = fmt.Sprintf("%s, %d loop", engine, info.GetLoops())
+		if info.GetLoops() > 1 {
+			engine += "s"
+		}
+	}
+	if engine == "" {
+		engine = "unknown" // a daemon from before engines were reported
+	}
+	fdLimit := ""
+	if n := info.GetFdLimit(); n > 0 {
+		fdLimit = fmt.Sprintf(", open-file limit %d", n)
+	}
+	_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers, engine %s%s\n",
+		info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers(), engine, fdLimit)
+	return err
 }

@@ -175,11 +175,11 @@ const recvQueue = 16
 // notice and every event, one event per call whether the daemon batches
 // events or not; handle must not keep the response it is given. The
 // daemon has applied the whole filter (the matcher snoopctl read runs
-// too), so nothing is filtered again here. Ending for one of the first three reasons is not an error.
+// too), so nothing is filtered again here. Ending for one of the first
+// three reasons is not an error.
 func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsRequest, o streamOptions,
 	handle func(*snoopv1.WatchEventsResponse) error) (streamResult, error) {
-	start := time.Now()
-	var res streamResult
+	s := &streamRun{o: o, handle: handle, start: time.Now()}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// --for is a timer, not a context deadline: a deadline would travel
@@ -194,9 +194,9 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 	st, err := c.events.WatchEvents(sctx, req)
 	if err != nil {
 		if sctx.Err() != nil {
-			return res, nil
+			return s.res, nil
 		}
-		return res, e.rpcError(err, o.action, "")
+		return s.res, e.rpcError(err, o.action, "")
 	}
 
 	// One goroutine receives, so that the loop below can also serve
@@ -208,17 +208,7 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			r, err := st.Recv()
-			select {
-			case ch <- received{r, err}:
-			case <-sctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
+		receive(sctx, st, ch)
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -229,78 +219,114 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 		defer t.Stop()
 		tick = t.C
 	}
-	flush := func() error {
-		if o.flush == nil {
-			return nil
-		}
-		return o.flush()
-	}
-	got := false
-	var one snoopv1.WatchEventsResponse
 	for {
 		select {
 		case <-sctx.Done():
-			res.elapsed = time.Since(start)
-			return res, flush()
+			return s.finish()
 		case <-stop:
-			res.elapsed = time.Since(start)
-			return res, flush()
+			return s.finish()
 		case <-tick:
 			o.onTick()
-			continue
 		case m := <-ch:
 			if m.err != nil {
-				res.elapsed = time.Since(start)
-				if ferr := flush(); ferr != nil {
-					return res, ferr
+				res, err := s.finish()
+				if err != nil || sctx.Err() != nil {
+					return res, err // a failed flush, or stopped by Ctrl-C or --for while receiving
 				}
-				if sctx.Err() != nil {
-					return res, nil // stopped by Ctrl-C or --for while receiving
-				}
-				return res, e.streamError(m.err, o.action, got)
+				return res, e.streamError(m.err, o.action, s.got)
 			}
-			got = true
-			r := m.resp
-			evs := r.GetEvents()
-			switch {
-			case r.GetEvent() != nil:
-				// One event per response: max_batch 0 or 1, or a
-				// daemon that predates batching.
-				evs = nil
-				res.events++
-				if err := handle(r); err != nil {
-					return res, err
-				}
-			case len(evs) == 0:
-				res.dropped += r.GetDropped()
-				if err := handle(r); err != nil {
-					return res, err
-				}
-			}
-			// Each event of a batch goes to handle as the response an
-			// unbatched stream would have sent, in one reused message
-			// (handlers do not keep what they are given).
-			for _, ev := range evs {
-				if o.count > 0 && res.events >= o.count {
-					break
-				}
-				res.events++
-				one.Event = ev
-				if err := handle(&one); err != nil {
-					return res, err
-				}
-			}
-			if o.count > 0 && res.events >= o.count {
-				res.elapsed = time.Since(start)
-				return res, flush()
+			if done, err := s.deliver(m.resp); err != nil {
+				return s.res, err
+			} else if done {
+				return s.finish()
 			}
 			if len(ch) == 0 {
-				if err := flush(); err != nil {
-					return res, err
+				if err := s.flush(); err != nil {
+					return s.res, err
 				}
 			}
 		}
 	}
+}
+
+// receive passes every response of st to ch, and the error that ends it,
+// until ctx is cancelled.
+func receive(ctx context.Context, st interface {
+	Recv() (*snoopv1.WatchEventsResponse, error)
+}, ch chan<- received) {
+	for {
+		r, err := st.Recv()
+		select {
+		case ch <- received{r, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// streamRun is the state of one stream: what it counted, and whether
+// anything arrived yet (for streamError's wording).
+type streamRun struct {
+	o      streamOptions
+	handle func(*snoopv1.WatchEventsResponse) error
+	start  time.Time
+	res    streamResult
+	got    bool
+	// one carries each event of a batch to handle as the response an
+	// unbatched stream would have sent, reused (handlers do not keep
+	// what they are given).
+	one snoopv1.WatchEventsResponse
+}
+
+// deliver hands one response to the handler, an event at a time. done
+// reports that o.count events have been handled.
+func (s *streamRun) deliver(r *snoopv1.WatchEventsResponse) (done bool, err error) {
+	s.got = true
+	evs := r.GetEvents()
+	switch {
+	case r.GetEvent() != nil:
+		// One event per response: max_batch 0 or 1, or a daemon that
+		// predates batching.
+		evs = nil
+		s.res.events++
+		if err := s.handle(r); err != nil {
+			return false, err
+		}
+	case len(evs) == 0:
+		s.res.dropped += r.GetDropped()
+		if err := s.handle(r); err != nil {
+			return false, err
+		}
+	}
+	for _, ev := range evs {
+		if s.o.count > 0 && s.res.events >= s.o.count {
+			break
+		}
+		s.res.events++
+		s.one.Event = ev
+		if err := s.handle(&s.one); err != nil {
+			return false, err
+		}
+	}
+	return s.o.count > 0 && s.res.events >= s.o.count, nil
+}
+
+// flush writes out what the handler buffered, if it buffers.
+func (s *streamRun) flush() error {
+	if s.o.flush == nil {
+		return nil
+	}
+	return s.o.flush()
+}
+
+// finish ends a stream: it records the time it ran and flushes.
+func (s *streamRun) finish() (streamResult, error) {
+	s.res.elapsed = time.Since(s.start)
+	err := s.flush()
+	return s.res, err
 }
 
 // streamError explains how an event stream ended against the user's will.

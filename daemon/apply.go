@@ -11,6 +11,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -143,7 +144,7 @@ func (d *Daemon) execute(steps []*planned) error {
 			continue
 		}
 		e, err := d.start(s.spec, s.cfg, false)
-		if err != nil && s.moves() && errors.Is(err, proxy.ErrAddrInUse) {
+		if err != nil && s.moves() && errors.Is(err, listen.ErrAddrInUse) {
 			continue // perhaps its own old address: the commit phase binds it
 		}
 		if err != nil {

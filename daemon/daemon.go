@@ -16,7 +16,6 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/internal/histogram"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -544,13 +543,8 @@ func (d *Daemon) lookup(name string) (*entry, error) {
 
 // Info describes the daemon.
 func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
+	st := d.Stats()
 	d.mu.Lock()
-	n := 0
-	for _, e := range d.proxies {
-		if !e.placeholder {
-			n++
-		}
-	}
 	eps := append([]string(nil), d.endpoints...)
 	d.mu.Unlock()
 	history, queue := d.cfg.History, d.cfg.QueueSize
@@ -561,12 +555,12 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		queue = hub.DefaultQueueSize
 	}
 	return &snoopv1.GetDaemonInfoResponse{
-		Version:          Version,
-		StartTime:        timestamppb.New(d.started),
+		Version:          st.Version,
+		StartTime:        timestamppb.New(st.Started),
 		ControlEndpoints: eps,
-		Proxies:          int32(n),
-		Watchers:         int32(d.hub.Watchers()),
-		EventsPublished:  d.hub.Published(),
+		Proxies:          int32(st.Proxies),
+		Watchers:         int32(st.Watchers),
+		EventsPublished:  st.EventsPublished,
 		HistorySize:      uint32(history),
 		WatcherQueueSize: uint32(queue),
 		StateDir:         d.cfg.StateDir,
@@ -576,47 +570,20 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 	}
 }
 
-// LatencyHistograms returns each proxy's latency histogram by name, for
-// exporters that need the buckets rather than the API's percentiles.
-func (d *Daemon) LatencyHistograms() map[string]*histogram.Snapshot {
-	d.mu.Lock()
-	es := make(map[string]*entry, len(d.proxies))
-	for name, e := range d.proxies {
-		if !e.placeholder {
-			es[name] = e
-		}
-	}
-	d.mu.Unlock()
-	out := make(map[string]*histogram.Snapshot, len(es))
-	for name, e := range es {
-		s := e.p.Stats().Latency
-		out[name] = &s
-	}
-	return out
-}
-
 // describe renders a proxy for the API.
 func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
-	d.mu.Lock()
-	spec, bindErr := e.spec, e.bindErr
-	d.mu.Unlock()
+	spec, state, bindErr := d.proxyState(e)
 	out := &snoopv1.Proxy{
 		Spec:          proto.Clone(spec).(*snoopv1.ProxySpec),
 		ListenAddress: e.p.Addr().String(),
 		Counters:      counters(e.p.Stats()),
 		CreateTime:    timestamppb.New(e.created),
+		State:         state.api(),
 	}
-	switch {
-	case e.p.Listening():
-		out.State = snoopv1.ProxyState_PROXY_STATE_LISTENING
-	case !spec.GetEnabled():
-		out.State = snoopv1.ProxyState_PROXY_STATE_DISABLED
-	default:
-		out.State = snoopv1.ProxyState_PROXY_STATE_FAILED
+	if state == ProxyFailed {
+		out.Error = "not listening"
 		if bindErr != nil {
 			out.Error = bindErr.Error()
-		} else {
-			out.Error = "not listening"
 		}
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -77,7 +78,7 @@ func Status(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrExists), errors.Is(err, proxy.ErrAddrInUse), errors.Is(err, proxy.ErrPathExists):
+	case errors.Is(err, ErrExists), errors.Is(err, listen.ErrAddrInUse), errors.Is(err, listen.ErrPathExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist):
 		return status.Error(codes.FailedPrecondition, err.Error())

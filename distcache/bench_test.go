@@ -48,7 +48,7 @@ func BenchmarkDecoder1KiBSmallRead(b *testing.B) { benchmarkDecoder(b, 1024, 150
 func BenchmarkDecoder16B(b *testing.B)           { benchmarkDecoder(b, 16, 16<<10) }
 func BenchmarkDecoder32KiB(b *testing.B)         { benchmarkDecoder(b, 32768, 16<<10) }
 
-// BenchmarkDecoderScan adds the payload scanner with digests on, as a proxy
+// BenchmarkDecoderScan1KiB adds the payload scanner with digests on, as a proxy
 // does for transactions.
 func BenchmarkDecoderScan1KiB(b *testing.B) {
 	stream := benchStream(1024, 256)
@@ -79,7 +79,7 @@ func BenchmarkDecoderScan1KiB(b *testing.B) {
 	}
 }
 
-// BenchmarkReader measures whole-message reading, which the cache server
+// BenchmarkReader1KiB measures whole-message reading, which the cache server
 // and the load generator do.
 func BenchmarkReader1KiB(b *testing.B) {
 	stream := benchStream(1024, 256)

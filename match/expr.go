@@ -184,4 +184,3 @@ func (sizes) EstimateSize(cost.AstNode) *cost.SizeEstimate {
 func (sizes) EstimateCallCost(string, string, *cost.AstNode, []cost.AstNode) *cost.CallEstimate {
 	return nil
 }
-

@@ -7,8 +7,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/snoopd/snoopd/distcache"
 	"golang.org/x/sys/unix"
+
+	"github.com/snoopd/snoopd/distcache"
 )
 
 // lconn is a connection of the epoll engine: a client socket and its

@@ -176,7 +176,7 @@ type result struct {
 	engine string
 }
 
-// env is what every run of a network shares.
+// runEnv is what every run of a network shares.
 type runEnv struct {
 	f       benchFlags
 	dir     string

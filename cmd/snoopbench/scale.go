@@ -16,18 +16,18 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/proxy"
+	"github.com/snoopd/snoopd/internal/listen"
 )
 
 // startDaemonChild serves the control API of an in-process daemon on a
 // unix socket, for the scale benchmark.
-func startDaemonChild(listen distcache.Addr) (distcache.Addr, func(), error) {
+func startDaemonChild(addr distcache.Addr) (distcache.Addr, func(), error) {
 	d, err := daemon.New(daemon.Config{})
 	if err != nil {
 		return distcache.Addr{}, nil, err
 	}
 	s, _ := daemon.NewServer(d, daemon.ServerOptions{})
-	ln, err := proxy.Listen(listen, 0o600)
+	ln, err := listen.Config{Mode: 0o600}.Listen(context.Background(), addr)
 	if err != nil {
 		d.Close(context.Background())
 		return distcache.Addr{}, nil, err
@@ -37,7 +37,7 @@ func startDaemonChild(listen distcache.Addr) (distcache.Addr, func(), error) {
 		d.Close(context.Background())
 		s.Stop()
 	}
-	return listen, stop, nil
+	return addr, stop, nil
 }
 
 // benchScale creates n proxies in one daemon, opens watchers that read

@@ -1,9 +1,11 @@
 // Package metrics exports snoopd's proxy counters to Prometheus.
 //
-// Collector is a prometheus.Collector that asks the daemon for its proxies
-// on every scrape, so the numbers are those the control API reports at
-// that moment and nothing is kept between scrapes: a proxy deleted
-// between two scrapes simply disappears, and one created again starts its
+// Collector is a prometheus.Collector that reads the proxies' own counters
+// and latency histograms (proxy.Stats, through the daemon's ProxyStats) on
+// every scrape, with no API message in between, so the numbers are those
+// the control API would report at that moment and the histogram keeps its
+// buckets. Nothing is kept between scrapes: a proxy deleted between two
+// scrapes simply disappears, and one created again starts its
 // counters from zero (Prometheus treats that as a counter reset).
 // NewRegistry puts it in a private registry together with the Go runtime
 // and process collectors, and Handler serves that registry; nothing here
@@ -19,18 +21,19 @@
 //	snoopd_proxy_connections_refused_total              counter, clients closed at the connection limit
 //	snoopd_proxy_connect_failures_total                 counter, clients closed because the server was unreachable
 //	snoopd_proxy_protocol_errors_total                  counter
+//	snoopd_proxy_timeouts_total                         counter, connections closed by the idle, message
+//	                                                    or response timeout
+//	snoopd_proxy_loop_refusals_total                    counter, server connections refused as a proxy loop
 //	snoopd_proxy_bytes_total{proxy,direction}           counter, direction "up" (client to server) or "down"
 //	snoopd_proxy_frames_total{proxy,direction}          counter, frames decoded
 //	snoopd_proxy_transactions_total{proxy,op,result}    counter, op add|get|remove|have (or "unspecified"
 //	                                                    for orphans without one), result as in the API
 //	                                                    ("ok", "hit", "miss", "notok", "exists", "unanswered", ...)
 //	snoopd_proxy_latency_seconds{proxy,quantile}        summary of answered transactions: quantiles 0.5,
-//	                                                    0.9 and 0.99 (within about 3%), _count, and _sum
-//	                                                    (mean times count, exact to a nanosecond per sample)
+//	                                                    0.9 and 0.99 (within about 3%), _count, and _sum (exact)
 //	snoopd_proxy_latency_max_seconds                    gauge, the slowest answered transaction
 //	snoopd_proxy_transaction_duration_seconds{proxy,le} histogram of the same latencies, buckets from
-//	                                                    25µs to 10s (when the source hands out raw
-//	                                                    histograms, as the daemon does)
+//	                                                    25µs to 10s
 //
 // and for the daemon as a whole:
 //

@@ -3,34 +3,26 @@ package metrics
 import (
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/daemon"
+	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/vocab"
 )
 
-// Source is what the collector reads on each scrape. *daemon.Daemon
-// satisfies it; tests pass a fixed set of proxies.
+// Source is what the collector reads on each scrape: the proxies' own
+// counters and histograms, no API message in between. *daemon.Daemon
+// satisfies it; tests pass a fixed set.
 type Source interface {
-	// ListProxies describes every proxy with its counters.
-	ListProxies() []*snoopv1.Proxy
-	// Info describes the daemon: version, start time, watchers, events.
-	Info() *snoopv1.GetDaemonInfoResponse
-}
-
-// HistogramSource is a Source that can also hand out each proxy's raw
-// latency histogram; *daemon.Daemon is one. The collector then exports
-// snoopd_proxy_transaction_duration_seconds, a Prometheus histogram that,
-// unlike the summary, can be aggregated across proxies and daemons.
-type HistogramSource interface {
-	Source
-	// LatencyHistograms returns each proxy's latency histogram by name.
-	LatencyHistograms() map[string]*histogram.Snapshot
+	// Stats describes the daemon: version, start time, watchers, events.
+	Stats() daemon.Stats
+	// ProxyStats reads every proxy's addresses, state and counters.
+	ProxyStats() []daemon.ProxyStats
 }
 
 // durationBuckets are the upper bounds, in seconds, of the exported
@@ -97,35 +89,18 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// states are the values of the state label, in the order the API
-// declares them.
-var states = []struct {
-	state snoopv1.ProxyState
-	label string
-}{
-	{snoopv1.ProxyState_PROXY_STATE_LISTENING, "listening"},
-	{snoopv1.ProxyState_PROXY_STATE_DISABLED, "disabled"},
-	{snoopv1.ProxyState_PROXY_STATE_FAILED, "failed"},
-}
-
 // Collect reads the source once and sends the metrics.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	info := c.src.Info()
-	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1, info.GetVersion())
-	if st := info.GetStartTime(); st != nil {
-		ch <- prometheus.MustNewConstMetric(c.startTime, prometheus.GaugeValue, float64(st.AsTime().UnixNano())/1e9)
+	st := c.src.Stats()
+	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1, st.Version)
+	if !st.Started.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.startTime, prometheus.GaugeValue, float64(st.Started.UnixNano())/1e9)
 	}
-	ch <- prometheus.MustNewConstMetric(c.proxies, prometheus.GaugeValue, float64(info.GetProxies()))
-	ch <- prometheus.MustNewConstMetric(c.watchers, prometheus.GaugeValue, float64(info.GetWatchers()))
-	ch <- prometheus.MustNewConstMetric(c.pub, prometheus.CounterValue, float64(info.GetEventsPublished()))
-
-	for _, p := range c.src.ListProxies() {
-		c.collectProxy(ch, p)
-	}
-	if hs, ok := c.src.(HistogramSource); ok {
-		for name, h := range hs.LatencyHistograms() {
-			ch <- constHistogram(c.duration, h, name)
-		}
+	ch <- prometheus.MustNewConstMetric(c.proxies, prometheus.GaugeValue, float64(st.Proxies))
+	ch <- prometheus.MustNewConstMetric(c.watchers, prometheus.GaugeValue, float64(st.Watchers))
+	ch <- prometheus.MustNewConstMetric(c.pub, prometheus.CounterValue, float64(st.EventsPublished))
+	for _, p := range c.src.ProxyStats() {
+		c.collectProxy(ch, &p)
 	}
 }
 
@@ -151,65 +126,61 @@ func constHistogram(d *prometheus.Desc, h *histogram.Snapshot, name string) prom
 	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum.Seconds(), cum, name)
 }
 
-func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *snoopv1.Proxy) {
-	name := p.GetSpec().GetName()
+func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *daemon.ProxyStats) {
+	name := p.Name
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{name}, labels...)...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{name}, labels...)...)
 	}
-
-	gauge(c.info, 1, p.GetListenAddress(), p.GetSpec().GetServer())
-	for _, s := range states {
+	gauge(c.info, 1, p.Listen, p.Server)
+	for _, s := range daemon.ProxyStates() {
 		v := 0.0
-		if p.GetState() == s.state {
+		if p.State == s {
 			v = 1
 		}
-		gauge(c.state, v, s.label)
+		gauge(c.state, v, s.String())
 	}
-	k := p.GetCounters()
-	gauge(c.connsActive, float64(k.GetConnectionsActive()))
-	counter(c.connsTotal, k.GetConnectionsTotal())
-	counter(c.connsRefused, k.GetConnectionsRefused())
-	counter(c.connectFailures, k.GetConnectFailures())
-	counter(c.protocolErrors, k.GetProtocolErrors())
-	counter(c.timeouts, k.GetTimeouts())
-	counter(c.loopRefusals, k.GetLoopRefusals())
-	counter(c.bytes, k.GetBytesUp(), "up")
-	counter(c.bytes, k.GetBytesDown(), "down")
-	counter(c.frames, k.GetFramesUp(), "up")
-	counter(c.frames, k.GetFramesDown(), "down")
-	for _, oc := range k.GetOps() {
-		op := opLabel(oc.GetOp())
-		for result, n := range oc.GetResults() {
-			counter(c.transactions, n, op, result)
+	k := &p.Stats
+	gauge(c.connsActive, float64(k.ConnsActive))
+	counter(c.connsTotal, k.ConnsTotal)
+	counter(c.connsRefused, k.ConnsRefused)
+	counter(c.connectFailures, k.ConnectFailed)
+	counter(c.protocolErrors, k.ProtocolErrors)
+	counter(c.timeouts, k.Timeouts)
+	counter(c.loopRefusals, k.LoopRefusals)
+	counter(c.bytes, k.BytesUp, "up")
+	counter(c.bytes, k.BytesDown, "down")
+	counter(c.frames, k.FramesUp, "up")
+	counter(c.frames, k.FramesDown, "down")
+	for op, results := range k.Results {
+		for result, n := range results {
+			counter(c.transactions, n, opLabel(op), result)
 		}
 	}
-
-	lat := k.GetLatency()
-	n := lat.GetCount()
+	lat := &k.Latency
 	var quantiles map[float64]float64
-	if n > 0 {
+	if lat.Count > 0 {
 		// An empty summary has no quantiles rather than made-up zeros.
 		quantiles = map[float64]float64{
-			0.5:  lat.GetP50().AsDuration().Seconds(),
-			0.9:  lat.GetP90().AsDuration().Seconds(),
-			0.99: lat.GetP99().AsDuration().Seconds(),
+			0.5:  lat.Quantile(0.5).Seconds(),
+			0.9:  lat.Quantile(0.9).Seconds(),
+			0.99: lat.Quantile(0.99).Seconds(),
 		}
 	}
-	// The API reports the mean, not the sum; mean times count is the sum
-	// to within the nanosecond the mean was rounded to, per sample.
-	// Multiplying durations first keeps the sum as exact as the mean.
-	sum := (lat.GetMean().AsDuration() * time.Duration(n)).Seconds()
-	ch <- prometheus.MustNewConstSummary(c.latency, uint64(max(n, 0)), sum, quantiles, name)
-	gauge(c.latencyMax, lat.GetMax().AsDuration().Seconds())
+	ch <- prometheus.MustNewConstSummary(c.latency, lat.Count, lat.Sum.Seconds(), quantiles, name)
+	gauge(c.latencyMax, lat.Max.Seconds())
+	ch <- constHistogram(c.duration, lat, name)
 }
 
-// opLabel is the op label value: the API's enum name without its prefix,
-// in lower case ("get").
-func opLabel(op snoopv1.Op) string {
-	return strings.ToLower(strings.TrimPrefix(op.String(), "OP_"))
+// opLabel is the op label value: the operation's name ("get"), or
+// "unspecified" for a transaction without a valid one.
+func opLabel(op distcache.Op) string {
+	if !op.Valid() {
+		return "unspecified"
+	}
+	return vocab.OpName(op)
 }
 
 // NewRegistry returns a private registry holding a Collector for src and

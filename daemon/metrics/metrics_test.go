@@ -1,21 +1,24 @@
 package metrics_test
 
 import (
+	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/metrics"
@@ -25,6 +28,7 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/histogram"
 	snooptest "github.com/snoopd/snoopd/internal/testutil"
+	"github.com/snoopd/snoopd/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,49 +38,78 @@ var _ metrics.Source = (*daemon.Daemon)(nil)
 
 // fixed is a Source with a fixed answer.
 type fixed struct {
-	proxies []*snoopv1.Proxy
-	info    *snoopv1.GetDaemonInfoResponse
+	stats   daemon.Stats
+	proxies []daemon.ProxyStats
 }
 
-func (f *fixed) ListProxies() []*snoopv1.Proxy        { return f.proxies }
-func (f *fixed) Info() *snoopv1.GetDaemonInfoResponse { return f.info }
+func (f *fixed) Stats() daemon.Stats             { return f.stats }
+func (f *fixed) ProxyStats() []daemon.ProxyStats { return f.proxies }
+
+// latencies builds a histogram of the given samples.
+func latencies(ds ...time.Duration) histogram.Snapshot {
+	var h histogram.Snapshot
+	for _, d := range ds {
+		h.Record(d)
+	}
+	return h
+}
 
 func sampleSource() *fixed {
+	ms := time.Millisecond
 	return &fixed{
-		info: &snoopv1.GetDaemonInfoResponse{
-			Version: "1.2.3", StartTime: timestamppb.New(time.Unix(1700000000, 500_000_000)),
+		stats: daemon.Stats{
+			Version: "1.2.3", Started: time.Unix(1700000000, 500_000_000),
 			Proxies: 2, Watchers: 3, EventsPublished: 12345,
 		},
-		proxies: []*snoopv1.Proxy{
+		proxies: []daemon.ProxyStats{
 			{
-				Spec:          &snoopv1.ProxySpec{Name: "a", Listen: "IP:127.0.0.1:0", Server: "UNIX:/run/dc.sock"},
-				ListenAddress: "IP:127.0.0.1:4100",
-				State:         snoopv1.ProxyState_PROXY_STATE_LISTENING,
-				Counters: &snoopv1.ProxyCounters{
-					ConnectionsActive: 2, ConnectionsTotal: 40, ConnectionsRefused: 1, ConnectFailures: 3,
+				Name: "a", Listen: "IP:127.0.0.1:4100", Server: "UNIX:/run/dc.sock",
+				State: daemon.ProxyListening,
+				Stats: proxy.Stats{
+					ConnsActive: 2, ConnsTotal: 40, ConnsRefused: 1, ConnectFailed: 3,
 					ProtocolErrors: 4, Timeouts: 5, LoopRefusals: 6, BytesUp: 1000, BytesDown: 2000, FramesUp: 10, FramesDown: 11,
-					Transactions: 9,
-					Ops: []*snoopv1.OpCounters{
-						{Op: snoopv1.Op_OP_ADD, Count: 2, Results: map[string]int64{"ok": 1, "exists": 1}},
-						{Op: snoopv1.Op_OP_GET, Count: 7, Results: map[string]int64{"hit": 5, "miss": 2}},
+					Results: map[distcache.Op]map[string]int64{
+						distcache.OpAdd: {"ok": 1, "exists": 1},
+						distcache.OpGet: {"hit": 5, "miss": 2},
 					},
-					Latency: &snoopv1.LatencySummary{
-						Count: 9,
-						Mean:  durationpb.New(2 * time.Millisecond),
-						P50:   durationpb.New(time.Millisecond),
-						P90:   durationpb.New(4 * time.Millisecond),
-						P99:   durationpb.New(8 * time.Millisecond),
-						Max:   durationpb.New(9 * time.Millisecond),
-					},
+					// Nine answered transactions, 18ms in all; the median
+					// and p90 are the midpoints of their buckets (within
+					// about 3%), p99 is the maximum.
+					Latency: latencies(ms/2, 4*ms/5, ms, ms, ms, 6*ms/5, 3*ms/2, 2*ms, 9*ms),
 				},
 			},
 			{
-				Spec:          &snoopv1.ProxySpec{Name: "b", Listen: "UNIX:/run/b.sock", Server: "IP:10.0.0.1:9000"},
-				ListenAddress: "UNIX:/run/b.sock",
-				State:         snoopv1.ProxyState_PROXY_STATE_FAILED,
-				Counters:      &snoopv1.ProxyCounters{Latency: &snoopv1.LatencySummary{Mean: durationpb.New(0), Max: durationpb.New(0)}},
+				Name: "b", Listen: "UNIX:/run/b.sock", Server: "IP:10.0.0.1:9000",
+				State: daemon.ProxyFailed,
 			},
 		},
+	}
+}
+
+// update rewrites the golden files from the current output.
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+// TestCollectorGolden compares the whole exposition of a fixed source,
+// histograms included, as /metrics serves it (the text format), with
+// testdata/collector.golden.
+func TestCollectorGolden(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(metrics.NewCollector(sampleSource()))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	got := rec.Body.Bytes()
+	const golden = "testdata/collector.golden"
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("exposition differs from %s (go test -update rewrites it):\n%s", golden, got)
 	}
 }
 
@@ -158,9 +191,9 @@ snoopd_proxy_transactions_total{op="get",proxy="a",result="hit"} 5
 snoopd_proxy_transactions_total{op="get",proxy="a",result="miss"} 2
 # HELP snoopd_proxy_latency_seconds Latency of answered transactions, first request byte to last response byte.
 # TYPE snoopd_proxy_latency_seconds summary
-snoopd_proxy_latency_seconds{proxy="a",quantile="0.5"} 0.001
-snoopd_proxy_latency_seconds{proxy="a",quantile="0.9"} 0.004
-snoopd_proxy_latency_seconds{proxy="a",quantile="0.99"} 0.008
+snoopd_proxy_latency_seconds{proxy="a",quantile="0.5"} 0.001007616
+snoopd_proxy_latency_seconds{proxy="a",quantile="0.9"} 0.002015232
+snoopd_proxy_latency_seconds{proxy="a",quantile="0.99"} 0.009
 snoopd_proxy_latency_seconds_sum{proxy="a"} 0.018
 snoopd_proxy_latency_seconds_count{proxy="a"} 9
 snoopd_proxy_latency_seconds_sum{proxy="b"} 0
@@ -170,7 +203,16 @@ snoopd_proxy_latency_seconds_count{proxy="b"} 0
 snoopd_proxy_latency_max_seconds{proxy="a"} 0.009
 snoopd_proxy_latency_max_seconds{proxy="b"} 0
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+	// Every family but the histogram, which TestCollectorHistogram and
+	// the golden cover.
+	names := []string{
+		"snoopd_build_info", "snoopd_start_time_seconds", "snoopd_proxies", "snoopd_watchers", "snoopd_events_published_total",
+		"snoopd_proxy_info", "snoopd_proxy_state", "snoopd_proxy_connections_active", "snoopd_proxy_connections_total",
+		"snoopd_proxy_connections_refused_total", "snoopd_proxy_connect_failures_total", "snoopd_proxy_protocol_errors_total",
+		"snoopd_proxy_timeouts_total", "snoopd_proxy_loop_refusals_total", "snoopd_proxy_bytes_total", "snoopd_proxy_frames_total",
+		"snoopd_proxy_transactions_total", "snoopd_proxy_latency_seconds", "snoopd_proxy_latency_max_seconds",
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -186,7 +228,7 @@ func TestCollectorLint(t *testing.T) {
 }
 
 func TestCollectorNoProxies(t *testing.T) {
-	src := &fixed{info: &snoopv1.GetDaemonInfoResponse{Version: "v"}}
+	src := &fixed{stats: daemon.Stats{Version: "v"}}
 	c := metrics.NewCollector(src)
 	// build_info, proxies, watchers, events_published; no start time
 	// when the source does not know it, and nothing per proxy.
@@ -287,22 +329,11 @@ func TestCollectorWithDaemon(t *testing.T) {
 	}
 }
 
-// withHistograms is a fixed Source that also hands out raw histograms.
-type withHistograms struct {
-	*fixed
-	h map[string]*histogram.Snapshot
-}
-
-func (w *withHistograms) LatencyHistograms() map[string]*histogram.Snapshot { return w.h }
-
-var _ metrics.HistogramSource = (*daemon.Daemon)(nil)
-
 func TestCollectorHistogram(t *testing.T) {
-	var h histogram.Snapshot
-	h.Record(30 * time.Microsecond)
-	h.Record(40 * time.Microsecond)
-	h.Record(2 * time.Millisecond)
-	src := &withHistograms{fixed: &fixed{info: &snoopv1.GetDaemonInfoResponse{}}, h: map[string]*histogram.Snapshot{"a": &h}}
+	src := &fixed{proxies: []daemon.ProxyStats{{
+		Name: "a", State: daemon.ProxyListening,
+		Stats: proxy.Stats{Latency: latencies(30*time.Microsecond, 40*time.Microsecond, 2*time.Millisecond)},
+	}}}
 	want := `
 # HELP snoopd_proxy_transaction_duration_seconds Latency of answered transactions as a histogram (bucket counts within about 3% of a bound).
 # TYPE snoopd_proxy_transaction_duration_seconds histogram

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -16,7 +17,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
-	"github.com/snoopd/snoopd/proxy"
+	"github.com/snoopd/snoopd/internal/listen"
 )
 
 // controlSocketMode is the mode of control sockets: only the daemon's
@@ -52,22 +53,11 @@ func listenControl(ep controlEndpoint, log *slog.Logger) (*controlListener, erro
 			return nil, err
 		}
 	}
-	var l net.Listener
-	var err error
-	if a.Network() == distcache.NetworkUnix {
-		// proxy.Listen replaces a stale socket but refuses a live one or
-		// any other file, so a second snoopd cannot take over the first
-		// one's socket, and it gives the socket its mode.
-		l, err = proxy.Listen(a, controlSocketMode)
-	} else {
-		// Not proxy.Listen: it turns TCP keepalive off, which suits one
-		// short connection per cache operation, but a control client
-		// holds a long watch stream whose peer may vanish.
-		l, err = net.Listen("tcp", a.NetAddr())
-		if err != nil {
-			err = fmt.Errorf("listen on %s: %w", a, err)
-		}
-	}
+	// A stale socket is replaced but a live one or any other file is
+	// refused, so a second snoopd cannot take over the first one's
+	// socket. TCP keeps the default keep-alive: a control client holds a
+	// long watch stream whose peer may vanish.
+	l, err := listen.Config{Mode: controlSocketMode}.Listen(context.Background(), a)
 	if err != nil {
 		return nil, err
 	}

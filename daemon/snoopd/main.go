@@ -1,10 +1,10 @@
-// Snoopd is the daemon that hosts named snoop proxies for the distcache
-// session-cache protocol (OpenSSL's dc_server and its clients). Each proxy
-// listens where clients expect a cache server, forwards every byte to the
-// real one, and decodes the traffic as it passes; the daemon collects what
-// the proxies see and serves it, with the means to create, change and
-// remove proxies, through a gRPC control API that snoopctl (or grpcurl, or
-// any gRPC client) uses.
+// Command snoopd is the daemon that hosts named snoop proxies for the
+// distcache session-cache protocol (OpenSSL's dc_server and its clients).
+// Each proxy listens where clients expect a cache server, forwards every
+// byte to the real one, and decodes the traffic as it passes; the daemon
+// collects what the proxies see and serves it, with the means to create,
+// change and remove proxies, through a gRPC control API that snoopctl (or
+// grpcurl, or any gRPC client) uses.
 //
 // Usage:
 //

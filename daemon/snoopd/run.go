@@ -21,6 +21,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/fdlimit"
+	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -353,8 +354,11 @@ type metricsServer struct {
 	done    chan struct{}
 }
 
+// listenMetrics opens the metrics endpoint. TCP keeps the default
+// keep-alive, as http.ListenAndServe does: a scraper may hold its
+// connection between scrapes.
 func listenMetrics(a distcache.Addr) (*metricsServer, error) {
-	l, err := proxy.Listen(a, metricsSocketMode)
+	l, err := listen.Config{Mode: metricsSocketMode}.Listen(context.Background(), a)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen %s: %w", a, err)
 	}
