@@ -414,7 +414,7 @@ func (c *conn) connectFailed(err error) {
 	c.p.sink.Publish(e)
 }
 
-// opened reports a connection whose server is connected.
+// publishOpened reports a connection whose server is connected.
 func (c *conn) publishOpened() {
 	c.p.sink.Publish(c.event(KindConnOpened, time.Now()))
 }

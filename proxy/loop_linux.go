@@ -120,7 +120,10 @@ func (e *epollEngine) serve(p *Proxy, ln net.Listener, done chan struct{}) (func
 	var unlink string
 	if ul, ok := ln.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false)
-		unlink = ul.Addr().String()
+		// An abstract socket (@name) has no file to remove.
+		if name := ul.Addr().String(); name != "" && name[0] != '@' {
+			unlink = name
+		}
 	}
 	_, tcp := ln.(*net.TCPListener)
 	ln.Close()
