@@ -28,7 +28,7 @@ import (
 
 // fakeDaemon implements the control API in memory, enough to drive every
 // snoopctl command: proxies, connections, and an event stream that
-// filters like the daemon (with filter.MatchRequest).
+// filters like the daemon (with filter.Compile, the daemon's matcher).
 type fakeDaemon struct {
 	snoopv1.UnimplementedProxyServiceServer
 	snoopv1.UnimplementedEventServiceServer
