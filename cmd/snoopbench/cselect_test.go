@@ -233,8 +233,12 @@ func TestCSelectRefusesBeyondFDSetSize(t *testing.T) {
 
 // closedByPeer reports whether err says the other side closed the
 // connection (EOF or a reset), as opposed to a timeout.
+// closedByPeer reports an error that says the proxy closed the
+// connection: at the read (end of stream, reset) or, when the close came
+// before the request was written, at the write (broken pipe).
 func closedByPeer(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
 }
 
 // TestCSelectNoServer: with nothing at the server address the client's
