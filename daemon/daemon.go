@@ -290,6 +290,11 @@ func (d *Daemon) CreateEphemeralProxy(spec *snoopv1.ProxySpec) (*snoopv1.Proxy, 
 }
 
 func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, error) {
+	if in == nil {
+		// normalize's own error names "spec", which the prefix below
+		// would make "spec.spec".
+		return nil, &FieldError{Field: "spec", Reason: "missing: the proxy to create (name, listen, server)"}
+	}
 	spec, cfg, err := normalize(in)
 	if err != nil {
 		return nil, prefixField("spec", err)
@@ -303,7 +308,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	}
 	if _, ok := d.proxies[name]; ok {
 		d.mu.Unlock()
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrExists)
+		return nil, proxyExists(name)
 	}
 	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
 	isNew := make([]bool, len(nodes))
@@ -337,7 +342,7 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 	}
 	if err := p.Start(); err != nil {
 		p.Stop(context.Background())
-		return nil, err
+		return nil, bindError(cfg.Name, cfg.Listen, err)
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral}, nil
 }
@@ -360,7 +365,7 @@ func (d *Daemon) reserve(name string) (*entry, error) {
 	case d.closed:
 		return nil, hub.ErrClosed
 	case !ok || e.placeholder:
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, proxyNotFound(name)
 	case e.busy:
 		return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
 	}
@@ -380,7 +385,7 @@ func (d *Daemon) GetProxy(name string) (*snoopv1.Proxy, error) {
 	e, ok := d.proxies[name]
 	d.mu.Unlock()
 	if !ok || e.placeholder {
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, proxyNotFound(name)
 	}
 	return d.describe(e), nil
 }
@@ -449,7 +454,7 @@ func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, clo
 			d.mu.Lock()
 			e.bindErr = err
 			d.mu.Unlock()
-			return err
+			return bindError(spec.GetName(), cfg.Listen, err)
 		}
 	}
 	if spec.GetServer() != old.GetServer() {
@@ -527,7 +532,8 @@ func (d *Daemon) CloseConnection(name string, id uint64) error {
 		return err
 	}
 	if !e.p.CloseConn(id) {
-		return fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)
+		return &ResourceError{Type: ConnectionResource, Name: fmt.Sprintf("%s/%d", name, id),
+			Err: fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)}
 	}
 	return nil
 }
@@ -537,7 +543,7 @@ func (d *Daemon) lookup(name string) (*entry, error) {
 	defer d.mu.Unlock()
 	e, ok := d.proxies[name]
 	if !ok || e.placeholder {
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, proxyNotFound(name)
 	}
 	return e, nil
 }
@@ -606,6 +612,7 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		Counters:      counters(e.p.Stats()),
 		CreateTime:    timestamppb.New(e.created),
 	}
+	fillAnswer(out, spec, e.p.Addr())
 	switch {
 	case e.p.Listening():
 		out.State = snoopv1.ProxyState_PROXY_STATE_LISTENING
