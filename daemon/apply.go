@@ -91,6 +91,9 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	}
 	if dryRun {
 		d.mu.Unlock()
+		for i, s := range steps {
+			results[i].Proxy = d.wouldBe(s)
+		}
 		return results, nil
 	}
 	for _, s := range steps {
@@ -119,6 +122,16 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	}
 	d.saveLogged()
 	d.log.Info("applied proxy set", "declared", len(specs), "prune", prune)
+	for _, r := range results {
+		if r.GetAction() == snoopv1.ApplyAction_APPLY_ACTION_REMOVED {
+			continue
+		}
+		// Another request may have deleted it since; its result then
+		// says what the apply did, without the proxy.
+		if p, err := d.GetProxy(r.GetName()); err == nil {
+			r.Proxy = p
+		}
+	}
 	return results, nil
 }
 
@@ -240,4 +253,41 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 		checkServer, newListen = append(checkServer, false), append(newListen, false)
 	}
 	return loopError(nodes, checkServer, newListen, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
+}
+
+// wouldBe is the proxy a dry run's step would leave, without counters:
+// an unchanged proxy as it is; a changed one with its new spec (its
+// address too, if it moves); a new one at its declared address, whose
+// port 0 the bind would replace. Nil for a removal.
+func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
+	if s.spec == nil {
+		return nil
+	}
+	var out *snoopv1.Proxy
+	listen := s.cfg.Listen
+	if s.e != nil {
+		out = d.describe(s.e)
+		out.Counters = nil
+		if !s.moves() {
+			listen = s.e.p.Addr()
+		}
+	} else {
+		out = &snoopv1.Proxy{}
+	}
+	if s.action == snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED {
+		return out
+	}
+	out.Spec = proto.Clone(s.spec).(*snoopv1.ProxySpec)
+	out.ListenAddress, out.ListenHost, out.ListenPort, out.ListenPath = listen.String(), "", 0, ""
+	fillAnswer(out, s.spec, listen)
+	out.Error = ""
+	out.State = snoopv1.ProxyState_PROXY_STATE_LISTENING
+	if !s.spec.GetEnabled() {
+		out.State = snoopv1.ProxyState_PROXY_STATE_DISABLED
+	}
+	if s.moves() {
+		// A move starts a new proxy.
+		out.CreateTime, out.InstanceId = nil, ""
+	}
+	return out
 }

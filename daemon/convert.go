@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -75,4 +76,56 @@ func minDuration(d *durationpb.Duration) time.Duration {
 		return 0
 	}
 	return d.AsDuration()
+}
+
+// fillAnswer sets the fields every answer that carries a proxy has
+// beside its spec: the listen address split into host and port (or path),
+// so scripts need not parse the libnal form, and the effective spec.
+func fillAnswer(out *snoopv1.Proxy, spec *snoopv1.ProxySpec, listen distcache.Addr) {
+	switch listen.Network() {
+	case distcache.NetworkTCP:
+		out.ListenHost, out.ListenPort = listen.Host(), uint32(listen.Port())
+	case distcache.NetworkUnix:
+		out.ListenPath = listen.Path()
+	}
+	out.EffectiveSpec = effectiveSpec(spec)
+}
+
+// effectiveSpec is a normalised spec with every default the proxy package
+// fills in written out, so a script sees what the proxy runs with. It
+// mirrors proxy.Options' defaults; explicit zeros that mean "off" (spare
+// connections, the three timeouts) stay zero.
+func effectiveSpec(spec *snoopv1.ProxySpec) *snoopv1.ProxySpec {
+	out := proto.Clone(spec).(*snoopv1.ProxySpec)
+	if out.Enabled == nil {
+		out.Enabled = proto.Bool(true)
+	}
+	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
+		out.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
+	}
+	if out.CaptureLimit == 0 {
+		out.CaptureLimit = proxy.DefaultCaptureLimit
+	}
+	if out.SocketMode == 0 {
+		out.SocketMode = uint32(proxy.DefaultSocketMode)
+	}
+	if out.SpareConnections == nil {
+		out.SpareConnections = proto.Uint32(proxy.DefaultSpares)
+	}
+	if d := out.GetDialTimeout(); d == nil || d.AsDuration() <= 0 {
+		out.DialTimeout = durationpb.New(proxy.DefaultDialTimeout)
+	}
+	for _, t := range []struct {
+		d   **durationpb.Duration
+		def time.Duration
+	}{
+		{&out.IdleTimeout, proxy.DefaultIdleTimeout},
+		{&out.MessageTimeout, proxy.DefaultMessageTimeout},
+		{&out.ResponseTimeout, proxy.DefaultResponseTimeout},
+	} {
+		if *t.d == nil {
+			*t.d = durationpb.New(t.def)
+		}
+	}
+	return out
 }

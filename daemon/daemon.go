@@ -289,6 +289,11 @@ func (d *Daemon) CreateEphemeralProxy(spec *snoopv1.ProxySpec) (*snoopv1.Proxy, 
 }
 
 func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, error) {
+	if in == nil {
+		// normalize's own error names "spec", which the prefix below
+		// would make "spec.spec".
+		return nil, &FieldError{Field: "spec", Reason: "missing: the proxy to create (name, listen, server)"}
+	}
 	spec, cfg, err := normalize(in)
 	if err != nil {
 		return nil, prefixField("spec", err)
@@ -302,7 +307,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	}
 	if _, ok := d.proxies[name]; ok {
 		d.mu.Unlock()
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrExists)
+		return nil, proxyExists(name)
 	}
 	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
 	isNew := make([]bool, len(nodes))
@@ -336,7 +341,7 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 	}
 	if err := p.Start(); err != nil {
 		p.Stop(context.Background())
-		return nil, err
+		return nil, bindError(cfg.Name, cfg.Listen, err)
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral}, nil
 }
@@ -359,7 +364,7 @@ func (d *Daemon) reserve(name string) (*entry, error) {
 	case d.closed:
 		return nil, hub.ErrClosed
 	case !ok || e.placeholder:
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, proxyNotFound(name)
 	case e.busy:
 		return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
 	}
@@ -379,7 +384,7 @@ func (d *Daemon) GetProxy(name string) (*snoopv1.Proxy, error) {
 	e, ok := d.proxies[name]
 	d.mu.Unlock()
 	if !ok || e.placeholder {
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, proxyNotFound(name)
 	}
 	return d.describe(e), nil
 }
@@ -448,7 +453,7 @@ func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, clo
 			d.mu.Lock()
 			e.bindErr = err
 			d.mu.Unlock()
-			return err
+			return bindError(spec.GetName(), cfg.Listen, err)
 		}
 	}
 	if spec.GetServer() != old.GetServer() {
@@ -526,7 +531,8 @@ func (d *Daemon) CloseConnection(name string, id uint64) error {
 		return err
 	}
 	if !e.p.CloseConn(id) {
-		return fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)
+		return &ResourceError{Type: ConnectionResource, Name: fmt.Sprintf("%s/%d", name, id),
+			Err: fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)}
 	}
 	return nil
 }
@@ -536,7 +542,7 @@ func (d *Daemon) lookup(name string) (*entry, error) {
 	defer d.mu.Unlock()
 	e, ok := d.proxies[name]
 	if !ok || e.placeholder {
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, proxyNotFound(name)
 	}
 	return e, nil
 }
@@ -580,6 +586,7 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		CreateTime:    timestamppb.New(e.created),
 		State:         state.api(),
 	}
+	fillAnswer(out, spec, e.p.Addr())
 	if state == ProxyFailed {
 		out.Error = "not listening"
 		if bindErr != nil {

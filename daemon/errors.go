@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
@@ -27,6 +29,47 @@ var (
 	// ErrUnauthenticated: a control call without the right credentials.
 	ErrUnauthenticated = errors.New("unauthenticated")
 )
+
+// Resource types the API's error details name (ResourceInfo.resource_type):
+// the full names of the messages that describe them.
+const (
+	ProxyResource      = "snoop.v1.Proxy"
+	ConnectionResource = "snoop.v1.Connection"
+)
+
+// ErrorDomain is ErrorInfo.domain in every error the API details.
+const ErrorDomain = "snoopd"
+
+// ResourceError ties an error to the resource it is about, so that the
+// API's answer can name it in ResourceInfo and ErrorInfo details and a
+// client need not parse the message. Its message is Err's.
+type ResourceError struct {
+	Type string // ProxyResource or ConnectionResource
+	Name string // the proxy's name; for a connection, "<proxy>/<id>"
+	// Address is the listen address of an address-in-use error.
+	Address string
+	Err     error
+}
+
+func (e *ResourceError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *ResourceError) Unwrap() error { return e.Err }
+
+// proxyNotFound is the error for a proxy name that is not registered.
+func proxyNotFound(name string) error {
+	return &ResourceError{Type: ProxyResource, Name: name, Err: fmt.Errorf("proxy %q: %w", name, ErrNotFound)}
+}
+
+// proxyExists is the error for a name that is taken.
+func proxyExists(name string) error {
+	return &ResourceError{Type: ProxyResource, Name: name, Err: fmt.Errorf("proxy %q: %w", name, ErrExists)}
+}
+
+// bindError ties a proxy's failure to listen to the proxy and address.
+func bindError(name string, listen distcache.Addr, err error) error {
+	return &ResourceError{Type: ProxyResource, Name: name, Address: listen.String(), Err: err}
+}
 
 // FieldError is bad input in one field of a request.
 type FieldError struct {
@@ -77,9 +120,9 @@ func Status(err error) error {
 	case errors.Is(err, distcache.ErrInvalidAddr), errors.Is(err, proxy.ErrInvalidConfig):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
+		return resourceStatus(codes.NotFound, err)
 	case errors.Is(err, ErrExists), errors.Is(err, listen.ErrAddrInUse), errors.Is(err, listen.ErrPathExists):
-		return status.Error(codes.AlreadyExists, err.Error())
+		return resourceStatus(codes.AlreadyExists, err)
 	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fs.ErrPermission):
@@ -94,4 +137,48 @@ func Status(err error) error {
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// resourceStatus is a NOT_FOUND or ALREADY_EXISTS status with the details a
+// script acts on without parsing the message: ErrorInfo (a reason such as
+// PROXY_NOT_FOUND, PROXY_EXISTS or ADDRESS_IN_USE, in domain "snoopd")
+// and, when the error names its resource, ResourceInfo.
+func resourceStatus(code codes.Code, err error) error {
+	var re *ResourceError
+	errors.As(err, &re)
+	if re == nil {
+		re = &ResourceError{Type: ProxyResource}
+	}
+	info := &errdetails.ErrorInfo{Domain: ErrorDomain, Metadata: map[string]string{}}
+	res := &errdetails.ResourceInfo{ResourceType: re.Type, ResourceName: re.Name}
+	thing := "proxy"
+	if re.Type == ConnectionResource {
+		thing = "connection"
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		info.Reason = strings.ToUpper(thing) + "_NOT_FOUND"
+		res.Description = "no " + thing + " by this name"
+	case errors.Is(err, ErrExists):
+		info.Reason = strings.ToUpper(thing) + "_EXISTS"
+		res.Description = "a " + thing + " by this name exists"
+	default: // the listen address is taken
+		info.Reason = "ADDRESS_IN_USE"
+		res.Description = "cannot listen: " + err.Error()
+		if re.Address != "" {
+			info.Metadata["address"] = re.Address
+		}
+	}
+	if re.Name != "" {
+		info.Metadata[thing] = re.Name
+	}
+	st := status.New(code, err.Error())
+	details := []protoadapt.MessageV1{info}
+	if re.Name != "" {
+		details = append(details, res)
+	}
+	if d, derr := st.WithDetails(details...); derr == nil {
+		st = d
+	}
+	return st.Err()
 }

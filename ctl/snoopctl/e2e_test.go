@@ -389,7 +389,12 @@ func TestAddListShow(t *testing.T) {
 	}
 	for _, args := range [][]string{{"show", "t", "-o", "json"}, {"list", "-o", "json"}} {
 		r := mustCtl(t, d, args...)
-		if !strings.Contains(r.out, `"idle_timeout":"0s"`) || !strings.Contains(r.out, `"response_timeout":"3s"`) || strings.Contains(r.out, `"message_timeout"`) {
+		// The declared spec (no nested objects, so up to its first "}")
+		// leaves message_timeout unset; effective_spec fills it in.
+		declared := r.out[strings.LastIndex(r.out, `"spec":{"name":"t"`):]
+		declared = declared[:strings.Index(declared, "}")]
+		if !strings.Contains(declared, `"idle_timeout":"0s"`) || !strings.Contains(declared, `"response_timeout":"3s"`) || strings.Contains(declared, `"message_timeout"`) ||
+			!strings.Contains(r.out, `"message_timeout":"30s","response_timeout":"3s"}`) {
 			t.Errorf("%s: %s", strings.Join(args, " "), r.out)
 		}
 	}

@@ -1,9 +1,13 @@
 package apiconv
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/histogram"
 )
 
@@ -38,6 +42,28 @@ func TestHistogramRoundTrip(t *testing.T) {
 	for _, q := range []float64{0.5, 0.9, 0.99} {
 		if a, b := h.Quantile(q), back.Quantile(q); a != b {
 			t.Errorf("p%v: %v after the round trip, %v before", q*100, b, a)
+		}
+	}
+}
+
+func TestSpecFromRequestOperations(t *testing.T) {
+	s, err := SpecFromRequest(&snoopv1.WatchEventsRequest{Ops: []snoopv1.Op{snoopv1.Op_OP_GET}, Operations: []string{"GET", "op_have", "Add"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []distcache.Op{distcache.OpGet, distcache.OpHave, distcache.OpAdd}; !slices.Equal(s.Ops, want) {
+		t.Errorf("ops %v, want %v", s.Ops, want)
+	}
+	for _, tc := range []struct {
+		req  *snoopv1.WatchEventsRequest
+		want string
+	}{
+		{&snoopv1.WatchEventsRequest{Operations: []string{"get", "OP_"}}, `operations[1]: unknown operation "OP_"`},
+		{&snoopv1.WatchEventsRequest{Ops: []snoopv1.Op{snoopv1.Op_OP_ADD, 0}}, `ops[1]: 0 is not an operation; a client library sends 0`},
+		{&snoopv1.WatchEventsRequest{Ops: []snoopv1.Op{12}}, `ops[0]: 12 is not an operation number`},
+	} {
+		if _, err := SpecFromRequest(tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.req, err, tc.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package apiconv
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -63,10 +64,19 @@ func SpecFromRequest(req *snoopv1.WatchEventsRequest) (match.Spec, error) {
 	for i, op := range req.GetOps() {
 		o, ok := OpFromAPI(op)
 		if !ok {
-			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("ops[%d]", i),
-				Reason: fmt.Sprintf("%s is not an operation (want OP_ADD, OP_GET, OP_REMOVE or OP_HAVE)", op)}
+			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("ops[%d]", i), Reason: opEnumReason(op)}
 		}
 		s.Ops = append(s.Ops, o)
+	}
+	for i, name := range req.GetOperations() {
+		o, ok := vocab.ParseOp(name)
+		if !ok {
+			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("operations[%d]", i),
+				Reason: fmt.Sprintf("unknown operation %q (want %s, in any case; OP_GET is accepted too)", name, vocab.List(vocab.OpNames()))}
+		}
+		if !slices.Contains(s.Ops, o) {
+			s.Ops = append(s.Ops, o)
+		}
 	}
 	for i, r := range req.GetResults() {
 		vr, ok := vocab.ParseResult(r)
@@ -83,6 +93,18 @@ func SpecFromRequest(req *snoopv1.WatchEventsRequest) (match.Spec, error) {
 		s.MinLatency = d.AsDuration()
 	}
 	return s, nil
+}
+
+// opEnumReason says why an ops value is not an operation, quoting the
+// number the caller sent: a client library that does not know a name
+// (ops: ["GET"] instead of "OP_GET") sends 0, so the message says so
+// rather than naming OP_UNSPECIFIED, which the caller never wrote.
+func opEnumReason(op snoopv1.Op) string {
+	const want = "want OP_ADD, OP_GET, OP_REMOVE or OP_HAVE (1 to 4), or name it in operations: \"get\""
+	if op == snoopv1.Op_OP_UNSPECIFIED {
+		return "0 is not an operation; a client library sends 0 for an enum name it does not know (such as \"GET\"): " + want
+	}
+	return fmt.Sprintf("%d is not an operation number: %s", int32(op), want)
 }
 
 // View fills v with the matcher's picture of an API event (snoopctl read,
