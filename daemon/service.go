@@ -191,10 +191,11 @@ func (s *proxyService) DeleteProxy(ctx context.Context, req *snoopv1.DeleteProxy
 	if d := req.GetDrain(); d != nil && (d.CheckValid() != nil || drain < 0) {
 		return nil, Status(&FieldError{Field: "drain", Reason: "must be a non-negative duration"})
 	}
-	if err := s.d.DeleteProxy(ctx, req.GetName(), drain); err != nil {
+	res, err := s.d.DeleteProxy(ctx, req.GetName(), drain, req.GetForce())
+	if err != nil {
 		return nil, Status(err)
 	}
-	return &snoopv1.DeleteProxyResponse{}, nil
+	return &snoopv1.DeleteProxyResponse{ConnectionsDrained: res.Drained, ConnectionsCut: res.Cut}, nil
 }
 
 func (s *proxyService) ApplyProxies(ctx context.Context, req *snoopv1.ApplyProxiesRequest) (*snoopv1.ApplyProxiesResponse, error) {
@@ -221,59 +222,47 @@ func (s *proxyService) CloseConnection(ctx context.Context, req *snoopv1.CloseCo
 }
 
 // WatchEvents streams matching events until the client goes away or the
-// daemon shuts down (then the stream ends with UNAVAILABLE). With
-// max_batch above 1, each response carries as many of the events ready at
-// that moment as fit (never waiting for more); notices always travel
-// alone, in order with the events.
+// daemon shuts down (then the stream ends with UNAVAILABLE). The headers
+// go out at once, so a client knows the watch is live before any event.
+// History comes first, in as many responses as it takes, then the
+// history_done notice with the number of history events asked for and not
+// held. With max_batch above 1, each response carries as many of the
+// events ready at that moment as fit (never waiting for more); notices
+// always travel alone, in order with the events.
 func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]) error {
 	filter, err := compileFilter(req)
 	if err != nil {
 		return Status(err)
 	}
-	w := s.d.hub.Watch(hubOptions(req, filter))
+	release, err := s.d.acquireWatcher()
+	if err != nil {
+		return Status(err)
+	}
+	defer release()
+	w := s.d.hub.Watch(s.d.watchOptions(req, filter))
 	defer w.Close()
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	out := newEventSender(stream, req)
-	// history counts the history events still to send before the
-	// history_done notice; -1 when none was asked for or it was sent.
-	history := -1
-	if req.GetHistory() > 0 {
-		history = w.History()
-	}
 	for {
-		if history == 0 {
-			if err := out.historyDone(); err != nil {
-				return err
-			}
-			history = -1
-		}
 		b, err := w.Next(ctx)
 		if err != nil {
 			return Status(err)
-		}
-		live := b.Events
-		if history > 0 {
-			// History comes first and always fits the queue, so drops
-			// are of live events: history, its end, then the notice.
-			n := min(history, len(live))
-			if err := out.events(live[:n]); err != nil {
-				return err
-			}
-			live, history = live[n:], history-n
-			if history == 0 {
-				if err := out.historyDone(); err != nil {
-					return err
-				}
-				history = -1
-			}
 		}
 		if b.Dropped > 0 {
 			if err := out.dropped(b.Dropped); err != nil {
 				return err
 			}
 		}
-		if err := out.events(live); err != nil {
+		if err := out.events(b.Events, b.Instances); err != nil {
 			return err
+		}
+		if b.HistoryEnd {
+			if err := out.historyDone(b.HistoryMissing); err != nil {
+				return err
+			}
 		}
 	}
 }
