@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/status"
 	"strings"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -49,6 +48,16 @@ func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *HealthServer) {
 	snoopv1.RegisterEventServiceServer(s, &eventService{service: svc})
 	snoopv1.RegisterDaemonServiceServer(s, &daemonService{service: svc})
 	hs := &HealthServer{Server: health.NewServer(), stopped: make(chan struct{})}
+	// Each service answers for itself too, so a probe that names one
+	// (as Kubernetes' and grpc-health-probe's -service do) gets SERVING,
+	// not NOT_FOUND; Shutdown sets them all NOT_SERVING.
+	for _, name := range []string{
+		snoopv1.ProxyService_ServiceDesc.ServiceName,
+		snoopv1.EventService_ServiceDesc.ServiceName,
+		snoopv1.DaemonService_ServiceDesc.ServiceName,
+	} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return s, hs
@@ -70,20 +79,38 @@ func (h *HealthServer) Shutdown() {
 	h.once.Do(func() { close(h.stopped) })
 }
 
-// Watch streams status changes until the client leaves or Shutdown.
+// Watch streams status changes until the client leaves or Shutdown, which
+// ends the stream with UNAVAILABLE once the stream has sent its final
+// status. The stock server's Watch takes status updates through a
+// one-slot channel of its own, so the end cannot be timed from outside;
+// instead the stream handed to it records what it sent, and the stream is
+// ended when, after Shutdown, the last status sent is final: NOT_SERVING,
+// or SERVICE_UNKNOWN for a service the server does not know (Shutdown
+// sends it nothing new).
 func (h *HealthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	ws := &watchStream{Health_WatchServer: stream, ctx: ctx, sent: make(chan healthpb.HealthCheckResponse_ServingStatus, 1)}
 	go func() {
 		select {
 		case <-h.stopped:
-			// Let the NOT_SERVING update go out before the stream ends.
-			time.Sleep(10 * time.Millisecond)
-			cancel()
 		case <-ctx.Done():
+			return
+		}
+		last := healthpb.HealthCheckResponse_UNKNOWN
+		for {
+			if last == healthpb.HealthCheckResponse_NOT_SERVING || last == healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+				cancel()
+				return
+			}
+			select {
+			case last = <-ws.sent:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
-	err := h.Server.Watch(req, &ctxStream{Health_WatchServer: stream, ctx: ctx})
+	err := h.Server.Watch(req, ws)
 	select {
 	case <-h.stopped:
 		return status.Error(codes.Unavailable, "snoopd is shutting down")
@@ -92,13 +119,34 @@ func (h *HealthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.H
 	}
 }
 
-// ctxStream is a health stream with a context that Shutdown can cancel.
-type ctxStream struct {
+// watchStream is a health stream with a context that Shutdown can cancel,
+// which tells Watch each status it has sent.
+type watchStream struct {
 	healthpb.Health_WatchServer
-	ctx context.Context
+	ctx  context.Context
+	sent chan healthpb.HealthCheckResponse_ServingStatus // holds the last status sent
 }
 
-func (s *ctxStream) Context() context.Context { return s.ctx }
+func (s *watchStream) Context() context.Context { return s.ctx }
+
+// Send sends m and records its status, replacing a status not yet looked
+// at: only the last one matters.
+func (s *watchStream) Send(m *healthpb.HealthCheckResponse) error {
+	if err := s.Health_WatchServer.Send(m); err != nil {
+		return err
+	}
+	for {
+		select {
+		case s.sent <- m.GetStatus():
+			return nil
+		default:
+		}
+		select {
+		case <-s.sent:
+		default:
+		}
+	}
+}
 
 // tokenAuth checks the bearer token of every call but health checks.
 type tokenAuth struct{ token string }
@@ -112,8 +160,11 @@ func (a *tokenAuth) check(ctx context.Context, method string) error {
 	if len(vals) == 0 {
 		return Status(fmt.Errorf("%w: this snoopd requires a bearer token (authorization: Bearer <token>)", ErrUnauthenticated))
 	}
-	got, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+	// The scheme is case-insensitive (RFC 7235 section 2.1) and may be
+	// followed by more than one space.
+	scheme, got, ok := strings.Cut(vals[0], " ")
+	got = strings.TrimLeft(got, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
 		return Status(fmt.Errorf("%w: wrong bearer token", ErrUnauthenticated))
 	}
 	return nil
