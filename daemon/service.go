@@ -160,10 +160,9 @@ func (a *tokenAuth) check(ctx context.Context, method string) error {
 	if len(vals) == 0 {
 		return Status(fmt.Errorf("%w: this snoopd requires a bearer token (authorization: Bearer <token>)", ErrUnauthenticated))
 	}
-	// The scheme is case-insensitive (RFC 7235 section 2.1) and may be
-	// followed by more than one space.
+	// The scheme is case-insensitive (RFC 7235 section 2.1). The token is
+	// what follows the one space, exactly: a padded token is not the token.
 	scheme, got, ok := strings.Cut(vals[0], " ")
-	got = strings.TrimLeft(got, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
 		return Status(fmt.Errorf("%w: wrong bearer token", ErrUnauthenticated))
 	}

@@ -333,13 +333,13 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 	a := startUnixAPI(t, Config{}, ServerOptions{Token: "s3cret"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, h := range []string{"Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR  s3cret"} {
+	for _, h := range []string{"Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR s3cret"} {
 		c := metadata.AppendToOutgoingContext(ctx, "authorization", h)
 		if _, err := a.proxy.ListProxies(c, &snoopv1.ListProxiesRequest{}); err != nil {
 			t.Errorf("%q: %v", h, err)
 		}
 	}
-	for _, h := range []string{"Basic s3cret", "bearer", "bearers3cret", "bearer nope", "s3cret"} {
+	for _, h := range []string{"Basic s3cret", "bearer", "bearers3cret", "bearer nope", "s3cret", "bearer  s3cret"} {
 		c := metadata.AppendToOutgoingContext(ctx, "authorization", h)
 		_, err := a.proxy.ListProxies(c, &snoopv1.ListProxiesRequest{})
 		wantCode(t, err, codes.Unauthenticated, "")
