@@ -48,7 +48,21 @@ type Config struct {
 	// FDLimit is the process's descriptor limit (soft RLIMIT_NOFILE), for
 	// GetDaemonInfo; 0 when unknown.
 	FDLimit uint64
+	// MaxWatchers bounds the concurrent event streams; 0 means
+	// DefaultMaxWatchers.
+	MaxWatchers int
+	// MaxDrain bounds any delete's drain; 0 means DefaultMaxDrain.
+	MaxDrain time.Duration
 }
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultMaxWatchers bounds the event streams: each one that stops
+	// reading holds up to about 1 MB (its queue and one batch).
+	DefaultMaxWatchers = 64
+	// DefaultMaxDrain bounds a delete's drain, whatever the caller asked.
+	DefaultMaxDrain = 5 * time.Minute
+)
 
 // ErrApplyAtStart is wrapped by New's error when Config.Apply failed.
 var ErrApplyAtStart = errors.New("applying the declared proxies failed")
@@ -70,6 +84,7 @@ type Daemon struct {
 	proxies   map[string]*entry
 	endpoints []string
 	closed    bool
+	watching  int // event streams open (see acquireWatcher)
 }
 
 // entry is one proxy in the registry.
@@ -82,6 +97,11 @@ type entry struct {
 	// busy marks a proxy a request is changing; placeholder marks a name
 	// reserved by a create still binding.
 	busy, placeholder bool
+	// instance identifies this incarnation of the proxy; its events
+	// carry it.
+	instance string
+	// deleting is set while a delete drains the proxy (see drain.go).
+	deleting *deletion
 }
 
 // New starts a daemon. With a state dir it restores the saved proxies: a
@@ -92,6 +112,12 @@ func New(cfg Config) (*Daemon, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxWatchers <= 0 {
+		cfg.MaxWatchers = DefaultMaxWatchers
+	}
+	if cfg.MaxDrain <= 0 {
+		cfg.MaxDrain = DefaultMaxDrain
 	}
 	d := &Daemon{
 		cfg:     cfg,
@@ -232,12 +258,13 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
 // restore brings back a saved proxy, normalised; with loopErr it stays
 // failed with that error and is not started.
 func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, loopErr error) {
-	p, err := d.newProxy(cfg)
+	inst := newInstanceID()
+	p, err := d.newProxy(cfg, inst)
 	if err != nil {
 		d.log.Error("saved proxy is invalid; skipped", "proxy", cfg.Name, "err", err)
 		return
 	}
-	e := &entry{spec: norm, p: p, created: time.Now()}
+	e := &entry{spec: norm, p: p, created: time.Now(), instance: inst}
 	if loopErr != nil {
 		e.bindErr = loopErr
 		d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", cfg.Name, "err", loopErr)
@@ -335,7 +362,8 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 
 // start makes and binds a proxy; no registry lock is held.
 func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool) (*entry, error) {
-	p, err := d.newProxy(cfg)
+	inst := newInstanceID()
+	p, err := d.newProxy(cfg, inst)
 	if err != nil {
 		return nil, err
 	}
@@ -343,16 +371,16 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 		p.Stop(context.Background())
 		return nil, bindError(cfg.Name, cfg.Listen, err)
 	}
-	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral}, nil
+	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral, instance: inst}, nil
 }
 
 // newProxy makes a proxy of this daemon: its connection ids come from
 // the daemon's counter, its connections are served by the daemon's
-// engine and its events go to the hub.
-func (d *Daemon) newProxy(cfg proxy.Config) (*proxy.Proxy, error) {
+// engine and its events go to the hub, stamped with instance.
+func (d *Daemon) newProxy(cfg proxy.Config, instance string) (*proxy.Proxy, error) {
 	cfg.ConnIDs = &d.ids
 	cfg.Engine = d.engine
-	return proxy.New(cfg, d.hub)
+	return proxy.New(cfg, d.hub.Publisher(instance))
 }
 
 // reserve marks an existing proxy busy for the caller's change.
@@ -365,6 +393,8 @@ func (d *Daemon) reserve(name string) (*entry, error) {
 		return nil, hub.ErrClosed
 	case !ok || e.placeholder:
 		return nil, proxyNotFound(name)
+	case e.deleting != nil:
+		return nil, fmt.Errorf("proxy %q is being deleted (draining its connections); delete it again, or with force, to close them now: %w", name, ErrBusy)
 	case e.busy:
 		return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
 	}
@@ -475,22 +505,6 @@ func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, clo
 	return nil
 }
 
-// DeleteProxy stops a proxy: it stops accepting at once, lets live
-// connections run for up to drain, then closes them, and forgets it.
-func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Duration) error {
-	e, err := d.reserve(name)
-	if err != nil {
-		return err
-	}
-	d.stop(e, drain)
-	d.mu.Lock()
-	delete(d.proxies, name)
-	d.mu.Unlock()
-	d.log.Info("deleted proxy", "proxy", name)
-	d.saveLogged()
-	return nil
-}
-
 // stop drains and stops a reserved proxy, without the registry lock.
 func (d *Daemon) stop(e *entry, drain time.Duration) {
 	var err error
@@ -573,21 +587,31 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		Engine:           d.engine.Name(),
 		Loops:            uint32(max(d.engine.Loops(), 0)),
 		FdLimit:          d.cfg.FDLimit,
+		MaxWatchers:      uint32(d.cfg.MaxWatchers),
 	}
 }
 
 // describe renders a proxy for the API.
 func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	spec, state, bindErr := d.proxyState(e)
+	d.mu.Lock()
+	deleting := e.deleting != nil
+	d.mu.Unlock()
 	out := &snoopv1.Proxy{
 		Spec:          proto.Clone(spec).(*snoopv1.ProxySpec),
 		ListenAddress: e.p.Addr().String(),
 		Counters:      counters(e.p.Stats()),
 		CreateTime:    timestamppb.New(e.created),
 		State:         state.api(),
+		InstanceId:    e.instance,
 	}
 	fillAnswer(out, spec, e.p.Addr())
-	if state == ProxyFailed {
+	switch {
+	case deleting:
+		// Not accepting any more, on the way out: disabled (see
+		// proxyState), with the drain in the error field.
+		out.Error = drainingNote(e.p)
+	case state == ProxyFailed:
 		out.Error = "not listening"
 		if bindErr != nil {
 			out.Error = bindErr.Error()

@@ -28,6 +28,9 @@ var (
 	ErrBusy = errors.New("busy")
 	// ErrUnauthenticated: a control call without the right credentials.
 	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrTooManyWatchers: the daemon serves as many event streams as it
+	// allows (--max-watchers).
+	ErrTooManyWatchers = errors.New("too many event streams")
 )
 
 // Resource types the API's error details name (ResourceInfo.resource_type):
@@ -127,6 +130,8 @@ func Status(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fs.ErrPermission):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrTooManyWatchers):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, err.Error())
 	case errors.Is(err, hub.ErrClosed):

@@ -41,8 +41,3 @@ func fieldError(err error) error {
 	}
 	return err
 }
-
-// hubOptions turns a watch request into the hub's watcher options.
-func hubOptions(req *snoopv1.WatchEventsRequest, f hub.Filter) hub.WatchOptions {
-	return hub.WatchOptions{Filter: f, History: int(req.GetHistory())}
-}

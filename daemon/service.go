@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,6 +48,16 @@ func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *HealthServer) {
 	snoopv1.RegisterEventServiceServer(s, &eventService{service: svc})
 	snoopv1.RegisterDaemonServiceServer(s, &daemonService{service: svc})
 	hs := &HealthServer{Server: health.NewServer(), stopped: make(chan struct{})}
+	// Each service answers for itself too, so a probe that names one
+	// (as Kubernetes' and grpc-health-probe's -service do) gets SERVING,
+	// not NOT_FOUND; Shutdown sets them all NOT_SERVING.
+	for _, name := range []string{
+		snoopv1.ProxyService_ServiceDesc.ServiceName,
+		snoopv1.EventService_ServiceDesc.ServiceName,
+		snoopv1.DaemonService_ServiceDesc.ServiceName,
+	} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return s, hs
@@ -70,20 +79,38 @@ func (h *HealthServer) Shutdown() {
 	h.once.Do(func() { close(h.stopped) })
 }
 
-// Watch streams status changes until the client leaves or Shutdown.
+// Watch streams status changes until the client leaves or Shutdown, which
+// ends the stream with UNAVAILABLE once the stream has sent its final
+// status. The stock server's Watch takes status updates through a
+// one-slot channel of its own, so the end cannot be timed from outside;
+// instead the stream handed to it records what it sent, and the stream is
+// ended when, after Shutdown, the last status sent is final: NOT_SERVING,
+// or SERVICE_UNKNOWN for a service the server does not know (Shutdown
+// sends it nothing new).
 func (h *HealthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	ws := &watchStream{Health_WatchServer: stream, ctx: ctx, sent: make(chan healthpb.HealthCheckResponse_ServingStatus, 1)}
 	go func() {
 		select {
 		case <-h.stopped:
-			// Let the NOT_SERVING update go out before the stream ends.
-			time.Sleep(10 * time.Millisecond)
-			cancel()
 		case <-ctx.Done():
+			return
+		}
+		last := healthpb.HealthCheckResponse_UNKNOWN
+		for {
+			if last == healthpb.HealthCheckResponse_NOT_SERVING || last == healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+				cancel()
+				return
+			}
+			select {
+			case last = <-ws.sent:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
-	err := h.Server.Watch(req, &ctxStream{Health_WatchServer: stream, ctx: ctx})
+	err := h.Server.Watch(req, ws)
 	select {
 	case <-h.stopped:
 		return status.Error(codes.Unavailable, "snoopd is shutting down")
@@ -92,13 +119,34 @@ func (h *HealthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.H
 	}
 }
 
-// ctxStream is a health stream with a context that Shutdown can cancel.
-type ctxStream struct {
+// watchStream is a health stream with a context that Shutdown can cancel,
+// which tells Watch each status it has sent.
+type watchStream struct {
 	healthpb.Health_WatchServer
-	ctx context.Context
+	ctx  context.Context
+	sent chan healthpb.HealthCheckResponse_ServingStatus // holds the last status sent
 }
 
-func (s *ctxStream) Context() context.Context { return s.ctx }
+func (s *watchStream) Context() context.Context { return s.ctx }
+
+// Send sends m and records its status, replacing a status not yet looked
+// at: only the last one matters.
+func (s *watchStream) Send(m *healthpb.HealthCheckResponse) error {
+	if err := s.Health_WatchServer.Send(m); err != nil {
+		return err
+	}
+	for {
+		select {
+		case s.sent <- m.GetStatus():
+			return nil
+		default:
+		}
+		select {
+		case <-s.sent:
+		default:
+		}
+	}
+}
 
 // tokenAuth checks the bearer token of every call but health checks.
 type tokenAuth struct{ token string }
@@ -112,8 +160,10 @@ func (a *tokenAuth) check(ctx context.Context, method string) error {
 	if len(vals) == 0 {
 		return Status(fmt.Errorf("%w: this snoopd requires a bearer token (authorization: Bearer <token>)", ErrUnauthenticated))
 	}
-	got, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+	// The scheme is case-insensitive (RFC 7235 section 2.1). The token is
+	// what follows the one space, exactly: a padded token is not the token.
+	scheme, got, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
 		return Status(fmt.Errorf("%w: wrong bearer token", ErrUnauthenticated))
 	}
 	return nil
@@ -198,10 +248,11 @@ func (s *proxyService) DeleteProxy(ctx context.Context, req *snoopv1.DeleteProxy
 	if d := req.GetDrain(); d != nil && (d.CheckValid() != nil || drain < 0) {
 		return nil, Status(&FieldError{Field: "drain", Reason: "must be a non-negative duration"})
 	}
-	if err := s.d.DeleteProxy(ctx, req.GetName(), drain); err != nil {
+	res, err := s.d.DeleteProxy(ctx, req.GetName(), drain, req.GetForce())
+	if err != nil {
 		return nil, Status(err)
 	}
-	return &snoopv1.DeleteProxyResponse{}, nil
+	return &snoopv1.DeleteProxyResponse{ConnectionsDrained: res.Drained, ConnectionsCut: res.Cut}, nil
 }
 
 func (s *proxyService) ApplyProxies(ctx context.Context, req *snoopv1.ApplyProxiesRequest) (*snoopv1.ApplyProxiesResponse, error) {
@@ -228,59 +279,47 @@ func (s *proxyService) CloseConnection(ctx context.Context, req *snoopv1.CloseCo
 }
 
 // WatchEvents streams matching events until the client goes away or the
-// daemon shuts down (then the stream ends with UNAVAILABLE). With
-// max_batch above 1, each response carries as many of the events ready at
-// that moment as fit (never waiting for more); notices always travel
-// alone, in order with the events.
+// daemon shuts down (then the stream ends with UNAVAILABLE). The headers
+// go out at once, so a client knows the watch is live before any event.
+// History comes first, in as many responses as it takes, then the
+// history_done notice with the number of history events asked for and not
+// held. With max_batch above 1, each response carries as many of the
+// events ready at that moment as fit (never waiting for more); notices
+// always travel alone, in order with the events.
 func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]) error {
 	filter, err := compileFilter(req)
 	if err != nil {
 		return Status(err)
 	}
-	w := s.d.hub.Watch(hubOptions(req, filter))
+	release, err := s.d.acquireWatcher()
+	if err != nil {
+		return Status(err)
+	}
+	defer release()
+	w := s.d.hub.Watch(s.d.watchOptions(req, filter))
 	defer w.Close()
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	out := newEventSender(stream, req)
-	// history counts the history events still to send before the
-	// history_done notice; -1 when none was asked for or it was sent.
-	history := -1
-	if req.GetHistory() > 0 {
-		history = w.History()
-	}
 	for {
-		if history == 0 {
-			if err := out.historyDone(); err != nil {
-				return err
-			}
-			history = -1
-		}
 		b, err := w.Next(ctx)
 		if err != nil {
 			return Status(err)
-		}
-		live := b.Events
-		if history > 0 {
-			// History comes first and always fits the queue, so drops
-			// are of live events: history, its end, then the notice.
-			n := min(history, len(live))
-			if err := out.events(live[:n]); err != nil {
-				return err
-			}
-			live, history = live[n:], history-n
-			if history == 0 {
-				if err := out.historyDone(); err != nil {
-					return err
-				}
-				history = -1
-			}
 		}
 		if b.Dropped > 0 {
 			if err := out.dropped(b.Dropped); err != nil {
 				return err
 			}
 		}
-		if err := out.events(live); err != nil {
+		if err := out.events(b.Events, b.Instances); err != nil {
 			return err
+		}
+		if b.HistoryEnd {
+			if err := out.historyDone(b.HistoryMissing); err != nil {
+				return err
+			}
 		}
 	}
 }

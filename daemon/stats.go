@@ -119,8 +119,12 @@ func (d *Daemon) ProxyStats() []ProxyStats {
 func (d *Daemon) proxyState(e *entry) (spec *snoopv1.ProxySpec, state ProxyState, bindErr error) {
 	d.mu.Lock()
 	spec, bindErr = e.spec, e.bindErr
+	deleting := e.deleting != nil
 	d.mu.Unlock()
 	switch {
+	case deleting:
+		// Being deleted: it accepts nobody any more, whatever its spec.
+		return spec, ProxyDisabled, nil
 	case e.p.Listening():
 		return spec, ProxyListening, nil
 	case !spec.GetEnabled():

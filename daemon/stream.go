@@ -1,27 +1,32 @@
 package daemon
 
 import (
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
 
-// maxWatchBatch caps WatchEventsRequest.max_batch: more events per
-// response save nothing measurable, and every slot is memory the stream
-// keeps (a watcher's queue holds 1,024 events by default).
-const maxWatchBatch = 1024
+// maxWatchBatch caps WatchEventsRequest.max_batch at what one Next of the
+// hub returns: more events per response save nothing measurable, and
+// every slot is memory a stream keeps (about 900 bytes), also while its
+// client does not read.
+const maxWatchBatch = hub.MaxBatch
 
 // maxBatchBytes bounds the estimated encoded size of one batched response.
 // A gRPC client refuses messages over 4 MiB by default, and events with
 // captured data can be 32 KiB each, so a batch closes once it reaches
-// this size (it may exceed it by its last event).
-const maxBatchBytes = 1 << 20
+// this size (it may exceed it by its last event). A stream whose client
+// stops reading holds about one such response in the transport, so it is
+// kept small; at this size the cost per event is the same as at 1 MiB.
+const maxBatchBytes = 256 << 10
 
 // eventSender writes hub events to one watch stream. It owns the API
 // messages it sends and reuses them from send to send, so that in steady
@@ -63,6 +68,7 @@ func newEventSender(stream grpc.ServerStreamingServer[snoopv1.WatchEventsRespons
 // reset clears the response for the next send.
 func (s *eventSender) reset() {
 	s.resp.Event, s.resp.Dropped, s.resp.HistoryDone, s.resp.Events = nil, 0, false, nil
+	s.resp.HistoryMissing = 0
 }
 
 // slot returns the i-th reusable event storage, making it on first use:
@@ -74,14 +80,16 @@ func (s *eventSender) slot(i int) *apiEvent {
 	return s.slots[i]
 }
 
-// events sends evs in order, as many per response as allowed. It never
-// waits for more events to fill a batch.
-func (s *eventSender) events(evs []*proxy.Event) error {
+// events sends evs in order, as many per response as allowed; insts[i]
+// is the instance of the proxy that published evs[i]. It never waits for
+// more events to fill a batch.
+func (s *eventSender) events(evs []*proxy.Event, insts []string) error {
 	if s.maxBatch <= 1 {
 		a := s.slot(0)
-		for _, e := range evs {
+		for i, e := range evs {
 			s.reset()
 			s.resp.Event = a.fill(e, s.includeData)
+			s.resp.Event.ProxyInstance = insts[i]
 			if err := s.stream.Send(&s.resp); err != nil {
 				return err
 			}
@@ -95,7 +103,9 @@ func (s *eventSender) events(evs []*proxy.Event) error {
 		n := 0
 		for n < len(evs) && n < s.maxBatch && size < maxBatchBytes {
 			a := s.slot(n)
-			s.evs = append(s.evs, a.fill(evs[n], s.includeData))
+			ev := a.fill(evs[n], s.includeData)
+			ev.ProxyInstance = insts[n]
+			s.evs = append(s.evs, ev)
 			size += a.sizeHint()
 			n++
 		}
@@ -103,7 +113,7 @@ func (s *eventSender) events(evs []*proxy.Event) error {
 		if err := s.stream.Send(&s.resp); err != nil {
 			return err
 		}
-		evs = evs[n:]
+		evs, insts = evs[n:], insts[n:]
 	}
 	return nil
 }
@@ -115,10 +125,12 @@ func (s *eventSender) dropped(n uint64) error {
 	return s.stream.Send(&s.resp)
 }
 
-// historyDone sends the end-of-history notice.
-func (s *eventSender) historyDone() error {
+// historyDone sends the end-of-history notice, with the number of history
+// events asked for and not sent.
+func (s *eventSender) historyDone(missing uint64) error {
 	s.reset()
 	s.resp.HistoryDone = true
+	s.resp.HistoryMissing = uint32(min(missing, math.MaxUint32))
 	return s.stream.Send(&s.resp)
 }
 

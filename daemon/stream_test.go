@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -221,13 +222,13 @@ func TestEventSenderBatches(t *testing.T) {
 	} {
 		rec := &recordStream{}
 		s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: tc.maxBatch})
-		if err := s.events(evs[:5]); err != nil {
+		if err := s.events(evs[:5], instances(5)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.dropped(7); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.historyDone(); err != nil {
+		if err := s.historyDone(3); err != nil {
 			t.Fatal(err)
 		}
 		var sizes []int
@@ -253,24 +254,26 @@ func TestEventSenderBatches(t *testing.T) {
 			t.Errorf("max_batch %d: batches %v, want %v", tc.maxBatch, sizes, tc.want)
 		}
 		for i, e := range evs[:5] {
-			if !proto.Equal(got[i], freshAPIEvent(e, false)) {
+			want := freshAPIEvent(e, false)
+			want.ProxyInstance = instances(5)[i]
+			if !proto.Equal(got[i], want) {
 				t.Fatalf("max_batch %d: event %d differs", tc.maxBatch, i)
 			}
 		}
 		n := len(rec.got)
 		if rec.got[n-2].GetDropped() != 7 || rec.got[n-2].GetEvent() != nil || len(rec.got[n-2].GetEvents()) > 0 ||
-			!rec.got[n-1].GetHistoryDone() || rec.got[n-1].GetDropped() != 0 || len(rec.got[n-1].GetEvents()) > 0 {
+			!rec.got[n-1].GetHistoryDone() || rec.got[n-1].GetHistoryMissing() != 3 || rec.got[n-1].GetDropped() != 0 || len(rec.got[n-1].GetEvents()) > 0 {
 			t.Errorf("max_batch %d: notices %v, %v", tc.maxBatch, rec.got[n-2], rec.got[n-1])
 		}
 	}
 
-	// The cap: 1,500 events at max_batch 5000 go out 1,024 and 476.
+	// The cap: 1,500 events at max_batch 5000 go out 256 at a time.
 	rec := &recordStream{}
 	s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 5000})
-	if err := s.events(evs); err != nil {
+	if err := s.events(evs, instances(len(evs))); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.got) != 2 || len(rec.got[0].GetEvents()) != maxWatchBatch || len(rec.got[1].GetEvents()) != 1500-maxWatchBatch {
+	if len(rec.got) != 6 || len(rec.got[0].GetEvents()) != maxWatchBatch || len(rec.got[5].GetEvents()) != 1500-5*maxWatchBatch {
 		t.Errorf("1,500 events at the cap: %d responses", len(rec.got))
 	}
 
@@ -284,7 +287,7 @@ func TestEventSenderBatches(t *testing.T) {
 	}
 	rec = &recordStream{}
 	s = newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 256, IncludeData: true})
-	if err := s.events(big); err != nil {
+	if err := s.events(big, instances(len(big))); err != nil {
 		t.Fatal(err)
 	}
 	total := 0
@@ -468,6 +471,7 @@ func BenchmarkStreamEventBatch256(b *testing.B) {
 
 func benchSender(b *testing.B, batch uint32) {
 	evs := benchEvents(256)
+	insts := instances(len(evs))
 	cs := newCodecStream()
 	s := newEventSender(cs, &snoopv1.WatchEventsRequest{MaxBatch: batch})
 	b.ReportAllocs()
@@ -475,10 +479,19 @@ func benchSender(b *testing.B, batch uint32) {
 	// b.N events, in rounds of up to 256 (one op is one event).
 	for sent := 0; sent < b.N; {
 		n := min(len(evs), b.N-sent)
-		if err := s.events(evs[:n]); err != nil {
+		if err := s.events(evs[:n], insts[:n]); err != nil {
 			b.Fatal(err)
 		}
 		sent += n
 	}
 	b.ReportMetric(float64(cs.bytes)/float64(b.N), "B/event")
+}
+
+// instances names n proxy instances, one per event.
+func instances(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "instance-" + strconv.Itoa(i)
+	}
+	return out
 }

@@ -40,6 +40,9 @@ func collect(t *testing.T, w *Watcher, n int) (ids []uint64, dropped uint64) {
 		if err != nil {
 			t.Fatalf("after %d events: %v", len(ids), err)
 		}
+		if len(b.Events) > MaxBatch {
+			t.Fatalf("a batch of %d events, more than MaxBatch %d", len(b.Events), MaxBatch)
+		}
 		dropped += b.Dropped
 		for _, e := range b.Events {
 			ids = append(ids, e.ConnID)
@@ -149,7 +152,7 @@ func TestRingOverrunCountsLostEvents(t *testing.T) {
 	h.mu.Lock()
 	for i := uint64(1); i <= 20; i++ {
 		n := uint64(len(h.ring))
-		h.ring[h.seq%n].Set(txEvent(i, distcache.OpGet))
+		h.ring[h.seq%n].ev.Set(txEvent(i, distcache.OpGet))
 		h.seq++
 	}
 	h.dispatchLocked()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
@@ -38,12 +39,18 @@ type options struct {
 	version         bool
 	engine          string
 	loops           int
+	maxWatchers     int
+	maxDrain        time.Duration
+	metricsInsecure bool
 
 	// Derived by check.
 	level     slog.Level
 	endpoints []controlEndpoint
 	demoAddr  distcache.Addr
 	metrics   distcache.Addr // zero without --metrics-listen
+	// metricsTLS serves metrics with TLS: an address off this machine,
+	// with --tls-cert and --tls-key, and without --metrics-insecure.
+	metricsTLS bool
 }
 
 // controlEndpoint is one address the control API is to listen on.
@@ -92,6 +99,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops, "with --engine "+proxy.EngineEpoll+", run `N` event loops (each holds a core while busy)")
+	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds up to about 1 MB)")
+	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
+	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -165,6 +175,10 @@ func (o *options) check() error {
 		return fmt.Errorf("--engine %q: want %s or %s", o.engine, proxy.EngineEpoll, proxy.EngineGoroutines)
 	case o.loops < 1:
 		return fmt.Errorf("--loops %d: want 1 or more", o.loops)
+	case o.maxWatchers < 1:
+		return fmt.Errorf("--max-watchers %d: want 1 or more", o.maxWatchers)
+	case o.maxDrain <= 0:
+		return fmt.Errorf("--max-drain %v: must be positive", o.maxDrain)
 	}
 	if o.demo {
 		a, err := distcache.ParseListenAddr(o.demoListen)
@@ -179,6 +193,9 @@ func (o *options) check() error {
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		o.metrics = a
+		if err := o.planMetrics(); err != nil {
+			return err
+		}
 	}
 	return o.planControl()
 }
@@ -226,6 +243,22 @@ func (o *options) planControl() error {
 		}
 		o.endpoints = append(o.endpoints, ep)
 	}
+	return nil
+}
+
+// planMetrics refuses plain metrics on an address other machines can
+// reach unless asked for explicitly: the metrics name every proxy and its
+// addresses. Off this machine they are served with the control API's
+// certificate (and, with --tls-client-ca, only to clients it signed).
+func (o *options) planMetrics() error {
+	a := o.metrics
+	if a.Network() != distcache.NetworkTCP || a.IsLoopback() || o.metricsInsecure {
+		return nil
+	}
+	if o.tlsCert == "" {
+		return fmt.Errorf("--metrics-listen %s: metrics on an address other machines can reach need TLS (--tls-cert and --tls-key) or an explicit --metrics-insecure; a loopback address (IP:127.0.0.1:9464) or a unix socket needs neither", o.metricsListen)
+	}
+	o.metricsTLS = true
 	return nil
 }
 

@@ -22,6 +22,7 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/fdlimit"
 	"github.com/snoopd/snoopd/internal/listen"
+	"github.com/snoopd/snoopd/internal/sdnotify"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -101,7 +102,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 		if tlsConf, err = loadTLS(o, log); err != nil {
 			return nil, err
 		}
-		if !o.hasTCP() {
+		if !o.hasTCP() && !o.metricsTLS {
 			log.Warn("TLS is configured but no control endpoint is TCP; unix sockets are served without it")
 		}
 	}
@@ -126,6 +127,10 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 		if inst.metrics, err = listenMetrics(o.metrics); err != nil {
 			return nil, err
 		}
+		if o.metricsTLS {
+			inst.metrics.l = tls.NewListener(inst.metrics.l, tlsConf)
+			inst.metrics.tls = true
+		}
 	}
 
 	fdLimit := raiseFDLimit(log)
@@ -137,7 +142,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	// The --config set is applied inside New, so that a failure leaves the
 	// state dir as it was.
 	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, Logger: log, Apply: declared,
-		Engine: inst.engine, FDLimit: fdLimit})
+		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain})
 	switch {
 	case errors.Is(err, daemon.ErrApplyAtStart):
 		return nil, fmt.Errorf("--config %s: %w", o.configFile, err)
@@ -177,9 +182,11 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	}
 	if m := inst.metrics; m != nil {
 		m.serve(inst.d, log, inst.fail)
-		log.Info("metrics listening", "addr", m.display, "path", "/metrics")
+		log.Info("metrics listening", "addr", m.display, "path", "/metrics", "tls", m.tls)
 	}
 	log.Info("snoopd started", "version", daemon.Version, "proxies", len(inst.d.ListProxies()), "state_dir", o.stateDir)
+	// Every listener is up and served: a service manager may send work.
+	notify(log, fmt.Sprintf("READY=1\nSTATUS=serving %d proxies", len(inst.d.ListProxies())))
 	return inst, nil
 }
 
@@ -281,6 +288,7 @@ func (inst *instance) serve(ctx context.Context) int {
 //  5. The metrics server and the demo's cache stop.
 func (inst *instance) shutdown() error {
 	log := inst.log
+	notify(log, "STOPPING=1")
 	for _, cs := range inst.servers {
 		cs.health.Shutdown()
 	}
@@ -349,6 +357,7 @@ func gracefulStop(srv *grpc.Server, timeout time.Duration, log *slog.Logger) {
 // scraper shares nothing with the control API.
 type metricsServer struct {
 	l       net.Listener
+	tls     bool
 	display string
 	srv     *http.Server
 	done    chan struct{}
@@ -400,6 +409,18 @@ func (m *metricsServer) shutdown(timeout time.Duration) error {
 		return fmt.Errorf("metrics server: %w", err)
 	}
 	return nil
+}
+
+// notify tells a service manager (systemd's Type=notify) about the
+// daemon's state; without one (no NOTIFY_SOCKET) it does nothing.
+func notify(log *slog.Logger, state string) {
+	sent, err := sdnotify.Notify(state)
+	switch {
+	case err != nil:
+		log.Warn("telling the service manager failed", "state", state, "err", err)
+	case sent:
+		log.Debug("told the service manager", "state", state)
+	}
 }
 
 // raiseFDLimit raises the soft open-file limit to the hard one and bounds

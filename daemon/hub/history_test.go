@@ -1,0 +1,193 @@
+package hub
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+// nextBatch is Next with a bound, failing the test on error.
+func nextBatch(t *testing.T, w *Watcher) Batch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := w.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	return b
+}
+
+// readHistory reads batches up to the history's end and returns the ids
+// of its events and the missing count.
+func readHistory(t *testing.T, w *Watcher) (ids []uint64, missing uint64) {
+	t.Helper()
+	for {
+		b := nextBatch(t, w)
+		if len(b.Events) > MaxBatch {
+			t.Fatalf("a batch of %d events, more than MaxBatch %d", len(b.Events), MaxBatch)
+		}
+		if b.Dropped != 0 {
+			t.Fatalf("a drop notice of %d inside the history", b.Dropped)
+		}
+		for _, e := range b.Events {
+			ids = append(ids, e.ConnID)
+		}
+		if b.HistoryEnd {
+			return ids, b.HistoryMissing
+		}
+	}
+}
+
+func TestHistoryLargerThanTheQueueIsStreamedWhole(t *testing.T) {
+	h := newHub(t, Config{History: 5000, QueueSize: 10, Interval: time.Millisecond})
+	for i := uint64(1); i <= 3000; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	w := h.Watch(WatchOptions{History: 2500})
+	defer w.Close()
+	ids, missing := readHistory(t, w)
+	if len(ids) != 2500 || missing != 0 {
+		t.Fatalf("history of %d events, %d missing; want 2500, 0", len(ids), missing)
+	}
+	for i, id := range ids {
+		if id != uint64(501+i) {
+			t.Fatalf("history event %d has id %d, want %d", i, id, 501+i)
+		}
+	}
+	// Live events follow, through the queue.
+	h.Publish(txEvent(3001, distcache.OpGet))
+	if b := nextBatch(t, w); len(b.Events) != 1 || b.Events[0].ConnID != 3001 || b.HistoryEnd {
+		t.Fatalf("live batch: %d events, end %v", len(b.Events), b.HistoryEnd)
+	}
+}
+
+func TestHistoryMissingCountsWhatWasNotHeld(t *testing.T) {
+	h := newHub(t, Config{History: 100, Interval: time.Millisecond})
+	for i := uint64(1); i <= 40; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	w := h.Watch(WatchOptions{History: 4294967295})
+	defer w.Close()
+	ids, missing := readHistory(t, w)
+	if len(ids) != 40 || missing != 4294967295-40 {
+		t.Fatalf("history of %d, %d missing; want 40, %d", len(ids), missing, uint64(4294967295-40))
+	}
+
+	// Nothing held: the end comes at once, every event missing.
+	empty := newHub(t, Config{})
+	w2 := empty.Watch(WatchOptions{History: 7})
+	defer w2.Close()
+	if b := nextBatch(t, w2); !b.HistoryEnd || b.HistoryMissing != 7 || len(b.Events) != 0 {
+		t.Fatalf("empty history: end %v, missing %d, %d events", b.HistoryEnd, b.HistoryMissing, len(b.Events))
+	}
+}
+
+func TestHistoryOverwrittenBeforeReadCountsAsMissing(t *testing.T) {
+	h := newHub(t, Config{History: 600, Interval: time.Millisecond})
+	for i := uint64(1); i <= 600; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	w := h.Watch(WatchOptions{History: 600})
+	defer w.Close()
+	// The first batch is read; then the ring goes round past the rest.
+	b := nextBatch(t, w)
+	if len(b.Events) != MaxBatch || b.HistoryEnd {
+		t.Fatalf("first history batch: %d events, end %v", len(b.Events), b.HistoryEnd)
+	}
+	for i := uint64(601); i <= 1200; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	rest, missing := readHistory(t, w)
+	if len(rest) != 0 || missing != 600-MaxBatch {
+		t.Fatalf("after the overrun: %d more history events, %d missing; want 0, %d", len(rest), missing, 600-MaxBatch)
+	}
+}
+
+func TestInstancesTravelWithEvents(t *testing.T) {
+	h := newHub(t, Config{History: 100, Interval: time.Millisecond})
+	old, cur := h.Publisher("i-old"), h.Publisher("i-new")
+	for i := uint64(1); i <= 4; i++ {
+		old.Publish(txEvent(i, distcache.OpGet))
+	}
+	for i := uint64(5); i <= 6; i++ {
+		cur.Publish(txEvent(i, distcache.OpGet))
+	}
+	onlyNew := func(e *proxy.Event, inst string) bool { return inst == "i-new" }
+	w := h.Watch(WatchOptions{History: 10, HistoryFilter: onlyNew})
+	defer w.Close()
+	b := nextBatch(t, w)
+	if !b.HistoryEnd || len(b.Events) != 2 || b.HistoryMissing != 8 {
+		t.Fatalf("history: %d events, end %v, missing %d", len(b.Events), b.HistoryEnd, b.HistoryMissing)
+	}
+	for i, inst := range b.Instances {
+		if inst != "i-new" || b.Events[i].ConnID != uint64(5+i) {
+			t.Fatalf("history event %d: id %d instance %q", i, b.Events[i].ConnID, inst)
+		}
+	}
+	// The history filter is the history's only: live events of any
+	// instance come through.
+	old.Publish(txEvent(7, distcache.OpGet))
+	h.Publish(txEvent(8, distcache.OpGet))
+	var insts []string
+	for len(insts) < 2 {
+		b := nextBatch(t, w)
+		insts = append(insts, b.Instances...)
+	}
+	if insts[0] != "i-old" || insts[1] != "" {
+		t.Fatalf("live instances %q", insts)
+	}
+}
+
+func TestStuckWatcherHoldsAtMostItsQueue(t *testing.T) {
+	h := newHub(t, Config{History: 4096, QueueSize: 100, Interval: time.Millisecond})
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	for i := uint64(1); i <= 3000; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, d := w.Backlog()
+		if n+int(d) == 3000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog %d queued, %d dropped", n, d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w.mu.Lock()
+	held := len(w.queue.buf)
+	w.mu.Unlock()
+	if held > 100 {
+		t.Fatalf("queue holds %d slots, limit 100", held)
+	}
+	// Next hands out the queue in order, the drop notice first, and at
+	// most MaxBatch at a time.
+	b := nextBatch(t, w)
+	if b.Dropped != 2900 || len(b.Events) != 100 || b.Events[0].ConnID != 1 {
+		t.Fatalf("first batch: %d dropped, %d events", b.Dropped, len(b.Events))
+	}
+}
+
+func TestNextReturnsAtMostMaxBatch(t *testing.T) {
+	h := newHub(t, Config{History: 4096, QueueSize: 1000, Interval: time.Millisecond})
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	for i := uint64(1); i <= 1000; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	ids, dropped := collect(t, w, 1000)
+	if dropped != 0 || len(ids) != 1000 {
+		t.Fatalf("%d events, %d dropped", len(ids), dropped)
+	}
+	for i, id := range ids {
+		if id != uint64(i+1) {
+			t.Fatalf("event %d has id %d", i, id)
+		}
+	}
+}
