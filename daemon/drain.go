@@ -88,7 +88,7 @@ func (d *Daemon) reserveDelete(name string) (_ *entry, _ *deletion, running bool
 	case d.closed:
 		return nil, nil, false, hub.ErrClosed
 	case !ok || e.placeholder:
-		return nil, nil, false, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, nil, false, proxyNotFound(name)
 	case e.deleting != nil:
 		return e, e.deleting, true, nil
 	case e.busy:
