@@ -108,6 +108,10 @@ func (e *env) newApp() *cli.App {
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = onUsageError
+		// No "help" or "h" subcommand: those are valid proxy names, and
+		// "snoopctl rm help" must remove the proxy called help. Help stays
+		// available as -h, --help and "snoopctl help COMMAND".
+		c.HideHelpCommand = true
 	}
 	return app
 }
@@ -208,7 +212,11 @@ func (e *env) commands() []*cli.Command {
 func args(cCtx *cli.Context, lo, hi int, usage string) ([]string, error) {
 	a := cCtx.Args().Slice()
 	if len(a) < lo || (hi >= 0 && len(a) > hi) {
-		return nil, usagef("usage: snoopctl %s %s (see 'snoopctl %s --help')", cCtx.Command.Name, usage, cCtx.Command.Name)
+		line := strings.TrimSpace("snoopctl " + cCtx.Command.Name + " " + usage)
+		if hi == 0 {
+			return nil, usagef("usage: %s: it takes no arguments, got %q (see 'snoopctl %s --help')", line, strings.Join(a, " "), cCtx.Command.Name)
+		}
+		return nil, usagef("usage: %s (see 'snoopctl %s --help')", line, cCtx.Command.Name)
 	}
 	return a, nil
 }

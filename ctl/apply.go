@@ -71,7 +71,7 @@ func (e *env) readDeclaration(path string) (*snoopv1.ApplyProxiesRequest, error)
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return nil, failf("apply: read %v", err)
+		return nil, failf("apply: %s", fileError(path, err))
 	}
 	trimmed := bytes.TrimSpace(data)
 	if bytes.HasPrefix(trimmed, []byte("[")) {

@@ -97,8 +97,9 @@ func (e *env) version(cCtx *cli.Context) error {
 		if n := info.GetFdLimit(); n > 0 {
 			fdLimit = fmt.Sprintf(", open-file limit %d", n)
 		}
-		_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers, engine %s%s\n",
-			info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers(), engine, fdLimit)
+		_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %s, %s, engine %s%s\n",
+			info.GetVersion(), e.display(), up, count(int64(info.GetProxies()), "proxy", "proxies"),
+			count(int64(info.GetWatchers()), "watcher", "watchers"), engine, fdLimit)
 		return err
 	})
 }
