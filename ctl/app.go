@@ -13,6 +13,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
+	"github.com/snoopd/snoopd/internal/version"
 )
 
 // EnvTokenFile is the environment variable for --token-file.
@@ -82,6 +83,16 @@ func isCLIError(err error) bool {
 	return errors.As(err, &ce)
 }
 
+// --version prints the same line as the client half of 'snoopctl
+// version'. urfave/cli keeps both in package variables, so they are set
+// once, here; -v is left to tail's verbose flag.
+func init() {
+	cli.VersionPrinter = func(cCtx *cli.Context) {
+		fmt.Fprintln(cCtx.App.Writer, clientVersionLine(version.Get()))
+	}
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print snoopctl's version (the daemon's too: 'snoopctl version')", DisableDefaultText: true}
+}
+
 // newApp builds the command tree. It is built per run, so that no state
 // is shared between runs (tests run many).
 func (e *env) newApp() *cli.App {
@@ -94,7 +105,7 @@ func (e *env) newApp() *cli.App {
 			"Exit codes: 0 success, 1 failure, 2 usage error.",
 		Flags:                globalFlags(),
 		Commands:             e.commands(),
-		HideVersion:          true,
+		Version:              version.String(),
 		EnableBashCompletion: true,
 		Suggest:              true,
 		Reader:               e.stdio.In,
