@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -117,7 +118,9 @@ func (e *env) newApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
 	}
+	quietBools(app.Flags)
 	for _, c := range app.Commands {
+		quietBools(c.Flags)
 		c.OnUsageError = onUsageError
 		// No "help" or "h" subcommand: those are valid proxy names, and
 		// "snoopctl rm help" must remove the proxy called help. Help stays
@@ -127,13 +130,30 @@ func (e *env) newApp() *cli.App {
 	return app
 }
 
+// quietBools keeps "(default: false)" out of the help of boolean flags:
+// a switch that is off unless given needs no default.
+func quietBools(flags []cli.Flag) {
+	for _, f := range flags {
+		if b, ok := f.(*cli.BoolFlag); ok {
+			b.DisableDefaultText = true
+		}
+	}
+}
+
 // onUsageError turns a flag parsing error into a usage error.
 func onUsageError(cCtx *cli.Context, err error, isSubcommand bool) error {
 	cmd := "snoopctl"
+	var flags []cli.Flag
 	if isSubcommand && cCtx.Command != nil {
 		cmd += " " + cCtx.Command.Name
+		flags = cCtx.Command.Flags
+	} else if cCtx.App != nil {
+		flags = cCtx.App.Flags
 	}
 	msg := err.Error()
+	if m, ok := badValue(msg, flags); ok {
+		return usagef("%s (see '%s --help')", m, cmd)
+	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		msg = "unknown flag " + dashes(name)
 	} else if i := strings.Index(msg, " flag -"); i >= 0 {
@@ -259,4 +279,37 @@ func (e *env) useColor() bool {
 // warnf prints a warning that does not stop the command.
 func (e *env) warnf(format string, args ...any) {
 	fmt.Fprintf(e.stdio.Err, "snoopctl: warning: "+format+"\n", args...)
+}
+
+// badValue rewrites package flag's "invalid value "5" for flag
+// -min-latency: parse error" as what the flag wants, with an example.
+func badValue(msg string, flags []cli.Flag) (string, bool) {
+	rest, ok := strings.CutPrefix(msg, "invalid value ")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(rest, " for flag -")
+	if i < 0 {
+		return "", false
+	}
+	value := rest[:i]
+	name, _, _ := strings.Cut(rest[i+len(" for flag -"):], ":")
+	want := "a valid value"
+	for _, f := range flags {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		name = f.Names()[0]
+		switch f.(type) {
+		case *cli.DurationFlag:
+			want = "a duration with a unit, such as 500ms, 2s or 5m"
+		case *cli.UintFlag, *cli.Uint64Flag:
+			want = "a whole number such as 10"
+		case *cli.IntFlag, *cli.Int64Flag:
+			want = "a whole number such as 10"
+		case *cli.BoolFlag:
+			want = "true or false"
+		}
+	}
+	return fmt.Sprintf("--%s %s: want %s", name, value, want), true
 }

@@ -71,9 +71,9 @@ func filterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `HEX`"},
 		&cli.DurationFlag{Name: "min-latency", Usage: "keep transactions at least this slow (2ms)"},
 		&cli.Uint64Flag{Name: "conn", Usage: "keep events of connection `ID`"},
-		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (see the list of filters)"},
+		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (the list of Filters above says which)"},
 		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol)"},
-		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (variables: see the list of filters)"},
+		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (the list of Filters above names the variables)"},
 	}
 }
 
