@@ -234,13 +234,15 @@ func TestApplyGolden(t *testing.T) {
 		{Name: "api", Action: snoopv1.ApplyAction_APPLY_ACTION_CHANGED},
 		{Name: "new", Action: snoopv1.ApplyAction_APPLY_ACTION_CREATED},
 		{Name: "old", Action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED},
+		{Name: "moved", Action: snoopv1.ApplyAction_APPLY_ACTION_CHANGED},
 		{Name: "web", Action: snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED},
 	}}
+	moved := func(name string) bool { return name == "moved" }
 	var b bytes.Buffer
-	if err := WriteApply(&b, resp, false); err != nil {
+	if err := WriteApply(&b, resp, false, moved); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteApply(&b, resp, true); err != nil {
+	if err := WriteApply(&b, resp, true, moved); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "apply.txt", b.Bytes())

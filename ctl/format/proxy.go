@@ -270,12 +270,27 @@ func ApplyVerb(a snoopv1.ApplyAction, dryRun bool) string {
 }
 
 // WriteApply writes snoopctl apply's report: one line per proxy, then the
-// totals.
-func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool) error {
+// totals. recreated (may be nil) tells which changed proxies needed a new
+// listener, which starts their counters again: they are reported
+// "recreated", not "changed".
+func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool, recreated func(name string) bool) error {
 	counts := map[snoopv1.ApplyAction]int{}
+	renewed := 0
 	for _, res := range r.GetResults() {
 		counts[res.GetAction()]++
-		if _, err := fmt.Fprintf(w, "%s %s\n", ApplyVerb(res.GetAction(), dryRun), res.GetName()); err != nil {
+		verb := ApplyVerb(res.GetAction(), dryRun)
+		if res.GetAction() == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && recreated != nil && recreated(res.GetName()) {
+			renewed++
+			verb = "recreated"
+			if dryRun {
+				verb = "would recreate"
+			}
+			if _, err := fmt.Fprintf(w, "%s %s (a new listener: its counters start again)\n", verb, res.GetName()); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s %s\n", verb, res.GetName()); err != nil {
 			return err
 		}
 	}
@@ -283,8 +298,14 @@ func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool) error
 	if dryRun {
 		prefix = "dry run, nothing changed: "
 	}
-	_, err := fmt.Fprintf(w, "%s%d created, %d changed, %d kept, %d removed\n", prefix,
-		counts[snoopv1.ApplyAction_APPLY_ACTION_CREATED], counts[snoopv1.ApplyAction_APPLY_ACTION_CHANGED],
+	changed := fmt.Sprint(counts[snoopv1.ApplyAction_APPLY_ACTION_CHANGED] - renewed)
+	if renewed > 0 {
+		changed = fmt.Sprintf("%s changed, %d recreated", changed, renewed)
+	} else {
+		changed += " changed"
+	}
+	_, err := fmt.Fprintf(w, "%s%d created, %s, %d kept, %d removed\n", prefix,
+		counts[snoopv1.ApplyAction_APPLY_ACTION_CREATED], changed,
 		counts[snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED], counts[snoopv1.ApplyAction_APPLY_ACTION_REMOVED])
 	return err
 }
