@@ -439,7 +439,7 @@ func TestTail(t *testing.T) {
 	var b strings.Builder
 	for _, args := range [][]string{
 		{},
-		{"web"},
+		{"web", "--wait"},
 		{"--op", "get"},
 		{"--status", "hit,exists"},
 		{"--session", "0a1b"},
@@ -447,7 +447,7 @@ func TestTail(t *testing.T) {
 		{"--conn", "2"},
 		{"--events", "conn,connect-failed"},
 		{"--errors"},
-		{"api", "--errors", "--events", "protocol"},
+		{"api", "--wait", "--errors", "--events", "protocol"},
 		{"--op", "get", "--data"},
 	} {
 		r := run(t, append([]string{"-a", addr, "tail"}, args...)...)
@@ -683,7 +683,7 @@ func TestStats(t *testing.T) {
 	}
 	golden(t, "stats.txt", r.out[:i])
 
-	r = run(t, "-a", addr, "stats", "-o", "json", "--for", "300ms", "--watch", "--interval", "100ms", "web")
+	r = run(t, "-a", addr, "stats", "-o", "json", "--count", "100", "--for", "300ms", "--watch", "--interval", "100ms", "--wait", "web")
 	wantOK(t, r)
 	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
 	if len(lines) < 2 || !strings.Contains(lines[len(lines)-1], `"events":5,"dropped":5`) {
@@ -745,7 +745,7 @@ func TestBatchedStreamSameOutput(t *testing.T) {
 			{"tail", "--op", "get", "--data"},
 			{"tail", "-o", "json", "--count", "4"},
 			{"tail", "--count", "2"},
-			{"stats", "-o", "json"},
+			{"stats", "-o", "json", "--for", "10s"},
 		} {
 			r := run(t, append([]string{"-a", addr}, args...)...)
 			if args[0] == "stats" {

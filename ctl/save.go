@@ -75,6 +75,9 @@ func (e *env) save(cCtx *cli.Context) error {
 		return err
 	}
 	defer c.Close()
+	if err := e.checkProxies(cCtx, c, "save", req.GetProxies()); err != nil {
+		return err
+	}
 
 	_, statErr := os.Stat(path)
 	existed := statErr == nil

@@ -46,6 +46,9 @@ func (e *env) tail(cCtx *cli.Context) error {
 		return err
 	}
 	defer c.Close()
+	if err := e.checkProxies(cCtx, c, "tail", req.GetProxies()); err != nil {
+		return err
+	}
 	out := e.eventPrinter(e.stdio.Out, false, cCtx.Bool("data"))
 	res, err := e.stream(cCtx.Context, c, req, streamOptions{
 		action: "tail",

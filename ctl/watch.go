@@ -84,7 +84,33 @@ func stopFlags() []cli.Flag {
 		&cli.UintFlag{Name: "history", Usage: "start with up to `N` recent matching events the daemon still holds"},
 		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
 		&cli.DurationFlag{Name: "for", Usage: "stop after `DURATION`"},
+		&cli.BoolFlag{Name: "wait", Usage: "accept PROXY names that do not exist yet, and wait for their events"},
 	}
+}
+
+// checkProxies makes an unknown proxy name an error at once, as in every
+// other command, instead of a stream that never shows anything. With
+// --wait, names of proxies still to be created are accepted.
+func (e *env) checkProxies(cCtx *cli.Context, c *client, action string, names []string) error {
+	if len(names) == 0 || cCtx.Bool("wait") {
+		return nil
+	}
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	if err != nil {
+		return e.rpcError(err, action, "")
+	}
+	known := map[string]bool{}
+	for _, p := range list.GetProxies() {
+		known[p.GetSpec().GetName()] = true
+	}
+	for _, n := range names {
+		if !known[n] {
+			return failf("%s: no proxy named %q (see 'snoopctl list'; --wait waits for it to be created)", action, n)
+		}
+	}
+	return nil
 }
 
 // filterFromFlags is the one place where filter flags become a filter:
