@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
@@ -89,7 +91,8 @@ func AppendDropped(b []byte, n uint64) []byte {
 //	TIME PROXY refused client=ADDR: ERROR
 //	TIME PROXY conn=ID protocol-error DIRECTION rule=R field=F frame=N offset=N policy=P: MESSAGE
 func (t Text) AppendEvent(b []byte, ev *snoopv1.Event) []byte {
-	b = t.appendTime(b, ev.GetTime().AsTime(), ev.GetTime() != nil)
+	at := EventTime(ev)
+	b = t.appendTime(b, at.AsTime(), at != nil)
 	b = append(b, ' ')
 	b = append(b, orDash(ev.GetProxy())...)
 	if id := ev.GetConnectionId(); id != 0 {
@@ -386,4 +389,14 @@ func Bytes(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10) + " B"
+}
+
+// EventTime is the time an event is shown and ordered by: when it was
+// emitted (end_time; a transaction's end), or for events from daemons
+// that predate end_time, its time.
+func EventTime(ev *snoopv1.Event) *timestamppb.Timestamp {
+	if t := ev.GetEndTime(); t != nil {
+		return t
+	}
+	return ev.GetTime()
 }
