@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/snoopd/snoopd/ctl/filter"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
@@ -287,17 +288,42 @@ func orDash(s string) string {
 	return s
 }
 
-// ShortID renders a session id for an event line: the hex of its first 8
-// bytes, followed by "…" when the id is longer. fullLen is the id's full
-// length when the event carries only part of it (0 means len(id)).
+// ShortID renders a session id for an event line so that different ids
+// look different, in a form --session reads back (filter.ParseSessionPrefix):
+// a printable id as text, elided in the middle when long ("dcload-8a3f…0042",
+// or with only "…" at the end when the event has only its start); any
+// other id as the hex of its first 8 bytes, followed by "…" when the id is
+// longer. fullLen is the id's full length when the event carries only
+// part of it (0 means len(id)).
 func ShortID(id []byte, fullLen uint32) string {
 	return string(AppendShortID(nil, id, fullLen))
 }
+
+// A long text id shows its first textIDHead and last textIDTail
+// characters: the start for --session, the end where per-session counters
+// and sequence numbers usually are.
+const (
+	textIDHead = 14
+	textIDTail = 8
+)
 
 // AppendShortID appends ShortID(id, fullLen) to b.
 func AppendShortID(b, id []byte, fullLen uint32) []byte {
 	if len(id) == 0 {
 		return append(b, '-')
+	}
+	if filter.TextForm(id) {
+		whole := int(fullLen) <= len(id)
+		switch {
+		case len(id) <= textIDHead+textIDTail+1 && whole:
+			return append(b, id...)
+		case !whole:
+			b = append(b, id[:min(len(id), textIDHead+textIDTail)]...)
+			return append(b, "…"...)
+		}
+		b = append(b, id[:textIDHead]...)
+		b = append(b, "…"...)
+		return append(b, id[len(id)-textIDTail:]...)
 	}
 	n := min(len(id), shortIDBytes)
 	b = hex.AppendEncode(b, id[:n])

@@ -723,7 +723,7 @@ func TestErrorPaths(t *testing.T) {
 		{"unknown connection", d, []string{"kill-conn", "p", "123456"}, 1, "snoopctl: kill-conn p 123456: "},
 		{"bad filter", d, []string{"tail", "--status", "great"}, 2, "snoopctl: invalid filter: --status \"great\": want one or more of ok, notok, hit, miss"},
 		{"bad event kind", d, []string{"tail", "--events", "everything"}, 2, "snoopctl: invalid filter: --events \"everything\""},
-		{"bad session", d, []string{"save", filepath.Join(d.dir, "x"), "--session", "zz"}, 2, "snoopctl: invalid filter: --session \"zz\": not hex"},
+		{"bad session", d, []string{"save", filepath.Join(d.dir, "x"), "--session", "0xzz"}, 2, "snoopctl: invalid filter: --session \"0xzz\": not hex"},
 		{"existing file", d, []string{"save", existing}, 1, "snoopctl: save: " + existing + " already exists (use --append to add to it or --force to replace it)\n"},
 		{"unknown command", d, []string{"tial"}, 2, "snoopctl: unknown command \"tial\": did you mean \"tail\"?"},
 		{"unknown flag", d, []string{"list", "--all"}, 2, "snoopctl: unknown flag --all (see 'snoopctl list --help')\n"},
