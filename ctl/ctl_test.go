@@ -142,7 +142,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"tail", "--op", "put"}, `--op "put"`},
 		{[]string{"tail", "--status", "fine"}, `--status "fine"`},
 		{[]string{"tail", "--events", "tx,bogus"}, `--events "bogus"`},
-		{[]string{"tail", "--session", "0xyz1"}, `--session "0xyz1": not hex`},
+		{[]string{"tail", "--session", "0xyz"}, `--session "0xyz": not hex`},
 		{[]string{"tail", "--session", "0xabc"}, "odd number of hex digits"},
 		{[]string{"tail", "--session", "base64:!!"}, "not base64"},
 		{[]string{"tail", "--min-latency", "fast"}, `--min-latency "fast": want a duration with a unit`},
