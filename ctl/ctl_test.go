@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -453,7 +454,7 @@ func TestTail(t *testing.T) {
 	} {
 		r := run(t, append([]string{"-a", addr, "tail"}, args...)...)
 		wantFail(t, r, ExitFailure, "tail: snoopd ended the event stream (is it shutting down?)")
-		b.WriteString("$ snoopctl tail " + strings.Join(args, " ") + "\n" + r.out + r.err)
+		b.WriteString("$ snoopctl tail " + strings.Join(args, " ") + "\n" + r.out + maskSummary(r.err))
 	}
 	golden(t, "tail.txt", b.String())
 	if req := f.lastWatch(); !req.GetIncludeData() || !slices.Equal(req.GetOps(), []snoopv1.Op{snoopv1.Op_OP_GET}) {
@@ -461,10 +462,10 @@ func TestTail(t *testing.T) {
 	}
 
 	// JSON: one WatchEventsResponse per line.
-	r := run(t, "-a", addr, "tail", "-o", "json", "--count", "3", "--history", "100")
+	r := run(t, "-a", addr, "tail", "-v", "-o", "json", "--count", "3", "--history", "100")
 	wantOK(t, r)
 	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
-	if len(lines) != 3 || r.err != "3 events shown, 0 dropped\n" {
+	if len(lines) != 3 || !strings.HasPrefix(r.err, "3 events shown, 0 dropped, over ") {
 		t.Fatalf("--count 3: %d lines, stderr %q", len(lines), r.err)
 	}
 	for i, l := range lines {
@@ -497,13 +498,13 @@ func TestTailStops(t *testing.T) {
 	if d := time.Since(start); d < 200*time.Millisecond || d > 10*time.Second {
 		t.Errorf("--for 200ms took %v", d)
 	}
-	if r.err != "2 events shown, 5 dropped\n" || strings.Count(r.out, "\n") != 3 {
+	if !strings.HasPrefix(r.err, "2 events shown, 5 dropped, over ") || !strings.HasSuffix(r.err, "\n  ADD 2: ok=1 exists=1\n") || strings.Count(r.out, "\n") != 3 {
 		t.Errorf("stdout %q stderr %q", r.out, r.err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result)
-	go func() { done <- runCtl(ctx, "", "-a", addr, "tail") }()
+	go func() { done <- runCtl(ctx, "", "-a", addr, "tail", "-v") }()
 	select {
 	case <-f.watching:
 	case <-time.After(10 * time.Second):
@@ -517,14 +518,14 @@ func TestTailStops(t *testing.T) {
 		t.Fatal("tail did not end on Ctrl-C")
 	}
 	wantOK(t, r)
-	if r.err != "8 events shown, 5 dropped\n" || strings.Count(r.out, "\n") != 9 {
+	if !strings.HasPrefix(r.err, "8 events shown, 5 dropped, over ") || !strings.Contains(r.err, "\n  connections: 1 opened, 1 closed\n") || strings.Count(r.out, "\n") != 9 {
 		t.Errorf("after Ctrl-C: stdout %q stderr %q", r.out, r.err)
 	}
 
 	f.setEvents(testEvents()[:2], status.Error(codes.Unavailable, "connection error: desc = \"transport: error reading from server: EOF\""))
-	r = run(t, "-a", addr, "tail")
+	r = run(t, "-a", addr, "tail", "--verbose")
 	wantFail(t, r, ExitFailure, "tail: the event stream from snoopd at "+addr+" broke")
-	if !strings.HasPrefix(r.err, "2 events shown, 0 dropped\n") {
+	if !strings.HasPrefix(r.err, "2 events shown, 0 dropped, over ") {
 		t.Errorf("summary missing: %q", r.err)
 	}
 	f.setEvents(nil, status.Error(codes.InvalidArgument, "results[0]: unknown result"))
@@ -758,7 +759,7 @@ func TestBatchedStreamSameOutput(t *testing.T) {
 				r.out = r.out[i:]
 				r.out = r.out[:strings.IndexByte(r.out, '}')]
 			}
-			outs = append(outs, strings.Join(args, " ")+"\n"+r.out+r.err)
+			outs = append(outs, strings.Join(args, " ")+"\n"+r.out+maskSummary(r.err))
 		}
 		file := filepath.Join(t.TempDir(), "cap.jsonl")
 		r := run(t, "-a", addr, "save", file)
@@ -781,4 +782,12 @@ func TestBatchedStreamSameOutput(t *testing.T) {
 	if !strings.Contains(old[3], "4 events shown") || !strings.Contains(old[4], "2 events shown") {
 		t.Errorf("--count: %q, %q", old[3], old[4])
 	}
+}
+
+// summaryTimes is the part of tail's summary that depends on timing.
+var summaryTimes = regexp.MustCompile(`, over [^ ]+ \([^)]+ events/s\)`)
+
+// maskSummary hides the elapsed time and rate of tail's summary.
+func maskSummary(s string) string {
+	return summaryTimes.ReplaceAllString(s, ", over TIME (RATE events/s)")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -118,6 +119,12 @@ func (e *env) checkProxies(cCtx *cli.Context, c *client, action string, names []
 // evaluating saved events. proxies come from the arguments (tail, save,
 // stats) or --proxy (read).
 func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error) {
+	events := cCtx.StringSlice("events")
+	if len(events) == 0 && hasFlag(cCtx, "verbose") && !cCtx.Bool("verbose") {
+		// tail without -v: a connection per operation would otherwise
+		// take three lines per transaction.
+		events = quietEvents
+	}
 	f, err := filter.New(filter.Options{
 		Proxies:    proxies,
 		Ops:        cCtx.StringSlice("op"),
@@ -126,13 +133,27 @@ func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error)
 		MinLatency: cCtx.Duration("min-latency"),
 		Conn:       cCtx.Uint64("conn"),
 		Errors:     cCtx.Bool("errors"),
-		Events:     cCtx.StringSlice("events"),
+		Events:     events,
 		Expr:       cCtx.String("filter"),
 	})
 	if err != nil {
 		return filter.Filter{}, usagef("%v", err)
 	}
 	return f, nil
+}
+
+// quietEvents are the events tail shows without -v or --events:
+// transactions and errors, not connections opening and closing.
+var quietEvents = []string{"tx", "connect-failed", "refused", "protocol"}
+
+// hasFlag reports whether the command defines the flag name.
+func hasFlag(cCtx *cli.Context, name string) bool {
+	for _, f := range cCtx.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // watchFromFlags builds the full watch request: the filter, the history
