@@ -643,7 +643,7 @@ func TestSaveInterrupted(t *testing.T) {
 		t.Fatal("save did not end on Ctrl-C")
 	}
 	wantOK(t, r)
-	if !strings.HasPrefix(r.err, "wrote 8 events to "+file+" (5 dropped, ") || !strings.Contains(r.err, "earlier in "+file+".1") {
+	if !strings.HasPrefix(r.err, "wrote 8 events (5 dropped) to "+file+".") || !strings.HasSuffix(r.err, file+".1 and "+file+", oldest first\n") {
 		t.Errorf("save said %q", r.err)
 	}
 	n := 0
