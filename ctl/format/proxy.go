@@ -40,7 +40,12 @@ func State(s snoopv1.ProxyState) string {
 // transactions whose result is an error (vocab.Result.IsError), the same
 // definition tail --errors uses.
 func ProxyErrors(c *snoopv1.ProxyCounters) int64 {
-	n := c.GetProtocolErrors() + c.GetConnectFailures() + c.GetConnectionsRefused()
+	return c.GetProtocolErrors() + c.GetConnectFailures() + c.GetConnectionsRefused() + TxErrors(c)
+}
+
+// TxErrors counts the transactions whose result is an error.
+func TxErrors(c *snoopv1.ProxyCounters) int64 {
+	var n int64
 	for _, oc := range c.GetOps() {
 		for r, k := range oc.GetResults() {
 			if res, ok := vocab.ParseResult(r); !ok || res.IsError() {
@@ -139,7 +144,12 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		c.GetTimeouts(), c.GetLoopRefusals())
 	row("traffic", "up %s in %d frames, down %s in %d frames",
 		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
-	row("transactions", "%d, %d errors (%d protocol errors)", c.GetTransactions(), ProxyErrors(c), c.GetProtocolErrors())
+	// Errors of transactions (their results) and of connections (the
+	// protocol broken, the server not reached, a client refused) are
+	// counted apart: they have different causes and different fixes.
+	row("transactions", "%d, %d with an error result", c.GetTransactions(), TxErrors(c))
+	row("conn errors", "%s, %s, %d refused", Count(c.GetProtocolErrors(), "protocol error", "protocol errors"),
+		Count(c.GetConnectFailures(), "connect failure", "connect failures"), c.GetConnectionsRefused())
 	row("latency", "%s", latencyLine(c.GetLatency()))
 	if err := tw.Flush(); err != nil {
 		return err
@@ -323,4 +333,12 @@ func orUTC(loc *time.Location) *time.Location {
 		return time.UTC
 	}
 	return loc
+}
+
+// Count writes n with its noun in the right number: "1 error", "2 errors".
+func Count(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.FormatInt(n, 10) + " " + many
 }
