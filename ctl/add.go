@@ -1,9 +1,13 @@
 package ctl
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/protobuf/proto"
@@ -52,12 +56,16 @@ func (e *env) add(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	unresolved := resolveServer(cCtx.Context, spec.GetServer())
 	return e.withClient(func(c *client) error {
 		ctx, cancel := e.callContext(cCtx.Context, 0)
 		defer cancel()
 		resp, err := c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
 		if err != nil {
 			return e.rpcError(err, "add "+spec.GetName(), "")
+		}
+		if unresolved != "" {
+			e.warnf("%s; proxy %s was created and dials the server when clients come", unresolved, spec.GetName())
 		}
 		if e.opts.json {
 			return e.printJSON(resp)
@@ -174,4 +182,30 @@ func parseSocketMode(s string) (uint32, error) {
 		return 0, usagef("--socket-mode %q: want octal permission bits such as 0660 or 0600", s)
 	}
 	return uint32(m), nil
+}
+
+// resolveTimeout bounds add's look-up of the server's host name.
+const resolveTimeout = 2 * time.Second
+
+// resolveServer looks up the host name of a TCP server address, so that a
+// typo is noticed when the proxy is added rather than when the first
+// client fails. It returns what went wrong, or "" when the name resolves
+// (or is an IP address or a unix socket). The look-up is made here; the
+// daemon may be on another machine, so this is a warning only.
+func resolveServer(ctx context.Context, server string) string {
+	a, err := distcache.ParseConnectAddr(server)
+	if err != nil || a.Network() != distcache.NetworkTCP || a.Host() == "" || net.ParseIP(a.Host()) != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	if _, err := net.DefaultResolver.LookupHost(ctx, a.Host()); err != nil {
+		reason := "it does not resolve"
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsTimeout {
+			reason = "looking it up timed out"
+		}
+		return fmt.Sprintf("server host %q: %s from here", a.Host(), reason)
+	}
+	return ""
 }

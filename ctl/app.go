@@ -59,6 +59,7 @@ type globalOptions struct {
 	timeout   time.Duration
 	json      bool
 	utc       bool
+	color     string // auto, always or never
 }
 
 func (e *env) run(ctx context.Context, args []string) int {
@@ -126,6 +127,9 @@ func (e *env) newApp() *cli.App {
 		// "snoopctl rm help" must remove the proxy called help. Help stays
 		// available as -h, --help and "snoopctl help COMMAND".
 		c.HideHelpCommand = true
+		if takesProxyNames[c.Name] {
+			c.BashComplete = e.completeProxies
+		}
 	}
 	return app
 }
@@ -185,6 +189,7 @@ func globalFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "timeout", Value: defaultTimeout, Usage: "give up on a call to snoopd after this long (0: never); streams are not bounded by it"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "output format: text or json (the API's protojson, one object per line)"},
 		&cli.BoolFlag{Name: "utc", Usage: "show times in UTC instead of local time"},
+		&cli.StringFlag{Name: "color", Value: "auto", Usage: "colour text output: auto (on a terminal, unless NO_COLOR is set), always or never"},
 	}
 }
 
@@ -196,6 +201,11 @@ func (e *env) before(cCtx *cli.Context) error {
 	o.tlsCA, o.tlsCert, o.tlsKey = cCtx.String("tls-ca"), cCtx.String("tls-cert"), cCtx.String("tls-key")
 	o.timeout = cCtx.Duration("timeout")
 	o.utc = cCtx.Bool("utc")
+	switch o.color = cCtx.String("color"); o.color {
+	case "auto", "always", "never":
+	default:
+		return usagef("--color %q: want auto, always or never", o.color)
+	}
 	if o.timeout < 0 {
 		return usagef("--timeout %v is negative", o.timeout)
 	}
@@ -270,9 +280,16 @@ func isTerminal(w io.Writer) bool {
 	return true
 }
 
-// useColor reports whether text on stdout may be coloured: only on a
-// terminal, and not when NO_COLOR is set (https://no-color.org).
+// useColor reports whether text on stdout is coloured: as --color says,
+// and by default only on a terminal and not when NO_COLOR is set
+// (https://no-color.org).
 func (e *env) useColor() bool {
+	switch e.opts.color {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
 	return os.Getenv("NO_COLOR") == "" && isTerminal(e.stdio.Out)
 }
 
