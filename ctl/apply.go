@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
+	"regexp"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -198,7 +198,12 @@ func specOf(raw json.RawMessage) (*snoopv1.ProxySpec, error) {
 	}
 	spec := &snoopv1.ProxySpec{}
 	if err := protojson.Unmarshal(raw, spec); err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "proto: "))
+		// The position is within the entry, not the file: leave it out.
+		return nil, errors.New(protoErrorPrefix.ReplaceAllString(err.Error(), ""))
 	}
 	return spec, nil
 }
+
+// protoErrorPrefix is protojson's "proto: (line 1:13): " (with a
+// non-breaking space it puts there on purpose, so that no one parses it).
+var protoErrorPrefix = regexp.MustCompile(`^proto:[\s\x{00a0}]*(\(line \d+:\d+\):[\s\x{00a0}]*)?`)

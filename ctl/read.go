@@ -42,7 +42,7 @@ func (e *env) readCommand() *cli.Command {
 	}
 }
 
-func (e *env) read(cCtx *cli.Context) error {
+func (e *env) read(cCtx *cli.Context) (err error) {
 	files, err := args(cCtx, 1, -1, "FILE... (- for stdin)")
 	if err != nil {
 		return err
@@ -68,8 +68,13 @@ func (e *env) read(cCtx *cli.Context) error {
 	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
 	sum := newSummary()
-	defer func() { sum.write(e.stdio.Err, "shown", sum.span()) }()
 	var shown int64
+	defer func() {
+		// A read that failed before it showed anything has nothing to sum up.
+		if err == nil || shown > 0 {
+			sum.write(e.stdio.Err, "shown", sum.span())
+		}
+	}()
 	var prevName string
 	var prevLast time.Time // the last event time of the file before
 	warned := false

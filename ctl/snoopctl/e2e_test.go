@@ -77,6 +77,7 @@ type syncBuffer = testutil.SyncBuffer
 type daemon struct {
 	dir  string // a short temporary directory for sockets and files
 	addr string // its control address
+	proc *os.Process
 }
 
 // startDaemon starts snoopd on a unix socket and waits until the socket
@@ -116,7 +117,7 @@ func startDaemon(t *testing.T) *daemon {
 			t.Fatalf("snoopd did not create %s; log:\n%s", sock, logs.String())
 		}
 	}
-	return &daemon{dir: dir, addr: "unix://" + sock}
+	return &daemon{dir: dir, addr: "unix://" + sock, proc: cmd.Process}
 }
 
 // result is a finished snoopctl run.
