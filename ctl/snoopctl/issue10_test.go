@@ -173,9 +173,9 @@ func TestHelpDefaults(t *testing.T) {
 		t.Errorf("tail --help points the wrong way:\n%s", r.out)
 	}
 	for args, want := range map[string]string{
-		"tail --min-latency 5":  `snoopctl: --min-latency "5": want a duration with a unit, such as 500ms, 2s or 5m (see 'snoopctl tail --help')`,
-		"add x --spares x":      `snoopctl: --spare-connections "x": want a whole number such as 10`,
-		"--timeout soon list":   `snoopctl: --timeout "soon": want a duration with a unit`,
+		"tail --min-latency 5": `snoopctl: --min-latency "5": want a duration with a unit, such as 500ms, 2s or 5m (see 'snoopctl tail --help')`,
+		"add x --spares x":     `snoopctl: --spare-connections "x": want a whole number such as 10`,
+		"--timeout soon list":  `snoopctl: --timeout "soon": want a duration with a unit`,
 		"add x --listen :0 --server IP:h:1 --socket-mode 9": `snoopctl: --socket-mode "9": want octal permission bits such as 0660`,
 	} {
 		r := runCtl(t, nil, strings.Fields(args)...)
