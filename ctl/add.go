@@ -1,7 +1,13 @@
 package ctl
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/protobuf/proto"
@@ -25,13 +31,14 @@ func (e *env) addCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Usage: "`ADDR` clients connect to (required)"},
 			&cli.StringFlag{Name: "server", Usage: "distcache server `ADDR` to forward to (required)"},
-			&cli.BoolFlag{Name: "disabled", Usage: "create the proxy disabled: it refuses clients until 'snoopctl enable'"},
+			&cli.BoolFlag{Name: "disabled", Usage: "create the proxy disabled: it refuses clients until 'snoopctl enable'", DisableDefaultText: true},
 			&cli.StringFlag{Name: "on-corrupt", Value: "close", Usage: "on a protocol violation: close both sides, or passthrough (keep forwarding, stop decoding)"},
-			&cli.BoolFlag{Name: "capture-data", Usage: "keep session data in events (it holds TLS master secrets; watchers see it only with --data)"},
-			&cli.UintFlag{Name: "capture-limit", Usage: "bytes of session data kept per transaction (0: 32768)"},
-			&cli.UintFlag{Name: "max-conns", Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
-			&cli.DurationFlag{Name: "dial-timeout", Usage: "bound on connecting to the server (default 5s)"},
-			&cli.UintFlag{Name: "spares", Usage: "keep `N` server connections dialled ahead of clients (default 2; 0: none)"},
+			&cli.BoolFlag{Name: "capture-data", Usage: "keep session data in events (it holds TLS master secrets; watchers see it only with --data)", DisableDefaultText: true},
+			&cli.UintFlag{Name: "capture-limit", Value: proxy.DefaultCaptureLimit, Usage: "`BYTES` of session data kept per transaction"},
+			&cli.UintFlag{Name: "max-connections", Aliases: []string{"max-conns"}, Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
+			&cli.DurationFlag{Name: "dial-timeout", Value: proxy.DefaultDialTimeout, Usage: "bound on connecting to the server"},
+			&cli.UintFlag{Name: "spare-connections", Aliases: []string{"spares"}, Value: proxy.DefaultSpares, Usage: "keep `N` server connections dialled ahead of clients (0: none, at most 64)"},
+			&cli.StringFlag{Name: "socket-mode", Value: fmt.Sprintf("%#o", proxy.DefaultSocketMode), Usage: "permission `MODE` (octal) of a unix listen socket"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: proxy.DefaultIdleTimeout, Usage: "close a connection that moved nothing either way, with nothing owed, for this long (0: never)"},
 			&cli.DurationFlag{Name: "message-timeout", Value: proxy.DefaultMessageTimeout, Usage: "close a connection whose started message has not arrived whole within this (0: never)"},
 			&cli.DurationFlag{Name: "response-timeout", Value: proxy.DefaultResponseTimeout, Usage: "a request waits at most this for its answer; then it is reported unanswered and the connection closed (0: never)"},
@@ -49,6 +56,7 @@ func (e *env) add(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	unresolved := resolveServer(cCtx.Context, spec.GetServer())
 	c, err := e.dial()
 	if err != nil {
 		return err
@@ -59,6 +67,9 @@ func (e *env) add(cCtx *cli.Context) error {
 	resp, err := c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
 	if err != nil {
 		return e.rpcError(err, "add "+spec.GetName(), "")
+	}
+	if unresolved != "" {
+		e.warnf("%s; proxy %s was created and dials the server when clients come", unresolved, spec.GetName())
 	}
 	if e.opts.json {
 		return e.printJSON(resp)
@@ -90,8 +101,22 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 		Server:         server,
 		Enabled:        proto.Bool(!cCtx.Bool("disabled")),
 		CaptureData:    cCtx.Bool("capture-data"),
-		CaptureLimit:   uint32(cCtx.Uint("capture-limit")),
-		MaxConnections: uint32(cCtx.Uint("max-conns")),
+		MaxConnections: uint32(cCtx.Uint("max-connections")),
+	}
+	// Flags left unset leave the spec's fields unset, so the daemon's
+	// defaults apply (the help shows them as the flags' defaults).
+	if cCtx.IsSet("capture-limit") {
+		spec.CaptureLimit = uint32(cCtx.Uint("capture-limit"))
+		if spec.CaptureLimit == 0 {
+			return nil, usagef("--capture-limit 0: want a number of bytes such as %d", proxy.DefaultCaptureLimit)
+		}
+	}
+	if cCtx.IsSet("socket-mode") {
+		m, err := parseSocketMode(cCtx.String("socket-mode"))
+		if err != nil {
+			return nil, err
+		}
+		spec.SocketMode = m
 	}
 	switch p := cCtx.String("on-corrupt"); p {
 	case "close":
@@ -101,13 +126,13 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 	default:
 		return nil, usagef("--on-corrupt %q: want close or passthrough", p)
 	}
-	if cCtx.Uint("capture-limit") > 1<<31 || cCtx.Uint("max-conns") > 1<<31 {
-		return nil, usagef("--capture-limit and --max-conns must be below 2^31")
+	if cCtx.Uint("capture-limit") > 1<<31 || cCtx.Uint("max-connections") > 1<<31 {
+		return nil, usagef("--capture-limit and --max-connections must be below 2^31")
 	}
-	if cCtx.IsSet("spares") {
-		n := cCtx.Uint("spares")
+	if cCtx.IsSet("spare-connections") {
+		n := cCtx.Uint("spare-connections")
 		if n > 64 {
-			return nil, usagef("--spares %d: at most 64", n)
+			return nil, usagef("--spare-connections %d: at most 64", n)
 		}
 		spec.SpareConnections = proto.Uint32(uint32(n))
 	}
@@ -149,4 +174,41 @@ func (e *env) printJSON(m proto.Message) error {
 	b = append(b, '\n')
 	_, err = e.stdio.Out.Write(b)
 	return err
+}
+
+// parseSocketMode reads --socket-mode: octal permission bits, with or
+// without a leading 0 or 0o (660, 0660, 0o660).
+func parseSocketMode(s string) (uint32, error) {
+	t := strings.TrimPrefix(strings.TrimPrefix(s, "0o"), "0O")
+	m, err := strconv.ParseUint(t, 8, 32)
+	if err != nil || m == 0 || m > 0o777 {
+		return 0, usagef("--socket-mode %q: want octal permission bits such as 0660 or 0600", s)
+	}
+	return uint32(m), nil
+}
+
+// resolveTimeout bounds add's look-up of the server's host name.
+const resolveTimeout = 2 * time.Second
+
+// resolveServer looks up the host name of a TCP server address, so that a
+// typo is noticed when the proxy is added rather than when the first
+// client fails. It returns what went wrong, or "" when the name resolves
+// (or is an IP address or a unix socket). The look-up is made here; the
+// daemon may be on another machine, so this is a warning only.
+func resolveServer(ctx context.Context, server string) string {
+	a, err := distcache.ParseConnectAddr(server)
+	if err != nil || a.Network() != distcache.NetworkTCP || a.Host() == "" || net.ParseIP(a.Host()) != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	if _, err := net.DefaultResolver.LookupHost(ctx, a.Host()); err != nil {
+		reason := "it does not resolve"
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsTimeout {
+			reason = "looking it up timed out"
+		}
+		return fmt.Sprintf("server host %q: %s from here", a.Host(), reason)
+	}
+	return ""
 }

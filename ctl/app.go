@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
+	"github.com/snoopd/snoopd/internal/version"
 )
 
 // EnvTokenFile is the environment variable for --token-file.
@@ -57,6 +59,7 @@ type globalOptions struct {
 	timeout   time.Duration
 	json      bool
 	utc       bool
+	color     string // auto, always or never
 }
 
 func (e *env) run(ctx context.Context, args []string) int {
@@ -82,6 +85,16 @@ func isCLIError(err error) bool {
 	return errors.As(err, &ce)
 }
 
+// --version prints the same line as the client half of 'snoopctl
+// version'. urfave/cli keeps both in package variables, so they are set
+// once, here; -v is left to tail's verbose flag.
+func init() {
+	cli.VersionPrinter = func(cCtx *cli.Context) {
+		fmt.Fprintln(cCtx.App.Writer, clientVersionLine(version.Get()))
+	}
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print snoopctl's version (the daemon's too: 'snoopctl version')", DisableDefaultText: true}
+}
+
 // newApp builds the command tree. It is built per run, so that no state
 // is shared between runs (tests run many).
 func (e *env) newApp() *cli.App {
@@ -94,7 +107,7 @@ func (e *env) newApp() *cli.App {
 			"Exit codes: 0 success, 1 failure, 2 usage error.",
 		Flags:                globalFlags(),
 		Commands:             e.commands(),
-		HideVersion:          true,
+		Version:              version.String(),
 		EnableBashCompletion: true,
 		Suggest:              true,
 		Reader:               e.stdio.In,
@@ -106,19 +119,45 @@ func (e *env) newApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
 	}
+	quietBools(app.Flags)
 	for _, c := range app.Commands {
+		quietBools(c.Flags)
 		c.OnUsageError = onUsageError
+		// No "help" or "h" subcommand: those are valid proxy names, and
+		// "snoopctl rm help" must remove the proxy called help. Help stays
+		// available as -h, --help and "snoopctl help COMMAND".
+		c.HideHelpCommand = true
+		if takesProxyNames[c.Name] {
+			c.BashComplete = e.completeProxies
+		}
 	}
 	return app
+}
+
+// quietBools keeps "(default: false)" out of the help of boolean flags:
+// a switch that is off unless given needs no default.
+func quietBools(flags []cli.Flag) {
+	for _, f := range flags {
+		if b, ok := f.(*cli.BoolFlag); ok {
+			b.DisableDefaultText = true
+		}
+	}
 }
 
 // onUsageError turns a flag parsing error into a usage error.
 func onUsageError(cCtx *cli.Context, err error, isSubcommand bool) error {
 	cmd := "snoopctl"
+	var flags []cli.Flag
 	if isSubcommand && cCtx.Command != nil {
 		cmd += " " + cCtx.Command.Name
+		flags = cCtx.Command.Flags
+	} else if cCtx.App != nil {
+		flags = cCtx.App.Flags
 	}
 	msg := err.Error()
+	if m, ok := badValue(msg, flags); ok {
+		return usagef("%s (see '%s --help')", m, cmd)
+	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		msg = "unknown flag " + dashes(name)
 	} else if i := strings.Index(msg, " flag -"); i >= 0 {
@@ -150,6 +189,7 @@ func globalFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "timeout", Value: defaultTimeout, Usage: "give up on a call to snoopd after this long (0: never); streams are not bounded by it"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "output format: text or json (the API's protojson, one object per line)"},
 		&cli.BoolFlag{Name: "utc", Usage: "show times in UTC instead of local time"},
+		&cli.StringFlag{Name: "color", Value: "auto", Usage: "colour text output: auto (on a terminal, unless NO_COLOR is set), always or never"},
 	}
 }
 
@@ -161,6 +201,11 @@ func (e *env) before(cCtx *cli.Context) error {
 	o.tlsCA, o.tlsCert, o.tlsKey = cCtx.String("tls-ca"), cCtx.String("tls-cert"), cCtx.String("tls-key")
 	o.timeout = cCtx.Duration("timeout")
 	o.utc = cCtx.Bool("utc")
+	switch o.color = cCtx.String("color"); o.color {
+	case "auto", "always", "never":
+	default:
+		return usagef("--color %q: want auto, always or never", o.color)
+	}
 	if o.timeout < 0 {
 		return usagef("--timeout %v is negative", o.timeout)
 	}
@@ -208,7 +253,11 @@ func (e *env) commands() []*cli.Command {
 func args(cCtx *cli.Context, lo, hi int, usage string) ([]string, error) {
 	a := cCtx.Args().Slice()
 	if len(a) < lo || (hi >= 0 && len(a) > hi) {
-		return nil, usagef("usage: snoopctl %s %s (see 'snoopctl %s --help')", cCtx.Command.Name, usage, cCtx.Command.Name)
+		line := strings.TrimSpace("snoopctl " + cCtx.Command.Name + " " + usage)
+		if hi == 0 {
+			return nil, usagef("usage: %s: it takes no arguments, got %q (see 'snoopctl %s --help')", line, strings.Join(a, " "), cCtx.Command.Name)
+		}
+		return nil, usagef("usage: %s (see 'snoopctl %s --help')", line, cCtx.Command.Name)
 	}
 	return a, nil
 }
@@ -231,13 +280,53 @@ func isTerminal(w io.Writer) bool {
 	return true
 }
 
-// useColor reports whether text on stdout may be coloured: only on a
-// terminal, and not when NO_COLOR is set (https://no-color.org).
+// useColor reports whether text on stdout is coloured: as --color says,
+// and by default only on a terminal and not when NO_COLOR is set
+// (https://no-color.org).
 func (e *env) useColor() bool {
+	switch e.opts.color {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
 	return os.Getenv("NO_COLOR") == "" && isTerminal(e.stdio.Out)
 }
 
 // warnf prints a warning that does not stop the command.
 func (e *env) warnf(format string, args ...any) {
 	fmt.Fprintf(e.stdio.Err, "snoopctl: warning: "+format+"\n", args...)
+}
+
+// badValue rewrites package flag's "invalid value "5" for flag
+// -min-latency: parse error" as what the flag wants, with an example.
+func badValue(msg string, flags []cli.Flag) (string, bool) {
+	rest, ok := strings.CutPrefix(msg, "invalid value ")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(rest, " for flag -")
+	if i < 0 {
+		return "", false
+	}
+	value := rest[:i]
+	name, _, _ := strings.Cut(rest[i+len(" for flag -"):], ":")
+	want := "a valid value"
+	for _, f := range flags {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		name = f.Names()[0]
+		switch f.(type) {
+		case *cli.DurationFlag:
+			want = "a duration with a unit, such as 500ms, 2s or 5m"
+		case *cli.UintFlag, *cli.Uint64Flag:
+			want = "a whole number such as 10"
+		case *cli.IntFlag, *cli.Int64Flag:
+			want = "a whole number such as 10"
+		case *cli.BoolFlag:
+			want = "true or false"
+		}
+	}
+	return fmt.Sprintf("--%s %s: want %s", name, value, want), true
 }

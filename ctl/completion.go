@@ -2,8 +2,13 @@ package ctl
 
 import (
 	"fmt"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
 // Completion scripts for bash and zsh. They ask snoopctl itself for the
@@ -75,4 +80,50 @@ func (e *env) completion(cCtx *cli.Context) error {
 	}
 	_, err = fmt.Fprint(e.stdio.Out, script)
 	return err
+}
+
+// takesProxyNames are the commands whose arguments are proxy names (save's
+// after its FILE).
+var takesProxyNames = map[string]bool{
+	"remove": true, "enable": true, "disable": true, "show": true, "conns": true,
+	"kill-conn": true, "tail": true, "save": true, "stats": true,
+}
+
+// completeProxies offers the daemon's proxy names as a command's
+// arguments, or its flags after a dash. The daemon is asked briefly; when
+// it cannot be reached there is nothing to offer.
+func (e *env) completeProxies(cCtx *cli.Context) {
+	if last := lastTyped(); strings.HasPrefix(last, "-") {
+		cli.DefaultCompleteWithFlags(cCtx.Command)(cCtx)
+		return
+	}
+	// Before does not run while completing; the global flags are read
+	// here, so that -a and --token-file on the line are honoured.
+	if err := e.before(cCtx); err != nil {
+		return
+	}
+	e.opts.timeout = 2 * time.Second
+	c, err := e.dial()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	if err != nil {
+		return
+	}
+	for _, p := range list.GetProxies() {
+		fmt.Fprintln(e.stdio.Out, p.GetSpec().GetName())
+	}
+}
+
+// lastTyped is the word being completed, as urfave/cli's own completion
+// finds it: the argument before --generate-bash-completion.
+func lastTyped() string {
+	if len(os.Args) > 2 {
+		return os.Args[len(os.Args)-2]
+	}
+	return ""
 }

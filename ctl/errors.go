@@ -3,6 +3,7 @@ package ctl
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -72,6 +73,10 @@ func (e *env) rpcError(err error, action, notFound string) error {
 	msg := oneLine(st.Message())
 	switch st.Code() {
 	case codes.Unavailable:
+		if strings.Contains(msg, "shutting down") {
+			// It was reached; asking whether it runs would mislead.
+			return failf("%s: snoopd at %s is shutting down", action, e.display())
+		}
 		reason, hint := plainReason(msg)
 		return e.unreachable(reason, hint)
 	case codes.DeadlineExceeded:
@@ -139,4 +144,28 @@ func plainReason(msg string) (reason, hint string) {
 // oneLine keeps a message on one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// count writes n with its noun in the right number: "1 event",
+// "2 events".
+func count(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// fileError says in a few words why a file could not be read: "no such
+// file /x.json", not "open /x.json: no such file or directory".
+func fileError(path string, err error) string {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no such file " + path
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied reading " + path
+	case errors.As(err, &pe):
+		return path + ": " + pe.Err.Error()
+	}
+	return path + ": " + err.Error()
 }

@@ -1,19 +1,27 @@
 package ctl
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/snoopd/snoopd/ctl/capture"
+	"github.com/snoopd/snoopd/ctl/format"
 )
 
 func (e *env) readCommand() *cli.Command {
 	flags := append(filterFlags(),
 		&cli.StringSliceFlag{Name: "proxy", Usage: "keep events of these `PROXIES`"},
 		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
+		&cli.StringFlag{Name: "since", Usage: "keep events from `TIME` on: 2026-03-14T15:04:05Z, '2026-03-14 15:04:05', 15:04:05 (today), or a duration ago (10m)"},
+		&cli.StringFlag{Name: "until", Usage: "keep events before `TIME` (the forms of --since)"},
 		dataFlag(),
 	)
 	return &cli.Command{
@@ -21,16 +29,20 @@ func (e *env) readCommand() *cli.Command {
 		Usage:     "show saved events with the same filters and formats as tail",
 		ArgsUsage: "FILE...",
 		Description: "Reads files written by 'snoopctl save' or 'snoopctl tail -o json', in order;\n" +
-			"- reads stdin, and gzip-compressed files are recognised. Rotated captures read\n" +
-			"in order as FILE.1 FILE.2 ... FILE. A last line cut short (a capture that was\n" +
-			"killed) gives a warning, not a failure. Drop notices in the file are always\n" +
-			"shown. Text lines carry the date.\n\n" + filterHelp,
+			"- reads stdin, and gzip-compressed files are recognised. The files of one\n" +
+			"rotated capture (FILE.N ... FILE.1 FILE, as save --rotate-size writes them) are\n" +
+			"read in time order whatever order they are given in, so 'read FILE*' works;\n" +
+			"if the times of consecutive files overlap, a warning says so. A last line cut\n" +
+			"short (a capture that was killed) gives a warning, not a failure. Drop notices\n" +
+			"in the file are always shown. Text lines carry the date. At the end a summary\n" +
+			"on stderr gives the events, drops, the time they span and the rate, and the\n" +
+			"transactions by operation and result.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.read,
 	}
 }
 
-func (e *env) read(cCtx *cli.Context) error {
+func (e *env) read(cCtx *cli.Context) (err error) {
 	files, err := args(cCtx, 1, -1, "FILE... (- for stdin)")
 	if err != nil {
 		return err
@@ -43,9 +55,31 @@ func (e *env) read(cCtx *cli.Context) error {
 	if count < 0 {
 		return usagef("--count %d is negative", count)
 	}
+	since, err := e.parseWhen(cCtx, "since")
+	if err != nil {
+		return err
+	}
+	until, err := e.parseWhen(cCtx, "until")
+	if err != nil {
+		return err
+	}
+	if !since.IsZero() && !until.IsZero() && !until.After(since) {
+		return usagef("--until %s is not after --since %s", cCtx.String("until"), cCtx.String("since"))
+	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
+	sum := newSummary()
 	var shown int64
-	for _, name := range files {
+	defer func() {
+		// A read that failed before it showed anything has nothing to sum up.
+		if err == nil || shown > 0 {
+			sum.write(e.stdio.Err, "shown", sum.span())
+		}
+	}()
+	var prevName string
+	var prevLast time.Time // the last event time of the file before
+	warned := false
+	for _, name := range rotationOrder(files) {
+		var first, last time.Time
 		done, err := e.readFile(name, func(r *capture.Reader) (bool, error) {
 			// Every round consumes a line of a finite file.
 			for {
@@ -53,12 +87,25 @@ func (e *env) read(cCtx *cli.Context) error {
 				if err != nil {
 					return false, err
 				}
-				if ev := resp.GetEvent(); ev != nil && !f.Match(ev) {
-					continue
+				if ev := resp.GetEvent(); ev != nil {
+					if ts := format.EventTime(ev); ts != nil {
+						at := ts.AsTime()
+						if first.IsZero() {
+							first = at
+						}
+						last = at
+						if (!since.IsZero() && at.Before(since)) || (!until.IsZero() && !at.Before(until)) {
+							continue
+						}
+					}
+					if !f.Match(ev) {
+						continue
+					}
 				}
 				if err := out.print(resp); err != nil {
 					return false, err
 				}
+				sum.add(resp)
 				if resp.GetEvent() != nil {
 					shown++
 					if count > 0 && shown >= count {
@@ -73,8 +120,87 @@ func (e *env) read(cCtx *cli.Context) error {
 		if err != nil || done {
 			return err
 		}
+		if !warned && !first.IsZero() && !prevLast.IsZero() && first.Before(prevLast) {
+			warned = true
+			e.warnf("the times of %s and %s overlap (%s starts before %s ends): the events are not in time order",
+				prevName, name, name, prevName)
+		}
+		if !last.IsZero() {
+			prevName, prevLast = name, last
+		}
 	}
 	return nil
+}
+
+// rotationOrder puts the files of one rotated capture in time order, the
+// highest FILE.N first and FILE last, where the first of them was given;
+// other files keep their places. The shell's FILE* gives FILE FILE.1
+// FILE.10 FILE.2 ..., which is no order at all.
+func rotationOrder(files []string) []string {
+	rotation := func(name string) (base string, n int) {
+		i := strings.LastIndexByte(name, '.')
+		if i < 0 {
+			return name, 0
+		}
+		k, err := strconv.Atoi(name[i+1:])
+		if err != nil || k <= 0 || strconv.Itoa(k) != name[i+1:] {
+			return name, 0
+		}
+		return name[:i], k
+	}
+	groups := map[string][]string{}
+	for _, f := range files {
+		base, _ := rotation(f)
+		groups[base] = append(groups[base], f)
+	}
+	var out []string
+	placed := map[string]bool{}
+	for _, f := range files {
+		base, _ := rotation(f)
+		if placed[base] {
+			continue
+		}
+		placed[base] = true
+		g := groups[base]
+		slices.SortStableFunc(g, func(a, b string) int {
+			// The highest N first, the live FILE (N 0) last.
+			key := func(name string) int {
+				if _, n := rotation(name); n > 0 {
+					return n
+				}
+				return -1
+			}
+			return cmp.Compare(key(b), key(a))
+		})
+		out = append(out, g...)
+	}
+	return out
+}
+
+// parseWhen reads --since or --until: an RFC 3339 time, a date and time,
+// a time of day (today, in the zone shown), or a duration ago.
+func (e *env) parseWhen(cCtx *cli.Context, flag string) (time.Time, error) {
+	s := cCtx.String(flag)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	loc := e.location()
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return e.now().Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return t, nil
+		}
+	}
+	if t, err := time.ParseInLocation("15:04:05.999999999", s, loc); err == nil {
+		y, m, d := e.now().In(loc).Date()
+		return time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), loc), nil
+	}
+	return time.Time{}, usagef("--%s %q: want a time such as 2026-03-14T15:04:05Z, '2026-03-14 15:04:05' or 15:04:05, or a duration ago such as 10m", flag, s)
 }
 
 // readFile opens one capture and runs body over it. The end of the file is

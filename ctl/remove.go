@@ -21,7 +21,7 @@ func (e *env) removeCommand() *cli.Command {
 			"code is 1 if any failed.\n\n" +
 			"-o json prints a snoop.v1.ApplyResult (action APPLY_ACTION_REMOVED) per proxy removed.",
 		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "drain", Usage: "let live connections finish for up to `DURATION` (default: close them at once)"},
+			&cli.DurationFlag{Name: "drain", Usage: "let live connections finish for up to `DURATION` (0: close them at once)"},
 		},
 		Action: e.remove,
 	}

@@ -38,11 +38,11 @@ func (e *env) saveCommand() *cli.Command {
 			"never ends in a partial line. On a terminal a progress line on stderr shows\n" +
 			"events, rate, drops and file size; at the end save says how many events it\n" +
 			"wrote.\n\n" +
-			"--rotate-size SIZE: when FILE would grow past SIZE it is renamed FILE.1 (the\n" +
-			"next time FILE.2, ...: a higher number is newer; existing FILE.N are never\n" +
-			"overwritten) and a new FILE is started. Read them back in order with\n" +
-			"'snoopctl read FILE.1 FILE.2 ... FILE'. SIZE takes B, kB, MB, GB (powers of\n" +
-			"1000) and KiB, MiB, GiB (powers of 1024).\n\n" + filterHelp,
+			"--rotate-size SIZE: when FILE would grow past SIZE it is rotated as logrotate\n" +
+			"does: FILE.N becomes FILE.N+1, FILE becomes FILE.1, and a new FILE is started;\n" +
+			"FILE.1 is the newest rotated file, and none is ever overwritten. 'snoopctl\n" +
+			"read FILE*' reads them back in time order. SIZE takes B, kB, MB, GB (powers\n" +
+			"of 1000) and KiB, MiB, GiB (powers of 1024).\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.save,
 	}
@@ -75,6 +75,9 @@ func (e *env) save(cCtx *cli.Context) error {
 		return err
 	}
 	defer c.Close()
+	if err := e.checkProxies(cCtx, c, "save", req.GetProxies()); err != nil {
+		return err
+	}
 
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
@@ -116,11 +119,12 @@ func (e *env) save(cCtx *cli.Context) error {
 		os.Remove(path)
 		return err
 	}
-	files := ""
 	if r := w.Rotated(); len(r) > 0 {
-		files = fmt.Sprintf(", %d earlier in %s", len(r), strings.Join(r, " "))
+		fmt.Fprintf(e.stdio.Err, "wrote %s (%d dropped) to %s and %s, oldest first\n",
+			count(res.events, "event", "events"), res.dropped, strings.Join(r, ", "), path)
+		return err
 	}
-	fmt.Fprintf(e.stdio.Err, "wrote %d events to %s (%d dropped%s)\n", res.events, path, res.dropped, files)
+	fmt.Fprintf(e.stdio.Err, "wrote %s to %s (%d dropped)\n", count(res.events, "event", "events"), path, res.dropped)
 	return err
 }
 

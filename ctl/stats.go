@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -11,25 +12,28 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
-// statsWindow is how long stats collects when nothing says when to stop.
-const statsWindow = 5 * time.Second
-
 func (e *env) statsCommand() *cli.Command {
 	flags := append(filterFlags(), stopFlags()...)
 	flags = append(flags,
-		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "redraw the statistics every --interval until Ctrl-C, --count or --for"},
-		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch redraws"},
+		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "every --interval, show what each proxy did in it and its rate, until Ctrl-C or --for"},
+		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch shows"},
 	)
 	return &cli.Command{
 		Name:      "stats",
 		Usage:     "per proxy and operation: counts, GET hit ratio, results, latency, errors, drops",
 		ArgsUsage: "[PROXY...]",
-		Description: "stats counts the events of the live stream, with the same filters as tail:\n" +
-			"by default for 5 seconds (--for, --count and --history change that), and with\n" +
-			"--watch until Ctrl-C, redrawing as it goes. The numbers are totals since stats\n" +
-			"started. Latency percentiles are within about 3%. If the daemon dropped events\n" +
-			"for stats, the last line says how many the numbers miss. For totals since a\n" +
-			"proxy was created, see 'snoopctl show'.\n\n" +
+		Description: "By default stats prints the daemon's totals at once: per proxy and operation\n" +
+			"since the proxy was created, and per proxy its connections and latency.\n" +
+			"-o json prints {\"time\", \"proxies\": [snoop.v1.Proxy]}.\n\n" +
+			"--watch asks the daemon every --interval and shows, per proxy and operation,\n" +
+			"what happened in that interval and its rate, until Ctrl-C or --for. -o json\n" +
+			"prints one object per interval: {\"time\", \"interval\", \"ops\": [{\"proxy\",\n" +
+			"\"op_counters\", \"rate\", \"hit_ratio\", \"errors\"}]}.\n\n" +
+			"Sampling: --for D, --count N, --history N or any filter counts the events of\n" +
+			"the live stream instead, with the same filters as tail, and prints the numbers\n" +
+			"at the end (with --watch also every --interval). Latency percentiles are\n" +
+			"within about 3%. If the daemon dropped events for stats, the last line says\n" +
+			"how many the numbers miss.\n" +
 			"-o json prints one object per refresh: {\"time\", \"elapsed\", \"events\",\n" +
 			"\"dropped\", \"ops\": [{\"proxy\", \"op_counters\" (snoop.v1.OpCounters),\n" +
 			"\"hit_ratio\", \"errors\", \"latency\" (snoop.v1.LatencySummary)}], \"proxies\":\n" +
@@ -51,14 +55,17 @@ func (e *env) stats(cCtx *cli.Context) error {
 		return usagef("--interval %v: must be positive", interval)
 	}
 	dur := cCtx.Duration("for")
-	if !watch && dur == 0 && cCtx.Int64("count") == 0 {
-		dur = statsWindow
+	if !sampling(cCtx) {
+		return e.statsTotals(cCtx, req.GetProxies(), watch, interval, dur)
 	}
 	c, err := e.dial()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if err := e.checkProxies(cCtx, c, "stats", req.GetProxies()); err != nil {
+		return err
+	}
 	col := stats.New()
 	start := time.Now()
 	term := isTerminal(e.stdio.Out)
@@ -99,4 +106,102 @@ func (e *env) stats(cCtx *cli.Context) error {
 		err = derr
 	}
 	return err
+}
+
+// sampling reports whether stats counts the live stream rather than
+// reading the daemon's totals: --for alone (without --watch), --count,
+// --history or any filter asks for it.
+func sampling(cCtx *cli.Context) bool {
+	if cCtx.IsSet("for") && !cCtx.Bool("watch") {
+		return true
+	}
+	for _, f := range []string{"count", "history", "op", "status", "session", "min-latency", "conn", "errors", "events", "filter"} {
+		if cCtx.IsSet(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// statsTotals prints the daemon's counters at once, or with watch what
+// changed every interval, until Ctrl-C or dur.
+func (e *env) statsTotals(cCtx *cli.Context, names []string, watch bool, interval, dur time.Duration) error {
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return e.statsTotalsFrom(cCtx, c, names, watch, interval, dur)
+}
+
+// statsTotalsFrom is statsTotals over an open connection.
+func (e *env) statsTotalsFrom(cCtx *cli.Context, c *client, names []string, watch bool, interval, dur time.Duration) error {
+	if err := e.checkProxies(cCtx, c, "stats", names); err != nil {
+		return err
+	}
+	fetch := func() ([]*snoopv1.Proxy, error) {
+		ctx, cancel := e.callContext(cCtx.Context, 0)
+		defer cancel()
+		list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+		if err != nil {
+			return nil, e.rpcError(err, "stats", "")
+		}
+		ps := list.GetProxies()
+		if len(names) > 0 {
+			ps = slices.DeleteFunc(slices.Clone(ps), func(p *snoopv1.Proxy) bool { return !slices.Contains(names, p.GetSpec().GetName()) })
+		}
+		return ps, nil
+	}
+	ps, err := fetch()
+	if err != nil {
+		return err
+	}
+	if !watch {
+		if e.opts.json {
+			b, err := format.TotalsJSON(ps, nil, e.now(), 0)
+			if err != nil {
+				return failf("%v", err)
+			}
+			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
+			return err
+		}
+		return format.WriteTotals(e.stdio.Out, stats.FromProxies(ps))
+	}
+	var stop <-chan time.Time
+	if dur > 0 {
+		t := time.NewTimer(dur)
+		defer t.Stop()
+		stop = t.C
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	prev, last := stats.FromProxies(ps), time.Now()
+	for {
+		select {
+		case <-cCtx.Context.Done():
+			return nil
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+		if ps, err = fetch(); err != nil {
+			return err
+		}
+		cur, now := stats.FromProxies(ps), time.Now()
+		rows, took := cur.Since(prev), now.Sub(last)
+		prev, last = cur, now
+		if e.opts.json {
+			b, err := format.TotalsJSON(nil, rows, e.now(), took)
+			if err != nil {
+				return failf("%v", err)
+			}
+			if _, err := fmt.Fprintf(e.stdio.Out, "%s\n", b); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := format.WriteRates(e.stdio.Out, rows, e.now().In(e.location()), took); err != nil {
+			return err
+		}
+	}
 }

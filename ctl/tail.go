@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/urfave/cli/v2"
@@ -12,17 +11,22 @@ import (
 
 func (e *env) tailCommand() *cli.Command {
 	flags := append(filterFlags(), stopFlags()...)
-	flags = append(flags, dataFlag())
+	flags = append(flags, dataFlag(),
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "show connections opening and closing too (as --events all does)"})
 	return &cli.Command{
 		Name:      "tail",
 		Usage:     "show the live stream of events, one line per transaction",
 		ArgsUsage: "[PROXY...]",
 		Description: "Each transaction is one line, like tcpdump:\n\n" +
 			"  TIME PROXY conn=ID uid=UID OP id=SESSION… req=BYTES resp=BYTES [data=BYTES] RESULT LATENCY\n\n" +
-			"SESSION is the first 8 bytes of the session id in hex. Connection events\n" +
-			"(opened, closed, connect-failed, refused) and protocol errors have lines of\n" +
-			"their own. When snoopctl falls behind, the daemon drops events for it and\n" +
-			"a plain line says how many. Ctrl-C ends tail with a summary on stderr.\n" +
+			"SESSION is a printable session id as text (elided in the middle when long),\n" +
+			"any other as the hex of its first 8 bytes; --session takes either form. TIME\n" +
+			"is when the transaction ended, so lines never go back in time. Errors\n" +
+			"(connect-failed, refused, protocol errors) have lines of their own; so do\n" +
+			"connections opening and closing, with -v or --events conn. When snoopctl falls\n" +
+			"behind, the daemon drops events for it and a plain line says how many.\n" +
+			"Ctrl-C, --count or --for end tail with a summary on stderr: events, rate,\n" +
+			"elapsed time, and the transactions by operation and result.\n" +
 			"-o json prints one snoop.v1.WatchEventsResponse per line, which\n" +
 			"'snoopctl read' reads back.\n\n" + filterHelp,
 		Flags:  flags,
@@ -46,14 +50,21 @@ func (e *env) tail(cCtx *cli.Context) error {
 		return err
 	}
 	defer c.Close()
+	if err := e.checkProxies(cCtx, c, "tail", req.GetProxies()); err != nil {
+		return err
+	}
 	out := e.eventPrinter(e.stdio.Out, false, cCtx.Bool("data"))
+	sum := newSummary()
 	res, err := e.stream(cCtx.Context, c, req, streamOptions{
 		action: "tail",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),
 		flush:  out.flush,
-	}, out.print)
-	fmt.Fprintf(e.stdio.Err, "%d events shown, %d dropped\n", res.events, res.dropped)
+	}, func(r *snoopv1.WatchEventsResponse) error {
+		sum.add(r)
+		return out.print(r)
+	})
+	sum.write(e.stdio.Err, "shown", res.elapsed)
 	return err
 }
 

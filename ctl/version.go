@@ -3,13 +3,13 @@ package ctl
 import (
 	"encoding/json"
 	"fmt"
-	"runtime"
-	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/snoopd/snoopd/ctl/format"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/version"
 )
 
 func (e *env) versionCommand() *cli.Command {
@@ -24,38 +24,13 @@ func (e *env) versionCommand() *cli.Command {
 	}
 }
 
-// clientVersion is snoopctl's module version and VCS revision, as the Go
-// toolchain recorded them in the binary.
-type clientVersion struct {
-	Version  string `json:"version"`
-	Revision string `json:"revision,omitempty"`
-	Go       string `json:"go"`
-}
-
-func buildVersion() clientVersion {
-	v := clientVersion{Version: "unknown", Go: runtime.Version()}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v.Version = bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				v.Revision = s.Value
-			}
-		}
-	}
-	return v
-}
-
 func (e *env) version(cCtx *cli.Context) error {
 	if _, err := args(cCtx, 0, 0, ""); err != nil {
 		return err
 	}
-	cv := buildVersion()
+	cv := version.Get()
 	if !e.opts.json {
-		rev := ""
-		if cv.Revision != "" {
-			rev = ", revision " + cv.Revision
-		}
-		fmt.Fprintf(e.stdio.Out, "client: snoopctl %s (%s%s)\n", cv.Version, cv.Go, rev)
+		fmt.Fprintf(e.stdio.Out, "client: %s\n", clientVersionLine(cv))
 	}
 	c, err := e.dial()
 	if err != nil {
@@ -74,7 +49,7 @@ func (e *env) version(cCtx *cli.Context) error {
 			return failf("%v", err)
 		}
 		b, err := json.Marshal(struct {
-			Client clientVersion   `json:"client"`
+			Client version.Info    `json:"client"`
 			Daemon json.RawMessage `json:"daemon"`
 		}{cv, d})
 		if err != nil {
@@ -101,7 +76,21 @@ func (e *env) version(cCtx *cli.Context) error {
 	if n := info.GetFdLimit(); n > 0 {
 		fdLimit = fmt.Sprintf(", open-file limit %d", n)
 	}
-	_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers, engine %s%s\n",
-		info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers(), engine, fdLimit)
+	_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %s, %s, engine %s%s\n",
+		info.GetVersion(), e.display(), up, count(int64(info.GetProxies()), "proxy", "proxies"),
+		count(int64(info.GetWatchers()), "watcher", "watchers"), engine, fdLimit)
 	return err
+}
+
+// clientVersionLine is snoopctl's version as --version and the version
+// command print it: "snoopctl 1.2.3 (go1.26.0, revision abc…, modified)".
+func clientVersionLine(v version.Info) string {
+	extra := v.Go
+	if v.Revision != "" && !strings.HasPrefix(v.Revision, strings.TrimSuffix(v.Version, "-dirty")) {
+		extra += ", revision " + v.Revision
+	}
+	if v.Modified {
+		extra += ", modified"
+	}
+	return fmt.Sprintf("snoopctl %s (%s)", v.Version, extra)
 }

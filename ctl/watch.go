@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -71,9 +72,9 @@ func filterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `HEX`"},
 		&cli.DurationFlag{Name: "min-latency", Usage: "keep transactions at least this slow (2ms)"},
 		&cli.Uint64Flag{Name: "conn", Usage: "keep events of connection `ID`"},
-		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (see the list of filters)"},
+		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (the list of Filters above says which)"},
 		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol)"},
-		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (variables: see the list of filters)"},
+		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (the list of Filters above names the variables)"},
 	}
 }
 
@@ -84,7 +85,33 @@ func stopFlags() []cli.Flag {
 		&cli.UintFlag{Name: "history", Usage: "start with up to `N` recent matching events the daemon still holds"},
 		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
 		&cli.DurationFlag{Name: "for", Usage: "stop after `DURATION`"},
+		&cli.BoolFlag{Name: "wait", Usage: "accept PROXY names that do not exist yet, and wait for their events"},
 	}
+}
+
+// checkProxies makes an unknown proxy name an error at once, as in every
+// other command, instead of a stream that never shows anything. With
+// --wait, names of proxies still to be created are accepted.
+func (e *env) checkProxies(cCtx *cli.Context, c *client, action string, names []string) error {
+	if len(names) == 0 || cCtx.Bool("wait") {
+		return nil
+	}
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	if err != nil {
+		return e.rpcError(err, action, "")
+	}
+	known := map[string]bool{}
+	for _, p := range list.GetProxies() {
+		known[p.GetSpec().GetName()] = true
+	}
+	for _, n := range names {
+		if !known[n] {
+			return failf("%s: no proxy named %q (see 'snoopctl list'; --wait waits for it to be created)", action, n)
+		}
+	}
+	return nil
 }
 
 // filterFromFlags is the one place where filter flags become a filter:
@@ -92,6 +119,12 @@ func stopFlags() []cli.Flag {
 // evaluating saved events. proxies come from the arguments (tail, save,
 // stats) or --proxy (read).
 func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error) {
+	events := cCtx.StringSlice("events")
+	if len(events) == 0 && hasFlag(cCtx, "verbose") && !cCtx.Bool("verbose") {
+		// tail without -v: a connection per operation would otherwise
+		// take three lines per transaction.
+		events = quietEvents
+	}
 	f, err := filter.New(filter.Options{
 		Proxies:    proxies,
 		Ops:        cCtx.StringSlice("op"),
@@ -100,13 +133,27 @@ func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error)
 		MinLatency: cCtx.Duration("min-latency"),
 		Conn:       cCtx.Uint64("conn"),
 		Errors:     cCtx.Bool("errors"),
-		Events:     cCtx.StringSlice("events"),
+		Events:     events,
 		Expr:       cCtx.String("filter"),
 	})
 	if err != nil {
 		return filter.Filter{}, usagef("%v", err)
 	}
 	return f, nil
+}
+
+// quietEvents are the events tail shows without -v or --events:
+// transactions and errors, not connections opening and closing.
+var quietEvents = []string{"tx", "connect-failed", "refused", "protocol"}
+
+// hasFlag reports whether the command defines the flag name.
+func hasFlag(cCtx *cli.Context, name string) bool {
+	for _, f := range cCtx.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // watchFromFlags builds the full watch request: the filter, the history

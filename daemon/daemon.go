@@ -16,12 +16,14 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/version"
 	"github.com/snoopd/snoopd/proxy"
 )
 
-// Version is the daemon's version, reported by GetDaemonInfo. Builds may
-// set it with -ldflags "-X github.com/snoopd/snoopd/daemon.Version=...".
-var Version = "0.1.0-dev"
+// Version is the daemon's version, reported by GetDaemonInfo: the one
+// version of both binaries (package internal/version, which says how a
+// build sets it).
+var Version = version.String()
 
 // stopTimeout bounds how long stopping one proxy may take before the
 // daemon moves on; its goroutines end when their sockets close.

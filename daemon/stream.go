@@ -139,6 +139,7 @@ type apiEvent struct {
 	ev        snoopv1.Event
 	tx        snoopv1.Transaction
 	time      timestamppb.Timestamp
+	end       timestamppb.Timestamp
 	start     timestamppb.Timestamp
 	latency   durationpb.Duration
 	closed    snoopv1.ConnectionClosed
@@ -163,8 +164,7 @@ func toAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 func (a *apiEvent) fill(e *proxy.Event, includeData bool) *snoopv1.Event {
 	ev := &a.ev
 	ev.Kind = apiKind(e.Kind)
-	setTimestamp(&a.time, e.Time)
-	ev.Time = &a.time
+	a.fillTimes(e)
 	ev.Proxy = e.Proxy
 	ev.ConnectionId = e.ConnID
 	ev.Client = e.Client
@@ -199,6 +199,22 @@ func (a *apiEvent) fill(e *proxy.Event, includeData bool) *snoopv1.Event {
 		}
 	}
 	return ev
+}
+
+// fillTimes sets an event's two times: end_time is when the event was
+// emitted (the proxy's Event.Time, kept in publication order by the hub),
+// which orders the stream; time is when it began, for a transaction the
+// request's first byte (Transaction.Start), for other events the same as
+// end_time.
+func (a *apiEvent) fillTimes(e *proxy.Event) {
+	setTimestamp(&a.end, e.Time)
+	a.ev.EndTime = &a.end
+	start := e.Time
+	if e.Kind == proxy.KindTransaction && e.Tx != nil && !e.Tx.Start.IsZero() {
+		start = e.Tx.Start
+	}
+	setTimestamp(&a.time, start)
+	a.ev.Time = &a.time
 }
 
 func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Transaction {

@@ -30,9 +30,13 @@ func freshAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 	out := &snoopv1.Event{
 		Kind:         eventKinds[e.Kind],
 		Time:         timestamppb.New(e.Time),
+		EndTime:      timestamppb.New(e.Time),
 		Proxy:        e.Proxy,
 		ConnectionId: e.ConnID,
 		Client:       e.Client,
+	}
+	if e.Kind == proxy.KindTransaction && e.Tx != nil && !e.Tx.Start.IsZero() {
+		out.Time = timestamppb.New(e.Tx.Start) // a transaction's time is its start
 	}
 	switch e.Kind {
 	case proxy.KindTransaction:

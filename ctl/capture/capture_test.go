@@ -157,9 +157,12 @@ func TestAppendRefusesGzip(t *testing.T) {
 func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.jsonl")
-	// A rotation left by an earlier capture must never be overwritten.
-	if err := os.WriteFile(path+".3", []byte("earlier\n"), 0o600); err != nil {
-		t.Fatal(err)
+	// Rotations left by an earlier capture move up, as logrotate moves
+	// them, and are never overwritten.
+	for _, n := range []int{1, 3} {
+		if err := os.WriteFile(fmt.Sprintf("%s.%d", path, n), fmt.Appendf(nil, "earlier %d\n", n), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var want []*snoopv1.WatchEventsResponse
 	for i := range 60 {
@@ -172,7 +175,7 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("rotated %d times, want several: %v", len(rot), rot)
 	}
 	for i, r := range rot {
-		if want := fmt.Sprintf("%s.%d", path, 4+i); r != want {
+		if want := fmt.Sprintf("%s.%d", path, len(rot)-i); r != want {
 			t.Errorf("rotation %d is %s, want %s", i, r, want)
 		}
 		fi, err := os.Stat(r)
@@ -183,8 +186,11 @@ func TestRotation(t *testing.T) {
 			t.Errorf("%s is %d bytes, over the limit %d", r, fi.Size(), limit)
 		}
 	}
-	if b, _ := os.ReadFile(path + ".3"); string(b) != "earlier\n" {
-		t.Errorf("an earlier rotation was changed: %q", b)
+	for _, n := range []int{1, 3} {
+		moved := fmt.Sprintf("%s.%d", path, n+len(rot))
+		if b, _ := os.ReadFile(moved); string(b) != fmt.Sprintf("earlier %d\n", n) {
+			t.Errorf("the earlier rotation .%d is not in %s: %q", n, moved, b)
+		}
 	}
 	got, err := readAll(t, append(rot, path)...)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,15 +42,15 @@ type Options struct {
 // Writer writes a capture file line by line. It is not safe for
 // concurrent use.
 type Writer struct {
-	path     string
-	opts     Options
-	f        *os.File
-	size     int64  // bytes of whole lines in f
-	buf      []byte // whole lines not yet written
-	lines    int64
-	rotated  []string
-	repaired int64
-	err      error // the first write error; the Writer is then unusable
+	path      string
+	opts      Options
+	f         *os.File
+	size      int64  // bytes of whole lines in f
+	buf       []byte // whole lines not yet written
+	lines     int64
+	rotations int
+	repaired  int64
+	err       error // the first write error; the Writer is then unusable
 }
 
 // Create opens path for a capture. Without Append or Force it refuses an
@@ -240,19 +241,20 @@ func (w *Writer) write(p []byte) error {
 	return nil
 }
 
-// rotate renames the current file to the next free FILE.N and starts an
-// empty FILE.
+// rotate rotates as logrotate does: every FILE.N becomes FILE.N+1 (the
+// highest first, so none is overwritten), the current file becomes FILE.1,
+// and an empty FILE is started. FILE.1 is always the newest rotated file.
 func (w *Writer) rotate() error {
 	if err := w.f.Close(); err != nil {
 		w.err = fmt.Errorf("close %s: %w", w.path, err)
 		return w.err
 	}
-	next, err := nextRotation(w.path)
-	if err != nil {
+	if err := shiftRotations(w.path); err != nil {
 		w.err = err
 		return err
 	}
-	if err := os.Rename(w.path, next); err != nil {
+	first := w.path + ".1"
+	if err := os.Rename(w.path, first); err != nil {
 		w.err = fmt.Errorf("rotate %s: %w", w.path, err)
 		return w.err
 	}
@@ -262,24 +264,43 @@ func (w *Writer) rotate() error {
 		return w.err
 	}
 	w.f, w.size = f, 0
-	w.rotated = append(w.rotated, next)
+	w.rotations++
 	return nil
 }
 
-// nextRotation returns path.N for the smallest N above every existing
-// rotation of path, so that no earlier capture is ever overwritten.
-func nextRotation(path string) (string, error) {
+// Rotations returns path's rotated files FILE.N, by N.
+func Rotations(path string) ([]int, error) {
 	matches, err := filepath.Glob(globEscape(path) + ".*")
 	if err != nil {
-		return "", fmt.Errorf("list rotations of %s: %w", path, err)
+		return nil, fmt.Errorf("list rotations of %s: %w", path, err)
 	}
-	top := 0
+	var ns []int
 	for _, m := range matches {
-		if n, err := strconv.Atoi(strings.TrimPrefix(m, path+".")); err == nil && n > top {
-			top = n
+		suffix := strings.TrimPrefix(m, path+".")
+		if n, err := strconv.Atoi(suffix); err == nil && n > 0 && strconv.Itoa(n) == suffix {
+			ns = append(ns, n)
 		}
 	}
-	return path + "." + strconv.Itoa(top+1), nil
+	slices.Sort(ns)
+	return ns, nil
+}
+
+// shiftRotations renames every FILE.N to FILE.N+1, the highest first.
+func shiftRotations(path string) error {
+	ns, err := Rotations(path)
+	if err != nil {
+		return err
+	}
+	for i := len(ns) - 1; i >= 0; i-- {
+		from, to := fmt.Sprintf("%s.%d", path, ns[i]), fmt.Sprintf("%s.%d", path, ns[i]+1)
+		if _, err := os.Lstat(to); err == nil {
+			return fmt.Errorf("rotate %s: %s is in the way", from, to)
+		}
+		if err := os.Rename(from, to); err != nil {
+			return fmt.Errorf("rotate %s: %w", from, err)
+		}
+	}
+	return nil
 }
 
 // globEscape quotes the pattern characters of a literal path.
@@ -317,8 +338,15 @@ func (w *Writer) Lines() int64 { return w.lines }
 // Size is the current file's size including the lines not yet written.
 func (w *Writer) Size() int64 { return w.size + int64(len(w.buf)) }
 
-// Rotated lists the files rotated away so far, oldest first.
-func (w *Writer) Rotated() []string { return w.rotated }
+// Rotated lists the files this writer rotated away, oldest first: after k
+// rotations FILE.k ... FILE.1 (earlier captures' rotations are above them).
+func (w *Writer) Rotated() []string {
+	var out []string
+	for n := w.rotations; n >= 1; n-- {
+		out = append(out, fmt.Sprintf("%s.%d", w.path, n))
+	}
+	return out
+}
 
 // Repaired is the number of bytes of a partial last line that Append cut
 // off an existing file.

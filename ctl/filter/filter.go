@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -146,11 +147,58 @@ func canBeError(k snoopv1.EventKind) bool {
 	return ok && (vk == vocab.KindTransaction || vk.IsError())
 }
 
-// ParseSessionPrefix decodes a session id prefix written in hex. An
-// optional 0x is allowed; the digits must come in pairs, since the daemon
-// matches whole bytes.
+// ParseSessionPrefix reads a session id prefix in any of the forms
+// snoopctl shows and prints:
+//
+//   - hex, as tail shows binary ids (0a1b2c, or 0x0a1b2c); the digits come
+//     in pairs, since the daemon matches whole bytes;
+//   - text, as tail shows printable ids (dcload-8a3f-);
+//   - base64:..., as protojson prints session_id (base64:ZGNsb2Fk);
+//   - hex:... and text:... say the form outright, for a text prefix that
+//     looks like hex ("text:dc").
+//
+// A value that looks like hex (an even number of hex digits) is hex;
+// TextForm keeps such ids out of the text form, so that what tail shows is
+// always read back as the same bytes.
 func ParseSessionPrefix(s string) ([]byte, error) {
-	h := strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	b, err := parseSession(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSessionPrefix {
+		return nil, fmt.Errorf("%w: --session: %d bytes; a session id has at most %d", ErrInvalid, len(b), maxSessionPrefix)
+	}
+	return b, nil
+}
+
+func parseSession(s string) ([]byte, error) {
+	switch {
+	case s == "":
+		return nil, fmt.Errorf("%w: --session \"\": empty (want hex such as 0a1b2c, or text such as dcload-)", ErrInvalid)
+	case strings.HasPrefix(s, "text:"):
+		if s == "text:" {
+			return nil, fmt.Errorf("%w: --session %q: no text after text:", ErrInvalid, s)
+		}
+		return []byte(s[len("text:"):]), nil
+	case strings.HasPrefix(s, "base64:"):
+		b, err := base64.StdEncoding.DecodeString(s[len("base64:"):])
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("%w: --session %q: not base64 (as -o json prints session_id, e.g. base64:ZGNsb2Fk)", ErrInvalid, s)
+		}
+		return b, nil
+	case strings.HasPrefix(s, "hex:"), strings.HasPrefix(s, "0x"), strings.HasPrefix(s, "0X"):
+		h := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(s, "hex:"), "0x"), "0X")
+		return parseHex(s, h)
+	case looksHex(s):
+		return parseHex(s, s)
+	}
+	if !printable([]byte(s)) {
+		return nil, fmt.Errorf("%w: --session %q: not hex (digits 0-9 and a-f, e.g. 0a1b2c) nor printable text", ErrInvalid, s)
+	}
+	return []byte(s), nil
+}
+
+func parseHex(s, h string) ([]byte, error) {
 	if h == "" {
 		return nil, fmt.Errorf("%w: --session %q: no hex digits", ErrInvalid, s)
 	}
@@ -161,10 +209,40 @@ func ParseSessionPrefix(s string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: --session %q: not hex (want digits 0-9 and a-f, for example 0a1b2c)", ErrInvalid, s)
 	}
-	if len(b) > maxSessionPrefix {
-		return nil, fmt.Errorf("%w: --session: %d bytes; a session id has at most %d", ErrInvalid, len(b), maxSessionPrefix)
-	}
 	return b, nil
+}
+
+// looksHex reports whether s is an even number of hex digits.
+func looksHex(s string) bool {
+	if len(s) == 0 || len(s)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether b is all visible ASCII: no spaces, controls or
+// bytes above 0x7e, so it reads and types as it is.
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// TextForm reports whether a session id is shown as text: printable, and
+// not mistakable for hex (ParseSessionPrefix reads text that looks like
+// hex as hex).
+func TextForm(id []byte) bool {
+	return printable(id) && !looksHex(string(id)) &&
+		!strings.HasPrefix(string(id), "0x") && !strings.HasPrefix(string(id), "0X") &&
+		!strings.HasPrefix(string(id), "hex:") && !strings.HasPrefix(string(id), "text:") && !strings.HasPrefix(string(id), "base64:")
 }
 
 // splitList flattens flag values that may each hold a comma-separated

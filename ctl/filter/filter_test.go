@@ -141,8 +141,8 @@ func TestNewErrors(t *testing.T) {
 		{"unknown op", Options{Ops: []string{"get,put"}}},
 		{"unknown status", Options{Status: []string{"fine"}}},
 		{"unknown event", Options{Events: []string{"tx,bogus"}}},
-		{"session not hex", Options{Session: "zz"}},
-		{"session odd digits", Options{Session: "0a1"}},
+		{"session not hex", Options{Session: "z z"}},
+		{"session odd digits", Options{Session: "0x0a1"}},
 		{"session only 0x", Options{Session: "0x"}},
 		{"session too long", Options{Session: string(make([]byte, 130))}},
 		{"negative latency", Options{MinLatency: -time.Second}},
@@ -171,5 +171,40 @@ func TestZeroFilterAndMinLatencyZero(t *testing.T) {
 	}
 	if f := (Filter{m: m}); !f.Match(opened) {
 		t.Error("min_latency 0 dropped a connection event")
+	}
+}
+
+// TestSessionForms reads every form of --session, and shows that what
+// TextForm lets tail show as text reads back as the same bytes.
+func TestSessionForms(t *testing.T) {
+	for in, want := range map[string]string{
+		"0a1b":              "\x0a\x1b",
+		"0x0a1b":            "\x0a\x1b",
+		"hex:0a1b":          "\x0a\x1b",
+		"dcload-8":          "dcload-8",
+		"text:dc":           "dc",
+		"abc":               "abc",
+		"base64:ZGNsb2Fk":   "dcload",
+		"e2e-":              "e2e-",
+		"text:0a1b":         "0a1b",
+		"dcload-8a3f-00042": "dcload-8a3f-00042",
+	} {
+		got, err := ParseSessionPrefix(in)
+		if err != nil || string(got) != want {
+			t.Errorf("ParseSessionPrefix(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, id := range []string{"dcload-8a3f-0042", "e2e-1", "abc", "x"} {
+		if !TextForm([]byte(id)) {
+			t.Errorf("%q is not shown as text", id)
+		}
+		if got, _ := ParseSessionPrefix(id); string(got) != id {
+			t.Errorf("%q shown as text reads back as %q", id, got)
+		}
+	}
+	for _, id := range []string{"cafe", "0x12", "a b", "\x00\x01", "text:x", ""} {
+		if TextForm([]byte(id)) {
+			t.Errorf("%q is shown as text", id)
+		}
 	}
 }

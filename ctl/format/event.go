@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/snoopd/snoopd/ctl/filter"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
@@ -89,7 +92,8 @@ func AppendDropped(b []byte, n uint64) []byte {
 //	TIME PROXY refused client=ADDR: ERROR
 //	TIME PROXY conn=ID protocol-error DIRECTION rule=R field=F frame=N offset=N policy=P: MESSAGE
 func (t Text) AppendEvent(b []byte, ev *snoopv1.Event) []byte {
-	b = t.appendTime(b, ev.GetTime().AsTime(), ev.GetTime() != nil)
+	at := EventTime(ev)
+	b = t.appendTime(b, at.AsTime(), at != nil)
 	b = append(b, ' ')
 	b = append(b, orDash(ev.GetProxy())...)
 	if id := ev.GetConnectionId(); id != 0 {
@@ -284,17 +288,42 @@ func orDash(s string) string {
 	return s
 }
 
-// ShortID renders a session id for an event line: the hex of its first 8
-// bytes, followed by "…" when the id is longer. fullLen is the id's full
-// length when the event carries only part of it (0 means len(id)).
+// ShortID renders a session id for an event line so that different ids
+// look different, in a form --session reads back (filter.ParseSessionPrefix):
+// a printable id as text, elided in the middle when long ("dcload-8a3f…0042",
+// or with only "…" at the end when the event has only its start); any
+// other id as the hex of its first 8 bytes, followed by "…" when the id is
+// longer. fullLen is the id's full length when the event carries only
+// part of it (0 means len(id)).
 func ShortID(id []byte, fullLen uint32) string {
 	return string(AppendShortID(nil, id, fullLen))
 }
+
+// A long text id shows its first textIDHead and last textIDTail
+// characters: the start for --session, the end where per-session counters
+// and sequence numbers usually are.
+const (
+	textIDHead = 14
+	textIDTail = 8
+)
 
 // AppendShortID appends ShortID(id, fullLen) to b.
 func AppendShortID(b, id []byte, fullLen uint32) []byte {
 	if len(id) == 0 {
 		return append(b, '-')
+	}
+	if filter.TextForm(id) {
+		whole := int(fullLen) <= len(id)
+		switch {
+		case len(id) <= textIDHead+textIDTail+1 && whole:
+			return append(b, id...)
+		case !whole:
+			b = append(b, id[:min(len(id), textIDHead+textIDTail)]...)
+			return append(b, "…"...)
+		}
+		b = append(b, id[:textIDHead]...)
+		b = append(b, "…"...)
+		return append(b, id[len(id)-textIDTail:]...)
 	}
 	n := min(len(id), shortIDBytes)
 	b = hex.AppendEncode(b, id[:n])
@@ -386,4 +415,14 @@ func Bytes(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10) + " B"
+}
+
+// EventTime is the time an event is shown and ordered by: when it was
+// emitted (end_time; a transaction's end), or for events from daemons
+// that predate end_time, its time.
+func EventTime(ev *snoopv1.Event) *timestamppb.Timestamp {
+	if t := ev.GetEndTime(); t != nil {
+		return t
+	}
+	return ev.GetTime()
 }

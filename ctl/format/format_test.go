@@ -234,13 +234,15 @@ func TestApplyGolden(t *testing.T) {
 		{Name: "api", Action: snoopv1.ApplyAction_APPLY_ACTION_CHANGED},
 		{Name: "new", Action: snoopv1.ApplyAction_APPLY_ACTION_CREATED},
 		{Name: "old", Action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED},
+		{Name: "moved", Action: snoopv1.ApplyAction_APPLY_ACTION_CHANGED},
 		{Name: "web", Action: snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED},
 	}}
+	moved := func(name string) bool { return name == "moved" }
 	var b bytes.Buffer
-	if err := WriteApply(&b, resp, false); err != nil {
+	if err := WriteApply(&b, resp, false, moved); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteApply(&b, resp, true); err != nil {
+	if err := WriteApply(&b, resp, true, moved); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "apply.txt", b.Bytes())
@@ -295,6 +297,11 @@ func TestDurationAndBytes(t *testing.T) {
 		{[]byte{1, 2, 3, 4, 5, 6, 7, 8}, 8, "0102030405060708"},
 		{[]byte{1, 2, 3, 4, 5, 6, 7, 8, 9}, 9, "0102030405060708…"},
 		{[]byte{1, 2, 3, 4, 5, 6, 7, 8}, 32, "0102030405060708…"},
+		{[]byte("dcload-8a3f2c1d-0042"), 20, "dcload-8a3f2c1d-0042"},
+		{[]byte("dcload-8a3f2c1d9e7b-000042"), 26, "dcload-8a3f2c1…b-000042"},
+		{[]byte("dcload-8a3f2c1d9e7b-000042"), 64, "dcload-8a3f2c1d9e7b-00…"},
+		{[]byte("cafe"), 4, "63616665"},
+		{[]byte("e2e-7"), 5, "e2e-7"},
 	}
 	for _, tc := range ids {
 		if got := ShortID(tc.id, tc.full); got != tc.want {

@@ -237,6 +237,15 @@ func (o *obj) event(ev *snoopv1.Event) error {
 	if err := e.str("error", ev.GetError()); err != nil {
 		return err
 	}
+	if err := e.str("proxy_instance", ev.GetProxyInstance()); err != nil {
+		return err
+	}
+	if err := e.str("daemon", ev.GetDaemon()); err != nil {
+		return err
+	}
+	if err := e.timestamp("end_time", ev.GetEndTime()); err != nil {
+		return err
+	}
 	o.b = append(e.b, '}')
 	return nil
 }

@@ -121,6 +121,10 @@ func randEvent(rng *rand.Rand) *snoopv1.Event {
 		Error:        randString(rng),
 	}
 	if rng.IntN(2) == 0 {
+		ev.EndTime = randTimestamp(rng)
+		ev.ProxyInstance, ev.Daemon = randString(rng), randString(rng)
+	}
+	if rng.IntN(2) == 0 {
 		ev.Transaction = &snoopv1.Transaction{
 			Op:              snoopv1.Op(randEnum(rng, snoopv1.Op_name)),
 			RequestUid:      rng.Uint32() >> rng.IntN(33),

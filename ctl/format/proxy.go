@@ -40,7 +40,12 @@ func State(s snoopv1.ProxyState) string {
 // transactions whose result is an error (vocab.Result.IsError), the same
 // definition tail --errors uses.
 func ProxyErrors(c *snoopv1.ProxyCounters) int64 {
-	n := c.GetProtocolErrors() + c.GetConnectFailures() + c.GetConnectionsRefused()
+	return c.GetProtocolErrors() + c.GetConnectFailures() + c.GetConnectionsRefused() + TxErrors(c)
+}
+
+// TxErrors counts the transactions whose result is an error.
+func TxErrors(c *snoopv1.ProxyCounters) int64 {
+	var n int64
 	for _, oc := range c.GetOps() {
 		for r, k := range oc.GetResults() {
 			if res, ok := vocab.ParseResult(r); !ok || res.IsError() {
@@ -139,7 +144,12 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		c.GetTimeouts(), c.GetLoopRefusals())
 	row("traffic", "up %s in %d frames, down %s in %d frames",
 		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
-	row("transactions", "%d, %d errors (%d protocol errors)", c.GetTransactions(), ProxyErrors(c), c.GetProtocolErrors())
+	// Errors of transactions (their results) and of connections (the
+	// protocol broken, the server not reached, a client refused) are
+	// counted apart: they have different causes and different fixes.
+	row("transactions", "%d, %d with an error result", c.GetTransactions(), TxErrors(c))
+	row("conn errors", "%s, %s, %d refused", Count(c.GetProtocolErrors(), "protocol error", "protocol errors"),
+		Count(c.GetConnectFailures(), "connect failure", "connect failures"), c.GetConnectionsRefused())
 	row("latency", "%s", latencyLine(c.GetLatency()))
 	if err := tw.Flush(); err != nil {
 		return err
@@ -270,12 +280,27 @@ func ApplyVerb(a snoopv1.ApplyAction, dryRun bool) string {
 }
 
 // WriteApply writes snoopctl apply's report: one line per proxy, then the
-// totals.
-func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool) error {
+// totals. recreated (may be nil) tells which changed proxies needed a new
+// listener, which starts their counters again: they are reported
+// "recreated", not "changed".
+func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool, recreated func(name string) bool) error {
 	counts := map[snoopv1.ApplyAction]int{}
+	renewed := 0
 	for _, res := range r.GetResults() {
 		counts[res.GetAction()]++
-		if _, err := fmt.Fprintf(w, "%s %s\n", ApplyVerb(res.GetAction(), dryRun), res.GetName()); err != nil {
+		verb := ApplyVerb(res.GetAction(), dryRun)
+		if res.GetAction() == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && recreated != nil && recreated(res.GetName()) {
+			renewed++
+			verb = "recreated"
+			if dryRun {
+				verb = "would recreate"
+			}
+			if _, err := fmt.Fprintf(w, "%s %s (a new listener: its counters start again)\n", verb, res.GetName()); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s %s\n", verb, res.GetName()); err != nil {
 			return err
 		}
 	}
@@ -283,8 +308,14 @@ func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool) error
 	if dryRun {
 		prefix = "dry run, nothing changed: "
 	}
-	_, err := fmt.Fprintf(w, "%s%d created, %d changed, %d kept, %d removed\n", prefix,
-		counts[snoopv1.ApplyAction_APPLY_ACTION_CREATED], counts[snoopv1.ApplyAction_APPLY_ACTION_CHANGED],
+	changed := fmt.Sprint(counts[snoopv1.ApplyAction_APPLY_ACTION_CHANGED] - renewed)
+	if renewed > 0 {
+		changed = fmt.Sprintf("%s changed, %d recreated", changed, renewed)
+	} else {
+		changed += " changed"
+	}
+	_, err := fmt.Fprintf(w, "%s%d created, %s, %d kept, %d removed\n", prefix,
+		counts[snoopv1.ApplyAction_APPLY_ACTION_CREATED], changed,
 		counts[snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED], counts[snoopv1.ApplyAction_APPLY_ACTION_REMOVED])
 	return err
 }
@@ -302,4 +333,12 @@ func orUTC(loc *time.Location) *time.Location {
 		return time.UTC
 	}
 	return loc
+}
+
+// Count writes n with its noun in the right number: "1 error", "2 errors".
+func Count(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.FormatInt(n, 10) + " " + many
 }

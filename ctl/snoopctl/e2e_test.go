@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,6 +77,7 @@ type syncBuffer = testutil.SyncBuffer
 type daemon struct {
 	dir  string // a short temporary directory for sockets and files
 	addr string // its control address
+	proc *os.Process
 }
 
 // startDaemon starts snoopd on a unix socket and waits until the socket
@@ -115,7 +117,7 @@ func startDaemon(t *testing.T) *daemon {
 			t.Fatalf("snoopd did not create %s; log:\n%s", sock, logs.String())
 		}
 	}
-	return &daemon{dir: dir, addr: "unix://" + sock}
+	return &daemon{dir: dir, addr: "unix://" + sock, proc: cmd.Process}
 }
 
 // result is a finished snoopctl run.
@@ -355,7 +357,8 @@ func TestAddListShow(t *testing.T) {
 	}
 	r = mustCtl(t, d, "show", "p")
 	for _, want := range []string{"name:           p", "state:          listening", "listen:         " + addr.String(),
-		fmt.Sprintf("transactions:   %d, %d errors", rep.Ops, errs), "latency:        p50 ", "live connections: 0"} {
+		fmt.Sprintf("transactions:   %d, %d with an error result", rep.Ops, errs),
+		"conn errors:    0 protocol errors, 0 connect failures, 0 refused", "latency:        p50 ", "live connections: 0"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("show lacks %q:\n%s", want, r.out)
 		}
@@ -414,7 +417,7 @@ func TestTailFilters(t *testing.T) {
 	idHex := hex.EncodeToString([]byte(idPrefix))
 	tails := map[string]*bg{}
 	filters := map[string][]string{
-		"all":     {},
+		"all":     {"-v"},
 		"get":     {"--op", "get"},
 		"hitmiss": {"--status", "hit,miss"},
 		"conn":    {"--events", "conn"},
@@ -443,7 +446,7 @@ func TestTailFilters(t *testing.T) {
 		if got[name].dropped != 0 {
 			t.Fatalf("tail %s: the daemon dropped %d events; the comparison needs them all", name, got[name].dropped)
 		}
-		if !strings.HasSuffix(r.err, " dropped\n") || strings.Count(r.err, "\n") != 1 {
+		if !strings.Contains(r.err, " shown, 0 dropped, over ") {
 			t.Errorf("tail %s: summary %q", name, r.err)
 		}
 	}
@@ -494,7 +497,8 @@ func TestTailFilters(t *testing.T) {
 	r := text.wait(t, true)
 	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
 	adds := all.ops[snoopv1.Op_OP_ADD]
-	if len(lines) != adds || r.err != fmt.Sprintf("%d events shown, 0 dropped\n", adds) {
+	if len(lines) != adds || !strings.HasPrefix(r.err, fmt.Sprintf("%d events shown, 0 dropped, over ", adds)) ||
+		!strings.Contains(r.err, fmt.Sprintf("\n  ADD %d: ", adds)) {
 		t.Errorf("tail --op add printed %d lines, summary %q; want %d", len(lines), r.err, adds)
 	}
 	for _, l := range lines {
@@ -515,7 +519,7 @@ func TestTailFilters(t *testing.T) {
 			want++
 		}
 	}
-	r = mustCtl(t, d, "tail", "-o", "json", "--history", "100000", "--conn", fmt.Sprint(conn), "--for", "1s")
+	r = mustCtl(t, d, "tail", "-v", "-o", "json", "--history", "100000", "--conn", fmt.Sprint(conn), "--for", "1s")
 	if c := count(parse(t, r.out)); c.tx+c.kinds[snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED]+c.kinds[snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED] != want {
 		t.Errorf("--conn %d --history showed %v, want %d events", conn, c, want)
 	}
@@ -527,7 +531,7 @@ func TestSaveRead(t *testing.T) {
 	d, addr := setup(t)
 	file := filepath.Join(d.dir, "cap.jsonl")
 	save := startCtl(t, d, "save", file, "p")
-	tail := startCtl(t, d, "tail", "-o", "json", "p")
+	tail := startCtl(t, d, "tail", "-v", "-o", "json", "p")
 	waitWatchers(t, d, 2)
 	rep := load(t, addr, loadgen.Config{Conns: 2, Ops: 800})
 	waitLines(t, tail, int(rep.Ops)+4)
@@ -607,18 +611,22 @@ func TestSaveInterrupted(t *testing.T) {
 		t.Fatalf("save: %v", r)
 	}
 	var written int
-	if _, err := fmt.Sscanf(r.err, "wrote %d events to", &written); err != nil || written == 0 {
+	if _, err := fmt.Sscanf(r.err, "wrote %d events (0 dropped) to", &written); err != nil || written == 0 {
 		t.Fatalf("save said %q", r.err)
 	}
 	files, _ := filepath.Glob(file + ".*")
 	if len(files) == 0 {
 		t.Fatal("no rotation at 64KiB")
 	}
+	// logrotate's order: FILE.1 is the newest rotated file.
 	var names []string
-	for i := 1; i <= len(files); i++ {
+	for i := len(files); i >= 1; i-- {
 		names = append(names, fmt.Sprintf("%s.%d", file, i))
 	}
 	names = append(names, file)
+	if want := fmt.Sprintf(" to %s and %s, oldest first\n", strings.Join(names[:len(names)-1], ", "), file); !strings.HasSuffix(r.err, want) {
+		t.Errorf("save said %q, want it to end %q", r.err, want)
+	}
 	var events int
 	for _, name := range names {
 		b, err := os.ReadFile(name)
@@ -644,9 +652,21 @@ func TestSaveInterrupted(t *testing.T) {
 	if events != written {
 		t.Errorf("the files hold %d events, save said it wrote %d", events, written)
 	}
-	rr := runCtl(t, d, append([]string{"read"}, names...)...)
-	if rr.code != 0 || rr.err != "" {
+	// The shell's order of FILE* is no order; read puts it right, with no
+	// warning about overlapping times.
+	shell := append([]string{file}, files...)
+	slices.Sort(shell)
+	rr := runCtl(t, d, append([]string{"read", "-o", "json"}, shell...)...)
+	if rr.code != 0 || strings.Contains(rr.err, "warning") || !strings.HasPrefix(rr.err, fmt.Sprintf("%d events shown, 0 dropped, over ", events)) {
 		t.Errorf("read of the interrupted capture: exit %d, stderr %q", rr.code, rr.err)
+	}
+	var ordered []byte
+	for _, name := range names {
+		b, _ := os.ReadFile(name)
+		ordered = append(ordered, b...)
+	}
+	if rr.out != string(ordered) {
+		t.Errorf("read %v did not read the files oldest first", shell)
 	}
 }
 
@@ -683,7 +703,7 @@ func TestApplyTwice(t *testing.T) {
 // goes on, shows the connections closing, and ends cleanly on Ctrl-C.
 func TestRemoveWhileTailing(t *testing.T) {
 	d, addr := setup(t)
-	tail := startCtl(t, d, "tail", "p")
+	tail := startCtl(t, d, "tail", "p", "-v")
 	waitWatchers(t, d, 1)
 	rep := load(t, addr, loadgen.Config{Conns: 1, Ops: 100})
 	waitLines(t, tail, int(rep.Ops)+2)
@@ -692,7 +712,7 @@ func TestRemoveWhileTailing(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	r := tail.wait(t, true)
-	if r.code != 0 || r.err != fmt.Sprintf("%d events shown, 0 dropped\n", rep.Ops+2) {
+	if r.code != 0 || !strings.HasPrefix(r.err, fmt.Sprintf("%d events shown, 0 dropped, over ", rep.Ops+2)) {
 		t.Errorf("tail after remove: %v", r)
 	}
 	if r := mustCtl(t, d, "list"); !strings.HasPrefix(r.out, "no proxies") {
@@ -728,7 +748,7 @@ func TestErrorPaths(t *testing.T) {
 		{"unknown connection", d, []string{"kill-conn", "p", "123456"}, 1, "snoopctl: kill-conn p 123456: "},
 		{"bad filter", d, []string{"tail", "--status", "great"}, 2, "snoopctl: invalid filter: --status \"great\": want one or more of ok, notok, hit, miss"},
 		{"bad event kind", d, []string{"tail", "--events", "everything"}, 2, "snoopctl: invalid filter: --events \"everything\""},
-		{"bad session", d, []string{"save", filepath.Join(d.dir, "x"), "--session", "zz"}, 2, "snoopctl: invalid filter: --session \"zz\": not hex"},
+		{"bad session", d, []string{"save", filepath.Join(d.dir, "x"), "--session", "0xzz"}, 2, "snoopctl: invalid filter: --session \"0xzz\": not hex"},
 		{"existing file", d, []string{"save", existing}, 1, "snoopctl: save: " + existing + " already exists (use --append to add to it or --force to replace it)\n"},
 		{"unknown command", d, []string{"tial"}, 2, "snoopctl: unknown command \"tial\": did you mean \"tail\"?"},
 		{"unknown flag", d, []string{"list", "--all"}, 2, "snoopctl: unknown flag --all (see 'snoopctl list --help')\n"},

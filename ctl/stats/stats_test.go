@@ -83,3 +83,26 @@ func TestCollector(t *testing.T) {
 		t.Error("Table shares state with the collector")
 	}
 }
+
+func TestTotalsSince(t *testing.T) {
+	mk := func(get, hit int64) []*snoopv1.Proxy {
+		return []*snoopv1.Proxy{{Spec: &snoopv1.ProxySpec{Name: "p"}, Counters: &snoopv1.ProxyCounters{
+			ConnectionsTotal: 3,
+			Ops:              []*snoopv1.OpCounters{{Op: snoopv1.Op_OP_GET, Count: get, Results: map[string]int64{"hit": hit, "miss": get - hit}}},
+		}}}
+	}
+	a, b := FromProxies(mk(10, 4)), FromProxies(mk(25, 10))
+	if len(a.Ops) != 1 || a.Ops[0].Count != 10 || a.Proxies[0].Total != 3 {
+		t.Fatalf("totals %+v", a)
+	}
+	d := b.Since(a)
+	if len(d) != 1 || d[0].Count != 15 || d[0].Results["hit"] != 6 || d[0].Results["miss"] != 9 {
+		t.Errorf("since: %+v", d)
+	}
+	if d := a.Since(a); len(d) != 0 {
+		t.Errorf("nothing new: %+v", d)
+	}
+	if d := a.Since(b); len(d) != 1 || d[0].Count != 10 {
+		t.Errorf("a recreated proxy counts from zero: %+v", d)
+	}
+}

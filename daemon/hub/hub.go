@@ -76,6 +76,7 @@ type Hub struct {
 	dispatched uint64 // events handed to watchers
 	watchers   map[*Watcher]struct{}
 	closed     bool
+	lastTime   int64 // the latest event time published, in Unix nanoseconds
 
 	kick      chan struct{}
 	done      chan struct{}
@@ -137,6 +138,7 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 	s := &h.ring[h.seq%n]
 	s.ev.Set(e)
 	s.inst = inst
+	h.inOrder(&s.ev.Event)
 	h.seq++
 	// Wake the dispatcher early only when the ring is half way to
 	// overrunning what it has not handed out yet.
@@ -148,6 +150,21 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 		default:
 		}
 	}
+}
+
+// inOrder keeps event times in publication order. An event is stamped when
+// the proxy sees it and published after the bytes are forwarded, so two
+// connections (or engines' loops) can publish in the other order than they
+// stamped, by microseconds. Streams and captures must never go back in
+// time, so such an event takes the time of the one published before it.
+// A transaction's start is its own (Tx.Start) and is not touched.
+func (h *Hub) inOrder(e *proxy.Event) {
+	t := e.Time.UnixNano()
+	if t < h.lastTime {
+		e.Time = time.Unix(0, h.lastTime)
+		return
+	}
+	h.lastTime = t
 }
 
 // Published returns the number of events published so far.

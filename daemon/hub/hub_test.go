@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -229,5 +230,41 @@ func BenchmarkPublish(b *testing.B) {
 				h.Publish(e)
 			}
 		})
+	}
+}
+
+// TestTimesNeverGoBack publishes events stamped out of order, as two
+// connections that stamp and then publish can: the watcher sees times
+// that never decrease, and a transaction keeps its own start.
+func TestTimesNeverGoBack(t *testing.T) {
+	h := newHub(t, Config{History: 64, Interval: time.Millisecond})
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	base := time.Unix(1700000000, 0)
+	offsets := []time.Duration{5, 3, 7, 7, 1, 9} // microseconds
+	for i, off := range offsets {
+		e := txEvent(uint64(i+1), distcache.OpGet)
+		e.Time = base.Add(off * time.Microsecond)
+		e.Tx.Start = base
+		h.Publish(e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got []time.Duration
+	for len(got) < len(offsets) {
+		b, err := w.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range b.Events {
+			got = append(got, e.Time.Sub(base)/time.Microsecond)
+			if !e.Tx.Start.Equal(base) {
+				t.Errorf("event %d: start %v changed", e.ConnID, e.Tx.Start)
+			}
+		}
+	}
+	want := []time.Duration{5, 5, 7, 7, 7, 9}
+	if !slices.Equal(got, want) {
+		t.Errorf("times %v, want %v", got, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,7 +178,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 				}
 			}()
 			log.Info("control API listening", "endpoint", cl.display, "tls", cl.tls, "token", token != "",
-				"try", reachHint(cl))
+				"try", reachHintToken(reachHint(cl), o.tokenFile))
 		}
 	}
 	if m := inst.metrics; m != nil {
@@ -436,4 +437,14 @@ func raiseFDLimit(log *slog.Logger) uint64 {
 	}
 	proxy.SetFDLimit(fdlimit.DataLimit(now))
 	return now
+}
+
+// reachHintToken adds --token-file to a hint when the daemon requires a
+// token, so that the command it shows works as printed.
+func reachHintToken(hint, tokenFile string) string {
+	if tokenFile == "" {
+		return hint
+	}
+	cmd, rest, _ := strings.Cut(hint, " list")
+	return cmd + " --token-file " + tokenFile + " list" + rest
 }

@@ -110,7 +110,13 @@ func opEnumReason(op snoopv1.Op) string {
 // View fills v with the matcher's picture of an API event (snoopctl read,
 // consumers of the stream), as the daemon fills it from the proxy's.
 func View(ev *snoopv1.Event, daemon string, v *match.View) {
-	*v = match.View{Daemon: daemon, Proxy: ev.GetProxy(), Conn: ev.GetConnectionId(), Time: ev.GetTime().AsTime()}
+	// The daemon's view has the time the event was emitted (end_time);
+	// events from daemons before end_time have only time.
+	at := ev.GetEndTime()
+	if at == nil {
+		at = ev.GetTime()
+	}
+	*v = match.View{Daemon: daemon, Proxy: ev.GetProxy(), Conn: ev.GetConnectionId(), Time: at.AsTime()}
 	v.Kind, _ = KindFromAPI(ev.GetKind())
 	tx := ev.GetTransaction()
 	if v.Kind != vocab.KindTransaction || tx == nil {
