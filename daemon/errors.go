@@ -79,7 +79,7 @@ func Status(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrExists), errors.Is(err, proxy.ErrAddrInUse), errors.Is(err, proxy.ErrPathExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist), errors.Is(err, proxy.ErrFaultsNeedEpoll):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fs.ErrPermission):
 		return status.Error(codes.PermissionDenied, err.Error())
