@@ -74,6 +74,7 @@ func filterFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (see the list of filters)"},
 		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol)"},
 		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (variables: see the list of filters)"},
+		&cli.StringSliceFlag{Name: "fault", Usage: "keep transactions touched by these `FAULTS` (names; * for any)"},
 	}
 }
 
@@ -102,6 +103,7 @@ func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error)
 		Errors:     cCtx.Bool("errors"),
 		Events:     cCtx.StringSlice("events"),
 		Expr:       cCtx.String("filter"),
+		Faults:     cCtx.StringSlice("fault"),
 	})
 	if err != nil {
 		return filter.Filter{}, usagef("%v", err)
