@@ -243,6 +243,7 @@ func (e *env) commands() []*cli.Command {
 		e.saveCommand(),
 		e.readCommand(),
 		e.statsCommand(),
+		e.faultCommand(),
 		e.versionCommand(),
 		e.completionCommand(),
 	}

@@ -75,6 +75,7 @@ func filterFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (the list of Filters above says which)"},
 		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol)"},
 		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (the list of Filters above names the variables)"},
+		&cli.StringSliceFlag{Name: "fault", Usage: "keep transactions touched by these `FAULTS` (names; * for any)"},
 	}
 }
 
@@ -135,6 +136,7 @@ func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error)
 		Errors:     cCtx.Bool("errors"),
 		Events:     events,
 		Expr:       cCtx.String("filter"),
+		Faults:     cCtx.StringSlice("fault"),
 	})
 	if err != nil {
 		return filter.Filter{}, usagef("%v", err)

@@ -36,6 +36,7 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		FramesDown:         s.FramesDown,
 		Transactions:       s.Transactions(),
 		Latency:            apiconv.LatencySummary(&s.Latency),
+		Faults:             faultCounters(s.Faults),
 	}
 	ops := make([]distcache.Op, 0, len(s.Results))
 	for op := range s.Results {

@@ -480,6 +480,12 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 // address). e must be reserved.
 func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) error {
 	old := e.spec
+	// Faults first: the one change that can still be refused (by the
+	// engine), so a refusal changes nothing. Unchanged faults keep their
+	// state; the new set reaches live connections at their next read.
+	if err := e.p.SetFaults(cfg.Faults); err != nil {
+		return err
+	}
 	if spec.GetEnabled() && (!old.GetEnabled() || !e.p.Listening()) {
 		if err := e.p.Enable(); err != nil {
 			d.mu.Lock()

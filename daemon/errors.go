@@ -126,7 +126,7 @@ func Status(err error) error {
 		return resourceStatus(codes.NotFound, err)
 	case errors.Is(err, ErrExists), errors.Is(err, listen.ErrAddrInUse), errors.Is(err, listen.ErrPathExists):
 		return resourceStatus(codes.AlreadyExists, err)
-	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist), errors.Is(err, proxy.ErrFaultsNeedEpoll):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fs.ErrPermission):
 		return status.Error(codes.PermissionDenied, err.Error())

@@ -122,7 +122,12 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 		}
 		*t.to = v
 	}
+	faults, apiFaults, err := faultSpecs(spec.GetFaults())
+	if err != nil {
+		return nil, proxy.Config{}, err
+	}
 	out := proto.Clone(spec).(*snoopv1.ProxySpec)
+	out.Faults = apiFaults
 	out.Listen, out.Server = listen.String(), server.String()
 	out.Enabled = proto.Bool(spec.Enabled == nil || *spec.Enabled)
 	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
@@ -131,7 +136,7 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	if out.DialTimeout != nil && out.DialTimeout.AsDuration() == 0 {
 		out.DialTimeout = nil
 	}
-	cfg := proxy.Config{Name: spec.GetName(), Listen: listen, Server: server, Enabled: out.GetEnabled(), Options: opts}
+	cfg := proxy.Config{Name: spec.GetName(), Listen: listen, Server: server, Enabled: out.GetEnabled(), Options: opts, Faults: faults}
 	if err := cfg.Validate(); err != nil {
 		return nil, proxy.Config{}, &FieldError{Field: "spec", Reason: err.Error(), Err: err}
 	}
@@ -143,6 +148,7 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 var updatableFields = []string{
 	"enabled", "server", "on_corrupt", "capture_data", "capture_limit", "max_connections",
 	"dial_timeout", "spare_connections", "idle_timeout", "message_timeout", "response_timeout",
+	"faults",
 }
 
 // cloneDuration copies an optional duration, keeping nil as nil and an
@@ -191,6 +197,11 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 			out.MessageTimeout = cloneDuration(next.GetMessageTimeout())
 		case "response_timeout":
 			out.ResponseTimeout = cloneDuration(next.GetResponseTimeout())
+		case "faults":
+			out.Faults = nil
+			for _, f := range next.GetFaults() {
+				out.Faults = append(out.Faults, proto.Clone(f).(*snoopv1.Fault))
+			}
 		}
 	}
 	return out, nil

@@ -247,6 +247,7 @@ func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Trans
 	tx.StartTime = &a.start
 	setDuration(&a.latency, t.Latency)
 	tx.Latency = &a.latency
+	tx.Fault = t.Fault
 	return tx
 }
 
@@ -256,7 +257,7 @@ func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Trans
 func (a *apiEvent) sizeHint() int {
 	n := 256 + len(a.ev.Proxy) + len(a.ev.Client) + len(a.ev.Error)
 	if a.ev.Transaction != nil {
-		n += len(a.tx.SessionId) + len(a.tx.Data) + len(a.tx.Result)
+		n += len(a.tx.SessionId) + len(a.tx.Data) + len(a.tx.Result) + len(a.tx.Fault)
 	}
 	if a.ev.Closed != nil {
 		n += len(a.closed.Reason)

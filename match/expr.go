@@ -32,6 +32,7 @@ var Variables = []Variable{
 	{"resp_bytes", "int", "payload bytes of the response"},
 	{"time", "timestamp", "when the event happened"},
 	{"error", "bool", "whether the event is an error (as --errors)"},
+	{"fault", "string", `the fault that touched the transaction ("" if none)`},
 }
 
 func kindNames() []string {
@@ -168,6 +169,8 @@ func (a activation) ResolveName(name string) (any, bool) {
 		return v.Time, true
 	case "error":
 		return v.IsError(), true
+	case "fault":
+		return v.Fault, true
 	}
 	return nil, false
 }

@@ -35,6 +35,9 @@ type Spec struct {
 	ErrorsOnly bool
 	// Expr is a CEL expression over the View's variables (see Variables).
 	Expr string
+	// Faults keeps transactions touched by these faults, by name; "*"
+	// keeps those touched by any.
+	Faults []string
 }
 
 // View is one event as the matcher sees it.
@@ -52,6 +55,8 @@ type View struct {
 	ReqBytes  int64
 	RespBytes int64
 	Time      time.Time
+	// Fault names the fault that touched the transaction ("" if none).
+	Fault string
 }
 
 // IsError reports whether the event is an error in the sense of
@@ -84,6 +89,7 @@ type Matcher struct {
 	anyRes  bool
 	txOnly  bool
 	expr    *program
+	faults  map[string]bool // nil: any or none
 
 	// evalErrors counts events an expression failed on (cost limit,
 	// overflow); they do not match.
@@ -129,7 +135,16 @@ func Compile(s Spec) (*Matcher, error) {
 	if s.MinLatency < 0 {
 		return nil, &FieldError{Field: "min_latency", Reason: "must not be negative"}
 	}
-	m.txOnly = !m.anyOp || !m.anyRes || len(s.SessionPrefix) > 0 || s.MinLatency > 0
+	for i, f := range s.Faults {
+		if f == "" {
+			return nil, &FieldError{Field: fmt.Sprintf("faults[%d]", i), Reason: `empty: name a fault, or "*" for any`}
+		}
+		if m.faults == nil {
+			m.faults = map[string]bool{}
+		}
+		m.faults[f] = true
+	}
+	m.txOnly = !m.anyOp || !m.anyRes || len(s.SessionPrefix) > 0 || s.MinLatency > 0 || m.faults != nil
 	if s.Expr != "" {
 		p, err := compileExpr(s.Expr)
 		if err != nil {
@@ -176,6 +191,9 @@ func (m *Matcher) Match(v *View) bool {
 			return false
 		}
 		if v.Latency < m.spec.MinLatency {
+			return false
+		}
+		if m.faults != nil && (v.Fault == "" || !m.faults["*"] && !m.faults[v.Fault]) {
 			return false
 		}
 	}

@@ -139,6 +139,9 @@ type Config struct {
 	// Logf, if set, receives the rare lines worth a log: accepts failing
 	// for want of file descriptors (at most one line per 10 s).
 	Logf func(format string, args ...any)
+	// Faults are injected into the proxy's traffic (fault.go); they need
+	// the epoll engine. Proxy.SetFaults changes them.
+	Faults []FaultSpec
 }
 
 // ErrInvalidConfig is wrapped by every configuration error.
@@ -157,6 +160,9 @@ func (c Config) Validate() error {
 	}
 	if c.Options.MaxConns < 0 {
 		return fmt.Errorf("%w: proxy %q: max connections %d is negative", ErrInvalidConfig, c.Name, c.Options.MaxConns)
+	}
+	if err := ValidateFaults(c.Faults); err != nil {
+		return fmt.Errorf("%w: proxy %q: %w", ErrInvalidConfig, c.Name, err)
 	}
 	if c.Options.OnCorrupt > PassThrough {
 		return fmt.Errorf("%w: proxy %q: unknown corrupt policy %d", ErrInvalidConfig, c.Name, c.Options.OnCorrupt)

@@ -59,6 +59,7 @@ type pendingRequest struct {
 	summary distcache.PayloadSummary // SessionID left nil: see request
 	id      [distcache.MaxSessionIDLen]byte
 	idLen   int
+	fault   *fault // the fault that touched the request, if any
 }
 
 // request returns the summary with its session id, aliasing r.
@@ -147,6 +148,12 @@ func (c *conn) inspect(h *half, chunk []byte, now time.Time) forwarded {
 			f.n = valid
 		}
 	}
+	c.count(h, f, now)
+	return f
+}
+
+// count adds what a chunk carried to the counters.
+func (c *conn) count(h *half, f forwarded, now time.Time) {
 	st := &c.p.stats
 	// Count before writing: once the far side has the bytes, a reader of
 	// the counters must see them.
@@ -168,7 +175,6 @@ func (c *conn) inspect(h *half, chunk []byte, now time.Time) forwarded {
 		}
 	}
 	c.lastIO.Store(now.UnixNano())
-	return f
 }
 
 // afterForward publishes what the chunk completed and handles its protocol
@@ -390,6 +396,9 @@ func (c *conn) report() {
 		t.Transaction = distcache.NewTransaction(r.op, r.uid, r.request(), distcache.PayloadSummary{}, r.frames, 0)
 		t.Start = r.start
 		t.Unanswered = true
+		if r.fault != nil {
+			t.Fault = r.fault.spec.Name
+		}
 		c.detach(t)
 		c.account(t)
 		scratch.Event.Tx = t

@@ -53,6 +53,9 @@ type Transaction struct {
 	// response; Orphan a response that matched no outstanding request.
 	Unanswered bool
 	Orphan     bool
+	// Fault names the fault that touched the transaction, "" if none;
+	// the other fields say what the client got.
+	Fault string
 
 	idBuf [distcache.MaxSessionIDLen]byte
 }
@@ -157,6 +160,7 @@ func (e *Event) MatchView(v *match.View) {
 	t := e.Tx
 	v.Op, v.Result, v.SessionID = t.Op, t.Outcome(), t.SessionID
 	v.ReqBytes, v.RespBytes = int64(t.RequestSize), int64(t.ResponseSize)
+	v.Fault = t.Fault
 	if !t.Unanswered {
 		v.Latency = t.Latency
 	}

@@ -23,6 +23,7 @@ type lconn struct {
 	cands []unix.Sockaddr
 	cand  int
 	tm    timerEntry
+	fc    *lfaults // nil until the connection reads under faults
 }
 
 const (
@@ -273,6 +274,9 @@ func (lc *lconn) close(reason string) {
 	lc.state = stClosed
 	lc.setReason(reason)
 	lc.l.timers.remove(&lc.tm)
+	if lc.fc != nil {
+		lc.l.timers.remove(&lc.fc.tm)
+	}
 	lc.releaseFDs()
 	if dialing {
 		// Stopped or killed while dialling: not the server's fault, so
@@ -325,6 +329,10 @@ func (s *lside) onEvent(ev uint32) {
 // read reads what s has, once, and forwards it to the peer.
 func (s *lside) read() {
 	lc, l := s.lc, s.lc.l
+	if fs := lc.p.faults.Load(); fs != nil || lc.fc != nil {
+		s.readFaulty(fs)
+		return
+	}
 	n, e := rawRead(s.fd, l.buf)
 	if e != 0 {
 		if e == unix.EAGAIN || e == unix.EINTR {
@@ -403,6 +411,12 @@ func (s *lside) flush() {
 	lc.l.freeBacklog(s.out)
 	s.out = nil
 	s.setEvents(s.events &^ unix.EPOLLOUT)
+	if lc.fc != nil {
+		// Held bytes may be due; the fault layer resumes reading and
+		// passes a half-close on once none are left.
+		lc.fc.pump(s.peer().idx)
+		return
+	}
 	if src := s.peer(); !src.rdClosed {
 		src.setEvents(src.events | unix.EPOLLIN)
 	}
@@ -423,7 +437,13 @@ func (s *lside) ended() {
 	}
 	s.rdClosed = true
 	dst := s.peer()
-	if dst.rdClosed || (len(dst.out) == 0 && lc.idle()) {
+	owes := lc.fc != nil && lc.fc.owes()
+	if owes && dst.rdClosed {
+		// Both ended, bytes held: closed once they are out.
+		s.setEvents(s.events &^ unix.EPOLLIN)
+		return
+	}
+	if !owes && (dst.rdClosed || (len(dst.out) == 0 && lc.idle())) {
 		// Nothing is owed either way, so nothing can follow (a distcache
 		// server never speaks unasked): close both at once. This saves
 		// the shutdown calls of a half-close on every connection of a
@@ -433,7 +453,7 @@ func (s *lside) ended() {
 	}
 	// Pass the half-close on: the far side may still answer.
 	s.setEvents(s.events &^ unix.EPOLLIN)
-	if len(dst.out) > 0 {
+	if len(dst.out) > 0 || lc.fc != nil && lc.fc.holds(s.idx) {
 		dst.shutPending = true
 		return
 	}
@@ -450,7 +470,7 @@ func (lc *lconn) closeIfDone() {
 		return
 	}
 	c, sv := &lc.side[0], &lc.side[1]
-	if !c.rdClosed && !sv.rdClosed || len(c.out) > 0 || len(sv.out) > 0 || !lc.idle() {
+	if !c.rdClosed && !sv.rdClosed || len(c.out) > 0 || len(sv.out) > 0 || !lc.idle() || lc.fc != nil && lc.fc.owes() {
 		return
 	}
 	who := "client"

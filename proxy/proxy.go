@@ -87,6 +87,10 @@ type Proxy struct {
 	engine Engine
 
 	current atomic.Pointer[settings]
+	// faults is nil while the proxy has none: connections read it once
+	// per read (see fault.go). faultMu orders SetFaults calls.
+	faults  atomic.Pointer[faultSet]
+	faultMu sync.Mutex
 
 	// ctx is cancelled by Stop, to abandon dials in progress.
 	ctx    context.Context
@@ -142,6 +146,9 @@ func New(cfg Config, sink Sink) (*Proxy, error) {
 	p.connsGone = sync.NewCond(&p.mu)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.current.Store(newSettings(newTarget(cfg.Server), cfg.Options, nil))
+	if err := p.SetFaults(cfg.Faults); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -219,7 +226,7 @@ func (p *Proxy) Config() Config {
 	s := p.current.Load()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Config{Name: p.name, Listen: p.listen, Server: s.server.addr, Enabled: p.enabled, Options: s.opts, ConnIDs: p.ids}
+	return Config{Name: p.name, Listen: p.listen, Server: s.server.addr, Enabled: p.enabled, Options: s.opts, ConnIDs: p.ids, Faults: p.Faults()}
 }
 
 // Enable starts listening again after Disable.
@@ -292,7 +299,11 @@ func (p *Proxy) SetOptions(o Options) error {
 }
 
 // Stats returns a snapshot of the proxy's counters.
-func (p *Proxy) Stats() Stats { return p.stats.snapshot() }
+func (p *Proxy) Stats() Stats {
+	s := p.stats.snapshot()
+	s.Faults = p.faults.Load().stats()
+	return s
+}
 
 // ConnInfo describes a live connection.
 type ConnInfo struct {

@@ -53,6 +53,8 @@ type Stats struct {
 	// Latency of answered transactions, and the same per operation.
 	Latency   histogram.Snapshot
 	LatencyOf [distcache.NumOps]histogram.Snapshot
+	// Faults counts the work of each of the proxy's faults, in order.
+	Faults []FaultStats
 }
 
 // Transactions is the total of Results.

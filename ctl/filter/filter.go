@@ -48,6 +48,8 @@ type Options struct {
 	Events []string
 	// Expr is a CEL expression (match.Variables lists its names).
 	Expr string
+	// Faults keeps transactions touched by these faults ("*": any).
+	Faults []string
 }
 
 // Filter selects events: Request carries every condition to the daemon,
@@ -62,7 +64,7 @@ type Filter struct {
 // New checks o and builds the Filter it describes. Every error wraps
 // ErrInvalid and names the flag and the values it takes.
 func New(o Options) (Filter, error) {
-	req := &snoopv1.WatchEventsRequest{ErrorsOnly: o.Errors, Filter: o.Expr}
+	req := &snoopv1.WatchEventsRequest{ErrorsOnly: o.Errors, Filter: o.Expr, Faults: splitList(o.Faults)}
 	for _, p := range splitList(o.Proxies) {
 		if !slices.Contains(req.Proxies, p) {
 			req.Proxies = append(req.Proxies, p)

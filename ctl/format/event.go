@@ -184,6 +184,10 @@ func (t Text) appendTx(b []byte, tx *snoopv1.Transaction) []byte {
 	} else {
 		b = AppendDuration(b, tx.GetLatency().AsDuration())
 	}
+	if f := tx.GetFault(); f != "" {
+		b = append(b, " fault="...)
+		b = append(b, f...)
+	}
 	b = append(b, '\n')
 	if t.Data && len(tx.GetData()) > 0 {
 		b = appendHexDump(b, tx.GetData(), tx.GetDataTruncated())

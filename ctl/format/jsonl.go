@@ -273,7 +273,13 @@ func (t *obj) transaction(tx *snoopv1.Transaction) error {
 	if err := t.timestamp("start_time", tx.GetStartTime()); err != nil {
 		return err
 	}
-	return t.duration("latency", tx.GetLatency())
+	if err := t.duration("latency", tx.GetLatency()); err != nil {
+		return err
+	}
+	if f := tx.GetFault(); f != "" {
+		return t.str("fault", f)
+	}
+	return nil
 }
 
 // The ranges protojson accepts (google.protobuf.Timestamp: years 1 to

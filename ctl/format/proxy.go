@@ -165,6 +165,12 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 			return err
 		}
 	}
+	if len(s.GetFaults()) > 0 {
+		fmt.Fprintln(w, "\nfaults:")
+		if err := WriteFaults(w, s.GetFaults(), c.GetFaults(), "  "); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(w, "\nlive connections: %d\n", len(conns))
 	if len(conns) > 0 {
 		return writeConnTable(w, conns, now, loc, "  ")

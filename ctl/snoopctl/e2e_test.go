@@ -35,7 +35,7 @@ import (
 )
 
 // bins holds the paths of the binaries TestMain builds.
-var bins struct{ snoopctl, snoopd string }
+var bins struct{ snoopctl, snoopd, dcload string }
 
 // idPrefix starts every session id of the load, so --session can select
 // them all.
@@ -49,8 +49,9 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		bins.snoopctl, bins.snoopd = filepath.Join(dir, "snoopctl"), filepath.Join(dir, "snoopd")
-		for pkg, out := range map[string]string{"github.com/snoopd/snoopd/ctl/snoopctl": bins.snoopctl, "github.com/snoopd/snoopd/daemon/snoopd": bins.snoopd} {
+		bins.snoopctl, bins.snoopd, bins.dcload = filepath.Join(dir, "snoopctl"), filepath.Join(dir, "snoopd"), filepath.Join(dir, "dcload")
+		for pkg, out := range map[string]string{"github.com/snoopd/snoopd/ctl/snoopctl": bins.snoopctl, "github.com/snoopd/snoopd/daemon/snoopd": bins.snoopd,
+			"github.com/snoopd/snoopd/cmd/dcload": bins.dcload} {
 			cmd := exec.Command("go", "build", "-o", out, pkg)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)

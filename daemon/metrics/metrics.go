@@ -41,6 +41,7 @@ type Collector struct {
 	bytes, frames, transactions                  *prometheus.Desc
 	latency, latencyMax, duration                *prometheus.Desc
 	buildInfo, startTime, proxies, watchers, pub *prometheus.Desc
+	faultMatched, faultApplied                   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -75,6 +76,8 @@ func NewCollector(src Source) *Collector {
 		proxies:         g("proxies", "Proxies configured."),
 		watchers:        g("watchers", "Open event streams."),
 		pub:             g("events_published_total", "Events the proxies published."),
+		faultMatched:    p("fault_matched_total", "Messages a fault's ops, direction and filter selected.", "fault"),
+		faultApplied:    p("fault_applied_total", "Messages a fault was applied to.", "fault"),
 	}
 }
 
@@ -83,7 +86,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.state, c.connsActive, c.connsTotal, c.connsRefused, c.connectFailures,
 		c.protocolErrors, c.timeouts, c.loopRefusals, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
-		c.buildInfo, c.startTime, c.proxies, c.watchers, c.pub,
+		c.buildInfo, c.startTime, c.proxies, c.watchers, c.pub, c.faultMatched, c.faultApplied,
 	} {
 		ch <- d
 	}
@@ -158,6 +161,10 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *daemon.ProxySta
 		for result, n := range results {
 			counter(c.transactions, n, opLabel(op), result)
 		}
+	}
+	for _, f := range k.Faults {
+		counter(c.faultMatched, f.Matched, f.Name)
+		counter(c.faultApplied, f.Applied, f.Name)
 	}
 	lat := &k.Latency
 	var quantiles map[float64]float64

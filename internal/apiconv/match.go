@@ -53,6 +53,7 @@ func SpecFromRequest(req *snoopv1.WatchEventsRequest) (match.Spec, error) {
 		Conn:          req.GetConnectionId(),
 		ErrorsOnly:    req.GetErrorsOnly(),
 		Expr:          req.GetFilter(),
+		Faults:        req.GetFaults(),
 	}
 	for i, k := range req.GetKinds() {
 		vk, ok := KindFromAPI(k)
@@ -132,4 +133,5 @@ func View(ev *snoopv1.Event, daemon string, v *match.View) {
 	v.Latency = tx.GetLatency().AsDuration()
 	v.ReqBytes = int64(tx.GetRequestSize())
 	v.RespBytes = int64(tx.GetResponseSize())
+	v.Fault = tx.GetFault()
 }

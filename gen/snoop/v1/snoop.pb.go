@@ -85,6 +85,159 @@ func (CorruptPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{0}
 }
 
+// FaultType is what a fault does to the traffic it matches. Added in wave
+// 2.
+type FaultType int32
+
+const (
+	// FAULT_TYPE_UNSPECIFIED is not a type.
+	FaultType_FAULT_TYPE_UNSPECIFIED FaultType = 0
+	// FAULT_TYPE_LATENCY holds a matching message for delay (plus or minus
+	// jitter) before forwarding it; later bytes in its direction queue
+	// behind it, in order. Added in wave 2.
+	FaultType_FAULT_TYPE_LATENCY FaultType = 1
+	// FAULT_TYPE_MISS replaces the server's answer to a matching GET with
+	// a well-formed miss (one frame, payload the byte 1). Added in wave 2.
+	FaultType_FAULT_TYPE_MISS FaultType = 2
+	// FAULT_TYPE_ERROR replaces the server's answer to a matching request
+	// with a one-byte status (Fault.status). Added in wave 2.
+	FaultType_FAULT_TYPE_ERROR FaultType = 3
+	// FAULT_TYPE_DROP closes the client connection (FIN) instead of
+	// forwarding a matching request (direction request), or instead of
+	// delivering a matching answer (direction response). Added in wave 2.
+	FaultType_FAULT_TYPE_DROP FaultType = 4
+	// FAULT_TYPE_STALL stops forwarding both ways on the connection for
+	// delay, starting with the matching message. Added in wave 2.
+	FaultType_FAULT_TYPE_STALL FaultType = 5
+	// FAULT_TYPE_RESET is FAULT_TYPE_DROP with a TCP reset (SO_LINGER 0)
+	// instead of an orderly close. Added in wave 2.
+	FaultType_FAULT_TYPE_RESET FaultType = 6
+	// FAULT_TYPE_BANDWIDTH paces matching messages (and what queues behind
+	// them) to rate bytes per second per connection and direction. Added
+	// in wave 2.
+	FaultType_FAULT_TYPE_BANDWIDTH FaultType = 7
+	// FAULT_TYPE_CORRUPT damages one header field (Fault.field) of the
+	// first frame of a matching answer. Needs
+	// Fault.acknowledge_corruption. Added in wave 2.
+	FaultType_FAULT_TYPE_CORRUPT FaultType = 8
+)
+
+// Enum value maps for FaultType.
+var (
+	FaultType_name = map[int32]string{
+		0: "FAULT_TYPE_UNSPECIFIED",
+		1: "FAULT_TYPE_LATENCY",
+		2: "FAULT_TYPE_MISS",
+		3: "FAULT_TYPE_ERROR",
+		4: "FAULT_TYPE_DROP",
+		5: "FAULT_TYPE_STALL",
+		6: "FAULT_TYPE_RESET",
+		7: "FAULT_TYPE_BANDWIDTH",
+		8: "FAULT_TYPE_CORRUPT",
+	}
+	FaultType_value = map[string]int32{
+		"FAULT_TYPE_UNSPECIFIED": 0,
+		"FAULT_TYPE_LATENCY":     1,
+		"FAULT_TYPE_MISS":        2,
+		"FAULT_TYPE_ERROR":       3,
+		"FAULT_TYPE_DROP":        4,
+		"FAULT_TYPE_STALL":       5,
+		"FAULT_TYPE_RESET":       6,
+		"FAULT_TYPE_BANDWIDTH":   7,
+		"FAULT_TYPE_CORRUPT":     8,
+	}
+)
+
+func (x FaultType) Enum() *FaultType {
+	p := new(FaultType)
+	*p = x
+	return p
+}
+
+func (x FaultType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FaultType) Descriptor() protoreflect.EnumDescriptor {
+	return file_snoop_v1_snoop_proto_enumTypes[1].Descriptor()
+}
+
+func (FaultType) Type() protoreflect.EnumType {
+	return &file_snoop_v1_snoop_proto_enumTypes[1]
+}
+
+func (x FaultType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FaultType.Descriptor instead.
+func (FaultType) EnumDescriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{1}
+}
+
+// FaultDirection is which messages a fault is decided on. Added in wave
+// 2.
+type FaultDirection int32
+
+const (
+	// FAULT_DIRECTION_UNSPECIFIED means the type's default: requests for
+	// drop, reset and stall, responses for the others. Added in wave 2.
+	FaultDirection_FAULT_DIRECTION_UNSPECIFIED FaultDirection = 0
+	// FAULT_DIRECTION_REQUEST: requests, decided when the request is
+	// whole (result, response size and latency are not known yet). Added
+	// in wave 2.
+	FaultDirection_FAULT_DIRECTION_REQUEST FaultDirection = 1
+	// FAULT_DIRECTION_RESPONSE: responses, decided when the answer is
+	// whole. Added in wave 2.
+	FaultDirection_FAULT_DIRECTION_RESPONSE FaultDirection = 2
+	// FAULT_DIRECTION_BOTH: both (latency, stall and bandwidth only).
+	// Added in wave 2.
+	FaultDirection_FAULT_DIRECTION_BOTH FaultDirection = 3
+)
+
+// Enum value maps for FaultDirection.
+var (
+	FaultDirection_name = map[int32]string{
+		0: "FAULT_DIRECTION_UNSPECIFIED",
+		1: "FAULT_DIRECTION_REQUEST",
+		2: "FAULT_DIRECTION_RESPONSE",
+		3: "FAULT_DIRECTION_BOTH",
+	}
+	FaultDirection_value = map[string]int32{
+		"FAULT_DIRECTION_UNSPECIFIED": 0,
+		"FAULT_DIRECTION_REQUEST":     1,
+		"FAULT_DIRECTION_RESPONSE":    2,
+		"FAULT_DIRECTION_BOTH":        3,
+	}
+)
+
+func (x FaultDirection) Enum() *FaultDirection {
+	p := new(FaultDirection)
+	*p = x
+	return p
+}
+
+func (x FaultDirection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FaultDirection) Descriptor() protoreflect.EnumDescriptor {
+	return file_snoop_v1_snoop_proto_enumTypes[2].Descriptor()
+}
+
+func (FaultDirection) Type() protoreflect.EnumType {
+	return &file_snoop_v1_snoop_proto_enumTypes[2]
+}
+
+func (x FaultDirection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FaultDirection.Descriptor instead.
+func (FaultDirection) EnumDescriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{2}
+}
+
 // ProxyState is whether a proxy accepts clients.
 type ProxyState int32
 
@@ -128,11 +281,11 @@ func (x ProxyState) String() string {
 }
 
 func (ProxyState) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[1].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[3].Descriptor()
 }
 
 func (ProxyState) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[1]
+	return &file_snoop_v1_snoop_proto_enumTypes[3]
 }
 
 func (x ProxyState) Number() protoreflect.EnumNumber {
@@ -141,7 +294,7 @@ func (x ProxyState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProxyState.Descriptor instead.
 func (ProxyState) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{1}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{3}
 }
 
 // Op is a distcache operation.
@@ -189,11 +342,11 @@ func (x Op) String() string {
 }
 
 func (Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[2].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[4].Descriptor()
 }
 
 func (Op) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[2]
+	return &file_snoop_v1_snoop_proto_enumTypes[4]
 }
 
 func (x Op) Number() protoreflect.EnumNumber {
@@ -202,7 +355,7 @@ func (x Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op.Descriptor instead.
 func (Op) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{2}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
 }
 
 // ApplyAction is what applying did to one proxy.
@@ -251,11 +404,11 @@ func (x ApplyAction) String() string {
 }
 
 func (ApplyAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[3].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[5].Descriptor()
 }
 
 func (ApplyAction) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[3]
+	return &file_snoop_v1_snoop_proto_enumTypes[5]
 }
 
 func (x ApplyAction) Number() protoreflect.EnumNumber {
@@ -264,7 +417,7 @@ func (x ApplyAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApplyAction.Descriptor instead.
 func (ApplyAction) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{3}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
 }
 
 // EventKind tells what an Event reports.
@@ -324,11 +477,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[4].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[6].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[4]
+	return &file_snoop_v1_snoop_proto_enumTypes[6]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -337,7 +490,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
 }
 
 // ProxySpec is what an operator declares about a proxy.
@@ -389,8 +542,14 @@ type ProxySpec struct {
 	// it the transaction is reported unanswered and the connection closed.
 	// Unset means 30 seconds; 0 turns it off. Added in wave 2.
 	ResponseTimeout *durationpb.Duration `protobuf:"bytes,14,opt,name=response_timeout,json=responseTimeout,proto3" json:"response_timeout,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// faults are injected into the proxy's traffic, in this order: a
+	// message gets at most the first fault that matches it and wins its
+	// draw. Names are unique within the proxy. They need the epoll engine;
+	// UpdateProxy's mask path "faults" replaces the whole list and reaches
+	// live connections at once. Added in wave 2.
+	Faults        []*Fault `protobuf:"bytes,15,rep,name=faults,proto3" json:"faults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxySpec) Reset() {
@@ -521,6 +680,265 @@ func (x *ProxySpec) GetResponseTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *ProxySpec) GetFaults() []*Fault {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+// Fault is one fault injected into a proxy's traffic. Added in wave 2.
+type Fault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name identifies the fault within its proxy (the same characters as a
+	// proxy name); transactions it touched carry it (Transaction.fault).
+	// Added in wave 2.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type is what it does. Added in wave 2.
+	Type FaultType `protobuf:"varint,2,opt,name=type,proto3,enum=snoop.v1.FaultType" json:"type,omitempty"`
+	// ops limits it to these operations; empty means all. Added in wave 2.
+	Ops []Op `protobuf:"varint,3,rep,packed,name=ops,proto3,enum=snoop.v1.Op" json:"ops,omitempty"`
+	// direction is which messages it is decided on. Added in wave 2.
+	Direction FaultDirection `protobuf:"varint,4,opt,name=direction,proto3,enum=snoop.v1.FaultDirection" json:"direction,omitempty"`
+	// filter is a CEL expression over the event filter's variables
+	// (WatchEventsRequest.filter), evaluated on the message's transaction
+	// as far as it is known. Added in wave 2.
+	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	// probability is the chance, 0 to 1, that a matching message gets the
+	// fault; unset means 1. Added in wave 2.
+	Probability *float64 `protobuf:"fixed64,6,opt,name=probability,proto3,oneof" json:"probability,omitempty"`
+	// seed seeds the fault's own random sequence: the same traffic gets the
+	// same choices. Added in wave 2.
+	Seed uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	// budget, if not 0, limits the fault to the first budget matching
+	// messages. Added in wave 2.
+	Budget uint64 `protobuf:"varint,8,opt,name=budget,proto3" json:"budget,omitempty"`
+	// duration, if set, ends the fault this long after it was installed on
+	// the running proxy (a restart starts it again). Added in wave 2.
+	Duration *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
+	// delay is how long latency holds a message and stall stops the
+	// connection. Added in wave 2.
+	Delay *durationpb.Duration `protobuf:"bytes,10,opt,name=delay,proto3" json:"delay,omitempty"`
+	// jitter spreads latency's delay uniformly over delay +- jitter. Added
+	// in wave 2.
+	Jitter *durationpb.Duration `protobuf:"bytes,11,opt,name=jitter,proto3" json:"jitter,omitempty"`
+	// status is the answer of an error fault, by name: "notok" (the
+	// default), "disconnected", or for ADD only "corrupt", "exists",
+	// "timeout-range", "id-range", "data-range". Added in wave 2.
+	Status string `protobuf:"bytes,12,opt,name=status,proto3" json:"status,omitempty"`
+	// rate is bandwidth's limit in bytes per second. Added in wave 2.
+	Rate uint64 `protobuf:"varint,13,opt,name=rate,proto3" json:"rate,omitempty"`
+	// field is the header field corrupt damages: "version", "is_response",
+	// "request_uid", "op", "complete" or "data_len". Added in wave 2.
+	Field string `protobuf:"bytes,14,opt,name=field,proto3" json:"field,omitempty"`
+	// acknowledge_corruption must be set for a corrupt fault: it sends
+	// clients frames the protocol forbids. Added in wave 2.
+	AcknowledgeCorruption bool `protobuf:"varint,15,opt,name=acknowledge_corruption,json=acknowledgeCorruption,proto3" json:"acknowledge_corruption,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *Fault) Reset() {
+	*x = Fault{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault) ProtoMessage() {}
+
+func (x *Fault) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault.ProtoReflect.Descriptor instead.
+func (*Fault) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Fault) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Fault) GetType() FaultType {
+	if x != nil {
+		return x.Type
+	}
+	return FaultType_FAULT_TYPE_UNSPECIFIED
+}
+
+func (x *Fault) GetOps() []Op {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+func (x *Fault) GetDirection() FaultDirection {
+	if x != nil {
+		return x.Direction
+	}
+	return FaultDirection_FAULT_DIRECTION_UNSPECIFIED
+}
+
+func (x *Fault) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *Fault) GetProbability() float64 {
+	if x != nil && x.Probability != nil {
+		return *x.Probability
+	}
+	return 0
+}
+
+func (x *Fault) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *Fault) GetBudget() uint64 {
+	if x != nil {
+		return x.Budget
+	}
+	return 0
+}
+
+func (x *Fault) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *Fault) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *Fault) GetJitter() *durationpb.Duration {
+	if x != nil {
+		return x.Jitter
+	}
+	return nil
+}
+
+func (x *Fault) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Fault) GetRate() uint64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *Fault) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Fault) GetAcknowledgeCorruption() bool {
+	if x != nil {
+		return x.AcknowledgeCorruption
+	}
+	return false
+}
+
+// FaultCounters count one fault's work. Added in wave 2.
+type FaultCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the fault's name. Added in wave 2.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// matched counts messages its ops, direction and filter selected.
+	// Added in wave 2.
+	Matched int64 `protobuf:"varint,2,opt,name=matched,proto3" json:"matched,omitempty"`
+	// applied counts messages it was applied to (matched and drawn). Added
+	// in wave 2.
+	Applied       int64 `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaultCounters) Reset() {
+	*x = FaultCounters{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaultCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaultCounters) ProtoMessage() {}
+
+func (x *FaultCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaultCounters.ProtoReflect.Descriptor instead.
+func (*FaultCounters) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FaultCounters) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FaultCounters) GetMatched() int64 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *FaultCounters) GetApplied() int64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
 // Proxy is a proxy as the daemon runs it.
 type Proxy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -559,7 +977,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[1]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +989,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[1]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +1002,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{1}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Proxy) GetSpec() *ProxySpec {
@@ -703,14 +1121,17 @@ type ProxyCounters struct {
 	LoopRefusals int64 `protobuf:"varint,14,opt,name=loop_refusals,json=loopRefusals,proto3" json:"loop_refusals,omitempty"`
 	// histogram is the latency of all answered transactions as buckets;
 	// set only when the request asked for histograms. Added in wave 2.
-	Histogram     *Histogram `protobuf:"bytes,15,opt,name=histogram,proto3" json:"histogram,omitempty"`
+	Histogram *Histogram `protobuf:"bytes,15,opt,name=histogram,proto3" json:"histogram,omitempty"`
+	// faults counts the work of each of the proxy's faults, in the spec's
+	// order. Added in wave 2.
+	Faults        []*FaultCounters `protobuf:"bytes,16,rep,name=faults,proto3" json:"faults,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxyCounters) Reset() {
 	*x = ProxyCounters{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[2]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +1143,7 @@ func (x *ProxyCounters) String() string {
 func (*ProxyCounters) ProtoMessage() {}
 
 func (x *ProxyCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[2]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +1156,7 @@ func (x *ProxyCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyCounters.ProtoReflect.Descriptor instead.
 func (*ProxyCounters) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{2}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProxyCounters) GetConnectionsActive() int64 {
@@ -843,6 +1264,13 @@ func (x *ProxyCounters) GetHistogram() *Histogram {
 	return nil
 }
 
+func (x *ProxyCounters) GetFaults() []*FaultCounters {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
 // OpCounters counts one operation's transactions by result.
 type OpCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -868,7 +1296,7 @@ type OpCounters struct {
 
 func (x *OpCounters) Reset() {
 	*x = OpCounters{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[3]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1308,7 @@ func (x *OpCounters) String() string {
 func (*OpCounters) ProtoMessage() {}
 
 func (x *OpCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[3]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1321,7 @@ func (x *OpCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpCounters.ProtoReflect.Descriptor instead.
 func (*OpCounters) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{3}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OpCounters) GetOp() Op {
@@ -947,7 +1375,7 @@ type Histogram struct {
 
 func (x *Histogram) Reset() {
 	*x = Histogram{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1387,7 @@ func (x *Histogram) String() string {
 func (*Histogram) ProtoMessage() {}
 
 func (x *Histogram) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1400,7 @@ func (x *Histogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Histogram.ProtoReflect.Descriptor instead.
 func (*Histogram) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Histogram) GetCount() uint64 {
@@ -1010,7 +1438,7 @@ type HistogramBucket struct {
 
 func (x *HistogramBucket) Reset() {
 	*x = HistogramBucket{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1450,7 @@ func (x *HistogramBucket) String() string {
 func (*HistogramBucket) ProtoMessage() {}
 
 func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1463,7 @@ func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramBucket.ProtoReflect.Descriptor instead.
 func (*HistogramBucket) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HistogramBucket) GetUpperNs() int64 {
@@ -1074,7 +1502,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1514,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1527,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1155,7 +1583,7 @@ type CreateProxyRequest struct {
 
 func (x *CreateProxyRequest) Reset() {
 	*x = CreateProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1595,7 @@ func (x *CreateProxyRequest) String() string {
 func (*CreateProxyRequest) ProtoMessage() {}
 
 func (x *CreateProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1608,7 @@ func (x *CreateProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProxyRequest.ProtoReflect.Descriptor instead.
 func (*CreateProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateProxyRequest) GetSpec() *ProxySpec {
@@ -1201,7 +1629,7 @@ type CreateProxyResponse struct {
 
 func (x *CreateProxyResponse) Reset() {
 	*x = CreateProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1641,7 @@ func (x *CreateProxyResponse) String() string {
 func (*CreateProxyResponse) ProtoMessage() {}
 
 func (x *CreateProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1654,7 @@ func (x *CreateProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProxyResponse.ProtoReflect.Descriptor instead.
 func (*CreateProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{8}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateProxyResponse) GetProxy() *Proxy {
@@ -1250,7 +1678,7 @@ type GetProxyRequest struct {
 
 func (x *GetProxyRequest) Reset() {
 	*x = GetProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1690,7 @@ func (x *GetProxyRequest) String() string {
 func (*GetProxyRequest) ProtoMessage() {}
 
 func (x *GetProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1703,7 @@ func (x *GetProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProxyRequest.ProtoReflect.Descriptor instead.
 func (*GetProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{9}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetProxyRequest) GetName() string {
@@ -1303,7 +1731,7 @@ type GetProxyResponse struct {
 
 func (x *GetProxyResponse) Reset() {
 	*x = GetProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1743,7 @@ func (x *GetProxyResponse) String() string {
 func (*GetProxyResponse) ProtoMessage() {}
 
 func (x *GetProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1756,7 @@ func (x *GetProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProxyResponse.ProtoReflect.Descriptor instead.
 func (*GetProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{10}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetProxyResponse) GetProxy() *Proxy {
@@ -1351,7 +1779,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1791,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1804,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{11}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListProxiesRequest) GetIncludeHistograms() bool {
@@ -1397,7 +1825,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1837,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1850,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{12}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1439,7 +1867,9 @@ type UpdateProxyRequest struct {
 	Spec *ProxySpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// update_mask lists the fields of spec to change: enabled, server,
 	// on_corrupt, capture_data, capture_limit, max_connections,
-	// dial_timeout, spare_connections. An empty mask is INVALID_ARGUMENT.
+	// dial_timeout, spare_connections, idle_timeout, message_timeout,
+	// response_timeout, faults (the whole list; added in wave 2). An empty
+	// mask is INVALID_ARGUMENT.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// close_connections, when the update disables the proxy, also closes
 	// its live connections.
@@ -1450,7 +1880,7 @@ type UpdateProxyRequest struct {
 
 func (x *UpdateProxyRequest) Reset() {
 	*x = UpdateProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1892,7 @@ func (x *UpdateProxyRequest) String() string {
 func (*UpdateProxyRequest) ProtoMessage() {}
 
 func (x *UpdateProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1905,7 @@ func (x *UpdateProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProxyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{13}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateProxyRequest) GetSpec() *ProxySpec {
@@ -1510,7 +1940,7 @@ type UpdateProxyResponse struct {
 
 func (x *UpdateProxyResponse) Reset() {
 	*x = UpdateProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1952,7 @@ func (x *UpdateProxyResponse) String() string {
 func (*UpdateProxyResponse) ProtoMessage() {}
 
 func (x *UpdateProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1965,7 @@ func (x *UpdateProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProxyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateProxyResponse) GetProxy() *Proxy {
@@ -1564,7 +1994,7 @@ type DeleteProxyRequest struct {
 
 func (x *DeleteProxyRequest) Reset() {
 	*x = DeleteProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +2006,7 @@ func (x *DeleteProxyRequest) String() string {
 func (*DeleteProxyRequest) ProtoMessage() {}
 
 func (x *DeleteProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +2019,7 @@ func (x *DeleteProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProxyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{15}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteProxyRequest) GetName() string {
@@ -1628,7 +2058,7 @@ type DeleteProxyResponse struct {
 
 func (x *DeleteProxyResponse) Reset() {
 	*x = DeleteProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2070,7 @@ func (x *DeleteProxyResponse) String() string {
 func (*DeleteProxyResponse) ProtoMessage() {}
 
 func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2083,7 @@ func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProxyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{16}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteProxyResponse) GetConnectionsDrained() int64 {
@@ -1685,7 +2115,7 @@ type ApplyProxiesRequest struct {
 
 func (x *ApplyProxiesRequest) Reset() {
 	*x = ApplyProxiesRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +2127,7 @@ func (x *ApplyProxiesRequest) String() string {
 func (*ApplyProxiesRequest) ProtoMessage() {}
 
 func (x *ApplyProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +2140,7 @@ func (x *ApplyProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ApplyProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{17}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyProxiesRequest) GetProxies() []*ProxySpec {
@@ -1750,7 +2180,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2192,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2205,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{18}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyResult) GetName() string {
@@ -1810,7 +2240,7 @@ type ApplyProxiesResponse struct {
 
 func (x *ApplyProxiesResponse) Reset() {
 	*x = ApplyProxiesResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2252,7 @@ func (x *ApplyProxiesResponse) String() string {
 func (*ApplyProxiesResponse) ProtoMessage() {}
 
 func (x *ApplyProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2265,7 @@ func (x *ApplyProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ApplyProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{19}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyProxiesResponse) GetResults() []*ApplyResult {
@@ -1856,7 +2286,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2298,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2311,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{20}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListConnectionsRequest) GetProxy() string {
@@ -1914,7 +2344,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2356,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2369,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{21}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Connection) GetId() uint64 {
@@ -2002,7 +2432,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2444,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2457,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{22}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -2050,7 +2480,7 @@ type CloseConnectionRequest struct {
 
 func (x *CloseConnectionRequest) Reset() {
 	*x = CloseConnectionRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2492,7 @@ func (x *CloseConnectionRequest) String() string {
 func (*CloseConnectionRequest) ProtoMessage() {}
 
 func (x *CloseConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2505,7 @@ func (x *CloseConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseConnectionRequest.ProtoReflect.Descriptor instead.
 func (*CloseConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{23}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CloseConnectionRequest) GetProxy() string {
@@ -2101,7 +2531,7 @@ type CloseConnectionResponse struct {
 
 func (x *CloseConnectionResponse) Reset() {
 	*x = CloseConnectionResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2543,7 @@ func (x *CloseConnectionResponse) String() string {
 func (*CloseConnectionResponse) ProtoMessage() {}
 
 func (x *CloseConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2556,7 @@ func (x *CloseConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseConnectionResponse.ProtoReflect.Descriptor instead.
 func (*CloseConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{24}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{26}
 }
 
 // WatchEventsRequest selects events. Filters of different fields combine
@@ -2178,14 +2608,17 @@ type WatchEventsRequest struct {
 	// are named: "add", "get", "remove", "have" (any case; "OP_GET" is
 	// accepted too). It adds to ops, for callers that name rather than
 	// number. Added in wave 2.
-	Operations    []string `protobuf:"bytes,13,rep,name=operations,proto3" json:"operations,omitempty"`
+	Operations []string `protobuf:"bytes,13,rep,name=operations,proto3" json:"operations,omitempty"`
+	// faults keeps transactions touched by these faults (by name); "*"
+	// keeps those touched by any. Added in wave 2.
+	Faults        []string `protobuf:"bytes,14,rep,name=faults,proto3" json:"faults,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2630,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2643,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{25}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchEventsRequest) GetProxies() []string {
@@ -2304,6 +2737,13 @@ func (x *WatchEventsRequest) GetOperations() []string {
 	return nil
 }
 
+func (x *WatchEventsRequest) GetFaults() []string {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
 // WatchEventsResponse carries one event, or a notice: of events dropped,
 // or of the end of the history.
 type WatchEventsResponse struct {
@@ -2334,7 +2774,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2786,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2799,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{26}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -2436,7 +2876,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2888,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2901,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{27}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Event) GetKind() EventKind {
@@ -2589,14 +3029,18 @@ type Transaction struct {
 	// start_time is when the request's first byte arrived.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// latency runs from the request's first byte to the response's last.
-	Latency       *durationpb.Duration `protobuf:"bytes,17,opt,name=latency,proto3" json:"latency,omitempty"`
+	Latency *durationpb.Duration `protobuf:"bytes,17,opt,name=latency,proto3" json:"latency,omitempty"`
+	// fault names the fault that touched this transaction (held, replaced,
+	// dropped, paced, damaged); empty when none did. Result, status and
+	// sizes are what the client got. Added in wave 2.
+	Fault         string `protobuf:"bytes,18,opt,name=fault,proto3" json:"fault,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +3052,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +3065,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{28}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Transaction) GetOp() Op {
@@ -2743,6 +3187,13 @@ func (x *Transaction) GetLatency() *durationpb.Duration {
 	return nil
 }
 
+func (x *Transaction) GetFault() string {
+	if x != nil {
+		return x.Fault
+	}
+	return ""
+}
+
 // ConnectionClosed describes a connection that ended.
 type ConnectionClosed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2762,7 +3213,7 @@ type ConnectionClosed struct {
 
 func (x *ConnectionClosed) Reset() {
 	*x = ConnectionClosed{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +3225,7 @@ func (x *ConnectionClosed) String() string {
 func (*ConnectionClosed) ProtoMessage() {}
 
 func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +3238,7 @@ func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionClosed.ProtoReflect.Descriptor instead.
 func (*ConnectionClosed) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{29}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConnectionClosed) GetBytesUp() int64 {
@@ -2850,7 +3301,7 @@ type ProtocolError struct {
 
 func (x *ProtocolError) Reset() {
 	*x = ProtocolError{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +3313,7 @@ func (x *ProtocolError) String() string {
 func (*ProtocolError) ProtoMessage() {}
 
 func (x *ProtocolError) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +3326,7 @@ func (x *ProtocolError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProtocolError.ProtoReflect.Descriptor instead.
 func (*ProtocolError) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{30}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProtocolError) GetRule() string {
@@ -2936,7 +3387,7 @@ type GetDaemonInfoRequest struct {
 
 func (x *GetDaemonInfoRequest) Reset() {
 	*x = GetDaemonInfoRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3399,7 @@ func (x *GetDaemonInfoRequest) String() string {
 func (*GetDaemonInfoRequest) ProtoMessage() {}
 
 func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3412,7 @@ func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
 }
 
 // GetDaemonInfoResponse describes the daemon.
@@ -3008,7 +3459,7 @@ type GetDaemonInfoResponse struct {
 
 func (x *GetDaemonInfoResponse) Reset() {
 	*x = GetDaemonInfoResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3471,7 @@ func (x *GetDaemonInfoResponse) String() string {
 func (*GetDaemonInfoResponse) ProtoMessage() {}
 
 func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3484,7 @@ func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{32}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetDaemonInfoResponse) GetVersion() string {
@@ -3167,7 +3618,7 @@ type ExportStats struct {
 
 func (x *ExportStats) Reset() {
 	*x = ExportStats{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3630,7 @@ func (x *ExportStats) String() string {
 func (*ExportStats) ProtoMessage() {}
 
 func (x *ExportStats) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3643,7 @@ func (x *ExportStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportStats.ProtoReflect.Descriptor instead.
 func (*ExportStats) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExportStats) GetServers() string {
@@ -3248,7 +3699,7 @@ var File_snoop_v1_snoop_proto protoreflect.FileDescriptor
 
 const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
-	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x05\n" +
+	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n" +
 	"\tProxySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\tR\x06listen\x12\x16\n" +
@@ -3266,10 +3717,33 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x11spare_connections\x18\v \x01(\rH\x01R\x10spareConnections\x88\x01\x01\x12<\n" +
 	"\fidle_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12B\n" +
 	"\x0fmessage_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0emessageTimeout\x12D\n" +
-	"\x10response_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeoutB\n" +
+	"\x10response_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeout\x12'\n" +
+	"\x06faults\x18\x0f \x03(\v2\x0f.snoop.v1.FaultR\x06faultsB\n" +
 	"\n" +
 	"\b_enabledB\x14\n" +
-	"\x12_spare_connections\"\xcb\x03\n" +
+	"\x12_spare_connections\"\xab\x04\n" +
+	"\x05Fault\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x13.snoop.v1.FaultTypeR\x04type\x12\x1e\n" +
+	"\x03ops\x18\x03 \x03(\x0e2\f.snoop.v1.OpR\x03ops\x126\n" +
+	"\tdirection\x18\x04 \x01(\x0e2\x18.snoop.v1.FaultDirectionR\tdirection\x12\x16\n" +
+	"\x06filter\x18\x05 \x01(\tR\x06filter\x12%\n" +
+	"\vprobability\x18\x06 \x01(\x01H\x00R\vprobability\x88\x01\x01\x12\x12\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\x12\x16\n" +
+	"\x06budget\x18\b \x01(\x04R\x06budget\x125\n" +
+	"\bduration\x18\t \x01(\v2\x19.google.protobuf.DurationR\bduration\x12/\n" +
+	"\x05delay\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x05delay\x121\n" +
+	"\x06jitter\x18\v \x01(\v2\x19.google.protobuf.DurationR\x06jitter\x12\x16\n" +
+	"\x06status\x18\f \x01(\tR\x06status\x12\x12\n" +
+	"\x04rate\x18\r \x01(\x04R\x04rate\x12\x14\n" +
+	"\x05field\x18\x0e \x01(\tR\x05field\x125\n" +
+	"\x16acknowledge_corruption\x18\x0f \x01(\bR\x15acknowledgeCorruptionB\x0e\n" +
+	"\f_probability\"W\n" +
+	"\rFaultCounters\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\amatched\x18\x02 \x01(\x03R\amatched\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xcb\x03\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
@@ -3287,7 +3761,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eeffective_spec\x18\n" +
 	" \x01(\v2\x13.snoop.v1.ProxySpecR\reffectiveSpec\x12\x1f\n" +
 	"\vinstance_id\x18\v \x01(\tR\n" +
-	"instanceId\"\xdc\x04\n" +
+	"instanceId\"\x8d\x05\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -3306,7 +3780,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\alatency\x18\f \x01(\v2\x18.snoop.v1.LatencySummaryR\alatency\x12\x1a\n" +
 	"\btimeouts\x18\r \x01(\x03R\btimeouts\x12#\n" +
 	"\rloop_refusals\x18\x0e \x01(\x03R\floopRefusals\x121\n" +
-	"\thistogram\x18\x0f \x01(\v2\x13.snoop.v1.HistogramR\thistogram\"\xa0\x02\n" +
+	"\thistogram\x18\x0f \x01(\v2\x13.snoop.v1.HistogramR\thistogram\x12/\n" +
+	"\x06faults\x18\x10 \x03(\v2\x17.snoop.v1.FaultCountersR\x06faults\"\xa0\x02\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
@@ -3385,7 +3860,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x16CloseConnectionRequest\x12\x14\n" +
 	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\"\x19\n" +
-	"\x17CloseConnectionResponse\"\xd3\x03\n" +
+	"\x17CloseConnectionResponse\"\xeb\x03\n" +
 	"\x12WatchEventsRequest\x12\x18\n" +
 	"\aproxies\x18\x01 \x03(\tR\aproxies\x12)\n" +
 	"\x05kinds\x18\x02 \x03(\x0e2\x13.snoop.v1.EventKindR\x05kinds\x12\x1e\n" +
@@ -3404,7 +3879,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"errorsOnly\x12\x1e\n" +
 	"\n" +
 	"operations\x18\r \x03(\tR\n" +
-	"operations\"\xcb\x01\n" +
+	"operations\x12\x16\n" +
+	"\x06faults\x18\x0e \x03(\tR\x06faults\"\xcb\x01\n" +
 	"\x13WatchEventsResponse\x12%\n" +
 	"\x05event\x18\x01 \x01(\v2\x0f.snoop.v1.EventR\x05event\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\x12!\n" +
@@ -3424,7 +3900,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eproxy_instance\x18\n" +
 	" \x01(\tR\rproxyInstance\x12\x16\n" +
 	"\x06daemon\x18\v \x01(\tR\x06daemon\x125\n" +
-	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xeb\x04\n" +
+	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x81\x05\n" +
 	"\vTransaction\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x1f\n" +
 	"\vrequest_uid\x18\x02 \x01(\rR\n" +
@@ -3449,7 +3925,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0edata_truncated\x18\x0f \x01(\bR\rdataTruncated\x129\n" +
 	"\n" +
 	"start_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x123\n" +
-	"\alatency\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\xbf\x01\n" +
+	"\alatency\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x14\n" +
+	"\x05fault\x18\x12 \x01(\tR\x05fault\"\xbf\x01\n" +
 	"\x10ConnectionClosed\x12\x19\n" +
 	"\bbytes_up\x18\x01 \x01(\x03R\abytesUp\x12\x1d\n" +
 	"\n" +
@@ -3495,7 +3972,22 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\rCorruptPolicy\x12\x1e\n" +
 	"\x1aCORRUPT_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CORRUPT_POLICY_CLOSE\x10\x01\x12\x1e\n" +
-	"\x1aCORRUPT_POLICY_PASSTHROUGH\x10\x02*v\n" +
+	"\x1aCORRUPT_POLICY_PASSTHROUGH\x10\x02*\xdd\x01\n" +
+	"\tFaultType\x12\x1a\n" +
+	"\x16FAULT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12FAULT_TYPE_LATENCY\x10\x01\x12\x13\n" +
+	"\x0fFAULT_TYPE_MISS\x10\x02\x12\x14\n" +
+	"\x10FAULT_TYPE_ERROR\x10\x03\x12\x13\n" +
+	"\x0fFAULT_TYPE_DROP\x10\x04\x12\x14\n" +
+	"\x10FAULT_TYPE_STALL\x10\x05\x12\x14\n" +
+	"\x10FAULT_TYPE_RESET\x10\x06\x12\x18\n" +
+	"\x14FAULT_TYPE_BANDWIDTH\x10\a\x12\x16\n" +
+	"\x12FAULT_TYPE_CORRUPT\x10\b*\x86\x01\n" +
+	"\x0eFaultDirection\x12\x1f\n" +
+	"\x1bFAULT_DIRECTION_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17FAULT_DIRECTION_REQUEST\x10\x01\x12\x1c\n" +
+	"\x18FAULT_DIRECTION_RESPONSE\x10\x02\x12\x18\n" +
+	"\x14FAULT_DIRECTION_BOTH\x10\x03*v\n" +
 	"\n" +
 	"ProxyState\x12\x1b\n" +
 	"\x17PROXY_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -3550,135 +4042,147 @@ func file_snoop_v1_snoop_proto_rawDescGZIP() []byte {
 	return file_snoop_v1_snoop_proto_rawDescData
 }
 
-var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_snoop_v1_snoop_proto_goTypes = []any{
 	(CorruptPolicy)(0),              // 0: snoop.v1.CorruptPolicy
-	(ProxyState)(0),                 // 1: snoop.v1.ProxyState
-	(Op)(0),                         // 2: snoop.v1.Op
-	(ApplyAction)(0),                // 3: snoop.v1.ApplyAction
-	(EventKind)(0),                  // 4: snoop.v1.EventKind
-	(*ProxySpec)(nil),               // 5: snoop.v1.ProxySpec
-	(*Proxy)(nil),                   // 6: snoop.v1.Proxy
-	(*ProxyCounters)(nil),           // 7: snoop.v1.ProxyCounters
-	(*OpCounters)(nil),              // 8: snoop.v1.OpCounters
-	(*Histogram)(nil),               // 9: snoop.v1.Histogram
-	(*HistogramBucket)(nil),         // 10: snoop.v1.HistogramBucket
-	(*LatencySummary)(nil),          // 11: snoop.v1.LatencySummary
-	(*CreateProxyRequest)(nil),      // 12: snoop.v1.CreateProxyRequest
-	(*CreateProxyResponse)(nil),     // 13: snoop.v1.CreateProxyResponse
-	(*GetProxyRequest)(nil),         // 14: snoop.v1.GetProxyRequest
-	(*GetProxyResponse)(nil),        // 15: snoop.v1.GetProxyResponse
-	(*ListProxiesRequest)(nil),      // 16: snoop.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 17: snoop.v1.ListProxiesResponse
-	(*UpdateProxyRequest)(nil),      // 18: snoop.v1.UpdateProxyRequest
-	(*UpdateProxyResponse)(nil),     // 19: snoop.v1.UpdateProxyResponse
-	(*DeleteProxyRequest)(nil),      // 20: snoop.v1.DeleteProxyRequest
-	(*DeleteProxyResponse)(nil),     // 21: snoop.v1.DeleteProxyResponse
-	(*ApplyProxiesRequest)(nil),     // 22: snoop.v1.ApplyProxiesRequest
-	(*ApplyResult)(nil),             // 23: snoop.v1.ApplyResult
-	(*ApplyProxiesResponse)(nil),    // 24: snoop.v1.ApplyProxiesResponse
-	(*ListConnectionsRequest)(nil),  // 25: snoop.v1.ListConnectionsRequest
-	(*Connection)(nil),              // 26: snoop.v1.Connection
-	(*ListConnectionsResponse)(nil), // 27: snoop.v1.ListConnectionsResponse
-	(*CloseConnectionRequest)(nil),  // 28: snoop.v1.CloseConnectionRequest
-	(*CloseConnectionResponse)(nil), // 29: snoop.v1.CloseConnectionResponse
-	(*WatchEventsRequest)(nil),      // 30: snoop.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),     // 31: snoop.v1.WatchEventsResponse
-	(*Event)(nil),                   // 32: snoop.v1.Event
-	(*Transaction)(nil),             // 33: snoop.v1.Transaction
-	(*ConnectionClosed)(nil),        // 34: snoop.v1.ConnectionClosed
-	(*ProtocolError)(nil),           // 35: snoop.v1.ProtocolError
-	(*GetDaemonInfoRequest)(nil),    // 36: snoop.v1.GetDaemonInfoRequest
-	(*GetDaemonInfoResponse)(nil),   // 37: snoop.v1.GetDaemonInfoResponse
-	(*ExportStats)(nil),             // 38: snoop.v1.ExportStats
-	nil,                             // 39: snoop.v1.OpCounters.ResultsEntry
-	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 42: google.protobuf.FieldMask
+	(FaultType)(0),                  // 1: snoop.v1.FaultType
+	(FaultDirection)(0),             // 2: snoop.v1.FaultDirection
+	(ProxyState)(0),                 // 3: snoop.v1.ProxyState
+	(Op)(0),                         // 4: snoop.v1.Op
+	(ApplyAction)(0),                // 5: snoop.v1.ApplyAction
+	(EventKind)(0),                  // 6: snoop.v1.EventKind
+	(*ProxySpec)(nil),               // 7: snoop.v1.ProxySpec
+	(*Fault)(nil),                   // 8: snoop.v1.Fault
+	(*FaultCounters)(nil),           // 9: snoop.v1.FaultCounters
+	(*Proxy)(nil),                   // 10: snoop.v1.Proxy
+	(*ProxyCounters)(nil),           // 11: snoop.v1.ProxyCounters
+	(*OpCounters)(nil),              // 12: snoop.v1.OpCounters
+	(*Histogram)(nil),               // 13: snoop.v1.Histogram
+	(*HistogramBucket)(nil),         // 14: snoop.v1.HistogramBucket
+	(*LatencySummary)(nil),          // 15: snoop.v1.LatencySummary
+	(*CreateProxyRequest)(nil),      // 16: snoop.v1.CreateProxyRequest
+	(*CreateProxyResponse)(nil),     // 17: snoop.v1.CreateProxyResponse
+	(*GetProxyRequest)(nil),         // 18: snoop.v1.GetProxyRequest
+	(*GetProxyResponse)(nil),        // 19: snoop.v1.GetProxyResponse
+	(*ListProxiesRequest)(nil),      // 20: snoop.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 21: snoop.v1.ListProxiesResponse
+	(*UpdateProxyRequest)(nil),      // 22: snoop.v1.UpdateProxyRequest
+	(*UpdateProxyResponse)(nil),     // 23: snoop.v1.UpdateProxyResponse
+	(*DeleteProxyRequest)(nil),      // 24: snoop.v1.DeleteProxyRequest
+	(*DeleteProxyResponse)(nil),     // 25: snoop.v1.DeleteProxyResponse
+	(*ApplyProxiesRequest)(nil),     // 26: snoop.v1.ApplyProxiesRequest
+	(*ApplyResult)(nil),             // 27: snoop.v1.ApplyResult
+	(*ApplyProxiesResponse)(nil),    // 28: snoop.v1.ApplyProxiesResponse
+	(*ListConnectionsRequest)(nil),  // 29: snoop.v1.ListConnectionsRequest
+	(*Connection)(nil),              // 30: snoop.v1.Connection
+	(*ListConnectionsResponse)(nil), // 31: snoop.v1.ListConnectionsResponse
+	(*CloseConnectionRequest)(nil),  // 32: snoop.v1.CloseConnectionRequest
+	(*CloseConnectionResponse)(nil), // 33: snoop.v1.CloseConnectionResponse
+	(*WatchEventsRequest)(nil),      // 34: snoop.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 35: snoop.v1.WatchEventsResponse
+	(*Event)(nil),                   // 36: snoop.v1.Event
+	(*Transaction)(nil),             // 37: snoop.v1.Transaction
+	(*ConnectionClosed)(nil),        // 38: snoop.v1.ConnectionClosed
+	(*ProtocolError)(nil),           // 39: snoop.v1.ProtocolError
+	(*GetDaemonInfoRequest)(nil),    // 40: snoop.v1.GetDaemonInfoRequest
+	(*GetDaemonInfoResponse)(nil),   // 41: snoop.v1.GetDaemonInfoResponse
+	(*ExportStats)(nil),             // 42: snoop.v1.ExportStats
+	nil,                             // 43: snoop.v1.OpCounters.ResultsEntry
+	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 46: google.protobuf.FieldMask
 }
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
-	40, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	40, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
-	40, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
-	40, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
-	5,  // 5: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
-	1,  // 6: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
-	7,  // 7: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	41, // 8: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 9: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
-	8,  // 10: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	11, // 11: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	9,  // 12: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
-	2,  // 13: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	39, // 14: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	11, // 15: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
-	9,  // 16: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
-	40, // 17: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
-	10, // 18: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
-	40, // 19: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	40, // 20: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	40, // 21: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	40, // 22: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	40, // 23: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	5,  // 24: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	6,  // 25: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 26: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	6,  // 27: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	5,  // 28: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	42, // 29: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 30: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	40, // 31: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	5,  // 32: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	3,  // 33: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	6,  // 34: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
-	23, // 35: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	41, // 36: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	26, // 37: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	4,  // 38: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	2,  // 39: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	40, // 40: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	32, // 41: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	32, // 42: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
-	4,  // 43: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	41, // 44: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	33, // 45: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	34, // 46: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	35, // 47: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	41, // 48: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
-	2,  // 49: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	41, // 50: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	40, // 51: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	40, // 52: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 53: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	41, // 54: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	38, // 55: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	12, // 56: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	14, // 57: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	16, // 58: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	18, // 59: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	20, // 60: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	22, // 61: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	25, // 62: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	28, // 63: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	30, // 64: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	36, // 65: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	13, // 66: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	15, // 67: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	17, // 68: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	19, // 69: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	21, // 70: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	24, // 71: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	27, // 72: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	29, // 73: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	31, // 74: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	37, // 75: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	66, // [66:76] is the sub-list for method output_type
-	56, // [56:66] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	44, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
+	44, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	44, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	44, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	8,  // 5: snoop.v1.ProxySpec.faults:type_name -> snoop.v1.Fault
+	1,  // 6: snoop.v1.Fault.type:type_name -> snoop.v1.FaultType
+	4,  // 7: snoop.v1.Fault.ops:type_name -> snoop.v1.Op
+	2,  // 8: snoop.v1.Fault.direction:type_name -> snoop.v1.FaultDirection
+	44, // 9: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
+	44, // 10: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
+	44, // 11: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
+	7,  // 12: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
+	3,  // 13: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
+	11, // 14: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
+	45, // 15: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	7,  // 16: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
+	12, // 17: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
+	15, // 18: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	13, // 19: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
+	9,  // 20: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
+	4,  // 21: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	43, // 22: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	15, // 23: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
+	13, // 24: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
+	44, // 25: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
+	14, // 26: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
+	44, // 27: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	44, // 28: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	44, // 29: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	44, // 30: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	44, // 31: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	7,  // 32: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	10, // 33: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	10, // 34: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	10, // 35: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	7,  // 36: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	46, // 37: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 38: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	44, // 39: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	7,  // 40: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	5,  // 41: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	10, // 42: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
+	27, // 43: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	45, // 44: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	30, // 45: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	6,  // 46: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	4,  // 47: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	44, // 48: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	36, // 49: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	36, // 50: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	6,  // 51: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	45, // 52: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	37, // 53: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	38, // 54: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	39, // 55: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	45, // 56: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 57: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	45, // 58: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	44, // 59: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	44, // 60: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 61: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	45, // 62: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	42, // 63: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	16, // 64: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	18, // 65: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	20, // 66: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	22, // 67: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	24, // 68: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	26, // 69: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	29, // 70: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	32, // 71: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	34, // 72: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	40, // 73: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	17, // 74: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	19, // 75: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	21, // 76: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	23, // 77: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	25, // 78: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	28, // 79: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	31, // 80: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	33, // 81: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	35, // 82: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	41, // 83: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	74, // [74:84] is the sub-list for method output_type
+	64, // [64:74] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
@@ -3687,13 +4191,14 @@ func file_snoop_v1_snoop_proto_init() {
 		return
 	}
 	file_snoop_v1_snoop_proto_msgTypes[0].OneofWrappers = []any{}
+	file_snoop_v1_snoop_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snoop_v1_snoop_proto_rawDesc), len(file_snoop_v1_snoop_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   35,
+			NumEnums:      7,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

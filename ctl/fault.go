@@ -1,0 +1,264 @@
+package ctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/snoopd/snoopd/ctl/format"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// faultCommand is "snoopctl fault add|remove|list|clear PROXY ...": a
+// read-modify-write of the proxy spec's faults through UpdateProxy with
+// the mask path "faults". The action is the first argument rather than a
+// subcommand so that flags may go anywhere on the line, as elsewhere.
+func (e *env) faultCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "fault",
+		Usage:     "inject faults into a proxy's traffic: add, remove, list, clear",
+		ArgsUsage: "add PROXY NAME --type TYPE [flags] | remove PROXY NAME... | list PROXY | clear PROXY",
+		Description: "Faults change the traffic they match, at once, on live connections too:\n" +
+			"  latency    hold the message --delay D (± --jitter J); later ones wait behind it\n" +
+			"  miss       answer a GET with a miss (the server is asked; its answer is replaced)\n" +
+			"  error      answer with --status notok|disconnected (ADD only: corrupt|exists|timeout-range|id-range|data-range)\n" +
+			"  drop       close the client: --when before (the request never reaches the server) or after (the answer never reaches the client)\n" +
+			"  reset      as drop, with a TCP reset\n" +
+			"  stall      stop both directions for --delay D\n" +
+			"  bandwidth  pace matching messages at --rate BYTES per second\n" +
+			"  corrupt    damage --field version|is_response|request_uid|op|complete|data_len of the answer's first frame (needs --i-mean-it)\n" +
+			"Which messages: --op, --direction request|response|both, --filter CEL (the event filter's variables);\n" +
+			"how often: --probability P with --seed N (the same traffic gets the same choices), --budget N (the first N\n" +
+			"matches), --for D. A message gets the first fault, in list order, that matches it and wins its draw.\n" +
+			"Faults need snoopd's epoll engine (the default on Linux).\n\n" +
+			"-o json prints the proxy's faults and counters.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "type", Usage: "the fault's `TYPE`: latency, miss, error, drop, reset, stall, bandwidth, corrupt"},
+			&cli.StringSliceFlag{Name: "op", Usage: "only these `OPS` (get,add,remove,have); default all"},
+			&cli.StringFlag{Name: "direction", Usage: "decide on `DIR`: request, response or both (default: response; request for drop, reset, stall)"},
+			&cli.StringFlag{Name: "when", Usage: "drop and reset: `before` the request is forwarded, or after the answer arrived"},
+			&cli.StringFlag{Name: "filter", Usage: "only messages whose transaction so far satisfies the CEL `EXPR`"},
+			&cli.Float64Flag{Name: "probability", Value: 1, Usage: "the chance `P` (0 to 1) that a matching message gets the fault"},
+			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the fault's random choices"},
+			&cli.Uint64Flag{Name: "budget", Usage: "only the first `N` matching messages"},
+			&cli.DurationFlag{Name: "for", Usage: "end the fault after `D`"},
+			&cli.DurationFlag{Name: "delay", Usage: "latency's hold, stall's pause (`D`)"},
+			&cli.DurationFlag{Name: "jitter", Usage: "latency: spread the delay over D ± `J`"},
+			&cli.StringFlag{Name: "status", Usage: "error's answer: `STATUS` (notok, disconnected, exists, ...)"},
+			&cli.Uint64Flag{Name: "rate", Usage: "bandwidth: `BYTES` per second"},
+			&cli.StringFlag{Name: "field", Usage: "corrupt: the header `FIELD` to damage"},
+			&cli.BoolFlag{Name: "i-mean-it", Usage: "corrupt: send clients frames the protocol forbids"},
+		},
+		Action: e.fault,
+	}
+}
+
+// addOnly are the flags that describe a new fault.
+var addOnly = []string{"type", "op", "direction", "when", "filter", "probability", "seed", "budget", "for", "delay", "jitter", "status", "rate", "field", "i-mean-it"}
+
+func (e *env) fault(cCtx *cli.Context) error {
+	a := cCtx.Args().Slice()
+	usage := func() error {
+		return usagef("usage: snoopctl fault %s (see 'snoopctl fault --help')", cCtx.Command.ArgsUsage)
+	}
+	if len(a) < 2 {
+		return usage()
+	}
+	action, proxyName := a[0], a[1]
+	if action != "add" {
+		for _, f := range addOnly {
+			if cCtx.IsSet(f) {
+				return usagef("fault %s: --%s is for fault add", action, f)
+			}
+		}
+	}
+	var edit func([]*snoopv1.Fault) ([]*snoopv1.Fault, error)
+	switch action {
+	case "list":
+		if len(a) != 2 {
+			return usage()
+		}
+	case "clear":
+		if len(a) != 2 {
+			return usage()
+		}
+		edit = func([]*snoopv1.Fault) ([]*snoopv1.Fault, error) { return nil, nil }
+	case "remove":
+		if len(a) < 3 {
+			return usage()
+		}
+		names := a[2:]
+		edit = func(cur []*snoopv1.Fault) ([]*snoopv1.Fault, error) {
+			var out []*snoopv1.Fault
+			for _, n := range names {
+				if !slices.ContainsFunc(cur, func(f *snoopv1.Fault) bool { return f.GetName() == n }) {
+					return nil, failf("fault remove: proxy %s has no fault named %q", proxyName, n)
+				}
+			}
+			for _, f := range cur {
+				if !slices.Contains(names, f.GetName()) {
+					out = append(out, f)
+				}
+			}
+			return out, nil
+		}
+	case "add":
+		if len(a) != 3 {
+			return usage()
+		}
+		f, err := faultFromFlags(cCtx, a[2])
+		if err != nil {
+			return err
+		}
+		edit = func(cur []*snoopv1.Fault) ([]*snoopv1.Fault, error) {
+			if slices.ContainsFunc(cur, func(g *snoopv1.Fault) bool { return g.GetName() == f.GetName() }) {
+				return nil, failf("fault add: proxy %s already has a fault named %q (remove it first)", proxyName, f.GetName())
+			}
+			return append(cur, f), nil
+		}
+	default:
+		return usagef("fault: unknown action %q (want add, remove, list or clear)", action)
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	notFound := fmt.Sprintf("no proxy named %q", proxyName)
+	got, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: proxyName})
+	if err != nil {
+		return e.rpcError(err, "fault "+action+" "+proxyName, notFound)
+	}
+	p := got.GetProxy()
+	if edit != nil {
+		faults, err := edit(p.GetSpec().GetFaults())
+		if err != nil {
+			return err
+		}
+		resp, err := c.proxies.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
+			Spec:       &snoopv1.ProxySpec{Name: proxyName, Faults: faults},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"faults"}},
+		})
+		if err != nil {
+			return e.rpcError(err, "fault "+action+" "+proxyName, notFound)
+		}
+		p = resp.GetProxy()
+	}
+	return e.printFaults(p, action)
+}
+
+// faultFromFlags builds the fault that "fault add" describes.
+func faultFromFlags(cCtx *cli.Context, name string) (*snoopv1.Fault, error) {
+	f := &snoopv1.Fault{Name: name, Filter: cCtx.String("filter"), Seed: cCtx.Uint64("seed"), Budget: cCtx.Uint64("budget"),
+		Rate: cCtx.Uint64("rate"), Status: cCtx.String("status"), Field: cCtx.String("field"), AcknowledgeCorruption: cCtx.Bool("i-mean-it")}
+	t := cCtx.String("type")
+	if t == "" {
+		return nil, usagef("fault add: --type is required (latency, miss, error, drop, reset, stall, bandwidth, corrupt)")
+	}
+	v, ok := snoopv1.FaultType_value["FAULT_TYPE_"+strings.ToUpper(t)]
+	if !ok || v == 0 {
+		return nil, usagef("fault add: unknown --type %q (want latency, miss, error, drop, reset, stall, bandwidth or corrupt)", t)
+	}
+	f.Type = snoopv1.FaultType(v)
+	if f.Type == snoopv1.FaultType_FAULT_TYPE_CORRUPT && !f.AcknowledgeCorruption {
+		return nil, usagef("fault add: a corrupt fault sends clients frames the protocol forbids; add --i-mean-it if that is what you want")
+	}
+	for _, s := range splitComma(cCtx.StringSlice("op")) {
+		v, ok := snoopv1.Op_value["OP_"+strings.ToUpper(s)]
+		if !ok || v == 0 {
+			return nil, usagef("fault add: unknown --op %q (want get, add, remove or have)", s)
+		}
+		f.Ops = append(f.Ops, snoopv1.Op(v))
+	}
+	dir, when := cCtx.String("direction"), cCtx.String("when")
+	switch {
+	case dir != "" && when != "":
+		return nil, usagef("fault add: give --direction or --when, not both")
+	case when == "before":
+		dir = "request"
+	case when == "after":
+		dir = "response"
+	case when != "":
+		return nil, usagef("fault add: --when %q: want before or after", when)
+	}
+	if dir != "" {
+		v, ok := snoopv1.FaultDirection_value["FAULT_DIRECTION_"+strings.ToUpper(dir)]
+		if !ok || v == 0 {
+			return nil, usagef("fault add: --direction %q: want request, response or both", dir)
+		}
+		f.Direction = snoopv1.FaultDirection(v)
+	}
+	if cCtx.IsSet("probability") {
+		f.Probability = proto.Float64(cCtx.Float64("probability"))
+	}
+	for _, d := range []struct {
+		flag string
+		to   **durationpb.Duration
+	}{{"for", &f.Duration}, {"delay", &f.Delay}, {"jitter", &f.Jitter}} {
+		if cCtx.IsSet(d.flag) {
+			*d.to = durationpb.New(cCtx.Duration(d.flag))
+		}
+	}
+	return f, nil
+}
+
+func splitComma(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// printFaults shows a proxy's faults after any action.
+func (e *env) printFaults(p *snoopv1.Proxy, action string) error {
+	faults := p.GetSpec().GetFaults()
+	if e.opts.json {
+		out := struct {
+			Proxy    string            `json:"proxy"`
+			Faults   []json.RawMessage `json:"faults"`
+			Counters []json.RawMessage `json:"counters"`
+		}{Proxy: p.GetSpec().GetName(), Faults: []json.RawMessage{}, Counters: []json.RawMessage{}}
+		for _, f := range faults {
+			raw, err := format.RawJSON(f)
+			if err != nil {
+				return failf("%v", err)
+			}
+			out.Faults = append(out.Faults, raw)
+		}
+		for _, c := range p.GetCounters().GetFaults() {
+			raw, err := format.RawJSON(c)
+			if err != nil {
+				return failf("%v", err)
+			}
+			out.Counters = append(out.Counters, raw)
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			return failf("encode faults: %v", err)
+		}
+		_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
+		return err
+	}
+	if len(faults) == 0 {
+		msg := "no faults"
+		if action != "list" {
+			msg += ": traffic is forwarded as it is"
+		}
+		_, err := fmt.Fprintf(e.stdio.Out, "%s: %s\n", p.GetSpec().GetName(), msg)
+		return err
+	}
+	return format.WriteFaults(e.stdio.Out, faults, p.GetCounters().GetFaults(), "")
+}

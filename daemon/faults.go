@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+// faultSpecs converts a spec's faults to the proxy package's, checked, and
+// returns them with the API form the daemon stores: every default filled
+// in, so two lists that mean the same are equal messages (apply stays
+// idempotent).
+func faultSpecs(in []*snoopv1.Fault) ([]proxy.FaultSpec, []*snoopv1.Fault, error) {
+	if len(in) == 0 {
+		return nil, nil, nil
+	}
+	specs := make([]proxy.FaultSpec, len(in))
+	for i, f := range in {
+		s, err := faultSpec(f)
+		if err != nil {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				return nil, nil, &FieldError{Field: fmt.Sprintf("faults[%d].%s", i, fe.Field), Reason: fe.Reason, Err: fe.Err}
+			}
+			return nil, nil, err
+		}
+		specs[i] = s
+	}
+	norm, err := proxy.NormalizeFaults(specs)
+	if err != nil {
+		var fe *proxy.FaultSpecError
+		if errors.As(err, &fe) {
+			return nil, nil, &FieldError{Field: fmt.Sprintf("faults[%d].%s", fe.Index, fe.Field), Reason: fe.Reason, Err: err}
+		}
+		return nil, nil, err
+	}
+	out := make([]*snoopv1.Fault, len(norm))
+	for i, s := range norm {
+		out[i] = apiFault(s)
+	}
+	return norm, out, nil
+}
+
+// faultDuration reads one of a fault's durations; unset is 0.
+func faultDuration(field string, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+		return 0, &FieldError{Field: field, Reason: "want a valid, non-negative duration", Err: err}
+	}
+	return d.AsDuration(), nil
+}
+
+func faultSpec(f *snoopv1.Fault) (proxy.FaultSpec, error) {
+	s := proxy.FaultSpec{
+		Name:         f.GetName(),
+		Type:         proxy.FaultType(f.GetType()),
+		Direction:    proxy.FaultDirection(f.GetDirection()),
+		Filter:       f.GetFilter(),
+		Probability:  1,
+		Seed:         f.GetSeed(),
+		Acknowledged: f.GetAcknowledgeCorruption(),
+	}
+	if f.Probability != nil {
+		s.Probability = f.GetProbability()
+	}
+	for j, op := range f.GetOps() {
+		o, ok := apiconv.OpFromAPI(op)
+		if !ok {
+			return s, &FieldError{Field: fmt.Sprintf("ops[%d]", j), Reason: fmt.Sprintf("%s is not an operation", op)}
+		}
+		s.Ops = append(s.Ops, o)
+	}
+	if f.GetBudget() > math.MaxInt64 {
+		return s, &FieldError{Field: "budget", Reason: "too large"}
+	}
+	s.Budget = int64(f.GetBudget())
+	if f.GetRate() > math.MaxInt64 {
+		return s, &FieldError{Field: "rate", Reason: "too large"}
+	}
+	s.Rate = int64(f.GetRate())
+	var err error
+	if s.Duration, err = faultDuration("duration", f.GetDuration()); err != nil {
+		return s, err
+	}
+	if s.Delay, err = faultDuration("delay", f.GetDelay()); err != nil {
+		return s, err
+	}
+	if s.Jitter, err = faultDuration("jitter", f.GetJitter()); err != nil {
+		return s, err
+	}
+	if s.Type == proxy.FaultError {
+		s.Status = distcache.StatusNotOK
+		if f.GetStatus() != "" {
+			if s.Status, err = proxy.ParseStatus(f.GetStatus()); err != nil {
+				return s, &FieldError{Field: "status", Reason: err.Error()}
+			}
+		}
+	} else if f.GetStatus() != "" {
+		return s, &FieldError{Field: "status", Reason: "only an error fault takes a status"}
+	}
+	if f.GetField() != "" {
+		if s.Type != proxy.FaultCorrupt {
+			return s, &FieldError{Field: "field", Reason: "only a corrupt fault takes a field"}
+		}
+		if s.Field, err = proxy.ParseHeaderField(f.GetField()); err != nil {
+			return s, &FieldError{Field: "field", Reason: err.Error()}
+		}
+	}
+	return s, nil
+}
+
+// apiFault renders a normalised fault for the API.
+func apiFault(s proxy.FaultSpec) *snoopv1.Fault {
+	f := &snoopv1.Fault{
+		Name:                  s.Name,
+		Type:                  snoopv1.FaultType(s.Type),
+		Direction:             snoopv1.FaultDirection(s.Direction),
+		Filter:                s.Filter,
+		Probability:           proto.Float64(s.Probability),
+		Seed:                  s.Seed,
+		Budget:                uint64(s.Budget),
+		Rate:                  uint64(s.Rate),
+		AcknowledgeCorruption: s.Acknowledged,
+	}
+	for _, op := range s.Ops {
+		f.Ops = append(f.Ops, apiOp(op))
+	}
+	for _, d := range []struct {
+		v  time.Duration
+		to **durationpb.Duration
+	}{{s.Duration, &f.Duration}, {s.Delay, &f.Delay}, {s.Jitter, &f.Jitter}} {
+		if d.v > 0 {
+			*d.to = durationpb.New(d.v)
+		}
+	}
+	if s.Type == proxy.FaultError {
+		f.Status = s.Status.String()
+	}
+	if s.Type == proxy.FaultCorrupt {
+		f.Field = s.Field.String()
+	}
+	return f
+}
+
+// faultCounters renders the per-fault counters.
+func faultCounters(fs []proxy.FaultStats) []*snoopv1.FaultCounters {
+	var out []*snoopv1.FaultCounters
+	for _, f := range fs {
+		out = append(out, &snoopv1.FaultCounters{Name: f.Name, Matched: f.Matched, Applied: f.Applied})
+	}
+	return out
+}

@@ -1,0 +1,37 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/snoopd/snoopd/distcache"
+)
+
+// BenchmarkProxyPathFaults is BenchmarkProxyPath on a proxy with faults:
+// "removed" had one and has none now (the path must be the no-fault
+// one), "idle" has one that applies to nothing the load sends (REMOVE
+// answers), so the answers are buffered whole and decided on, and
+// "miss" replaces every answer.
+func BenchmarkProxyPathFaults(b *testing.B) {
+	if testEngine.Name() != EngineEpoll {
+		b.Skip("faults need the epoll engine")
+	}
+	for _, c := range []struct {
+		name   string
+		faults []FaultSpec
+		keep   bool
+	}{
+		{"removed", []FaultSpec{{Name: "f", Type: FaultMiss, Probability: 1}}, false},
+		{"idle", []FaultSpec{{Name: "f", Type: FaultError, Status: distcache.StatusNotOK, Ops: []distcache.Op{distcache.OpRemove}, Probability: 1}}, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			benchPath(b, func(p *Proxy) {
+				if err := p.SetFaults(c.faults); err != nil {
+					b.Fatal(err)
+				}
+				if !c.keep {
+					p.SetFaults(nil)
+				}
+			})
+		})
+	}
+}
