@@ -45,6 +45,12 @@ type lside struct {
 	// rdClosed: end of stream was read from this socket; shutPending: a
 	// half-close is to be passed on to it once out is written.
 	rdClosed, shutPending bool
+	// detached: the socket hung up while the loop neither read from it
+	// nor wrote to it, so it was taken out of the epoll set; otherwise
+	// its level-triggered hang-up would be reported at every wait and the
+	// loop would spin (a client that closes with its request unanswered).
+	// setEvents puts it back when there is something to wait for.
+	detached bool
 }
 
 func (s *lside) peer() *lside { return &s.lc.side[1-s.idx] }
@@ -53,11 +59,31 @@ func (s *lside) peer() *lside { return &s.lc.side[1-s.idx] }
 func (s *lside) dir() distcache.Direction { return distcache.Direction(s.idx + 1) }
 
 func (s *lside) setEvents(ev uint32) {
-	if s.events == ev || s.fd < 0 {
+	if s.fd < 0 || s.events == ev && !s.detached {
 		return
 	}
 	s.events = ev
+	if s.detached {
+		if ev == 0 {
+			return
+		}
+		s.detached = false
+		e := unix.EpollEvent{Events: ev, Fd: int32(s.fd), Pad: int32(s.gen)}
+		unix.EpollCtl(s.lc.l.epfd, unix.EPOLL_CTL_ADD, s.fd, &e)
+		return
+	}
 	s.lc.l.mod(s.fd, s.gen, ev)
+}
+
+// detachIfIdle takes a hung-up socket out of the epoll set while nothing
+// is read from it or written to it (see lside.detached).
+func (s *lside) detachIfIdle(ev uint32) {
+	if ev&(unix.EPOLLHUP|unix.EPOLLERR) == 0 || s.detached || s.fd < 0 || s.lc.state != stOpen ||
+		s.events&(unix.EPOLLIN|unix.EPOLLOUT) != 0 {
+		return
+	}
+	s.detached = true
+	unix.EpollCtl(s.lc.l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
 }
 
 func (lc *lconn) killFromAnywhere(reason string) {
@@ -324,6 +350,7 @@ func (s *lside) onEvent(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 && !s.rdClosed {
 		s.read()
 	}
+	s.detachIfIdle(ev)
 }
 
 // read reads what s has, once, and forwards it to the peer.

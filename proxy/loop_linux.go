@@ -163,6 +163,9 @@ type loop struct {
 	reserve  int
 	stopping bool
 	done     chan struct{}
+	// waits counts the returns from epoll_wait, so a test can tell a
+	// loop that waits from one that spins.
+	waits atomic.Uint64
 	tasksRun []func()
 }
 
@@ -248,6 +251,7 @@ func (l *loop) run() {
 	defer l.closeFDs()
 	for !l.stopping {
 		n := l.wait(l.timers.timeout(time.Now()))
+		l.waits.Add(1)
 		l.now = time.Now()
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]

@@ -1,8 +1,13 @@
 package proxy
 
 import (
+	"bytes"
+	"io"
+	"net"
+	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/snoopd/snoopd/distcache"
 )
@@ -86,5 +91,50 @@ func TestEpollRawWait(t *testing.T) {
 		c := newClient(t, p.Addr())
 		c.do(distcache.OpHave, []byte("x"))
 		c.c.Close()
+	}
+}
+
+// A client that sends its request and closes at once (a hang-up on a unix
+// socket) while the server takes its time: the loop waits for the answer
+// instead of being woken by the hang-up at every turn.
+func TestHangUpWhileOwedDoesNotSpin(t *testing.T) {
+	eng, err := NewEngine(EngineEpoll, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	answer := make(chan struct{})
+	srv := startFake(t, func(c net.Conn, f *fakeServer) {
+		buf := make([]byte, 4096)
+		n, _ := c.Read(buf)
+		<-answer
+		m, _ := distcache.NewReader(bytes.NewReader(buf[:n]), distcache.ClientToServer).ReadMessage()
+		c.Write(distcache.AppendMessage(nil, true, m.RequestUID, m.Op, []byte{0}))
+		io.Copy(io.Discard, c)
+	})
+	rec := newRecorder()
+	p, err := New(Config{Name: "hup", Listen: distcache.MustParseAddr("UNIX:" + filepath.Join(shortDir(t), "p.sock")),
+		Server: srv.addr, Enabled: true, Options: Options{Spares: -1}, Engine: eng}, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(t.Context())
+	c := dial(t, p.Addr())
+	c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpHave, []byte("x")))
+	c.Close()
+	rec.waitFor(t, "the request", func([]*Event) bool { cs := p.Conns(); return len(cs) == 1 && cs[0].Pending == 1 })
+	l := eng.(*epollEngine).loops[0]
+	before := l.waits.Load()
+	time.Sleep(300 * time.Millisecond)
+	woken := l.waits.Load() - before
+	close(answer)
+	rec.waitKind(t, KindConnClosed, 1)
+	// A spinning loop wakes hundreds of thousands of times in 300 ms; one
+	// that waits, a handful (timers, the other connections of the test).
+	if woken > 1000 {
+		t.Fatalf("the loop woke %d times in 300 ms while the answer was owed: it spins", woken)
 	}
 }
