@@ -74,6 +74,21 @@ func TestEndToEnd(t *testing.T) {
 	waitWatchers(t, ctx, conn, 1)
 
 	const ops = 2000
+	// The watcher keeps up: it reads while the load runs, as tail does.
+	type received struct {
+		resp *snoopv1.WatchEventsResponse
+		err  error
+	}
+	recvd := make(chan received, ops)
+	go func() {
+		for n := 0; n < ops; n++ {
+			resp, err := stream.Recv()
+			recvd <- received{resp, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	rep, err := loadgen.Run(ctx, loadgen.Config{
 		Addr: distcache.MustParseAddr(created.GetProxy().GetListenAddress()),
 		// A connection per operation, as real clients of the cache do.
@@ -88,7 +103,8 @@ func TestEndToEnd(t *testing.T) {
 
 	got := map[snoopv1.Op]map[string]int64{}
 	for n := 0; n < ops; n++ {
-		resp, err := stream.Recv()
+		r := <-recvd
+		resp, err := r.resp, r.err
 		if err != nil {
 			t.Fatalf("after %d transactions: %v", n, err)
 		}
