@@ -198,6 +198,8 @@ func (e *env) commands() []*cli.Command {
 		e.saveCommand(),
 		e.readCommand(),
 		e.statsCommand(),
+		e.topCommand(),
+		e.plotCommand(),
 		e.versionCommand(),
 		e.completionCommand(),
 	}
