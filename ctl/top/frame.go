@@ -61,6 +61,16 @@ type Row struct {
 	// order.
 	Latency Latency
 	ByOp    []OpRow
+
+	// proxy is the proxy as last polled, for SinceStart.
+	proxy *snoopv1.Proxy
+}
+
+// SinceStart is the proxy's latency since it was created, for a view that
+// has nothing in the interval to show. It is computed on demand, as only
+// an opened proxy needs it.
+func (r *Row) SinceStart() Latency {
+	return newLatency(r.proxy.GetCounters().GetHistogram(), nil)
 }
 
 // Latency condenses an interval's latency histogram: the percentiles and
@@ -156,6 +166,7 @@ func newRow(prev, cur *snoopv1.Proxy, f *Frame) Row {
 		State:        format.State(cur.GetState()),
 		Conns:        c.GetConnectionsActive(),
 		Transactions: c.GetTransactions(),
+		proxy:        cur,
 	}
 	if cur.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED {
 		r.Problem = strings.Join(strings.Fields(cur.GetError()), " ")

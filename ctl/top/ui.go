@@ -2,7 +2,6 @@ package top
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -35,17 +34,20 @@ type Options struct {
 // paths; a failed poll is returned for the caller to print then.
 func Run(ctx context.Context, src Source, o Options) error {
 	m := &model{src: src, delay: o.Delay, timeout: o.Timeout, sortCol: defaultSort, desc: true, width: 80, height: 24}
-	opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithInput(o.In), tea.WithOutput(o.Out)}
+	// Signals are left to the caller, who ends ctx on SIGINT and SIGTERM:
+	// bubbletea's own handler would kill the program on SIGINT, which
+	// skips leaving the alternate screen.
+	opts := []tea.ProgramOption{tea.WithInput(o.In), tea.WithOutput(o.Out), tea.WithoutSignalHandler()}
 	if o.NoColor {
 		opts = append(opts, tea.WithColorProfile(colorprofile.Ascii))
 	}
-	final, err := tea.NewProgram(m, opts...).Run()
-	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
-		err = nil // Ctrl-C or SIGTERM through ctx: an ordinary end
-	}
-	if errors.Is(err, tea.ErrInterrupted) {
-		err = nil
-	}
+	prog := tea.NewProgram(m, opts...)
+	// The end of ctx (SIGINT or SIGTERM to snoopctl) quits as q does;
+	// handing ctx to bubbletea instead would kill the program, with the
+	// same result as its signal handler.
+	stop := context.AfterFunc(ctx, prog.Quit)
+	defer stop()
+	final, err := prog.Run()
 	if err != nil {
 		return fmt.Errorf("terminal: %w", err)
 	}
@@ -379,12 +381,16 @@ func (m *model) detailLines() []string {
 		fmt.Fprintln(tw, "(no transactions yet)")
 	}
 	tw.Flush()
-	span := "since the proxy started"
+	lat, span := r.Latency, "since the proxy started"
 	if r.Span == m.frame.Interval && r.Span > 0 {
 		span = "over the last " + format.Duration(r.Span.Round(time.Millisecond))
 	}
-	fmt.Fprintf(&b, "\nlatency %s, %d samples:\n", span, r.Latency.Count)
-	format.WriteBins(&b, r.Latency.Bins, "  ", max(min(m.width-40, 50), 10))
+	if lat.Count == 0 && span != "since the proxy started" {
+		fmt.Fprintf(&b, "\nno transactions %s.", span)
+		lat, span = r.SinceStart(), "since the proxy started"
+	}
+	fmt.Fprintf(&b, "\nlatency %s, %d samples:\n", span, lat.Count)
+	format.WriteBins(&b, lat.Bins, "  ", max(min(m.width-40, 50), 10))
 	return append(lines, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
 }
 
