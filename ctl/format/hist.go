@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/internal/histogram"
 )
 
@@ -76,9 +78,10 @@ func binOf(d time.Duration) int {
 var sparks = []rune(" ▁▂▃▄▅▆▇█")
 
 // Sparkline draws a histogram's bars in one line of block characters,
-// framed by the lower end of the first bar and the upper end of the last:
-// "20µs ▁▃█▅▂ 5ms". An empty bar is a space, any non-empty one at least a
-// sliver. It is "-" for an empty histogram.
+// between brackets, framed by the lower end of the first bar and the
+// upper end of the last: "20µs [▁▃█ ▂] 5ms", one character per 1-2-5 bar
+// (20-50µs, 50-100µs...). An empty bar is a space, any non-empty one at
+// least a sliver. It is "-" for an empty histogram.
 func Sparkline(h *histogram.Snapshot) string {
 	bins := LogBins(h)
 	if len(bins) == 0 {
@@ -90,7 +93,7 @@ func Sparkline(h *histogram.Snapshot) string {
 	}
 	var sb strings.Builder
 	sb.WriteString(BinLabel(bins[0].Lo))
-	sb.WriteByte(' ')
+	sb.WriteString(" [")
 	for _, b := range bins {
 		n := 0
 		if b.Count > 0 {
@@ -98,7 +101,7 @@ func Sparkline(h *histogram.Snapshot) string {
 		}
 		sb.WriteRune(sparks[n])
 	}
-	sb.WriteByte(' ')
+	sb.WriteString("] ")
 	sb.WriteString(BinLabel(bins[len(bins)-1].Hi))
 	return sb.String()
 }
@@ -162,4 +165,14 @@ func BinLabel(d time.Duration) string {
 		return fmt.Sprintf("%gµs", float64(d)/float64(time.Microsecond))
 	}
 	return fmt.Sprintf("%dns", int64(d))
+}
+
+// histSparkline is Sparkline of an API histogram; "-" when there is none
+// (an answer without histograms, or no samples).
+func histSparkline(h *snoopv1.Histogram) string {
+	if h.GetCount() == 0 {
+		return "-"
+	}
+	s := apiconv.HistogramFromAPI(h)
+	return Sparkline(&s)
 }

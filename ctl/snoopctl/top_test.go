@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -436,4 +437,33 @@ func startOwnDaemon(t *testing.T) (*daemon, func()) {
 		}
 	}
 	return &daemon{dir: dir, addr: "unix://" + sock}, stop
+}
+
+// TestShowHistogram checks that show draws the real daemon's histograms:
+// a sparkline per operation and the proxy's bars, whose counts add up to
+// the load.
+func TestShowHistogram(t *testing.T) {
+	d, addr := setup(t)
+	rep := load(t, addr, loadgen.Config{Conns: 1, Ops: 250})
+	r := mustCtl(t, d, "show", "p")
+	i := strings.Index(r.out, "latency histogram:\n")
+	if i < 0 {
+		t.Fatalf("no histogram:\n%s", r.out)
+	}
+	if !regexp.MustCompile(`(?m)^  GET +[0-9]+ +[0-9.]+% +[0-9.]+[µm]?s +[0-9.]+[µm]?s +[0-9]+[nµm]?s \[[ ▁▂▃▄▅▆▇█]+\] [0-9]+[nµm]?s `).MatchString(r.out) {
+		t.Errorf("no sparkline for GET:\n%s", r.out)
+	}
+	var total int64
+	for _, l := range strings.Split(r.out[i:], "\n")[1:] {
+		if l == "" {
+			break
+		}
+		f := strings.Fields(l)
+		var n int64
+		fmt.Sscan(f[len(f)-2], &n)
+		total += n
+	}
+	if total != rep.Ops {
+		t.Errorf("the bars count %d transactions, the load ran %d:\n%s", total, rep.Ops, r.out)
+	}
 }

@@ -248,3 +248,14 @@ func (s *Snapshot) Sub(o *Snapshot) {
 	s.Max = min(top, s.Max)
 	s.Min = min(s.Min, s.Max)
 }
+
+// BucketLower is the lower end of the bucket whose upper end (exclusive)
+// is upper, as Buckets reports it: what rebuilding a histogram from
+// bucket bounds needs, since empty buckets are left out and the previous
+// non-empty bucket's end need not be this one's start.
+func BucketLower(upper time.Duration) time.Duration {
+	if upper <= 0 {
+		return 0
+	}
+	return time.Duration(lowest(index(uint64(upper - 1))))
+}

@@ -364,3 +364,15 @@ func TestSubEmptyAndReset(t *testing.T) {
 		t.Errorf("exact bucket bounds %v..%v, want 7..7", e.Min, e.Max)
 	}
 }
+
+func TestBucketLower(t *testing.T) {
+	for _, v := range []uint64{0, 1, 63, 64, 65, 1000, 123456, 1 << 40} {
+		i := index(v)
+		if got := BucketLower(time.Duration(lowest(i + 1))); got != time.Duration(lowest(i)) {
+			t.Errorf("bucket of %d: lower %v, want %v", v, got, lowest(i))
+		}
+	}
+	if BucketLower(0) != 0 {
+		t.Errorf("BucketLower(0) != 0")
+	}
+}
