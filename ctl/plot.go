@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 	"gonum.org/v1/plot/vg"
 
 	"github.com/snoopd/snoopd/ctl/capture"
+	"github.com/snoopd/snoopd/ctl/filter"
 	"github.com/snoopd/snoopd/ctl/plot"
 )
 
@@ -51,8 +54,8 @@ func (e *env) plot(cCtx *cli.Context) error {
 		return usagef("-o %s: the extension says the format, .svg or .png", out)
 	}
 	w, h := cCtx.Float64("width"), cCtx.Float64("height")
-	if w < 5 || h < 5 || w > 500 || h > 500 {
-		return usagef("--width and --height are in centimetres, 5 to 500 (got %g x %g)", w, h)
+	if w < 10 || h < 20 || w > 500 || h > 500 {
+		return usagef("--width (10 to 500) and --height (20 to 500) are in centimetres (got %g x %g)", w, h)
 	}
 	bin := cCtx.Duration("bin")
 	if bin < 0 {
@@ -65,15 +68,7 @@ func (e *env) plot(cCtx *cli.Context) error {
 	var col plot.Collector
 	for _, name := range files {
 		if _, err := e.readFile(name, func(r *capture.Reader) (bool, error) {
-			for { // every round consumes a line of a finite file
-				resp, err := r.Next()
-				if err != nil {
-					return false, err
-				}
-				if ev := resp.GetEvent(); ev != nil && f.Match(ev) {
-					col.Add(ev)
-				}
-			}
+			return false, collect(r, f, &col)
 		}); err != nil {
 			return err
 		}
@@ -108,4 +103,72 @@ func (e *env) plot(cCtx *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(e.stdio.Err, "plotted %d transactions to %s\n", col.Len(), out)
 	return err
+}
+
+// collect adds the transactions of a capture that pass f to col. Lines
+// are decoded on every core, as decoding JSON is nearly all the cost of
+// a plot; a plot does not depend on the order of its transactions. The
+// error is the one of the earliest bad line, as a sequential read would
+// have stopped there (a truncated last line is one, for a warning).
+func collect(r *capture.Reader, f filter.Filter, col *plot.Collector) error {
+	const batch = 512
+	workers := runtime.GOMAXPROCS(0)
+	batches := make(chan []capture.Line, 2*workers)
+	type result struct {
+		col     plot.Collector
+		err     error
+		errLine int
+	}
+	results := make([]result, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := &results[w]
+			for lines := range batches {
+				for _, l := range lines {
+					resp, err := l.Decode()
+					if err != nil {
+						if res.err == nil || l.Num() < res.errLine {
+							res.err, res.errLine = err, l.Num()
+						}
+						break
+					}
+					if ev := resp.GetEvent(); ev != nil && f.Match(ev) {
+						res.col.Add(ev)
+					}
+				}
+			}
+		}()
+	}
+	var readErr error
+	lines := make([]capture.Line, 0, batch)
+	for { // every round consumes a line of a finite file
+		l, err := r.NextLine()
+		if err != nil {
+			readErr = err
+			break
+		}
+		if lines = append(lines, l); len(lines) == batch {
+			batches <- lines
+			lines = make([]capture.Line, 0, batch)
+		}
+	}
+	if len(lines) > 0 {
+		batches <- lines
+	}
+	close(batches)
+	wg.Wait()
+	var first *result
+	for i := range results {
+		col.Merge(&results[i].col)
+		if res := &results[i]; res.err != nil && (first == nil || res.errLine < first.errLine) {
+			first = res
+		}
+	}
+	if first != nil {
+		return first.err
+	}
+	return readErr
 }

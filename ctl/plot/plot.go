@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	gplot "gonum.org/v1/plot"
@@ -250,7 +251,7 @@ func (b *binned) latencyPlot(loc *time.Location) (*gplot.Plot, error) {
 	p.Y.Label.Text = "latency (ms, log scale)"
 	timeAxis(p, b, loc)
 	p.Y.Scale = gplot.LogScale{}
-	p.Y.Tick.Marker = gplot.LogTicks{Prec: -1}
+	p.Y.Tick.Marker = ticks125{}
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	for i, op := range b.ops {
@@ -280,8 +281,35 @@ func (b *binned) latencyPlot(loc *time.Location) (*gplot.Plot, error) {
 	}
 	if len(b.ops) == 0 {
 		p.Title.Text += " (no answered transactions)"
+		p.Y.Min, p.Y.Max = 0.01, 1
 	}
+	// Room above and below, so no line runs along the frame.
+	p.Y.Min, p.Y.Max = p.Y.Min/1.5, p.Y.Max*1.5
 	return p, nil
+}
+
+// ticks125 marks a log axis at 1, 2 and 5 of each power of ten, labelled,
+// with unlabelled minor ticks between; gonum's LogTicks labels powers of
+// ten only, which leaves a narrow latency range without a number.
+type ticks125 struct{}
+
+func (ticks125) Ticks(lo, hi float64) []gplot.Tick {
+	var out []gplot.Tick
+	for e := math.Floor(math.Log10(lo)); math.Pow(10, e) <= hi; e++ {
+		base := math.Pow(10, e)
+		for m := 1; m < 10; m++ {
+			v := base * float64(m)
+			if v < lo || v > hi {
+				continue
+			}
+			t := gplot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (b *binned) ratePlot(results []string, loc *time.Location) (*gplot.Plot, error) {
@@ -361,4 +389,27 @@ func (b *binned) histogramPlot() (*gplot.Plot, error) {
 	p.X.Tick.Label.Rotation = math.Pi / 6
 	p.X.Tick.Label.XAlign = draw.XRight
 	return p, nil
+}
+
+// Merge adds o's transactions to c, so that several goroutines can each
+// fill a Collector of their own.
+func (c *Collector) Merge(o *Collector) {
+	if c.resIdx == nil {
+		c.resIdx = map[string]uint16{}
+	}
+	remap := make([]uint16, len(o.results))
+	for i, r := range o.results {
+		j, ok := c.resIdx[r]
+		if !ok {
+			j = uint16(len(c.results))
+			c.results = append(c.results, r)
+			c.resIdx[r] = j
+		}
+		remap[i] = j
+	}
+	for _, r := range o.recs {
+		r.result = remap[r.result]
+		c.recs = append(c.recs, r)
+	}
+	c.Other += o.Other
 }
