@@ -10,13 +10,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -87,10 +87,22 @@ func startPty(t *testing.T, d *daemon, rows, cols uint16, env []string, args ...
 	}()
 	// The emulator's answers to the program's queries (terminal
 	// capabilities) go back as a terminal's would.
+	// The emulator is closed by this goroutine, once told to stop with a
+	// byte through its input: closing it from another would race with
+	// its Read.
 	answered := make(chan struct{})
+	var stopping atomic.Bool
 	go func() {
-		io.Copy(ptmx, p.emu)
-		close(answered)
+		defer close(answered)
+		b := make([]byte, 4096)
+		for {
+			n, err := p.emu.Read(b)
+			if err != nil || stopping.Load() {
+				p.emu.Close()
+				return
+			}
+			ptmx.Write(b[:n])
+		}
 	}()
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
@@ -100,7 +112,8 @@ func startPty(t *testing.T, d *daemon, rows, cols uint16, env []string, args ...
 		tty.Close()
 		ptmx.Close()
 		<-p.copied
-		p.emu.Close()
+		stopping.Store(true)
+		p.emu.SendText("\x00")
 		<-answered
 	})
 	return p
