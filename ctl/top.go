@@ -21,9 +21,13 @@ func (e *env) topCommand() *cli.Command {
 			"proxy's life so far. Keys: arrows select, enter opens a proxy (its operations\n" +
 			"and latency histogram), / filters by name, < > or a column's letter sort\n" +
 			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all.\n\n" +
-			"With -b, or when stdout is not a terminal, top prints --iterations snapshots\n" +
-			"as plain tables (-o json: one object per line, durations in nanoseconds;\n" +
-			"see the README) and exits. NO_COLOR turns colour off.",
+			"With -b, -o json, or when stdout is not a terminal, top prints --iterations\n" +
+			"snapshots (0: until Ctrl-C) as plain tables, or as one JSON object per line:\n" +
+			"{\"time\", \"source\", \"version\", \"uptime_ns\", \"interval_ns\", \"totals\": {...},\n" +
+			"\"proxies\": [{\"name\", \"state\", \"connections\", \"span_ns\", \"ops\", \"errors\",\n" +
+			"\"ops_per_sec\", \"errors_per_sec\", \"hit_ratio\", \"bytes_up_per_sec\",\n" +
+			"\"bytes_down_per_sec\", \"samples\", \"p50_ns\", \"p99_ns\", \"p999_ns\",\n" +
+			"\"ops_detail\": [...]}]} (rates over span_ns). NO_COLOR turns colour off.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "delay", Aliases: []string{"d"}, Value: time.Second, Usage: "time between refreshes"},
 			&cli.BoolFlag{Name: "batch", Aliases: []string{"b"}, Usage: "print snapshots as plain text (or -o json) instead of the live view"},
