@@ -244,6 +244,8 @@ func (e *env) commands() []*cli.Command {
 		e.readCommand(),
 		e.statsCommand(),
 		e.faultCommand(),
+		e.topCommand(),
+		e.plotCommand(),
 		e.versionCommand(),
 		e.completionCommand(),
 	}

@@ -13,7 +13,7 @@ import (
 func (e *env) showCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "show",
-		Usage:     "show a proxy: spec, counters, latency percentiles, live connections",
+		Usage:     "show a proxy: spec, counters, latency percentiles and histogram, live connections",
 		ArgsUsage: "NAME",
 		Description: "-o json prints {\"proxy\": snoop.v1.Proxy, \"connections\": [snoop.v1.Connection]}\n" +
 			"on one line.",
@@ -35,7 +35,7 @@ func (e *env) show(cCtx *cli.Context) error {
 	ctx, cancel := e.callContext(cCtx.Context, 0)
 	defer cancel()
 	notFound := fmt.Sprintf("no proxy named %q", name)
-	p, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: name})
+	p, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: name, IncludeHistograms: true})
 	if err != nil {
 		return e.rpcError(err, "show "+name, notFound)
 	}

@@ -165,7 +165,7 @@ type loop struct {
 	done     chan struct{}
 	// waits counts the returns from epoll_wait, so a test can tell a
 	// loop that waits from one that spins.
-	waits atomic.Uint64
+	waits    atomic.Uint64
 	tasksRun []func()
 }
 

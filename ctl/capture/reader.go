@@ -89,6 +89,30 @@ func (r *Reader) Line() int { return r.line }
 // (a warning: the capture is fine up to there); for a line that is not a
 // stream response, an error naming the file and line.
 func (r *Reader) Next() (*snoopv1.WatchEventsResponse, error) {
+	l, err := r.nextLine(false) // decoded before the buffer moves on
+	if err != nil {
+		return nil, err
+	}
+	return l.Decode()
+}
+
+// Line is one undecoded line of a capture, for readers that decode lines
+// on several goroutines (decoding is most of a read's cost).
+type Line struct {
+	// Data is the line without its newline; it is the caller's.
+	Data     []byte
+	name     string
+	num      int
+	complete bool // it ended with a newline
+}
+
+// NextLine returns the next non-blank line without decoding it; Decode
+// gives what Next would have. At the end it returns io.EOF.
+func (r *Reader) NextLine() (Line, error) { return r.nextLine(true) }
+
+// nextLine is NextLine; clone copies the line out of the read buffer,
+// which the next read overwrites.
+func (r *Reader) nextLine(clone bool) (Line, error) {
 	// Each round consumes one line of a finite input (blank lines are
 	// skipped), so the loop ends at the input's end.
 	for !r.done {
@@ -98,33 +122,44 @@ func (r *Reader) Next() (*snoopv1.WatchEventsResponse, error) {
 			r.done = true
 			switch {
 			case errors.Is(err, io.EOF) && len(line) == 0:
-				return nil, io.EOF
+				return Line{}, io.EOF
 			case errors.Is(err, io.EOF):
 				// The last line has no newline. A hand-made file may
 				// lack it; a capture cut while writing ends mid-line.
 			case errors.Is(err, io.ErrUnexpectedEOF) && r.gz != nil:
-				return nil, fmt.Errorf("%s: %w: the compressed data ends early, after line %d", r.name, ErrTruncated, r.line)
+				return Line{}, fmt.Errorf("%s: %w: the compressed data ends early, after line %d", r.name, ErrTruncated, r.line)
 			default:
-				return nil, fmt.Errorf("read %s: %w", r.name, err)
+				return Line{}, fmt.Errorf("read %s: %w", r.name, err)
 			}
 		}
 		r.line++
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		resp := &snoopv1.WatchEventsResponse{}
-		if err := decodeOptions.Unmarshal(line, resp); err != nil {
-			if !complete {
-				return nil, fmt.Errorf("%s: %w: the last line (%d bytes, line %d) is cut short and was skipped", r.name, ErrTruncated, len(line), r.line)
-			}
-			return nil, fmt.Errorf("%s:%d: not a snoop event (snoop.v1.WatchEventsResponse in JSON): %w", r.name, r.line, err)
+		if clone {
+			line = bytes.Clone(line)
 		}
-		if resp.GetEvent() == nil && resp.GetDropped() == 0 && !resp.GetHistoryDone() {
-			return nil, fmt.Errorf("%s:%d: neither an event nor a notice (dropped, history_done)", r.name, r.line)
-		}
-		return resp, nil
+		return Line{Data: line, name: r.name, num: r.line, complete: complete}, nil
 	}
-	return nil, io.EOF
+	return Line{}, io.EOF
+}
+
+// Num is the line's number in its file.
+func (l Line) Num() int { return l.num }
+
+// Decode parses the line as Next does, with Next's errors.
+func (l Line) Decode() (*snoopv1.WatchEventsResponse, error) {
+	resp := &snoopv1.WatchEventsResponse{}
+	if err := decodeOptions.Unmarshal(l.Data, resp); err != nil {
+		if !l.complete {
+			return nil, fmt.Errorf("%s: %w: the last line (%d bytes, line %d) is cut short and was skipped", l.name, ErrTruncated, len(l.Data), l.num)
+		}
+		return nil, fmt.Errorf("%s:%d: not a snoop event (snoop.v1.WatchEventsResponse in JSON): %w", l.name, l.num, err)
+	}
+	if resp.GetEvent() == nil && resp.GetDropped() == 0 && !resp.GetHistoryDone() {
+		return nil, fmt.Errorf("%s:%d: neither an event nor a notice (dropped, history_done)", l.name, l.num)
+	}
+	return resp, nil
 }
 
 // readLine returns the next line without its newline. At the end of the

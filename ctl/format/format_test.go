@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/stats"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
+	"github.com/snoopd/snoopd/internal/histogram"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -169,14 +172,43 @@ func proxies() []*snoopv1.Proxy {
 			Counters: &snoopv1.ProxyCounters{ConnectionsActive: 2, ConnectionsTotal: 40, ProtocolErrors: 1, BytesUp: 1 << 20, BytesDown: 3 << 20,
 				FramesUp: 900, FramesDown: 950, Transactions: 1000, Timeouts: 4, LoopRefusals: 3,
 				Ops: []*snoopv1.OpCounters{
-					{Op: snoopv1.Op_OP_ADD, Count: 300, Results: map[string]int64{"ok": 298, "exists": 2}},
-					{Op: snoopv1.Op_OP_GET, Count: 700, Results: map[string]int64{"hit": 630, "miss": 69, "status(9)": 1}},
+					{Op: snoopv1.Op_OP_ADD, Count: 300, Results: map[string]int64{"ok": 298, "exists": 2},
+						Latency: addLat.summary, Histogram: addLat.hist},
+					{Op: snoopv1.Op_OP_GET, Count: 700, Results: map[string]int64{"hit": 630, "miss": 69, "status(9)": 1},
+						Latency: getLat.summary, Histogram: getLat.hist},
 				},
+				Histogram: allLat.hist,
 				Latency: &snoopv1.LatencySummary{Count: 1000, Mean: durationpb.New(300 * time.Microsecond), P50: durationpb.New(250 * time.Microsecond),
 					P90: durationpb.New(600 * time.Microsecond), P99: durationpb.New(2 * time.Millisecond), Max: durationpb.New(15 * time.Millisecond)}},
 		},
 	}
 }
+
+// latencies is a made-up latency distribution in the API's two forms.
+type latencies struct {
+	summary *snoopv1.LatencySummary
+	hist    *snoopv1.Histogram
+}
+
+func newLatencies(samples map[time.Duration]uint64) latencies {
+	var s histogram.Snapshot
+	for d, n := range samples {
+		s.RecordN(d, n)
+	}
+	return latencies{apiconv.LatencySummary(&s), apiconv.Histogram(&s)}
+}
+
+var (
+	addSamples = map[time.Duration]uint64{180 * time.Microsecond: 100, 300 * time.Microsecond: 150, 700 * time.Microsecond: 45, 3 * time.Millisecond: 3}
+	getSamples = map[time.Duration]uint64{120 * time.Microsecond: 400, 250 * time.Microsecond: 250, 600 * time.Microsecond: 40, 15 * time.Millisecond: 9}
+	addLat     = newLatencies(addSamples)
+	getLat     = newLatencies(getSamples)
+	allLat     = newLatencies(func() map[time.Duration]uint64 {
+		m := maps.Clone(addSamples)
+		maps.Copy(m, getSamples)
+		return m
+	}())
+)
 
 func conns() []*snoopv1.Connection {
 	return []*snoopv1.Connection{
@@ -310,5 +342,50 @@ func TestDurationAndBytes(t *testing.T) {
 	}
 	if s := string(AppendDropped(nil, 1)); !strings.HasPrefix(s, "dropped 1 event ") {
 		t.Errorf("AppendDropped(1) = %q", s)
+	}
+}
+
+// TestLogBinsAndBars checks the regrouping into 1-2-5 bars against
+// samples whose bars are known, and the drawings made of them.
+func TestLogBinsAndBars(t *testing.T) {
+	var h histogram.Snapshot
+	if LogBins(&h) != nil || Sparkline(&h) != "-" {
+		t.Errorf("an empty histogram has bars")
+	}
+	h.RecordN(30*time.Microsecond, 10)  // 20-50µs
+	h.RecordN(49*time.Microsecond, 10)  // 20-50µs, a fine bucket below 50µs
+	h.RecordN(300*time.Microsecond, 40) // 200-500µs
+	h.RecordN(1500*time.Microsecond, 5) // 1-2ms
+	h.RecordN(500*time.Nanosecond, 1)   // below 1µs: the first bar, from 0
+	bins := LogBins(&h)
+	want := map[time.Duration]uint64{0: 1, 20 * time.Microsecond: 20, 200 * time.Microsecond: 40, time.Millisecond: 5}
+	var total uint64
+	for i, b := range bins {
+		total += b.Count
+		if b.Count != want[b.Lo] {
+			t.Errorf("bar %v-%v: %d, want %d", b.Lo, b.Hi, b.Count, want[b.Lo])
+		}
+		if i > 0 && b.Lo != bins[i-1].Hi {
+			t.Errorf("bar %d starts at %v, the previous ends at %v", i, b.Lo, bins[i-1].Hi)
+		}
+	}
+	if total != h.Count || bins[0].Lo != 0 || bins[len(bins)-1].Hi != 2*time.Millisecond {
+		t.Errorf("bars %v: total %d of %d", bins, total, h.Count)
+	}
+	// 0-1µs, 1-2, 2-5, 5-10, 10-20, 20-50, 50-100, 100-200, 200-500, 500-1ms, 1-2ms.
+	if got := Sparkline(&h); got != "0 [▁    ▄  █ ▁] 2ms" {
+		t.Errorf("sparkline %q", got)
+	}
+	var b bytes.Buffer
+	if err := WriteBars(&b, &h, "  ", 8); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != len(bins) || !strings.Contains(lines[8], "200µs–500µs   ████████   40   60.6%") ||
+		!strings.Contains(lines[5], "20µs–50µs     ████       20   30.3%") {
+		t.Errorf("bars:\n%s", b.String())
+	}
+	if got := Bar(1, 1000, 4); got != "▏   " {
+		t.Errorf("a tiny share is %q, want a sliver", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/proxy"
 	"github.com/snoopd/snoopd/vocab"
 )
@@ -89,7 +90,9 @@ func listenOf(p *snoopv1.Proxy) string {
 }
 
 // WriteProxy writes snoopctl show: the spec, the counters, latency
-// percentiles and the live connections. now dates the connections.
+// percentiles, per-operation sparklines and the latency histogram as bars
+// (when p carries histograms), and the live connections. now dates the
+// connections.
 func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now time.Time, loc *time.Location) error {
 	s, c := p.GetSpec(), p.GetCounters()
 	tw := newTable(w)
@@ -157,9 +160,14 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	if len(c.GetOps()) > 0 {
 		fmt.Fprintln(w, "\nops:")
 		tw = newTable(w)
-		fmt.Fprintln(tw, "  OP\tCOUNT\tHIT%\tRESULTS")
+		fmt.Fprintln(tw, "  OP\tCOUNT\tHIT%\tP50\tP99\tLATENCY\tRESULTS")
 		for _, oc := range c.GetOps() {
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", OpName(oc.GetOp()), oc.GetCount(), hitRatio(oc.GetOp(), oc.GetResults()), Results(oc.GetResults()))
+			p50, p99 := "-", "-"
+			if l := oc.GetLatency(); l.GetCount() > 0 {
+				p50, p99 = Duration(l.GetP50().AsDuration()), Duration(l.GetP99().AsDuration())
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\t%s\t%s\n", OpName(oc.GetOp()), oc.GetCount(), hitRatio(oc.GetOp(), oc.GetResults()),
+				p50, p99, histSparkline(oc.GetHistogram()), Results(oc.GetResults()))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -168,6 +176,13 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	if len(s.GetFaults()) > 0 {
 		fmt.Fprintln(w, "\nfaults:")
 		if err := WriteFaults(w, s.GetFaults(), c.GetFaults(), "  "); err != nil {
+			return err
+		}
+	}
+	if h := c.GetHistogram(); h.GetCount() > 0 {
+		fmt.Fprintln(w, "\nlatency histogram:")
+		s := apiconv.HistogramFromAPI(h)
+		if err := WriteBars(w, &s, "  ", 40); err != nil {
 			return err
 		}
 	}

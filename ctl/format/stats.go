@@ -11,19 +11,21 @@ import (
 )
 
 // WriteStats writes snoopctl stats' tables: one row per proxy and
-// operation, one row per proxy for connection events, and a line with
-// the event and drop totals over the elapsed time.
+// operation (with its latency distribution drawn as a sparkline on 1-2-5
+// log buckets beside the percentiles), one row per proxy for connection
+// events, and a line with the event and drop totals over the elapsed
+// time.
 func WriteStats(w io.Writer, t stats.Table, elapsed time.Duration) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "PROXY\tOP\tCOUNT\tHIT%\tP50\tP90\tP99\tERRORS\tRESULTS")
+	fmt.Fprintln(tw, "PROXY\tOP\tCOUNT\tHIT%\tP50\tP90\tP99\tLATENCY\tERRORS\tRESULTS")
 	for _, r := range t.Ops {
 		l := r.Latency
 		p50, p90, p99 := "-", "-", "-"
 		if l.GetCount() > 0 {
 			p50, p90, p99 = Duration(l.GetP50().AsDuration()), Duration(l.GetP90().AsDuration()), Duration(l.GetP99().AsDuration())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Proxy, OpName(r.Op), r.Count,
-			hitRatio(r.Op, r.Results), p50, p90, p99, r.Errors, Results(r.Results))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Proxy, OpName(r.Op), r.Count,
+			hitRatio(r.Op, r.Results), p50, p90, p99, Sparkline(r.Histogram), r.Errors, Results(r.Results))
 	}
 	if len(t.Ops) == 0 {
 		fmt.Fprintln(tw, "(no transactions)")

@@ -24,6 +24,8 @@ type OpRow struct {
 	Errors int64
 	// Latency summarises the answered transactions' latency.
 	Latency *snoopv1.LatencySummary
+	// Histogram is the same latency as a histogram, for drawing.
+	Histogram *histogram.Snapshot
 }
 
 // HitRatio is hits / (hits + misses), for GET rows that had either; ok is
@@ -144,6 +146,10 @@ func (c *Collector) Table() Table {
 			Results: maps.Clone(a.results),
 			Errors:  a.errors,
 			Latency: apiconv.LatencySummary(&a.latency),
+			Histogram: func() *histogram.Snapshot {
+				h := a.latency
+				return &h
+			}(),
 		})
 	}
 	slices.SortFunc(t.Ops, func(a, b OpRow) int {

@@ -41,13 +41,13 @@ func Histogram(h *histogram.Snapshot) *snoopv1.Histogram {
 
 // HistogramFromAPI turns the API's buckets back into a snapshot, for
 // percentiles and deltas on the client. Each bucket's count is recorded at
-// its lower end, which is where the daemon's histogram put it.
+// its lower end, which is where the daemon's histogram put it. (Only
+// non-empty buckets are sent, so the lower end comes from the bucket's own
+// upper end, not from the bucket before it.)
 func HistogramFromAPI(h *snoopv1.Histogram) histogram.Snapshot {
 	var s histogram.Snapshot
-	var lower time.Duration
 	for _, b := range h.GetBuckets() {
-		s.RecordN(lower, b.GetCount())
-		lower = time.Duration(b.GetUpperNs())
+		s.RecordN(histogram.BucketLower(time.Duration(b.GetUpperNs())), b.GetCount())
 	}
 	return s
 }

@@ -67,3 +67,24 @@ func TestSpecFromRequestOperations(t *testing.T) {
 		}
 	}
 }
+
+// Sparse samples (empty buckets between the full ones) come back in their
+// own buckets, not at the end of the bucket before.
+func TestHistogramRoundTripSparse(t *testing.T) {
+	var h histogram.Snapshot
+	h.RecordN(120*time.Microsecond, 400)
+	h.RecordN(15*time.Millisecond, 9)
+	back := HistogramFromAPI(Histogram(&h))
+	var before, after []time.Duration
+	h.Buckets(func(u time.Duration, _ uint64) { before = append(before, u) })
+	back.Buckets(func(u time.Duration, _ uint64) { after = append(after, u) })
+	if len(after) != 2 || after[0] != before[0] || after[1] != before[1] {
+		t.Fatalf("buckets %v after the round trip, %v before", after, before)
+	}
+	if p := back.Quantile(0.5); p < 116*time.Microsecond || p > 124*time.Microsecond {
+		t.Errorf("p50 %v, want 120µs within a bucket", p)
+	}
+	if back.Min < 116*time.Microsecond || back.Max < 14500*time.Microsecond {
+		t.Errorf("min %v max %v", back.Min, back.Max)
+	}
+}

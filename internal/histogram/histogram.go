@@ -193,3 +193,69 @@ func (s *Snapshot) Buckets(f func(upper time.Duration, count uint64)) {
 		}
 	}
 }
+
+// Sub removes the samples of o from s, where o is an earlier snapshot of
+// the same cumulative histogram: what is left is the distribution of the
+// samples recorded between the two, as a poller that reads cumulative
+// buckets needs for an interval's percentiles and rates. A bucket, count
+// or sum of o larger than s's (o is not earlier, or the histogram was
+// reset) leaves zero there rather than wrapping around.
+//
+// Count, Sum and the buckets of the difference are exact. Min and Max are
+// not, because two extremes since the start cannot tell the extremes of
+// an interval: after Sub they are bounds that hold every sample of the
+// interval, Min the lower end of the lowest non-empty bucket and Max the
+// upper end of the highest (each tightened by s's own extremes, which
+// cover the interval too), so each is within one bucket (about 3%) of the
+// interval's true extreme. Quantile(0) and Quantile(1) of a difference
+// are those bounds.
+func (s *Snapshot) Sub(o *Snapshot) {
+	lo, hi := -1, -1
+	var count uint64
+	for i := range s.counts {
+		c := s.counts[i]
+		if oc := o.counts[i]; oc < c {
+			c -= oc
+		} else {
+			c = 0
+		}
+		s.counts[i] = c
+		if c != 0 {
+			if lo < 0 {
+				lo = i
+			}
+			hi = i
+			count += c
+		}
+	}
+	// Count is the sum of the buckets left, which is what Quantile
+	// walks, even if o was not an earlier snapshot.
+	s.Count = count
+	if o.Sum < s.Sum {
+		s.Sum -= o.Sum
+	} else {
+		s.Sum = 0
+	}
+	if count == 0 {
+		s.Sum, s.Min, s.Max = 0, 0, 0
+		return
+	}
+	s.Min = max(time.Duration(lowest(lo)), s.Min)
+	top := time.Duration(lowest(hi+1)) - 1 // the upper end is exclusive
+	if hi == numBuckets-1 {
+		top = s.Max // the last bucket holds everything above
+	}
+	s.Max = min(top, s.Max)
+	s.Min = min(s.Min, s.Max)
+}
+
+// BucketLower is the lower end of the bucket whose upper end (exclusive)
+// is upper, as Buckets reports it: what rebuilding a histogram from
+// bucket bounds needs, since empty buckets are left out and the previous
+// non-empty bucket's end need not be this one's start.
+func BucketLower(upper time.Duration) time.Duration {
+	if upper <= 0 {
+		return 0
+	}
+	return time.Duration(lowest(index(uint64(upper - 1))))
+}

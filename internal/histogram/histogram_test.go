@@ -283,3 +283,96 @@ func BenchmarkSnapshotRecord(b *testing.B) {
 		s.Record(time.Duration(i&0xfffff) * 100)
 	}
 }
+
+// TestSubIsTheInterval checks that the difference of two snapshots of one
+// histogram is the histogram of the samples recorded between them: the
+// same buckets, count and sum, percentiles within the bucket error, and
+// Min and Max bounds that hold the interval's samples and are within one
+// bucket of its true extremes.
+func TestSubIsTheInterval(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var h Histogram
+	for range 5000 {
+		h.Record(time.Duration(r.ExpFloat64() * float64(time.Millisecond)))
+	}
+	h.Record(time.Nanosecond)  // an early minimum the interval does not share
+	h.Record(10 * time.Second) // and an early maximum
+	before := h.Snapshot()
+	var interval Snapshot
+	var vals []time.Duration
+	for range 20000 {
+		d := time.Duration(50*time.Microsecond) + time.Duration(r.ExpFloat64()*float64(200*time.Microsecond))
+		h.Record(d)
+		interval.Record(d)
+		vals = append(vals, d)
+	}
+	after := h.Snapshot()
+	diff := after
+	diff.Sub(&before)
+	if diff.Count != interval.Count || diff.Sum != interval.Sum || diff.counts != interval.counts {
+		t.Fatalf("difference: count %d sum %v, want %d %v (or buckets differ)", diff.Count, diff.Sum, interval.Count, interval.Sum)
+	}
+	slices.Sort(vals)
+	lo, hi := vals[0], vals[len(vals)-1]
+	if diff.Min > lo || diff.Max < hi {
+		t.Errorf("bounds %v..%v do not hold the interval's samples %v..%v", diff.Min, diff.Max, lo, hi)
+	}
+	if float64(lo-diff.Min) > 0.032*float64(lo) || float64(diff.Max-hi) > 0.032*float64(hi) {
+		t.Errorf("bounds %v..%v further than a bucket from the extremes %v..%v", diff.Min, diff.Max, lo, hi)
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999} {
+		want := vals[int(q*float64(len(vals)))-1]
+		got := diff.Quantile(q)
+		if math.Abs(float64(got-want)) > 0.032*float64(want) {
+			t.Errorf("interval p%v = %v, want %v within 3%%", q*100, got, want)
+		}
+	}
+	if diff.Mean() != interval.Mean() {
+		t.Errorf("mean %v, want %v", diff.Mean(), interval.Mean())
+	}
+}
+
+func TestSubEmptyAndReset(t *testing.T) {
+	var a, b Snapshot
+	a.Record(time.Millisecond)
+	a.Record(2 * time.Millisecond)
+	same := a
+	same.Sub(&a)
+	if same.Count != 0 || same.Sum != 0 || same.Min != 0 || same.Max != 0 || same.Quantile(0.5) != 0 {
+		t.Errorf("a - a = %+v, want empty", same)
+	}
+	// b is not an earlier snapshot of a (a reset in between): nothing
+	// wraps around.
+	b.Record(time.Millisecond)
+	b.Record(time.Millisecond)
+	b.Record(time.Second)
+	d := a
+	d.Sub(&b)
+	if d.Count != 1 || d.Quantile(0.5) > 2*time.Millisecond || d.Quantile(0.5) < time.Millisecond {
+		t.Errorf("a - b = count %d p50 %v, want the one 2ms sample left", d.Count, d.Quantile(0.5))
+	}
+	if d.Sum != 0 {
+		t.Errorf("sum %v after subtracting a larger sum, want 0", d.Sum)
+	}
+	// Exact small values keep exact bounds.
+	var c, e Snapshot
+	c.Record(3)
+	e = c
+	e.Record(7)
+	e.Sub(&c)
+	if e.Min != 7 || e.Max != 7 {
+		t.Errorf("exact bucket bounds %v..%v, want 7..7", e.Min, e.Max)
+	}
+}
+
+func TestBucketLower(t *testing.T) {
+	for _, v := range []uint64{0, 1, 63, 64, 65, 1000, 123456, 1 << 40} {
+		i := index(v)
+		if got := BucketLower(time.Duration(lowest(i + 1))); got != time.Duration(lowest(i)) {
+			t.Errorf("bucket of %d: lower %v, want %v", v, got, lowest(i))
+		}
+	}
+	if BucketLower(0) != 0 {
+		t.Errorf("BucketLower(0) != 0")
+	}
+}

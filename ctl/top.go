@@ -1,0 +1,108 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/snoopd/snoopd/ctl/top"
+)
+
+func (e *env) topCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "top",
+		Usage: "a live view of every proxy: state, connections, ops/s, hit ratio, errors/s, latency, bytes/s",
+		Description: "top polls the daemon's counters and latency histograms every --delay (it needs\n" +
+			"no event stream and puts nothing on the data path) and shows, per proxy, the\n" +
+			"rates and percentiles of the last interval; the first screen covers each\n" +
+			"proxy's life so far. Keys: arrows select, enter opens a proxy (its operations\n" +
+			"and latency histogram), / filters by name, < > or a column's letter sort\n" +
+			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all.\n\n" +
+			"With -b, -o json, or when stdout is not a terminal, top prints --iterations\n" +
+			"snapshots (0: until Ctrl-C) as plain tables, or as one JSON object per line:\n" +
+			"{\"time\", \"source\", \"version\", \"uptime_ns\", \"interval_ns\", \"totals\": {...},\n" +
+			"\"proxies\": [{\"name\", \"state\", \"connections\", \"span_ns\", \"ops\", \"errors\",\n" +
+			"\"ops_per_sec\", \"errors_per_sec\", \"hit_ratio\", \"bytes_up_per_sec\",\n" +
+			"\"bytes_down_per_sec\", \"samples\", \"p50_ns\", \"p99_ns\", \"p999_ns\",\n" +
+			"\"ops_detail\": [...]}]} (rates over span_ns). NO_COLOR turns colour off.",
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "delay", Aliases: []string{"d"}, Value: time.Second, Usage: "time between refreshes"},
+			&cli.BoolFlag{Name: "batch", Aliases: []string{"b"}, Usage: "print snapshots as plain text (or -o json) instead of the live view"},
+			&cli.IntFlag{Name: "iterations", Aliases: []string{"n"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
+		},
+		Action: e.top,
+	}
+}
+
+func (e *env) top(cCtx *cli.Context) error {
+	if _, err := args(cCtx, 0, 0, "[-d DELAY] [-b] [-n N]"); err != nil {
+		return err
+	}
+	delay := cCtx.Duration("delay")
+	if delay <= 0 {
+		return usagef("--delay %v: must be positive", delay)
+	}
+	n := cCtx.Int("iterations")
+	if n < 0 {
+		return usagef("--iterations %d is negative", n)
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	src := &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
+	if cCtx.Bool("batch") || e.opts.json || !isTerminal(e.stdio.Out) {
+		return e.topBatch(cCtx.Context, src, delay, n)
+	}
+	err = top.Run(cCtx.Context, src, top.Options{
+		Delay: delay, Timeout: e.opts.timeout, NoColor: os.Getenv("NO_COLOR") != "",
+		In: e.stdio.In, Out: e.stdio.Out,
+	})
+	if err != nil {
+		return e.rpcError(err, "top", "")
+	}
+	return nil
+}
+
+// topBatch prints n frames (0: until ctx ends), one every delay.
+func (e *env) topBatch(ctx context.Context, src top.Source, delay time.Duration, n int) error {
+	var prev *top.Snapshot
+	for i := 0; n == 0 || i < n; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+		cctx, cancel := e.callContext(ctx, 0)
+		snap, err := src.Snapshot(cctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C during a poll
+			}
+			return e.rpcError(err, "top", "")
+		}
+		f := top.NewFrame(prev, snap)
+		prev = snap
+		if e.opts.json {
+			b, err := top.FrameJSON(f)
+			if err != nil {
+				return failf("%v", err)
+			}
+			if _, err := fmt.Fprintf(e.stdio.Out, "%s\n", b); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := top.WriteText(e.stdio.Out, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}

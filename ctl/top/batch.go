@@ -1,0 +1,160 @@
+package top
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/snoopd/snoopd/ctl/format"
+)
+
+// WriteText writes a frame as top -b does: the two header lines, the
+// proxy table sorted by ops/s (busiest first), and a blank line.
+func WriteText(w io.Writer, f *Frame) error {
+	rows := append([]Row(nil), f.Rows...)
+	SortRows(rows, defaultSort, true)
+	head, totals := summary(f)
+	header, lines := tableLines(rows, -1, false)
+	if _, err := fmt.Fprintf(w, "%s\n%s\n\n%s\n", head, totals, header); err != nil {
+		return err
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	for _, r := range rows {
+		if r.Problem != "" {
+			if _, err := fmt.Fprintf(w, "%s failed: %s\n", r.Name, r.Problem); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+// frameJSON is top -b -o json: one object per refresh. Durations are in
+// nanoseconds, rates per second; a rate or percentile that is not known
+// (no interval yet, no samples) is left out.
+type frameJSON struct {
+	Time       string      `json:"time"`
+	Source     string      `json:"source"`
+	Version    string      `json:"version,omitempty"`
+	UptimeNs   int64       `json:"uptime_ns,omitempty"`
+	IntervalNs int64       `json:"interval_ns"`
+	Totals     totalsJSON  `json:"totals"`
+	Proxies    []proxyJSON `json:"proxies"`
+}
+
+type totalsJSON struct {
+	Proxies         int     `json:"proxies"`
+	Listening       int     `json:"listening"`
+	Connections     int64   `json:"connections"`
+	Transactions    int64   `json:"transactions"`
+	Errors          int64   `json:"errors"`
+	OpsPerSec       float64 `json:"ops_per_sec"`
+	ErrorsPerSec    float64 `json:"errors_per_sec"`
+	BytesUpPerSec   float64 `json:"bytes_up_per_sec"`
+	BytesDownPerSec float64 `json:"bytes_down_per_sec"`
+}
+
+type proxyJSON struct {
+	Name            string   `json:"name"`
+	State           string   `json:"state"`
+	Error           string   `json:"error,omitempty"`
+	Connections     int64    `json:"connections"`
+	SpanNs          int64    `json:"span_ns"`
+	Ops             int64    `json:"ops"`
+	Errors          int64    `json:"errors"`
+	OpsPerSec       *float64 `json:"ops_per_sec,omitempty"`
+	ErrorsPerSec    *float64 `json:"errors_per_sec,omitempty"`
+	HitRatio        *float64 `json:"hit_ratio,omitempty"`
+	BytesUpPerSec   *float64 `json:"bytes_up_per_sec,omitempty"`
+	BytesDownPerSec *float64 `json:"bytes_down_per_sec,omitempty"`
+	latencyJSON
+	ByOp []opJSON `json:"ops_detail"`
+}
+
+type latencyJSON struct {
+	Samples uint64 `json:"samples"`
+	P50Ns   *int64 `json:"p50_ns,omitempty"`
+	P99Ns   *int64 `json:"p99_ns,omitempty"`
+	P999Ns  *int64 `json:"p999_ns,omitempty"`
+}
+
+type opJSON struct {
+	Op        string           `json:"op"`
+	Count     int64            `json:"count"`
+	Errors    int64            `json:"errors"`
+	OpsPerSec *float64         `json:"ops_per_sec,omitempty"`
+	Results   map[string]int64 `json:"results"`
+	latencyJSON
+}
+
+func newLatencyJSON(l Latency) latencyJSON {
+	out := latencyJSON{Samples: l.Count}
+	if l.Count > 0 {
+		p50, p99, p999 := int64(l.P50), int64(l.P99), int64(l.P999)
+		out.P50Ns, out.P99Ns, out.P999Ns = &p50, &p99, &p999
+	}
+	return out
+}
+
+// FrameJSON returns a frame as one line of JSON (without the newline):
+//
+//	{"time", "source", "version", "uptime_ns", "interval_ns",
+//	 "totals": {"proxies", "listening", "connections", "transactions",
+//	            "errors", "ops_per_sec", "errors_per_sec",
+//	            "bytes_up_per_sec", "bytes_down_per_sec"},
+//	 "proxies": [{"name", "state", "error", "connections", "span_ns", "ops",
+//	              "errors", "ops_per_sec", "errors_per_sec", "hit_ratio",
+//	              "bytes_up_per_sec", "bytes_down_per_sec", "samples",
+//	              "p50_ns", "p99_ns", "p999_ns",
+//	              "ops_detail": [{"op", "count", "errors", "ops_per_sec",
+//	                              "results", "samples", "p50_ns", ...}]}]}
+//
+// Proxies are sorted by name; counts are over span_ns (the interval, or
+// the proxy's life for the first frame or a new proxy).
+func FrameJSON(f *Frame) ([]byte, error) {
+	t := f.Totals
+	out := frameJSON{
+		Time: f.At.UTC().Format(time.RFC3339Nano), Source: f.Source, Version: f.Version,
+		UptimeNs: int64(f.Uptime), IntervalNs: int64(f.Interval),
+		Totals: totalsJSON{t.Proxies, t.Listening, t.Conns, t.Transactions, t.Errors,
+			t.OpsPerSec, t.ErrorsPerSec, t.UpPerSec, t.DownPerSec},
+		Proxies: []proxyJSON{},
+	}
+	rows := append([]Row(nil), f.Rows...)
+	SortRows(rows, 0, false)
+	for i := range rows {
+		r := &rows[i]
+		rate := func(n int64) *float64 {
+			if r.Span <= 0 {
+				return nil
+			}
+			v := r.Rate(n)
+			return &v
+		}
+		p := proxyJSON{
+			Name: r.Name, State: r.State, Error: r.Problem, Connections: r.Conns, SpanNs: int64(r.Span),
+			Ops: r.Ops, Errors: r.Errors, OpsPerSec: rate(r.Ops), ErrorsPerSec: rate(r.Errors),
+			BytesUpPerSec: rate(r.UpBytes), BytesDownPerSec: rate(r.DownBytes),
+			latencyJSON: newLatencyJSON(r.Latency), ByOp: []opJSON{},
+		}
+		if h, ok := r.HitRatio(); ok {
+			p.HitRatio = &h
+		}
+		for _, o := range r.ByOp {
+			p.ByOp = append(p.ByOp, opJSON{Op: format.OpName(o.Op), Count: o.Count, Errors: o.Errors,
+				OpsPerSec: rate(o.Count), Results: o.Results, latencyJSON: newLatencyJSON(o.Latency)})
+		}
+		out.Proxies = append(out.Proxies, p)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode top frame: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,68 @@
+package top
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// Snapshot is one poll: every proxy with its cumulative counters and
+// latency histograms (ProxyCounters.histogram, OpCounters.histogram), and
+// what is known of where they came from.
+type Snapshot struct {
+	// At is when the poll was answered.
+	At time.Time
+	// Source names where the numbers come from: a daemon's name, or its
+	// address when it has none.
+	Source string
+	// Version is the daemon's version, if known.
+	Version string
+	// Started is when the source started (the daemon's start time), zero
+	// if unknown.
+	Started time.Time
+	// Proxies are the proxies, with histograms.
+	Proxies []*snoopv1.Proxy
+}
+
+// Source gives snapshots on demand. Snapshot is called from one goroutine
+// at a time, once per refresh.
+type Source interface {
+	Snapshot(ctx context.Context) (*Snapshot, error)
+}
+
+// APISource polls one daemon through its control API: GetDaemonInfo (so a
+// restarted daemon shows its new uptime) and ListProxies with histograms,
+// per snapshot.
+type APISource struct {
+	Proxies snoopv1.ProxyServiceClient
+	Daemon  snoopv1.DaemonServiceClient
+	// Address names the daemon when it reports no name.
+	Address string
+}
+
+// Snapshot implements Source.
+func (s *APISource) Snapshot(ctx context.Context) (*Snapshot, error) {
+	info, err := s.Daemon.GetDaemonInfo(ctx, &snoopv1.GetDaemonInfoRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("daemon info: %w", err)
+	}
+	r, err := s.Proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{IncludeHistograms: true})
+	if err != nil {
+		return nil, fmt.Errorf("list proxies: %w", err)
+	}
+	snap := &Snapshot{
+		At:      time.Now(),
+		Source:  info.GetName(),
+		Version: info.GetVersion(),
+		Proxies: r.GetProxies(),
+	}
+	if snap.Source == "" {
+		snap.Source = s.Address
+	}
+	if t := info.GetStartTime(); t != nil {
+		snap.Started = t.AsTime()
+	}
+	return snap, nil
+}
