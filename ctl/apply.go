@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 
@@ -77,6 +78,7 @@ func (e *env) readDeclaration(path string) (*snoopv1.ApplyProxiesRequest, error)
 	if bytes.HasPrefix(trimmed, []byte("[")) {
 		trimmed = append(append([]byte(`{"proxies":`), trimmed...), '}')
 	}
+	trimmed = dropBoundPorts(trimmed)
 	req := &snoopv1.ApplyProxiesRequest{}
 	if err := protojson.Unmarshal(trimmed, req); err != nil {
 		return nil, failf("apply: %s is not a proxy declaration: %v (see 'snoopctl apply --help')", path, err)
@@ -87,4 +89,24 @@ func (e *env) readDeclaration(path string) (*snoopv1.ApplyProxiesRequest, error)
 		return nil, failf("apply: %s sets prune or dry_run; use --prune or --dry-run on the command line instead", path)
 	}
 	return req, nil
+}
+
+// dropBoundPorts removes the "bound_ports" key a snoopd state file has
+// beside "proxies" (the ports its port-0 proxies had, which only the
+// daemon that wrote it uses), so a state file can be applied as it is.
+// Anything else is left for protojson to judge.
+func dropBoundPorts(b []byte) []byte {
+	var top map[string]json.RawMessage
+	if !bytes.Contains(b, []byte(`"bound_ports"`)) || json.Unmarshal(b, &top) != nil {
+		return b
+	}
+	if _, ok := top["bound_ports"]; !ok {
+		return b
+	}
+	delete(top, "bound_ports")
+	out, err := json.Marshal(top)
+	if err != nil {
+		return b
+	}
+	return out
 }

@@ -81,8 +81,18 @@ type entry struct {
 	bindErr   error // why an enabled proxy is not listening
 	ephemeral bool  // not saved in the state dir (the demo proxy)
 	// busy marks a proxy a request is changing; placeholder marks a name
-	// reserved by a create still binding.
-	busy, placeholder bool
+	// reserved by a create still binding; deleting marks a proxy whose
+	// deletion is being saved or, once saved, carried out (it is left out
+	// of the state file).
+	busy, placeholder, deleting bool
+	// note tells the operator something about a listening proxy, shown
+	// in Proxy.error: a port 0 proxy that could not have its saved port
+	// back.
+	note string
+	// json is spec rendered for the state file, jsonOf the spec it was
+	// rendered from (see snapshot).
+	json   []byte
+	jsonOf *snoopv1.ProxySpec
 }
 
 // New starts a daemon. With a state dir it restores the saved proxies: a
@@ -113,36 +123,46 @@ func New(cfg Config) (*Daemon, error) {
 	var st *stateFile
 	if cfg.StateDir != "" {
 		var specs []*snoopv1.ProxySpec
+		var ports map[string]int
 		var err error
-		st, specs, err = openState(cfg.StateDir)
+		st, specs, ports, err = openState(cfg.StateDir, log)
 		if err != nil {
 			d.closeEngine()
 			d.hub.Close()
 			return nil, err
 		}
-		d.restoreAll(specs)
+		d.restoreAll(specs, ports)
 	}
 	// d.state is still nil, so applying saves nothing: a start that fails
 	// here leaves the state file untouched.
 	if len(cfg.Apply) > 0 {
 		if _, err := d.ApplyProxies(context.Background(), cfg.Apply, false, false); err != nil {
-			d.abort()
+			d.abort(st)
 			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
 		}
 	}
 	d.state = st
 	if len(cfg.Apply) > 0 {
-		d.saveLogged()
+		// The declared set is in force only if it is saved, like any
+		// other change.
+		if err := d.save(); err != nil {
+			d.abort(st)
+			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
+		}
 	}
 	return d, nil
 }
 
-// abort stops whatever New started, without saving.
-func (d *Daemon) abort() {
+// abort stops whatever New started, without saving, and lets go of the
+// state dir.
+func (d *Daemon) abort(st *stateFile) {
 	ps, _ := d.shut()
 	stopAll(context.Background(), ps)
 	d.closeEngine()
 	d.hub.Close()
+	if st != nil {
+		st.close()
+	}
 }
 
 // closeEngine closes the engine if the daemon made it.
@@ -203,7 +223,11 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 // listener of the set (a proxy loop: a state file written before loops
 // were refused, or edited by hand) is kept failed and never started, so
 // it does not dial; the others start.
-func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
+//
+// A proxy that breaks a rule new input must follow (validate: a relative
+// unix path, saved by an older snoopd) is kept failed with the reason,
+// too. A proxy declared on port 0 first tries the port it had (ports).
+func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 	type saved struct {
 		spec *snoopv1.ProxySpec
 		cfg  proxy.Config
@@ -222,28 +246,53 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
 	}
 	local := machineIPs()
 	for i, s := range ok {
-		var loopErr error
+		var failErr error
 		if l := findLoop(nodes, i, local); l != nil {
-			loopErr = errors.New(l.serverReason())
+			failErr = errors.New(l.serverReason())
+			d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", s.cfg.Name, "err", failErr)
+		} else if err := checkAbsolute(s.cfg); err != nil {
+			failErr = err
+			d.log.Error("restored proxy has a relative unix socket path; it stays failed, not started, until it is moved to an absolute one", "proxy", s.cfg.Name, "err", err)
 		}
-		d.restore(s.spec, s.cfg, loopErr)
+		d.restore(s.spec, s.cfg, failErr, ports[s.cfg.Name])
 	}
 }
 
-// restore brings back a saved proxy, normalised; with loopErr it stays
-// failed with that error and is not started.
-func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, loopErr error) {
-	p, err := d.newProxy(cfg)
+// restore brings back a saved proxy, normalised; with failErr it stays
+// failed with that error and is not started. A proxy declared on TCP
+// port 0 that was bound to savedPort before gets that port again if it is
+// free; if not, it takes a new one, and says so in the log and in its
+// Proxy.error.
+func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, failErr error, savedPort int) {
+	again, trySaved := cfg, savedPort != 0 && cfg.Listen.Network() == distcache.NetworkTCP && cfg.Listen.Port() == 0
+	if trySaved {
+		again.Listen = cfg.Listen.WithPort(savedPort)
+	}
+	p, err := d.newProxy(again)
 	if err != nil {
 		d.log.Error("saved proxy is invalid; skipped", "proxy", cfg.Name, "err", err)
 		return
 	}
 	e := &entry{spec: norm, p: p, created: time.Now()}
-	if loopErr != nil {
-		e.bindErr = loopErr
-		d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", cfg.Name, "err", loopErr)
-	} else if err := p.Start(); err != nil {
-		e.bindErr = err
+	if failErr != nil {
+		e.bindErr = failErr
+	} else if err := p.Start(); err != nil && trySaved && errors.Is(err, proxy.ErrAddrInUse) {
+		// The saved port is taken: a new one, rather than a failed proxy,
+		// since port 0 asked for any port.
+		p.Stop(context.Background())
+		if p, err = d.newProxy(cfg); err == nil {
+			e.p = p
+			err = p.Start()
+		}
+		if err != nil {
+			e.bindErr = bindError("listen", err)
+			d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
+		} else {
+			e.note = fmt.Sprintf("port %d, which this proxy had before the restart, is taken; it listens on %s now", savedPort, p.Addr())
+			d.log.Warn("restored proxy could not have its port back; it listens on a new one", "proxy", cfg.Name, "port", savedPort, "listen", p.Addr().String())
+		}
+	} else if err != nil {
+		e.bindErr = bindError("listen", err)
 		d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
 	} else {
 		d.log.Info("restored proxy", "proxy", cfg.Name, "listen", p.Addr().String(), "server", norm.GetServer())
@@ -273,7 +322,11 @@ func (d *Daemon) Close(ctx context.Context) error {
 	err := stopAll(ctx, ps)
 	err = errors.Join(err, d.closeEngine())
 	d.hub.Close()
-	return errors.Join(err, d.save())
+	err = errors.Join(err, d.save())
+	if d.state != nil {
+		d.state.close()
+	}
+	return err
 }
 
 // CreateProxy validates spec, binds the proxy and starts it. The bind
@@ -289,8 +342,11 @@ func (d *Daemon) CreateEphemeralProxy(spec *snoopv1.ProxySpec) (*snoopv1.Proxy, 
 	return d.create(spec, true)
 }
 
+// A created proxy is bound and started first, then saved: it needs its
+// port for the state file. If the save fails, it is stopped and removed
+// again, and the call fails; clients it accepted in between are cut.
 func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, error) {
-	spec, cfg, err := normalize(in)
+	spec, cfg, err := validate(in)
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
@@ -303,7 +359,11 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	}
 	if _, ok := d.proxies[name]; ok {
 		d.mu.Unlock()
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrExists)
+		return nil, fmt.Errorf("proxy %s: %w", quote(name), ErrExists)
+	}
+	if err := d.reservedLocked("spec.listen", cfg.Listen, nil); err != nil {
+		d.mu.Unlock()
+		return nil, err
 	}
 	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
 	isNew := make([]bool, len(nodes))
@@ -320,12 +380,29 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if err != nil {
 		delete(d.proxies, name)
 		d.mu.Unlock()
+		return nil, bindError("spec.listen", err)
+	}
+	e.busy = true
+	d.proxies[name] = e
+	var t uint64
+	if !ephemeral {
+		t = d.ticketLocked(func() {
+			d.mu.Lock()
+			d.proxies[name] = &entry{busy: true, placeholder: true}
+			d.mu.Unlock()
+		})
+	}
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		d.stop(e, 0)
+		d.mu.Lock()
+		delete(d.proxies, name)
+		d.mu.Unlock()
+		d.log.Warn("created proxy removed again: it could not be saved", "proxy", name, "err", err)
 		return nil, err
 	}
-	d.proxies[name] = e
-	d.mu.Unlock()
+	d.release(e)
 	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
-	d.saveLogged()
 	return d.describe(e), nil
 }
 
@@ -360,9 +437,9 @@ func (d *Daemon) reserve(name string) (*entry, error) {
 	case d.closed:
 		return nil, hub.ErrClosed
 	case !ok || e.placeholder:
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("proxy %s: %w", quote(name), ErrNotFound)
 	case e.busy:
-		return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
+		return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(name), ErrBusy)
 	}
 	e.busy = true
 	return e, nil
@@ -380,7 +457,7 @@ func (d *Daemon) GetProxy(name string) (*snoopv1.Proxy, error) {
 	e, ok := d.proxies[name]
 	d.mu.Unlock()
 	if !ok || e.placeholder {
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("proxy %s: %w", quote(name), ErrNotFound)
 	}
 	return d.describe(e), nil
 }
@@ -418,7 +495,7 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	if err != nil {
 		return nil, err
 	}
-	spec, cfg, err := normalize(merged)
+	spec, cfg, err := validate(merged)
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
@@ -433,49 +510,95 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	if err := loopError(nodes, changed, make([]bool, len(nodes)), func(_ int, f string) string { return "spec." + f }, local); err != nil {
 		return nil, err
 	}
-	if err := d.change(e, spec, cfg, closeConns); err != nil {
+	// The order makes the one step that can fail, binding, come first,
+	// and the one that cannot be undone, closing connections, come last:
+	// bind (if enabling), then record and save the new spec, then apply
+	// it. A save that fails is undone in memory and unbinds again.
+	enabled, err := d.prepareChange(e, spec)
+	if err != nil {
+		return nil, bindError("spec.listen", err)
+	}
+	d.mu.Lock()
+	undo := d.recordChangeLocked(e, spec)
+	t := d.ticketLocked(undo)
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		if enabled {
+			e.p.Disable(false)
+		}
 		return nil, err
 	}
-	d.saveLogged()
+	d.finishChange(e, spec, cfg, closeConns)
 	return d.describe(e), nil
 }
 
-// change moves a running proxy from e.spec to spec (same name and listen
-// address). e must be reserved.
-func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) error {
-	old := e.spec
-	if spec.GetEnabled() && (!old.GetEnabled() || !e.p.Listening()) {
-		if err := e.p.Enable(); err != nil {
-			d.mu.Lock()
-			e.bindErr = err
-			d.mu.Unlock()
-			return err
-		}
+// prepareChange binds a reserved proxy that spec enables and that does
+// not listen, and reports whether it did. A bind error is recorded.
+func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) {
+	if !spec.GetEnabled() || e.p.Listening() {
+		return false, nil
 	}
-	if spec.GetServer() != old.GetServer() {
-		if err := e.p.SetServer(cfg.Server); err != nil {
-			return err
-		}
+	if err := e.p.Enable(); err != nil {
+		d.mu.Lock()
+		e.bindErr = err
+		d.mu.Unlock()
+		return false, err
+	}
+	return true, nil
+}
+
+// recordChangeLocked puts spec in the registry for a reserved proxy and
+// returns the undo for a save that fails. d.mu is held.
+func (d *Daemon) recordChangeLocked(e *entry, spec *snoopv1.ProxySpec) func() {
+	old, oldErr, oldNote := e.spec, e.bindErr, e.note
+	e.spec, e.bindErr, e.note = spec, nil, ""
+	return func() {
+		d.mu.Lock()
+		e.spec, e.bindErr, e.note = old, oldErr, oldNote
+		d.mu.Unlock()
+	}
+}
+
+// finishChange makes a reserved proxy run with cfg, once its new spec is
+// saved: server and options (which cannot fail, cfg being valid), then
+// disabling, which may close connections and so comes last.
+func (d *Daemon) finishChange(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) {
+	if err := e.p.SetServer(cfg.Server); err != nil {
+		d.log.Error("proxy refused a validated server address", "proxy", spec.GetName(), "err", err)
 	}
 	if err := e.p.SetOptions(cfg.Options); err != nil {
-		return err
+		d.log.Error("proxy refused validated options", "proxy", spec.GetName(), "err", err)
 	}
-	if !spec.GetEnabled() && (old.GetEnabled() || closeConns) {
+	if !spec.GetEnabled() && (e.p.Listening() || closeConns) {
 		e.p.Disable(closeConns)
 	}
-	d.mu.Lock()
-	e.spec = spec
-	e.bindErr = nil
-	d.mu.Unlock()
 	d.log.Info("updated proxy", "proxy", spec.GetName(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
-	return nil
 }
 
 // DeleteProxy stops a proxy: it stops accepting at once, lets live
 // connections run for up to drain, then closes them, and forgets it.
+//
+// The deletion is saved before the proxy is touched: a delete that cannot
+// be saved is refused with the proxy still running, connections and all,
+// since stopping it cannot be undone.
 func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Duration) error {
 	e, err := d.reserve(name)
 	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	e.deleting = true
+	var t uint64
+	if !e.ephemeral {
+		t = d.ticketLocked(func() {
+			d.mu.Lock()
+			e.deleting = false
+			d.mu.Unlock()
+		})
+	}
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		d.release(e)
 		return err
 	}
 	d.stop(e, drain)
@@ -483,7 +606,6 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	delete(d.proxies, name)
 	d.mu.Unlock()
 	d.log.Info("deleted proxy", "proxy", name)
-	d.saveLogged()
 	return nil
 }
 
@@ -527,7 +649,7 @@ func (d *Daemon) CloseConnection(name string, id uint64) error {
 		return err
 	}
 	if !e.p.CloseConn(id) {
-		return fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)
+		return fmt.Errorf("proxy %s has no live connection %d: %w", quote(name), id, ErrNotFound)
 	}
 	return nil
 }
@@ -537,7 +659,7 @@ func (d *Daemon) lookup(name string) (*entry, error) {
 	defer d.mu.Unlock()
 	e, ok := d.proxies[name]
 	if !ok || e.placeholder {
-		return nil, fmt.Errorf("proxy %q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("proxy %s: %w", quote(name), ErrNotFound)
 	}
 	return e, nil
 }
@@ -598,7 +720,7 @@ func (d *Daemon) LatencyHistograms() map[string]*histogram.Snapshot {
 // describe renders a proxy for the API.
 func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	d.mu.Lock()
-	spec, bindErr := e.spec, e.bindErr
+	spec, bindErr, note := e.spec, e.bindErr, e.note
 	d.mu.Unlock()
 	out := &snoopv1.Proxy{
 		Spec:          proto.Clone(spec).(*snoopv1.ProxySpec),
@@ -609,6 +731,7 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	switch {
 	case e.p.Listening():
 		out.State = snoopv1.ProxyState_PROXY_STATE_LISTENING
+		out.Error = note
 	case !spec.GetEnabled():
 		out.State = snoopv1.ProxyState_PROXY_STATE_DISABLED
 	default:
