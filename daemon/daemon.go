@@ -93,6 +93,13 @@ type entry struct {
 	// rendered from (see snapshot).
 	json   []byte
 	jsonOf *snoopv1.ProxySpec
+	// listen and server are spec's addresses parsed, addrsOf the spec
+	// they were parsed from (see loopNodesLocked).
+	listen, server distcache.Addr
+	addrsOf        *snoopv1.ProxySpec
+	// bound caches p.Addr() once it cannot change any more (see
+	// addrLocked).
+	bound distcache.Addr
 }
 
 // New starts a daemon. With a state dir it restores the saved proxies: a
@@ -365,12 +372,14 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		d.mu.Unlock()
 		return nil, err
 	}
-	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
-	isNew := make([]bool, len(nodes))
-	isNew[len(nodes)-1] = true
-	if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
-		d.mu.Unlock()
-		return nil, err
+	if d.mayLoopLocked(cfg, local) {
+		nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
+		isNew := make([]bool, len(nodes))
+		isNew[len(nodes)-1] = true
+		if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+			d.mu.Unlock()
+			return nil, err
+		}
 	}
 	d.proxies[name] = &entry{busy: true, placeholder: true}
 	d.mu.Unlock()
@@ -745,6 +754,59 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	return out
 }
 
+// parseAddrsLocked parses the spec's addresses into e.listen and
+// e.server, once per spec rather than once per proxy per check: checks
+// and snapshots look at every proxy. The spec was normalised, so both
+// parse; a failure leaves a zero address, which matches nothing. d.mu is
+// held.
+func (e *entry) parseAddrsLocked() {
+	if e.addrsOf != e.spec {
+		e.listen, _ = distcache.ParseListenAddr(e.spec.GetListen())
+		e.server, _ = distcache.ParseConnectAddr(e.spec.GetServer())
+		e.addrsOf = e.spec
+	}
+}
+
+// mayLoopLocked reports whether a new proxy could take part in a proxy
+// loop: its server reaches a registered proxy's listener (or its own),
+// or a registered proxy's server reaches its listen address. Only then
+// does create run the full check, which sorts and follows the whole set;
+// this pass costs a few comparisons per proxy, which keeps creating the
+// ten-thousandth proxy cheap. d.mu is held.
+func (d *Daemon) mayLoopLocked(cfg proxy.Config, local localIPs) bool {
+	if reaches(cfg.Server, cfg.Listen, local) {
+		return true
+	}
+	for _, e := range d.proxies {
+		if e.placeholder {
+			continue
+		}
+		e.parseAddrsLocked()
+		if reaches(cfg.Server, e.listen, local) || reaches(e.server, cfg.Listen, local) {
+			return true
+		}
+		if bound := e.addrLocked(); bound != e.listen && reaches(cfg.Server, bound, local) {
+			return true
+		}
+	}
+	return false
+}
+
+// addrLocked is e.p.Addr(), without asking the proxy once the answer is
+// final: a proxy's address changes only when a port 0 gets its port, and
+// then never again (re-enabling keeps the port). Checks that look at
+// every proxy use it. d.mu is held.
+func (e *entry) addrLocked() distcache.Addr {
+	if !e.bound.IsZero() {
+		return e.bound
+	}
+	a := e.p.Addr()
+	if a.Network() != distcache.NetworkTCP || a.Port() != 0 {
+		e.bound = a
+	}
+	return a
+}
+
 // loopNodesLocked is the loop check's view of the registry, without the
 // proxies in skip and without names still being created. d.mu is held.
 func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
@@ -760,17 +822,8 @@ func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 	nodes := make([]loopNode, 0, len(names)+1)
 	for _, name := range names {
 		e := d.proxies[name]
-		nodes = append(nodes, entryNode(name, e.spec, e.p.Addr()))
+		e.parseAddrsLocked()
+		nodes = append(nodes, nodeFor(name, e.server, e.listen, e.addrLocked()))
 	}
 	return nodes
-}
-
-// entryNode is the loop check's view of a registered proxy: its declared
-// addresses and the address it is bound to.
-func entryNode(name string, spec *snoopv1.ProxySpec, bound distcache.Addr) loopNode {
-	// The spec was normalised, so both parse; a failure leaves a zero
-	// address, which matches nothing.
-	listen, _ := distcache.ParseListenAddr(spec.GetListen())
-	server, _ := distcache.ParseConnectAddr(spec.GetServer())
-	return nodeFor(name, server, listen, bound)
 }

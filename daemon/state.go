@@ -327,9 +327,8 @@ func (d *Daemon) snapshot() ([]byte, uint64) {
 		}
 	}
 	sort.Strings(names)
-	var buf bytes.Buffer
+	var buf, ports bytes.Buffer
 	buf.WriteString("{\n  \"proxies\": [")
-	ports := map[string]int{}
 	for i, name := range names {
 		e := d.proxies[name]
 		if e.json == nil || e.jsonOf != e.spec {
@@ -342,26 +341,32 @@ func (d *Daemon) snapshot() ([]byte, uint64) {
 		buf.WriteString("\n    ")
 		buf.Write(e.json)
 		if port := boundPort(e); port != 0 {
-			ports[name] = port
+			if ports.Len() > 0 {
+				ports.WriteString(", ")
+			}
+			q, _ := json.Marshal(name)
+			ports.Write(q)
+			ports.WriteString(": " + strconv.Itoa(port))
 		}
 	}
 	buf.WriteString("\n  ]")
-	if len(ports) > 0 {
-		b, _ := json.Marshal(ports) // map keys come out sorted
-		buf.WriteString(",\n  \"" + boundPortsKey + "\": ")
-		buf.Write(b)
+	if ports.Len() > 0 {
+		buf.WriteString(",\n  \"" + boundPortsKey + "\": {")
+		buf.Write(ports.Bytes())
+		buf.WriteString("}")
 	}
 	buf.WriteString("\n}\n")
 	return buf.Bytes(), upTo
 }
 
 // boundPort is the port a proxy declared on TCP port 0 got, 0 if none.
+// d.mu is held.
 func boundPort(e *entry) int {
-	listen, err := distcache.ParseListenAddr(e.spec.GetListen())
-	if err != nil || listen.Network() != distcache.NetworkTCP || listen.Port() != 0 || e.p == nil {
+	e.parseAddrsLocked()
+	if e.listen.Network() != distcache.NetworkTCP || e.listen.Port() != 0 || e.p == nil {
 		return 0
 	}
-	return e.p.Addr().Port()
+	return e.addrLocked().Port()
 }
 
 // writeAtomic writes b to path through a temporary file in the same

@@ -132,16 +132,16 @@ func wildcard(h string) bool {
 // the bind finds them. Proxies in skip are left out. d.mu is held.
 func (d *Daemon) reservedLocked(field string, listen distcache.Addr, skip map[string]bool) error {
 	for name, e := range d.proxies {
-		if e.placeholder || e.deleting || skip[name] || e.p == nil || e.p.Listening() {
+		if e.placeholder || e.deleting || skip[name] || e.p == nil {
 			continue
 		}
-		if listenClash(listen, e.p.Addr()) {
+		if bound := e.addrLocked(); listenClash(listen, bound) && !e.p.Listening() {
 			how := "disabled"
 			if e.spec.GetEnabled() {
 				how = "failed (not listening)"
 			}
 			return fmt.Errorf("%s: %s is reserved by proxy %s, which is %s and keeps its address (delete it, or move it, first): %w",
-				field, e.p.Addr(), quote(name), how, ErrExists)
+				field, bound, quote(name), how, ErrExists)
 		}
 	}
 	return nil
