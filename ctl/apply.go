@@ -169,6 +169,9 @@ func (e *env) readDeclaration(path string) (*snoopv1.ApplyProxiesRequest, error)
 				if err := json.Unmarshal(top[k], &entries); err != nil {
 					return nil, bad("proxies: %v", err)
 				}
+			case "bound_ports":
+				// A snoopd state file: the ports its port-0 proxies had,
+				// which only the daemon that wrote it uses.
 			case "proxy", "connections": // show -o json
 				if k == "proxy" {
 					entries = append(entries, top[k])

@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -23,6 +24,7 @@ type planned struct {
 	spec   *snoopv1.ProxySpec // the declared spec, normalised (nil for removals)
 	cfg    proxy.Config
 	e      *entry // the existing proxy, reserved (nil for creations)
+	move   bool   // a change of the listen address: a new proxy replaces e
 }
 
 // ApplyProxies makes the set of proxies match specs. Every spec is
@@ -36,12 +38,12 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	declared := map[string]bool{}
 	var steps []*planned
 	for i, in := range specs {
-		spec, cfg, err := normalize(in)
+		spec, cfg, err := validate(in)
 		if err != nil {
 			return nil, prefixField(fmt.Sprintf("proxies[%d]", i), err)
 		}
 		if declared[spec.GetName()] {
-			return nil, &FieldError{Field: fmt.Sprintf("proxies[%d].name", i), Reason: fmt.Sprintf("%q is declared twice", spec.GetName())}
+			return nil, &FieldError{Field: fmt.Sprintf("proxies[%d].name", i), Reason: fmt.Sprintf("%s is declared twice", quote(spec.GetName()))}
 		}
 		declared[spec.GetName()] = true
 		steps = append(steps, &planned{name: spec.GetName(), idx: i, spec: spec, cfg: cfg})
@@ -61,11 +63,12 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			s.action = snoopv1.ApplyAction_APPLY_ACTION_CREATED
 		case e.busy:
 			d.mu.Unlock()
-			return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", s.name, ErrBusy)
+			return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(s.name), ErrBusy)
 		case proto.Equal(e.spec, s.spec) && e.bindErr == nil:
 			s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED, e
 		default:
 			s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_CHANGED, e
+			s.move = e.spec.GetListen() != s.spec.GetListen()
 		}
 	}
 	if prune {
@@ -75,12 +78,16 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			}
 			if e.busy {
 				d.mu.Unlock()
-				return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
+				return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(name), ErrBusy)
 			}
 			steps = append(steps, &planned{name: name, action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED, e: e})
 		}
 	}
 	if err := d.applyLoopsLocked(steps, declared, prune, local); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	if err := d.applyReservedLocked(steps); err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}
@@ -106,21 +113,24 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	d.mu.Unlock()
 
 	err := d.execute(steps)
-	// Release: busy marks off, placeholders of creations that did not
-	// happen removed.
+	// Release: busy marks off (of the old entries and of the ones that
+	// replaced them), placeholders of creations that did not happen
+	// removed.
 	d.mu.Lock()
 	for _, s := range steps {
 		if s.e != nil {
 			s.e.busy = false
-		} else if e := d.proxies[s.name]; e != nil && e.placeholder {
+		}
+		if e := d.proxies[s.name]; e != nil && e.placeholder {
 			delete(d.proxies, s.name)
+		} else if e != nil {
+			e.busy = false
 		}
 	}
 	d.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	d.saveLogged()
 	d.log.Info("applied proxy set", "declared", len(specs), "prune", prune)
 	for _, r := range results {
 		if r.GetAction() == snoopv1.ApplyAction_APPLY_ACTION_REMOVED {
@@ -137,63 +147,144 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 
 // moves reports whether a change gives the proxy a new listen address,
 // which takes a new proxy rather than a change in place.
-func (s *planned) moves() bool {
-	return s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && s.e.spec.GetListen() != s.spec.GetListen()
-}
+func (s *planned) moves() bool { return s.move }
 
-// execute carries out a reserved plan in two phases. First every new
-// listener (creations and moves) is bound while the existing proxies are
-// untouched, so the usual failure, an address in use, changes nothing:
-// what was bound is closed again and the error returned. Then the plan is
-// committed: moved proxies swap over, in-place changes and removals
-// happen. A move whose new address only clashes with its own old one
-// (0.0.0.0:9001 to 127.0.0.1:9001) binds in the second phase, after the
-// old proxy stopped; if that bind fails, the proxy is gone, and the error
-// says so.
-func (d *Daemon) execute(steps []*planned) error {
-	started := map[string]*entry{}
+// applyReservedLocked refuses a plan that would put a new listener (a
+// creation or a move) on the address of a proxy that is not listening
+// and keeps it (see reservedLocked): one the plan neither removes nor
+// moves. d.mu is held.
+func (d *Daemon) applyReservedLocked(steps []*planned) error {
+	freed := map[string]bool{}
 	for _, s := range steps {
-		if s.action != snoopv1.ApplyAction_APPLY_ACTION_CREATED && !s.moves() {
+		if s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED || s.move {
+			freed[s.name] = true
+		}
+	}
+	for _, s := range steps {
+		if s.action != snoopv1.ApplyAction_APPLY_ACTION_CREATED && !s.move {
 			continue
 		}
-		e, err := d.start(s.spec, s.cfg, false)
-		if err != nil && s.moves() && errors.Is(err, listen.ErrAddrInUse) {
-			continue // perhaps its own old address: the commit phase binds it
+		skip := map[string]bool{s.name: true}
+		maps.Copy(skip, freed)
+		if err := d.reservedLocked(fmt.Sprintf("proxies[%d].listen", s.idx), s.cfg.Listen, skip); err != nil {
+			return err
 		}
-		if err != nil {
-			for _, e := range started {
-				d.stop(e, 0)
+	}
+	return nil
+}
+
+// execute carries out a reserved plan in three phases, ordered so that
+// what can fail comes before what cannot be undone:
+//
+//  1. Bind: every new listener (creations and moves) is bound, and every
+//     proxy the plan enables is enabled, while nothing else is touched.
+//     The usual failure, an address in use, changes nothing: what was
+//     bound is closed again and the error returned.
+//  2. Record and save: the registry is set to the plan's outcome (new
+//     and moved proxies in, new specs recorded, removed proxies marked)
+//     and saved. A save that fails is undone in memory, what phase 1
+//     bound is closed again, and the error returned: nothing changed.
+//  3. Carry out: moved proxies' old listeners and removed proxies stop,
+//     changes in place take effect. Nothing here can fail but a move
+//     whose new address clashes only with its own old one
+//     (0.0.0.0:9001 to 127.0.0.1:9001), which can bind only once the old
+//     proxy stopped; if that bind fails, the proxy stays, failed, at its
+//     new address (as saved), and the error says so.
+func (d *Daemon) execute(steps []*planned) error {
+	started := map[string]*entry{}
+	var enabled []*entry
+	unbind := func() {
+		for _, e := range started {
+			d.stop(e, 0)
+		}
+		for _, e := range enabled {
+			e.p.Disable(false)
+		}
+	}
+	for _, s := range steps {
+		field := fmt.Sprintf("proxies[%d].listen", s.idx)
+		switch {
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED || s.move:
+			e, err := d.start(s.spec, s.cfg, false)
+			if err != nil && s.move && errors.Is(err, proxy.ErrAddrInUse) {
+				continue // perhaps its own old address: phase 3 binds it
 			}
-			return fmt.Errorf("apply: nothing changed: proxy %q cannot listen on %s: %w", s.name, s.spec.GetListen(), err)
+			if err != nil {
+				unbind()
+				return fmt.Errorf("apply: nothing changed: proxy %s cannot listen on %s: %w", quote(s.name), s.spec.GetListen(), bindError(field, err))
+			}
+			started[s.name] = e
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED:
+			ok, err := d.prepareChange(s.e, s.spec)
+			if errors.Is(err, proxy.ErrFaultsNeedEpoll) {
+				unbind()
+				return err
+			}
+			if err != nil {
+				unbind()
+				return fmt.Errorf("apply: nothing changed: proxy %s cannot listen on %s: %w", quote(s.name), s.spec.GetListen(), bindError(field, err))
+			}
+			if ok {
+				enabled = append(enabled, s.e)
+			}
 		}
-		started[s.name] = e
+	}
+
+	d.mu.Lock()
+	var undos []func()
+	for _, s := range steps {
+		switch e := started[s.name]; {
+		case e != nil: // a creation or a move
+			e.busy = true
+			d.proxies[s.name] = e
+			if s.move {
+				undos = append(undos, func() { d.proxies[s.name] = s.e })
+			} else {
+				undos = append(undos, func() { d.proxies[s.name] = &entry{busy: true, placeholder: true} })
+			}
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED: // in place, or a late move
+			old, oldErr, oldNote := s.e.spec, s.e.bindErr, s.e.note
+			s.e.spec, s.e.bindErr, s.e.note = s.spec, nil, ""
+			undos = append(undos, func() { s.e.spec, s.e.bindErr, s.e.note = old, oldErr, oldNote })
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
+			s.e.removing = true
+			undos = append(undos, func() { s.e.removing = false })
+		}
+	}
+	t := d.ticketLocked(func() {
+		d.mu.Lock()
+		for i := len(undos) - 1; i >= 0; i-- {
+			undos[i]()
+		}
+		d.mu.Unlock()
+	})
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		unbind()
+		return fmt.Errorf("apply: nothing changed: %w", err)
 	}
 
 	var errs []error
 	for _, s := range steps {
 		switch {
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED:
-			d.install(s.name, started[s.name])
 			d.log.Info("created proxy", "proxy", s.name, "listen", started[s.name].p.Addr().String(), "server", s.spec.GetServer())
-		case s.moves():
+		case s.move:
 			d.stop(s.e, 0)
-			e := started[s.name]
-			if e == nil { // a late move
-				var err error
-				if e, err = d.start(s.spec, s.cfg, false); err != nil {
-					d.mu.Lock()
-					delete(d.proxies, s.name)
-					d.mu.Unlock()
-					errs = append(errs, fmt.Errorf("apply: proxy %q stopped but cannot listen on %s: %w", s.name, s.spec.GetListen(), err))
-					continue
+			if started[s.name] == nil { // a late move
+				e, err := d.start(s.spec, s.cfg, false)
+				if err != nil {
+					e, err = d.failedEntry(s.spec, s.cfg, bindError(fmt.Sprintf("proxies[%d].listen", s.idx), err))
+					errs = append(errs, fmt.Errorf("apply: proxy %s stopped, but cannot listen on %s; it stays, failed, until enabled again: %w", quote(s.name), s.spec.GetListen(), err))
+				}
+				if e != nil {
+					e.busy = true
+					d.install(s.name, e)
 				}
 			}
-			d.install(s.name, e)
-			d.log.Info("moved proxy", "proxy", s.name, "listen", e.p.Addr().String())
+			d.log.Info("moved proxy", "proxy", s.name, "listen", d.proxyAddr(s.name))
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED:
-			if err := d.change(s.e, s.spec, s.cfg, false); err != nil {
-				errs = append(errs, fmt.Errorf("apply: change %q: %w", s.name, err))
-			}
+			d.finishChange(s.e, s.spec, s.cfg, false)
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
 			d.stop(s.e, 0)
 			d.mu.Lock()
@@ -202,12 +293,29 @@ func (d *Daemon) execute(steps []*planned) error {
 			d.log.Info("deleted proxy", "proxy", s.name)
 		}
 	}
-	if len(errs) > 0 {
-		// Part of the plan happened: save that, and report the rest.
-		d.saveLogged()
-		return errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// failedEntry is a proxy that is registered but does not listen, with
+// bindErr saying why; the error is bindErr, or why it could not be made.
+func (d *Daemon) failedEntry(spec *snoopv1.ProxySpec, cfg proxy.Config, bindErr error) (*entry, error) {
+	inst := newInstanceID()
+	p, err := d.newProxy(cfg, inst)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return &entry{spec: spec, p: p, created: time.Now(), bindErr: bindErr, instance: inst}, bindErr
+}
+
+// proxyAddr is the address a registered proxy listens on, for logs.
+func (d *Daemon) proxyAddr(name string) string {
+	d.mu.Lock()
+	e := d.proxies[name]
+	d.mu.Unlock()
+	if e == nil || e.p == nil {
+		return ""
+	}
+	return e.p.Addr().String()
 }
 
 // install puts a started proxy in the registry under name. A moved

@@ -99,11 +99,29 @@ type entry struct {
 	// busy marks a proxy a request is changing; placeholder marks a name
 	// reserved by a create still binding.
 	busy, placeholder bool
+	// removing marks a proxy whose deletion is being saved or, once
+	// saved, carried out: it is left out of the state file.
+	removing bool
 	// instance identifies this incarnation of the proxy; its events
 	// carry it.
 	instance string
 	// deleting is set while a delete drains the proxy (see drain.go).
 	deleting *deletion
+	// note tells the operator something about a listening proxy, shown
+	// in Proxy.error: a port 0 proxy that could not have its saved port
+	// back.
+	note string
+	// json is spec rendered for the state file, jsonOf the spec it was
+	// rendered from (see snapshot).
+	json   []byte
+	jsonOf *snoopv1.ProxySpec
+	// listen and server are spec's addresses parsed, addrsOf the spec
+	// they were parsed from (see loopNodesLocked).
+	listen, server distcache.Addr
+	addrsOf        *snoopv1.ProxySpec
+	// bound caches p.Addr() once it cannot change any more (see
+	// addrLocked).
+	bound distcache.Addr
 }
 
 // New starts a daemon. With a state dir it restores the saved proxies: a
@@ -140,36 +158,46 @@ func New(cfg Config) (*Daemon, error) {
 	var st *stateFile
 	if cfg.StateDir != "" {
 		var specs []*snoopv1.ProxySpec
+		var ports map[string]int
 		var err error
-		st, specs, err = openState(cfg.StateDir)
+		st, specs, ports, err = openState(cfg.StateDir, log)
 		if err != nil {
 			d.closeEngine()
 			d.hub.Close()
 			return nil, err
 		}
-		d.restoreAll(specs)
+		d.restoreAll(specs, ports)
 	}
 	// d.state is still nil, so applying saves nothing: a start that fails
 	// here leaves the state file untouched.
 	if len(cfg.Apply) > 0 {
 		if _, err := d.ApplyProxies(context.Background(), cfg.Apply, false, false); err != nil {
-			d.abort()
+			d.abort(st)
 			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
 		}
 	}
 	d.state = st
 	if len(cfg.Apply) > 0 {
-		d.saveLogged()
+		// The declared set is in force only if it is saved, like any
+		// other change.
+		if err := d.save(); err != nil {
+			d.abort(st)
+			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
+		}
 	}
 	return d, nil
 }
 
-// abort stops whatever New started, without saving.
-func (d *Daemon) abort() {
+// abort stops whatever New started, without saving, and lets go of the
+// state dir.
+func (d *Daemon) abort(st *stateFile) {
 	ps, _ := d.shut()
 	stopAll(context.Background(), ps)
 	d.closeEngine()
 	d.hub.Close()
+	if st != nil {
+		st.close()
+	}
 }
 
 // closeEngine closes the engine if the daemon made it.
@@ -230,7 +258,11 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 // listener of the set (a proxy loop: a state file written before loops
 // were refused, or edited by hand) is kept failed and never started, so
 // it does not dial; the others start.
-func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
+//
+// A proxy that breaks a rule new input must follow (validate: a relative
+// unix path, saved by an older snoopd) is kept failed with the reason,
+// too. A proxy declared on port 0 first tries the port it had (ports).
+func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 	type saved struct {
 		spec *snoopv1.ProxySpec
 		cfg  proxy.Config
@@ -249,29 +281,54 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec) {
 	}
 	local := machineIPs()
 	for i, s := range ok {
-		var loopErr error
+		var failErr error
 		if l := findLoop(nodes, i, local); l != nil {
-			loopErr = errors.New(l.serverReason())
+			failErr = errors.New(l.serverReason())
+			d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", s.cfg.Name, "err", failErr)
+		} else if err := checkAbsolute(s.cfg); err != nil {
+			failErr = err
+			d.log.Error("restored proxy has a relative unix socket path; it stays failed, not started, until it is moved to an absolute one", "proxy", s.cfg.Name, "err", err)
 		}
-		d.restore(s.spec, s.cfg, loopErr)
+		d.restore(s.spec, s.cfg, failErr, ports[s.cfg.Name])
 	}
 }
 
-// restore brings back a saved proxy, normalised; with loopErr it stays
-// failed with that error and is not started.
-func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, loopErr error) {
+// restore brings back a saved proxy, normalised; with failErr it stays
+// failed with that error and is not started. A proxy declared on TCP
+// port 0 that was bound to savedPort before gets that port again if it is
+// free; if not, it takes a new one, and says so in the log and in its
+// Proxy.error.
+func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, failErr error, savedPort int) {
+	again, trySaved := cfg, savedPort != 0 && cfg.Listen.Network() == distcache.NetworkTCP && cfg.Listen.Port() == 0
+	if trySaved {
+		again.Listen = cfg.Listen.WithPort(savedPort)
+	}
 	inst := newInstanceID()
-	p, err := d.newProxy(cfg, inst)
+	p, err := d.newProxy(again, inst)
 	if err != nil {
 		d.log.Error("saved proxy is invalid; skipped", "proxy", cfg.Name, "err", err)
 		return
 	}
 	e := &entry{spec: norm, p: p, created: time.Now(), instance: inst}
-	if loopErr != nil {
-		e.bindErr = loopErr
-		d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", cfg.Name, "err", loopErr)
-	} else if err := p.Start(); err != nil {
-		e.bindErr = err
+	if failErr != nil {
+		e.bindErr = failErr
+	} else if err := p.Start(); err != nil && trySaved && errors.Is(err, proxy.ErrAddrInUse) {
+		// The saved port is taken: a new one, rather than a failed proxy,
+		// since port 0 asked for any port.
+		p.Stop(context.Background())
+		if p, err = d.newProxy(cfg, inst); err == nil {
+			e.p = p
+			err = p.Start()
+		}
+		if err != nil {
+			e.bindErr = bindError("listen", err)
+			d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
+		} else {
+			e.note = fmt.Sprintf("port %d, which this proxy had before the restart, is taken; it listens on %s now", savedPort, p.Addr())
+			d.log.Warn("restored proxy could not have its port back; it listens on a new one", "proxy", cfg.Name, "port", savedPort, "listen", p.Addr().String())
+		}
+	} else if err != nil {
+		e.bindErr = bindError("listen", err)
 		d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
 	} else {
 		d.log.Info("restored proxy", "proxy", cfg.Name, "listen", p.Addr().String(), "server", norm.GetServer())
@@ -301,7 +358,11 @@ func (d *Daemon) Close(ctx context.Context) error {
 	err := stopAll(ctx, ps)
 	err = errors.Join(err, d.closeEngine())
 	d.hub.Close()
-	return errors.Join(err, d.save())
+	err = errors.Join(err, d.save())
+	if d.state != nil {
+		d.state.close()
+	}
+	return err
 }
 
 // CreateProxy validates spec, binds the proxy and starts it. The bind
@@ -317,13 +378,16 @@ func (d *Daemon) CreateEphemeralProxy(spec *snoopv1.ProxySpec) (*snoopv1.Proxy, 
 	return d.create(spec, true)
 }
 
+// A created proxy is bound and started first, then saved: it needs its
+// port for the state file. If the save fails, it is stopped and removed
+// again, and the call fails; clients it accepted in between are cut.
 func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, error) {
 	if in == nil {
-		// normalize's own error names "spec", which the prefix below
+		// validate's own error names "spec", which the prefix below
 		// would make "spec.spec".
 		return nil, &FieldError{Field: "spec", Reason: "missing: the proxy to create (name, listen, server)"}
 	}
-	spec, cfg, err := normalize(in)
+	spec, cfg, err := validate(in)
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
@@ -338,12 +402,18 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		d.mu.Unlock()
 		return nil, proxyExists(name)
 	}
-	nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
-	isNew := make([]bool, len(nodes))
-	isNew[len(nodes)-1] = true
-	if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+	if err := d.reservedLocked("spec.listen", cfg.Listen, nil); err != nil {
 		d.mu.Unlock()
 		return nil, err
+	}
+	if d.mayLoopLocked(cfg, local) {
+		nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
+		isNew := make([]bool, len(nodes))
+		isNew[len(nodes)-1] = true
+		if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+			d.mu.Unlock()
+			return nil, err
+		}
 	}
 	d.proxies[name] = &entry{busy: true, placeholder: true}
 	d.mu.Unlock()
@@ -353,12 +423,29 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if err != nil {
 		delete(d.proxies, name)
 		d.mu.Unlock()
+		return nil, bindError("spec.listen", err)
+	}
+	e.busy = true
+	d.proxies[name] = e
+	var t uint64
+	if !ephemeral {
+		t = d.ticketLocked(func() {
+			d.mu.Lock()
+			d.proxies[name] = &entry{busy: true, placeholder: true}
+			d.mu.Unlock()
+		})
+	}
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		d.stop(e, 0)
+		d.mu.Lock()
+		delete(d.proxies, name)
+		d.mu.Unlock()
+		d.log.Warn("created proxy removed again: it could not be saved", "proxy", name, "err", err)
 		return nil, err
 	}
-	d.proxies[name] = e
-	d.mu.Unlock()
+	d.release(e)
 	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
-	d.saveLogged()
 	return d.describe(e), nil
 }
 
@@ -371,7 +458,7 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 	}
 	if err := p.Start(); err != nil {
 		p.Stop(context.Background())
-		return nil, bindError(cfg.Name, cfg.Listen, err)
+		return nil, listenError(cfg.Name, cfg.Listen, err)
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral, instance: inst}, nil
 }
@@ -398,7 +485,7 @@ func (d *Daemon) reserve(name string) (*entry, error) {
 	case e.deleting != nil:
 		return nil, fmt.Errorf("proxy %q is being deleted (draining its connections); delete it again, or with force, to close them now: %w", name, ErrBusy)
 	case e.busy:
-		return nil, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
+		return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(name), ErrBusy)
 	}
 	e.busy = true
 	return e, nil
@@ -454,7 +541,7 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	if err != nil {
 		return nil, err
 	}
-	spec, cfg, err := normalize(merged)
+	spec, cfg, err := validate(merged)
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
@@ -469,48 +556,82 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	if err := loopError(nodes, changed, make([]bool, len(nodes)), func(_ int, f string) string { return "spec." + f }, local); err != nil {
 		return nil, err
 	}
-	if err := d.change(e, spec, cfg, closeConns); err != nil {
+	// The order makes the one step that can fail, binding, come first,
+	// and the one that cannot be undone, closing connections, come last:
+	// bind (if enabling), then record and save the new spec, then apply
+	// it. A save that fails is undone in memory and unbinds again.
+	enabled, err := d.prepareChange(e, spec)
+	if errors.Is(err, proxy.ErrFaultsNeedEpoll) {
 		return nil, err
 	}
-	d.saveLogged()
+	if err != nil {
+		return nil, bindError("spec.listen", err)
+	}
+	d.mu.Lock()
+	undo := d.recordChangeLocked(e, spec)
+	t := d.ticketLocked(undo)
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		if enabled {
+			e.p.Disable(false)
+		}
+		return nil, err
+	}
+	d.finishChange(e, spec, cfg, closeConns)
 	return d.describe(e), nil
 }
 
-// change moves a running proxy from e.spec to spec (same name and listen
-// address). e must be reserved.
-func (d *Daemon) change(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) error {
-	old := e.spec
-	// Faults first: the one change that can still be refused (by the
-	// engine), so a refusal changes nothing. Unchanged faults keep their
-	// state; the new set reaches live connections at their next read.
-	if err := e.p.SetFaults(cfg.Faults); err != nil {
-		return err
+// prepareChange binds a reserved proxy that spec enables and that does
+// not listen, and reports whether it did. A bind error is recorded.
+func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) {
+	// Faults are set once the change is saved (finishChange); the one
+	// reason they could be refused, the engine, is checked now.
+	if len(spec.GetFaults()) > 0 && d.engine.Name() != proxy.EngineEpoll {
+		return false, fmt.Errorf("proxy %s: %w", quote(spec.GetName()), proxy.ErrFaultsNeedEpoll)
 	}
-	if spec.GetEnabled() && (!old.GetEnabled() || !e.p.Listening()) {
-		if err := e.p.Enable(); err != nil {
-			d.mu.Lock()
-			e.bindErr = err
-			d.mu.Unlock()
-			return bindError(spec.GetName(), cfg.Listen, err)
-		}
+	if !spec.GetEnabled() || e.p.Listening() {
+		return false, nil
 	}
-	if spec.GetServer() != old.GetServer() {
-		if err := e.p.SetServer(cfg.Server); err != nil {
-			return err
-		}
+	if err := e.p.Enable(); err != nil {
+		d.mu.Lock()
+		e.bindErr = err
+		d.mu.Unlock()
+		return false, listenError(spec.GetName(), e.p.Addr(), err)
+	}
+	return true, nil
+}
+
+// recordChangeLocked puts spec in the registry for a reserved proxy and
+// returns the undo for a save that fails. d.mu is held.
+func (d *Daemon) recordChangeLocked(e *entry, spec *snoopv1.ProxySpec) func() {
+	old, oldErr, oldNote := e.spec, e.bindErr, e.note
+	e.spec, e.bindErr, e.note = spec, nil, ""
+	return func() {
+		d.mu.Lock()
+		e.spec, e.bindErr, e.note = old, oldErr, oldNote
+		d.mu.Unlock()
+	}
+}
+
+// finishChange makes a reserved proxy run with cfg, once its new spec is
+// saved: server and options (which cannot fail, cfg being valid), then
+// disabling, which may close connections and so comes last.
+func (d *Daemon) finishChange(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) {
+	if err := e.p.SetServer(cfg.Server); err != nil {
+		d.log.Error("proxy refused a validated server address", "proxy", spec.GetName(), "err", err)
 	}
 	if err := e.p.SetOptions(cfg.Options); err != nil {
-		return err
+		d.log.Error("proxy refused validated options", "proxy", spec.GetName(), "err", err)
 	}
-	if !spec.GetEnabled() && (old.GetEnabled() || closeConns) {
+	// Unchanged faults keep their state; the new set reaches live
+	// connections at their next read.
+	if err := e.p.SetFaults(cfg.Faults); err != nil {
+		d.log.Error("proxy refused validated faults", "proxy", spec.GetName(), "err", err)
+	}
+	if !spec.GetEnabled() && (e.p.Listening() || closeConns) {
 		e.p.Disable(closeConns)
 	}
-	d.mu.Lock()
-	e.spec = spec
-	e.bindErr = nil
-	d.mu.Unlock()
 	d.log.Info("updated proxy", "proxy", spec.GetName(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
-	return nil
 }
 
 // stop drains and stops a reserved proxy, without the registry lock.
@@ -554,7 +675,7 @@ func (d *Daemon) CloseConnection(name string, id uint64) error {
 	}
 	if !e.p.CloseConn(id) {
 		return &ResourceError{Type: ConnectionResource, Name: fmt.Sprintf("%s/%d", name, id),
-			Err: fmt.Errorf("proxy %q has no live connection %d: %w", name, id, ErrNotFound)}
+			Err: fmt.Errorf("proxy %s has no live connection %d: %w", quote(name), id, ErrNotFound)}
 	}
 	return nil
 }
@@ -603,7 +724,7 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	spec, state, bindErr := d.proxyState(e)
 	d.mu.Lock()
-	deleting := e.deleting != nil
+	deleting, note := e.deleting != nil, e.note
 	d.mu.Unlock()
 	out := &snoopv1.Proxy{
 		Spec:          proto.Clone(spec).(*snoopv1.ProxySpec),
@@ -619,6 +740,8 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		// Not accepting any more, on the way out: disabled (see
 		// proxyState), with the drain in the error field.
 		out.Error = drainingNote(e.p)
+	case state == ProxyListening:
+		out.Error = note
 	case state == ProxyFailed:
 		out.Error = "not listening"
 		if bindErr != nil {
@@ -626,6 +749,59 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		}
 	}
 	return out
+}
+
+// parseAddrsLocked parses the spec's addresses into e.listen and
+// e.server, once per spec rather than once per proxy per check: checks
+// and snapshots look at every proxy. The spec was normalised, so both
+// parse; a failure leaves a zero address, which matches nothing. d.mu is
+// held.
+func (e *entry) parseAddrsLocked() {
+	if e.addrsOf != e.spec {
+		e.listen, _ = distcache.ParseListenAddr(e.spec.GetListen())
+		e.server, _ = distcache.ParseConnectAddr(e.spec.GetServer())
+		e.addrsOf = e.spec
+	}
+}
+
+// mayLoopLocked reports whether a new proxy could take part in a proxy
+// loop: its server reaches a registered proxy's listener (or its own),
+// or a registered proxy's server reaches its listen address. Only then
+// does create run the full check, which sorts and follows the whole set;
+// this pass costs a few comparisons per proxy, which keeps creating the
+// ten-thousandth proxy cheap. d.mu is held.
+func (d *Daemon) mayLoopLocked(cfg proxy.Config, local localIPs) bool {
+	if reaches(cfg.Server, cfg.Listen, local) {
+		return true
+	}
+	for _, e := range d.proxies {
+		if e.placeholder {
+			continue
+		}
+		e.parseAddrsLocked()
+		if reaches(cfg.Server, e.listen, local) || reaches(e.server, cfg.Listen, local) {
+			return true
+		}
+		if bound := e.addrLocked(); bound != e.listen && reaches(cfg.Server, bound, local) {
+			return true
+		}
+	}
+	return false
+}
+
+// addrLocked is e.p.Addr(), without asking the proxy once the answer is
+// final: a proxy's address changes only when a port 0 gets its port, and
+// then never again (re-enabling keeps the port). Checks that look at
+// every proxy use it. d.mu is held.
+func (e *entry) addrLocked() distcache.Addr {
+	if !e.bound.IsZero() {
+		return e.bound
+	}
+	a := e.p.Addr()
+	if a.Network() != distcache.NetworkTCP || a.Port() != 0 {
+		e.bound = a
+	}
+	return a
 }
 
 // loopNodesLocked is the loop check's view of the registry, without the
@@ -643,17 +819,8 @@ func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 	nodes := make([]loopNode, 0, len(names)+1)
 	for _, name := range names {
 		e := d.proxies[name]
-		nodes = append(nodes, entryNode(name, e.spec, e.p.Addr()))
+		e.parseAddrsLocked()
+		nodes = append(nodes, nodeFor(name, e.server, e.listen, e.addrLocked()))
 	}
 	return nodes
-}
-
-// entryNode is the loop check's view of a registered proxy: its declared
-// addresses and the address it is bound to.
-func entryNode(name string, spec *snoopv1.ProxySpec, bound distcache.Addr) loopNode {
-	// The spec was normalised, so both parse; a failure leaves a zero
-	// address, which matches nothing.
-	listen, _ := distcache.ParseListenAddr(spec.GetListen())
-	server, _ := distcache.ParseConnectAddr(spec.GetServer())
-	return nodeFor(name, server, listen, bound)
 }

@@ -29,6 +29,7 @@ type deletion struct {
 	forceOnce sync.Once
 	done      chan struct{} // closed when the delete has finished
 	res       DeleteResult  // set before done is closed
+	err       error         // set before done is closed: the delete was refused
 }
 
 func (del *deletion) cut() { del.forceOnce.Do(func() { close(del.force) }) }
@@ -57,7 +58,29 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 		d.log.Info("delete of a draining proxy: cutting its drain", "proxy", name)
 		del.cut()
 		<-del.done
-		return del.res, nil
+		return del.res, del.err
+	}
+	// The deletion is saved before the proxy is touched: a delete that
+	// cannot be saved is refused with the proxy running, connections and
+	// all, since stopping it cannot be undone.
+	d.mu.Lock()
+	e.removing = true
+	var t uint64
+	if !e.ephemeral {
+		t = d.ticketLocked(func() {
+			d.mu.Lock()
+			e.removing = false
+			d.mu.Unlock()
+		})
+	}
+	d.mu.Unlock()
+	if err := d.persist(t); err != nil {
+		d.mu.Lock()
+		e.busy, e.deleting = false, nil
+		d.mu.Unlock()
+		del.err = err
+		close(del.done)
+		return DeleteResult{}, err
 	}
 	if force {
 		del.cut()
@@ -74,7 +97,6 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	} else {
 		d.log.Info("deleted proxy", "proxy", name, "drained", res.Drained, "cut", res.Cut)
 	}
-	d.saveLogged()
 	return res, nil
 }
 

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
+	"syscall"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -61,16 +64,17 @@ func (e *ResourceError) Unwrap() error { return e.Err }
 
 // proxyNotFound is the error for a proxy name that is not registered.
 func proxyNotFound(name string) error {
-	return &ResourceError{Type: ProxyResource, Name: name, Err: fmt.Errorf("proxy %q: %w", name, ErrNotFound)}
+	return &ResourceError{Type: ProxyResource, Name: clip(name), Err: fmt.Errorf("proxy %s: %w", quote(name), ErrNotFound)}
 }
 
 // proxyExists is the error for a name that is taken.
 func proxyExists(name string) error {
-	return &ResourceError{Type: ProxyResource, Name: name, Err: fmt.Errorf("proxy %q: %w", name, ErrExists)}
+	return &ResourceError{Type: ProxyResource, Name: clip(name), Err: fmt.Errorf("proxy %s: %w", quote(name), ErrExists)}
 }
 
-// bindError ties a proxy's failure to listen to the proxy and address.
-func bindError(name string, listen distcache.Addr, err error) error {
+// listenError ties a proxy's failure to listen to the proxy and address,
+// for the details of an ADDRESS_IN_USE; bindError then decides its code.
+func listenError(name string, listen distcache.Addr, err error) error {
 	return &ResourceError{Type: ProxyResource, Name: name, Address: listen.String(), Err: err}
 }
 
@@ -79,6 +83,10 @@ type FieldError struct {
 	Field  string // the field's path, e.g. "spec.listen" or "proxies[2].server"
 	Reason string
 	Err    error // the underlying error, if any
+	// Permission makes it PERMISSION_DENIED rather than
+	// INVALID_ARGUMENT: the value is fine, the daemon may not use it
+	// (a privileged port, a directory it cannot write).
+	Permission bool
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
@@ -95,7 +103,7 @@ func fieldErr(field string, err error) *FieldError {
 func prefixField(prefix string, err error) error {
 	var fe *FieldError
 	if errors.As(err, &fe) {
-		return &FieldError{Field: prefix + "." + fe.Field, Reason: fe.Reason, Err: fe.Err}
+		return &FieldError{Field: prefix + "." + fe.Field, Reason: fe.Reason, Err: fe.Err, Permission: fe.Permission}
 	}
 	return fmt.Errorf("%s: %w", prefix, err)
 }
@@ -113,25 +121,35 @@ func Status(err error) error {
 	var fe *FieldError
 	switch {
 	case errors.As(err, &fe):
-		st := status.New(codes.InvalidArgument, err.Error())
+		code := codes.InvalidArgument
+		if fe.Permission {
+			code = codes.PermissionDenied
+		}
+		st := status.New(code, capMessage(err.Error()))
 		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-			{Field: fe.Field, Description: fe.Reason},
+			{Field: fe.Field, Description: capMessage(fe.Reason)},
 		}}); derr == nil {
 			st = d
 		}
 		return st.Err()
+	case errors.Is(err, ErrNotSaved):
+		// Not transient: the disk needs the operator (space, a device,
+		// permissions) before a retry can succeed.
+		return status.Error(codes.FailedPrecondition, capMessage(err.Error()))
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE), errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		return status.Error(codes.ResourceExhausted, capMessage(err.Error()))
 	case errors.Is(err, distcache.ErrInvalidAddr), errors.Is(err, proxy.ErrInvalidConfig):
-		return status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, capMessage(err.Error()))
 	case errors.Is(err, ErrNotFound):
 		return resourceStatus(codes.NotFound, err)
 	case errors.Is(err, ErrExists), errors.Is(err, listen.ErrAddrInUse), errors.Is(err, listen.ErrPathExists):
 		return resourceStatus(codes.AlreadyExists, err)
 	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist), errors.Is(err, proxy.ErrFaultsNeedEpoll):
-		return status.Error(codes.FailedPrecondition, err.Error())
+		return status.Error(codes.FailedPrecondition, capMessage(err.Error()))
 	case errors.Is(err, fs.ErrPermission):
-		return status.Error(codes.PermissionDenied, err.Error())
+		return status.Error(codes.PermissionDenied, capMessage(err.Error()))
 	case errors.Is(err, ErrTooManyWatchers):
-		return status.Error(codes.ResourceExhausted, err.Error())
+		return status.Error(codes.ResourceExhausted, capMessage(err.Error()))
 	case errors.Is(err, ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, err.Error())
 	case errors.Is(err, hub.ErrClosed):
@@ -141,7 +159,23 @@ func Status(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
-	return status.Error(codes.Internal, err.Error())
+	return status.Error(codes.Internal, capMessage(err.Error()))
+}
+
+// maxMessage bounds an error message the API returns. Names and values
+// are clipped where they are quoted (see clip); this is the net under
+// that, for text quoted by packages that do not clip.
+const maxMessage = 2048
+
+func capMessage(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	cut := maxMessage
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(message of " + strconv.Itoa(len(s)) + " bytes cut)"
 }
 
 // resourceStatus is a NOT_FOUND or ALREADY_EXISTS status with the details a
@@ -155,6 +189,7 @@ func resourceStatus(code codes.Code, err error) error {
 		re = &ResourceError{Type: ProxyResource}
 	}
 	info := &errdetails.ErrorInfo{Domain: ErrorDomain, Metadata: map[string]string{}}
+	msg := capMessage(err.Error())
 	res := &errdetails.ResourceInfo{ResourceType: re.Type, ResourceName: re.Name}
 	thing := "proxy"
 	if re.Type == ConnectionResource {
@@ -169,7 +204,7 @@ func resourceStatus(code codes.Code, err error) error {
 		res.Description = "a " + thing + " by this name exists"
 	default: // the listen address is taken
 		info.Reason = "ADDRESS_IN_USE"
-		res.Description = "cannot listen: " + err.Error()
+		res.Description = "cannot listen: " + msg
 		if re.Address != "" {
 			info.Metadata["address"] = re.Address
 		}
@@ -177,7 +212,7 @@ func resourceStatus(code codes.Code, err error) error {
 	if re.Name != "" {
 		info.Metadata[thing] = re.Name
 	}
-	st := status.New(code, err.Error())
+	st := status.New(code, msg)
 	details := []protoadapt.MessageV1{info}
 	if re.Name != "" {
 		details = append(details, res)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -197,8 +198,18 @@ func loopError(nodes []loopNode, checkServer, newListen []bool, field func(i int
 			return &FieldError{Field: field(i, "server"), Reason: l.serverReason()}
 		}
 	}
+	var fresh []distcache.Addr
+	for j, n := range nodes {
+		if newListen[j] {
+			fresh = append(fresh, n.listens...)
+		}
+	}
 	for i := range nodes {
-		if checkServer[i] {
+		// Only a server that reaches a new listener can make this
+		// change's loop: the others are skipped without following
+		// their chain, which keeps a create in a daemon of N proxies
+		// O(N), not O(N²).
+		if checkServer[i] || !slices.ContainsFunc(fresh, func(a distcache.Addr) bool { return reaches(nodes[i].server, a, local) }) {
 			continue
 		}
 		l := findLoop(nodes, i, local)

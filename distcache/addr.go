@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Network is the transport of an Addr.
@@ -126,7 +127,7 @@ func ParseAddr(s string) (Addr, error) {
 			}
 			return addrParseUnix(s, rest)
 		}
-		return Addr{}, addrError(s, fmt.Sprintf("unknown prefix %q (%s; example: %s)", scheme+"://", addrPrefixList, addrExampleTCP))
+		return Addr{}, addrError(s, fmt.Sprintf("unknown prefix %q (%s; example: %s)", addrClip(scheme+"://"), addrPrefixList, addrExampleTCP))
 	}
 
 	prefix, rest, found := strings.Cut(s, ":")
@@ -162,7 +163,7 @@ func ParseAddr(s string) (Addr, error) {
 		// libnal has no IPv6 prefix; point at the bracket syntax instead.
 		example = "IP:[::1]:" + strconv.Itoa(addrExamplePort)
 	}
-	return Addr{}, addrError(s, fmt.Sprintf("unknown prefix %q (%s; example: %s)", prefix, addrPrefixList, example))
+	return Addr{}, addrError(s, fmt.Sprintf("unknown prefix %q (%s; example: %s)", addrClip(prefix), addrPrefixList, example))
 }
 
 // ParseListenAddr parses an address to listen on. Every valid address can
@@ -454,7 +455,7 @@ func addrParseTCP(s, rest string, st addrStyle) (Addr, error) {
 		case after == "":
 			return Addr{}, addrError(s, "no port (example: "+st.example(host, addrExamplePort)+")")
 		case after[0] != ':':
-			return Addr{}, addrError(s, fmt.Sprintf("unexpected %q after ] (example: %s)", after, st.example(host, addrExamplePort)))
+			return Addr{}, addrError(s, fmt.Sprintf("unexpected %q after ] (example: %s)", addrClip(after), st.example(addrClip(host), addrExamplePort)))
 		}
 		port = after[1:]
 	} else {
@@ -465,7 +466,7 @@ func addrParseTCP(s, rest string, st addrStyle) (Addr, error) {
 			// field looks like a host rather than a port, the user most
 			// likely forgot the port.
 			if addrLooksLikeHost(rest) {
-				return Addr{}, addrError(s, fmt.Sprintf("no port after host %q (example: %s)", rest, st.example(rest, addrExamplePort)))
+				return Addr{}, addrError(s, fmt.Sprintf("no port after host %q (example: %s)", addrClip(rest), st.example(addrClip(rest), addrExamplePort)))
 			}
 			port = rest
 		case !ok:
@@ -541,7 +542,7 @@ func addrParsePort(p string) (int, string) {
 	}
 	for i := 0; i < len(p); i++ {
 		if p[i] < '0' || p[i] > '9' {
-			return 0, fmt.Sprintf("port %q is not a number", p)
+			return 0, fmt.Sprintf("port %q is not a number", addrClip(p))
 		}
 	}
 	// Leading zeros are harmless ("IP:09001" is port 9001); strip them so
@@ -568,13 +569,13 @@ func addrCheckHost(host string, bracketed bool) string {
 			if err == nil {
 				return fmt.Sprintf("brackets are only for IPv6 addresses; write %s without them", host)
 			}
-			return fmt.Sprintf("invalid IPv6 address %q", host)
+			return fmt.Sprintf("invalid IPv6 address %q", addrClip(host))
 		}
 		// Interface names are short and tame; anything else in a zone
 		// (brackets, slashes, colons) would only confuse the printed form.
 		for i := 0; i < len(ip.Zone()); i++ {
 			if !addrHostByte(ip.Zone()[i]) {
-				return fmt.Sprintf("invalid character %q in IPv6 zone %q", ip.Zone()[i], ip.Zone())
+				return fmt.Sprintf("invalid character %q in IPv6 zone %q", ip.Zone()[i], addrClip(ip.Zone()))
 			}
 		}
 		return ""
@@ -586,7 +587,7 @@ func addrCheckHost(host string, bracketed bool) string {
 	for i := 0; i < len(host); i++ {
 		c := host[i]
 		if !addrHostByte(c) {
-			return fmt.Sprintf("invalid character %q in host %q", c, host)
+			return fmt.Sprintf("invalid character %q in host %q", c, addrClip(host))
 		}
 		if c != '.' && (c < '0' || c > '9') {
 			numeric = false
@@ -596,7 +597,7 @@ func addrCheckHost(host string, bracketed bool) string {
 	// malformed one ("1.2.3", "300.1.1.1") would otherwise be sent to DNS.
 	if numeric {
 		if ip, err := netip.ParseAddr(host); err != nil || !ip.Is4() {
-			return fmt.Sprintf("invalid IPv4 address %q", host)
+			return fmt.Sprintf("invalid IPv4 address %q", addrClip(host))
 		}
 	}
 	return ""
@@ -660,7 +661,22 @@ func addrCutScheme(s string) (scheme, rest string, ok bool) {
 // addrError wraps ErrInvalidAddr with the input and a reason; reason
 // carries its own example(s), chosen by the caller to fit the input.
 func addrError(s, reason string) error {
-	return fmt.Errorf("%w %q: %s", ErrInvalidAddr, s, reason)
+	return fmt.Errorf("%w %q: %s", ErrInvalidAddr, addrClip(s), reason)
+}
+
+// addrClip cuts an address quoted in an error to 320 bytes, more than
+// the longest valid one (on a character boundary), saying how long it
+// was: an error about a 3 MiB "address" need not repeat it.
+func addrClip(s string) string {
+	const limit = 320
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // addrNetError is addrError for AddrFromNet, whose input is a net.Addr.
