@@ -158,6 +158,9 @@ func bindError(field string, err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, proxy.ErrFaultsNeedEpoll), errors.Is(err, proxy.ErrInvalidConfig):
+		// Not the listen address's fault.
+		return err
 	case errors.Is(err, proxy.ErrAddrInUse), errors.Is(err, proxy.ErrPathExists), errors.Is(err, proxy.ErrStopped),
 		errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE), errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
 		return err
