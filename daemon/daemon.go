@@ -49,6 +49,9 @@ type Config struct {
 	// FDLimit is the process's descriptor limit (soft RLIMIT_NOFILE), for
 	// GetDaemonInfo; 0 when unknown.
 	FDLimit uint64
+	// Name is the daemon's name in a fleet (snoopd --daemon-name), for
+	// GetDaemonInfo and exported events.
+	Name string
 }
 
 // ErrApplyAtStart is wrapped by New's error when Config.Apply failed.
@@ -71,6 +74,7 @@ type Daemon struct {
 	proxies   map[string]*entry
 	endpoints []string
 	closed    bool
+	export    ExportSource // nil without --export
 }
 
 // entry is one proxy in the registry.
@@ -552,6 +556,7 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		}
 	}
 	eps := append([]string(nil), d.endpoints...)
+	export := d.export
 	d.mu.Unlock()
 	history, queue := d.cfg.History, d.cfg.QueueSize
 	if history <= 0 {
@@ -573,7 +578,16 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		Engine:           d.engine.Name(),
 		Loops:            uint32(max(d.engine.Loops(), 0)),
 		FdLimit:          d.cfg.FDLimit,
+		Name:             d.cfg.Name,
+		Export:           exportStats(export),
 	}
+}
+
+func exportStats(x ExportSource) *snoopv1.ExportStats {
+	if x == nil {
+		return nil
+	}
+	return x.Stats()
 }
 
 // LatencyHistograms returns each proxy's latency histogram by name, for
