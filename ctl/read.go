@@ -16,15 +16,19 @@ func (e *env) readCommand() *cli.Command {
 		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
 		dataFlag(),
 	)
+	flags = append(flags, readNATSFlags()...)
 	return &cli.Command{
 		Name:      "read",
 		Usage:     "show saved events with the same filters and formats as tail",
-		ArgsUsage: "FILE...",
+		ArgsUsage: "FILE... | nats://HOST:PORT",
 		Description: "Reads files written by 'snoopctl save' or 'snoopctl tail -o json', in order;\n" +
 			"- reads stdin, and gzip-compressed files are recognised. Rotated captures read\n" +
 			"in order as FILE.1 FILE.2 ... FILE. A last line cut short (a capture that was\n" +
 			"killed) gives a warning, not a failure. Drop notices in the file are always\n" +
-			"shown. Text lines carry the date.\n\n" + filterHelp,
+			"shown. Text lines carry the date.\n\n" +
+			"With nats://HOST:PORT, read replays the events a fleet exported to JetStream\n" +
+			"(snoopd --export): from --since (default: all the stream keeps) to --until\n" +
+			"(default: what it holds now), in order, with the same filters and output.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.read,
 	}
@@ -44,6 +48,17 @@ func (e *env) read(cCtx *cli.Context) error {
 		return usagef("--count %d is negative", count)
 	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
+	if len(files) == 1 && isNATSURL(files[0]) {
+		return e.readNATS(cCtx, files[0], f.Request, count, out)
+	}
+	for _, name := range files {
+		if isNATSURL(name) {
+			return usagef("read takes files or one NATS URL, not both: %s", name)
+		}
+	}
+	if len(cCtx.StringSlice("daemon")) > 0 {
+		return usagef("--daemon applies to nats:// URLs; for files use --filter 'daemon == \"NAME\"'")
+	}
 	var shown int64
 	for _, name := range files {
 		done, err := e.readFile(name, func(r *capture.Reader) (bool, error) {

@@ -20,6 +20,7 @@ func (e *env) statsCommand() *cli.Command {
 		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "redraw the statistics every --interval until Ctrl-C, --count or --for"},
 		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch redraws"},
 	)
+	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
 		Name:      "stats",
 		Usage:     "per proxy and operation: counts, GET hit ratio, results, latency, errors, drops",
@@ -34,7 +35,7 @@ func (e *env) statsCommand() *cli.Command {
 			"\"dropped\", \"ops\": [{\"proxy\", \"op_counters\" (snoop.v1.OpCounters),\n" +
 			"\"hit_ratio\", \"errors\", \"latency\" (snoop.v1.LatencySummary)}], \"proxies\":\n" +
 			"[{\"proxy\", \"opened\", \"closed\", \"connect_failed\", \"refused\",\n" +
-			"\"protocol_errors\"}]}.\n\n" + filterHelp,
+			"\"protocol_errors\"}]}.\n\n" + filterHelp + fleetHelp + " Proxies are named DAEMON/PROXY.",
 		Flags:  flags,
 		Action: e.stats,
 	}
@@ -54,11 +55,11 @@ func (e *env) stats(cCtx *cli.Context) error {
 	if !watch && dur == 0 && cCtx.Int64("count") == 0 {
 		dur = statsWindow
 	}
-	c, err := e.dial()
+	src, err := e.openEvents(cCtx, req)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer src.Close()
 	col := stats.New()
 	start := time.Now()
 	term := isTerminal(e.stdio.Out)
@@ -91,7 +92,8 @@ func (e *env) stats(cCtx *cli.Context) error {
 			}
 		}
 	}
-	_, err = e.stream(cCtx.Context, c, req, o, func(r *snoopv1.WatchEventsResponse) error {
+	_, err = src.stream(cCtx.Context, o, func(r *snoopv1.WatchEventsResponse) error {
+		qualifyProxy(r)
 		col.Add(r)
 		return drawErr
 	})

@@ -13,6 +13,7 @@ import (
 func (e *env) tailCommand() *cli.Command {
 	flags := append(filterFlags(), stopFlags()...)
 	flags = append(flags, dataFlag())
+	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
 		Name:      "tail",
 		Usage:     "show the live stream of events, one line per transaction",
@@ -24,7 +25,7 @@ func (e *env) tailCommand() *cli.Command {
 			"their own. When snoopctl falls behind, the daemon drops events for it and\n" +
 			"a plain line says how many. Ctrl-C ends tail with a summary on stderr.\n" +
 			"-o json prints one snoop.v1.WatchEventsResponse per line, which\n" +
-			"'snoopctl read' reads back.\n\n" + filterHelp,
+			"'snoopctl read' reads back.\n\n" + filterHelp + fleetHelp,
 		Flags:  flags,
 		Action: e.tail,
 	}
@@ -41,13 +42,13 @@ func (e *env) tail(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.dial()
+	src, err := e.openEvents(cCtx, req)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer src.Close()
 	out := e.eventPrinter(e.stdio.Out, false, cCtx.Bool("data"))
-	res, err := e.stream(cCtx.Context, c, req, streamOptions{
+	res, err := src.stream(cCtx.Context, streamOptions{
 		action: "tail",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),

@@ -99,6 +99,9 @@ func (e *env) version(cCtx *cli.Context) error {
 		}
 		_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %d proxies, %d watchers, engine %s%s\n",
 			info.GetVersion(), e.display(), up, info.GetProxies(), info.GetWatchers(), engine, fdLimit)
+		if line := exportLine(info); line != "" && err == nil {
+			_, err = fmt.Fprintln(e.stdio.Out, line)
+		}
 		return err
 	})
 }

@@ -237,6 +237,9 @@ func (o *obj) event(ev *snoopv1.Event) error {
 	if err := e.str("error", ev.GetError()); err != nil {
 		return err
 	}
+	if err := e.str("daemon", ev.GetDaemon()); err != nil {
+		return err
+	}
 	o.b = append(e.b, '}')
 	return nil
 }

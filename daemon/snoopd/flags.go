@@ -38,6 +38,7 @@ type options struct {
 	version         bool
 	engine          string
 	loops           int
+	export          exportOptions // --export and --daemon-name (export.go)
 
 	// Derived by check.
 	level     slog.Level
@@ -92,6 +93,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops, "with --engine "+proxy.EngineEpoll+", run `N` event loops (each holds a core while busy)")
+	addExportFlags(fs, &o.export)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -172,6 +174,9 @@ func (o *options) check() error {
 			return fmt.Errorf("--demo-listen: %w", err)
 		}
 		o.demoAddr = a
+	}
+	if err := o.export.check(); err != nil {
+		return err
 	}
 	if o.metricsListen != "" {
 		a, err := distcache.ParseListenAddr(o.metricsListen)
