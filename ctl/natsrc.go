@@ -327,44 +327,50 @@ func (s *natsSource) replay(ctx context.Context, stream string, since, until tim
 		return nil
 	}
 	var one snoopv1.WatchEventsResponse
-	// Every round either reads a message (of a stream that was finite
-	// when the consumer was made: it stops at the last one pending then)
-	// or ends.
-	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchContext(ctx))
+	// round fetches and handles one batch; it reports whether the replay
+	// is done.
+	round := func() (bool, error) {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		batch, err := cons.Fetch(256, jetstream.FetchContext(fctx))
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return true, nil
 			}
-			return failf("read %s: %v", s.url, err)
+			return true, failf("read %s: %v", s.url, err)
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
 			if err != nil {
-				return failf("read %s: %v", s.url, err)
+				return true, failf("read %s: %v", s.url, err)
 			}
 			if !until.IsZero() && md.Timestamp.After(until) {
-				return nil
+				return true, nil
 			}
 			ev, err := decodeEvent(m.Data(), m.Headers().Get(export.HeaderContentType))
 			if err == nil && s.keep(ev) {
 				one.Event = ev
-				done, err := handle(&one)
-				if err != nil || done {
-					return err
+				if done, err := handle(&one); err != nil || done {
+					return true, err
 				}
 			}
 			if md.NumPending == 0 {
-				return nil
+				return true, nil
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			return failf("read %s: %v", s.url, err)
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return true, failf("read %s: %v", s.url, err)
 		}
-		if got == 0 || ctx.Err() != nil {
-			return nil
+		return got == 0 || ctx.Err() != nil, nil
+	}
+	// Every round reads messages of a stream that was finite when the
+	// consumer was made (it stops at the last one pending then), or ends.
+	for {
+		done, err := round()
+		if done || err != nil {
+			return err
 		}
 	}
 }

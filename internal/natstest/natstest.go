@@ -75,3 +75,19 @@ func (s *Server) Restart() {
 	s.Stop()
 	s.start()
 }
+
+// Subscribers returns how many subscriptions would receive a message
+// published on the literal subject, so a test can wait until a
+// subscriber is in place before it produces what the subscriber should
+// see.
+func (s *Server) Subscribers(subject string) int {
+	s.t.Helper()
+	if s.srv == nil {
+		return 0
+	}
+	sz, err := s.srv.Subsz(&server.SubszOptions{Subscriptions: true, Test: subject, Limit: 1024})
+	if err != nil {
+		s.t.Fatalf("nats server: subscriptions: %v", err)
+	}
+	return sz.Total
+}
