@@ -41,7 +41,7 @@ func natsFlags(withFrom bool) []cli.Flag {
 	}
 	return append(fs,
 		&cli.StringSliceFlag{Name: "daemon", Usage: "from NATS: keep events of these `DAEMONS` (their --daemon-name)"},
-		&cli.StringFlag{Name: "subject", Value: export.DefaultSubject, Usage: "from NATS: the subject `PREFIX` the daemons export under (their --export-subject)"},
+		&cli.StringFlag{Name: "subject", Value: export.DefaultSubject, Usage: "from NATS: the subject `PREFIX` the daemons export under (their --export-subject; a token may be '*')"},
 		&cli.StringFlag{Name: "nats-creds", Usage: "from NATS: authenticate with the credentials `FILE`"},
 		&cli.StringFlag{Name: "nats-token-file", Usage: "from NATS: authenticate with the token in `FILE`"},
 		&cli.StringFlag{Name: "nats-tls-ca", Usage: "from NATS: trust the servers' certificates signed by a CA in PEM `FILE`"},
@@ -80,8 +80,8 @@ func (e *env) openNATS(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEvent
 		return nil, usagef("%q is not a NATS URL (want nats://HOST:PORT, e.g. nats://127.0.0.1:4222)", rawURL)
 	}
 	prefix := cCtx.String("subject")
-	if !export.ValidPrefix(prefix) {
-		return nil, usagef("--subject %q: want dot-separated tokens without spaces, '*' or '>' (snoop)", prefix)
+	if !validSubscribePrefix(prefix) {
+		return nil, usagef("--subject %q: want dot-separated tokens without spaces or '>', a whole token may be '*' (snoop, snoop.g07, 'snoop.*')", prefix)
 	}
 	m, err := filter.Compile(req)
 	if err != nil {
@@ -165,6 +165,18 @@ func subjectPatterns(prefix string, daemons []string, req *snoopv1.WatchEventsRe
 		}
 	}
 	return out
+}
+
+// validSubscribePrefix checks --subject: the daemons' --export-subject, in
+// which a whole token may be '*' to follow several groups at once.
+func validSubscribePrefix(p string) bool {
+	toks := strings.Split(p, ".")
+	for i, t := range toks {
+		if t == "*" {
+			toks[i] = "x"
+		}
+	}
+	return export.ValidPrefix(strings.Join(toks, "."))
 }
 
 // decodeEvent reads an exported message by its Content-Type.

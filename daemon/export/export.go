@@ -193,7 +193,9 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 		}),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			x.streamOK.Store(false)
-			log.Warn("export disconnected; reconnecting", "err", err)
+			if !c.IsClosed() { // Close disconnects too
+				log.Warn("export disconnected; reconnecting", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			x.streamOK.Store(false)
