@@ -46,6 +46,9 @@ func (e *env) openEvents(cCtx *cli.Context, req *snoopv1.WatchEventsRequest) (ev
 		if len(cCtx.StringSlice("daemon")) > 0 {
 			return nil, usagef("--daemon selects daemons of a fleet: it needs --from nats://HOST:PORT")
 		}
+		if e.multi() {
+			return e.openMany(cCtx.Context, req)
+		}
 		c, err := e.dial()
 		if err != nil {
 			return nil, err

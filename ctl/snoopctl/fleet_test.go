@@ -318,3 +318,49 @@ func TestFleetNATSRestartUnderLoad(t *testing.T) {
 		t.Fatalf("the stream holds %d events; %d were published, %d dropped", n, published, dropped)
 	}
 }
+
+// TestMultiDaemon: -a names several daemons; list merges them with a
+// DAEMON column, tail merges their streams, and add/remove act on each
+// and report per daemon, failing if any failed.
+func TestMultiDaemon(t *testing.T) {
+	a, b := startMember(t, "alpha"), startMember(t, "beta")
+	both := a.d.addr + "," + b.d.addr
+
+	r := mustCtl(t, nil, "-a", a.d.addr, "-a", b.d.addr, "list")
+	lines := strings.Split(strings.TrimSpace(r.out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "DAEMON") || !strings.HasPrefix(lines[1], "alpha ") || !strings.HasPrefix(lines[2], "beta ") {
+		t.Fatalf("list: %q", r.out)
+	}
+
+	// add on both: one line per daemon; then again: both fail, exit 1.
+	r = mustCtl(t, nil, "-a", both, "add", "q", "--listen", "IP:127.0.0.1:0", "--server", "IP:127.0.0.1:9")
+	if out := strings.Split(strings.TrimSpace(r.out), "\n"); len(out) != 2 || !strings.HasPrefix(out[0], a.d.addr+": ") ||
+		!strings.HasPrefix(out[1], b.d.addr+": ") {
+		t.Fatalf("add: %q", r.out)
+	}
+	if r := runCtl(t, nil, "-a", both, "remove", "q"); r.code != 0 {
+		t.Fatalf("remove: %v", r)
+	}
+	r = runCtl(t, nil, "-a", both, "remove", "q")
+	if r.code != 1 || strings.Count(r.err, "no proxy named") != 2 || !strings.Contains(r.err, "remove failed on 2 of 2 daemons") {
+		t.Fatalf("second remove: %v", r)
+	}
+
+	// tail over both: every transaction of both, each naming its daemon.
+	tail := startCtl(t, nil, "-a", both, "tail", "--events", "tx", "-o", "json")
+	waitWatchers(t, a.d, 1)
+	waitWatchers(t, b.d, 1)
+	reps := fleetLoad(t, "multi", []*fleetMember{a, b}, loadgen.Config{Conns: 1, Ops: 300})
+	total := reps[0].Ops + reps[1].Ops
+	for i := 0; i < 300 && int64(strings.Count(tail.out.String(), "\n")) < total; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	rt := tail.wait(t, true)
+	got := map[string]int64{}
+	for _, resp := range parse(t, rt.out) {
+		got[resp.GetEvent().GetDaemon()]++
+	}
+	if got["alpha"] != reps[0].Ops || got["beta"] != reps[1].Ops || len(got) != 2 {
+		t.Fatalf("tail over both: %v, load %d and %d", got, reps[0].Ops, reps[1].Ops)
+	}
+}
