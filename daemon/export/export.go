@@ -289,7 +289,7 @@ func (x *Exporter) publish(evs []*proxy.Event) {
 	}
 }
 
-// Message renders e as the exporter publishes it.
+// message renders e as the exporter publishes it.
 func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
 	ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
 	var data []byte
