@@ -51,6 +51,7 @@ type env struct {
 // globalOptions are the flags every command takes.
 type globalOptions struct {
 	rawAddr   string
+	addrs     []string       // every daemon -a named (multi.go); rawAddr is the first
 	addr      distcache.Addr // parsed from rawAddr by address()
 	tokenFile string
 	tlsCA     string
@@ -66,6 +67,7 @@ func (e *env) run(ctx context.Context, args []string) int {
 	app := e.newApp()
 	argv, err := reorderArgs(app, args)
 	if err == nil {
+		argv = mergeAddresses(app, argv)
 		err = app.RunContext(ctx, append([]string{app.Name}, argv...))
 	}
 	if err != nil {
@@ -130,6 +132,7 @@ func (e *env) newApp() *cli.App {
 		if takesProxyNames[c.Name] {
 			c.BashComplete = e.completeProxies
 		}
+		e.fanOut(c)
 	}
 	return app
 }
@@ -181,7 +184,7 @@ func globalFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "address", Aliases: []string{"a"}, EnvVars: []string{endpoint.EnvAddress},
 			Value: endpoint.Display(endpoint.DefaultAddr()),
-			Usage: "snoopd's control address: unix:///path, UNIX:/path, host:port or IP:host:port"},
+			Usage: "snoopd's control address: unix:///path, UNIX:/path, host:port or IP:host:port; several (comma-separated or repeated) for list, show, tail, stats and add, apply, remove, enable, disable on each"},
 		&cli.StringFlag{Name: "token-file", EnvVars: []string{EnvTokenFile}, Usage: "send the token in `FILE` as 'authorization: Bearer TOKEN'"},
 		&cli.StringFlag{Name: "tls-ca", Usage: "use TLS, trusting the CA certificates in `FILE` (PEM) for snoopd's certificate"},
 		&cli.StringFlag{Name: "tls-cert", Usage: "client certificate `FILE` (PEM) for mutual TLS; needs --tls-key"},
@@ -197,6 +200,9 @@ func globalFlags() []cli.Flag {
 func (e *env) before(cCtx *cli.Context) error {
 	o := &e.opts
 	o.rawAddr = cCtx.String("address")
+	if err := e.setAddresses(); err != nil {
+		return err
+	}
 	o.tokenFile = cCtx.String("token-file")
 	o.tlsCA, o.tlsCert, o.tlsKey = cCtx.String("tls-ca"), cCtx.String("tls-cert"), cCtx.String("tls-key")
 	o.timeout = cCtx.Duration("timeout")

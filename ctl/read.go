@@ -24,10 +24,11 @@ func (e *env) readCommand() *cli.Command {
 		&cli.StringFlag{Name: "until", Usage: "keep events before `TIME` (the forms of --since)"},
 		dataFlag(),
 	)
+	flags = append(flags, readNATSFlags()...)
 	return &cli.Command{
 		Name:      "read",
 		Usage:     "show saved events with the same filters and formats as tail",
-		ArgsUsage: "FILE...",
+		ArgsUsage: "FILE... | nats://HOST:PORT",
 		Description: "Reads files written by 'snoopctl save' or 'snoopctl tail -o json', in order;\n" +
 			"- reads stdin, and gzip-compressed files are recognised. The files of one\n" +
 			"rotated capture (FILE.N ... FILE.1 FILE, as save --rotate-size writes them) are\n" +
@@ -36,7 +37,10 @@ func (e *env) readCommand() *cli.Command {
 			"short (a capture that was killed) gives a warning, not a failure. Drop notices\n" +
 			"in the file are always shown. Text lines carry the date. At the end a summary\n" +
 			"on stderr gives the events, drops, the time they span and the rate, and the\n" +
-			"transactions by operation and result.\n\n" + filterHelp,
+			"transactions by operation and result.\n\n" +
+			"With nats://HOST:PORT, read replays the events a fleet exported to JetStream\n" +
+			"(snoopd --export): from --since (default: all the stream keeps) to --until\n" +
+			"(default: what it holds now), in order, with the same filters and output.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.read,
 	}
@@ -67,6 +71,17 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 		return usagef("--until %s is not after --since %s", cCtx.String("until"), cCtx.String("since"))
 	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
+	if len(files) == 1 && isNATSURL(files[0]) {
+		return e.readNATS(cCtx, files[0], f.Request, count, out)
+	}
+	for _, name := range files {
+		if isNATSURL(name) {
+			return usagef("read takes files or one NATS URL, not both: %s", name)
+		}
+	}
+	if len(cCtx.StringSlice("daemon")) > 0 {
+		return usagef("--daemon applies to nats:// URLs; for files use --filter 'daemon == \"NAME\"'")
+	}
 	sum := newSummary()
 	var shown int64
 	defer func() {

@@ -26,6 +26,7 @@ func (e *env) saveCommand() *cli.Command {
 		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10MB, 512KiB, ...)"},
 		dataFlag(),
 	)
+	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
 		Name:      "save",
 		Usage:     "write the live stream of events to a file, for 'snoopctl read'",
@@ -42,7 +43,7 @@ func (e *env) saveCommand() *cli.Command {
 			"does: FILE.N becomes FILE.N+1, FILE becomes FILE.1, and a new FILE is started;\n" +
 			"FILE.1 is the newest rotated file, and none is ever overwritten. 'snoopctl\n" +
 			"read FILE*' reads them back in time order. SIZE takes B, kB, MB, GB (powers\n" +
-			"of 1000) and KiB, MiB, GiB (powers of 1024).\n\n" + filterHelp,
+			"of 1000) and KiB, MiB, GiB (powers of 1024).\n\n" + filterHelp + fleetHelp,
 		Flags:  flags,
 		Action: e.save,
 	}
@@ -70,14 +71,11 @@ func (e *env) save(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.dial()
+	src, err := e.openEvents(cCtx, req)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := e.checkProxies(cCtx, c, "save", req.GetProxies()); err != nil {
-		return err
-	}
+	defer src.Close()
 
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
@@ -92,7 +90,7 @@ func (e *env) save(cCtx *cli.Context) error {
 		e.warnf("%s ended in a partial line of %d bytes; cut it off before appending", path, n)
 	}
 	p := &saveProgress{e: e, w: w, on: isTerminal(e.stdio.Err), start: time.Now()}
-	res, err := e.stream(cCtx.Context, c, req, streamOptions{
+	res, err := src.stream(cCtx.Context, streamOptions{
 		action: "save",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),

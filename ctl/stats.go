@@ -18,6 +18,7 @@ func (e *env) statsCommand() *cli.Command {
 		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "every --interval, show what each proxy did in it and its rate, until Ctrl-C or --for"},
 		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch shows"},
 	)
+	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
 		Name:      "stats",
 		Usage:     "per proxy and operation: counts, GET hit ratio, results, latency, errors, drops",
@@ -38,7 +39,7 @@ func (e *env) statsCommand() *cli.Command {
 			"\"dropped\", \"ops\": [{\"proxy\", \"op_counters\" (snoop.v1.OpCounters),\n" +
 			"\"hit_ratio\", \"errors\", \"latency\" (snoop.v1.LatencySummary)}], \"proxies\":\n" +
 			"[{\"proxy\", \"opened\", \"closed\", \"connect_failed\", \"refused\",\n" +
-			"\"protocol_errors\"}]}.\n\n" + filterHelp,
+			"\"protocol_errors\"}]}.\n\n" + filterHelp + fleetHelp + " Proxies are named DAEMON/PROXY.",
 		Flags:  flags,
 		Action: e.stats,
 	}
@@ -58,14 +59,11 @@ func (e *env) stats(cCtx *cli.Context) error {
 	if !sampling(cCtx) {
 		return e.statsTotals(cCtx, req.GetProxies(), watch, interval, dur)
 	}
-	c, err := e.dial()
+	src, err := e.openEvents(cCtx, req)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := e.checkProxies(cCtx, c, "stats", req.GetProxies()); err != nil {
-		return err
-	}
+	defer src.Close()
 	col := stats.New()
 	start := time.Now()
 	term := isTerminal(e.stdio.Out)
@@ -98,7 +96,8 @@ func (e *env) stats(cCtx *cli.Context) error {
 			}
 		}
 	}
-	_, err = e.stream(cCtx.Context, c, req, o, func(r *snoopv1.WatchEventsResponse) error {
+	_, err = src.stream(cCtx.Context, o, func(r *snoopv1.WatchEventsResponse) error {
+		qualifyProxy(r)
 		col.Add(r)
 		return drawErr
 	})

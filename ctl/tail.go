@@ -13,6 +13,7 @@ func (e *env) tailCommand() *cli.Command {
 	flags := append(filterFlags(), stopFlags()...)
 	flags = append(flags, dataFlag(),
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "show connections opening and closing too (as --events all does)"})
+	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
 		Name:      "tail",
 		Usage:     "show the live stream of events, one line per transaction",
@@ -28,7 +29,7 @@ func (e *env) tailCommand() *cli.Command {
 			"Ctrl-C, --count or --for end tail with a summary on stderr: events, rate,\n" +
 			"elapsed time, and the transactions by operation and result.\n" +
 			"-o json prints one snoop.v1.WatchEventsResponse per line, which\n" +
-			"'snoopctl read' reads back.\n\n" + filterHelp,
+			"'snoopctl read' reads back.\n\n" + filterHelp + fleetHelp,
 		Flags:  flags,
 		Action: e.tail,
 	}
@@ -45,17 +46,14 @@ func (e *env) tail(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.dial()
+	src, err := e.openEvents(cCtx, req)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := e.checkProxies(cCtx, c, "tail", req.GetProxies()); err != nil {
-		return err
-	}
+	defer src.Close()
 	out := e.eventPrinter(e.stdio.Out, false, cCtx.Bool("data"))
 	sum := newSummary()
-	res, err := e.stream(cCtx.Context, c, req, streamOptions{
+	res, err := src.stream(cCtx.Context, streamOptions{
 		action: "tail",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),

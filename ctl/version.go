@@ -79,6 +79,9 @@ func (e *env) version(cCtx *cli.Context) error {
 	_, err = fmt.Fprintf(e.stdio.Out, "daemon: snoopd %s at %s%s, %s, %s, engine %s%s\n",
 		info.GetVersion(), e.display(), up, count(int64(info.GetProxies()), "proxy", "proxies"),
 		count(int64(info.GetWatchers()), "watcher", "watchers"), engine, fdLimit)
+	if line := exportLine(info); line != "" && err == nil {
+		_, err = fmt.Fprintln(e.stdio.Out, line)
+	}
 	return err
 }
 

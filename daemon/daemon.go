@@ -55,6 +55,9 @@ type Config struct {
 	MaxWatchers int
 	// MaxDrain bounds any delete's drain; 0 means DefaultMaxDrain.
 	MaxDrain time.Duration
+	// Name is the daemon's name in a fleet (snoopd --daemon-name), for
+	// GetDaemonInfo and exported events.
+	Name string
 }
 
 // Defaults for Config fields left zero.
@@ -86,7 +89,8 @@ type Daemon struct {
 	proxies   map[string]*entry
 	endpoints []string
 	closed    bool
-	watching  int // event streams open (see acquireWatcher)
+	watching  int          // event streams open (see acquireWatcher)
+	export    ExportSource // nil without --export
 }
 
 // entry is one proxy in the registry.
@@ -695,6 +699,7 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 	st := d.Stats()
 	d.mu.Lock()
 	eps := append([]string(nil), d.endpoints...)
+	export := d.export
 	d.mu.Unlock()
 	history, queue := d.cfg.History, d.cfg.QueueSize
 	if history <= 0 {
@@ -717,7 +722,16 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		Loops:            uint32(max(d.engine.Loops(), 0)),
 		FdLimit:          d.cfg.FDLimit,
 		MaxWatchers:      uint32(d.cfg.MaxWatchers),
+		Name:             d.cfg.Name,
+		Export:           exportStats(export),
 	}
+}
+
+func exportStats(x ExportSource) *snoopv1.ExportStats {
+	if x == nil {
+		return nil
+	}
+	return x.Stats()
 }
 
 // describe renders a proxy for the API.

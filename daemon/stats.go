@@ -68,6 +68,15 @@ type Stats struct {
 	Proxies         int
 	Watchers        int
 	EventsPublished uint64
+	// Export is the NATS exporter's counters; nil without --export.
+	Export *ExportCounters
+}
+
+// ExportCounters are the NATS exporter's figures (see daemon/export).
+type ExportCounters struct {
+	Servers, Stream             string
+	Connected                   bool
+	Published, Dropped, Matched uint64
 }
 
 // Stats returns the daemon's own figures.
@@ -79,14 +88,21 @@ func (d *Daemon) Stats() Stats {
 			n++
 		}
 	}
+	x := d.export
 	d.mu.Unlock()
-	return Stats{
+	st := Stats{
 		Version:         Version,
 		Started:         d.started,
 		Proxies:         n,
 		Watchers:        d.hub.Watchers(),
 		EventsPublished: d.hub.Published(),
 	}
+	if x != nil {
+		e := x.Stats()
+		st.Export = &ExportCounters{Servers: e.GetServers(), Stream: e.GetStream(), Connected: e.GetConnected(),
+			Published: e.GetPublished(), Dropped: e.GetDropped(), Matched: e.GetMatched()}
+	}
+	return st
 }
 
 // ProxyStats reads every proxy's counters, sorted by name.

@@ -268,6 +268,6 @@ func (f Filter) Match(ev *snoopv1.Event) bool {
 		return true
 	}
 	var v match.View
-	apiconv.View(ev, "", &v)
+	apiconv.View(ev, ev.GetDaemon(), &v) // a fleet's events name their daemon
 	return f.m.Match(&v)
 }

@@ -91,10 +91,17 @@ func AppendDropped(b []byte, n uint64) []byte {
 //	TIME PROXY connect-failed client=ADDR: ERROR
 //	TIME PROXY refused client=ADDR: ERROR
 //	TIME PROXY conn=ID protocol-error DIRECTION rule=R field=F frame=N offset=N policy=P: MESSAGE
+//
+// An event from a fleet (exported to NATS) names its daemon first:
+// TIME DAEMON PROXY ...
 func (t Text) AppendEvent(b []byte, ev *snoopv1.Event) []byte {
 	at := EventTime(ev)
 	b = t.appendTime(b, at.AsTime(), at != nil)
 	b = append(b, ' ')
+	if d := ev.GetDaemon(); d != "" {
+		b = append(b, oneLine(d)...)
+		b = append(b, ' ')
+	}
 	b = append(b, orDash(ev.GetProxy())...)
 	if id := ev.GetConnectionId(); id != 0 {
 		b = append(b, " conn="...)

@@ -83,12 +83,12 @@ type daemon struct {
 
 // startDaemon starts snoopd on a unix socket and waits until the socket
 // exists. The daemon is stopped with SIGTERM when the test ends.
-func startDaemon(t *testing.T) *daemon {
+func startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
 	dir := testutil.SocketDir(t)
 	sock := filepath.Join(dir, "s.sock")
 	var logs syncBuffer
-	cmd := exec.Command(bins.snoopd, "--control", "UNIX:"+sock, "--log-level", "warn")
+	cmd := exec.Command(bins.snoopd, append([]string{"--control", "UNIX:" + sock, "--log-level", "warn"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

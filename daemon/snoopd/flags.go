@@ -42,6 +42,7 @@ type options struct {
 	maxWatchers     int
 	maxDrain        time.Duration
 	metricsInsecure bool
+	export          exportOptions // --export and --daemon-name (export.go)
 
 	// Derived by check.
 	level     slog.Level
@@ -102,6 +103,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds up to about 1 MB)")
 	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
 	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
+	addExportFlags(fs, &o.export)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -186,6 +188,9 @@ func (o *options) check() error {
 			return fmt.Errorf("--demo-listen: %w", err)
 		}
 		o.demoAddr = a
+	}
+	if err := o.export.check(); err != nil {
+		return err
 	}
 	if o.metricsListen != "" {
 		a, err := distcache.ParseListenAddr(o.metricsListen)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/snoopd/snoopd/daemon"
+	"github.com/snoopd/snoopd/daemon/export"
 	"github.com/snoopd/snoopd/daemon/metrics"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -72,6 +73,7 @@ type instance struct {
 	servers []*controlServer
 	metrics *metricsServer
 	demo    *demo
+	export  *export.Exporter // nil without --export
 
 	wg   sync.WaitGroup // the Serve goroutines
 	fail chan error     // a Serve that ended on its own
@@ -143,7 +145,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	// The --config set is applied inside New, so that a failure leaves the
 	// state dir as it was.
 	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, Logger: log, Apply: declared,
-		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain})
+		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain, Name: o.export.name})
 	switch {
 	case errors.Is(err, daemon.ErrApplyAtStart):
 		return nil, fmt.Errorf("--config %s: %w", o.configFile, err)
@@ -154,6 +156,9 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	}
 	if len(declared) > 0 {
 		log.Info("applied --config", "file", o.configFile, "proxies", len(declared))
+	}
+	if inst.export, err = startExport(inst.d, &o.export, log); err != nil {
+		return nil, err
 	}
 	if o.demo {
 		if inst.demo, err = startDemo(inst.d, o.demoAddr, o.demoRate, log); err != nil {
@@ -248,6 +253,9 @@ func (inst *instance) abort(listeners []*controlListener) {
 			inst.log.Warn("stopping the data path engine after a failed start", "err", err)
 		}
 	}
+	if inst.export != nil {
+		inst.export.Close(0)
+	}
 	if inst.demo != nil {
 		inst.demo.close()
 	}
@@ -308,6 +316,9 @@ func (inst *instance) shutdown() error {
 		err = errors.Join(err, fmt.Errorf("stopping the data path engine: %w", eerr))
 	}
 	log.Debug("shutdown: proxies stopped, event streams ended, state saved", "engine", inst.engine.Name())
+	if inst.export != nil {
+		inst.export.Close(exportCloseTimeout) // the hub is closed: what it queued goes out first
+	}
 
 	var wg sync.WaitGroup
 	for _, cs := range inst.servers {

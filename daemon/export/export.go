@@ -1,0 +1,467 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/snoopd/snoopd/daemon"
+	"github.com/snoopd/snoopd/daemon/hub"
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/match"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+// Payload formats and the Content-Type header that names them.
+const (
+	FormatProtobuf = "protobuf"
+	FormatJSON     = "json"
+
+	ContentTypeProtobuf = "application/protobuf; proto=snoop.v1.Event"
+	ContentTypeJSON     = "application/json"
+	// HeaderContentType is the header every exported message carries.
+	HeaderContentType = "Content-Type"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultSubject     = "snoop"
+	DefaultStream      = "SNOOP"
+	DefaultQueueSize   = 8192
+	DefaultMaxPending  = 4096
+	DefaultLogInterval = 10 * time.Second
+	// reconnectWait is the pause between reconnect attempts to the same
+	// server; nats.go adds jitter.
+	reconnectWait = time.Second
+	// ackTimeout bounds how long a publish may wait for JetStream's
+	// acknowledgement before it counts as dropped.
+	ackTimeout = 5 * time.Second
+	// streamRetry is how often a missing stream is looked for again
+	// while events are dropped for want of it.
+	streamRetry = time.Second
+	// maxSubjects bounds the subject cache (proxies come and go).
+	maxSubjects = 4096
+)
+
+// Config configures an Exporter.
+type Config struct {
+	// Servers are the NATS URLs (nats://host:port, tls://host:port).
+	Servers []string
+	// Subject is the subject prefix (DefaultSubject if empty).
+	Subject string
+	// Daemon is this daemon's name: the second subject token, and
+	// Event.daemon in every payload.
+	Daemon string
+	// Stream is the JetStream stream to create or reuse over Subject.>;
+	// empty publishes on core NATS only, without acknowledgements.
+	Stream string
+	// MaxAge and MaxBytes bound a stream the exporter creates (0: no
+	// bound).
+	MaxAge   time.Duration
+	MaxBytes int64
+	// Format is FormatProtobuf (the default) or FormatJSON.
+	Format string
+	// Data exports captured session data (the proxy must capture it too).
+	Data bool
+	// Filter selects the events to export, in the watchers' language;
+	// the zero Spec takes all.
+	Filter match.Spec
+	// Options are extra nats.go options: TLS, credentials, token.
+	Options []nats.Option
+	// QueueSize bounds the exporter's hub queue; MaxPending bounds the
+	// publishes waiting for an acknowledgement.
+	QueueSize, MaxPending int
+	// LogInterval is how often a line is logged while events are
+	// dropped.
+	LogInterval time.Duration
+	// Logger receives the exporter's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Exporter publishes a hub's events to NATS.
+type Exporter struct {
+	cfg     Config
+	log     *slog.Logger
+	servers string
+	w       *hub.Watcher
+	nc      *nats.Conn
+	js      jetstream.JetStream // nil for core NATS
+	header  nats.Header         // shared by every message, never changed
+
+	// Counters; see Stats.
+	seen      atomic.Uint64 // events the hub handed over, and hub drops
+	published atomic.Uint64
+	dropped   atomic.Uint64
+	// streamOK is set once the stream is known to exist on the current
+	// connection; a reconnect clears it.
+	streamOK atomic.Bool
+
+	// Owned by the publishing goroutine.
+	fill       daemon.EventFiller
+	subjects   map[subjectKey]string
+	lastLookup time.Time
+
+	done     chan struct{} // the publishing goroutine ended
+	stopLog  chan struct{}
+	logDone  chan struct{}
+	stopOnce sync.Once
+}
+
+type subjectKey struct {
+	proxy string
+	kind  proxy.EventKind
+	op    distcache.Op
+	hasOp bool
+}
+
+// Start connects to NATS and starts exporting h's events. A server that
+// cannot be reached now is not an error: the exporter keeps trying, and
+// counts what it drops meanwhile. Configuration errors are.
+func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("no NATS server to export to")
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = DefaultSubject
+	}
+	if !ValidPrefix(cfg.Subject) {
+		return nil, fmt.Errorf("subject prefix %q: want dot-separated tokens without spaces, '*' or '>' (snoop, or acme.snoop)", cfg.Subject)
+	}
+	switch cfg.Format {
+	case "":
+		cfg.Format = FormatProtobuf
+	case FormatProtobuf, FormatJSON:
+	default:
+		return nil, fmt.Errorf("format %q: want %s or %s", cfg.Format, FormatProtobuf, FormatJSON)
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.LogInterval <= 0 {
+		cfg.LogInterval = DefaultLogInterval
+	}
+	if cfg.MaxAge < 0 || cfg.MaxBytes < 0 {
+		return nil, errors.New("stream limits must not be negative")
+	}
+	m, err := match.Compile(cfg.Filter)
+	if err != nil {
+		return nil, fmt.Errorf("export filter: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	x := &Exporter{
+		cfg:      cfg,
+		log:      log,
+		servers:  strings.Join(cfg.Servers, ","),
+		header:   nats.Header{HeaderContentType: []string{ContentTypeProtobuf}},
+		subjects: map[subjectKey]string{},
+		done:     make(chan struct{}),
+		stopLog:  make(chan struct{}),
+		logDone:  make(chan struct{}),
+	}
+	if cfg.Format == FormatJSON {
+		x.header[HeaderContentType] = []string{ContentTypeJSON}
+	}
+
+	opts := append([]nats.Option{
+		nats.Name("snoopd " + cfg.Daemon),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(reconnectWait),
+		nats.RetryOnFailedConnect(true),
+		// No reconnect buffer: what cannot be sent now is dropped and
+		// counted here, rather than held in memory, sent later and
+		// counted as lost because its acknowledgement never came.
+		nats.ReconnectBufSize(-1),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			log.Info("export connected", "server", c.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			x.streamOK.Store(false)
+			if !c.IsClosed() { // Close disconnects too
+				log.Warn("export disconnected; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			x.streamOK.Store(false)
+			log.Info("export reconnected", "server", c.ConnectedUrlRedacted())
+		}),
+		nats.ReconnectErrHandler(func(c *nats.Conn, err error) {
+			log.Debug("export reconnect attempt failed", "err", err)
+		}),
+	}, cfg.Options...)
+	nc, err := nats.Connect(x.servers, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("NATS %s: %w", x.servers, err)
+	}
+	x.nc = nc
+	if cfg.Stream != "" {
+		x.js, err = jetstream.New(nc,
+			jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+			jetstream.WithPublishAsyncTimeout(ackTimeout),
+			jetstream.WithPublishAsyncAckHandler(func(jetstream.JetStream, *nats.Msg, *jetstream.PubAck) {
+				x.published.Add(1)
+			}),
+			jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+				x.dropped.Add(1)
+			}),
+		)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("JetStream: %w", err)
+		}
+	}
+	var filter hub.Filter
+	if !m.MatchesAll() {
+		name := cfg.Daemon
+		filter = func(e *proxy.Event) bool {
+			var v match.View
+			e.MatchView(&v)
+			v.Daemon = name
+			return m.Match(&v)
+		}
+	}
+	x.w = h.Watch(hub.WatchOptions{Filter: filter, QueueSize: cfg.QueueSize})
+	go x.run()
+	go x.logDrops()
+	return x, nil
+}
+
+// run publishes batches until the hub or the watcher is closed.
+func (x *Exporter) run() {
+	defer close(x.done)
+	for {
+		b, err := x.w.Next(context.Background())
+		if err != nil {
+			return // hub.ErrClosed: Next returned everything queued first
+		}
+		x.seen.Add(uint64(len(b.Events)) + b.Dropped)
+		x.dropped.Add(b.Dropped)
+		x.publish(b.Events)
+	}
+}
+
+// publish hands a batch to NATS; what cannot go is counted dropped.
+func (x *Exporter) publish(evs []*proxy.Event) {
+	if !x.nc.IsConnected() || !x.ensureStream() {
+		x.dropped.Add(uint64(len(evs)))
+		return
+	}
+	for i, e := range evs {
+		if x.js != nil && x.js.PublishAsyncPending() >= x.cfg.MaxPending {
+			// JetStream is behind: waiting here would only fill the
+			// queue; the events go now, counted.
+			x.dropped.Add(uint64(len(evs) - i))
+			return
+		}
+		msg, err := x.message(e)
+		if err != nil {
+			x.dropped.Add(1)
+			x.log.Debug("export: encoding an event failed", "err", err)
+			continue
+		}
+		if x.js != nil {
+			_, err = x.js.PublishMsgAsync(msg)
+		} else if err = x.nc.PublishMsg(msg); err == nil {
+			x.published.Add(1)
+		}
+		if err != nil {
+			// Disconnected (no reconnect buffer) or closed: the rest
+			// of the batch would fail the same way.
+			x.dropped.Add(uint64(len(evs) - i))
+			return
+		}
+	}
+}
+
+// message renders e as the exporter publishes it.
+func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
+	ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
+	var data []byte
+	var err error
+	if x.cfg.Format == FormatJSON {
+		data, err = protojson.Marshal(ev)
+	} else {
+		data, err = proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(ev)), ev)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The message is the publisher's until acknowledged (it is resent
+	// if JetStream had no responder yet), so it is never reused.
+	return &nats.Msg{Subject: x.subject(e), Data: data, Header: x.header}, nil
+}
+
+// subject returns e's subject, cached per proxy, kind and operation.
+func (x *Exporter) subject(e *proxy.Event) string {
+	k := subjectKey{proxy: e.Proxy, kind: e.Kind}
+	if e.Kind == proxy.KindTransaction && e.Tx != nil {
+		k.op, k.hasOp = e.Tx.Op, true
+	}
+	if s, ok := x.subjects[k]; ok {
+		return s
+	}
+	if len(x.subjects) >= maxSubjects {
+		clear(x.subjects)
+	}
+	s := Subject(x.cfg.Subject, x.cfg.Daemon, e.Proxy, e.Kind, k.op, k.hasOp)
+	x.subjects[k] = s
+	return s
+}
+
+// ensureStream makes sure the stream exists on the current connection:
+// it is created if missing and reused if there; a stream that does not
+// take PREFIX.> is reported and not touched. It looks at most once per
+// streamRetry while it fails.
+func (x *Exporter) ensureStream() bool {
+	if x.js == nil || x.streamOK.Load() {
+		return true
+	}
+	if time.Since(x.lastLookup) < streamRetry {
+		return false
+	}
+	x.lastLookup = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	want := x.cfg.Subject + ".>"
+	s, err := x.js.Stream(ctx, x.cfg.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = x.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        x.cfg.Stream,
+			Description: "snoopd events (" + want + ")",
+			Subjects:    []string{want},
+			MaxAge:      x.cfg.MaxAge,
+			MaxBytes:    nonZero(x.cfg.MaxBytes),
+			Storage:     jetstream.FileStorage,
+			Discard:     jetstream.DiscardOld,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			x.log.Warn("export: creating the stream failed; dropping events until it exists", "stream", x.cfg.Stream, "err", err)
+			return false
+		}
+		x.log.Info("export: stream created", "stream", x.cfg.Stream, "subjects", want, "max_age", x.cfg.MaxAge, "max_bytes", x.cfg.MaxBytes)
+	case err != nil:
+		x.log.Warn("export: looking up the stream failed; dropping events until it answers", "stream", x.cfg.Stream, "err", err)
+		return false
+	default:
+		if !covers(s.CachedInfo().Config.Subjects, want) {
+			x.log.Warn("export: the stream exists but does not take the export subjects; dropping events", "stream", x.cfg.Stream,
+				"subjects", s.CachedInfo().Config.Subjects, "want", want)
+			return false
+		}
+	}
+	x.streamOK.Store(true)
+	return true
+}
+
+func covers(subjects []string, want string) bool {
+	for _, s := range subjects {
+		if s == want || s == ">" {
+			return true
+		}
+	}
+	return false
+}
+
+// nonZero maps "no bound" (0) to JetStream's -1.
+func nonZero(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// logDrops logs one line per interval while events are dropped.
+func (x *Exporter) logDrops() {
+	defer close(x.logDone)
+	t := time.NewTicker(x.cfg.LogInterval)
+	defer t.Stop()
+	var last uint64
+	for {
+		select {
+		case <-x.stopLog:
+			return
+		case <-t.C:
+		}
+		s := x.Stats()
+		if s.GetDropped() > last {
+			x.log.Warn("export dropping events", "dropped", s.GetDropped()-last, "interval", x.cfg.LogInterval,
+				"connected", s.GetConnected(), "published_total", s.GetPublished(), "dropped_total", s.GetDropped(),
+				"matched_total", s.GetMatched())
+			last = s.GetDropped()
+		}
+	}
+}
+
+// Stats are the exporter's counters. published + dropped + queued =
+// matched, where queued (not reported) is what waits in the hub queue,
+// in the batch being published and for an acknowledgement.
+func (x *Exporter) Stats() *snoopv1.ExportStats {
+	queued, hubDropped := x.w.Backlog()
+	// Read the outcomes before seen, so that a batch being counted
+	// between the reads can only make matched look larger.
+	pub, drop := x.published.Load(), x.dropped.Load()
+	return &snoopv1.ExportStats{
+		Servers:       x.servers,
+		SubjectPrefix: x.cfg.Subject,
+		Stream:        x.cfg.Stream,
+		Connected:     x.nc.IsConnected(),
+		Published:     pub,
+		Dropped:       drop + hubDropped,
+		Matched:       x.seen.Load() + uint64(queued) + hubDropped,
+	}
+}
+
+// Close ends the export. Call it after the hub is closed, so the events
+// still queued are published first; if that takes longer than timeout,
+// or the hub is still open, the rest is dropped. It then waits, within
+// timeout, for the acknowledgements still due, counts those that did not
+// come as dropped, and closes the connection.
+func (x *Exporter) Close(timeout time.Duration) {
+	x.stopOnce.Do(func() {
+		deadline := time.Now().Add(timeout)
+		t := time.NewTimer(timeout)
+		select {
+		case <-x.done:
+		case <-t.C:
+			x.w.Close()
+			<-x.done
+		}
+		t.Stop()
+		if x.js != nil {
+			t = time.NewTimer(max(time.Until(deadline), 0))
+			select {
+			case <-x.js.PublishAsyncComplete():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		x.w.Close()
+		close(x.stopLog)
+		<-x.logDone
+		x.nc.Close()
+		if x.js != nil {
+			// Closing ends the acknowledgements; those still due are
+			// lost to this count.
+			x.dropped.Add(uint64(x.js.PublishAsyncPending()))
+		}
+		s := x.Stats()
+		x.log.Info("export stopped", "published", s.GetPublished(), "dropped", s.GetDropped(), "matched", s.GetMatched())
+	})
+}

@@ -1,0 +1,285 @@
+package export_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/snoopd/snoopd/daemon/export"
+	"github.com/snoopd/snoopd/daemon/hub"
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/natstest"
+	"github.com/snoopd/snoopd/match"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func txEvent(proxyName string, n uint64, op distcache.Op) *proxy.Event {
+	tx := &proxy.Transaction{}
+	tx.Op = op
+	tx.SessionID = []byte{byte(n), byte(n >> 8), 0xaa}
+	tx.SessionIDLen = 3
+	tx.Start = time.Unix(1700000000, int64(n))
+	tx.Latency = time.Duration(n) * time.Microsecond
+	return &proxy.Event{Kind: proxy.KindTransaction, Time: tx.Start, Proxy: proxyName, ConnID: n, Tx: tx}
+}
+
+func publish(h *hub.Hub, proxyName string, from, n int, op distcache.Op) {
+	for i := from; i < from+n; i++ {
+		h.Publish(txEvent(proxyName, uint64(i), op))
+	}
+}
+
+// waitFor polls cond every 10ms for up to 20s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func settled(x *export.Exporter) bool {
+	s := x.Stats()
+	return s.GetPublished()+s.GetDropped() == s.GetMatched()
+}
+
+func start(t *testing.T, h *hub.Hub, cfg export.Config) *export.Exporter {
+	t.Helper()
+	x, err := export.Start(h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Close(5 * time.Second) })
+	return x
+}
+
+func streamMessages(t *testing.T, url, stream, filter string, n int) []*nats.Msg {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*nats.Msg
+	for len(out) < n {
+		b, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range b.Messages() {
+			out = append(out, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
+			got++
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return out
+}
+
+func TestExportToJetStream(t *testing.T) {
+	srv := natstest.Start(t)
+	h := hub.New(hub.Config{Interval: time.Millisecond})
+	defer h.Close()
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "web.7", Stream: "SNOOP"})
+
+	publish(h, "sess ions", 1, 300, distcache.OpGet)
+	publish(h, "sess ions", 301, 200, distcache.OpAdd)
+	h.Publish(&proxy.Event{Kind: proxy.KindConnOpened, Proxy: "sess ions", ConnID: 9})
+	waitFor(t, "500 events published", func() bool { return x.Stats().GetPublished() == 501 })
+	if s := x.Stats(); s.GetDropped() != 0 || s.GetMatched() != 501 || !s.GetConnected() || s.GetStream() != "SNOOP" {
+		t.Fatalf("stats %v", s)
+	}
+	// NATS filters by subject: the GETs alone, then the opened event.
+	msgs := streamMessages(t, srv.URL(), "SNOOP", "snoop.web_7.sess_ions.tx.get", 300)
+	if len(msgs) != 300 {
+		t.Fatalf("got %d GET messages, want 300", len(msgs))
+	}
+	for i, m := range msgs {
+		if ct := m.Header.Get(export.HeaderContentType); ct != export.ContentTypeProtobuf {
+			t.Fatalf("content type %q", ct)
+		}
+		var ev snoopv1.Event
+		if err := proto.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetDaemon() != "web.7" || ev.GetProxy() != "sess ions" || ev.GetConnectionId() != uint64(i+1) ||
+			ev.GetTransaction().GetOp() != snoopv1.Op_OP_GET {
+			t.Fatalf("message %d: %v", i, &ev)
+		}
+	}
+	if msgs := streamMessages(t, srv.URL(), "SNOOP", "snoop.*.*.opened", 1); len(msgs) != 1 {
+		t.Fatalf("opened: %d messages", len(msgs))
+	}
+}
+
+// TestExportSurvivesOutage stops NATS while events flow: they are dropped
+// and counted exactly, the exporter reconnects by itself, and export
+// resumes.
+func TestExportSurvivesOutage(t *testing.T) {
+	srv := natstest.Start(t)
+	h := hub.New(hub.Config{Interval: time.Millisecond})
+	defer h.Close()
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", QueueSize: 64})
+
+	publish(h, "p", 0, 50, distcache.OpGet)
+	waitFor(t, "first events published", func() bool { return x.Stats().GetPublished() == 50 })
+	publish(h, "p", 50, 50, distcache.OpGet)
+	waitFor(t, "more events published", func() bool { return x.Stats().GetPublished() == 100 })
+
+	srv.Stop()
+	waitFor(t, "disconnect seen", func() bool { return !x.Stats().GetConnected() })
+	publish(h, "p", 100, 1000, distcache.OpGet)
+	waitFor(t, "outage settled", func() bool { return settled(x) && x.Stats().GetMatched() == 1100 })
+	if s := x.Stats(); s.GetPublished() != 100 || s.GetDropped() != 1000 {
+		t.Fatalf("during the outage: %v", s)
+	}
+
+	srv.Restart()
+	waitFor(t, "reconnect", func() bool { return x.Stats().GetConnected() })
+	// The first batch after the reconnect may find the stream check
+	// still pending; keep publishing, boundedly, until events go out.
+	sent := 1100
+	waitFor(t, "publishing resumed", func() bool {
+		publish(h, "p", sent, 10, distcache.OpGet)
+		sent += 10
+		return x.Stats().GetPublished() > 100
+	})
+	waitFor(t, "settled", func() bool { return settled(x) && x.Stats().GetMatched() == uint64(sent) })
+	s := x.Stats()
+	stored := streamMessages(t, srv.URL(), "SNOOP", "snoop.>", int(s.GetPublished()+s.GetDropped()))
+	if uint64(len(stored)) < s.GetPublished() || uint64(len(stored)) > s.GetPublished()+s.GetDropped() {
+		t.Fatalf("stream holds %d, published %d, dropped %d", len(stored), s.GetPublished(), s.GetDropped())
+	}
+}
+
+// TestExportCoreJSONFiltered publishes on core NATS only, as JSON, the
+// events the filter takes.
+func TestExportCoreJSONFiltered(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ch := make(chan *nats.Msg, 100)
+	sub, err := nc.ChanSubscribe("snoop.>", ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(hub.Config{Interval: time.Millisecond})
+	defer h.Close()
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Format: export.FormatJSON,
+		Filter: match.Spec{Expr: `op == "add" && daemon == "d"`}})
+	publish(h, "p", 0, 10, distcache.OpGet)
+	publish(h, "p", 10, 5, distcache.OpAdd)
+	waitFor(t, "published", func() bool { return x.Stats().GetPublished() == 5 })
+	if s := x.Stats(); s.GetMatched() != 5 || s.GetStream() != "" {
+		t.Fatalf("stats %v", s)
+	}
+	for i := 0; i < 5; i++ {
+		select {
+		case m := <-ch:
+			if m.Subject != "snoop.d.p.tx.add" || m.Header.Get(export.HeaderContentType) != export.ContentTypeJSON {
+				t.Fatalf("subject %q header %v", m.Subject, m.Header)
+			}
+			var ev snoopv1.Event
+			if err := protojson.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.GetConnectionId() != uint64(10+i) || ev.GetDaemon() != "d" {
+				t.Fatalf("event %v", &ev)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no message")
+		}
+	}
+}
+
+// TestExportCloseFlushes: events still queued when the hub closes are
+// published before Close returns.
+func TestExportCloseFlushes(t *testing.T) {
+	srv := natstest.Start(t)
+	h := hub.New(hub.Config{Interval: time.Hour})
+	x, err := export.Start(h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "S"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "connected", func() bool { return x.Stats().GetConnected() })
+	publish(h, "p", 0, 200, distcache.OpGet)
+	h.Close()
+	x.Close(10 * time.Second)
+	if s := x.Stats(); s.GetPublished() != 200 || s.GetDropped() != 0 || s.GetMatched() != 200 {
+		t.Fatalf("after close: %v", s)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	h := hub.New(hub.Config{})
+	defer h.Close()
+	for _, c := range []struct {
+		cfg  export.Config
+		want string
+	}{
+		{export.Config{}, "no NATS server"},
+		{export.Config{Servers: []string{"nats://127.0.0.1:1"}, Subject: "a.*"}, "subject prefix"},
+		{export.Config{Servers: []string{"nats://127.0.0.1:1"}, Format: "xml"}, "format"},
+		{export.Config{Servers: []string{"nats://127.0.0.1:1"}, Filter: match.Spec{Expr: "op =="}}, "export filter"},
+	} {
+		x, err := export.Start(h, c.cfg)
+		if err == nil {
+			x.Close(time.Second)
+			t.Errorf("%+v: no error", c.cfg)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+func TestSubject(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{export.Subject("snoop", "web-7", "sessions", proxy.KindTransaction, distcache.OpGet, true), "snoop.web-7.sessions.tx.get"},
+		{export.Subject("a.b", "h.x", "p*>", proxy.KindConnClosed, 0, false), "a.b.h_x.p__.closed"},
+		{export.Subject("snoop", "", "p q", proxy.KindProtocolError, 0, false), "snoop._.p_q.protocol"},
+		{export.Filter("snoop", "", "", "", ""), "snoop.>"},
+		{export.Filter("snoop", "web-7", "", "", ""), "snoop.web-7.>"},
+		{export.Filter("snoop", "", "sessions", "", ""), "snoop.*.sessions.>"},
+		{export.Filter("snoop", "", "", "tx", ""), "snoop.*.*.tx.>"},
+		{export.Filter("snoop", "", "", "closed", ""), "snoop.*.*.closed"},
+		{export.Filter("snoop", "", "s", "", "get"), "snoop.*.s.tx.get"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/snoopd/snoopd/daemon"
+	"github.com/snoopd/snoopd/daemon/export"
+	"github.com/snoopd/snoopd/match"
+)
+
+// exportCloseTimeout bounds, at shutdown, publishing what is still queued
+// and waiting for JetStream's acknowledgements.
+const exportCloseTimeout = 5 * time.Second
+
+// exportOptions are the --export flags and the daemon's name.
+type exportOptions struct {
+	servers   []string
+	subject   string
+	name      string
+	filter    string
+	tlsCA     string
+	tlsCert   string
+	tlsKey    string
+	creds     string
+	tokenFile string
+	format    string
+	data      bool
+	stream    string
+	maxAge    time.Duration
+	maxBytes  string
+	queue     int
+
+	maxBytesN int64 // derived by check
+}
+
+func addExportFlags(fs *flag.FlagSet, o *exportOptions) {
+	fs.Func("export", "publish events to NATS at `URLS` (nats://host:port, comma-separated or repeated; tls:// for TLS)", func(s string) error {
+		for _, u := range strings.Split(s, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				o.servers = append(o.servers, u)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&o.subject, "export-subject", export.DefaultSubject, "with --export, the subject `PREFIX`: events go to PREFIX.DAEMON.PROXY.KIND[.OP]")
+	fs.StringVar(&o.name, "daemon-name", "", "this daemon's `NAME` in a fleet: in subjects, exported events and snoopctl version (default the host name)")
+	fs.StringVar(&o.filter, "export-filter", "", "with --export, export only events for which the CEL `EXPR` is true (the language of snoopctl tail --filter)")
+	fs.StringVar(&o.tlsCA, "export-tls-ca", "", "with --export, trust the NATS servers' certificates signed by a CA in PEM `FILE`")
+	fs.StringVar(&o.tlsCert, "export-tls-cert", "", "with --export, present the client certificate in PEM `FILE` to NATS")
+	fs.StringVar(&o.tlsKey, "export-tls-key", "", "the private key of --export-tls-cert, in PEM `FILE`")
+	fs.StringVar(&o.creds, "export-creds", "", "with --export, authenticate to NATS with the credentials `FILE` (JWT and NKey seed)")
+	fs.StringVar(&o.tokenFile, "export-token-file", "", "with --export, authenticate to NATS with the token in `FILE` (mode 0600 or stricter)")
+	fs.StringVar(&o.format, "export-format", export.FormatProtobuf, "with --export, the payload `FORMAT`: protobuf (snoop.v1.Event) or json")
+	fs.BoolVar(&o.data, "export-data", false, "with --export, include captured session data (proxies with --capture-data); it may hold TLS master secrets")
+	fs.StringVar(&o.stream, "export-stream", export.DefaultStream, "with --export, the JetStream stream `NAME` to create or reuse over PREFIX.>; empty for core NATS only")
+	fs.DurationVar(&o.maxAge, "export-max-age", 0, "with --export, a stream snoopd creates keeps events for `DURATION` (0: no limit)")
+	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G; empty: no limit)")
+	fs.IntVar(&o.queue, "export-queue", 0, fmt.Sprintf("with --export, queue up to `N` events for NATS; beyond that they are dropped and counted (0: %d)", export.DefaultQueueSize))
+}
+
+// check validates the export flags; it reads no file.
+func (o *exportOptions) check() error {
+	if o.name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "snoopd"
+		}
+		o.name = h
+	}
+	if len(o.servers) == 0 {
+		for flag, set := range map[string]bool{
+			"--export-filter": o.filter != "", "--export-tls-ca": o.tlsCA != "", "--export-tls-cert": o.tlsCert != "",
+			"--export-creds": o.creds != "", "--export-token-file": o.tokenFile != "", "--export-data": o.data,
+			"--export-max-age": o.maxAge != 0, "--export-max-bytes": o.maxBytes != "", "--export-queue": o.queue != 0,
+		} {
+			if set {
+				return fmt.Errorf("%s needs --export nats://HOST:PORT", flag)
+			}
+		}
+		return nil
+	}
+	for _, s := range o.servers {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("--export %s: want a NATS URL such as nats://127.0.0.1:4222", s)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("--export %s: scheme %q: want nats://, tls://, ws:// or wss://", s, u.Scheme)
+		}
+	}
+	if !export.ValidPrefix(o.subject) {
+		return fmt.Errorf("--export-subject %q: want dot-separated tokens without spaces, '*' or '>' (snoop, or acme.snoop)", o.subject)
+	}
+	if o.format != export.FormatProtobuf && o.format != export.FormatJSON {
+		return fmt.Errorf("--export-format %q: want %s or %s", o.format, export.FormatProtobuf, export.FormatJSON)
+	}
+	switch {
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return errors.New("--export-tls-cert and --export-tls-key go together: give both or neither")
+	case o.creds != "" && o.tokenFile != "":
+		return errors.New("--export-creds and --export-token-file: give one way to authenticate to NATS")
+	case o.maxAge < 0:
+		return fmt.Errorf("--export-max-age %v: must not be negative", o.maxAge)
+	case o.queue < 0:
+		return fmt.Errorf("--export-queue %d: must not be negative", o.queue)
+	case o.stream == "" && (o.maxAge != 0 || o.maxBytes != ""):
+		return errors.New("--export-max-age and --export-max-bytes size a JetStream stream; they need --export-stream")
+	case o.stream != "" && !validStreamName(o.stream):
+		return fmt.Errorf("--export-stream %q: a stream name has no spaces, '.', '*', '>', '/' or '\\'", o.stream)
+	}
+	if o.maxBytes != "" {
+		n, err := parseSize(o.maxBytes)
+		if err != nil {
+			return fmt.Errorf("--export-max-bytes %q: %w", o.maxBytes, err)
+		}
+		o.maxBytesN = n
+	}
+	if o.filter != "" {
+		if _, err := match.Compile(match.Spec{Expr: o.filter}); err != nil {
+			var fe *match.FieldError
+			if errors.As(err, &fe) {
+				return fmt.Errorf("--export-filter: %s", fe.Reason)
+			}
+			return fmt.Errorf("--export-filter: %w", err)
+		}
+	}
+	return nil
+}
+
+func validStreamName(s string) bool {
+	return !strings.ContainsAny(s, " \t\r\n.*>/\\")
+}
+
+// parseSize reads a byte count with an optional K, M, G or T suffix
+// (powers of 1024, an optional trailing B or iB).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, errors.New("want a positive number of bytes, optionally with K, M, G or T (512M, 10G)")
+	}
+	return n * mult, nil
+}
+
+// startExport starts exporting d's events, if --export asks for it.
+func startExport(d *daemon.Daemon, o *exportOptions, log *slog.Logger) (*export.Exporter, error) {
+	if len(o.servers) == 0 {
+		return nil, nil
+	}
+	var nopts []nats.Option
+	if o.tlsCA != "" {
+		nopts = append(nopts, nats.RootCAs(o.tlsCA))
+	}
+	if o.tlsCert != "" {
+		nopts = append(nopts, nats.ClientCert(o.tlsCert, o.tlsKey))
+	}
+	if o.creds != "" {
+		if _, err := os.Stat(o.creds); err != nil {
+			return nil, fmt.Errorf("--export-creds: %w", err)
+		}
+		nopts = append(nopts, nats.UserCredentials(o.creds))
+	}
+	if o.tokenFile != "" {
+		tok, err := readSecret("--export-token-file", o.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		nopts = append(nopts, nats.Token(tok))
+	}
+	x, err := export.Start(d.Hub(), export.Config{
+		Servers:   o.servers,
+		Subject:   o.subject,
+		Daemon:    o.name,
+		Stream:    o.stream,
+		MaxAge:    o.maxAge,
+		MaxBytes:  o.maxBytesN,
+		Format:    o.format,
+		Data:      o.data,
+		Filter:    match.Spec{Expr: o.filter},
+		Options:   nopts,
+		QueueSize: o.queue,
+		Logger:    log.With("component", "export"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--export: %w", err)
+	}
+	d.SetExport(x)
+	log.Info("exporting events to NATS", "servers", strings.Join(o.servers, ","), "subject", o.subject+"."+export.Token(o.name)+".>",
+		"stream", o.stream, "format", o.format, "filter", o.filter, "data", o.data)
+	return x, nil
+}
+
+// readSecret reads a secret from a file that only its owner may read.
+func readSecret(flagName, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s %s: not a regular file", flagName, path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s %s: mode %#o lets other users read the token; chmod 600 %s", flagName, path, fi.Mode().Perm(), path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenLen+1))
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flagName, path, err)
+	}
+	if len(b) > maxTokenLen {
+		return "", fmt.Errorf("%s %s: longer than %d bytes; is it the right file?", flagName, path, maxTokenLen)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s %s: empty; put the token in it", flagName, path)
+	}
+	return tok, nil
+}
