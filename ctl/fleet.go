@@ -91,12 +91,12 @@ func exportLine(info *snoopv1.GetDaemonInfoResponse) string {
 // readNATS is read with a NATS URL: the events JetStream keeps, in order,
 // with the same filters and output as read FILE.
 func (e *env) readNATS(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEventsRequest, count int64, out *eventPrinter) error {
-	now := e.now()
-	since, err := parseWhen("since", cCtx.String("since"), now)
+	// --since and --until are read's own, for files and NATS alike.
+	since, err := e.parseWhen(cCtx, "since")
 	if err != nil {
 		return err
 	}
-	until, err := parseWhen("until", cCtx.String("until"), now)
+	until, err := e.parseWhen(cCtx, "until")
 	if err != nil {
 		return err
 	}
@@ -129,8 +129,6 @@ func (e *env) readNATS(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEvent
 // readNATSFlags are read's flags for a NATS URL.
 func readNATSFlags() []cli.Flag {
 	return append(natsFlags(false),
-		&cli.StringFlag{Name: "since", Usage: "from NATS: replay from `WHEN`, a duration back from now (1h) or a time (2024-05-01T12:00:00Z); default: all the stream keeps"},
-		&cli.StringFlag{Name: "until", Usage: "from NATS: stop at events stored after `WHEN` (as --since); default: what the stream holds now"},
 		&cli.StringFlag{Name: "stream", Value: export.DefaultStream, Usage: "from NATS: the JetStream `STREAM` to replay (the daemons' --export-stream)"},
 	)
 }

@@ -3,7 +3,6 @@ package ctl
 import (
 	"slices"
 	"testing"
-	"time"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
@@ -27,26 +26,6 @@ func TestSubjectPatterns(t *testing.T) {
 	} {
 		if got := subjectPatterns("snoop", c.daemons, c.req); !slices.Equal(got, c.want) {
 			t.Errorf("%v %v: got %q, want %q", c.daemons, c.req, got, c.want)
-		}
-	}
-}
-
-func TestParseWhen(t *testing.T) {
-	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	for _, c := range []struct {
-		in   string
-		want time.Time
-		ok   bool
-	}{
-		{"", time.Time{}, true},
-		{"1h", now.Add(-time.Hour), true},
-		{"2026-05-01T10:00:00Z", time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC), true},
-		{"-1h", time.Time{}, false},
-		{"yesterday", time.Time{}, false},
-	} {
-		got, err := parseWhen("since", c.in, now)
-		if (err == nil) != c.ok || !got.Equal(c.want) {
-			t.Errorf("%q: %v, %v", c.in, got, err)
 		}
 	}
 }

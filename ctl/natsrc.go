@@ -401,25 +401,6 @@ func splitUnique(vals []string) []string {
 	return out
 }
 
-// parseWhen reads --since or --until: a duration back from now (1h, 90m)
-// or a time in RFC 3339 (2024-05-01T12:00:00Z).
-func parseWhen(flagName, s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, usagef("--%s %s: a duration back from now must not be negative", flagName, s)
-		}
-		return now.Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, usagef("--%s %q: want a duration back from now (1h) or a time like 2024-05-01T12:00:00Z", flagName, s)
-	}
-	return t, nil
-}
-
 // qualifyProxy names an event's proxy with its daemon (web-7/sessions),
 // so that views keyed by proxy keep a fleet's proxies apart. The event is
 // the handler's to change: sources never reuse what they hand out.
