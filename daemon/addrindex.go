@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
@@ -168,6 +171,17 @@ func (x *addrIndex) serversAt(a distcache.Addr, f func(*entry) bool) {
 	}
 }
 
+// named is one proxy of the registry in name order (see Daemon.order).
+type named struct {
+	name string
+	e    *entry
+}
+
+// orderAt is where name is, or would be, in d.order. d.mu is held.
+func (d *Daemon) orderAt(name string) (int, bool) {
+	return slices.BinarySearchFunc(d.order, name, func(n named, name string) int { return strings.Compare(n.name, name) })
+}
+
 // putLocked registers e under name, in place of what was there. d.mu is
 // held.
 func (d *Daemon) putLocked(name string, e *entry) {
@@ -176,6 +190,11 @@ func (d *Daemon) putLocked(name string, e *entry) {
 	}
 	d.proxies[name] = e
 	d.addrs.add(e)
+	if i, ok := d.orderAt(name); ok {
+		d.order[i].e = e
+	} else {
+		d.order = slices.Insert(d.order, i, named{name, e})
+	}
 }
 
 // dropLocked takes name out of the registry. d.mu is held.
@@ -184,6 +203,9 @@ func (d *Daemon) dropLocked(name string) {
 		d.addrs.remove(e)
 	}
 	delete(d.proxies, name)
+	if i, ok := d.orderAt(name); ok {
+		d.order = slices.Delete(d.order, i, i+1)
+	}
 }
 
 // setSpecLocked gives a proxy a new spec in place, filing it again under

@@ -84,9 +84,12 @@ type Daemon struct {
 	// ownEngine marks an engine New made, which Close closes.
 	ownEngine bool
 
-	mu        sync.Mutex
-	proxies   map[string]*entry
-	addrs     addrIndex // the proxies' addresses (see addrindex.go)
+	mu      sync.Mutex
+	proxies map[string]*entry
+	addrs   addrIndex // the proxies' addresses (see addrindex.go)
+	// order is the registry sorted by name, for the state file's
+	// snapshots, which would otherwise sort it each time.
+	order     []named
 	endpoints []string
 	closed    bool
 	watching  int // event streams open (see acquireWatcher)
@@ -115,9 +118,12 @@ type entry struct {
 	// back.
 	note string
 	// json is spec rendered for the state file, jsonOf the spec it was
-	// rendered from (see snapshot).
-	json   []byte
-	jsonOf *snoopv1.ProxySpec
+	// rendered from, and portJSON the entry of bound_ports, for the
+	// port portOf (see snapshot).
+	json     []byte
+	jsonOf   *snoopv1.ProxySpec
+	portJSON []byte
+	portOf   int
 	// listen and server are spec's addresses parsed, addrsOf the spec
 	// they were parsed from (see loopNodesLocked).
 	listen, server distcache.Addr
