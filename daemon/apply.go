@@ -107,7 +107,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 		if s.e != nil {
 			s.e.busy = true
 		} else {
-			d.proxies[s.name] = &entry{busy: true, placeholder: true}
+			d.putLocked(s.name, &entry{busy: true, placeholder: true})
 		}
 	}
 	d.mu.Unlock()
@@ -122,7 +122,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			s.e.busy = false
 		}
 		if e := d.proxies[s.name]; e != nil && e.placeholder {
-			delete(d.proxies, s.name)
+			d.dropLocked(s.name)
 		} else if e != nil {
 			e.busy = false
 		}
@@ -236,16 +236,17 @@ func (d *Daemon) execute(steps []*planned) error {
 		switch e := started[s.name]; {
 		case e != nil: // a creation or a move
 			e.busy = true
-			d.proxies[s.name] = e
+			d.putLocked(s.name, e)
 			if s.move {
-				undos = append(undos, func() { d.proxies[s.name] = s.e })
+				undos = append(undos, func() { d.putLocked(s.name, s.e) })
 			} else {
-				undos = append(undos, func() { d.proxies[s.name] = &entry{busy: true, placeholder: true} })
+				undos = append(undos, func() { d.putLocked(s.name, &entry{busy: true, placeholder: true}) })
 			}
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED: // in place, or a late move
 			old, oldErr, oldNote := s.e.spec, s.e.bindErr, s.e.note
-			s.e.spec, s.e.bindErr, s.e.note = s.spec, nil, ""
-			undos = append(undos, func() { s.e.spec, s.e.bindErr, s.e.note = old, oldErr, oldNote })
+			d.setSpecLocked(s.e, s.spec)
+			s.e.bindErr, s.e.note = nil, ""
+			undos = append(undos, func() { d.setSpecLocked(s.e, old); s.e.bindErr, s.e.note = oldErr, oldNote })
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
 			s.e.removing = true
 			undos = append(undos, func() { s.e.removing = false })
@@ -288,7 +289,7 @@ func (d *Daemon) execute(steps []*planned) error {
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
 			d.stop(s.e, 0)
 			d.mu.Lock()
-			delete(d.proxies, s.name)
+			d.dropLocked(s.name)
 			d.mu.Unlock()
 			d.log.Info("deleted proxy", "proxy", s.name)
 		}
@@ -323,7 +324,7 @@ func (d *Daemon) proxyAddr(name string) string {
 // after it has left the registry.
 func (d *Daemon) install(name string, e *entry) {
 	d.mu.Lock()
-	d.proxies[name] = e
+	d.putLocked(name, e)
 	d.mu.Unlock()
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -85,8 +87,12 @@ type Daemon struct {
 	// ownEngine marks an engine New made, which Close closes.
 	ownEngine bool
 
-	mu        sync.Mutex
-	proxies   map[string]*entry
+	mu      sync.Mutex
+	proxies map[string]*entry
+	addrs   addrIndex // the proxies' addresses (see addrindex.go)
+	// order is the registry sorted by name, for the state file's
+	// snapshots, which would otherwise sort it each time.
+	order     []named
 	endpoints []string
 	closed    bool
 	watching  int          // event streams open (see acquireWatcher)
@@ -116,9 +122,12 @@ type entry struct {
 	// back.
 	note string
 	// json is spec rendered for the state file, jsonOf the spec it was
-	// rendered from (see snapshot).
-	json   []byte
-	jsonOf *snoopv1.ProxySpec
+	// rendered from, and portJSON the entry of bound_ports, for the
+	// port portOf (see snapshot).
+	json     []byte
+	jsonOf   *snoopv1.ProxySpec
+	portJSON []byte
+	portOf   int
 	// listen and server are spec's addresses parsed, addrsOf the spec
 	// they were parsed from (see loopNodesLocked).
 	listen, server distcache.Addr
@@ -126,6 +135,8 @@ type entry struct {
 	// bound caches p.Addr() once it cannot change any more (see
 	// addrLocked).
 	bound distcache.Addr
+	// keys is where the entry is filed in d.addrs.
+	keys entryKeys
 }
 
 // New starts a daemon. With a state dir it restores the saved proxies: a
@@ -149,6 +160,7 @@ func New(cfg Config) (*Daemon, error) {
 		hub:     hub.New(hub.Config{History: cfg.History, QueueSize: cfg.QueueSize}),
 		started: time.Now(),
 		proxies: map[string]*entry{},
+		addrs:   newAddrIndex(),
 		engine:  cfg.Engine,
 	}
 	if d.engine == nil {
@@ -338,7 +350,7 @@ func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, failErr erro
 		d.log.Info("restored proxy", "proxy", cfg.Name, "listen", p.Addr().String(), "server", norm.GetServer())
 	}
 	d.mu.Lock()
-	d.proxies[cfg.Name] = e
+	d.putLocked(cfg.Name, e)
 	d.mu.Unlock()
 }
 
@@ -411,7 +423,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		return nil, err
 	}
 	if d.mayLoopLocked(cfg, local) {
-		nodes := append(d.loopNodesLocked(nil), nodeFor(name, cfg.Server, cfg.Listen))
+		nodes := d.loopNodesAroundLocked(nodeFor(name, cfg.Server, cfg.Listen), true, nil, local)
 		isNew := make([]bool, len(nodes))
 		isNew[len(nodes)-1] = true
 		if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
@@ -419,23 +431,23 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 			return nil, err
 		}
 	}
-	d.proxies[name] = &entry{busy: true, placeholder: true}
+	d.putLocked(name, &entry{busy: true, placeholder: true})
 	d.mu.Unlock()
 
 	e, err := d.start(spec, cfg, ephemeral)
 	d.mu.Lock()
 	if err != nil {
-		delete(d.proxies, name)
+		d.dropLocked(name)
 		d.mu.Unlock()
 		return nil, bindError("spec.listen", err)
 	}
 	e.busy = true
-	d.proxies[name] = e
+	d.putLocked(name, e)
 	var t uint64
 	if !ephemeral {
 		t = d.ticketLocked(func() {
 			d.mu.Lock()
-			d.proxies[name] = &entry{busy: true, placeholder: true}
+			d.putLocked(name, &entry{busy: true, placeholder: true})
 			d.mu.Unlock()
 		})
 	}
@@ -443,7 +455,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if err := d.persist(t); err != nil {
 		d.stop(e, 0)
 		d.mu.Lock()
-		delete(d.proxies, name)
+		d.dropLocked(name)
 		d.mu.Unlock()
 		d.log.Warn("created proxy removed again: it could not be saved", "proxy", name, "err", err)
 		return nil, err
@@ -551,7 +563,7 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	}
 	local := machineIPs()
 	d.mu.Lock()
-	nodes := append(d.loopNodesLocked(map[string]bool{spec.GetName(): true}), nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()))
+	nodes := d.loopNodesAroundLocked(nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()), false, map[string]bool{spec.GetName(): true}, local)
 	d.mu.Unlock()
 	// The listen address does not change, so only the server can make a
 	// loop; a failed proxy already pointing here is not this update's.
@@ -609,10 +621,12 @@ func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) 
 // returns the undo for a save that fails. d.mu is held.
 func (d *Daemon) recordChangeLocked(e *entry, spec *snoopv1.ProxySpec) func() {
 	old, oldErr, oldNote := e.spec, e.bindErr, e.note
-	e.spec, e.bindErr, e.note = spec, nil, ""
+	d.setSpecLocked(e, spec)
+	e.bindErr, e.note = nil, ""
 	return func() {
 		d.mu.Lock()
-		e.spec, e.bindErr, e.note = old, oldErr, oldNote
+		d.setSpecLocked(e, old)
+		e.bindErr, e.note = oldErr, oldNote
 		d.mu.Unlock()
 	}
 }
@@ -781,26 +795,30 @@ func (e *entry) parseAddrsLocked() {
 // mayLoopLocked reports whether a new proxy could take part in a proxy
 // loop: its server reaches a registered proxy's listener (or its own),
 // or a registered proxy's server reaches its listen address. Only then
-// does create run the full check, which sorts and follows the whole set;
-// this pass costs a few comparisons per proxy, which keeps creating the
-// ten-thousandth proxy cheap. d.mu is held.
+// does create run the full check. It looks only at the proxies filed
+// under the new server's and listen address's ports or paths (see
+// addrIndex), so creating the ten-thousandth proxy costs what creating
+// the first did. d.mu is held.
 func (d *Daemon) mayLoopLocked(cfg proxy.Config, local localIPs) bool {
 	if reaches(cfg.Server, cfg.Listen, local) {
 		return true
 	}
-	for _, e := range d.proxies {
-		if e.placeholder {
-			continue
-		}
+	may := false
+	d.addrs.listeners(cfg.Server, func(e *entry) bool {
 		e.parseAddrsLocked()
-		if reaches(cfg.Server, e.listen, local) || reaches(e.server, cfg.Listen, local) {
-			return true
-		}
-		if bound := e.addrLocked(); bound != e.listen && reaches(cfg.Server, bound, local) {
-			return true
-		}
+		bound := e.addrLocked()
+		may = reaches(cfg.Server, e.listen, local) || (bound != e.listen && reaches(cfg.Server, bound, local))
+		return !may
+	})
+	if may {
+		return true
 	}
-	return false
+	d.addrs.serversAt(cfg.Listen, func(e *entry) bool {
+		e.parseAddrsLocked()
+		may = reaches(e.server, cfg.Listen, local)
+		return !may
+	})
+	return may
 }
 
 // addrLocked is e.p.Addr(), without asking the proxy once the answer is
@@ -837,4 +855,61 @@ func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 		nodes = append(nodes, nodeFor(name, e.server, e.listen, e.addrLocked()))
 	}
 	return nodes
+}
+
+// loopNodesAroundLocked is the part of the loop check's view that a
+// change of one proxy, n, can make a loop in: n itself (last), and,
+// sorted by name as loopNodesLocked sorts them, the registered proxies
+// its server leads to, those whose server reaches one of n's listeners
+// when they are new (fresh), and every proxy their servers lead to, in
+// turn. Every listener a server of the part reaches is in it, so
+// findLoop and loopError answer on it what they answer on the whole
+// set, at the cost of the chains rather than of the registry. The
+// proxies in skip and names still being created are left out. d.mu is
+// held.
+func (d *Daemon) loopNodesAroundLocked(n loopNode, fresh bool, skip map[string]bool, local localIPs) []loopNode {
+	in := map[string]loopNode{}
+	var queue []loopNode
+	visit := func(e *entry, match func(loopNode) bool) bool {
+		name := e.spec.GetName()
+		if skip[name] {
+			return true
+		}
+		if _, ok := in[name]; ok {
+			return true
+		}
+		e.parseAddrsLocked()
+		node := nodeFor(name, e.server, e.listen, e.addrLocked())
+		if match(node) {
+			in[name] = node
+			queue = append(queue, node)
+		}
+		return true
+	}
+	reachedBy := func(server distcache.Addr) {
+		d.addrs.listeners(server, func(e *entry) bool {
+			return visit(e, func(node loopNode) bool {
+				return slices.ContainsFunc(node.listens, func(l distcache.Addr) bool { return reaches(server, l, local) })
+			})
+		})
+	}
+	reachedBy(n.server)
+	if fresh {
+		for _, l := range n.listens {
+			d.addrs.serversAt(l, func(e *entry) bool {
+				return visit(e, func(node loopNode) bool { return reaches(node.server, l, local) })
+			})
+		}
+	}
+	for len(queue) > 0 {
+		next := queue[0]
+		queue = queue[1:]
+		reachedBy(next.server)
+	}
+	names := slices.Sorted(maps.Keys(in))
+	nodes := make([]loopNode, 0, len(names)+1)
+	for _, name := range names {
+		nodes = append(nodes, in[name])
+	}
+	return append(nodes, n)
 }

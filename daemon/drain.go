@@ -87,7 +87,7 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	}
 	res := d.drainAndStop(ctx, e, del, drain)
 	d.mu.Lock()
-	delete(d.proxies, name)
+	d.dropLocked(name)
 	d.mu.Unlock()
 	del.res = res
 	close(del.done)

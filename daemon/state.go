@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,48 +310,62 @@ func (d *Daemon) save() error {
 
 // snapshot renders the registry as the state file (all proxies but
 // ephemeral ones, those being created and those being deleted), and
-// returns the last ticket it covers. Each entry's JSON is kept with it
-// and rendered again only when its spec changes, so a snapshot of many
-// proxies is mostly copying.
+// returns the last ticket it covers. Under the registry lock it only
+// walks the registry in name order (d.order, kept sorted), rendering the
+// entries whose spec or port changed since the last snapshot (each
+// entry keeps its JSON); the file is put together after the lock is
+// let go, from those pieces, which are never changed, only replaced. So
+// a snapshot of many proxies is mostly copying, and creates wait for
+// little of it.
 func (d *Daemon) snapshot() ([]byte, uint64) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.state.mu.Lock()
 	upTo := d.state.issued
 	d.state.mu.Unlock()
-	names := make([]string, 0, len(d.proxies))
-	for name, e := range d.proxies {
-		if !e.placeholder && !e.ephemeral && !e.removing && e.spec != nil {
-			names = append(names, name)
+	specs := make([][]byte, 0, len(d.order))
+	var ports [][]byte
+	size := 0
+	for _, n := range d.order {
+		e := n.e
+		if e.placeholder || e.ephemeral || e.removing || e.spec == nil {
+			continue
 		}
-	}
-	sort.Strings(names)
-	var buf, ports bytes.Buffer
-	buf.WriteString("{\n  \"proxies\": [")
-	for i, name := range names {
-		e := d.proxies[name]
 		if e.json == nil || e.jsonOf != e.spec {
 			e.json, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(e.spec)
 			e.jsonOf = e.spec
 		}
+		specs = append(specs, e.json)
+		size += len(e.json) + 6
+		if port := boundPort(e); port != 0 {
+			if e.portJSON == nil || e.portOf != port {
+				q, _ := json.Marshal(n.name)
+				e.portJSON = append(q, (": " + strconv.Itoa(port))...)
+				e.portOf = port
+			}
+			ports = append(ports, e.portJSON)
+			size += len(e.portJSON) + 2
+		}
+	}
+	d.mu.Unlock()
+
+	buf := bytes.NewBuffer(make([]byte, 0, size+64+len(boundPortsKey)))
+	buf.WriteString("{\n  \"proxies\": [")
+	for i, b := range specs {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		buf.WriteString("\n    ")
-		buf.Write(e.json)
-		if port := boundPort(e); port != 0 {
-			if ports.Len() > 0 {
-				ports.WriteString(", ")
-			}
-			q, _ := json.Marshal(name)
-			ports.Write(q)
-			ports.WriteString(": " + strconv.Itoa(port))
-		}
+		buf.Write(b)
 	}
 	buf.WriteString("\n  ]")
-	if ports.Len() > 0 {
+	if len(ports) > 0 {
 		buf.WriteString(",\n  \"" + boundPortsKey + "\": {")
-		buf.Write(ports.Bytes())
+		for i, b := range ports {
+			if i > 0 {
+				buf.WriteString(", ")
+			}
+			buf.Write(b)
+		}
 		buf.WriteString("}")
 	}
 	buf.WriteString("\n}\n")

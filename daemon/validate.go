@@ -129,22 +129,28 @@ func wildcard(h string) bool {
 // registered proxy that is not listening now (disabled, or failed): it
 // keeps its address, so that enabling it later cannot find its port
 // taken by a proxy of the same daemon. Listening proxies need no check,
-// the bind finds them. Proxies in skip are left out. d.mu is held.
+// the bind finds them. Proxies in skip are left out. Only the proxies
+// filed under listen's port or path are looked at (see addrIndex).
+// d.mu is held.
 func (d *Daemon) reservedLocked(field string, listen distcache.Addr, skip map[string]bool) error {
-	for name, e := range d.proxies {
+	var err error
+	d.addrs.listeners(listen, func(e *entry) bool {
+		name := e.spec.GetName()
 		if e.placeholder || e.removing || skip[name] || e.p == nil {
-			continue
+			return true
 		}
 		if bound := e.addrLocked(); listenClash(listen, bound) && !e.p.Listening() {
 			how := "disabled"
 			if e.spec.GetEnabled() {
 				how = "failed (not listening)"
 			}
-			return fmt.Errorf("%s: %s is reserved by proxy %s, which is %s and keeps its address (delete it, or move it, first): %w",
+			err = fmt.Errorf("%s: %s is reserved by proxy %s, which is %s and keeps its address (delete it, or move it, first): %w",
 				field, bound, quote(name), how, ErrExists)
+			return false
 		}
-	}
-	return nil
+		return true
+	})
+	return err
 }
 
 // bindError makes an error of binding a proxy's listen address fit for
