@@ -242,7 +242,9 @@ func askAndRead(addr string, uid uint32, halfClose bool) ([]byte, error) {
 
 // isConnReset tells a connection reset, which a proxy closing with a
 // request of ours unread may cause, from other errors.
-func isConnReset(err error) bool { return err != nil && strings.Contains(err.Error(), "connection reset") }
+func isConnReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
 
 // TestSilentAndSlowBackends puts proxies with a 300 ms response timeout in
 // front of a backend that reads and never answers and one that answers

@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/snoopd/snoopd/distcache/loadgen"
@@ -102,11 +103,18 @@ type proc struct {
 // SIGKILL) when the test ends unless it has exited.
 func startProc(t *testing.T, name string, argv ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, name, nil, argv...)
+}
+
+// startProcEnv is startProc with env added to the environment.
+func startProcEnv(t *testing.T, name string, env []string, argv ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p.cmd.Env = append(os.Environ(), "SNOOPD_ADDRESS=", "SNOOPD_TOKEN_FILE=", "NOTIFY_SOCKET=")
+	p.cmd.Env = append(p.cmd.Env, env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -187,6 +195,7 @@ type daemonOpts struct {
 	stateDir string // --state-dir, if set
 	fdLimit  int    // soft and hard RLIMIT_NOFILE through sh's ulimit, if set
 	args     []string
+	env      []string // added to the environment
 }
 
 // startSnoopd starts snoopd and waits until its API answers.
@@ -204,8 +213,12 @@ func startSnoopd(t *testing.T, o daemonOpts) *snoopd {
 	if o.fdLimit > 0 {
 		argv = append([]string{"sh", "-c", fmt.Sprintf("ulimit -Sn %d && ulimit -Hn %d && exec \"$@\"", o.fdLimit, o.fdLimit), "sh"}, argv...)
 	}
-	d.proc = startProc(t, "snoopd", argv...)
-	conn, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	d.proc = startProcEnv(t, "snoopd", o.env, argv...)
+	// A short reconnect backoff: the client is made before the daemon
+	// listens (after a SIGKILL the old socket file is still there), and
+	// the default backoff would put a second into every restart's figure.
+	conn, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 50 * time.Millisecond}, MinConnectTimeout: time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,4 +550,25 @@ func causes(r loadgen.Report) string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// liveHeap is the live heap after the last garbage collection in a
+// GODEBUG=gctrace=1 trace ("gc N @...: ..., A->B->C MB, ...": C), in
+// bytes; -1 if there is none.
+func liveHeap(trace string) int64 {
+	live := int64(-1)
+	for _, line := range strings.Split(trace, "\n") {
+		if !strings.HasPrefix(line, "gc ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if strings.Count(f, "->") == 2 {
+				v, err := strconv.ParseFloat(f[strings.LastIndex(f, "->")+2:], 64)
+				if err == nil {
+					live = int64(v * (1 << 20))
+				}
+			}
+		}
+	}
+	return live
 }
