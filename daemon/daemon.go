@@ -65,7 +65,7 @@ type Config struct {
 // Defaults for Config fields left zero.
 const (
 	// DefaultMaxWatchers bounds the event streams: each one that stops
-	// reading holds up to about 1 MB (its queue and one batch).
+	// reading holds up to about 2 MB (its queue, one batch and what gRPC buffers).
 	DefaultMaxWatchers = 64
 	// DefaultMaxDrain bounds a delete's drain, whatever the caller asked.
 	DefaultMaxDrain = 5 * time.Minute
