@@ -10,8 +10,9 @@ import (
 
 // acquireWatcher takes one of the MaxWatchers event-stream slots, or fails
 // with ErrTooManyWatchers saying what the limit is and how to raise it. A
-// stream that stops reading holds up to about 2 MB (measured: docs/reliability.md), so the limit is what
-// bounds the memory that clients can make the daemon keep.
+// stream that stops reading holds up to about 2 MB (measured in
+// docs/reliability.md), so the limit is what bounds the memory that
+// clients can make the daemon keep.
 func (d *Daemon) acquireWatcher() (release func(), err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -545,13 +545,3 @@ func stripCounters(t *testing.T, s string) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
-
-// TestNATSExportServerGone is the NATS export's scenario. The export is
-// being built in parallel (daemon/export); until it is in this tree
-// there is nothing to drive.
-func TestNATSExportServerGone(t *testing.T) {
-	if _, err := os.Stat(filepath.Join("..", "daemon", "export")); err != nil {
-		t.Skip("daemon/export (the NATS export) is not in this tree; its server-going-away scenario comes with it")
-	}
-	t.Skip("daemon/export is here but its fault scenario is not written yet (issue 9: the NATS export's server going away)")
-}

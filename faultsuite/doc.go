@@ -16,7 +16,9 @@
 //   - event streams that never read while a load runs;
 //   - two daemons on one state dir;
 //   - the state dir on a full disk (a 64 KiB tmpfs; root only);
-//   - the NATS export's server going away (once daemon/export exists).
+//   - the NATS export's server going away is driven with the fleet's tests
+//     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd
+//     exporting under load while the NATS server stops and comes back).
 //
 // Run it with the rest of the tests (the short mode, a couple of minutes
 // on two cores):
