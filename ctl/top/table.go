@@ -177,8 +177,8 @@ func summary(f *Frame) (string, string) {
 	}
 	t := f.Totals
 	return fmt.Sprintf("snoopd %s, at %s", src, f.At.Format(time.TimeOnly)),
-		fmt.Sprintf("%d proxies (%d listening), %d conns, %.1f ops/s, %.1f errors/s, up %s/s, down %s/s %s; %d transactions, %d errors in all",
-			t.Proxies, t.Listening, t.Conns, t.OpsPerSec, t.ErrorsPerSec,
+		fmt.Sprintf("%s (%d listening), %d conns, %.1f ops/s, %.1f errors/s, up %s/s, down %s/s %s; %d transactions, %d errors in all",
+			plural(t.Proxies, "proxy", "proxies"), t.Listening, t.Conns, t.OpsPerSec, t.ErrorsPerSec,
 			format.Bytes(int64(t.UpPerSec+0.5)), format.Bytes(int64(t.DownPerSec+0.5)), span, t.Transactions, t.Errors)
 }
 
@@ -186,4 +186,12 @@ func summary(f *Frame) (string, string) {
 // snoopctl's other tables.
 func newTabwriter(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+}
+
+// plural writes n with the noun in the right number: "1 proxy", "2 proxies".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
