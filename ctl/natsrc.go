@@ -179,16 +179,29 @@ func validSubscribePrefix(p string) bool {
 	return export.ValidPrefix(strings.Join(toks, "."))
 }
 
-// decodeEvent reads an exported message by its Content-Type.
-func decodeEvent(data []byte, contentType string) (*snoopv1.Event, error) {
+// decodeEvents reads an exported message by its Content-Type: one
+// snoop.v1.Event, or a batch of them (a snoop.v1.WatchEventsResponse, from
+// snoopd --export-batch).
+func decodeEvents(data []byte, contentType string) ([]*snoopv1.Event, error) {
+	json := strings.HasPrefix(contentType, export.ContentTypeJSON)
+	if strings.Contains(contentType, "proto=snoop.v1.WatchEventsResponse") {
+		batch := &snoopv1.WatchEventsResponse{}
+		var err error
+		if json {
+			err = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, batch)
+		} else {
+			err = proto.Unmarshal(data, batch)
+		}
+		return batch.GetEvents(), err
+	}
 	ev := &snoopv1.Event{}
 	var err error
-	if strings.HasPrefix(contentType, export.ContentTypeJSON) {
+	if json {
 		err = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, ev)
 	} else {
 		err = proto.Unmarshal(data, ev)
 	}
-	return ev, err
+	return []*snoopv1.Event{ev}, err
 }
 
 // keep applies what the subjects could not: the shared matcher, with the
@@ -286,7 +299,7 @@ func (s *natsSource) stream(ctx context.Context, o streamOptions, handle func(*s
 				return res, err
 			}
 		case m := <-ch:
-			ev, err := decodeEvent(m.Data, m.Header.Get(export.HeaderContentType))
+			evs, err := decodeEvents(m.Data, m.Header.Get(export.HeaderContentType))
 			if err != nil {
 				if !badWarned {
 					s.e.warnf("skipping a message on %s that is not a snoop.v1.Event: %v", m.Subject, err)
@@ -294,17 +307,19 @@ func (s *natsSource) stream(ctx context.Context, o streamOptions, handle func(*s
 				}
 				continue
 			}
-			if !s.keep(ev) {
-				continue
-			}
-			res.events++
-			one.Event = ev
-			if err := handle(&one); err != nil {
-				return res, err
-			}
-			if o.count > 0 && res.events >= o.count {
-				res.elapsed = time.Since(start)
-				return res, flush()
+			for _, ev := range evs {
+				if !s.keep(ev) {
+					continue
+				}
+				res.events++
+				one.Event = ev
+				if err := handle(&one); err != nil {
+					return res, err
+				}
+				if o.count > 0 && res.events >= o.count {
+					res.elapsed = time.Since(start)
+					return res, flush()
+				}
 			}
 			if len(ch) == 0 {
 				if err := flush(); err != nil {
@@ -361,8 +376,11 @@ func (s *natsSource) replay(ctx context.Context, stream string, since, until tim
 			if !until.IsZero() && md.Timestamp.After(until) {
 				return true, nil
 			}
-			ev, err := decodeEvent(m.Data(), m.Headers().Get(export.HeaderContentType))
-			if err == nil && s.keep(ev) {
+			evs, err := decodeEvents(m.Data(), m.Headers().Get(export.HeaderContentType))
+			for _, ev := range evs {
+				if err != nil || !s.keep(ev) {
+					continue
+				}
 				one.Event = ev
 				if done, err := handle(&one); err != nil || done {
 					return true, err

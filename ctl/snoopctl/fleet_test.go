@@ -138,7 +138,7 @@ func TestFleetTailAndReplay(t *testing.T) {
 	srv := natstest.Start(t)
 	ms := []*fleetMember{
 		startMember(t, "web-1", "--export", srv.URL()),
-		startMember(t, "web-2", "--export", srv.URL(), "--export-format", "json"),
+		startMember(t, "web-2", "--export", srv.URL(), "--export-format", "json", "--export-batch", "32"),
 	}
 	tail := startCtl(t, nil, "tail", "--from", srv.URL(), "--events", "tx", "-o", "json")
 	waitSubscribed(t, srv, "snoop.web-1.p.tx.get", 1)

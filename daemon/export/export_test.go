@@ -2,6 +2,7 @@ package export_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +283,115 @@ func TestSubject(t *testing.T) {
 			t.Errorf("got %q, want %q", c.got, c.want)
 		}
 	}
+}
+
+// With Batch, a message carries up to Batch events of one subject as a
+// WatchEventsResponse; every event arrives once, in its subject's order,
+// and the counters count events, not messages.
+func TestExportBatched(t *testing.T) {
+	for _, format := range []string{export.FormatProtobuf, export.FormatJSON} {
+		t.Run(format, func(t *testing.T) {
+			srv := natstest.Start(t)
+			h := hub.New(hub.Config{Interval: time.Millisecond})
+			defer h.Close()
+			x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Batch: 64, Format: format})
+			for i := 1; i <= 400; i++ {
+				op := distcache.OpGet
+				if i%3 == 0 {
+					op = distcache.OpAdd
+				}
+				h.Publish(txEvent("p", uint64(i), op))
+			}
+			for i := 0; i < 300 && x.Stats().GetPublished()+x.Stats().GetDropped() < 400; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if s := x.Stats(); s.GetPublished() != 400 || s.GetDropped() != 0 || s.GetMatched() != 400 {
+				t.Fatalf("stats %v", s)
+			}
+			// Messages until the 400 events are in (how many messages
+			// depends on how the hub handed the events over).
+			msgs := storedMessages(t, srv.URL(), "SNOOP")
+			seen := map[snoopv1.Op][]uint64{}
+			total := 0
+			for _, m := range msgs {
+				var batch snoopv1.WatchEventsResponse
+				var err error
+				switch ct := m.Header.Get(export.HeaderContentType); ct {
+				case export.ContentTypeProtobufBatch:
+					err = proto.Unmarshal(m.Data, &batch)
+				case export.ContentTypeJSONBatch:
+					err = protojson.Unmarshal(m.Data, &batch)
+				default:
+					t.Fatalf("content type %q", ct)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := len(batch.GetEvents()); n == 0 || n > 64 || m.Header.Get(export.HeaderEvents) != strconv.Itoa(n) {
+					t.Fatalf("a message of %d events says %q", n, m.Header.Get(export.HeaderEvents))
+				}
+				for _, ev := range batch.GetEvents() {
+					op := ev.GetTransaction().GetOp()
+					if want := map[snoopv1.Op]string{snoopv1.Op_OP_GET: "snoop.d.p.tx.get", snoopv1.Op_OP_ADD: "snoop.d.p.tx.add"}[op]; m.Subject != want {
+						t.Fatalf("a %v event on %s", op, m.Subject)
+					}
+					seen[op] = append(seen[op], ev.GetConnectionId())
+					total++
+				}
+			}
+			if total != 400 || len(msgs) >= 400 {
+				t.Fatalf("%d events in %d messages, want 400 in fewer", total, len(msgs))
+			}
+			for op, ids := range seen {
+				for i := 1; i < len(ids); i++ {
+					if ids[i] <= ids[i-1] {
+						t.Fatalf("%v: events out of order: %d after %d", op, ids[i], ids[i-1])
+					}
+				}
+			}
+		})
+	}
+}
+
+// eventsIn counts the events of batched messages by their header.
+func eventsIn(msgs []*nats.Msg) int {
+	n := 0
+	for _, m := range msgs {
+		k, _ := strconv.Atoi(m.Header.Get(export.HeaderEvents))
+		n += k
+	}
+	return n
+}
+
+// storedMessages reads every message a stream holds, by sequence.
+func storedMessages(t *testing.T, url, stream string) []*nats.Msg {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*nats.Msg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		out = append(out, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
+	}
+	return out
 }

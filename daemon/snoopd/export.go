@@ -40,6 +40,7 @@ type exportOptions struct {
 	maxAge    time.Duration
 	maxBytes  string
 	queue     int
+	batch     int
 
 	maxBytesN int64 // derived by check
 }
@@ -66,6 +67,7 @@ func addExportFlags(fs *flag.FlagSet, o *exportOptions) {
 	fs.StringVar(&o.stream, "export-stream", export.DefaultStream, "with --export, the JetStream stream `NAME` to create or reuse over PREFIX.>; empty for core NATS only")
 	fs.DurationVar(&o.maxAge, "export-max-age", 0, "with --export, a stream snoopd creates keeps events for `DURATION` (0: no limit)")
 	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G; empty: no limit)")
+	fs.IntVar(&o.batch, "export-batch", 1, "with --export, put up to `N` events of one subject in a message (a snoop.v1.WatchEventsResponse; 1: each event a snoop.v1.Event of its own); batching keeps the export's cost low at high rates (docs/fleet.md)")
 	fs.IntVar(&o.queue, "export-queue", 0, fmt.Sprintf("with --export, queue up to `N` events for NATS; beyond that they are dropped and counted (0: %d)", export.DefaultQueueSize))
 }
 
@@ -83,6 +85,7 @@ func (o *exportOptions) check() error {
 			"--export-filter": o.filter != "", "--export-tls-ca": o.tlsCA != "", "--export-tls-cert": o.tlsCert != "",
 			"--export-creds": o.creds != "", "--export-token-file": o.tokenFile != "", "--export-data": o.data,
 			"--export-max-age": o.maxAge != 0, "--export-max-bytes": o.maxBytes != "", "--export-queue": o.queue != 0,
+			"--export-batch": o.batch != 1,
 		} {
 			if set {
 				return fmt.Errorf("%s needs --export nats://HOST:PORT", flag)
@@ -116,6 +119,8 @@ func (o *exportOptions) check() error {
 		return fmt.Errorf("--export-max-age %v: must not be negative", o.maxAge)
 	case o.queue < 0:
 		return fmt.Errorf("--export-queue %d: must not be negative", o.queue)
+	case o.batch < 1 || o.batch > maxExportBatch:
+		return fmt.Errorf("--export-batch %d: want 1 to %d events per message", o.batch, maxExportBatch)
 	case o.stream == "" && (o.maxAge != 0 || o.maxBytes != ""):
 		return errors.New("--export-max-age and --export-max-bytes size a JetStream stream; they need --export-stream")
 	case o.stream != "" && !validStreamName(o.stream):
@@ -208,6 +213,7 @@ func startExport(d *daemon.Daemon, o *exportOptions, log *slog.Logger) (*export.
 		Filter:    match.Spec{Expr: o.filter},
 		Options:   nopts,
 		QueueSize: o.queue,
+		Batch:     o.batch,
 		Logger:    log.With("component", "export"),
 	})
 	if err != nil {
@@ -249,3 +255,8 @@ func readSecret(flagName, path string) (string, error) {
 	}
 	return tok, nil
 }
+
+// maxExportBatch bounds --export-batch: 1,024 events of at most a few
+// hundred bytes stay well inside NATS's default 1 MB message limit (events
+// with captured session data are larger: batch them less).
+const maxExportBatch = 1024

@@ -30,6 +30,9 @@ func TestExportUsageErrors(t *testing.T) {
 		{[]string{"--export", nats, "--export-stream", "", "--export-max-age", "1h"}, "need --export-stream"},
 		{[]string{"--export", nats, "--export-stream", "A.B"}, "--export-stream"},
 		{[]string{"--export", nats, "--export-queue", "-1"}, "--export-queue"},
+		{[]string{"--export", nats, "--export-batch", "0"}, "--export-batch 0"},
+		{[]string{"--export", nats, "--export-batch", "5000"}, "--export-batch 5000"},
+		{[]string{"--export-batch", "8"}, "--export-batch needs --export"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runToExit(t, append([]string{"--control", sock}, tc.args...)...)
