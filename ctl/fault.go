@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/snoopd/snoopd/ctl/filter"
 	"github.com/snoopd/snoopd/ctl/format"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
@@ -171,7 +172,7 @@ func faultFromFlags(cCtx *cli.Context, name string) (*snoopv1.Fault, error) {
 	if f.Type == snoopv1.FaultType_FAULT_TYPE_CORRUPT && !f.AcknowledgeCorruption {
 		return nil, usagef("fault add: a corrupt fault sends clients frames the protocol forbids; add --i-mean-it if that is what you want")
 	}
-	for _, s := range splitComma(cCtx.StringSlice("op")) {
+	for _, s := range filter.SplitList(cCtx.StringSlice("op")) {
 		v, ok := snoopv1.Op_value["OP_"+strings.ToUpper(s)]
 		if !ok || v == 0 {
 			return nil, usagef("fault add: unknown --op %q (want get, add, remove or have)", s)
@@ -208,18 +209,6 @@ func faultFromFlags(cCtx *cli.Context, name string) (*snoopv1.Fault, error) {
 		}
 	}
 	return f, nil
-}
-
-func splitComma(vals []string) []string {
-	var out []string
-	for _, v := range vals {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
 }
 
 // printFaults shows a proxy's faults after any action.

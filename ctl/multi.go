@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snoopd/snoopd/ctl/filter"
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -62,7 +63,7 @@ func mergeAddresses(app *cli.App, argv []string) []string {
 // setAddresses splits --address into the daemons to talk to; the first is
 // the one single-daemon code uses.
 func (e *env) setAddresses() error {
-	e.opts.addrs = splitUnique([]string{e.opts.rawAddr})
+	e.opts.addrs = filter.SplitList([]string{e.opts.rawAddr})
 	if len(e.opts.addrs) > 0 {
 		e.opts.rawAddr = e.opts.addrs[0]
 	} // an empty one is reported by address() when a command needs it
@@ -156,35 +157,12 @@ func (e *env) listMany(cCtx *cli.Context) error {
 	}
 	first := e.opts.rawAddr
 	defer e.useDaemon(first)
-	type row struct {
-		label string
-		p     *snoopv1.Proxy
-	}
-	var rows []row
+	var rows []daemonProxy
 	failed := 0
 	for _, addr := range e.opts.addrs {
 		e.useDaemon(addr)
-		err := e.listOne(cCtx, func(c *client) error {
-			ctx, cancel := e.callContext(cCtx.Context, 0)
-			defer cancel()
-			resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
-			if err != nil {
-				return e.rpcError(err, "list", "")
-			}
-			label := daemonLabel(ctx, c, e.display())
-			if e.opts.json {
-				raw, err := format.RawJSON(resp)
-				if err != nil {
-					return failf("%v", err)
-				}
-				_, err = fmt.Fprintf(e.stdio.Out, "{\"daemon\":%q,\"address\":%q,\"response\":%s}\n", label, e.display(), raw)
-				return err
-			}
-			for _, p := range resp.GetProxies() {
-				rows = append(rows, row{label, p})
-			}
-			return nil
-		})
+		got, err := e.listDaemon(cCtx)
+		rows = append(rows, got...)
 		if err != nil {
 			if exitCode(err) == ExitUsage {
 				return err
@@ -202,7 +180,7 @@ func (e *env) listMany(cCtx *cli.Context) error {
 			if listen == "" {
 				listen = p.GetSpec().GetListen()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", r.label, p.GetSpec().GetName(), listen, p.GetSpec().GetServer(),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", r.daemon, p.GetSpec().GetName(), listen, p.GetSpec().GetServer(),
 				format.State(p.GetState()), c.GetConnectionsActive(), c.GetTransactions(), format.ProxyErrors(c))
 		}
 		if err := tw.Flush(); err != nil {
@@ -310,12 +288,38 @@ func (m *multiSource) stream(ctx context.Context, o streamOptions, handle func(*
 	return total, nil
 }
 
-// listOne runs f over a connection to the current daemon.
-func (e *env) listOne(cCtx *cli.Context, f func(c *client) error) error {
+// daemonProxy is a proxy of one of several daemons.
+type daemonProxy struct {
+	daemon string
+	p      *snoopv1.Proxy
+}
+
+// listDaemon lists the current daemon's proxies for listMany; with -o
+// json it prints them itself, as one object, and returns none.
+func (e *env) listDaemon(cCtx *cli.Context) ([]daemonProxy, error) {
 	c, err := e.dial()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.Close()
-	return f(c)
+	ctx, cancel := e.callContext(cCtx.Context, 0)
+	defer cancel()
+	resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	if err != nil {
+		return nil, e.rpcError(err, "list", "")
+	}
+	label := daemonLabel(ctx, c, e.display())
+	if e.opts.json {
+		raw, err := format.RawJSON(resp)
+		if err != nil {
+			return nil, failf("%v", err)
+		}
+		_, err = fmt.Fprintf(e.stdio.Out, "{\"daemon\":%q,\"address\":%q,\"response\":%s}\n", label, e.display(), raw)
+		return nil, err
+	}
+	rows := make([]daemonProxy, 0, len(resp.GetProxies()))
+	for _, p := range resp.GetProxies() {
+		rows = append(rows, daemonProxy{label, p})
+	}
+	return rows, nil
 }

@@ -87,7 +87,7 @@ func (e *env) openNATS(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEvent
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
-	s := &natsSource{e: e, url: rawURL, m: m, daemons: splitUnique(cCtx.StringSlice("daemon"))}
+	s := &natsSource{e: e, url: rawURL, m: m, daemons: filter.SplitList(cCtx.StringSlice("daemon"))}
 	s.patterns = subjectPatterns(prefix, s.daemons, req)
 	opts := []nats.Option{
 		nats.Name("snoopctl"),
@@ -403,20 +403,6 @@ func (s *natsSource) replay(ctx context.Context, stream string, since, until tim
 			return err
 		}
 	}
-}
-
-// splitUnique flattens values that may each be a comma-separated list,
-// dropping repeats.
-func splitUnique(vals []string) []string {
-	var out []string
-	for _, v := range vals {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" && !slices.Contains(out, s) {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
 }
 
 // qualifyProxy names an event's proxy with its daemon (web-7/sessions),

@@ -13,14 +13,6 @@ import (
 	"github.com/snoopd/snoopd/proxy"
 )
 
-// apiOp maps a distcache operation to the API's enum.
-func apiOp(op distcache.Op) snoopv1.Op {
-	if !op.Valid() {
-		return snoopv1.Op_OP_UNSPECIFIED
-	}
-	return snoopv1.Op(op + 1)
-}
-
 func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 	c := &snoopv1.ProxyCounters{
 		ConnectionsActive:  s.ConnsActive,
@@ -44,7 +36,7 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i] < ops[j] })
 	for _, op := range ops {
-		oc := &snoopv1.OpCounters{Op: apiOp(op), Results: map[string]int64{}, Latency: apiconv.LatencySummary(&s.LatencyOf[op])}
+		oc := &snoopv1.OpCounters{Op: apiconv.Op(op), Results: map[string]int64{}, Latency: apiconv.LatencySummary(&s.LatencyOf[op])}
 		for r, n := range s.Results[op] {
 			oc.Results[r] = n
 			oc.Count += n
@@ -52,16 +44,6 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		c.Ops = append(c.Ops, oc)
 	}
 	return c
-}
-
-// eventKinds maps proxy event kinds to the API's.
-var eventKinds = map[proxy.EventKind]snoopv1.EventKind{
-	proxy.KindTransaction:   snoopv1.EventKind_EVENT_KIND_TRANSACTION,
-	proxy.KindConnOpened:    snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED,
-	proxy.KindConnClosed:    snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED,
-	proxy.KindConnectFailed: snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED,
-	proxy.KindConnRefused:   snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED,
-	proxy.KindProtocolError: snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR,
 }
 
 func apiPolicy(p proxy.CorruptPolicy) snoopv1.CorruptPolicy {

@@ -134,7 +134,7 @@ func apiFault(s proxy.FaultSpec) *snoopv1.Fault {
 		AcknowledgeCorruption: s.Acknowledged,
 	}
 	for _, op := range s.Ops {
-		f.Ops = append(f.Ops, apiOp(op))
+		f.Ops = append(f.Ops, apiconv.Op(op))
 	}
 	for _, d := range []struct {
 		v  time.Duration

@@ -11,6 +11,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -163,7 +164,7 @@ func toAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 // publishing, and the message is marshalled before the hub reuses e.
 func (a *apiEvent) fill(e *proxy.Event, includeData bool) *snoopv1.Event {
 	ev := &a.ev
-	ev.Kind = apiKind(e.Kind)
+	ev.Kind = apiconv.Kind(e.Kind)
 	a.fillTimes(e)
 	ev.Proxy = e.Proxy
 	ev.ConnectionId = e.ConnID
@@ -219,7 +220,7 @@ func (a *apiEvent) fillTimes(e *proxy.Event) {
 
 func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Transaction {
 	tx := &a.tx
-	tx.Op = apiOp(t.Op)
+	tx.Op = apiconv.Op(t.Op)
 	tx.RequestUid = t.RequestUID
 	tx.SessionId = nil
 	if n := copy(a.id[:], t.SessionID); n > 0 {
@@ -266,26 +267,6 @@ func (a *apiEvent) sizeHint() int {
 		n += len(a.perr.Message) + len(a.perr.Rule) + len(a.perr.Field)
 	}
 	return n
-}
-
-// apiKind maps a proxy event kind to the API's (a switch: the map it
-// replaces cost a hash per event).
-func apiKind(k proxy.EventKind) snoopv1.EventKind {
-	switch k {
-	case proxy.KindTransaction:
-		return snoopv1.EventKind_EVENT_KIND_TRANSACTION
-	case proxy.KindConnOpened:
-		return snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED
-	case proxy.KindConnClosed:
-		return snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED
-	case proxy.KindConnectFailed:
-		return snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED
-	case proxy.KindConnRefused:
-		return snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED
-	case proxy.KindProtocolError:
-		return snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR
-	}
-	return snoopv1.EventKind_EVENT_KIND_UNSPECIFIED
 }
 
 // setTimestamp is timestamppb.New without the allocation.

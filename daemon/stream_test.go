@@ -19,6 +19,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -28,7 +29,7 @@ import (
 // benchmarks measure against it.
 func freshAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 	out := &snoopv1.Event{
-		Kind:         eventKinds[e.Kind],
+		Kind:         apiconv.Kind(e.Kind),
 		Time:         timestamppb.New(e.Time),
 		EndTime:      timestamppb.New(e.Time),
 		Proxy:        e.Proxy,
@@ -42,7 +43,7 @@ func freshAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 	case proxy.KindTransaction:
 		if t := e.Tx; t != nil {
 			tx := &snoopv1.Transaction{
-				Op:              apiOp(t.Op),
+				Op:              apiconv.Op(t.Op),
 				RequestUid:      t.RequestUID,
 				SessionId:       append([]byte(nil), t.SessionID...),
 				SessionIdLength: uint32(t.SessionIDLen),

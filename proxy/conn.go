@@ -226,25 +226,12 @@ func plainErr(err error) error {
 func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 	consumed := 0
 	for p := chunk; len(p) > 0; {
-		if !h.dec.InMessage() {
-			h.msgStart = now
-			c.msgStart[h.dir-1].Store(now.UnixNano())
-		}
-		n, s, err := h.dec.Next(p)
+		n, end, err := c.step(h, p, now)
 		consumed += n
 		if err != nil {
 			return consumed, err
 		}
-		if s.Header && h.dec.MessageFrames() == 1 {
-			hd := h.dec.Header()
-			h.scan.Start(hd.Op, hd.IsResponse)
-		}
-		h.scan.Write(s.Data)
-		if s.FrameEnd {
-			h.frames++
-		}
-		if s.MessageEnd {
-			c.msgStart[h.dir-1].Store(0)
+		if end {
 			if h.dir == distcache.ClientToServer {
 				c.requestDone(h)
 			} else {
@@ -254,6 +241,43 @@ func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 		p = p[n:]
 	}
 	return consumed, nil
+}
+
+// step decodes the next piece of p (at most one frame's header or data):
+// it times the message a piece starts, feeds the payload scanner and
+// counts finished frames. end reports that the piece finished a message,
+// whose header and summary the decoder and scanner then hold.
+func (c *conn) step(h *half, p []byte, now time.Time) (n int, end bool, err error) {
+	if !h.dec.InMessage() {
+		h.msgStart = now
+		c.msgStart[h.dir-1].Store(now.UnixNano())
+	}
+	n, s, err := h.dec.Next(p)
+	if err != nil {
+		return n, false, err
+	}
+	if s.Header && h.dec.MessageFrames() == 1 {
+		hd := h.dec.Header()
+		h.scan.Start(hd.Op, hd.IsResponse)
+	}
+	h.scan.Write(s.Data)
+	if s.FrameEnd {
+		h.frames++
+	}
+	if s.MessageEnd {
+		c.msgStart[h.dir-1].Store(0)
+	}
+	return n, s.MessageEnd, nil
+}
+
+// pendingLocked returns the index of the pending request a response with
+// uid and op answers, or len(c.pending) for none. c.mu is held.
+func (c *conn) pendingLocked(uid uint32, op distcache.Op) int {
+	i := 0
+	for i < len(c.pending) && (c.pending[i].uid != uid || c.pending[i].op != op) {
+		i++
+	}
+	return i
 }
 
 func (c *conn) requestDone(h *half) {
@@ -284,10 +308,7 @@ func (c *conn) responseDone(h *half, now time.Time) {
 	frames := h.dec.MessageFrames()
 
 	c.mu.Lock()
-	i := 0
-	for i < len(c.pending) && (c.pending[i].uid != hd.RequestUID || c.pending[i].op != hd.Op) {
-		i++
-	}
+	i := c.pendingLocked(hd.RequestUID, hd.Op)
 	var t *Transaction
 	if i == len(c.pending) {
 		c.mu.Unlock()

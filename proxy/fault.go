@@ -541,28 +541,15 @@ func (c *conn) decodeFaulty(h *half, chunk []byte, now time.Time, fs *faultSet, 
 	var v match.View
 	nowNS := now.UnixNano()
 	for p := chunk; len(p) > 0; {
-		if !h.dec.InMessage() {
-			h.msgStart = now
-			c.msgStart[h.dir-1].Store(nowNS)
-		}
-		n, s, err := h.dec.Next(p)
+		n, end, err := c.step(h, p, now)
 		consumed += n
 		if err != nil {
 			return consumed, err
 		}
-		if s.Header && h.dec.MessageFrames() == 1 {
-			hd := h.dec.Header()
-			h.scan.Start(hd.Op, hd.IsResponse)
-		}
-		h.scan.Write(s.Data)
-		if s.FrameEnd {
-			h.frames++
-		}
 		p = p[n:]
-		if !s.MessageEnd {
+		if !end {
 			continue
 		}
-		c.msgStart[h.dir-1].Store(0)
 		hd := h.dec.Header()
 		e := faultEnd{off: consumed, uid: hd.RequestUID, op: hd.Op}
 		if h.dir == distcache.ClientToServer {
@@ -595,10 +582,7 @@ func (c *conn) responseDoneFaulty(h *half, now time.Time, fs *faultSet, v *match
 	resp := h.scan.Summary()
 	frames := h.dec.MessageFrames()
 	c.mu.Lock()
-	i := 0
-	for i < len(c.pending) && (c.pending[i].uid != hd.RequestUID || c.pending[i].op != hd.Op) {
-		i++
-	}
+	i := c.pendingLocked(hd.RequestUID, hd.Op)
 	var t *Transaction
 	var reqFault *fault
 	if i == len(c.pending) {

@@ -64,13 +64,13 @@ type Filter struct {
 // New checks o and builds the Filter it describes. Every error wraps
 // ErrInvalid and names the flag and the values it takes.
 func New(o Options) (Filter, error) {
-	req := &snoopv1.WatchEventsRequest{ErrorsOnly: o.Errors, Filter: o.Expr, Faults: splitList(o.Faults)}
-	for _, p := range splitList(o.Proxies) {
+	req := &snoopv1.WatchEventsRequest{ErrorsOnly: o.Errors, Filter: o.Expr, Faults: SplitList(o.Faults)}
+	for _, p := range SplitList(o.Proxies) {
 		if !slices.Contains(req.Proxies, p) {
 			req.Proxies = append(req.Proxies, p)
 		}
 	}
-	for _, s := range splitList(o.Ops) {
+	for _, s := range SplitList(o.Ops) {
 		op, ok := vocab.ParseOp(s)
 		if !ok {
 			return Filter{}, fmt.Errorf("%w: --op %q: want one or more of %s", ErrInvalid, s, strings.Join(vocab.OpNames(), ", "))
@@ -79,7 +79,7 @@ func New(o Options) (Filter, error) {
 			req.Ops = append(req.Ops, a)
 		}
 	}
-	for _, s := range splitList(o.Status) {
+	for _, s := range SplitList(o.Status) {
 		r, ok := vocab.ParseResult(s)
 		if !ok {
 			return Filter{}, fmt.Errorf("%w: --status %q: want one or more of %s", ErrInvalid, s, strings.Join(vocab.ResultNames(), ", "))
@@ -102,7 +102,7 @@ func New(o Options) (Filter, error) {
 		req.MinLatency = durationpb.New(o.MinLatency)
 	}
 	req.ConnectionId = o.Conn
-	for _, s := range splitList(o.Events) {
+	for _, s := range SplitList(o.Events) {
 		kinds, ok := vocab.ParseKinds(s)
 		if !ok {
 			return Filter{}, fmt.Errorf("%w: --events %q: want one or more of %s", ErrInvalid, s, strings.Join(vocab.KindGroupNames(), ", "))
@@ -117,7 +117,7 @@ func New(o Options) (Filter, error) {
 		req.Kinds = slices.DeleteFunc(req.Kinds, func(k snoopv1.EventKind) bool { return !canBeError(k) })
 		if len(req.Kinds) == 0 {
 			return Filter{}, fmt.Errorf("%w: --errors with --events %s selects nothing: connection open and close events are never errors",
-				ErrInvalid, strings.Join(splitList(o.Events), ","))
+				ErrInvalid, strings.Join(SplitList(o.Events), ","))
 		}
 	}
 	slices.Sort(req.Kinds)
@@ -247,13 +247,14 @@ func TextForm(id []byte) bool {
 		!strings.HasPrefix(string(id), "hex:") && !strings.HasPrefix(string(id), "text:") && !strings.HasPrefix(string(id), "base64:")
 }
 
-// splitList flattens flag values that may each hold a comma-separated
-// list, dropping empty items and surrounding spaces.
-func splitList(vals []string) []string {
+// SplitList flattens flag values that may each hold a comma-separated
+// list, dropping empty items, surrounding spaces and repeats; every
+// comma-list flag of snoopctl goes through it.
+func SplitList(vals []string) []string {
 	var out []string
 	for _, v := range vals {
 		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
+			if s = strings.TrimSpace(s); s != "" && !slices.Contains(out, s) {
 				out = append(out, s)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/vocab"
 )
 
 func TestLatencySummary(t *testing.T) {
@@ -86,5 +87,35 @@ func TestHistogramRoundTripSparse(t *testing.T) {
 	}
 	if back.Min < 116*time.Microsecond || back.Max < 14500*time.Microsecond {
 		t.Errorf("min %v max %v", back.Min, back.Max)
+	}
+}
+
+// The API's enums and the vocabulary name the same things: the
+// conversions rest on the numbering, so check it by name.
+func TestEnumsFollowTheVocabulary(t *testing.T) {
+	kinds := map[vocab.Kind]snoopv1.EventKind{
+		vocab.KindTransaction:   snoopv1.EventKind_EVENT_KIND_TRANSACTION,
+		vocab.KindConnOpened:    snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED,
+		vocab.KindConnClosed:    snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED,
+		vocab.KindConnectFailed: snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED,
+		vocab.KindConnRefused:   snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED,
+		vocab.KindProtocolError: snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR,
+	}
+	for _, k := range vocab.Kinds() {
+		if got := Kind(k); got != kinds[k] {
+			t.Errorf("%s: %v, want %v", k, got, kinds[k])
+		}
+		if back, ok := KindFromAPI(kinds[k]); !ok || back != k {
+			t.Errorf("%v back: %v %v", kinds[k], back, ok)
+		}
+	}
+	for i, name := range vocab.OpNames() {
+		op := distcache.Op(i)
+		if got := Op(op).String(); got != "OP_"+strings.ToUpper(name) {
+			t.Errorf("%s: %s", name, got)
+		}
+		if back, ok := OpFromAPI(Op(op)); !ok || back != op {
+			t.Errorf("%s back: %v %v", name, back, ok)
+		}
 	}
 }
