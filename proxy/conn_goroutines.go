@@ -65,19 +65,28 @@ func (p *Proxy) admitGoroutines(client net.Conn) {
 	now := time.Now()
 	clientAddr := remoteString(client)
 	id := p.ids.Add(1)
-	if reason := p.refusal(s, 1); reason != "" {
+	reason := p.refusal(s, 1)
+	if reason == "" && !reserveFDs(1) {
+		reason = fmt.Sprintf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
+	}
+	if reason != "" {
 		// Count before closing: whoever sees the close sees the count.
 		p.refused(id, clientAddr, now, reason)
 		client.Close()
 		dataFDs.Add(-1)
 		return
 	}
+	// The server's descriptor is reserved above, before its dial: the
+	// dials run on their own goroutines, and an accept loop that counted
+	// only what they had opened so far would admit clients faster than
+	// they dial, until the process itself ran out of descriptors and the
+	// control API could accept nothing.
 	c := &gconn{client: client, serverSet: make(chan struct{})}
 	c.init(p, id, clientAddr, s, now)
 	c.kill = c.abort
 	if !p.register(&c.conn) {
 		client.Close()
-		dataFDs.Add(-1)
+		dataFDs.Add(-2)
 		return
 	}
 	go c.run()
@@ -86,31 +95,32 @@ func (p *Proxy) admitGoroutines(client net.Conn) {
 // run dials the server off the accept loop, then forwards client->server.
 func (c *gconn) run() {
 	defer c.p.wg.Done()
+	// admitGoroutines reserved a descriptor for the server: a spare is
+	// counted already, so its reservation goes back; a failed dial gives
+	// it back too.
 	server := c.set.goSpares().takeConn()
 	var err error
-	if server == nil {
+	if server != nil {
+		dataFDs.Add(-1)
+	} else {
 		server, err = c.set.server.dial(c.p.ctx, c.set.opts.DialTimeout, &c.p.stats)
-		if err == nil {
-			dataFDs.Add(1)
-		}
 	}
 	if c.aborted.Load() {
 		// Stopped or killed while dialling: not the server's fault, so
 		// not a connect failure; the client is simply gone.
 		if err == nil {
 			server.Close()
-			dataFDs.Add(-1)
 		}
 		close(c.serverSet)
 		c.client.Close()
-		dataFDs.Add(-1)
+		dataFDs.Add(-2)
 		c.p.forget(&c.conn)
 		return
 	}
 	if err != nil {
 		close(c.serverSet)
 		c.client.Close()
-		dataFDs.Add(-1)
+		dataFDs.Add(-2)
 		c.connectFailed(err)
 		return
 	}

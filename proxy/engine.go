@@ -96,3 +96,23 @@ func fdsAvailable(n int64) bool {
 	lim := fdLimit.Load()
 	return lim <= 0 || dataFDs.Load()+n <= lim
 }
+
+// reserveFDs counts n more data-path descriptors if they fit under the
+// bound, in one step, so that callers on different goroutines cannot
+// together pass it.
+func reserveFDs(n int64) bool {
+	lim := fdLimit.Load()
+	if lim <= 0 {
+		dataFDs.Add(n)
+		return true
+	}
+	for {
+		cur := dataFDs.Load()
+		if cur+n > lim {
+			return false
+		}
+		if dataFDs.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}

@@ -258,3 +258,42 @@ func TestServerByHostName(t *testing.T) {
 		}
 	}
 }
+
+// Clients that arrive together do not carry the data path over its
+// descriptor bound, though their servers are dialled after they are
+// accepted: each admitted client holds room for its server.
+func TestFDLimitBurst(t *testing.T) {
+	rec := newRecorder()
+	p := startProxy(t, "tcp", startCache(t, "tcp"), Options{Spares: -1}, rec)
+	base := DataFDs()
+	const pairs, clients = 3, 40
+	SetFDLimit(base + 2*pairs)
+	defer SetFDLimit(0)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range clients {
+		conns = append(conns, dial(t, p.Addr()))
+	}
+	rec.waitFor(t, "every client admitted or refused", func([]*Event) bool {
+		st := p.Stats()
+		return st.ConnsTotal+st.ConnsRefused >= clients
+	})
+	rec.waitFor(t, "the admitted clients' servers dialled", func(evs []*Event) bool {
+		opened := 0
+		for _, e := range evs {
+			if e.Kind == KindConnOpened {
+				opened++
+			}
+		}
+		return int64(opened) == p.Stats().ConnsTotal
+	})
+	// A refused client is counted before its socket is closed, so the
+	// count may still include one for a moment: wait for it to settle.
+	rec.waitFor(t, fmt.Sprintf("at most %d clients holding %d descriptors", pairs, 2*pairs), func([]*Event) bool {
+		return p.Stats().ConnsActive <= pairs && DataFDs()-base <= 2*pairs
+	})
+}
