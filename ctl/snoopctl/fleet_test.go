@@ -137,8 +137,9 @@ func txKey(ev *snoopv1.Event) string {
 func TestFleetTailAndReplay(t *testing.T) {
 	srv := natstest.Start(t)
 	ms := []*fleetMember{
-		startMember(t, "web-1", "--export", srv.URL()),
-		startMember(t, "web-2", "--export", srv.URL(), "--export-format", "json", "--export-batch", "32"),
+		// One event a message, and batches (the default, here smaller).
+		startMember(t, "web-1", "--export", srv.URL(), "--export-batch", "1"),
+		startMember(t, "web-2", "--export", srv.URL(), "--export-format", "json", "--export-batch", "32", "--export-interval", "20ms"),
 	}
 	tail := startCtl(t, nil, "tail", "--from", srv.URL(), "--events", "tx", "-o", "json")
 	waitSubscribed(t, srv, "snoop.web-1.p.tx.get", 1)

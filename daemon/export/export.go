@@ -14,8 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
@@ -50,6 +48,15 @@ const (
 	DefaultQueueSize   = 8192
 	DefaultMaxPending  = 4096
 	DefaultLogInterval = 10 * time.Second
+	// DefaultBatch and DefaultFlushInterval: a message every 100 ms per
+	// subject, or sooner when 256 events are in it.
+	DefaultBatch         = 256
+	DefaultFlushInterval = 100 * time.Millisecond
+	// maxBatchBytes closes a batch early when its payload reaches this
+	// size (or the server's max_payload, less room for the headers, if
+	// that is smaller), so that events carrying captured session data
+	// still fit in a message.
+	maxBatchBytes = 256 << 10
 	// reconnectWait is the pause between reconnect attempts to the same
 	// server; nats.go adds jitter.
 	reconnectWait = time.Second
@@ -97,9 +104,16 @@ type Config struct {
 	// Batch, above 1, puts up to that many events of one subject in a
 	// message (a snoop.v1.WatchEventsResponse): the NATS server stores
 	// and the exporter sends one message instead of many, which is what
-	// keeps an export's cost within a few percent at high rates. 0 or 1
-	// publishes each event as a snoop.v1.Event of its own.
+	// keeps an export's cost within a few percent at high rates. 1
+	// publishes each event as a snoop.v1.Event of its own, at once; 0 is
+	// DefaultBatch.
 	Batch int
+	// FlushInterval is the longest a batched event waits for the rest of
+	// its batch (DefaultFlushInterval if zero). The NATS server's cost
+	// per event falls with how seldom it is woken, more than with the
+	// size of the messages: measured here, 64 events per message every
+	// 10 ms cost it 1.6 µs an event, every 100 ms 0.6 µs.
+	FlushInterval time.Duration
 	// Logger receives the exporter's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -126,14 +140,30 @@ type Exporter struct {
 	fill       daemon.EventFiller
 	subjects   map[subjectKey]string
 	lastLookup time.Time
-	// groups and order collect a batch's events by subject (Batch > 1).
-	groups map[string][]*proxy.Event
-	order  []string
+	// groups collects the encoded events of each subject until their
+	// message is due (Batch > 1); open lists the groups holding events,
+	// oldest first, and pending counts those events; flushAt is when
+	// the oldest of them must go.
+	groups  map[string]*group
+	open    []*group
+	pending int
+	flushAt time.Time
 
 	done     chan struct{} // the publishing goroutine ended
 	stopLog  chan struct{}
 	logDone  chan struct{}
 	stopOnce sync.Once
+}
+
+// group is one subject's batch: its events encoded as a
+// WatchEventsResponse's events field (protobuf) or as the elements of
+// {"events":[...]} (JSON), not yet published.
+type group struct {
+	subject string
+	buf     []byte
+	n       int
+	open    bool // listed in Exporter.open
+	last    int  // the size of the last message, to size the next buffer
 }
 
 type subjectKey struct {
@@ -172,6 +202,12 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 	if cfg.LogInterval <= 0 {
 		cfg.LogInterval = DefaultLogInterval
 	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
 	if cfg.MaxAge < 0 || cfg.MaxBytes < 0 {
 		return nil, errors.New("stream limits must not be negative")
 	}
@@ -189,7 +225,7 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 		servers:  strings.Join(cfg.Servers, ","),
 		header:   nats.Header{HeaderContentType: []string{ContentTypeProtobuf}},
 		subjects: map[subjectKey]string{},
-		groups:   map[string][]*proxy.Event{},
+		groups:   map[string]*group{},
 		done:     make(chan struct{}),
 		stopLog:  make(chan struct{}),
 		logDone:  make(chan struct{}),
@@ -261,17 +297,40 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 	return x, nil
 }
 
-// run publishes batches until the hub or the watcher is closed.
+// run publishes the hub's events until the hub or the watcher is closed.
+// Batched events wait in their subject's group until it is full or
+// FlushInterval has passed since the oldest of them came; what is still
+// waiting when the hub closes is published before run returns.
 func (x *Exporter) run() {
 	defer close(x.done)
 	for {
-		b, err := x.w.Next(context.Background())
+		ctx, cancel := context.Background(), context.CancelFunc(nil)
+		if x.pending > 0 {
+			ctx, cancel = context.WithDeadline(ctx, x.flushAt)
+		}
+		b, err := x.w.Next(ctx)
+		if cancel != nil {
+			cancel()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			x.flush()
+			continue
+		}
 		if err != nil {
-			return // hub.ErrClosed: Next returned everything queued first
+			// hub.ErrClosed: Next returned everything queued first.
+			x.flush()
+			return
 		}
 		x.seen.Add(uint64(len(b.Events)) + b.Dropped)
 		x.dropped.Add(b.Dropped)
-		x.publish(b.Events)
+		if x.cfg.Batch == 1 {
+			x.publish(b.Events)
+			continue
+		}
+		x.collect(b.Events)
+		if x.pending > 0 && !time.Now().Before(x.flushAt) {
+			x.flush()
+		}
 	}
 }
 
@@ -286,14 +345,11 @@ func eventsIn(m *nats.Msg) uint64 {
 	return 1
 }
 
-// publish hands a batch to NATS; what cannot go is counted dropped.
+// publish sends each event as a message of its own (Batch 1); what
+// cannot go is counted dropped.
 func (x *Exporter) publish(evs []*proxy.Event) {
 	if !x.nc.IsConnected() || !x.ensureStream() {
 		x.dropped.Add(uint64(len(evs)))
-		return
-	}
-	if x.cfg.Batch > 1 {
-		x.publishBatched(evs)
 		return
 	}
 	for i, e := range evs {
@@ -323,96 +379,152 @@ func (x *Exporter) publish(evs []*proxy.Event) {
 	}
 }
 
-// publishBatched publishes evs as messages of up to Batch events each,
-// grouped by subject: the order of the events of one subject is kept;
-// between subjects, within one hand-over from the hub (a few milliseconds
-// of traffic), it is not.
-func (x *Exporter) publishBatched(evs []*proxy.Event) {
+// collect encodes evs into their subjects' groups, publishing a group
+// that is full. The order of one subject's events is kept; between
+// subjects it is not (they are different messages).
+func (x *Exporter) collect(evs []*proxy.Event) {
+	limit := x.batchBytes()
 	for _, e := range evs {
-		s := x.subject(e)
-		g := x.groups[s]
-		if len(g) == 0 {
-			// New in this hand-over (groups keep their storage
-			// between hand-overs, emptied).
-			x.order = append(x.order, s)
+		g := x.group(x.subject(e))
+		if g.n == 0 {
+			g.buf = x.openBatch(g.buf, g.last)
 		}
-		x.groups[s] = append(g, e)
-	}
-	defer func() {
-		for _, s := range x.order {
-			clear(x.groups[s])
-			x.groups[s] = x.groups[s][:0]
+		var err error
+		if g.buf, err = x.appendBatched(g.buf, g.n, e); err != nil {
+			x.dropped.Add(1)
+			x.log.Debug("export: encoding an event failed", "err", err)
+			continue
 		}
-		x.order = x.order[:0]
-		if len(x.groups) > maxSubjects {
-			clear(x.groups)
+		g.n++
+		x.pending++
+		if !g.open {
+			g.open = true
+			x.open = append(x.open, g)
+			if x.pending == 1 {
+				x.flushAt = time.Now().Add(x.cfg.FlushInterval)
+			}
 		}
-	}()
-	left := uint64(len(evs))
-	for _, s := range x.order {
-		for g := x.groups[s]; len(g) > 0; {
-			n := min(len(g), x.cfg.Batch)
-			if x.js != nil && x.js.PublishAsyncPending() >= x.cfg.MaxPending {
-				x.dropped.Add(left)
-				return
-			}
-			msg, err := x.batchMessage(s, g[:n])
-			g, left = g[n:], left-uint64(n)
-			if err != nil {
-				x.dropped.Add(uint64(n))
-				x.log.Debug("export: encoding events failed", "err", err)
-				continue
-			}
-			if x.js != nil {
-				_, err = x.js.PublishMsgAsync(msg)
-			} else if err = x.nc.PublishMsg(msg); err == nil {
-				x.published.Add(uint64(n))
-			}
-			if err != nil {
-				x.dropped.Add(uint64(n) + left)
-				return
-			}
+		if g.n >= x.cfg.Batch || len(g.buf) >= limit {
+			x.send(g)
 		}
 	}
+}
+
+// group returns subject's group, made on first use. The groups are
+// forgotten when there are too many (proxies come and go).
+func (x *Exporter) group(subject string) *group {
+	if g := x.groups[subject]; g != nil {
+		return g
+	}
+	if len(x.groups) >= maxSubjects {
+		x.flush()
+		clear(x.groups)
+	}
+	g := &group{subject: subject}
+	x.groups[subject] = g
+	return g
+}
+
+// flush publishes every group holding events.
+func (x *Exporter) flush() {
+	for _, g := range x.open {
+		if g.n > 0 {
+			x.send(g)
+		}
+		g.open = false
+	}
+	clear(x.open)
+	x.open = x.open[:0]
+}
+
+// send publishes g's events as one message and empties g; what cannot go
+// is counted dropped.
+func (x *Exporter) send(g *group) {
+	n := g.n
+	x.pending -= n
+	g.n = 0
+	if !x.nc.IsConnected() || !x.ensureStream() ||
+		(x.js != nil && x.js.PublishAsyncPending() >= x.cfg.MaxPending) {
+		// Down, or JetStream is behind: waiting here would only fill
+		// the hub's queue; the events go now, counted.
+		x.dropped.Add(uint64(n))
+		g.buf = g.buf[:0]
+		return
+	}
+	data := g.buf
+	ct := ContentTypeProtobufBatch
+	if x.cfg.Format == FormatJSON {
+		ct = ContentTypeJSONBatch
+		data = append(data, "]}"...)
+	}
+	g.last = len(data)
+	msg := &nats.Msg{Subject: g.subject, Data: data,
+		Header: nats.Header{HeaderContentType: []string{ct}, HeaderEvents: []string{strconv.Itoa(n)}}}
+	var err error
+	if x.js != nil {
+		// The message is the publisher's until acknowledged (it is
+		// resent if JetStream had no responder yet): the group starts
+		// a new buffer.
+		g.buf = nil
+		_, err = x.js.PublishMsgAsync(msg)
+	} else {
+		// Core NATS copies the message into its write buffer.
+		g.buf = g.buf[:0]
+		if err = x.nc.PublishMsg(msg); err == nil {
+			x.published.Add(uint64(n))
+		}
+	}
+	if err != nil {
+		x.dropped.Add(uint64(n))
+		x.log.Debug("export: publishing failed", "subject", g.subject, "events", n, "err", err)
+	}
+}
+
+// batchBytes is the payload size at which a batch is sent before it is
+// full.
+func (x *Exporter) batchBytes() int {
+	limit := maxBatchBytes
+	if m := int(x.nc.MaxPayload()) - 4<<10; m > 0 && m < limit {
+		limit = m
+	}
+	return limit
+}
+
+// openBatch starts a batch's payload in buf (empty), with room for about
+// last bytes.
+func (x *Exporter) openBatch(buf []byte, last int) []byte {
+	if buf == nil {
+		buf = make([]byte, 0, max(last+last/4, 4<<10))
+	}
+	if x.cfg.Format == FormatJSON {
+		buf = append(buf, `{"events":[`...)
+	}
+	return buf
+}
+
+// appendBatched appends e, the batch's event number i, to the payload.
+func (x *Exporter) appendBatched(buf []byte, i int, e *proxy.Event) ([]byte, error) {
+	ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
+	if x.cfg.Format == FormatJSON {
+		b, err := protojson.Marshal(ev)
+		if err != nil {
+			return buf, err
+		}
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		return append(buf, b...), nil
+	}
+	// A WatchEventsResponse's events field, without building one.
+	at := openMessage(&buf, eventsField)
+	buf = appendEvent(buf, ev)
+	return closeMessage(buf, at), nil
 }
 
 // eventsField is WatchEventsResponse.events's field number: a batch's
 // payload is the events appended as that repeated field, which is a
 // WatchEventsResponse on the wire without building one.
 var eventsField = (&snoopv1.WatchEventsResponse{}).ProtoReflect().Descriptor().Fields().ByName("events").Number()
-
-// batchMessage renders evs, all of subject, as one message.
-func (x *Exporter) batchMessage(subject string, evs []*proxy.Event) (*nats.Msg, error) {
-	var data []byte
-	ct := ContentTypeProtobufBatch
-	if x.cfg.Format == FormatJSON {
-		ct = ContentTypeJSONBatch
-		data = append(data, `{"events":[`...)
-		for i, e := range evs {
-			b, err := protojson.Marshal(x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data))
-			if err != nil {
-				return nil, err
-			}
-			if i > 0 {
-				data = append(data, ',')
-			}
-			data = append(data, b...)
-		}
-		data = append(data, "]}"...)
-	} else {
-		for _, e := range evs {
-			ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
-			data = protowire.AppendTag(data, eventsField, protowire.BytesType)
-			data = protowire.AppendVarint(data, uint64(proto.Size(ev)))
-			var err error
-			if data, err = (proto.MarshalOptions{}).MarshalAppend(data, ev); err != nil {
-				return nil, err
-			}
-		}
-	}
-	h := nats.Header{HeaderContentType: []string{ct}, HeaderEvents: []string{strconv.Itoa(len(evs))}}
-	return &nats.Msg{Subject: subject, Data: data, Header: h}, nil
-}
 
 // message renders e as the exporter publishes it.
 func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
@@ -422,7 +534,7 @@ func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
 	if x.cfg.Format == FormatJSON {
 		data, err = protojson.Marshal(ev)
 	} else {
-		data, err = proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(ev)), ev)
+		data = appendEvent(make([]byte, 0, 256), ev)
 	}
 	if err != nil {
 		return nil, err

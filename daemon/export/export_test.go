@@ -106,7 +106,7 @@ func TestExportToJetStream(t *testing.T) {
 	srv := natstest.Start(t)
 	h := hub.New(hub.Config{Interval: time.Millisecond})
 	defer h.Close()
-	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "web.7", Stream: "SNOOP"})
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "web.7", Stream: "SNOOP", Batch: 1})
 
 	publish(h, "sess ions", 1, 300, distcache.OpGet)
 	publish(h, "sess ions", 301, 200, distcache.OpAdd)
@@ -172,9 +172,10 @@ func TestExportSurvivesOutage(t *testing.T) {
 	})
 	waitFor(t, "settled", func() bool { return settled(x) && x.Stats().GetMatched() == uint64(sent) })
 	s := x.Stats()
-	stored := streamMessages(t, srv.URL(), "SNOOP", "snoop.>", int(s.GetPublished()+s.GetDropped()))
-	if uint64(len(stored)) < s.GetPublished() || uint64(len(stored)) > s.GetPublished()+s.GetDropped() {
-		t.Fatalf("stream holds %d, published %d, dropped %d", len(stored), s.GetPublished(), s.GetDropped())
+	// Batched (the default): the stream's messages count their events.
+	stored := eventsIn(storedMessages(t, srv.URL(), "SNOOP"))
+	if uint64(stored) < s.GetPublished() || uint64(stored) > s.GetPublished()+s.GetDropped() {
+		t.Fatalf("stream holds %d events, published %d, dropped %d", stored, s.GetPublished(), s.GetDropped())
 	}
 }
 
@@ -198,7 +199,7 @@ func TestExportCoreJSONFiltered(t *testing.T) {
 	}
 	h := hub.New(hub.Config{Interval: time.Millisecond})
 	defer h.Close()
-	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Format: export.FormatJSON,
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Format: export.FormatJSON, Batch: 1,
 		Filter: match.Spec{Expr: `op == "add" && daemon == "d"`}})
 	publish(h, "p", 0, 10, distcache.OpGet)
 	publish(h, "p", 10, 5, distcache.OpAdd)
@@ -394,4 +395,67 @@ func storedMessages(t *testing.T, url, stream string) []*nats.Msg {
 		out = append(out, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
 	}
 	return out
+}
+
+// By default events are batched: those of one subject that come within
+// the flush interval go in one message, sent when the interval is over
+// though no more events come.
+func TestExportBatchesByDefault(t *testing.T) {
+	srv := natstest.Start(t)
+	h := hub.New(hub.Config{Interval: time.Millisecond})
+	defer h.Close()
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", FlushInterval: time.Second})
+	for i := range 5 {
+		h.Publish(txEvent("p", uint64(i+1), distcache.OpGet))
+		time.Sleep(5 * time.Millisecond) // several hand-overs from the hub
+	}
+	h.Publish(&proxy.Event{Kind: proxy.KindConnOpened, Proxy: "p", ConnID: 9})
+	waitFor(t, "the batch sent after the interval", func() bool { return x.Stats().GetPublished() == 6 })
+	msgs := storedMessages(t, srv.URL(), "SNOOP")
+	if len(msgs) != 2 || eventsIn(msgs) != 6 {
+		t.Fatalf("%d messages holding %d events, want the 5 GETs in one and the opened event in another", len(msgs), eventsIn(msgs))
+	}
+	for _, m := range msgs {
+		if ct := m.Header.Get(export.HeaderContentType); ct != export.ContentTypeProtobufBatch {
+			t.Fatalf("content type %q", ct)
+		}
+	}
+}
+
+// A batch whose payload grows large (events carrying captured session
+// data) is sent before it is full, so every message fits the server's
+// max_payload.
+func TestExportBatchBoundedBySize(t *testing.T) {
+	srv := natstest.Start(t)
+	h := hub.New(hub.Config{Interval: time.Millisecond})
+	defer h.Close()
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Data: true, Batch: 1000})
+	const n, size = 40, 60 << 10
+	for i := range n {
+		e := txEvent("p", uint64(i+1), distcache.OpAdd)
+		e.Tx.Data = make([]byte, size)
+		h.Publish(e)
+	}
+	waitFor(t, "published", func() bool { return x.Stats().GetPublished()+x.Stats().GetDropped() == n })
+	if s := x.Stats(); s.GetDropped() != 0 {
+		t.Fatalf("stats %v", s)
+	}
+	msgs := storedMessages(t, srv.URL(), "SNOOP")
+	if eventsIn(msgs) != n || len(msgs) < 2 {
+		t.Fatalf("%d events in %d messages", eventsIn(msgs), len(msgs))
+	}
+	for _, m := range msgs {
+		var batch snoopv1.WatchEventsResponse
+		if err := proto.Unmarshal(m.Data, &batch); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range batch.GetEvents() {
+			if len(ev.GetTransaction().GetData()) != size {
+				t.Fatalf("an event with %d bytes of data, want %d", len(ev.GetTransaction().GetData()), size)
+			}
+		}
+		if len(m.Data) > 512<<10 {
+			t.Fatalf("a message of %d bytes (%d events)", len(m.Data), len(batch.GetEvents()))
+		}
+	}
 }

@@ -41,6 +41,7 @@ type exportOptions struct {
 	maxBytes  string
 	queue     int
 	batch     int
+	interval  time.Duration
 
 	maxBytesN int64 // derived by check
 }
@@ -67,7 +68,8 @@ func addExportFlags(fs *flag.FlagSet, o *exportOptions) {
 	fs.StringVar(&o.stream, "export-stream", export.DefaultStream, "with --export, the JetStream stream `NAME` to create or reuse over PREFIX.>; empty for core NATS only")
 	fs.DurationVar(&o.maxAge, "export-max-age", 0, "with --export, a stream snoopd creates keeps events for `DURATION` (0: no limit)")
 	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G; empty: no limit)")
-	fs.IntVar(&o.batch, "export-batch", 1, "with --export, put up to `N` events of one subject in a message (a snoop.v1.WatchEventsResponse; 1: each event a snoop.v1.Event of its own); batching keeps the export's cost low at high rates (docs/fleet.md)")
+	fs.IntVar(&o.batch, "export-batch", export.DefaultBatch, "with --export, put up to `N` events of one subject in a message (a snoop.v1.WatchEventsResponse); 1: each event a snoop.v1.Event of its own, sent at once. Batching is what keeps the export's cost low (docs/fleet.md)")
+	fs.DurationVar(&o.interval, "export-interval", export.DefaultFlushInterval, "with --export and batching, send a subject's batch at the latest `DURATION` after its first event (it goes sooner when full)")
 	fs.IntVar(&o.queue, "export-queue", 0, fmt.Sprintf("with --export, queue up to `N` events for NATS; beyond that they are dropped and counted (0: %d)", export.DefaultQueueSize))
 }
 
@@ -85,7 +87,7 @@ func (o *exportOptions) check() error {
 			"--export-filter": o.filter != "", "--export-tls-ca": o.tlsCA != "", "--export-tls-cert": o.tlsCert != "",
 			"--export-creds": o.creds != "", "--export-token-file": o.tokenFile != "", "--export-data": o.data,
 			"--export-max-age": o.maxAge != 0, "--export-max-bytes": o.maxBytes != "", "--export-queue": o.queue != 0,
-			"--export-batch": o.batch != 1,
+			"--export-batch": o.batch != export.DefaultBatch, "--export-interval": o.interval != export.DefaultFlushInterval,
 		} {
 			if set {
 				return fmt.Errorf("%s needs --export nats://HOST:PORT", flag)
@@ -121,6 +123,8 @@ func (o *exportOptions) check() error {
 		return fmt.Errorf("--export-queue %d: must not be negative", o.queue)
 	case o.batch < 1 || o.batch > maxExportBatch:
 		return fmt.Errorf("--export-batch %d: want 1 to %d events per message", o.batch, maxExportBatch)
+	case o.interval < time.Millisecond || o.interval > maxExportInterval:
+		return fmt.Errorf("--export-interval %v: want 1ms to %v", o.interval, maxExportInterval)
 	case o.stream == "" && (o.maxAge != 0 || o.maxBytes != ""):
 		return errors.New("--export-max-age and --export-max-bytes size a JetStream stream; they need --export-stream")
 	case o.stream != "" && !validStreamName(o.stream):
@@ -202,26 +206,27 @@ func startExport(d *daemon.Daemon, o *exportOptions, log *slog.Logger) (*export.
 		nopts = append(nopts, nats.Token(tok))
 	}
 	x, err := export.Start(d.Hub(), export.Config{
-		Servers:   o.servers,
-		Subject:   o.subject,
-		Daemon:    o.name,
-		Stream:    o.stream,
-		MaxAge:    o.maxAge,
-		MaxBytes:  o.maxBytesN,
-		Format:    o.format,
-		Data:      o.data,
-		Filter:    match.Spec{Expr: o.filter},
-		Options:   nopts,
-		QueueSize: o.queue,
-		Batch:     o.batch,
-		Logger:    log.With("component", "export"),
+		Servers:       o.servers,
+		Subject:       o.subject,
+		Daemon:        o.name,
+		Stream:        o.stream,
+		MaxAge:        o.maxAge,
+		MaxBytes:      o.maxBytesN,
+		Format:        o.format,
+		Data:          o.data,
+		Filter:        match.Spec{Expr: o.filter},
+		Options:       nopts,
+		QueueSize:     o.queue,
+		Batch:         o.batch,
+		FlushInterval: o.interval,
+		Logger:        log.With("component", "export"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--export: %w", err)
 	}
 	d.SetExport(x)
 	log.Info("exporting events to NATS", "servers", strings.Join(o.servers, ","), "subject", o.subject+"."+export.Token(o.name)+".>",
-		"stream", o.stream, "format", o.format, "filter", o.filter, "data", o.data)
+		"stream", o.stream, "format", o.format, "filter", o.filter, "data", o.data, "batch", o.batch, "interval", o.interval)
 	return x, nil
 }
 
@@ -260,3 +265,7 @@ func readSecret(flagName, path string) (string, error) {
 // hundred bytes stay well inside NATS's default 1 MB message limit (events
 // with captured session data are larger: batch them less).
 const maxExportBatch = 1024
+
+// maxExportInterval bounds --export-interval: events held longer than
+// this are no use to a live view, and would sit in memory.
+const maxExportInterval = time.Minute

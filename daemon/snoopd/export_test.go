@@ -33,6 +33,9 @@ func TestExportUsageErrors(t *testing.T) {
 		{[]string{"--export", nats, "--export-batch", "0"}, "--export-batch 0"},
 		{[]string{"--export", nats, "--export-batch", "5000"}, "--export-batch 5000"},
 		{[]string{"--export-batch", "8"}, "--export-batch needs --export"},
+		{[]string{"--export", nats, "--export-interval", "0s"}, "--export-interval 0s"},
+		{[]string{"--export", nats, "--export-interval", "2h"}, "--export-interval 2h"},
+		{[]string{"--export-interval", "1s"}, "--export-interval needs --export"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runToExit(t, append([]string{"--control", sock}, tc.args...)...)
