@@ -49,8 +49,12 @@ const (
 	DefaultMaxPending  = 4096
 	DefaultLogInterval = 10 * time.Second
 	// DefaultBatch and DefaultFlushInterval: a message every 100 ms per
-	// subject, or sooner when 256 events are in it.
-	DefaultBatch         = 256
+	// subject, or sooner when 1,024 events are in it. A busy subject
+	// fills its batch before the interval is over (at 15,000 GETs a
+	// second, 256 events are 17 ms), and what the NATS server spends
+	// follows how often it is sent a message: 1,024 measured half the
+	// cost of 256 on a saturated two-core machine.
+	DefaultBatch         = 1024
 	DefaultFlushInterval = 100 * time.Millisecond
 	// maxBatchBytes closes a batch early when its payload reaches this
 	// size (or the server's max_payload, less room for the headers, if
@@ -66,6 +70,8 @@ const (
 	// streamRetry is how often a missing stream is looked for again
 	// while events are dropped for want of it.
 	streamRetry = time.Second
+	// freeBuffers bounds the batch buffers kept for reuse.
+	freeBuffers = 16
 	// maxSubjects bounds the subject cache (proxies come and go).
 	maxSubjects = 4096
 )
@@ -149,6 +155,11 @@ type Exporter struct {
 	pending int
 	flushAt time.Time
 
+	// free holds batch buffers JetStream is done with (acknowledged or
+	// given up), for the next batches: a busy exporter would otherwise
+	// allocate a buffer of up to 256 KiB for every message.
+	free chan []byte
+
 	done     chan struct{} // the publishing goroutine ended
 	stopLog  chan struct{}
 	logDone  chan struct{}
@@ -226,6 +237,7 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 		header:   nats.Header{HeaderContentType: []string{ContentTypeProtobuf}},
 		subjects: map[subjectKey]string{},
 		groups:   map[string]*group{},
+		free:     make(chan []byte, freeBuffers),
 		done:     make(chan struct{}),
 		stopLog:  make(chan struct{}),
 		logDone:  make(chan struct{}),
@@ -271,9 +283,11 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 			jetstream.WithPublishAsyncTimeout(ackTimeout),
 			jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
 				x.published.Add(eventsIn(m))
+				x.recycle(m)
 			}),
 			jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 				x.dropped.Add(eventsIn(m))
+				x.recycle(m)
 			}),
 		)
 		if err != nil {
@@ -463,9 +477,13 @@ func (x *Exporter) send(g *group) {
 	var err error
 	if x.js != nil {
 		// The message is the publisher's until acknowledged (it is
-		// resent if JetStream had no responder yet): the group starts
-		// a new buffer.
+		// resent if JetStream had no responder yet): the group takes
+		// another buffer, and this one comes back through recycle.
 		g.buf = nil
+		select {
+		case g.buf = <-x.free:
+		default:
+		}
 		_, err = x.js.PublishMsgAsync(msg)
 	} else {
 		// Core NATS copies the message into its write buffer.
@@ -477,6 +495,19 @@ func (x *Exporter) send(g *group) {
 	if err != nil {
 		x.dropped.Add(uint64(n))
 		x.log.Debug("export: publishing failed", "subject", g.subject, "events", n, "err", err)
+	}
+}
+
+// recycle keeps the buffer of a batch JetStream is done with. nats.go
+// forgets a message once it has called the acknowledgement or error
+// handler with it.
+func (x *Exporter) recycle(m *nats.Msg) {
+	if m == nil || m.Header.Get(HeaderEvents) == "" || cap(m.Data) > 2*maxBatchBytes {
+		return
+	}
+	select {
+	case x.free <- m.Data[:0]:
+	default:
 	}
 }
 

@@ -261,10 +261,10 @@ func readSecret(flagName, path string) (string, error) {
 	return tok, nil
 }
 
-// maxExportBatch bounds --export-batch: 1,024 events of at most a few
-// hundred bytes stay well inside NATS's default 1 MB message limit (events
-// with captured session data are larger: batch them less).
-const maxExportBatch = 1024
+// maxExportBatch bounds --export-batch. A batch is sent before it is
+// full once its payload reaches 256 KiB (or the server's max_payload), so
+// this only bounds how many events wait in it.
+const maxExportBatch = 8192
 
 // maxExportInterval bounds --export-interval: events held longer than
 // this are no use to a live view, and would sit in memory.

@@ -31,7 +31,7 @@ func TestExportUsageErrors(t *testing.T) {
 		{[]string{"--export", nats, "--export-stream", "A.B"}, "--export-stream"},
 		{[]string{"--export", nats, "--export-queue", "-1"}, "--export-queue"},
 		{[]string{"--export", nats, "--export-batch", "0"}, "--export-batch 0"},
-		{[]string{"--export", nats, "--export-batch", "5000"}, "--export-batch 5000"},
+		{[]string{"--export", nats, "--export-batch", "9000"}, "--export-batch 9000"},
 		{[]string{"--export-batch", "8"}, "--export-batch needs --export"},
 		{[]string{"--export", nats, "--export-interval", "0s"}, "--export-interval 0s"},
 		{[]string{"--export", nats, "--export-interval", "2h"}, "--export-interval 2h"},
