@@ -24,6 +24,21 @@ type Snapshot struct {
 	Started time.Time
 	// Proxies are the proxies, with histograms.
 	Proxies []*snoopv1.Proxy
+	// Daemons, when set, names each proxy's daemon (Daemons[i] ran
+	// Proxies[i]), for a source that sees a fleet, where proxies of
+	// different daemons may share a name.
+	Daemons []string
+	// Since, when set, is when counting began: the counters are then not
+	// the proxies' own since their creation but what an event-counting
+	// source (EventCounter) has seen since it subscribed, and each proxy's
+	// create_time is Since.
+	Since time.Time
+	// Dropped counts the events the source lost (a slow consumer): the
+	// counters miss them.
+	Dropped uint64
+	// Notes say what is wrong with the source while it goes on (a lost
+	// connection being re-made, events dropped), one line each.
+	Notes []string
 }
 
 // Source gives snapshots on demand. Snapshot is called from one goroutine
