@@ -55,7 +55,7 @@ func (e *env) topCommand() *cli.Command {
 			"the transactions' frames. --daemon, PROXY names, --op and --events become NATS\n" +
 			"subjects; --status, --min-latency, --errors, --filter and --fault run here.\n" +
 			"A lost NATS connection, or events lost on the way (\"dropped\"), are shown\n" +
-			"above the table (\"notes\" in JSON) while top goes on.",
+			"above the table (\"notes\" in JSON) while top goes on.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.top,
 	}
