@@ -2,12 +2,16 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/snoopd/snoopd/ctl/top"
 )
@@ -37,7 +41,9 @@ func (e *env) topCommand() *cli.Command {
 			"rates and percentiles of the last interval; the first screen covers each\n" +
 			"proxy's life so far. Keys: arrows select, enter opens a proxy (its operations\n" +
 			"and latency histogram), / filters by name, < > or a column's letter sort\n" +
-			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all.\n\n" +
+			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all. With -a naming\n" +
+			"several daemons, top polls each and shows one row per daemon and proxy, with\n" +
+			"a DAEMON column (\"daemon\" in each JSON proxy), as list does.\n\n" +
 			"With -b, -o json, or when stdout is not a terminal, top prints --iterations\n" +
 			"snapshots (0: until Ctrl-C) as plain tables, or as one JSON object per line:\n" +
 			"{\"time\", \"source\", \"version\", \"uptime_ns\", \"interval_ns\", \"totals\": {...},\n" +
@@ -97,12 +103,21 @@ func (e *env) top(cCtx *cli.Context) error {
 				return usagef("--%s filters the events top --from nats://HOST:PORT counts; top without --from shows the daemon's own counters (filter rows by name with / in the live view)", f)
 			}
 		}
-		c, err := e.dial()
-		if err != nil {
-			return err
+		if e.multi() {
+			fleet, closeAll, err := e.topDaemons()
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			src = fleet
+		} else {
+			c, err := e.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			src = &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
 		}
-		defer c.Close()
-		src = &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
 	}
 	if cCtx.Bool("batch") || e.opts.json || !isTerminal(e.stdio.Out) {
 		return e.topBatch(cCtx.Context, src, delay, n)
@@ -115,6 +130,59 @@ func (e *env) top(cCtx *cli.Context) error {
 		return e.rpcError(err, "top", "")
 	}
 	return nil
+}
+
+// topDaemons is top's source for several daemons (-a a,b): each polled
+// through its API at every refresh, rows named by daemon as list names
+// them (its --daemon-name, else its address). closeAll closes the
+// connections.
+func (e *env) topDaemons() (src top.Source, closeAll func(), err error) {
+	first := e.opts.rawAddr
+	defer e.useDaemon(first)
+	var clients []*client
+	closeAll = func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	fleet := &top.FleetSource{}
+	for _, addr := range e.opts.addrs {
+		e.useDaemon(addr)
+		c, err := e.dial()
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		clients = append(clients, c)
+		api := &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
+		fleet.Sources = append(fleet.Sources, daemonTop{api, e.display()})
+	}
+	return fleet, closeAll, nil
+}
+
+// daemonTop names its daemon in its errors, as the merged view has
+// several. (rpcError cannot: it names the daemon snoopctl talks to, and
+// the daemons are polled at once.)
+type daemonTop struct {
+	top.Source
+	addr string
+}
+
+func (d daemonTop) Snapshot(ctx context.Context) (*top.Snapshot, error) {
+	snap, err := d.Source.Snapshot(ctx)
+	if err == nil {
+		return snap, nil
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		reason := oneLine(st.Message())
+		if st.Code() == codes.Unavailable {
+			reason, _ = plainReason(reason)
+		}
+		return nil, fmt.Errorf("snoopd at %s: %s (%s)", d.addr, reason, strings.ToLower(st.Code().String()))
+	}
+	return nil, fmt.Errorf("snoopd at %s: %w", d.addr, err)
 }
 
 // topBatch prints n frames (0: until ctx ends), one every delay.

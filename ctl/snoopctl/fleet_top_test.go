@@ -6,6 +6,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,38 @@ func TestFleetTopErrors(t *testing.T) {
 	r = runCtl(t, nil, "top", "--op", "get", "-b")
 	if r.code != 2 || !strings.Contains(r.err, "--op filters the events top --from") {
 		t.Errorf("top --op without --from: %v", r)
+	}
+}
+
+// TestTopSeveralDaemons: top with -a naming several daemons polls each
+// and shows one row per daemon and proxy, as list does (two proxies
+// named p stay apart), with the daemons' own counters; a daemon that
+// cannot be reached is an error naming it.
+func TestTopSeveralDaemons(t *testing.T) {
+	a, b := startMember(t, "alpha"), startMember(t, "beta")
+	reps := fleetLoad(t, "top-a", []*fleetMember{a, b}, loadgen.Config{Conns: 1, Ops: 300})
+	r := mustCtl(t, nil, "-a", a.d.addr, "-a", b.d.addr, "top", "-b", "-n", "1", "-o", "json")
+	fs := topFrames(t, r.out)
+	if len(fs) != 1 || len(fs[0].Proxies) != 2 || fs[0].Totals.Daemons != 2 || fs[0].Source != "alpha, beta" {
+		t.Fatalf("top -a a -a b: %s", r.out)
+	}
+	for i, p := range fs[0].Proxies {
+		want := []string{"alpha", "beta"}[i]
+		if p.Daemon != want || p.Name != "p" || p.State != "listening" || p.Ops != reps[i].Ops {
+			t.Errorf("row %d: %+v, want daemon %s, proxy p listening, %d ops", i, p, want, reps[i].Ops)
+		}
+	}
+	r = mustCtl(t, nil, "-a", a.d.addr+","+b.d.addr, "top", "-b", "-n", "1")
+	// The table is sorted by ops/s: either daemon may come first.
+	lines := strings.Split(r.out, "\n")
+	if len(lines) < 6 || !strings.HasPrefix(lines[3], "DAEMON  NAME") ||
+		!slices.ContainsFunc(lines[4:6], func(l string) bool { return strings.HasPrefix(l, "alpha   p     listening") }) ||
+		!slices.ContainsFunc(lines[4:6], func(l string) bool { return strings.HasPrefix(l, "beta    p     listening") }) {
+		t.Errorf("top -b over two daemons:\n%s", r.out)
+	}
+	gone := b.d.dir + "/gone.sock"
+	r = runCtl(t, nil, "-a", a.d.addr+",unix://"+gone, "top", "-b", "-n", "1")
+	if r.code != 1 || !strings.Contains(r.err, gone) || strings.Count(r.err, "\n") != 1 {
+		t.Errorf("top with a daemon that is not there: %v", r)
 	}
 }
