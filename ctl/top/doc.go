@@ -4,7 +4,8 @@
 // view (bubbletea) or as plain tables and JSON lines (batch mode).
 //
 // A Source is the one seam between top and where the numbers come from:
-// the daemon's control API (APISource), or the events a fleet exports
+// the daemon's control API (APISource), several daemons' APIs at once
+// (FleetSource, for -a naming several), or the events a fleet exports
 // counted as its daemons would count them (EventCounter, fed from NATS by
 // snoopctl top --from). A fleet's snapshots name each proxy's daemon; its
 // rows then carry a DAEMON column and are keyed DAEMON/NAME.
