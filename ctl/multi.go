@@ -21,6 +21,8 @@ import (
 // Several daemons: -a takes a comma-separated list and may be repeated.
 // list merges the daemons' proxies into one table with a DAEMON column;
 // tail and stats merge their event streams, each event naming its daemon;
+// top polls each and shows one row per daemon and proxy with a DAEMON
+// column (top.FleetSource), as top --from does for a fleet on NATS;
 // add, apply, remove, enable, disable and show run on each daemon in turn,
 // each line of output prefixed with the daemon, and fail if any daemon
 // failed.

@@ -69,8 +69,24 @@ type natsSource struct {
 	m        *match.Matcher
 	daemons  []string
 
+	// warn, when set, takes the stream's warnings instead of stderr (top's
+	// live view owns the terminal and shows them itself).
+	warn func(format string, args ...any)
+	// onLost, when set, is told of a broken connection instead of a
+	// warning (top counts them, and forgets what it cannot trust).
+	onLost func()
+
 	mu       sync.Mutex
 	lostConn bool // the connection dropped since the last look
+}
+
+// warnf reports a problem that does not end the stream.
+func (s *natsSource) warnf(format string, args ...any) {
+	if s.warn != nil {
+		s.warn(format, args...)
+		return
+	}
+	s.e.warnf(format, args...)
 }
 
 // openNATS connects to url for the filter in req.
@@ -292,8 +308,10 @@ func (s *natsSource) stream(ctx context.Context, o streamOptions, handle func(*s
 			lost := s.lostConn
 			s.lostConn = false
 			s.mu.Unlock()
-			if lost {
-				s.e.warnf("the connection to NATS at %s broke; reconnecting (events published meanwhile are not shown here; 'snoopctl read' replays them)", s.url)
+			if lost && s.onLost != nil {
+				s.onLost()
+			} else if lost {
+				s.warnf("the connection to NATS at %s broke; reconnecting (events published meanwhile are not shown here; 'snoopctl read' replays them)", s.url)
 			}
 			if err := flush(); err != nil {
 				return res, err
@@ -302,7 +320,7 @@ func (s *natsSource) stream(ctx context.Context, o streamOptions, handle func(*s
 			evs, err := decodeEvents(m.Data, m.Header.Get(export.HeaderContentType))
 			if err != nil {
 				if !badWarned {
-					s.e.warnf("skipping a message on %s that is not a snoop.v1.Event: %v", m.Subject, err)
+					s.warnf("skipping a message on %s that is not a snoop.v1.Event: %v", m.Subject, err)
 					badWarned = true
 				}
 				continue

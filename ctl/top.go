@@ -2,43 +2,79 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/snoopd/snoopd/ctl/top"
 )
 
+// topFilters are the event filters top --from takes; they narrow what is
+// counted (proxies, operations and kinds become NATS subjects).
+var topFilters = []string{"op", "status", "min-latency", "errors", "events", "filter", "fault"}
+
 func (e *env) topCommand() *cli.Command {
+	flags := []cli.Flag{
+		&cli.DurationFlag{Name: "delay", Aliases: []string{"d"}, Value: time.Second, Usage: "time between refreshes"},
+		&cli.BoolFlag{Name: "batch", Aliases: []string{"b"}, Usage: "print snapshots as plain text (or -o json) instead of the live view"},
+		&cli.IntFlag{Name: "iterations", Aliases: []string{"n"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
+	}
+	for _, f := range filterFlags() {
+		if slices.Contains(topFilters, f.Names()[0]) {
+			flags = append(flags, f)
+		}
+	}
+	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
-		Name:  "top",
-		Usage: "a live view of every proxy: state, connections, ops/s, hit ratio, errors/s, latency, bytes/s",
+		Name:      "top",
+		Usage:     "a live view of every proxy: state, connections, ops/s, hit ratio, errors/s, latency, bytes/s",
+		ArgsUsage: "[--from nats://HOST:PORT [PROXY...]]",
 		Description: "top polls the daemon's counters and latency histograms every --delay (it needs\n" +
 			"no event stream and puts nothing on the data path) and shows, per proxy, the\n" +
 			"rates and percentiles of the last interval; the first screen covers each\n" +
 			"proxy's life so far. Keys: arrows select, enter opens a proxy (its operations\n" +
 			"and latency histogram), / filters by name, < > or a column's letter sort\n" +
-			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all.\n\n" +
+			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all. With -a naming\n" +
+			"several daemons, top polls each and shows one row per daemon and proxy, with\n" +
+			"a DAEMON column (\"daemon\" in each JSON proxy), as list does.\n\n" +
 			"With -b, -o json, or when stdout is not a terminal, top prints --iterations\n" +
 			"snapshots (0: until Ctrl-C) as plain tables, or as one JSON object per line:\n" +
 			"{\"time\", \"source\", \"version\", \"uptime_ns\", \"interval_ns\", \"totals\": {...},\n" +
 			"\"proxies\": [{\"name\", \"state\", \"connections\", \"span_ns\", \"ops\", \"errors\",\n" +
 			"\"ops_per_sec\", \"errors_per_sec\", \"hit_ratio\", \"bytes_up_per_sec\",\n" +
 			"\"bytes_down_per_sec\", \"samples\", \"p50_ns\", \"p99_ns\", \"p999_ns\",\n" +
-			"\"ops_detail\": [...]}]} (rates over span_ns). NO_COLOR turns colour off.",
-		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "delay", Aliases: []string{"d"}, Value: time.Second, Usage: "time between refreshes"},
-			&cli.BoolFlag{Name: "batch", Aliases: []string{"b"}, Usage: "print snapshots as plain text (or -o json) instead of the live view"},
-			&cli.IntFlag{Name: "iterations", Aliases: []string{"n"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
-		},
+			"\"ops_detail\": [...]}]} (rates over span_ns). NO_COLOR turns colour off.\n\n" +
+			"From a fleet: with --from nats://HOST:PORT top counts the events the daemons\n" +
+			"export to NATS (snoopd --export) instead of polling one daemon: one row per\n" +
+			"daemon and proxy, with a DAEMON column (\"daemon\" in each JSON proxy, \"daemons\"\n" +
+			"in the totals). The counts start when top subscribes: the first screen covers\n" +
+			"the time since then (\"since\" in JSON), not the proxies' lives. What events\n" +
+			"cannot tell is shown as such: STATE is \"-\"; CONNS counts the connections\n" +
+			"seen (opened, or carrying a transaction) since then and still open; bytes are\n" +
+			"the transactions' frames. --daemon, PROXY names, --op and --events become NATS\n" +
+			"subjects; --status, --min-latency, --errors, --filter and --fault run here.\n" +
+			"A lost NATS connection, or events lost on the way (\"dropped\"), are shown\n" +
+			"above the table (\"notes\" in JSON) while top goes on.\n\n" + filterHelp,
+		Flags:  flags,
 		Action: e.top,
 	}
 }
 
 func (e *env) top(cCtx *cli.Context) error {
-	if _, err := args(cCtx, 0, 0, "[-d DELAY] [-b] [-n N]"); err != nil {
+	from := cCtx.String("from")
+	hi := 0 // PROXY names only with --from
+	if from != "" {
+		hi = -1
+	}
+	names, err := args(cCtx, 0, hi, "[-d DELAY] [-b] [-n N] [--from nats://HOST:PORT [PROXY...]]")
+	if err != nil {
 		return err
 	}
 	delay := cCtx.Duration("delay")
@@ -49,12 +85,40 @@ func (e *env) top(cCtx *cli.Context) error {
 	if n < 0 {
 		return usagef("--iterations %d is negative", n)
 	}
-	c, err := e.dial()
-	if err != nil {
-		return err
+	var src top.Source
+	if from != "" {
+		req, _, err := watchFromFlags(cCtx, names)
+		if err != nil {
+			return err
+		}
+		t, err := e.openNATSTop(cCtx, from, req)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		src = t
+	} else {
+		for _, f := range append([]string{"daemon"}, topFilters...) {
+			if cCtx.IsSet(f) {
+				return usagef("--%s filters the events top --from nats://HOST:PORT counts; top without --from shows the daemon's own counters (filter rows by name with / in the live view)", f)
+			}
+		}
+		if e.multi() {
+			fleet, closeAll, err := e.topDaemons()
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			src = fleet
+		} else {
+			c, err := e.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			src = &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
+		}
 	}
-	defer c.Close()
-	src := &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
 	if cCtx.Bool("batch") || e.opts.json || !isTerminal(e.stdio.Out) {
 		return e.topBatch(cCtx.Context, src, delay, n)
 	}
@@ -66,6 +130,59 @@ func (e *env) top(cCtx *cli.Context) error {
 		return e.rpcError(err, "top", "")
 	}
 	return nil
+}
+
+// topDaemons is top's source for several daemons (-a a,b): each polled
+// through its API at every refresh, rows named by daemon as list names
+// them (its --daemon-name, else its address). closeAll closes the
+// connections.
+func (e *env) topDaemons() (src top.Source, closeAll func(), err error) {
+	first := e.opts.rawAddr
+	defer e.useDaemon(first)
+	var clients []*client
+	closeAll = func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	fleet := &top.FleetSource{}
+	for _, addr := range e.opts.addrs {
+		e.useDaemon(addr)
+		c, err := e.dial()
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		clients = append(clients, c)
+		api := &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
+		fleet.Sources = append(fleet.Sources, daemonTop{api, e.display()})
+	}
+	return fleet, closeAll, nil
+}
+
+// daemonTop names its daemon in its errors, as the merged view has
+// several. (rpcError cannot: it names the daemon snoopctl talks to, and
+// the daemons are polled at once.)
+type daemonTop struct {
+	top.Source
+	addr string
+}
+
+func (d daemonTop) Snapshot(ctx context.Context) (*top.Snapshot, error) {
+	snap, err := d.Source.Snapshot(ctx)
+	if err == nil {
+		return snap, nil
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		reason := oneLine(st.Message())
+		if st.Code() == codes.Unavailable {
+			reason, _ = plainReason(reason)
+		}
+		return nil, fmt.Errorf("snoopd at %s: %s (%s)", d.addr, reason, strings.ToLower(st.Code().String()))
+	}
+	return nil, fmt.Errorf("snoopd at %s: %w", d.addr, err)
 }
 
 // topBatch prints n frames (0: until ctx ends), one every delay.

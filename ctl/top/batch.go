@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/snoopd/snoopd/ctl/format"
@@ -14,9 +15,8 @@ import (
 func WriteText(w io.Writer, f *Frame) error {
 	rows := append([]Row(nil), f.Rows...)
 	SortRows(rows, defaultSort, true)
-	head, totals := summary(f)
-	header, lines := tableLines(rows, -1, false)
-	if _, err := fmt.Fprintf(w, "%s\n%s\n\n%s\n", head, totals, header); err != nil {
+	header, lines := tableLines(rows, -1, false, f.fleet())
+	if _, err := fmt.Fprintf(w, "%s\n\n%s\n", strings.Join(summary(f), "\n"), header); err != nil {
 		return err
 	}
 	for _, l := range lines {
@@ -26,7 +26,7 @@ func WriteText(w io.Writer, f *Frame) error {
 	}
 	for _, r := range rows {
 		if r.Problem != "" {
-			if _, err := fmt.Fprintf(w, "%s failed: %s\n", r.Name, r.Problem); err != nil {
+			if _, err := fmt.Fprintf(w, "%s failed: %s\n", r.Key(), r.Problem); err != nil {
 				return err
 			}
 		}
@@ -39,17 +39,23 @@ func WriteText(w io.Writer, f *Frame) error {
 // nanoseconds, rates per second; a rate or percentile that is not known
 // (no interval yet, no samples) is left out.
 type frameJSON struct {
-	Time       string      `json:"time"`
-	Source     string      `json:"source"`
-	Version    string      `json:"version,omitempty"`
-	UptimeNs   int64       `json:"uptime_ns,omitempty"`
-	IntervalNs int64       `json:"interval_ns"`
-	Totals     totalsJSON  `json:"totals"`
-	Proxies    []proxyJSON `json:"proxies"`
+	Time       string `json:"time"`
+	Source     string `json:"source"`
+	Version    string `json:"version,omitempty"`
+	UptimeNs   int64  `json:"uptime_ns,omitempty"`
+	IntervalNs int64  `json:"interval_ns"`
+	// Since, Dropped and Notes are an event-counting source's (top
+	// --from): when it began counting, the events it lost, its problems.
+	Since   string      `json:"since,omitempty"`
+	Dropped uint64      `json:"dropped,omitempty"`
+	Notes   []string    `json:"notes,omitempty"`
+	Totals  totalsJSON  `json:"totals"`
+	Proxies []proxyJSON `json:"proxies"`
 }
 
 type totalsJSON struct {
 	Proxies         int     `json:"proxies"`
+	Daemons         int     `json:"daemons,omitempty"`
 	Listening       int     `json:"listening"`
 	Connections     int64   `json:"connections"`
 	Transactions    int64   `json:"transactions"`
@@ -61,6 +67,7 @@ type totalsJSON struct {
 }
 
 type proxyJSON struct {
+	Daemon          string   `json:"daemon,omitempty"`
 	Name            string   `json:"name"`
 	State           string   `json:"state"`
 	Error           string   `json:"error,omitempty"`
@@ -105,29 +112,38 @@ func newLatencyJSON(l Latency) latencyJSON {
 // FrameJSON returns a frame as one line of JSON (without the newline):
 //
 //	{"time", "source", "version", "uptime_ns", "interval_ns",
-//	 "totals": {"proxies", "listening", "connections", "transactions",
+//	 "since", "dropped", "notes",
+//	 "totals": {"proxies", "daemons", "listening", "connections", "transactions",
 //	            "errors", "ops_per_sec", "errors_per_sec",
 //	            "bytes_up_per_sec", "bytes_down_per_sec"},
-//	 "proxies": [{"name", "state", "error", "connections", "span_ns", "ops",
+//	 "proxies": [{"daemon", "name", "state", "error", "connections", "span_ns", "ops",
 //	              "errors", "ops_per_sec", "errors_per_sec", "hit_ratio",
 //	              "bytes_up_per_sec", "bytes_down_per_sec", "samples",
 //	              "p50_ns", "p99_ns", "p999_ns",
 //	              "ops_detail": [{"op", "count", "errors", "ops_per_sec",
 //	                              "results", "samples", "p50_ns", ...}]}]}
 //
-// Proxies are sorted by name; counts are over span_ns (the interval, or
-// the proxy's life for the first frame or a new proxy).
+// Proxies are sorted by daemon and name; counts are over span_ns (the
+// interval, or the proxy's life for the first frame or a new proxy). A
+// fleet's frame (top --from) has "daemon" in each proxy, "daemons" in the
+// totals and "since", when counting began: its first frame's span is the
+// time since then, and "state" is "-". "dropped" and "notes" say what the
+// numbers miss.
 func FrameJSON(f *Frame) ([]byte, error) {
 	t := f.Totals
 	out := frameJSON{
 		Time: f.At.UTC().Format(time.RFC3339Nano), Source: f.Source, Version: f.Version,
 		UptimeNs: int64(f.Uptime), IntervalNs: int64(f.Interval),
-		Totals: totalsJSON{t.Proxies, t.Listening, t.Conns, t.Transactions, t.Errors,
+		Dropped: f.Dropped, Notes: f.Notes,
+		Totals: totalsJSON{t.Proxies, t.Daemons, t.Listening, t.Conns, t.Transactions, t.Errors,
 			t.OpsPerSec, t.ErrorsPerSec, t.UpPerSec, t.DownPerSec},
 		Proxies: []proxyJSON{},
 	}
+	if !f.Since.IsZero() {
+		out.Since = f.Since.UTC().Format(time.RFC3339Nano)
+	}
 	rows := append([]Row(nil), f.Rows...)
-	SortRows(rows, 0, false)
+	SortRows(rows, columnByKey("n"), false) // daemon, then name
 	for i := range rows {
 		r := &rows[i]
 		rate := func(n int64) *float64 {
@@ -138,7 +154,7 @@ func FrameJSON(f *Frame) ([]byte, error) {
 			return &v
 		}
 		p := proxyJSON{
-			Name: r.Name, State: r.State, Error: r.Problem, Connections: r.Conns, SpanNs: int64(r.Span),
+			Daemon: r.Daemon, Name: r.Name, State: r.State, Error: r.Problem, Connections: r.Conns, SpanNs: int64(r.Span),
 			Ops: r.Ops, Errors: r.Errors, OpsPerSec: rate(r.Ops), ErrorsPerSec: rate(r.Errors),
 			BytesUpPerSec: rate(r.UpBytes), BytesDownPerSec: rate(r.DownBytes),
 			latencyJSON: newLatencyJSON(r.Latency), ByOp: []opJSON{},

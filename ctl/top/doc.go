@@ -4,6 +4,9 @@
 // view (bubbletea) or as plain tables and JSON lines (batch mode).
 //
 // A Source is the one seam between top and where the numbers come from:
-// the daemon's control API today (APISource), other sources (a fleet)
-// later, with nothing else to change.
+// the daemon's control API (APISource), several daemons' APIs at once
+// (FleetSource, for -a naming several), or the events a fleet exports
+// counted as its daemons would count them (EventCounter, fed from NATS by
+// snoopctl top --from). A fleet's snapshots name each proxy's daemon; its
+// rows then carry a DAEMON column and are keyed DAEMON/NAME.
 package top

@@ -23,14 +23,28 @@ type Frame struct {
 	// Interval is the time between the two snapshots; 0 for the first
 	// frame, whose rows cover each proxy's life so far.
 	Interval time.Duration
-	Rows     []Row
-	Totals   Totals
+	// Since, when set, is when an event-counting source began counting
+	// (Snapshot.Since): the first frame covers the time since then.
+	Since time.Time
+	// Dropped and Notes are the snapshot's: events the source lost, and
+	// what is wrong with it.
+	Dropped uint64
+	Notes   []string
+	Rows    []Row
+	Totals  Totals
 }
+
+// fleet reports whether the frame is a fleet's, whose rows name their
+// daemons: a source that counts exported events, or rows with daemons.
+func (f *Frame) fleet() bool { return !f.Since.IsZero() || f.Totals.Daemons > 0 }
 
 // Totals add up the rows.
 type Totals struct {
 	Proxies, Listening int
-	Conns              int64
+	// Daemons counts the daemons the rows belong to (0 when the rows name
+	// none).
+	Daemons int
+	Conns   int64
 	// Transactions and Errors are cumulative, since each proxy was
 	// created.
 	Transactions, Errors                          int64
@@ -39,8 +53,10 @@ type Totals struct {
 
 // Row is one proxy over the interval.
 type Row struct {
-	Name  string
-	State string
+	// Daemon is the proxy's daemon, in a fleet's frame; "" otherwise.
+	Daemon string
+	Name   string
+	State  string
 	// Problem says why a failed proxy failed.
 	Problem string
 	Conns   int64
@@ -64,6 +80,17 @@ type Row struct {
 
 	// proxy is the proxy as last polled, for SinceStart.
 	proxy *snoopv1.Proxy
+}
+
+// Key identifies the row among the frame's: DAEMON/NAME in a fleet's
+// frame, NAME otherwise.
+func (r *Row) Key() string { return rowKey(r.Daemon, r.Name) }
+
+func rowKey(daemon, name string) string {
+	if daemon == "" {
+		return name
+	}
+	return daemon + "/" + name
 }
 
 // SinceStart is the proxy's latency since it was created, for a view that
@@ -125,21 +152,30 @@ func (r *Row) HitRatio() (float64, bool) {
 // first) to cur. A proxy absent from prev, or created again since (another
 // instance id, or counters that went back), is counted from its creation.
 func NewFrame(prev, cur *Snapshot) *Frame {
-	f := &Frame{At: cur.At, Source: cur.Source, Version: cur.Version}
+	f := &Frame{At: cur.At, Source: cur.Source, Version: cur.Version, Since: cur.Since,
+		Dropped: cur.Dropped, Notes: cur.Notes}
 	if !cur.Started.IsZero() {
 		f.Uptime = cur.At.Sub(cur.Started)
 	}
 	old := map[string]*snoopv1.Proxy{}
 	if prev != nil {
 		f.Interval = cur.At.Sub(prev.At)
-		for _, p := range prev.Proxies {
-			old[p.GetSpec().GetName()] = p
+		for i, p := range prev.Proxies {
+			old[rowKey(daemonOf(prev, i), p.GetSpec().GetName())] = p
 		}
 	}
-	for _, p := range cur.Proxies {
-		f.Rows = append(f.Rows, newRow(old[p.GetSpec().GetName()], p, f))
+	daemons := map[string]bool{}
+	for i, p := range cur.Proxies {
+		d := daemonOf(cur, i)
+		r := newRow(old[rowKey(d, p.GetSpec().GetName())], p, f)
+		r.Daemon = d
+		f.Rows = append(f.Rows, r)
+		if d != "" {
+			daemons[d] = true
+		}
 	}
 	t := &f.Totals
+	t.Daemons = len(daemons)
 	for i := range f.Rows {
 		r := &f.Rows[i]
 		t.Proxies++
@@ -159,6 +195,14 @@ func NewFrame(prev, cur *Snapshot) *Frame {
 	return f
 }
 
+// daemonOf is the daemon of s's i-th proxy, "" if s names none.
+func daemonOf(s *Snapshot, i int) string {
+	if i < len(s.Daemons) {
+		return s.Daemons[i]
+	}
+	return ""
+}
+
 func newRow(prev, cur *snoopv1.Proxy, f *Frame) Row {
 	c := cur.GetCounters()
 	r := Row{
@@ -167,6 +211,9 @@ func newRow(prev, cur *snoopv1.Proxy, f *Frame) Row {
 		Conns:        c.GetConnectionsActive(),
 		Transactions: c.GetTransactions(),
 		proxy:        cur,
+	}
+	if cur.GetState() == snoopv1.ProxyState_PROXY_STATE_UNSPECIFIED {
+		r.State = "-" // an event-counting source cannot know it
 	}
 	if cur.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED {
 		r.Problem = strings.Join(strings.Fields(cur.GetError()), " ")

@@ -121,7 +121,7 @@ func TestFrameInterval(t *testing.T) {
 	if rows[0].Name != "a" {
 		t.Errorf("busiest first: %s", rows[0].Name)
 	}
-	SortRows(rows, 6, true) // P50, slowest first
+	SortRows(rows, columnByKey("5"), true) // P50, slowest first
 	if rows[0].Name != "b" {
 		t.Errorf("slowest first: %s", rows[0].Name)
 	}

@@ -3,6 +3,8 @@ package top
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -24,6 +26,21 @@ type Snapshot struct {
 	Started time.Time
 	// Proxies are the proxies, with histograms.
 	Proxies []*snoopv1.Proxy
+	// Daemons, when set, names each proxy's daemon (Daemons[i] ran
+	// Proxies[i]), for a source that sees a fleet, where proxies of
+	// different daemons may share a name.
+	Daemons []string
+	// Since, when set, is when counting began: the counters are then not
+	// the proxies' own since their creation but what an event-counting
+	// source (EventCounter) has seen since it subscribed, and each proxy's
+	// create_time is Since.
+	Since time.Time
+	// Dropped counts the events the source lost (a slow consumer): the
+	// counters miss them.
+	Dropped uint64
+	// Notes say what is wrong with the source while it goes on (a lost
+	// connection being re-made, events dropped), one line each.
+	Notes []string
 }
 
 // Source gives snapshots on demand. Snapshot is called from one goroutine
@@ -65,4 +82,45 @@ func (s *APISource) Snapshot(ctx context.Context) (*Snapshot, error) {
 		snap.Started = t.AsTime()
 	}
 	return snap, nil
+}
+
+// FleetSource polls several daemons' sources at once and merges their
+// snapshots into one, naming each proxy's daemon by its source's name
+// (Snapshot.Source), so that rows of daemons whose proxies share a name
+// stay apart. The first source that fails fails the snapshot, as one
+// daemon's failure ends top on one daemon.
+type FleetSource struct {
+	Sources []Source
+}
+
+// Snapshot implements Source.
+func (f *FleetSource) Snapshot(ctx context.Context) (*Snapshot, error) {
+	snaps := make([]*Snapshot, len(f.Sources))
+	errs := make([]error, len(f.Sources))
+	var wg sync.WaitGroup
+	for i, s := range f.Sources {
+		wg.Go(func() { snaps[i], errs[i] = s.Snapshot(ctx) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // one line: the first daemon's in order
+		}
+	}
+	out := &Snapshot{}
+	var names []string
+	for _, s := range snaps {
+		if s.At.After(out.At) {
+			out.At = s.At
+		}
+		names = append(names, s.Source)
+		for _, p := range s.Proxies {
+			out.Proxies = append(out.Proxies, p)
+			out.Daemons = append(out.Daemons, s.Source)
+		}
+		out.Dropped += s.Dropped
+		out.Notes = append(out.Notes, s.Notes...)
+	}
+	out.Source = strings.Join(names, ", ")
+	return out, nil
 }

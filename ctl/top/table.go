@@ -14,21 +14,28 @@ import (
 )
 
 // column is one column of the proxy table: its key in the live view, its
-// title, how a row shows in it and how rows compare by it.
+// title, how a row shows in it and how rows compare by it. A column
+// without a key is not a sort column of its own.
 type column struct {
 	key   string
 	title string
 	right bool
 	cell  func(r *Row) string
 	cmp   func(a, b *Row) int
+	// fleet columns are shown only in a fleet's frame.
+	fleet bool
 }
 
-// columns are the proxy table's columns, in order.
+// columns are the proxy table's columns, in order. A fleet's rows have a
+// DAEMON column before NAME, as snoopctl list over several daemons has;
+// sorting by NAME sorts by daemon, then name, so a daemon's proxies stay
+// together.
 var columns = []column{
-	{"n", "NAME", false, func(r *Row) string { return r.Name }, func(a, b *Row) int { return cmp.Compare(a.Name, b.Name) }},
-	{"s", "STATE", false, func(r *Row) string { return r.State }, func(a, b *Row) int { return cmp.Compare(a.State, b.State) }},
-	{"c", "CONNS", true, func(r *Row) string { return strconv.FormatInt(r.Conns, 10) }, func(a, b *Row) int { return cmp.Compare(a.Conns, b.Conns) }},
-	{"o", "OPS/S", true, func(r *Row) string { return rate(r, r.Ops) }, byRate(func(r *Row) int64 { return r.Ops })},
+	{"", "DAEMON", false, func(r *Row) string { return r.Daemon }, func(a, b *Row) int { return cmp.Compare(a.Daemon, b.Daemon) }, true},
+	{"n", "NAME", false, func(r *Row) string { return r.Name }, func(a, b *Row) int { return cmp.Compare(a.Key(), b.Key()) }, false},
+	{"s", "STATE", false, func(r *Row) string { return r.State }, func(a, b *Row) int { return cmp.Compare(a.State, b.State) }, false},
+	{"c", "CONNS", true, func(r *Row) string { return strconv.FormatInt(r.Conns, 10) }, func(a, b *Row) int { return cmp.Compare(a.Conns, b.Conns) }, false},
+	{"o", "OPS/S", true, func(r *Row) string { return rate(r, r.Ops) }, byRate(func(r *Row) int64 { return r.Ops }), false},
 	{"h", "HIT%", true, func(r *Row) string {
 		if h, ok := r.HitRatio(); ok {
 			return strconv.FormatFloat(100*h, 'f', 1, 64)
@@ -38,17 +45,27 @@ var columns = []column{
 		ha, oka := a.HitRatio()
 		hb, okb := b.HitRatio()
 		return cmp.Or(cmp.Compare(b2i(oka), b2i(okb)), cmp.Compare(ha, hb))
-	}},
-	{"e", "ERR/S", true, func(r *Row) string { return rate(r, r.Errors) }, byRate(func(r *Row) int64 { return r.Errors })},
-	{"5", "P50", true, func(r *Row) string { return latency(r.Latency.Count, r.Latency.P50) }, func(a, b *Row) int { return cmp.Compare(a.Latency.P50, b.Latency.P50) }},
-	{"9", "P99", true, func(r *Row) string { return latency(r.Latency.Count, r.Latency.P99) }, func(a, b *Row) int { return cmp.Compare(a.Latency.P99, b.Latency.P99) }},
-	{"u", "UP/S", true, func(r *Row) string { return byteRate(r, r.UpBytes) }, byRate(func(r *Row) int64 { return r.UpBytes })},
-	{"d", "DOWN/S", true, func(r *Row) string { return byteRate(r, r.DownBytes) }, byRate(func(r *Row) int64 { return r.DownBytes })},
+	}, false},
+	{"e", "ERR/S", true, func(r *Row) string { return rate(r, r.Errors) }, byRate(func(r *Row) int64 { return r.Errors }), false},
+	{"5", "P50", true, func(r *Row) string { return latency(r.Latency.Count, r.Latency.P50) }, func(a, b *Row) int { return cmp.Compare(a.Latency.P50, b.Latency.P50) }, false},
+	{"9", "P99", true, func(r *Row) string { return latency(r.Latency.Count, r.Latency.P99) }, func(a, b *Row) int { return cmp.Compare(a.Latency.P99, b.Latency.P99) }, false},
+	{"u", "UP/S", true, func(r *Row) string { return byteRate(r, r.UpBytes) }, byRate(func(r *Row) int64 { return r.UpBytes }), false},
+	{"d", "DOWN/S", true, func(r *Row) string { return byteRate(r, r.DownBytes) }, byRate(func(r *Row) int64 { return r.DownBytes }), false},
 }
 
 // defaultSort is the column top sorts by at first: the busiest proxies
 // on top.
-const defaultSort = 3
+var defaultSort = columnByKey("o")
+
+// columnByKey is the index of the column with key.
+func columnByKey(key string) int {
+	for i, c := range columns {
+		if c.key == key {
+			return i
+		}
+	}
+	panic("top: no column with key " + key)
+}
 
 func b2i(b bool) int {
 	if b {
@@ -92,11 +109,13 @@ func SortRows(rows []Row, col int, desc bool) {
 		if desc {
 			n = -n
 		}
-		return cmp.Or(n, cmp.Compare(a.Name, b.Name))
+		return cmp.Or(n, cmp.Compare(a.Key(), b.Key()))
 	})
 }
 
-// FilterRows keeps the rows whose name contains sub (case-insensitive).
+// FilterRows keeps the rows whose name contains sub (case-insensitive); a
+// fleet's rows are named DAEMON/NAME, so a daemon's name selects its
+// proxies.
 func FilterRows(rows []Row, sub string) []Row {
 	if sub == "" {
 		return rows
@@ -104,23 +123,38 @@ func FilterRows(rows []Row, sub string) []Row {
 	sub = strings.ToLower(sub)
 	var out []Row
 	for _, r := range rows {
-		if strings.Contains(strings.ToLower(r.Name), sub) {
+		if strings.Contains(strings.ToLower(r.Key()), sub) {
 			out = append(out, r)
 		}
 	}
 	return out
 }
 
-// tableLines lays the rows out as text: a header line and one line per
-// row, columns padded to their widest cell and two spaces apart. mark
-// decorates the header of the sort column.
-func tableLines(rows []Row, sortCol int, desc bool) (header string, lines []string) {
-	cells := make([][]string, len(rows))
-	widths := make([]int, len(columns))
-	titles := make([]string, len(columns))
+// shown are the columns a frame's table has: the fleet columns only when
+// its rows name daemons.
+func shown(fleet bool) []int {
+	var out []int
 	for i, c := range columns {
+		if fleet || !c.fleet {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// tableLines lays the rows out as text: a header line and one line per
+// row, columns padded to their widest cell and two spaces apart, the
+// fleet's columns included if fleet. An arrow marks the header of the
+// sort column.
+func tableLines(rows []Row, sortCol int, desc, fleet bool) (header string, lines []string) {
+	cols := shown(fleet)
+	cells := make([][]string, len(rows))
+	widths := make([]int, len(cols))
+	titles := make([]string, len(cols))
+	for i, ci := range cols {
+		c := columns[ci]
 		titles[i] = c.title
-		if i == sortCol {
+		if ci == sortCol {
 			if desc {
 				titles[i] += "▼"
 			} else {
@@ -130,9 +164,9 @@ func tableLines(rows []Row, sortCol int, desc bool) (header string, lines []stri
 		widths[i] = len([]rune(titles[i]))
 	}
 	for j := range rows {
-		cells[j] = make([]string, len(columns))
-		for i, c := range columns {
-			s := c.cell(&rows[j])
+		cells[j] = make([]string, len(cols))
+		for i, ci := range cols {
+			s := columns[ci].cell(&rows[j])
 			cells[j][i] = s
 			widths[i] = max(widths[i], len([]rune(s)))
 		}
@@ -144,7 +178,7 @@ func tableLines(rows []Row, sortCol int, desc bool) (header string, lines []stri
 				b.WriteString("  ")
 			}
 			pad := strings.Repeat(" ", widths[i]-len([]rune(s)))
-			if columns[i].right {
+			if columns[cols[i]].right {
 				b.WriteString(pad + s)
 			} else if i == len(row)-1 {
 				b.WriteString(s)
@@ -162,8 +196,8 @@ func tableLines(rows []Row, sortCol int, desc bool) (header string, lines []stri
 }
 
 // summary is the frame's header: where the numbers come from, then the
-// totals and rates.
-func summary(f *Frame) (string, string) {
+// totals and rates, then a line for each of the source's problems.
+func summary(f *Frame) []string {
 	src := f.Source
 	if f.Version != "" {
 		src += " " + f.Version
@@ -171,15 +205,35 @@ func summary(f *Frame) (string, string) {
 	if f.Uptime > 0 {
 		src += ", up " + format.Age(f.Uptime)
 	}
+	t := f.Totals
+	head := fmt.Sprintf("snoopd %s, at %s", src, f.At.Format(time.TimeOnly))
+	proxies := fmt.Sprintf("%s (%d listening)", plural(t.Proxies, "proxy", "proxies"), t.Listening)
 	span := "since each proxy started"
+	if !f.Since.IsZero() {
+		// Counted from events: states are unknown, and the first frame
+		// covers the time since the subscription began.
+		head = fmt.Sprintf("snoopd fleet, events from %s since %s, at %s", src,
+			f.Since.Format(time.TimeOnly), f.At.Format(time.TimeOnly))
+		proxies = fmt.Sprintf("%s on %s", plural(t.Proxies, "proxy", "proxies"), plural(t.Daemons, "daemon", "daemons"))
+		span = "since " + f.Since.Format(time.TimeOnly)
+	}
 	if f.Interval > 0 {
 		span = "over " + format.Duration(f.Interval.Round(time.Millisecond))
 	}
-	t := f.Totals
-	return fmt.Sprintf("snoopd %s, at %s", src, f.At.Format(time.TimeOnly)),
-		fmt.Sprintf("%s (%d listening), %d conns, %.1f ops/s, %.1f errors/s, up %s/s, down %s/s %s; %d transactions, %d errors in all",
-			plural(t.Proxies, "proxy", "proxies"), t.Listening, t.Conns, t.OpsPerSec, t.ErrorsPerSec,
-			format.Bytes(int64(t.UpPerSec+0.5)), format.Bytes(int64(t.DownPerSec+0.5)), span, t.Transactions, t.Errors)
+	lines := []string{head,
+		fmt.Sprintf("%s, %d conns, %.1f ops/s, %.1f errors/s, up %s/s, down %s/s %s; %d transactions, %d errors in all",
+			proxies, t.Conns, t.OpsPerSec, t.ErrorsPerSec,
+			format.Bytes(int64(t.UpPerSec+0.5)), format.Bytes(int64(t.DownPerSec+0.5)), span, t.Transactions, t.Errors)}
+	return append(lines, notes(f)...)
+}
+
+// notes are the source's problems, one line each.
+func notes(f *Frame) []string {
+	out := slices.Clone(f.Notes)
+	if f.Dropped > 0 {
+		out = append(out, fmt.Sprintf("%d events lost on the way (a slow consumer): the numbers miss them", f.Dropped))
+	}
+	return out
 }
 
 // newTabwriter lays out the detail view's operation table like

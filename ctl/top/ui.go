@@ -79,7 +79,7 @@ type model struct {
 	desc      bool
 	filter    string
 	filtering bool   // typing a filter
-	cursor    string // name of the selected proxy
+	cursor    string // key (Row.Key) of the selected proxy
 	offset    int    // first row shown
 	detail    string // the proxy opened with enter, "" for the table
 	paused    bool
@@ -202,14 +202,14 @@ func (m *model) key(k tea.KeyPressMsg) tea.Cmd {
 	case "end", "G":
 		m.move(rows, len(rows))
 	case "<":
-		m.sortBy((m.sortCol + len(columns) - 1) % len(columns))
+		m.sortBy(m.nextSort(-1))
 	case ">":
-		m.sortBy((m.sortCol + 1) % len(columns))
+		m.sortBy(m.nextSort(1))
 	case "r":
 		m.desc = !m.desc
 	default:
 		for i, c := range columns {
-			if s == c.key {
+			if c.key != "" && s == c.key {
 				if i == m.sortCol {
 					m.desc = !m.desc
 				} else {
@@ -225,6 +225,18 @@ func (m *model) key(k tea.KeyPressMsg) tea.Cmd {
 // descending, as people look for the first name or the busiest proxy.
 func (m *model) sortBy(i int) {
 	m.sortCol, m.desc = i, columns[i].right
+}
+
+// nextSort is the sort column step columns to the left or right (-1, 1)
+// of the current one: the columns with a key, round.
+func (m *model) nextSort(step int) int {
+	i := m.sortCol
+	for {
+		i = (i + step + len(columns)) % len(columns)
+		if columns[i].key != "" {
+			return i
+		}
+	}
 }
 
 // rows are the rows shown: filtered and sorted.
@@ -244,14 +256,14 @@ func (m *model) move(rows []Row, n int) {
 	}
 	i := m.selected(rows)
 	i = min(max(i+n, 0), len(rows)-1)
-	m.cursor = rows[i].Name
+	m.cursor = rows[i].Key()
 }
 
 // selected is the index of the selected row, which follows its proxy
 // through refreshes and re-sorts; the first row when it is gone.
 func (m *model) selected(rows []Row) int {
 	for i, r := range rows {
-		if r.Name == m.cursor {
+		if r.Key() == m.cursor {
 			return i
 		}
 	}
@@ -260,7 +272,11 @@ func (m *model) selected(rows []Row) int {
 
 // tableHeight is the number of proxy rows that fit.
 func (m *model) tableHeight() int {
-	return max(m.height-5, 1) // two header lines, a blank, the titles, the status line
+	head := 2
+	if m.frame != nil {
+		head = len(summary(m.frame))
+	}
+	return max(m.height-head-3, 1) // the header lines, a blank, the titles, the status line
 }
 
 // Styles of the live view. Colour is used sparingly, for states and
@@ -305,17 +321,21 @@ func (m *model) render() string {
 }
 
 func (m *model) header() []string {
-	head, totals := summary(m.frame)
+	lines := summary(m.frame)
 	if m.paused {
-		head += "  [paused]"
+		lines[0] += "  [paused]"
 	}
-	return []string{titleStyle.Render(head), totals}
+	lines[0] = titleStyle.Render(lines[0])
+	for i := 2; i < len(lines); i++ {
+		lines[i] = badStyle.Render(lines[i]) // the source's problems
+	}
+	return lines
 }
 
 func (m *model) tableLines() []string {
 	rows := m.rows()
 	lines := m.header()
-	header, body := tableLines(rows, m.sortCol, m.desc)
+	header, body := tableLines(rows, m.sortCol, m.desc, m.frame.fleet())
 	lines = append(lines, "", headerStyle.Render(pad(header, m.width)))
 	if len(rows) == 0 {
 		msg := "(no proxies)"
@@ -325,8 +345,8 @@ func (m *model) tableLines() []string {
 		return append(lines, dimStyle.Render(msg))
 	}
 	sel := m.selected(rows)
-	if m.cursor == "" || rows[sel].Name != m.cursor {
-		m.cursor = rows[sel].Name
+	if m.cursor == "" || rows[sel].Key() != m.cursor {
+		m.cursor = rows[sel].Key()
 	}
 	h := m.tableHeight()
 	// Keep the selection in view.
@@ -355,7 +375,7 @@ func (m *model) tableLines() []string {
 func (m *model) detailLines() []string {
 	var r *Row
 	for i := range m.frame.Rows {
-		if m.frame.Rows[i].Name == m.detail {
+		if m.frame.Rows[i].Key() == m.detail {
 			r = &m.frame.Rows[i]
 		}
 	}
@@ -363,7 +383,7 @@ func (m *model) detailLines() []string {
 	if r == nil {
 		return append(lines, "", fmt.Sprintf("proxy %s is gone (esc: back)", m.detail))
 	}
-	header, body := tableLines([]Row{*r}, -1, false)
+	header, body := tableLines([]Row{*r}, -1, false, m.frame.fleet())
 	lines = append(lines, "", headerStyle.Render(pad(header, m.width)), body[0])
 	if r.Problem != "" {
 		lines = append(lines, badStyle.Render("failed: "+r.Problem))
@@ -381,13 +401,17 @@ func (m *model) detailLines() []string {
 		fmt.Fprintln(tw, "(no transactions yet)")
 	}
 	tw.Flush()
-	lat, span := r.Latency, "since the proxy started"
+	start := "since the proxy started"
+	if !m.frame.Since.IsZero() {
+		start = "since " + m.frame.Since.Format(time.TimeOnly) // counted from events
+	}
+	lat, span := r.Latency, start
 	if r.Span == m.frame.Interval && r.Span > 0 {
 		span = "over the last " + format.Duration(r.Span.Round(time.Millisecond))
 	}
-	if lat.Count == 0 && span != "since the proxy started" {
+	if lat.Count == 0 && span != start {
 		fmt.Fprintf(&b, "\nno transactions %s.", span)
-		lat, span = r.SinceStart(), "since the proxy started"
+		lat, span = r.SinceStart(), start
 	}
 	fmt.Fprintf(&b, "\nlatency %s, %d samples:\n", span, lat.Count)
 	format.WriteBins(&b, lat.Bins, "  ", max(min(m.width-40, 50), 10))
@@ -421,7 +445,9 @@ func helpLines() []string {
 		"  r                         reverse the order",
 	}
 	for _, c := range columns {
-		l = append(l, fmt.Sprintf("  %-25s sort by %s (again: reverse)", c.key, c.title))
+		if c.key != "" {
+			l = append(l, fmt.Sprintf("  %-25s sort by %s (again: reverse)", c.key, c.title))
+		}
 	}
 	return append(l,
 		"  p, space                  pause and resume the refresh",
@@ -429,7 +455,8 @@ func helpLines() []string {
 		"  ?                         this help",
 		"",
 		"Rates and percentiles are over the last refresh interval; the first",
-		"screen shows each proxy's life so far. Any key closes this help.",
+		"screen shows each proxy's life so far (with --from: the time since",
+		"the subscription began). Any key closes this help.",
 	)
 }
 
