@@ -186,13 +186,8 @@ func TestDaemonDown(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
-	// A TCP port that nobody listens on: listen, note the port, close.
-	tl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := tl.Addr().String()
-	tl.Close()
+	// A TCP port that nobody listens on, held so that nobody can.
+	closedPort := testutil.RefusingAddr(t)
 
 	tests := []struct {
 		addr, want string

@@ -418,10 +418,8 @@ func recordAll(c net.Conn, f *fakeServer) {
 }
 
 func TestProxyServerDown(t *testing.T) {
-	// A port that was just free: nothing listens there.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	down, _ := distcache.AddrFromNet(ln.Addr())
-	ln.Close()
+	// A port held where nothing listens.
+	down := distcache.MustParseAddr("IP:" + testutil.RefusingAddr(t))
 	rec := newRecorder()
 	p := startProxy(t, "tcp", down, Options{}, rec)
 	c := dial(t, p.Addr())

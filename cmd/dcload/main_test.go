@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -63,12 +63,7 @@ func TestRunJSON(t *testing.T) {
 }
 
 func TestRunErrorsExitOne(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "IP:" + ln.Addr().String()
-	ln.Close()
+	dead := "IP:" + testutil.RefusingAddr(t)
 	code, out, errs := runCmd(t, "-addr", dead, "-conns", "1", "-ops", "3")
 	if code != exitErrors || !strings.Contains(out, "dial refused") || !strings.Contains(errs, "3 errors") {
 		t.Errorf("exit %d, stderr %q, stdout:\n%s", code, errs, out)

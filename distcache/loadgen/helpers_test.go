@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,8 +55,10 @@ type fakeServer struct {
 	// closeAfter, if positive, closes each connection after answering
 	// that many requests on it.
 	closeAfter int
-	// silent reads requests and never answers.
-	silent bool
+	// silent reads requests and never answers; received counts the
+	// requests it read.
+	silent   bool
+	received atomic.Int64
 
 	mu    sync.Mutex
 	store map[string][]byte
@@ -139,6 +142,7 @@ func (s *fakeServer) serve(c net.Conn) {
 			return
 		}
 		if s.silent {
+			s.received.Add(1)
 			continue
 		}
 		uid, resp := s.answer(m)
@@ -199,16 +203,8 @@ func (s *fakeServer) answer(m distcache.Message) (uint32, []byte) {
 // deadAddr returns a TCP address nothing listens on: a port that was just
 // in use and is closed again.
 func deadAddr(t testing.TB) distcache.Addr {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := distcache.AddrFromNet(ln.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close()
-	return a
+	// Held for the test, so that no other process takes the port.
+	return distcache.MustParseAddr("IP:" + testutil.RefusingAddr(t))
 }
 
 // within fails the test if f takes longer than d, so a run that does not

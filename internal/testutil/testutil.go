@@ -1,14 +1,16 @@
 // Package testutil holds the few helpers the project's tests share: a
 // temporary directory short enough for unix sockets, the loopback networks
-// every server test covers, and a buffer that a process or logger may
-// write while the test reads it.
+// every server test covers, a loopback port that refuses connections, and
+// a buffer that a process or logger may write while the test reads it.
 package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -67,4 +69,25 @@ func Networks() []Network {
 func UnixAddr(t testing.TB) distcache.Addr {
 	t.Helper()
 	return distcache.MustParseAddr("UNIX:" + filepath.Join(SocketDir(t), "dc.sock"))
+}
+
+// RefusingAddr returns a loopback TCP address ("127.0.0.1:PORT") where a
+// connect is refused for as long as the test runs: a socket bound to the
+// port and never listening holds it, so no other process can take the
+// port and answer (a port merely closed again can be reused at once).
+func RefusingAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind 127.0.0.1:0: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }

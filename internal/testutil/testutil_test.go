@@ -1,10 +1,13 @@
 package testutil
 
 import (
+	"errors"
 	"net"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestSocketDirFitsASocket(t *testing.T) {
@@ -32,5 +35,23 @@ func TestSyncBuffer(t *testing.T) {
 	wg.Wait()
 	if len(b.String()) != 400 {
 		t.Fatalf("%d bytes", len(b.String()))
+	}
+}
+
+func TestRefusingAddr(t *testing.T) {
+	addr := RefusingAddr(t)
+	for range 3 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s accepted a connection", addr)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%s: %v, want connection refused", addr, err)
+		}
+	}
+	if l, err := net.Listen("tcp", addr); err == nil {
+		l.Close()
+		t.Fatalf("another listener took %s", addr)
 	}
 }
