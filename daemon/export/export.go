@@ -407,6 +407,9 @@ func (x *Exporter) collect(evs []*proxy.Event) {
 		if g.buf, err = x.appendBatched(g.buf, g.n, e); err != nil {
 			x.dropped.Add(1)
 			x.log.Debug("export: encoding an event failed", "err", err)
+			if g.n == 0 {
+				g.buf = g.buf[:0] // openBatch starts it again
+			}
 			continue
 		}
 		g.n++
@@ -546,9 +549,14 @@ func (x *Exporter) appendBatched(buf []byte, i int, e *proxy.Event) ([]byte, err
 		}
 		return append(buf, b...), nil
 	}
-	// A WatchEventsResponse's events field, without building one.
+	// A WatchEventsResponse's events field, without building one. An
+	// event that cannot be encoded leaves the payload as it was.
+	start := len(buf)
 	at := openMessage(&buf, eventsField)
-	buf = appendEvent(buf, ev)
+	buf, err := appendEvent(buf, ev)
+	if err != nil {
+		return buf[:start], err
+	}
 	return closeMessage(buf, at), nil
 }
 
@@ -565,7 +573,7 @@ func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
 	if x.cfg.Format == FormatJSON {
 		data, err = protojson.Marshal(ev)
 	} else {
-		data = appendEvent(make([]byte, 0, 256), ev)
+		data, err = appendEvent(make([]byte, 0, 256), ev)
 	}
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package export_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -457,5 +458,51 @@ func TestExportBatchBoundedBySize(t *testing.T) {
 		if len(m.Data) > 512<<10 {
 			t.Fatalf("a message of %d bytes (%d events)", len(m.Data), len(batch.GetEvents()))
 		}
+	}
+}
+
+// An event that cannot be encoded (a string that is not UTF-8) is
+// dropped and counted; the rest of its batch goes out and decodes, with
+// the first event of a batch as with a later one.
+func TestExportDropsUnencodable(t *testing.T) {
+	for _, format := range []string{export.FormatProtobuf, export.FormatJSON} {
+		t.Run(format, func(t *testing.T) { testExportDropsUnencodable(t, format) })
+	}
+}
+
+func testExportDropsUnencodable(t *testing.T, format string) {
+	srv := natstest.Start(t)
+	h := hub.New(hub.Config{Interval: time.Millisecond})
+	defer h.Close()
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Format: format, FlushInterval: 50 * time.Millisecond})
+	for i := 1; i <= 6; i++ {
+		e := txEvent("p", uint64(i), distcache.OpGet)
+		if i == 1 || i == 4 {
+			e.Tx.Fault = "bad\xff"
+		}
+		h.Publish(e)
+	}
+	waitFor(t, "settled", func() bool { s := x.Stats(); return s.GetPublished()+s.GetDropped() == 6 })
+	if s := x.Stats(); s.GetPublished() != 4 || s.GetDropped() != 2 {
+		t.Fatalf("stats %v, want 4 published and 2 dropped", s)
+	}
+	var ids []uint64
+	for _, m := range storedMessages(t, srv.URL(), "SNOOP") {
+		var batch snoopv1.WatchEventsResponse
+		var err error
+		if format == export.FormatJSON {
+			err = protojson.Unmarshal(m.Data, &batch)
+		} else {
+			err = proto.Unmarshal(m.Data, &batch)
+		}
+		if err != nil {
+			t.Fatalf("a stored batch does not decode: %v\n%q", err, m.Data)
+		}
+		for _, ev := range batch.GetEvents() {
+			ids = append(ids, ev.GetConnectionId())
+		}
+	}
+	if fmt.Sprint(ids) != "[2 3 5 6]" {
+		t.Fatalf("stored events %v, want [2 3 5 6]", ids)
 	}
 }

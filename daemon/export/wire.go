@@ -1,6 +1,9 @@
 package export
 
 import (
+	"fmt"
+	"unicode/utf8"
+
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -9,7 +12,9 @@ import (
 )
 
 // appendEvent appends ev in the protobuf wire form, the same bytes
-// proto.Marshal gives (fields in number order, zero values left out).
+// proto.Marshal gives (fields in number order, zero values left out), or
+// fails as it does on a string that is not valid UTF-8 (proto3 strings
+// must be; a consumer's decoder would reject the whole batch).
 //
 // It exists because the exporter encodes every event of a busy daemon:
 // the generic marshaller walks its field tables and, for a length-prefixed
@@ -18,15 +23,16 @@ import (
 // to proto.Marshal over random events and over an event with every field
 // of the schema set, so a field added to the proto and not here fails
 // them.
-func appendEvent(b []byte, ev *snoopv1.Event) []byte {
+func appendEvent(b []byte, ev *snoopv1.Event) ([]byte, error) {
+	var bad protowire.Number // a string field that is not UTF-8
 	b = appendVarintField(b, 1, uint64(ev.GetKind()))
 	b = appendTimestamp(b, 2, ev.GetTime())
-	b = appendString(b, 3, ev.GetProxy())
+	b = appendString(b, 3, ev.GetProxy(), &bad)
 	b = appendVarintField(b, 4, ev.GetConnectionId())
-	b = appendString(b, 5, ev.GetClient())
+	b = appendString(b, 5, ev.GetClient(), &bad)
 	if t := ev.GetTransaction(); t != nil {
 		at := openMessage(&b, 6)
-		b = appendTransaction(b, t)
+		b = appendTransaction(b, t, &bad)
 		b = closeMessage(b, at)
 	}
 	if c := ev.GetClosed(); c != nil {
@@ -35,28 +41,31 @@ func appendEvent(b []byte, ev *snoopv1.Event) []byte {
 		b = appendVarintField(b, 2, uint64(c.GetBytesDown()))
 		b = appendDuration(b, 3, c.GetDuration())
 		b = appendVarintField(b, 4, uint64(c.GetTransactions()))
-		b = appendString(b, 5, c.GetReason())
+		b = appendString(b, 5, c.GetReason(), &bad)
 		b = closeMessage(b, at)
 	}
 	if p := ev.GetProtocolError(); p != nil {
 		at := openMessage(&b, 8)
-		b = appendString(b, 1, p.GetRule())
-		b = appendString(b, 2, p.GetDirection())
-		b = appendString(b, 3, p.GetField())
+		b = appendString(b, 1, p.GetRule(), &bad)
+		b = appendString(b, 2, p.GetDirection(), &bad)
+		b = appendString(b, 3, p.GetField(), &bad)
 		b = appendVarintField(b, 4, uint64(p.GetOffset()))
 		b = appendVarintField(b, 5, uint64(p.GetFrame()))
-		b = appendString(b, 6, p.GetMessage())
+		b = appendString(b, 6, p.GetMessage(), &bad)
 		b = appendVarintField(b, 7, uint64(p.GetPolicy()))
 		b = closeMessage(b, at)
 	}
-	b = appendString(b, 9, ev.GetError())
-	b = appendString(b, 10, ev.GetProxyInstance())
-	b = appendString(b, 11, ev.GetDaemon())
+	b = appendString(b, 9, ev.GetError(), &bad)
+	b = appendString(b, 10, ev.GetProxyInstance(), &bad)
+	b = appendString(b, 11, ev.GetDaemon(), &bad)
 	b = appendTimestamp(b, 12, ev.GetEndTime())
-	return b
+	if bad != 0 {
+		return b, fmt.Errorf("encoding an event: string field %d is not valid UTF-8", bad)
+	}
+	return b, nil
 }
 
-func appendTransaction(b []byte, t *snoopv1.Transaction) []byte {
+func appendTransaction(b []byte, t *snoopv1.Transaction, bad *protowire.Number) []byte {
 	b = appendVarintField(b, 1, uint64(t.GetOp()))
 	b = appendVarintField(b, 2, uint64(t.GetRequestUid()))
 	b = appendBytes(b, 3, t.GetSessionId())
@@ -66,7 +75,7 @@ func appendTransaction(b []byte, t *snoopv1.Transaction) []byte {
 	b = appendVarintField(b, 7, uint64(t.GetResponseSize()))
 	b = appendVarintField(b, 8, uint64(t.GetRequestFrames()))
 	b = appendVarintField(b, 9, uint64(t.GetResponseFrames()))
-	b = appendString(b, 10, t.GetResult())
+	b = appendString(b, 10, t.GetResult(), bad)
 	b = appendVarintField(b, 11, uint64(t.GetStatus()))
 	b = appendVarintField(b, 12, uint64(t.GetDataLength()))
 	b = appendBytes(b, 13, t.GetDataDigest())
@@ -76,7 +85,7 @@ func appendTransaction(b []byte, t *snoopv1.Transaction) []byte {
 	}
 	b = appendTimestamp(b, 16, t.GetStartTime())
 	b = appendDuration(b, 17, t.GetLatency())
-	b = appendString(b, 18, t.GetFault())
+	b = appendString(b, 18, t.GetFault(), bad)
 	return b
 }
 
@@ -91,9 +100,12 @@ func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
 	return protowire.AppendVarint(b, v)
 }
 
-func appendString(b []byte, num protowire.Number, s string) []byte {
+func appendString(b []byte, num protowire.Number, s string, bad *protowire.Number) []byte {
 	if s == "" {
 		return b
+	}
+	if !utf8.ValidString(s) && *bad == 0 {
+		*bad = num
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return protowire.AppendString(b, s)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -92,6 +93,26 @@ func TestAppendEventEveryField(t *testing.T) {
 	checkEncoding(t, &snoopv1.Event{Transaction: &snoopv1.Transaction{}, Closed: &snoopv1.ConnectionClosed{}, ProtocolError: &snoopv1.ProtocolError{}})
 }
 
+// A string that is not UTF-8 fails the encoding, as proto.Marshal fails
+// (a consumer's decoder would reject the message), wherever it is.
+func TestAppendEventInvalidUTF8(t *testing.T) {
+	bad := "web\xff7"
+	for _, ev := range []*snoopv1.Event{
+		{Daemon: bad},
+		{Proxy: "p", Error: bad},
+		{Transaction: &snoopv1.Transaction{Fault: bad}},
+		{ProtocolError: &snoopv1.ProtocolError{Message: bad}},
+		{Closed: &snoopv1.ConnectionClosed{Reason: bad}},
+	} {
+		if _, err := proto.Marshal(ev); err == nil {
+			t.Fatalf("proto.Marshal took %v", ev)
+		}
+		if _, err := appendEvent(nil, ev); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+			t.Fatalf("appendEvent(%v): %v, want a UTF-8 error", ev, err)
+		}
+	}
+}
+
 func checkEncoding(t *testing.T, ev *snoopv1.Event) {
 	t.Helper()
 	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
@@ -99,7 +120,10 @@ func checkEncoding(t *testing.T, ev *snoopv1.Event) {
 		t.Fatal(err)
 	}
 	// After a prefix, as in a batch.
-	got := appendEvent([]byte("prefix"), ev)
+	got, err := appendEvent([]byte("prefix"), ev)
+	if err != nil {
+		t.Fatalf("appendEvent: %v", err)
+	}
 	if !bytes.Equal(got[6:], want) {
 		var back snoopv1.Event
 		uerr := proto.Unmarshal(got[6:], &back)
@@ -118,7 +142,7 @@ func BenchmarkAppendEvent(b *testing.B) {
 	b.Run("appendEvent", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
-			buf = appendEvent(buf[:0], ev)
+			buf, _ = appendEvent(buf[:0], ev)
 		}
 	})
 	b.Run("proto.Marshal", func(b *testing.B) {
