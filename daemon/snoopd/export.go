@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -81,6 +82,9 @@ func (o *exportOptions) check() error {
 			h = "snoopd"
 		}
 		o.name = h
+	}
+	if !utf8.ValidString(o.name) {
+		return fmt.Errorf("--daemon-name %q: not valid UTF-8", o.name)
 	}
 	if len(o.servers) == 0 {
 		for flag, set := range map[string]bool{

@@ -36,6 +36,7 @@ func TestExportUsageErrors(t *testing.T) {
 		{[]string{"--export", nats, "--export-interval", "0s"}, "--export-interval 0s"},
 		{[]string{"--export", nats, "--export-interval", "2h"}, "--export-interval 2h"},
 		{[]string{"--export-interval", "1s"}, "--export-interval needs --export"},
+		{[]string{"--export", nats, "--daemon-name", "web\xff"}, "--daemon-name"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runToExit(t, append([]string{"--control", sock}, tc.args...)...)
