@@ -11,6 +11,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/natstest"
 )
 
 // scenario is one load shape, run against every path.
@@ -55,9 +56,11 @@ type pathSpec struct {
 	// child are the child's -kind and -sink arguments (kindChild).
 	child []string
 	// engine is snoopd's --engine ("" to pass none), tail attaches a
-	// `snoopctl tail -o json` (kindSnoopd).
+	// `snoopctl tail -o json`, export exports every event to the run's
+	// NATS server with JetStream (kindSnoopd).
 	engine string
 	tail   bool
+	export bool
 }
 
 // allPaths lists every path, the real-binary ones once per engine.
@@ -79,7 +82,8 @@ func allPaths(engines []string) []pathSpec {
 		}
 		ps = append(ps,
 			pathSpec{name: name, kind: kindSnoopd, engine: e},
-			pathSpec{name: name + "+tail", kind: kindSnoopd, engine: e, tail: true})
+			pathSpec{name: name + "+tail", kind: kindSnoopd, engine: e, tail: true},
+			pathSpec{name: name + "+export", kind: kindSnoopd, engine: e, export: true})
 	}
 	return ps
 }
@@ -185,6 +189,7 @@ type runEnv struct {
 	server  string // the cache as the proxies are told it
 	bins    binaries
 	cselect string // the compiled C proxy
+	nats    string // the URL of the NATS server the +export paths use
 }
 
 // runSeq numbers runs, for unique socket names.
@@ -207,6 +212,20 @@ func benchNetwork(network, dir string, f benchFlags, paths []pathSpec, scens []s
 		return err
 	}
 	defer cache.stop()
+	if hasExport(paths) {
+		// A real NATS server with JetStream, run in this process from
+		// its own module, as the fleet tests run it; its CPU is this
+		// process's, beside the load generator's.
+		srv, err := natstest.Run(filepath.Join(dir, "nats-"+network), natstest.FreePort)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}()
+		e.nats = srv.ClientURL()
+	}
 	e.cache = cache.addr
 	// Proxies get the server the way an operator types it: by name over
 	// TCP, so resolving it is part of the cost.
@@ -320,7 +339,13 @@ func procMeter(pid int) *meter {
 // created with snoopctl add, and with p.tail a snoopctl tail -o json.
 func (e *runEnv) runSnoopd(sc scenario, p pathSpec) (result, error) {
 	control := filepath.Join(e.dir, fmt.Sprintf("ctl-%d.sock", runSeq.Add(1)))
-	d, err := startSnoopd(e.bins, control, p.engine)
+	var extra []string
+	if p.export {
+		// The defaults an operator gets, and a bound on the stream's
+		// disk over the whole benchmark.
+		extra = []string{"--export", e.nats, "--daemon-name", "bench", "--export-max-bytes", "256M"}
+	}
+	d, err := startSnoopd(e.bins, control, p.engine, extra...)
 	if err != nil {
 		return result{}, err
 	}
@@ -363,6 +388,13 @@ func (e *runEnv) runSnoopd(sc scenario, p pathSpec) (result, error) {
 					return err
 				}
 				res.seen, res.dropped, res.eventsOK = shown, dropped, true
+			}
+			if p.export {
+				published, dropped, err := d.exported()
+				if err != nil {
+					return err
+				}
+				res.seen, res.dropped, res.eventsOK = published, dropped, true
 			}
 			res.engine = d.engine()
 			return nil

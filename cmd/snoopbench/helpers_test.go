@@ -127,17 +127,21 @@ func TestSelectPaths(t *testing.T) {
 	for _, p := range all {
 		names = append(names, p.name)
 	}
-	want := []string{"direct", "naive", "cselect", "snoop", "snoop-stalled", "snoopd-epoll", "snoopd-epoll+tail", "snoopd-goroutines", "snoopd-goroutines+tail"}
+	want := []string{"direct", "naive", "cselect", "snoop", "snoop-stalled", "snoopd-epoll", "snoopd-epoll+tail", "snoopd-epoll+export",
+		"snoopd-goroutines", "snoopd-goroutines+tail", "snoopd-goroutines+export"}
 	if !slices.Equal(names, want) {
 		t.Errorf("allPaths = %v, want %v", names, want)
 	}
 	for _, p := range all {
-		if p.name == "snoopd-epoll+tail" && (p.engine != "epoll" || !p.tail || p.kind != kindSnoopd) {
+		if p.name == "snoopd-epoll+tail" && (p.engine != "epoll" || !p.tail || p.export || p.kind != kindSnoopd) {
 			t.Errorf("snoopd-epoll+tail = %+v", p)
 		}
+		if p.name == "snoopd-goroutines+export" && (p.engine != "goroutines" || p.tail || !p.export || p.kind != kindSnoopd) {
+			t.Errorf("snoopd-goroutines+export = %+v", p)
+		}
 	}
-	if got := allPaths(nil); got[len(got)-2].name != "snoopd" || got[len(got)-1].name != "snoopd+tail" || got[len(got)-1].engine != "" {
-		t.Errorf("allPaths(nil) ends with %+v", got[len(got)-2:])
+	if got := allPaths(nil); got[len(got)-3].name != "snoopd" || got[len(got)-2].name != "snoopd+tail" || got[len(got)-1].name != "snoopd+export" || got[len(got)-1].engine != "" {
+		t.Errorf("allPaths(nil) ends with %+v", got[len(got)-3:])
 	}
 
 	sel, err := selectPaths(all, " snoopd-epoll+tail,naive,naive")

@@ -18,7 +18,10 @@
 //   - snoopd-ENGINE: the real snoopd, built from this tree and started with
 //     --engine ENGINE, its proxy created with the real `snoopctl add`;
 //   - snoopd-ENGINE+tail: the same with a real `snoopctl tail -o json`
-//     attached over the control socket, its output going to /dev/null.
+//     attached over the control socket, its output going to /dev/null;
+//   - snoopd-ENGINE+export: the same exporting every event (`--export`,
+//     the defaults otherwise) to a real NATS server with JetStream that
+//     snoopbench runs in its own process from the nats-server module.
 //
 // Each scenario runs -rounds times, the paths in a rotating order each
 // round; ratios to direct are shown as the best and the median of the
@@ -100,7 +103,7 @@ func runBench(args []string) (err error) {
 	fs.StringVar(&f.networks, "networks", "tcp,unix", "networks to measure: tcp, unix or both")
 	fs.StringVar(&f.scenarios, "scenarios", "all", "scenarios to run: all, or some of serial, perop, conc")
 	fs.StringVar(&f.paths, "paths", "all", "paths to measure: all, or a list of names (direct is always measured); -paths help lists them")
-	fs.StringVar(&f.engines, "engines", "epoll,goroutines", "snoopd engines: one snoopd-ENGINE and snoopd-ENGINE+tail path each, started with --engine ENGINE; \"\" for one snoopd path without --engine")
+	fs.StringVar(&f.engines, "engines", "epoll,goroutines", "snoopd engines: one snoopd-ENGINE, snoopd-ENGINE+tail and snoopd-ENGINE+export path each, started with --engine ENGINE; \"\" for one snoopd path without --engine")
 	fs.IntVar(&f.rounds, "rounds", 3, "rounds: each runs every path once per scenario, in a rotating order")
 	fs.DurationVar(&f.runTimeout, "run-timeout", 2*time.Minute, "bound on the time of one run of one path")
 	fs.Int64Var(&f.serialOps, "serial-ops", 20000, "operations of the serial persistent scenario")
@@ -235,6 +238,15 @@ func dropPath(paths []pathSpec, name string) []pathSpec {
 	return out
 }
 
+func hasExport(paths []pathSpec) bool {
+	for _, p := range paths {
+		if p.export {
+			return true
+		}
+	}
+	return false
+}
+
 func hasSnoopd(paths []pathSpec) bool {
 	for _, p := range paths {
 		if p.kind == kindSnoopd {
@@ -250,7 +262,7 @@ func hasSnoopd(paths []pathSpec) bool {
 func printNotes(rep *report) {
 	fmt.Printf("\nOps/s, latencies and CPU are the median of the rounds; \"vs direct\" is the best/median of the rounds' ratios to the same round's direct run.\n")
 	fmt.Printf("CPU per transaction is the process's utime+stime from /proc/PID/stat (resolution %v) over the scenario, divided by the operations.\n", tick)
-	fmt.Printf("Events seen/dropped, summed over the rounds: for snoop, the in-process watcher's over the scenario; for +tail, what snoopctl tail showed and was told were dropped over its life, warm-up and connection events included.\n")
+	fmt.Printf("Events seen/dropped, summed over the rounds: for snoop, the in-process watcher's over the scenario; for +tail, what snoopctl tail showed and was told were dropped over its life, warm-up and connection events included; for +export, the events the daemon published to NATS (acknowledged by JetStream) and dropped over its life, warm-up included.\n")
 	seen := map[string]bool{}
 	for _, r := range rep.Rows {
 		if r.Path == "cselect" && !seen[r.Path] {

@@ -120,11 +120,12 @@ type daemonProc struct {
 
 // startSnoopd starts snoopd serving its control API on a unix socket at
 // control and waits until it answers.
-func startSnoopd(bins binaries, control, engine string) (*daemonProc, error) {
+func startSnoopd(bins binaries, control, engine string, extra ...string) (*daemonProc, error) {
 	args := []string{"--control", "UNIX:" + control, "--log-level", "warn"}
 	if engine != "" {
 		args = append(args, "--engine", engine)
 	}
+	args = append(args, extra...)
 	d := &daemonProc{cmd: exec.Command(bins.snoopd, args...), bins: bins, control: control, exited: make(chan struct{})}
 	d.cmd.Stdout, d.cmd.Stderr = os.Stderr, os.Stderr
 	if err := startGroup(d.cmd); err != nil {
@@ -145,6 +146,20 @@ func startSnoopd(bins binaries, control, engine string) (*daemonProc, error) {
 		return nil, fmt.Errorf("snoopd %s: %w", strings.Join(args, " "), err)
 	}
 	return d, nil
+}
+
+// exported waits until the daemon's exporter has settled (every event it
+// matched published or dropped, acknowledgements included) and returns
+// the two counts over the daemon's life, warm-up included.
+func (d *daemonProc) exported() (published, dropped int64, err error) {
+	info, err := d.waitInfo(func(i *snoopv1.GetDaemonInfoResponse) bool {
+		x := i.GetExport()
+		return x != nil && x.GetPublished()+x.GetDropped() == x.GetMatched()
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("export did not settle: %w", err)
+	}
+	return int64(info.GetExport().GetPublished()), int64(info.GetExport().GetDropped()), nil
 }
 
 // waitInfo polls the daemon's info until ok accepts it, the daemon exits

@@ -1,10 +1,11 @@
 // Package natstest runs a real NATS server with JetStream inside a test
 // process, on loopback, with its store in a temporary directory, and can
 // stop and restart it on the same port and store (to test what clients do
-// while it is gone).
+// while it is gone). Run starts the same server for the benchmark.
 package natstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -34,11 +35,26 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
+	srv, err := Run(s.dir, s.port)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.srv = srv
+}
+
+// FreePort asks Run for a free port.
+const FreePort = server.RANDOM_PORT
+
+// Run starts a server with JetStream on 127.0.0.1:port (FreePort for any
+// free one) storing in dir, and returns it once it takes connections; the
+// caller shuts it down. It is what Start runs, for programs that are not
+// tests (the benchmark).
+func Run(dir string, port int) (*server.Server, error) {
 	opts := &server.Options{
 		Host:      "127.0.0.1",
-		Port:      s.port,
+		Port:      port,
 		JetStream: true,
-		StoreDir:  s.dir,
+		StoreDir:  dir,
 		NoLog:     true,
 		NoSigs:    true,
 		// The cluster name and server name are fixed so a restart finds
@@ -47,14 +63,14 @@ func (s *Server) start() {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		s.t.Fatalf("nats server: %v", err)
+		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		s.t.Fatal("nats server: not ready within 10s")
+		return nil, errors.New("nats server: not ready within 10s")
 	}
-	s.srv = srv
+	return srv, nil
 }
 
 // URL is the server's client URL.
