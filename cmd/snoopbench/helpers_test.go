@@ -86,6 +86,10 @@ func TestParseTailSummary(t *testing.T) {
 		{"snoopctl: connection refused\n", 0, 0, false},
 		{"", 0, 0, false},
 		{"x12 events shown, 3 dropped\n", 0, 0, false},
+		// As snoopctl tail prints it since it reports its rate and each
+		// operation's results.
+		{"20500 events shown, 0 dropped, over 2.68s (7655 events/s)\n  ADD 3537: ok=2003 exists=1534\n  GET 10037: hit=4191 miss=5846\n", 20500, 0, true},
+		{"12 events shown, 3 droppedx\n", 0, 0, false},
 	} {
 		s, d, ok := parseTailSummary(tc.in)
 		if s != tc.shown || d != tc.dropped || ok != tc.ok {

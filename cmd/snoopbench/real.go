@@ -313,7 +313,7 @@ func (t *tailProc) stop() (shown, dropped int64, err error) {
 	return t.shown, t.dropped, t.err
 }
 
-var tailSummary = regexp.MustCompile(`(?m)^(\d+) events shown, (\d+) dropped$`)
+var tailSummary = regexp.MustCompile(`(?m)^(\d+) events shown, (\d+) dropped(?:,|$)`)
 
 // parseTailSummary finds the last "N events shown, M dropped" line that
 // snoopctl tail writes to stderr when it ends.
