@@ -30,9 +30,19 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultHistory   = 10000
-	DefaultQueueSize = 1024
+	DefaultHistory = 10000
+	// DefaultQueueSize holds two of the largest dispatch rounds (see
+	// kickAfter), so a reader that keeps up never drops however busy
+	// the proxies are, and a stream that stops reading holds well under
+	// 1 MB.
+	DefaultQueueSize = 512
 	DefaultInterval  = 10 * time.Millisecond
+	// kickAfter is how many undispatched events make a publisher wake
+	// the dispatcher before its interval is over. It bounds a dispatch
+	// round at high rates (at 100,000 events a second an interval is
+	// 1,000 events), and so the queue a watcher needs; below it, rates
+	// are low enough for the interval alone.
+	kickAfter = 256
 	// dispatchChunk bounds how many events the dispatcher copies out of
 	// the ring per lock hold, so publishers never wait long.
 	dispatchChunk = 256
@@ -140,9 +150,11 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 	s.inst = inst
 	h.inOrder(&s.ev.Event)
 	h.seq++
-	// Wake the dispatcher early only when the ring is half way to
-	// overrunning what it has not handed out yet.
-	kick := len(h.watchers) > 0 && h.seq-h.dispatched >= n/2
+	// Wake the dispatcher early only when a round's worth of events
+	// waits (or the ring is half way to overrunning what it has not
+	// handed out, if it is that small); once per round, since the kick
+	// channel holds one.
+	kick := len(h.watchers) > 0 && h.seq-h.dispatched >= min(kickAfter, n/2)
 	h.mu.Unlock()
 	if kick {
 		select {

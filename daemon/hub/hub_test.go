@@ -268,3 +268,34 @@ func TestTimesNeverGoBack(t *testing.T) {
 		t.Errorf("times %v, want %v", got, want)
 	}
 }
+
+// A round's worth of events wakes the dispatcher before its interval is
+// over, so at high rates a dispatch round stays small enough for the
+// default queue: with an interval of an hour, the first kickAfter events
+// still arrive, and a watcher with the default queue drops none of
+// several rounds published faster than the interval.
+func TestBusyPublishersWakeTheDispatcher(t *testing.T) {
+	h := newHub(t, Config{Interval: time.Hour})
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	for i := range kickAfter {
+		h.Publish(txEvent(uint64(i+1), distcache.OpGet))
+	}
+	ids, dropped := collect(t, w, kickAfter)
+	if len(ids) != kickAfter || dropped != 0 {
+		t.Fatalf("%d events and %d dropped, want %d and none", len(ids), dropped, kickAfter)
+	}
+	// Rounds of kickAfter, each read before the next is published: a
+	// reader that keeps up loses nothing.
+	for round := range 8 {
+		for i := range kickAfter {
+			h.Publish(txEvent(uint64(round*kickAfter+i+1), distcache.OpGet))
+		}
+		if ids, dropped := collect(t, w, kickAfter); len(ids) != kickAfter || dropped != 0 {
+			t.Fatalf("round %d: %d events and %d dropped", round, len(ids), dropped)
+		}
+	}
+	if 2*kickAfter > DefaultQueueSize {
+		t.Fatalf("the default queue (%d) holds less than two dispatch rounds of %d", DefaultQueueSize, kickAfter)
+	}
+}
