@@ -27,8 +27,11 @@ import (
 // the stream. They differ from a daemon's own in what events cannot
 // tell:
 //   - connections_active counts the connections seen (opened, or carrying
-//     a transaction) since counting began and not closed since; an idle
-//     connection older than that is not known.
+//     a transaction) since counting began and not closed since, once the
+//     stream has carried the proxy's connection events; an idle
+//     connection older than that is not known, and without connection
+//     events (a filter that keeps transactions only) nothing is: no
+//     close would ever be seen, so it stays 0.
 //   - bytes are the frames of the transactions (headers and payloads),
 //     which is what a daemon counts for well-formed traffic; bytes of
 //     messages no transaction covers (a protocol error's) are not known.
@@ -49,11 +52,29 @@ type proxyKey struct{ daemon, proxy string }
 // proxyCount is one proxy's counters. Histograms are held by pointer, as
 // each is 9 KiB.
 type proxyCount struct {
-	c       snoopv1.ProxyCounters // the scalar counters; ops and histograms are below
-	open    map[uint64]struct{}   // connection ids seen and not closed
-	closed  closedRing
-	latency *histogram.Snapshot
-	ops     map[snoopv1.Op]*opCount
+	c snoopv1.ProxyCounters // the scalar counters; ops and histograms are below
+	// open holds the connection ids seen and not closed, once connEvents
+	// says the stream carries this proxy's openings and closes.
+	open       map[uint64]struct{}
+	connEvents bool
+	closed     closedSet
+	latency    *histogram.Snapshot
+	ops        map[snoopv1.Op]*opCount
+}
+
+// maxOpen bounds the open connections remembered per proxy, for a stream
+// that carries openings but not closes (an export filter that keeps one
+// kind and not the other): past it they are forgotten and learnt again.
+const maxOpen = 1 << 16
+
+func (p *proxyCount) opened(id uint64) {
+	if id == 0 || p.closed.has(id) {
+		return
+	}
+	if len(p.open) >= maxOpen {
+		clear(p.open)
+	}
+	p.open[id] = struct{}{}
 }
 
 type opCount struct {
@@ -81,15 +102,15 @@ func (e *EventCounter) Add(ev *snoopv1.Event) {
 	switch ev.GetKind() {
 	case snoopv1.EventKind_EVENT_KIND_TRANSACTION:
 		p.transaction(ev.GetTransaction())
-		if id != 0 && !p.closed.has(id) {
-			p.open[id] = struct{}{}
+		if p.connEvents {
+			p.opened(id)
 		}
 	case snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED:
+		p.connEvents = true
 		p.c.ConnectionsTotal++
-		if !p.closed.has(id) {
-			p.open[id] = struct{}{}
-		}
+		p.opened(id)
 	case snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED:
+		p.connEvents = true
 		delete(p.open, id)
 		p.closed.add(id)
 	case snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED:
@@ -124,28 +145,41 @@ func (p *proxyCount) transaction(tx *snoopv1.Transaction) {
 	}
 }
 
-// closedRing remembers the last connections closed, because a batched
+// closedSet remembers the last connections closed, because a batched
 // export keeps order only within a subject: a connection's opening and
-// last transactions may come after its close and must not open it again.
-type closedRing struct {
-	ids  []uint64
+// last transactions may come after its close (up to the daemon's
+// --export-interval, 100 ms, later) and must not open it again.
+type closedSet struct {
+	ids  map[uint64]struct{}
+	ring []uint64 // the same ids, oldest at next once full
 	next int
 }
 
-// closedKept bounds the ring: more connections than this closing within
-// one export hand-over (milliseconds) is beyond any proxy's rate.
-const closedKept = 256
+// closedKept bounds the set: 4,096 closes in one export interval is
+// 40,000 connections a second through one proxy.
+const closedKept = 4096
 
-func (r *closedRing) add(id uint64) {
-	if len(r.ids) < closedKept {
-		r.ids = append(r.ids, id)
+func (r *closedSet) add(id uint64) {
+	if r.ids == nil {
+		r.ids = map[uint64]struct{}{}
+	}
+	if _, ok := r.ids[id]; ok {
 		return
 	}
-	r.ids[r.next] = id
-	r.next = (r.next + 1) % closedKept
+	if len(r.ring) < closedKept {
+		r.ring = append(r.ring, id)
+	} else {
+		delete(r.ids, r.ring[r.next])
+		r.ring[r.next] = id
+		r.next = (r.next + 1) % closedKept
+	}
+	r.ids[id] = struct{}{}
 }
 
-func (r *closedRing) has(id uint64) bool { return slices.Contains(r.ids, id) }
+func (r *closedSet) has(id uint64) bool {
+	_, ok := r.ids[id]
+	return ok
+}
 
 // Dropped counts n events the stream lost (0 for losses it cannot
 // count, such as a broken connection), and forgets which connections are

@@ -64,7 +64,8 @@ func TestEventCounter(t *testing.T) {
 	c.Add(w1.ev(snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED, 0))
 	c.Add(w1.ev(snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED, 0))
 	c.Add(w1.ev(snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR, 3))
-	// web-2: 5 ADDs.
+	// web-2: 5 ADDs, and no connection events (a daemon that exports
+	// transactions only): its connections are not known.
 	for range 5 {
 		c.Add(w2.tx(9, add, "ok", 2*time.Millisecond))
 	}
@@ -94,7 +95,7 @@ func TestEventCounter(t *testing.T) {
 	if p.GetHistogram().GetCount() != 101 {
 		t.Errorf("proxy histogram has %d samples, want the 101 answered", p.GetHistogram().GetCount())
 	}
-	if s.Proxies[1].GetCounters().GetTransactions() != 5 || s.Proxies[1].GetCounters().GetConnectionsActive() != 1 {
+	if s.Proxies[1].GetCounters().GetTransactions() != 5 || s.Proxies[1].GetCounters().GetConnectionsActive() != 0 {
 		t.Errorf("web-2 counters: %v", s.Proxies[1].GetCounters())
 	}
 
@@ -203,5 +204,44 @@ func TestEventCounterConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := c.Snapshot(t0).Proxies[0].GetCounters().GetTransactions(); got != n {
 		t.Errorf("%d transactions, want %d", got, n)
+	}
+}
+
+// What the counter remembers of connections is bounded, whatever the
+// stream carries: transactions alone open nothing (no close would ever
+// come); openings without closes are forgotten past maxOpen; closes are
+// remembered closedKept deep, deep enough for a batched export's
+// reordering.
+func TestEventCounterConnectionsBounded(t *testing.T) {
+	const (
+		opened = snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED
+		closed = snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED
+	)
+	c := NewEventCounter(t0)
+	txOnly, opensOnly, both := fleetEvents{"d", "tx-only"}, fleetEvents{"d", "opens-only"}, fleetEvents{"d", "both"}
+	for id := uint64(1); id <= 3*maxOpen/2; id++ {
+		c.Add(txOnly.tx(id, snoopv1.Op_OP_GET, "hit", time.Millisecond))
+		c.Add(opensOnly.ev(opened, id))
+	}
+	// A connection per operation, each close sent before its opening and
+	// transaction (different subjects, different batches).
+	for id := uint64(1); id <= closedKept; id++ {
+		c.Add(both.ev(closed, id))
+	}
+	for id := uint64(1); id <= closedKept; id++ {
+		c.Add(both.ev(opened, id))
+		c.Add(both.tx(id, snoopv1.Op_OP_GET, "hit", time.Millisecond))
+	}
+	active := map[string]int64{}
+	for _, p := range c.Snapshot(t0).Proxies {
+		active[p.GetSpec().GetName()] = p.GetCounters().GetConnectionsActive()
+	}
+	if active["tx-only"] != 0 || active["opens-only"] > maxOpen || active["opens-only"] == 0 || active["both"] != 0 {
+		t.Fatalf("active connections %v; want tx-only 0, opens-only at most %d, both 0", active, maxOpen)
+	}
+	for _, p := range c.proxies {
+		if len(p.closed.ids) > closedKept || len(p.closed.ring) > closedKept || len(p.open) > maxOpen {
+			t.Fatalf("remembered %d closes (ring %d), %d open", len(p.closed.ids), len(p.closed.ring), len(p.open))
+		}
 	}
 }
