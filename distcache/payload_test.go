@@ -145,24 +145,24 @@ func TestDescribe(t *testing.T) {
 	data := []byte("session-data")
 	add := Message{RequestUID: 1, Op: OpAdd, Frames: 1, Payload: AppendAddRequest(nil, 5, []byte("id1"), data)}
 	tx := Describe(add, Message{IsResponse: true, RequestUID: 1, Op: OpAdd, Frames: 1, Payload: []byte{0}}, ScanOptions{})
-	if tx.Result() != "ok" || tx.DataLen != len(data) || string(tx.SessionID) != "id1" || tx.HasDigest || tx.Data != nil {
+	if tx.Status != StatusOK || tx.Hit || tx.ResponseMalformed || tx.DataLen != len(data) || string(tx.SessionID) != "id1" || tx.HasDigest || tx.Data != nil {
 		t.Errorf("ADD: %+v", tx)
 	}
 	get := Message{RequestUID: 2, Op: OpGet, Frames: 1, Payload: []byte("id1")}
 	tx = Describe(get, Message{IsResponse: true, Op: OpGet, Frames: 1, Payload: data}, ScanOptions{Digest: true, CaptureLimit: 4})
-	if tx.Result() != "hit" || tx.DataLen != len(data) || !tx.HasDigest || string(tx.Data) != "sess" || !tx.DataTruncated {
+	if !tx.Hit || tx.Status != StatusOK || tx.DataLen != len(data) || !tx.HasDigest || string(tx.Data) != "sess" || !tx.DataTruncated {
 		t.Errorf("GET hit: %+v", tx)
 	}
 	tx = Describe(get, Message{IsResponse: true, Op: OpGet, Frames: 1, Payload: []byte{1}}, ScanOptions{Digest: true})
-	if tx.Result() != "miss" || tx.DataLen != 0 || tx.HasDigest {
+	if tx.Hit || tx.Status != StatusNotOK || tx.DataLen != 0 || tx.HasDigest {
 		t.Errorf("GET miss: %+v", tx)
 	}
 	tx = Describe(Message{Op: OpHave, Payload: []byte("id1")}, Message{Op: OpHave, Payload: []byte{0, 0}}, ScanOptions{})
-	if tx.Result() != "malformed" {
-		t.Errorf("malformed HAVE response: %q", tx.Result())
+	if !tx.ResponseMalformed {
+		t.Errorf("malformed HAVE response: %+v", tx)
 	}
 	tx = Describe(add, Message{Op: OpAdd, Payload: []byte{101}}, ScanOptions{})
-	if tx.Result() != "exists" {
-		t.Errorf("ADD exists: %q", tx.Result())
+	if tx.Status != StatusAddExists || tx.ResponseMalformed {
+		t.Errorf("ADD exists: %+v", tx)
 	}
 }

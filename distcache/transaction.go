@@ -281,22 +281,3 @@ func (t Transaction) Clone() Transaction {
 	return t
 }
 
-// Result names the outcome in one word: "hit" or "miss" for GET,
-// "malformed" for a response that does not fit its operation,
-// "unknown-status" for a status byte the protocol does not define, and the
-// status name otherwise.
-func (t Transaction) Result() string {
-	switch {
-	case t.ResponseMalformed:
-		return "malformed"
-	case t.Hit:
-		return "hit"
-	case t.Op == OpGet && t.Status == StatusNotOK:
-		return "miss"
-	case !t.Status.Known():
-		// One name for every undefined byte, so filters and counters can
-		// select them; the byte itself is in Status.
-		return "unknown-status"
-	}
-	return t.Status.String()
-}

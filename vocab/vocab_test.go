@@ -26,23 +26,38 @@ func TestResultNamesRoundTrip(t *testing.T) {
 	}
 }
 
-// Every transaction distcache can describe gets the result whose name
-// distcache itself gives it, so counters, filters and output agree.
-func TestResultOfAgreesWithDistcache(t *testing.T) {
+// Every transaction distcache can describe gets one result: the
+// proxy's own outcomes first, then a malformed response, a GET's hit or
+// miss, and otherwise the status, named as the protocol names it
+// (distcache.Status.String), with one name for every undefined byte.
+func TestResultOfEveryTransaction(t *testing.T) {
 	for op := distcache.Op(0); op < distcache.NumOps; op++ {
 		for s := 0; s < 256; s++ {
 			for _, hit := range []bool{false, true} {
 				for _, bad := range []bool{false, true} {
 					tx := distcache.Transaction{Op: op, Status: distcache.Status(s), Hit: hit, ResponseMalformed: bad}
-					if got := ResultOf(&tx, false, false).String(); got != tx.Result() {
-						t.Fatalf("%+v: vocab %q, distcache %q", tx, got, tx.Result())
+					var want string
+					switch st := distcache.Status(s); {
+					case bad:
+						want = "malformed"
+					case hit:
+						want = "hit"
+					case op == distcache.OpGet && st == distcache.StatusNotOK:
+						want = "miss"
+					case !st.Known():
+						want = "unknown-status"
+					default:
+						want = st.String()
+					}
+					if got := ResultOf(&tx, false, false).String(); got != want {
+						t.Fatalf("%+v: %q, want %q", tx, got, want)
+					}
+					if ResultOf(&tx, true, false) != ResultUnanswered || ResultOf(&tx, false, true) != ResultOrphan {
+						t.Fatalf("%+v: the proxy's own outcomes come first", tx)
 					}
 				}
 			}
 		}
-	}
-	if ResultOf(&distcache.Transaction{}, true, false) != ResultUnanswered || ResultOf(&distcache.Transaction{}, false, true) != ResultOrphan {
-		t.Fatal("the proxy's own outcomes")
 	}
 }
 
