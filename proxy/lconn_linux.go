@@ -174,7 +174,10 @@ func (lc *lconn) connectNext() {
 // connectSocket starts a non-blocking connect; done reports that it
 // completed at once (unix sockets usually do).
 func connectSocket(sa unix.Sockaddr) (fd int, done bool, err error) {
-	if !fdsAvailable(1) {
+	// Counted before the socket exists, in one step: the loops connect
+	// at the same time, and each must not pass the bound on what the
+	// others have not counted yet.
+	if !reserveFDs(1) {
 		return -1, false, fmt.Errorf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
 	}
 	family := unix.AF_UNIX
@@ -186,6 +189,7 @@ func connectSocket(sa unix.Sockaddr) (fd int, done bool, err error) {
 	}
 	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		dataFDs.Add(-1)
 		return -1, false, fmt.Errorf("socket: %w", err)
 	}
 	if family != unix.AF_UNIX {
@@ -198,9 +202,9 @@ func connectSocket(sa unix.Sockaddr) (fd int, done bool, err error) {
 	case errors.Is(err, unix.EINPROGRESS):
 	default:
 		unix.Close(fd)
+		dataFDs.Add(-1)
 		return -1, false, fmt.Errorf("connect: %w", err)
 	}
-	dataFDs.Add(1)
 	return fd, done, nil
 }
 

@@ -111,7 +111,9 @@ func (s *spares) fill() {
 			return
 		}
 		s.mu.Unlock()
-		if !fdsAvailable(1) {
+		// The spare's descriptor is counted before it is dialled, like
+		// a client's server (admitGoroutines).
+		if !reserveFDs(1) {
 			s.mu.Lock()
 			s.failedAt, s.retry = time.Now(), spareRetryMin
 			s.filling = false
@@ -121,12 +123,12 @@ func (s *spares) fill() {
 		c, err := s.target.dial(s.ctx, s.timeout, s.stats)
 		s.mu.Lock()
 		if err != nil {
+			dataFDs.Add(-1)
 			s.failedAt, s.retry = time.Now(), nextRetry(s.retry)
 			s.filling = false
 			s.mu.Unlock()
 			return
 		}
-		dataFDs.Add(1)
 		s.retry = 0
 		if s.closed {
 			s.mu.Unlock()
