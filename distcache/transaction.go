@@ -280,4 +280,3 @@ func (t Transaction) Clone() Transaction {
 	}
 	return t
 }
-
