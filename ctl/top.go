@@ -57,8 +57,9 @@ func (e *env) topCommand() *cli.Command {
 			"in the totals). The counts start when top subscribes: the first screen covers\n" +
 			"the time since then (\"since\" in JSON), not the proxies' lives. What events\n" +
 			"cannot tell is shown as such: STATE is \"-\"; CONNS counts the connections\n" +
-			"seen (opened, or carrying a transaction) since then and still open; bytes are\n" +
-			"the transactions' frames. --daemon, PROXY names, --op and --events become NATS\n" +
+			"seen (opened, or carrying a transaction) since then and still open, when the\n" +
+			"stream carries connection events (0 without them); bytes are the\n" +
+			"transactions' frames. --daemon, PROXY names, --op and --events become NATS\n" +
 			"subjects; --status, --min-latency, --errors, --filter and --fault run here.\n" +
 			"A lost NATS connection, or events lost on the way (\"dropped\"), are shown\n" +
 			"above the table (\"notes\" in JSON) while top goes on.\n\n" + filterHelp,
