@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -89,20 +90,9 @@ func exportLine(info *snoopv1.GetDaemonInfoResponse) string {
 }
 
 // readNATS is read with a NATS URL: the events JetStream keeps, in order,
-// with the same filters and output as read FILE.
-func (e *env) readNATS(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEventsRequest, count int64, out *eventPrinter) error {
-	// --since and --until are read's own, for files and NATS alike.
-	since, err := e.parseWhen(cCtx, "since")
-	if err != nil {
-		return err
-	}
-	until, err := e.parseWhen(cCtx, "until")
-	if err != nil {
-		return err
-	}
-	if !since.IsZero() && !until.IsZero() && until.Before(since) {
-		return usagef("--until %s is before --since %s", cCtx.String("until"), cCtx.String("since"))
-	}
+// with the same filters and output as read FILE, between since and until
+// as read parsed and checked them.
+func (e *env) readNATS(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEventsRequest, since, until time.Time, count int64, out *eventPrinter) error {
 	stream := cCtx.String("stream")
 	if stream == "" || strings.ContainsAny(stream, " .*>") {
 		return usagef("--stream %q: want the JetStream stream the daemons export to (their --export-stream, SNOOP by default)", stream)

@@ -72,7 +72,7 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
 	if len(files) == 1 && isNATSURL(files[0]) {
-		return e.readNATS(cCtx, files[0], f.Request, count, out)
+		return e.readNATS(cCtx, files[0], f.Request, since, until, count, out)
 	}
 	for _, name := range files {
 		if isNATSURL(name) {

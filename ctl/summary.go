@@ -47,7 +47,7 @@ func (s *summary) span() time.Duration { return s.last.Sub(s.first) }
 func (s *summary) write(w io.Writer, verb string, over time.Duration) {
 	t := s.col.Table()
 	fmt.Fprintf(w, "%s %s, %d dropped, over %s (%s events/s)\n", count(t.Events, "event", "events"), verb, t.Dropped,
-		format.Duration(over), perSecond(t.Events, over))
+		format.Duration(over), format.Rate(t.Events, over))
 	type opSum struct {
 		n       int64
 		results map[string]int64
@@ -94,16 +94,4 @@ func (s *summary) write(w io.Writer, verb string, over time.Duration) {
 		perr = "protocol error"
 	}
 	list("errors", n(conn.ConnectFailed), "connect-failed", n(conn.Refused), "refused", n(conn.ProtocolErrors), perr)
-}
-
-// perSecond is n per second over d.
-func perSecond(n int64, d time.Duration) string {
-	if d <= 0 {
-		return "-"
-	}
-	r := float64(n) / d.Seconds()
-	if r < 100 {
-		return fmt.Sprintf("%.1f", r)
-	}
-	return fmt.Sprintf("%.0f", r)
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // checkIndex fails the test unless the address index and the name order
@@ -92,7 +93,7 @@ func TestAddrIndexInStep(t *testing.T) {
 
 	cache2 := startCache(t).String()
 	a := must(d.CreateProxy(ctx, spec("a", cache))).GetListenAddress()
-	fixed := "IP:" + freeAddr(t)
+	fixed := "IP:" + testutil.FreeAddr(t)
 	must(d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "b", Listen: fixed, Server: cache}))
 	must(d.CreateProxy(ctx, spec("c", cache)))
 	must(d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "u", Listen: "UNIX:" + filepath.Join(t.TempDir(), "u.sock"), Server: cache}))

@@ -526,20 +526,27 @@ func (d *Daemon) GetProxy(name string) (*snoopv1.Proxy, error) {
 
 // ListProxies describes every proxy, sorted by name.
 func (d *Daemon) ListProxies() []*snoopv1.Proxy {
-	d.mu.Lock()
-	es := make([]*entry, 0, len(d.proxies))
-	for _, e := range d.proxies {
-		if !e.placeholder {
-			es = append(es, e)
-		}
-	}
-	d.mu.Unlock()
+	es := d.liveEntries()
 	out := make([]*snoopv1.Proxy, 0, len(es))
 	for _, e := range es {
 		out = append(out, d.describe(e))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].GetSpec().GetName() < out[j].GetSpec().GetName() })
 	return out
+}
+
+// liveEntries returns the proxies' entries, without the placeholders
+// of names being created, in no order.
+func (d *Daemon) liveEntries() []*entry {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	es := make([]*entry, 0, len(d.proxies))
+	for _, e := range d.proxies {
+		if !e.placeholder {
+			es = append(es, e)
+		}
+	}
+	return es
 }
 
 // UpdateProxy changes the fields of a proxy named in paths, taking their

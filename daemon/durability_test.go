@@ -106,7 +106,7 @@ func TestFailedSaveRefusesAndRollsBack(t *testing.T) {
 
 	full := failingWrites(t, syscall.ENOSPC)
 	full.Store(true)
-	free := freeAddr(t)
+	free := testutil.FreeAddr(t)
 
 	// Create: refused, the proxy gone again and its address free.
 	_, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "new", Listen: "IP:" + free, Server: cache.String()}})
@@ -313,14 +313,3 @@ func TestOneDaemonPerStateDir(t *testing.T) {
 }
 
 func equal(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
-
-// freeAddr returns a loopback host:port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}

@@ -107,14 +107,7 @@ func (d *Daemon) Stats() Stats {
 
 // ProxyStats reads every proxy's counters, sorted by name.
 func (d *Daemon) ProxyStats() []ProxyStats {
-	d.mu.Lock()
-	es := make([]*entry, 0, len(d.proxies))
-	for _, e := range d.proxies {
-		if !e.placeholder {
-			es = append(es, e)
-		}
-	}
-	d.mu.Unlock()
+	es := d.liveEntries()
 	out := make([]ProxyStats, 0, len(es))
 	for _, e := range es {
 		spec, state, _ := d.proxyState(e)

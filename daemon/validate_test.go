@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // fieldOf returns the field of err's one field violation, which must be
@@ -102,7 +103,7 @@ func TestDisabledProxyKeepsItsAddress(t *testing.T) {
 	cache := startCache(t)
 	a := startAPI(t, Config{}, ServerOptions{})
 	ctx := context.Background()
-	fixed := "IP:" + freeAddr(t)
+	fixed := "IP:" + testutil.FreeAddr(t)
 	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "off", Listen: fixed, Server: cache.String(), Enabled: proto.Bool(false)}}); err != nil {
 		t.Fatal(err)
 	}

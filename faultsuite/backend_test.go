@@ -15,6 +15,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // TestBackendKilledMidLoad kills the cache server behind a proxy with
@@ -23,7 +24,7 @@ import (
 // counted the failed connects and carries transactions again by itself,
 // and that a verifying load afterwards has no error at all.
 func TestBackendKilledMidLoad(t *testing.T) {
-	listen := fmt.Sprintf("IP:127.0.0.1:%d", freePort(t))
+	listen := "IP:" + testutil.FreeAddr(t)
 	cache := startCache(t, listen)
 	d := startSnoopd(t, daemonOpts{})
 	s := startSampler(t, d, pick(250*time.Millisecond, time.Second))

@@ -274,7 +274,7 @@ func TestProxyLoop(t *testing.T) {
 	if err := os.Mkdir(stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	loop := fmt.Sprintf("IP:127.0.0.1:%d", freePort(t))
+	loop := "IP:" + testutil.FreeAddr(t)
 	set := fmt.Sprintf(`{"proxies": [{"name": "loop", "listen": %q, "server": %q}, {"name": "good", "listen": "IP:127.0.0.1:0", "server": %q}]}`, loop, loop, cache.addr)
 	if err := os.WriteFile(filepath.Join(stateDir, "proxies.json"), []byte(set), 0o600); err != nil {
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func TestProxyLoop(t *testing.T) {
 	if list.code != 0 || !strings.Contains(list.out, "loop") || !strings.Contains(list.out, "failed") {
 		t.Errorf("snoopctl list: exit %d: %s%s", list.code, list.out, list.err)
 	}
-	self := fmt.Sprintf("IP:127.0.0.1:%d", freePort(t))
+	self := "IP:" + testutil.FreeAddr(t)
 	add := d.snoopctl(t, "add", "loop2", "--listen", self, "--server", self)
 	if add.code == 0 || !strings.Contains(add.err, "loop") {
 		t.Errorf("snoopctl add of a loop: exit %d: %s%s", add.code, add.out, add.err)

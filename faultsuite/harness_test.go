@@ -498,17 +498,6 @@ func startCache(t *testing.T, listen string) *dccache {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // runLoad runs the load generator to completion with -json and returns
 // its report. Its exit status is 0 without errors and 1 with; either is
 // a report. It may run on any goroutine.

@@ -357,6 +357,21 @@ func (s *lside) onEvent(ev uint32) {
 	s.detachIfIdle(ev)
 }
 
+// readOnce reads what s has, once, into the loop's buffer. ok is false
+// when there is nothing to do: nothing to read yet, or the read failed
+// and the connection is closed. An empty chunk is the end of the stream.
+// Both read paths (read, readFaulty) use it.
+func (s *lside) readOnce() (chunk []byte, ok bool) {
+	n, e := rawRead(s.fd, s.lc.l.buf)
+	if e != 0 {
+		if e != unix.EAGAIN && e != unix.EINTR {
+			s.lc.close(fmt.Sprintf("%s read failed: %v", peerName(s.dir(), true), e))
+		}
+		return nil, false
+	}
+	return s.lc.l.buf[:n], true
+}
+
 // read reads what s has, once, and forwards it to the peer.
 func (s *lside) read() {
 	lc, l := s.lc, s.lc.l
@@ -364,20 +379,15 @@ func (s *lside) read() {
 		s.readFaulty(fs)
 		return
 	}
-	n, e := rawRead(s.fd, l.buf)
-	if e != 0 {
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return
-		}
-		lc.close(fmt.Sprintf("%s read failed: %v", peerName(s.dir(), true), e))
+	chunk, ok := s.readOnce()
+	if !ok {
 		return
 	}
-	if n == 0 {
+	if len(chunk) == 0 {
 		s.ended()
 		return
 	}
 	h := &lc.h[s.idx]
-	chunk := l.buf[:n]
 	f := lc.inspect(h, chunk, l.now)
 	dst := s.peer()
 	var werr syscall.Errno

@@ -66,21 +66,16 @@ func (s *lside) readFaulty(fs *faultSet) {
 		s.setEvents(s.events &^ unix.EPOLLIN)
 		return
 	}
-	n, e := rawRead(s.fd, l.buf)
-	if e != 0 {
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return
-		}
-		lc.close(fmt.Sprintf("%s read failed: %v", peerName(s.dir(), true), e))
+	chunk, ok := s.readOnce()
+	if !ok {
 		return
 	}
-	if n == 0 {
+	if len(chunk) == 0 {
 		fc.release(s.idx)
 		s.ended()
 		return
 	}
 	h := &lc.h[s.idx]
-	chunk := l.buf[:n]
 	bit := uint8(1) << s.idx
 	// decide: faults can apply to this direction, so its messages are
 	// buffered whole. Either way, while there are faults, transactions

@@ -57,7 +57,7 @@ func WriteRates(w io.Writer, rows []stats.OpRow, at time.Time, interval time.Dur
 	tw := newTable(w)
 	fmt.Fprintln(tw, "PROXY\tOP\tCOUNT\tRATE\tHIT%\tERRORS\tRESULTS")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s/s\t%s\t%d\t%s\n", r.Proxy, OpName(r.Op), r.Count, rate(r.Count, interval),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s/s\t%s\t%d\t%s\n", r.Proxy, OpName(r.Op), r.Count, Rate(r.Count, interval),
 			hitRatio(r.Op, r.Results), r.Errors, Results(r.Results))
 	}
 	if len(rows) == 0 {
@@ -66,8 +66,9 @@ func WriteRates(w io.Writer, rows []stats.OpRow, at time.Time, interval time.Dur
 	return tw.Flush()
 }
 
-// rate is n per second over d, with one decimal below 100.
-func rate(n int64, d time.Duration) string {
+// Rate is n per second over d, with one decimal below 100; "-" for no
+// time.
+func Rate(n int64, d time.Duration) string {
 	if d <= 0 {
 		return "-"
 	}

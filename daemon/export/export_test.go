@@ -68,17 +68,25 @@ func start(t *testing.T, h *hub.Hub, cfg export.Config) *export.Exporter {
 	return x
 }
 
-func streamMessages(t *testing.T, url, stream, filter string, n int) []*nats.Msg {
+// jetStream connects to the server at url for the test's reads; the
+// connection closes when the test ends.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+func streamMessages(t *testing.T, url, stream, filter string, n int) []*nats.Msg {
+	t.Helper()
+	js := jetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
@@ -368,15 +376,7 @@ func eventsIn(msgs []*nats.Msg) int {
 // storedMessages reads every message a stream holds, by sequence.
 func storedMessages(t *testing.T, url, stream string) []*nats.Msg {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, stream)

@@ -120,24 +120,26 @@ func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
 }
 
 // appendTimestamp and appendDuration append a set message field, even an
-// empty one (a set field is written though all its fields are zero).
+// empty one (a set field is written though all its fields are zero). The
+// two well-known types have the same two fields.
 func appendTimestamp(b []byte, num protowire.Number, ts *timestamppb.Timestamp) []byte {
 	if ts == nil {
 		return b
 	}
-	at := openMessage(&b, num)
-	b = appendVarintField(b, 1, uint64(ts.GetSeconds()))
-	b = appendVarintField(b, 2, uint64(int64(ts.GetNanos())))
-	return closeMessage(b, at)
+	return appendSecondsNanos(b, num, ts.GetSeconds(), ts.GetNanos())
 }
 
 func appendDuration(b []byte, num protowire.Number, d *durationpb.Duration) []byte {
 	if d == nil {
 		return b
 	}
+	return appendSecondsNanos(b, num, d.GetSeconds(), d.GetNanos())
+}
+
+func appendSecondsNanos(b []byte, num protowire.Number, seconds int64, nanos int32) []byte {
 	at := openMessage(&b, num)
-	b = appendVarintField(b, 1, uint64(d.GetSeconds()))
-	b = appendVarintField(b, 2, uint64(int64(d.GetNanos())))
+	b = appendVarintField(b, 1, uint64(seconds))
+	b = appendVarintField(b, 2, uint64(int64(nanos)))
 	return closeMessage(b, at)
 }
 

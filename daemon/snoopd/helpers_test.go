@@ -237,17 +237,6 @@ func waitWatchers(t *testing.T, ctx context.Context, conn *grpc.ClientConn, n in
 	t.Fatalf("the daemon did not report %d watchers within %v", n, testTimeout)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // writeFile writes a file with the given mode, exactly (no umask).
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // TestRestartRestoresProxies: proxies created through the API come back
@@ -23,7 +24,7 @@ func TestRestartRestoresProxies(t *testing.T) {
 	cache := startCache(t, dir)
 	sock := filepath.Join(dir, "ctl.sock")
 	stateDir := filepath.Join(dir, "state")
-	fixedTCP := fmt.Sprintf("IP:127.0.0.1:%d", freePort(t))
+	fixedTCP := "IP:" + testutil.FreeAddr(t)
 	specs := []*snoopv1.ProxySpec{
 		{Name: "any-port", Listen: "IP:127.0.0.1:0", Server: cache.Addr().String()},
 		{Name: "fixed-tcp", Listen: fixedTCP, Server: cache.Addr().String(), MaxConnections: 7},

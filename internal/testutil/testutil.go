@@ -7,6 +7,7 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -69,6 +70,19 @@ func Networks() []Network {
 func UnixAddr(t testing.TB) distcache.Addr {
 	t.Helper()
 	return distcache.MustParseAddr("UNIX:" + filepath.Join(SocketDir(t), "dc.sock"))
+}
+
+// FreeAddr returns a loopback TCP address ("127.0.0.1:PORT") that was
+// free a moment ago, for a test that must name the port before something
+// binds it (a proxy created on a fixed port, a saved state).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // RefusingAddr returns a loopback TCP address ("127.0.0.1:PORT") where a

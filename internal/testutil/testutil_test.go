@@ -55,3 +55,15 @@ func TestRefusingAddr(t *testing.T) {
 		t.Fatalf("another listener took %s", addr)
 	}
 }
+
+func TestFreeAddr(t *testing.T) {
+	addr := FreeAddr(t)
+	if host, _, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" {
+		t.Fatalf("FreeAddr = %q (%v), want 127.0.0.1:PORT", addr, err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the free address %s cannot be listened on: %v", addr, err)
+	}
+	l.Close()
+}
