@@ -321,6 +321,7 @@ func TestWatchFiltersAndHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := a.d.hub.Published()
 	c, err := loadgen.Dial(ctx, addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -329,6 +330,9 @@ func TestWatchFiltersAndHistory(t *testing.T) {
 	c.Get([]byte("abc"))
 	c.Get([]byte("zzz"))
 	c.Close()
+	// The proxy publishes a transaction after forwarding its answer: wait
+	// for the opening and all three before reading history.
+	waitFor(t, "the transactions' events", func() bool { return a.d.hub.Published() >= before+4 })
 	r, err := gets.Recv()
 	if err == nil && r.GetHistoryDone() { // nothing matched at the start
 		r, err = gets.Recv()

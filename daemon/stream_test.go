@@ -333,6 +333,7 @@ func TestWatchBatchedOverAPI(t *testing.T) {
 	addr := distcache.MustParseAddr(res.GetProxy().GetListenAddress())
 	txOnly := []snoopv1.EventKind{snoopv1.EventKind_EVENT_KIND_TRANSACTION}
 	const ops = 300
+	before := a.d.hub.Published()
 	c, err := loadgen.Dial(ctx, addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -340,6 +341,11 @@ func TestWatchBatchedOverAPI(t *testing.T) {
 	for i := range ops / 2 {
 		c.Have([]byte{byte(i), byte(i >> 8)})
 	}
+	// The client has its answer before the proxy publishes the
+	// transaction (it forwards first), so wait for the connection's
+	// opening and the first half to reach the hub: both watchers must
+	// find the same history.
+	waitFor(t, "the first half's events", func() bool { return a.d.hub.Published() >= before+1+ops/2 })
 	// Both watchers start from history, which holds the first half.
 	batched, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{Kinds: txOnly, History: ops, MaxBatch: 64})
 	if err != nil {
