@@ -30,6 +30,7 @@ import (
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -385,9 +386,7 @@ func TestTokenAuth(t *testing.T) {
 func TestStateDir(t *testing.T) {
 	dir := t.TempDir()
 	cache := startCache(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	fixed := ln.Addr().String()
-	ln.Close()
+	fixed := testutil.FreeAddr(t)
 	d, err := New(Config{StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -631,19 +630,17 @@ func TestApplyIsAllOrNothingOnBindFailure(t *testing.T) {
 	}
 	// A move onto the socket address the proxy's own old listener holds
 	// (127.0.0.1:P written as localhost:P) binds after the old one stops.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testutil.FreePort(t)
 	if _, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
-		{Name: "keep", Listen: "IP:127.0.0.1:" + strconv.Itoa(port), Server: cache.String()}}}); err != nil {
+		{Name: "keep", Listen: "IP:127.0.0.1:" + port, Server: cache.String()}}}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
-		{Name: "keep", Listen: "IP:localhost:" + strconv.Itoa(port), Server: cache.String()}}})
+		{Name: "keep", Listen: "IP:localhost:" + port, Server: cache.String()}}})
 	if err != nil || res.GetResults()[0].GetAction() != snoopv1.ApplyAction_APPLY_ACTION_CHANGED {
 		t.Fatalf("move onto its own port: %v %v", res, err)
 	}
-	if p, _ := a.d.GetProxy("keep"); p.GetListenAddress() != "IP:localhost:"+strconv.Itoa(port) || p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
+	if p, _ := a.d.GetProxy("keep"); p.GetListenAddress() != "IP:localhost:"+port || p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
 		t.Errorf("after the move: %v", p)
 	}
 }

@@ -7,6 +7,7 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -75,14 +76,57 @@ func UnixAddr(t testing.TB) distcache.Addr {
 // FreeAddr returns a loopback TCP address ("127.0.0.1:PORT") that was
 // free a moment ago, for a test that must name the port before something
 // binds it (a proxy created on a fixed port, a saved state).
+//
+// The port is drawn at random from below the kernel's ephemeral range
+// (ip_local_port_range), where neither a bind to port 0 nor an outgoing
+// connection ever lands: the listeners and clients of the tests running
+// beside this one cannot take it before the test binds it, only another
+// FreeAddr can, by a chance of about one in ten thousand.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	if low := ephemeralLow(); low > minFreePort+1000 {
+		for range 100 {
+			addr := fmt.Sprintf("127.0.0.1:%d", minFreePort+rand.IntN(low-minFreePort))
+			if l, err := net.Listen("tcp", addr); err == nil {
+				l.Close()
+				return addr
+			}
+		}
+	}
+	// No room below the ephemeral range, or all tried were taken: a port
+	// the kernel picks, which it may hand out again.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// FreePort is FreeAddr's port, for tests that write the address
+// themselves ("IP:127.0.0.1:" + port, "localhost:" + port).
+func FreePort(t testing.TB) string {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(FreeAddr(t))
+	return port
+}
+
+// minFreePort is the lowest port FreeAddr draws: above the well-known
+// and most registered services' ports.
+const minFreePort = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or
+// 32768 (Linux's default) where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil || low <= 0 {
+		return 32768
+	}
+	return low
 }
 
 // RefusingAddr returns a loopback TCP address ("127.0.0.1:PORT") where a

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -66,4 +68,13 @@ func TestFreeAddr(t *testing.T) {
 		t.Fatalf("the free address %s cannot be listened on: %v", addr, err)
 	}
 	l.Close()
+	// Below the ephemeral range, where no bind to port 0 lands.
+	if _, port, _ := net.SplitHostPort(addr); ephemeralLow() > minFreePort+1000 {
+		if p, _ := strconv.Atoi(port); p < minFreePort || p >= ephemeralLow() {
+			t.Errorf("port %d outside [%d, %d)", p, minFreePort, ephemeralLow())
+		}
+	}
+	if p := FreePort(t); p == "" || strings.Contains(p, ":") {
+		t.Errorf("FreePort = %q", p)
+	}
 }
