@@ -295,10 +295,10 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 		ok = append(ok, saved{norm, cfg})
 		nodes = append(nodes, nodeFor(cfg.Name, cfg.Server, cfg.Listen))
 	}
-	local := machineIPs()
+	set := newLoopSet(nodes, machineIPs())
 	for i, s := range ok {
 		var failErr error
-		if l := findLoop(nodes, i, local); l != nil {
+		if l := set.findLoop(i); l != nil {
 			failErr = errors.New(l.serverReason())
 			d.log.Error("restored proxy forms a proxy loop; it stays failed, not started, until its server is changed", "proxy", s.cfg.Name, "err", failErr)
 		} else if err := checkAbsolute(s.cfg); err != nil {

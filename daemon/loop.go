@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -150,23 +149,68 @@ func (l *proxyLoop) listenReason() string {
 	return fmt.Sprintf("listen address %s is the server of proxy %q (this daemon): %s", l.server, l.chain[0], l)
 }
 
-// findLoop follows nodes[i]'s server through the set, or returns nil when
-// it is not one of the set's listeners.
-func findLoop(nodes []loopNode, i int, local localIPs) *proxyLoop {
-	target := func(server distcache.Addr) int {
-		for j, n := range nodes {
-			for _, l := range n.listens {
-				if reaches(server, l, local) {
-					return j
-				}
+// loopSet is the proxies a loop check looks at, with their listeners
+// indexed by network and port (unix sockets: by path). reaches never
+// matches across ports or paths, so following a server looks at the few
+// listeners that could be it: checking every proxy of a set of N, at
+// start-up or in an apply, costs O(N), not O(N²).
+type loopSet struct {
+	nodes  []loopNode
+	local  localIPs
+	byPort map[portKey][]int
+	byPath map[string][]int
+}
+
+type portKey struct {
+	network distcache.Network
+	port    int
+}
+
+func newLoopSet(nodes []loopNode, local localIPs) *loopSet {
+	s := &loopSet{nodes: nodes, local: local, byPort: map[portKey][]int{}, byPath: map[string][]int{}}
+	for j, n := range nodes {
+		for _, l := range n.listens {
+			if l.Network() == distcache.NetworkUnix {
+				s.byPath[cleanPath(l.Path())] = append(s.byPath[cleanPath(l.Path())], j)
+			} else if l.Port() != 0 {
+				k := portKey{l.Network(), l.Port()}
+				s.byPort[k] = append(s.byPort[k], j)
 			}
 		}
-		return -1
 	}
+	return s
+}
+
+// target returns the first node (in the set's order) with a listener
+// that dialling server arrives at and that want accepts (nil: any), or -1.
+func (s *loopSet) target(server distcache.Addr, want func(j int) bool) int {
+	var cands []int
+	if server.Network() == distcache.NetworkUnix {
+		cands = s.byPath[cleanPath(server.Path())]
+	} else {
+		cands = s.byPort[portKey{server.Network(), server.Port()}]
+	}
+	for _, j := range cands {
+		if want != nil && !want(j) {
+			continue
+		}
+		for _, l := range s.nodes[j].listens {
+			if reaches(server, l, s.local) {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+// findLoop follows node i's server through the set, or returns nil when
+// it is not one of the set's listeners.
+func (s *loopSet) findLoop(i int) *proxyLoop {
+	nodes := s.nodes
 	chain := []string{nodes[i].name}
 	seen := map[int]bool{i: true}
 	for cur := i; ; {
-		next := target(nodes[cur].server)
+		next := s.target(nodes[cur].server, nil)
 		if next < 0 {
 			break
 		}
@@ -190,29 +234,24 @@ func findLoop(nodes []loopNode, i int, local localIPs) *proxyLoop {
 // reaches (its field "listen"). field gives the path of a node's field in
 // the request.
 func loopError(nodes []loopNode, checkServer, newListen []bool, field func(i int, f string) string, local localIPs) error {
+	set := newLoopSet(nodes, local)
 	for i := range nodes {
 		if !checkServer[i] {
 			continue
 		}
-		if l := findLoop(nodes, i, local); l != nil {
+		if l := set.findLoop(i); l != nil {
 			return &FieldError{Field: field(i, "server"), Reason: l.serverReason()}
 		}
 	}
-	var fresh []distcache.Addr
-	for j, n := range nodes {
-		if newListen[j] {
-			fresh = append(fresh, n.listens...)
-		}
-	}
+	isNew := func(j int) bool { return newListen[j] }
 	for i := range nodes {
 		// Only a server that reaches a new listener can make this
 		// change's loop: the others are skipped without following
-		// their chain, which keeps a create in a daemon of N proxies
-		// O(N), not O(N²).
-		if checkServer[i] || !slices.ContainsFunc(fresh, func(a distcache.Addr) bool { return reaches(nodes[i].server, a, local) }) {
+		// their chain.
+		if checkServer[i] || set.target(nodes[i].server, isNew) < 0 {
 			continue
 		}
-		l := findLoop(nodes, i, local)
+		l := set.findLoop(i)
 		if l == nil {
 			continue
 		}

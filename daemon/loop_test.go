@@ -3,7 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
-	"net"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,12 +20,53 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // fakeLocal is a machine with one interface address besides loopback.
 func fakeLocal(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	return ip.IsLoopback() || ip.IsUnspecified() || ip == netip.MustParseAddr("10.1.2.3")
+}
+
+// TestLoopSetIndexIsExact holds the indexed loop check to a scan of
+// every listener of the set: random sets drawn from addresses that
+// differ only in how a host, path or port is written.
+func TestLoopSetIndexIsExact(t *testing.T) {
+	pool := []string{
+		"IP:9001", "IP:127.0.0.1:9001", "IP:localhost:9001", "IP:LocalHost.:9001", "IP:[::1]:9001", "IP:0.0.0.0:9001",
+		"IP:[::]:9002", "IP:10.1.2.3:9002", "IP:example.com:9002", "IP:EXAMPLE.com.:9002", "IP:127.0.0.1:0", "IP:9003",
+		"IPv4:127.0.0.1:9001", "UNIX:/run/a.sock", "UNIX:/run//a.sock", "UNIX:/run/b/../a.sock", "UNIX:@a.sock", "UNIX:/run/b.sock",
+	}
+	addr := func(r *rand.Rand) distcache.Addr { return distcache.MustParseAddr(pool[r.IntN(len(pool))]) }
+	scan := func(nodes []loopNode, server distcache.Addr) int {
+		for j, n := range nodes {
+			for _, l := range n.listens {
+				if reaches(server, l, fakeLocal) {
+					return j
+				}
+			}
+		}
+		return -1
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		nodes := make([]loopNode, 1+r.IntN(6))
+		for i := range nodes {
+			listens := []distcache.Addr{addr(r)}
+			if r.IntN(3) == 0 {
+				listens = append(listens, addr(r))
+			}
+			nodes[i] = nodeFor(strconv.Itoa(i), addr(r), listens...)
+		}
+		set := newLoopSet(nodes, fakeLocal)
+		for i, n := range nodes {
+			if got, want := set.target(n.server, nil), scan(nodes, n.server); got != want {
+				t.Fatalf("server %s in %+v: index found %d, a scan %d", n.server, nodes, got, want)
+			}
+			_ = set.findLoop(i)
+		}
+	}
 }
 
 func TestReaches(t *testing.T) {
@@ -122,7 +163,7 @@ func TestFindLoop(t *testing.T) {
 		"",
 		"",
 	} {
-		l := findLoop(nodes, i, fakeLocal)
+		l := newLoopSet(nodes, fakeLocal).findLoop(i)
 		got := ""
 		if l != nil {
 			got = strings.Join(l.chain, " → ")
@@ -131,10 +172,10 @@ func TestFindLoop(t *testing.T) {
 			t.Errorf("from %s: %q, want %q", nodes[i].name, got, want)
 		}
 	}
-	if r := findLoop(nodes, 0, fakeLocal).serverReason(); r != `server IP:localhost:9001 is the listen address of proxy "self" itself: a proxy loop self → self` {
+	if r := newLoopSet(nodes, fakeLocal).findLoop(0).serverReason(); r != `server IP:localhost:9001 is the listen address of proxy "self" itself: a proxy loop self → self` {
 		t.Errorf("self reason %q", r)
 	}
-	if r := findLoop(nodes, 4, fakeLocal).serverReason(); r != `server IP:127.0.0.1:9006 is the listen address of proxy "end" (this daemon): a proxy loop chain → end` {
+	if r := newLoopSet(nodes, fakeLocal).findLoop(4).serverReason(); r != `server IP:127.0.0.1:9006 is the listen address of proxy "end" (this daemon): a proxy loop chain → end` {
 		t.Errorf("chain reason %q", r)
 	}
 }
@@ -169,7 +210,7 @@ func TestLoopRefusedAtCreate(t *testing.T) {
 		r, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: s})
 		return r.GetProxy(), err
 	}
-	port := freeTCPPort(t)
+	port := testutil.FreePort(t)
 	// Its own address.
 	_, err := create(&snoopv1.ProxySpec{Name: "self", Listen: "IP:127.0.0.1:" + port, Server: "localhost:" + port})
 	if f := violation(t, err, `proxy "self" itself`, "a proxy loop self → self"); f != "spec.server" {
@@ -199,7 +240,7 @@ func TestLoopRefusedAtCreate(t *testing.T) {
 	_, err = create(&snoopv1.ProxySpec{Name: "y", Listen: "IP:127.0.0.1:0", Server: "UNIX:" + dir + "/./u.sock"})
 	violation(t, err, "a proxy loop y → u")
 	// A disabled proxy's address counts: enabling it would close the loop.
-	if _, err := create(&snoopv1.ProxySpec{Name: "off", Listen: "IP:127.0.0.1:" + freeTCPPort(t), Server: "IP:192.0.2.1:9000", Enabled: proto.Bool(false)}); err != nil {
+	if _, err := create(&snoopv1.ProxySpec{Name: "off", Listen: "IP:127.0.0.1:" + testutil.FreePort(t), Server: "IP:192.0.2.1:9000", Enabled: proto.Bool(false)}); err != nil {
 		t.Fatal(err)
 	}
 	off, _ := a.d.GetProxy("off")
@@ -207,7 +248,7 @@ func TestLoopRefusedAtCreate(t *testing.T) {
 	violation(t, err, "a proxy loop z → off")
 	// The other way round: a new proxy listening where an existing one
 	// sends its traffic.
-	target := "IP:127.0.0.1:" + freeTCPPort(t)
+	target := "IP:127.0.0.1:" + testutil.FreePort(t)
 	if _, err := create(&snoopv1.ProxySpec{Name: "to", Listen: "IP:127.0.0.1:0", Server: target}); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +303,7 @@ func TestLoopRefusedAtUpdate(t *testing.T) {
 func TestLoopRefusedAtApply(t *testing.T) {
 	a := startAPI(t, Config{}, ServerOptions{})
 	ctx := context.Background()
-	p1, p2, p3 := freeTCPPort(t), freeTCPPort(t), freeTCPPort(t)
+	p1, p2, p3 := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	cycle := []*snoopv1.ProxySpec{
 		{Name: "a", Listen: "IP:127.0.0.1:" + p1, Server: "IP:127.0.0.1:" + p2},
 		{Name: "b", Listen: "IP:127.0.0.1:" + p2, Server: "localhost:" + p3},
@@ -321,7 +362,7 @@ func TestLoopRefusedAtApply(t *testing.T) {
 func TestLoopInStateFile(t *testing.T) {
 	dir := t.TempDir()
 	cache := startCache(t)
-	p1, p2 := freeTCPPort(t), freeTCPPort(t)
+	p1, p2 := testutil.FreePort(t), testutil.FreePort(t)
 	set := &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
 		{Name: "good", Listen: "IP:127.0.0.1:0", Server: cache.String()},
 		{Name: "ping", Listen: "IP:127.0.0.1:" + p1, Server: "IP:127.0.0.1:" + p2},
@@ -376,22 +417,11 @@ func TestLoopInStateFile(t *testing.T) {
 	}
 }
 
-// freeTCPPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freeTCPPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
 // TestLoopInDeclaredSetAtStart: a --config set with a loop stops the
 // start-up, as any invalid entry there does, naming the entry and the
 // loop.
 func TestLoopInDeclaredSetAtStart(t *testing.T) {
-	port := freeTCPPort(t)
+	port := testutil.FreePort(t)
 	_, err := New(Config{Apply: []*snoopv1.ProxySpec{
 		{Name: "ok", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"},
 		{Name: "me", Listen: "IP:" + port, Server: "IP:127.0.0.1:" + port},
