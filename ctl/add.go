@@ -57,16 +57,11 @@ func (e *env) add(cCtx *cli.Context) error {
 		return err
 	}
 	unresolved := resolveServer(cCtx.Context, spec.GetServer())
-	c, err := e.dial()
+	resp, err := unary(e, cCtx.Context, "add "+spec.GetName(), "", func(ctx context.Context, c *client) (*snoopv1.CreateProxyResponse, error) {
+		return c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	resp, err := c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
-	if err != nil {
-		return e.rpcError(err, "add "+spec.GetName(), "")
 	}
 	if unresolved != "" {
 		e.warnf("%s; proxy %s was created and dials the server when clients come", unresolved, spec.GetName())

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,28 +55,23 @@ func (e *env) apply(cCtx *cli.Context) error {
 		return err
 	}
 	req.Prune, req.DryRun = cCtx.Bool("prune"), cCtx.Bool("dry-run")
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
 	// The listen addresses before the apply tell which changes need a
 	// new listener (and so start the counters again).
 	before := map[string]*snoopv1.Proxy{}
-	if !e.opts.json {
-		list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
-		if err != nil {
-			return e.rpcError(err, "apply "+path, "")
+	resp, err := unary(e, cCtx.Context, "apply "+path, "", func(ctx context.Context, c *client) (*snoopv1.ApplyProxiesResponse, error) {
+		if !e.opts.json {
+			list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range list.GetProxies() {
+				before[p.GetSpec().GetName()] = p
+			}
 		}
-		for _, p := range list.GetProxies() {
-			before[p.GetSpec().GetName()] = p
-		}
-	}
-	resp, err := c.proxies.ApplyProxies(ctx, req)
+		return c.proxies.ApplyProxies(ctx, req)
+	})
 	if err != nil {
-		return e.rpcError(err, "apply "+path, "")
+		return err
 	}
 	if e.opts.json {
 		return e.printJSON(resp)

@@ -58,7 +58,7 @@ func (e *env) display() string {
 }
 
 // dial connects to the daemon; every command that talks to it dials once
-// and defers the client's Close. gRPC connects lazily, so for a unix socket
+// (most through unary) and closes the client when done. gRPC connects lazily, so for a unix socket
 // the path is checked first: a missing socket is by far the most common
 // problem and deserves its own plain message.
 func (e *env) dial() (*client, error) {
@@ -189,4 +189,31 @@ func (e *env) callContext(ctx context.Context, extra time.Duration) (context.Con
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, e.opts.timeout+extra)
+}
+
+// unary is how a command asks the daemon something: it dials, makes call
+// on the connection bounded by --timeout, closes the connection, and turns
+// a failed call into snoopctl's one line (rpcError with action and
+// notFound). call may make several calls on the one client (show: the
+// proxy, then its connections); they share the bound. An error call
+// returns that is already snoopctl's message (a check between two calls,
+// or a code the command words itself) is returned as it is.
+func unary[T any](e *env, ctx context.Context, action, notFound string, call func(context.Context, *client) (T, error)) (T, error) {
+	var zero T
+	c, err := e.dial()
+	if err != nil {
+		return zero, err
+	}
+	defer c.Close()
+	ctx, cancel := e.callContext(ctx, 0)
+	defer cancel()
+	resp, err := call(ctx, c)
+	if err != nil {
+		var ce *cliError
+		if errors.As(err, &ce) {
+			return zero, err
+		}
+		return zero, e.rpcError(err, action, notFound)
+	}
+	return resp, nil
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -103,16 +104,11 @@ func (e *env) completeProxies(cCtx *cli.Context) {
 		return
 	}
 	e.opts.timeout = 2 * time.Second
-	c, err := e.dial()
+	list, err := unary(e, cCtx.Context, "complete", "", func(ctx context.Context, c *client) (*snoopv1.ListProxiesResponse, error) {
+		return c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	})
 	if err != nil {
-		return
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
-	if err != nil {
-		return
+		return // nothing to offer; a message would garble the shell's line
 	}
 	for _, p := range list.GetProxies() {
 		fmt.Fprintln(e.stdio.Out, p.GetSpec().GetName())

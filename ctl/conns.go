@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
@@ -28,16 +29,11 @@ func (e *env) conns(cCtx *cli.Context) error {
 		return err
 	}
 	name := a[0]
-	c, err := e.dial()
+	resp, err := unary(e, cCtx.Context, "conns "+name, noProxy(name), func(ctx context.Context, c *client) (*snoopv1.ListConnectionsResponse, error) {
+		return c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	resp, err := c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
-	if err != nil {
-		return e.rpcError(err, "conns "+name, fmt.Sprintf("no proxy named %q", name))
 	}
 	if e.opts.json {
 		return e.printJSON(resp)
@@ -69,22 +65,18 @@ func (e *env) killConn(cCtx *cli.Context) error {
 	if err != nil || id == 0 {
 		return usagef("connection id %q: want a positive number, as 'snoopctl conns %s' shows", a[1], name)
 	}
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	resp, err := c.proxies.CloseConnection(ctx, &snoopv1.CloseConnectionRequest{Proxy: name, Id: id})
-	if err != nil {
-		action := fmt.Sprintf("kill-conn %s %d", name, id)
+	action := fmt.Sprintf("kill-conn %s %d", name, id)
+	resp, err := unary(e, cCtx.Context, action, "", func(ctx context.Context, c *client) (*snoopv1.CloseConnectionResponse, error) {
+		resp, err := c.proxies.CloseConnection(ctx, &snoopv1.CloseConnectionRequest{Proxy: name, Id: id})
 		if status.Code(err) == codes.NotFound {
 			// The proxy or the connection: the daemon's message says
 			// which.
-			return failf("%s: %s (see 'snoopctl conns %s')", action, oneLine(status.Convert(err).Message()), name)
+			return nil, failf("%s: %s (see 'snoopctl conns %s')", action, oneLine(status.Convert(err).Message()), name)
 		}
-		return e.rpcError(err, action, "")
+		return resp, err
+	})
+	if err != nil {
+		return err
 	}
 	if e.opts.json {
 		return e.printJSON(resp)

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -43,20 +44,15 @@ func (e *env) setEnabled(cCtx *cli.Context, on bool) error {
 	}
 	name := a[0]
 	closeConns := !on && cCtx.Bool("close-connections")
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	resp, err := c.proxies.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
-		Spec:             &snoopv1.ProxySpec{Name: name, Enabled: proto.Bool(on)},
-		UpdateMask:       &fieldmaskpb.FieldMask{Paths: []string{"enabled"}},
-		CloseConnections: closeConns,
+	resp, err := unary(e, cCtx.Context, cCtx.Command.Name+" "+name, noProxy(name), func(ctx context.Context, c *client) (*snoopv1.UpdateProxyResponse, error) {
+		return c.proxies.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
+			Spec:             &snoopv1.ProxySpec{Name: name, Enabled: proto.Bool(on)},
+			UpdateMask:       &fieldmaskpb.FieldMask{Paths: []string{"enabled"}},
+			CloseConnections: closeConns,
+		})
 	})
 	if err != nil {
-		return e.rpcError(err, cCtx.Command.Name+" "+name, fmt.Sprintf("no proxy named %q", name))
+		return err
 	}
 	if e.opts.json {
 		return e.printJSON(resp)

@@ -169,3 +169,8 @@ func fileError(path string, err error) string {
 	}
 	return path + ": " + err.Error()
 }
+
+// noProxy is rpcError's notFound for a call about the proxy name.
+func noProxy(name string) string {
+	return fmt.Sprintf("no proxy named %q", name)
+}

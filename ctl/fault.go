@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -126,32 +127,24 @@ func (e *env) fault(cCtx *cli.Context) error {
 	default:
 		return usagef("fault: unknown action %q (want add, remove, list or clear)", action)
 	}
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	notFound := fmt.Sprintf("no proxy named %q", proxyName)
-	got, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: proxyName})
-	if err != nil {
-		return e.rpcError(err, "fault "+action+" "+proxyName, notFound)
-	}
-	p := got.GetProxy()
-	if edit != nil {
-		faults, err := edit(p.GetSpec().GetFaults())
+	p, err := unary(e, cCtx.Context, "fault "+action+" "+proxyName, noProxy(proxyName), func(ctx context.Context, c *client) (*snoopv1.Proxy, error) {
+		got, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: proxyName})
+		if err != nil || edit == nil {
+			return got.GetProxy(), err
+		}
+		// edit's errors are snoopctl's own words; unary passes them on.
+		faults, err := edit(got.GetProxy().GetSpec().GetFaults())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		resp, err := c.proxies.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
 			Spec:       &snoopv1.ProxySpec{Name: proxyName, Faults: faults},
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"faults"}},
 		})
-		if err != nil {
-			return e.rpcError(err, "fault "+action+" "+proxyName, notFound)
-		}
-		p = resp.GetProxy()
+		return resp.GetProxy(), err
+	})
+	if err != nil {
+		return err
 	}
 	return e.printFaults(p, action)
 }

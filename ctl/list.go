@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -25,16 +26,11 @@ func (e *env) list(cCtx *cli.Context) error {
 	if _, err := args(cCtx, 0, 0, ""); err != nil {
 		return err
 	}
-	c, err := e.dial()
+	resp, err := unary(e, cCtx.Context, "list", "", func(ctx context.Context, c *client) (*snoopv1.ListProxiesResponse, error) {
+		return c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
-	if err != nil {
-		return e.rpcError(err, "list", "")
 	}
 	if e.opts.json {
 		return e.printJSON(resp)

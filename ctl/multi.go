@@ -299,18 +299,17 @@ type daemonProxy struct {
 // listDaemon lists the current daemon's proxies for listMany; with -o
 // json it prints them itself, as one object, and returns none.
 func (e *env) listDaemon(cCtx *cli.Context) ([]daemonProxy, error) {
-	c, err := e.dial()
+	var label string
+	resp, err := unary(e, cCtx.Context, "list", "", func(ctx context.Context, c *client) (*snoopv1.ListProxiesResponse, error) {
+		resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+		if err == nil {
+			label = daemonLabel(ctx, c, e.display())
+		}
+		return resp, err
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	resp, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
-	if err != nil {
-		return nil, e.rpcError(err, "list", "")
-	}
-	label := daemonLabel(ctx, c, e.display())
 	if e.opts.json {
 		raw, err := format.RawJSON(resp)
 		if err != nil {

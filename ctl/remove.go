@@ -62,7 +62,7 @@ func (e *env) removeOne(cCtx *cli.Context, c *client, name string, drain time.Du
 	ctx, cancel := e.callContext(cCtx.Context, drain)
 	defer cancel()
 	if _, err := c.proxies.DeleteProxy(ctx, req); err != nil {
-		return e.rpcError(err, "remove "+name, fmt.Sprintf("no proxy named %q", name))
+		return e.rpcError(err, "remove "+name, noProxy(name))
 	}
 	if e.opts.json {
 		return e.printJSON(&snoopv1.ApplyResult{Name: name, Action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED})

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -27,21 +28,17 @@ func (e *env) show(cCtx *cli.Context) error {
 		return err
 	}
 	name := a[0]
-	c, err := e.dial()
+	var conns *snoopv1.ListConnectionsResponse
+	p, err := unary(e, cCtx.Context, "show "+name, noProxy(name), func(ctx context.Context, c *client) (*snoopv1.GetProxyResponse, error) {
+		p, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: name, IncludeHistograms: true})
+		if err != nil {
+			return nil, err
+		}
+		conns, err = c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
+		return p, err
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	notFound := fmt.Sprintf("no proxy named %q", name)
-	p, err := c.proxies.GetProxy(ctx, &snoopv1.GetProxyRequest{Name: name, IncludeHistograms: true})
-	if err != nil {
-		return e.rpcError(err, "show "+name, notFound)
-	}
-	conns, err := c.proxies.ListConnections(ctx, &snoopv1.ListConnectionsRequest{Proxy: name})
-	if err != nil {
-		return e.rpcError(err, "show "+name, notFound)
 	}
 	if e.opts.json {
 		return e.printShowJSON(p.GetProxy(), conns.GetConnections())

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -32,16 +33,11 @@ func (e *env) version(cCtx *cli.Context) error {
 	if !e.opts.json {
 		fmt.Fprintf(e.stdio.Out, "client: %s\n", clientVersionLine(cv))
 	}
-	c, err := e.dial()
+	info, err := unary(e, cCtx.Context, "version", "", func(ctx context.Context, c *client) (*snoopv1.GetDaemonInfoResponse, error) {
+		return c.daemon.GetDaemonInfo(ctx, &snoopv1.GetDaemonInfoRequest{})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.callContext(cCtx.Context, 0)
-	defer cancel()
-	info, err := c.daemon.GetDaemonInfo(ctx, &snoopv1.GetDaemonInfoRequest{})
-	if err != nil {
-		return e.rpcError(err, "version", "")
 	}
 	if e.opts.json {
 		d, err := format.RawJSON(info)
