@@ -58,9 +58,10 @@ func (e *env) display() string {
 }
 
 // dial connects to the daemon; every command that talks to it dials once
-// (most through unary) and closes the client when done. gRPC connects lazily, so for a unix socket
-// the path is checked first: a missing socket is by far the most common
-// problem and deserves its own plain message.
+// (most through unary) and closes the client when done. gRPC connects
+// lazily, so for a unix socket the path is checked first: a missing
+// socket is by far the most common problem and deserves its own plain
+// message.
 func (e *env) dial() (*client, error) {
 	addr, err := e.address()
 	if err != nil {
