@@ -7,6 +7,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,13 +287,24 @@ func TestRunRate(t *testing.T) {
 
 func TestRunCancel(t *testing.T) {
 	t.Run("busy server", func(t *testing.T) {
-		srv := startCache(t, distcache.MustParseAddr("IP:127.0.0.1:0"))
+		// Cancelled once the server has answered 200 requests: with at
+		// most 4 unanswered per connection, the client has had answers
+		// to at least 200-8*4 of them by then, however slow the machine.
 		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(200*time.Millisecond, cancel)
+		defer cancel()
+		var answered atomic.Int64
+		srv := startFake(t, distcache.MustParseAddr("IP:127.0.0.1:0"), &fakeServer{
+			hook: func(_ distcache.Message, _ int, uid uint32, resp []byte) (uint32, []byte) {
+				if answered.Add(1) == 200 {
+					cancel()
+				}
+				return uid, resp
+			},
+		})
 		var rep Report
 		var err error
-		el := within(t, 5*time.Second, "cancelled Run", func() {
-			rep, err = Run(ctx, Config{Addr: srv.Addr(), Conns: 8, Persistent: true, Pipeline: 4, Duration: time.Hour, Verify: true})
+		el := within(t, 30*time.Second, "cancelled Run", func() {
+			rep, err = Run(ctx, Config{Addr: srv.addr, Conns: 8, Persistent: true, Pipeline: 4, Duration: time.Hour, Verify: true})
 		})
 		if !errors.Is(err, context.Canceled) || !rep.Interrupted || rep.Ops == 0 || rep.Errors != 0 {
 			t.Errorf("after %v: err %v, interrupted %v, %d ops, %d errors", el, err, rep.Interrupted, rep.Ops, rep.Errors)
