@@ -125,15 +125,24 @@ func TestEventTextOneLine(t *testing.T) {
 }
 
 func TestEventsJSONGolden(t *testing.T) {
-	var b []byte
+	var b, lines []byte
 	for _, r := range events() {
 		var err error
 		if b, err = AppendJSON(b, r); err != nil {
 			t.Fatal(err)
 		}
 		b = append(b, '\n')
+		// tail -o json and save write their lines with the hand
+		// encoder: the same bytes.
+		if lines, err = AppendResponseLine(lines, r); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, '\n')
 	}
 	golden(t, "events.jsonl", b)
+	if !bytes.Equal(lines, b) {
+		t.Errorf("AppendResponseLine's lines differ from AppendJSON's:\n%s", lines)
+	}
 	// Each line is the API's protojson and parses back to the same message.
 	for i, line := range bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) {
 		got := &snoopv1.WatchEventsResponse{}

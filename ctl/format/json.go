@@ -1,40 +1,27 @@
 package format
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apijson"
 )
 
-// jsonOptions are the protojson options of every JSON snoopctl writes:
-// on one line, with the field names of the .proto file, which are also
-// what the API documentation uses.
-var jsonOptions = protojson.MarshalOptions{UseProtoNames: true}
+// Every JSON snoopctl writes is compact protojson on one line with the
+// field names of the .proto file, which are also what the API
+// documentation uses (apijson.ProtoKeys).
 
-// JSON returns m as one line of protojson, without a trailing newline.
-//
-// protojson deliberately varies its whitespace from build to build so
-// that nobody compares its output byte for byte; snoopctl's output is
-// meant for diffs and line-oriented tools, so it is compacted to a stable
-// form.
+// JSON returns m as one line of compact protojson, without a trailing
+// newline.
 func JSON(m proto.Message) ([]byte, error) {
 	return AppendJSON(nil, m)
 }
 
 // AppendJSON appends m as one line of compact protojson to b.
 func AppendJSON(b []byte, m proto.Message) ([]byte, error) {
-	raw, err := jsonOptions.Marshal(m)
-	if err != nil {
-		return b, fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
-	}
-	buf := bytes.NewBuffer(b)
-	if err := json.Compact(buf, raw); err != nil {
-		return b, fmt.Errorf("compact %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
-	}
-	return buf.Bytes(), nil
+	return apijson.AppendProto(b, m, apijson.ProtoKeys)
 }
 
 // RawJSON returns m as compact protojson for embedding in a larger JSON
@@ -42,4 +29,19 @@ func AppendJSON(b []byte, m proto.Message) ([]byte, error) {
 func RawJSON(m proto.Message) (json.RawMessage, error) {
 	b, err := JSON(m)
 	return json.RawMessage(b), err
+}
+
+// AppendResponseLine appends r as one line of compact protojson, without
+// the newline, to b: what AppendJSON appends, written by apijson's hand
+// encoder without allocating (tail -o json and save write every event
+// through it).
+func AppendResponseLine(b []byte, r *snoopv1.WatchEventsResponse) ([]byte, error) {
+	return apijson.AppendResponse(b, r, apijson.ProtoKeys)
+}
+
+// AppendEventLine appends the line of a response that carries ev alone
+// ({"event":{...}}), as AppendResponseLine would for it: each event of a
+// batched response is written as the line an unbatched one would have.
+func AppendEventLine(b []byte, ev *snoopv1.Event) ([]byte, error) {
+	return apijson.AppendEventResponse(b, ev, apijson.ProtoKeys)
 }

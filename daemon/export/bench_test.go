@@ -27,6 +27,7 @@ func BenchmarkExport(b *testing.B) {
 		{"jetstream/protobuf/batched", "SNOOP", export.FormatProtobuf, 0},
 		{"jetstream/protobuf/per-event", "SNOOP", export.FormatProtobuf, 1},
 		{"jetstream/json/batched", "SNOOP", export.FormatJSON, 0},
+		{"jetstream/json/per-event", "SNOOP", export.FormatJSON, 1},
 		{"core/protobuf/batched", "", export.FormatProtobuf, 0},
 		{"core/protobuf/per-event", "", export.FormatProtobuf, 1},
 	} {

@@ -13,12 +13,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apijson"
 	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -540,19 +540,20 @@ func (x *Exporter) openBatch(buf []byte, last int) []byte {
 // appendBatched appends e, the batch's event number i, to the payload.
 func (x *Exporter) appendBatched(buf []byte, i int, e *proxy.Event) ([]byte, error) {
 	ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
+	// An event that cannot be encoded leaves the payload as it was.
+	start := len(buf)
 	if x.cfg.Format == FormatJSON {
-		b, err := protojson.Marshal(ev)
-		if err != nil {
-			return buf, err
-		}
+		// An element of {"events":[...]}.
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		return append(buf, b...), nil
+		out, err := apijson.AppendEvent(buf, ev, jsonKeys)
+		if err != nil {
+			return buf[:start], err
+		}
+		return out, nil
 	}
-	// A WatchEventsResponse's events field, without building one. An
-	// event that cannot be encoded leaves the payload as it was.
-	start := len(buf)
+	// A WatchEventsResponse's events field, without building one.
 	at := openMessage(&buf, eventsField)
 	buf, err := appendEvent(buf, ev)
 	if err != nil {
@@ -560,6 +561,10 @@ func (x *Exporter) appendBatched(buf []byte, i int, e *proxy.Event) ([]byte, err
 	}
 	return closeMessage(buf, at), nil
 }
+
+// jsonKeys are the JSON payloads' keys: protojson's default
+// lowerCamelCase JSON names, which the export has always written.
+const jsonKeys = apijson.CamelKeys
 
 // eventsField is WatchEventsResponse.events's field number: a batch's
 // payload is the events appended as that repeated field, which is a
@@ -572,7 +577,7 @@ func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
 	var data []byte
 	var err error
 	if x.cfg.Format == FormatJSON {
-		data, err = protojson.Marshal(ev)
+		data, err = apijson.AppendEvent(make([]byte, 0, 512), ev, jsonKeys)
 	} else {
 		data, err = appendEvent(make([]byte, 0, 256), ev)
 	}

@@ -1,7 +1,9 @@
 package export_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,10 +16,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/export"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apijson"
 	"github.com/snoopd/snoopd/internal/natstest"
 	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/proxy"
@@ -504,5 +508,96 @@ func testExportDropsUnencodable(t *testing.T, format string) {
 	}
 	if fmt.Sprint(ids) != "[2 3 5 6]" {
 		t.Fatalf("stored events %v, want [2 3 5 6]", ids)
+	}
+}
+
+// variedEvents are one of each kind, with captured data, escapes and
+// multi-byte text: what the JSON export must carry unchanged. Each has
+// its own connection id; their times increase, as the hub keeps them.
+func variedEvents() []*proxy.Event {
+	t0 := time.Unix(1700000000, 123456789)
+	get := txEvent("p", 1, distcache.OpGet)
+	get.Client = "127.0.0.1:40312"
+	get.Tx.Status, get.Tx.Hit, get.Tx.DataLen, get.Tx.HasDigest = distcache.StatusOK, true, 1200, true
+	get.Tx.Digest = [distcache.DigestSize]byte{1, 2, 3, 4, 5, 6, 7, 8}
+	get.Tx.Data, get.Tx.DataTruncated = []byte("\x30\x82\x04\xb1 session \"data\""), true
+	add := txEvent("p", 2, distcache.OpAdd)
+	add.Tx.TimeoutMS, add.Tx.RequestSize, add.Tx.RequestFrames, add.Tx.Fault = 300000, 1238, 1, "délai \"x\"\n"
+	return []*proxy.Event{
+		{Kind: proxy.KindConnOpened, Time: time.Unix(1700000000, 0), Proxy: "p", ConnID: 3, Client: "[::1]:5000"},
+		get, // at 1700000000 s + 1 ns
+		add, // + 2 ns
+		{Kind: proxy.KindConnClosed, Time: t0.Add(time.Second), Proxy: "p", ConnID: 4, Client: "[::1]:5000",
+			Closed: &proxy.ConnClosed{BytesUp: 1300, BytesDown: 1250, Duration: 6 * time.Millisecond, Transactions: 3, Reason: "client closed"}},
+		{Kind: proxy.KindProtocolError, Time: t0.Add(2 * time.Second), Proxy: "p", ConnID: 5, Direction: distcache.ServerToClient,
+			Policy: proxy.PassThrough, Err: &distcache.ProtocolError{Rule: distcache.RuleVersion, Field: "proto_level", Offset: 140, Frame: 3}},
+		{Kind: proxy.KindConnectFailed, Time: t0.Add(3 * time.Second), Proxy: "p", ConnID: 6, Err: errors.New("dial unix /run/dc.sock: \x01 refused\t€")},
+		{Kind: proxy.KindConnRefused, Time: t0.Add(4 * time.Second), Proxy: "p", ConnID: 7, Err: errors.New("at the connection limit (2)")},
+	}
+}
+
+// TestExportJSONIsProtojson: the JSON payloads, batched and one event a
+// message, read back with protojson as exactly the events exported
+// (rendered by the daemon's own conversion), and are byte for byte the
+// compact protojson of those messages, with protojson's default
+// (lowerCamelCase) keys as the export has always written them.
+func TestExportJSONIsProtojson(t *testing.T) {
+	want := map[uint64]*snoopv1.Event{}
+	var fill daemon.EventFiller
+	for _, e := range variedEvents() {
+		want[e.ConnID] = proto.CloneOf(fill.Fill(e, "d", true))
+	}
+	for _, batch := range []int{64, 1} {
+		t.Run(fmt.Sprintf("batch%d", batch), func(t *testing.T) {
+			srv := natstest.Start(t)
+			h := hub.New(hub.Config{Interval: time.Millisecond})
+			defer h.Close()
+			x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Format: export.FormatJSON,
+				Data: true, Batch: batch, FlushInterval: 20 * time.Millisecond})
+			evs := variedEvents()
+			for _, e := range evs {
+				h.Publish(e)
+			}
+			waitFor(t, "settled", func() bool { s := x.Stats(); return s.GetPublished()+s.GetDropped() == uint64(len(evs)) })
+			if s := x.Stats(); s.GetPublished() != uint64(len(evs)) {
+				t.Fatalf("stats %v", s)
+			}
+			seen := map[uint64]bool{}
+			for _, m := range storedMessages(t, srv.URL(), "SNOOP") {
+				var got []*snoopv1.Event
+				var compact []byte
+				var err error
+				if batch == 1 {
+					ev := &snoopv1.Event{}
+					err = protojson.Unmarshal(m.Data, ev)
+					got = []*snoopv1.Event{ev}
+					compact, _ = apijson.AppendProto(nil, ev, apijson.CamelKeys)
+				} else {
+					r := &snoopv1.WatchEventsResponse{}
+					err = protojson.Unmarshal(m.Data, r)
+					got = r.GetEvents()
+					compact, _ = apijson.AppendProto(nil, r, apijson.CamelKeys)
+				}
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", m.Subject, err, m.Data)
+				}
+				if !bytes.Equal(m.Data, compact) {
+					t.Errorf("%s: not compact protojson:\n got %s\nwant %s", m.Subject, m.Data, compact)
+				}
+				for _, ev := range got {
+					id := ev.GetConnectionId()
+					if seen[id] || want[id] == nil {
+						t.Fatalf("event %d again or unknown: %v", id, ev)
+					}
+					seen[id] = true
+					if !proto.Equal(ev, want[id]) {
+						t.Errorf("event %d:\n got %v\nwant %v", id, ev, want[id])
+					}
+				}
+			}
+			if len(seen) != len(want) {
+				t.Fatalf("%d of %d events stored", len(seen), len(want))
+			}
+		})
 	}
 }

@@ -1,9 +1,10 @@
-package format
+package apijson
 
 import (
 	"encoding/base64"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -13,50 +14,22 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
-// The JSON Lines of tail -o json and save are written by hand, straight
-// into the caller's buffer: protojson builds them through reflection and
-// a compaction pass, about ten allocations and most of snoopctl's CPU per
-// event. The lines are byte for byte what AppendJSON writes (the tests
-// run both over many generated events): the fields of the .proto file in
-// declaration order under their proto names, zero values left out, 64-bit
-// integers as strings, enums by name, bytes in padded standard base64,
-// timestamps and durations with 0, 3, 6 or 9 fractional digits, strings
-// escaped as protojson escapes them. Anything the hand encoder does not
-// reproduce exactly (invalid UTF-8, an enum number without a name, a time
-// outside protojson's range, several events in one response) goes through
-// AppendJSON instead, so the output is the same in every case.
+// The encoder writes what protojson writes: the fields of the .proto
+// file in declaration order, zero values left out, 64-bit integers as
+// strings, enums by name, bytes in padded standard base64, timestamps and
+// durations with 0, 3, 6 or 9 fractional digits, strings escaped as
+// protojson escapes them. What it does not reproduce exactly (invalid
+// UTF-8, an enum number without a name, a time outside protojson's range)
+// makes it fail with errSlow, and the caller starts again with
+// AppendProto. Its tests set every field of these messages, so a field
+// added to the .proto and not here fails them.
 
-// errSlow makes an encoder step hand the value back to AppendJSON.
+// errSlow makes an encoder step hand the value back to AppendProto.
 var errSlow = errors.New("not encodable by the fast path")
 
-// AppendResponseLine appends r as one line of compact protojson, without
-// the newline, to b: exactly what AppendJSON appends.
-func AppendResponseLine(b []byte, r *snoopv1.WatchEventsResponse) ([]byte, error) {
-	if len(r.GetEvents()) > 0 {
-		return AppendJSON(b, r)
-	}
-	start := len(b)
-	out, err := appendResponse(b, r.GetEvent(), r.GetDropped(), r.GetHistoryDone())
-	if err != nil {
-		return AppendJSON(b[:start], r)
-	}
-	return out, nil
-}
-
-// AppendEventLine appends the line of a response that carries ev alone
-// ({"event":{...}}), as AppendResponseLine would for it: each event of a
-// batched response is written as the line an unbatched one would have.
-func AppendEventLine(b []byte, ev *snoopv1.Event) ([]byte, error) {
-	start := len(b)
-	out, err := appendResponse(b, ev, 0, false)
-	if err != nil {
-		return AppendJSON(b[:start], &snoopv1.WatchEventsResponse{Event: ev})
-	}
-	return out, nil
-}
-
-func appendResponse(b []byte, ev *snoopv1.Event, dropped uint64, historyDone bool) ([]byte, error) {
-	o := obj{b: append(b, '{')}
+// appendResponse appends a WatchEventsResponse with these fields.
+func appendResponse(b []byte, k Keys, ev *snoopv1.Event, dropped uint64, historyDone bool, historyMissing uint32, events []*snoopv1.Event) ([]byte, error) {
+	o := obj{b: append(b, '{'), camel: k == CamelKeys}
 	if ev != nil {
 		o.key("event")
 		if err := o.event(ev); err != nil {
@@ -65,23 +38,62 @@ func appendResponse(b []byte, ev *snoopv1.Event, dropped uint64, historyDone boo
 	}
 	o.uint64("dropped", dropped)
 	o.bool("history_done", historyDone)
+	o.uint32("history_missing", historyMissing)
+	if len(events) > 0 {
+		o.key("events")
+		o.b = append(o.b, '[')
+		for i, ev := range events {
+			if i > 0 {
+				o.b = append(o.b, ',')
+			}
+			if err := o.event(ev); err != nil {
+				return b, err
+			}
+		}
+		o.b = append(o.b, ']')
+	}
 	return append(o.b, '}'), nil
 }
 
 // obj appends the members of a JSON object, putting commas between them.
 type obj struct {
-	b    []byte
-	more bool // a member was written: the next needs a comma
+	b     []byte
+	more  bool // a member was written: the next needs a comma
+	camel bool // keys in lowerCamelCase (CamelKeys)
 }
 
+// key writes the member name k, a field's name in the .proto file, in
+// the object's key style.
 func (o *obj) key(k string) {
 	if o.more {
 		o.b = append(o.b, ',')
 	}
 	o.more = true
 	o.b = append(o.b, '"')
-	o.b = append(o.b, k...)
+	if o.camel {
+		o.b = appendCamel(o.b, k)
+	} else {
+		o.b = append(o.b, k...)
+	}
 	o.b = append(o.b, '"', ':')
+}
+
+// appendCamel writes a field name as protojson's JSON name for it, by the
+// rule protoc uses: each '_' is dropped and a lower-case letter after it
+// raised (session_id_length: sessionIdLength).
+func appendCamel(b []byte, name string) []byte {
+	for {
+		i := strings.IndexByte(name, '_')
+		if i < 0 {
+			return append(b, name...)
+		}
+		b = append(b, name[:i]...)
+		name = name[i+1:]
+		if name != "" && 'a' <= name[0] && name[0] <= 'z' {
+			b = append(b, name[0]-('a'-'A'))
+			name = name[1:]
+		}
+	}
 }
 
 func (o *obj) str(k, v string) error {
@@ -175,15 +187,16 @@ func (o *obj) duration(k string, d *durationpb.Duration) error {
 // open starts a nested object under k; close ends it.
 func (o *obj) open(k string) obj {
 	o.key(k)
-	return obj{b: append(o.b, '{')}
+	return obj{b: append(o.b, '{'), camel: o.camel}
 }
 
 func (o *obj) close(inner obj) {
 	o.b = append(inner.b, '}')
 }
 
+// event writes ev as a JSON object (a value: the key, if any, is written).
 func (o *obj) event(ev *snoopv1.Event) error {
-	e := obj{b: append(o.b, '{')}
+	e := obj{b: append(o.b, '{'), camel: o.camel}
 	if err := e.enum("kind", int32(ev.GetKind()), snoopv1.EventKind_name); err != nil {
 		return err
 	}
