@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -190,12 +191,8 @@ func TestDeadSpareNotHandedOut(t *testing.T) {
 	rec := newRecorder()
 	p := startProxy(t, "tcp", srv.addr, Options{Spares: 2}, rec)
 	rec.waitFor(t, "both spares closed by the server", func([]*Event) bool { return accepted.Load() >= 2 })
-	if testEngine.Name() == EngineEpoll {
-		// Replaced at once, before any client asks.
-		rec.waitFor(t, "the spares replaced", func([]*Event) bool { return accepted.Load() >= 4 })
-	} else {
-		time.Sleep(100 * time.Millisecond) // let the closes land
-	}
+	// Replaced at once, before any client asks.
+	rec.waitFor(t, "the spares replaced", func([]*Event) bool { return accepted.Load() >= 4 })
 	for range 3 {
 		c := newClient(t, p.Addr())
 		if m := c.do(distcache.OpHave, []byte("x")); !m.IsResponse {
@@ -205,6 +202,55 @@ func TestDeadSpareNotHandedOut(t *testing.T) {
 	}
 	if st := p.Stats(); st.ConnectFailed != 0 || st.Results[distcache.OpHave]["notok"] != 3 {
 		t.Fatalf("connect failures %d, HAVE results %v: want 0 and 3 answered", st.ConnectFailed, st.Results[distcache.OpHave])
+	}
+}
+
+// A server that closes every connection as soon as it accepts it (one at
+// its connection limit, or not a distcache server) does not get a dial
+// loop: after a pool's worth of young deaths in a row the refills back
+// off, and clients are still served by their own dials.
+func TestSparesBackOffFromAServerThatClosesThem(t *testing.T) {
+	var accepted atomic.Int32
+	srv := startFake(t, func(c net.Conn, f *fakeServer) { accepted.Add(1) })
+	rec := newRecorder()
+	p := startProxy(t, "tcp", srv.addr, Options{Spares: 2}, rec)
+	// Two spares, each replaced once at once (a pool's worth), the
+	// replacements closed too: then the back-off (1 s, doubling).
+	rec.waitFor(t, "the pool and its replacements dialled", func([]*Event) bool { return accepted.Load() >= 4 })
+	// Not a timing assertion: a slow machine dials less in this time,
+	// never more. Without the back-off it was thousands of dials.
+	time.Sleep(300 * time.Millisecond)
+	if n := accepted.Load(); n > 8 {
+		t.Fatalf("%d connections to a server that closes each at once, within 300 ms of the fourth", n)
+	}
+	// A client still gets through to the server (which closes it).
+	c := newClient(t, p.Addr())
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.send(distcache.OpHave, []byte("x"))
+	if _, err := c.c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("an answer from a server that answers nothing")
+	}
+	if st := p.Stats(); st.ConnsTotal != 1 {
+		t.Fatalf("%d client connections, want 1", st.ConnsTotal)
+	}
+}
+
+func TestYoungSpareBackoff(t *testing.T) {
+	n := 0
+	var waits []time.Duration
+	for range 10 {
+		n = countYoung(n, 10*time.Millisecond)
+		waits = append(waits, youngBackoff(n, 2))
+	}
+	want := []time.Duration{0, 0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+	if countYoung(n, spareYoung) != 0 {
+		t.Fatal("a spare that lived spareYoung did not end the row")
+	}
+	if youngBackoff(1000, 2) != spareRetryMax {
+		t.Fatal("no cap")
 	}
 }
 

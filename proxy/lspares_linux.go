@@ -25,6 +25,9 @@ type lspares struct {
 	retry   time.Duration
 	nextTry int64
 	tm      timerEntry
+	// young counts the spares in a row that their server closed young
+	// (see spareYoung).
+	young int
 }
 
 type lspare struct {
@@ -33,6 +36,7 @@ type lspare struct {
 	gen        uint32
 	connecting bool
 	tm         timerEntry // the dial deadline
+	upAt       int64      // when it connected
 }
 
 func (sp *lspares) start() { sp.l.post(sp.fill) }
@@ -60,6 +64,7 @@ func (sp *lspares) take() int {
 	sp.ready = sp.ready[:len(sp.ready)-1]
 	fd := s.fd
 	s.fd = -1
+	sp.young = 0
 	return fd
 }
 
@@ -122,6 +127,7 @@ func (sp *lspares) fill() {
 		}
 		s.gen = gen
 		if done {
+			s.upAt = now
 			sp.ready = append(sp.ready, s)
 			sp.retry = 0
 			continue
@@ -169,6 +175,7 @@ func (s *lspare) onEvent(ev uint32) {
 			sp.failed(sp.l.now.UnixNano())
 			return
 		}
+		s.upAt = sp.l.now.UnixNano()
 		sp.ready = append(sp.ready, s)
 		sp.retry = 0
 		return
@@ -187,7 +194,20 @@ func (s *lspare) onEvent(ev uint32) {
 		}
 	}
 	s.release()
+	now := sp.l.now.UnixNano()
+	if wait := sp.afterDeath(now - s.upAt); wait > 0 {
+		sp.backoff(now, wait)
+		return
+	}
 	sp.fill()
+}
+
+// afterDeath counts a spare that lived age and returns how long to wait
+// before refilling: 0 (at once), or a back-off once more spares in a row
+// than the pool holds died young.
+func (sp *lspares) afterDeath(age int64) time.Duration {
+	sp.young = countYoung(sp.young, time.Duration(age))
+	return youngBackoff(sp.young, sp.want)
 }
 
 // onTimer is the dial deadline.

@@ -381,7 +381,10 @@ func startFake(t *testing.T, script func(c net.Conn, f *fakeServer)) *fakeServer
 				defer wg.Done()
 				defer c.Close()
 				script(c, f)
-				f.ended <- struct{}{}
+				select {
+				case f.ended <- struct{}{}:
+				case <-f.done: // the test has ended; nobody counts
+				}
 			}()
 		}
 	}()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -13,9 +14,12 @@ import (
 // will need them. A client that opens a connection per operation (the
 // usual way to use distcache) otherwise waits for the proxy's own connect
 // to the server on every operation: on loopback that is most of what a
-// naive proxy adds. One filler goroutine at a time tops the pool up; a
-// spare is checked for life before it is handed out, so a server restart
-// costs a fresh dial, not a failed client.
+// naive proxy adds. One filler goroutine at a time tops the pool up. Each
+// spare has a goroutine parked in the runtime's poller until the spare is
+// readable: a spare the server closes (or writes to, which a distcache
+// server never does unasked) is closed and replaced at once, and checked
+// again when it is handed out, so a server restart costs a fresh dial,
+// not a failed client.
 type spares struct {
 	stats   *counters
 	target  *target
@@ -25,9 +29,13 @@ type spares struct {
 	wg      *sync.WaitGroup
 
 	mu      sync.Mutex
-	conns   []net.Conn
+	conns   []*gspare
 	filling bool
 	closed  bool
+	// young counts the spares in a row that their server closed young
+	// (see spareYoung); after too many, refills wait until holdUntil.
+	young     int
+	holdUntil time.Time
 	// failedAt and retry back off refilling after a failed dial, so a
 	// server that is down is not hammered by the proxy on top of its
 	// clients; retry doubles with each failure in a row, up to
@@ -45,6 +53,37 @@ const (
 // nextRetry is the back-off after one more failure in a row.
 func nextRetry(d time.Duration) time.Duration {
 	return min(max(2*d, spareRetryMin), spareRetryMax)
+}
+
+// spareYoung is how long a spare must have lived for its server closing
+// it to be an ordinary end (a restart, an idle timeout) that is replaced
+// at once. A server that closes spares younger than this is turning the
+// proxy away in its own way (at its connection limit, or not a distcache
+// server at all): redialling at once would be a dial loop at full speed
+// against it (12,000 dials a second on loopback), so once more spares in
+// a row than the pool holds die young, refills back off as after failed
+// dials. A spare handed to a client, or one that dies older, ends the
+// row.
+const spareYoung = time.Second
+
+// countYoung is the number of young deaths in a row after a spare that
+// lived age died, given n before it.
+func countYoung(n int, age time.Duration) int {
+	if age >= spareYoung {
+		return 0
+	}
+	return n + 1
+}
+
+// youngBackoff is the wait before refilling a pool of want spares after n
+// young deaths in a row: none for the first want (one pool's worth, as
+// when a server restarts just after the pool filled), then from
+// spareRetryMin doubling to spareRetryMax.
+func youngBackoff(n, want int) time.Duration {
+	if n <= want {
+		return 0
+	}
+	return min(spareRetryMin<<min(n-want-1, 7), spareRetryMax)
 }
 
 func newSpares(ctx context.Context, wg *sync.WaitGroup, t *target, want int, timeout time.Duration, st *counters) *spares {
@@ -79,21 +118,61 @@ func (s *spares) takeConn() net.Conn {
 			s.mu.Unlock()
 			return nil
 		}
-		c := s.conns[len(s.conns)-1]
+		g := s.conns[len(s.conns)-1]
 		s.conns = s.conns[:len(s.conns)-1]
 		s.refillLocked()
 		s.mu.Unlock()
-		if alive(c) {
-			return c
+		// Stop its watcher before the client's traffic can make it
+		// readable: a deadline in the past wakes the watcher's wait.
+		g.c.SetReadDeadline(time.Unix(1, 0))
+		<-g.done
+		g.c.SetReadDeadline(time.Time{})
+		if alive(g.c) {
+			s.mu.Lock()
+			s.young = 0
+			s.mu.Unlock()
+			return g.c
 		}
-		c.Close()
+		g.c.Close()
 		dataFDs.Add(-1)
 	}
 }
 
+// gspare is one spare connection of the goroutine engine and its watcher.
+type gspare struct {
+	c    net.Conn
+	upAt time.Time
+	done chan struct{} // closed when the watcher has returned
+}
+
+// watch waits, parked in the poller, until g is readable: its server
+// closed it or wrote to it. Then it takes g out of the pool, closes it and
+// refills, unless g was taken meanwhile (its taker checks it) or the pool
+// closed it.
+func (s *spares) watch(g *gspare) {
+	defer s.wg.Done()
+	defer close(g.done)
+	if !waitReadable(g.c) {
+		return
+	}
+	s.mu.Lock()
+	i := slices.Index(s.conns, g)
+	if i < 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.conns = slices.Delete(s.conns, i, i+1)
+	s.young = countYoung(s.young, time.Since(g.upAt))
+	s.holdUntil = time.Now().Add(youngBackoff(s.young, s.want))
+	s.refillLocked()
+	s.mu.Unlock()
+	g.c.Close()
+	dataFDs.Add(-1)
+}
+
 // refillLocked starts the filler if the pool is short and none runs.
 func (s *spares) refillLocked() {
-	if s.closed || s.filling || len(s.conns) >= s.want || time.Since(s.failedAt) < s.retry {
+	if s.closed || s.filling || len(s.conns) >= s.want || time.Since(s.failedAt) < s.retry || time.Now().Before(s.holdUntil) {
 		return
 	}
 	s.filling = true
@@ -105,7 +184,7 @@ func (s *spares) fill() {
 	defer s.wg.Done()
 	for {
 		s.mu.Lock()
-		if s.closed || len(s.conns) >= s.want {
+		if s.closed || len(s.conns) >= s.want || time.Now().Before(s.holdUntil) {
 			s.filling = false
 			s.mu.Unlock()
 			return
@@ -136,7 +215,10 @@ func (s *spares) fill() {
 			dataFDs.Add(-1)
 			return
 		}
-		s.conns = append(s.conns, c)
+		g := &gspare{c: c, upAt: time.Now(), done: make(chan struct{})}
+		s.conns = append(s.conns, g)
+		s.wg.Add(1)
+		go s.watch(g)
 		s.mu.Unlock()
 	}
 }
@@ -152,10 +234,36 @@ func (s *spares) close() {
 	conns := s.conns
 	s.conns = nil
 	s.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
+	for _, g := range conns {
+		// Closing wakes its watcher, which finds it gone from the pool.
+		g.c.Close()
 		dataFDs.Add(-1)
 	}
+}
+
+// waitReadable blocks until c is readable (end of stream, an error or
+// bytes; none are consumed) and reports true, or returns false once c's
+// read deadline passes or c is closed.
+func waitReadable(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var b [1]byte
+	readable := false
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if errors.Is(err, syscall.EAGAIN) {
+			return false // not yet: park in the poller
+		}
+		readable = true
+		return true
+	})
+	return err == nil && readable
 }
 
 // alive reports whether an idle connection is still open: a peek that
