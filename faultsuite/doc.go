@@ -10,6 +10,7 @@
 //   - snoopd SIGKILLed during a churn of creates and deletes, and
 //     restarted on the same --state-dir;
 //   - silent and slow backends against a proxy's response timeout;
+//   - a backend that closes every connection at once (the spares back off);
 //   - idle and half-open clients against the idle timeout;
 //   - snoopd under a low open-file limit with more clients than fit;
 //   - a state file holding a proxy whose server is its own listen address;
