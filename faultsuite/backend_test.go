@@ -137,10 +137,10 @@ type fake struct {
 	hangUp   bool          // close each connection at once
 	accepted atomic.Int64
 	open     atomic.Int64
-	done  chan struct{}
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]bool
+	done     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]bool
 }
 
 // startFake starts a fake backend on loopback; it stops when the test
