@@ -6,10 +6,12 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/testutil"
 )
 
 // With several loops, proxies are spread over them and each serves its
@@ -137,4 +139,58 @@ func TestHangUpWhileOwedDoesNotSpin(t *testing.T) {
 	if woken > 1000 {
 		t.Fatalf("the loop woke %d times in 300 ms while the answer was owed: it spins", woken)
 	}
+}
+
+// A server that is down when the proxy starts gets its spares once it is
+// up, after the back-off, with no client to ask for them (both engines).
+func TestSparesComeBackWithoutAClient(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	p := startProxy(t, "tcp", distcache.MustParseAddr("IP:"+addr), Options{Spares: 2}, newRecorder())
+	rec := newRecorder()
+	rec.waitFor(t, "the spares backing off after a refused dial", func([]*Event) bool { return sparesBackingOff(p) })
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		var held []net.Conn // kept open: live spares
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+			accepted.Add(1)
+		}
+	}()
+	// Back-offs double from 1 s: a machine slow to get here may have
+	// failed a few more dials, so this waits longer than rec.waitFor.
+	for deadline := time.Now().Add(40 * time.Second); accepted.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spares dialled once the server was up, want 2", accepted.Load())
+		}
+	}
+}
+
+// sparesBackingOff reports whether p's spare pool waits out a back-off
+// after a failed dial. The epoll engine's pool is asked on its loop.
+func sparesBackingOff(p *Proxy) bool {
+	switch sp := p.current.Load().spares.(type) {
+	case *spares:
+		sp.mu.Lock()
+		defer sp.mu.Unlock()
+		return sp.retry > 0
+	case *lspares:
+		answer := make(chan bool)
+		sp.l.post(func() { answer <- sp.retry > 0 })
+		return <-answer
+	}
+	return false
 }

@@ -36,6 +36,8 @@ type spares struct {
 	// (see spareYoung); after too many, refills wait until holdUntil.
 	young     int
 	holdUntil time.Time
+	// timer refills once a back-off has passed, with no client needed.
+	timer *time.Timer
 	// failedAt and retry back off refilling after a failed dial, so a
 	// server that is down is not hammered by the proxy on top of its
 	// clients; retry doubles with each failure in a row, up to
@@ -170,14 +172,31 @@ func (s *spares) watch(g *gspare) {
 	dataFDs.Add(-1)
 }
 
-// refillLocked starts the filler if the pool is short and none runs.
+// refillLocked starts the filler if the pool is short and none runs, or,
+// while the pool backs off, sets the timer to try again when it ends.
 func (s *spares) refillLocked() {
-	if s.closed || s.filling || len(s.conns) >= s.want || time.Since(s.failedAt) < s.retry || time.Now().Before(s.holdUntil) {
+	if s.closed || s.filling || len(s.conns) >= s.want {
+		return
+	}
+	now := time.Now()
+	if wait := max(s.failedAt.Add(s.retry).Sub(now), s.holdUntil.Sub(now)); wait > 0 {
+		if s.timer == nil {
+			s.timer = time.AfterFunc(wait, s.retryFill)
+		} else {
+			s.timer.Reset(wait)
+		}
 		return
 	}
 	s.filling = true
 	s.wg.Add(1)
 	go s.fill()
+}
+
+// retryFill is the back-off timer's refill.
+func (s *spares) retryFill() {
+	s.mu.Lock()
+	s.refillLocked()
+	s.mu.Unlock()
 }
 
 func (s *spares) fill() {
@@ -186,6 +205,7 @@ func (s *spares) fill() {
 		s.mu.Lock()
 		if s.closed || len(s.conns) >= s.want || time.Now().Before(s.holdUntil) {
 			s.filling = false
+			s.refillLocked() // sets the timer if held
 			s.mu.Unlock()
 			return
 		}
@@ -196,6 +216,7 @@ func (s *spares) fill() {
 			s.mu.Lock()
 			s.failedAt, s.retry = time.Now(), spareRetryMin
 			s.filling = false
+			s.refillLocked()
 			s.mu.Unlock()
 			return
 		}
@@ -205,6 +226,7 @@ func (s *spares) fill() {
 			dataFDs.Add(-1)
 			s.failedAt, s.retry = time.Now(), nextRetry(s.retry)
 			s.filling = false
+			s.refillLocked()
 			s.mu.Unlock()
 			return
 		}
@@ -231,6 +253,9 @@ func (s *spares) close() {
 	}
 	s.mu.Lock()
 	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	conns := s.conns
 	s.conns = nil
 	s.mu.Unlock()
