@@ -146,11 +146,16 @@ type fake struct {
 // startFake starts a fake backend on loopback; it stops when the test
 // ends.
 func startFake(t *testing.T, delay time.Duration) *fake {
+	return serveFake(t, &fake{delay: delay})
+}
+
+// serveFake starts f, configured, as startFake does.
+func serveFake(t *testing.T, f *fake) *fake {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fake{l: l, delay: delay, done: make(chan struct{}), conns: map[net.Conn]bool{}}
+	f.l, f.done, f.conns = l, make(chan struct{}), map[net.Conn]bool{}
 	f.wg.Add(1)
 	go f.accept()
 	t.Cleanup(func() {
@@ -229,8 +234,7 @@ func (f *fake) serve(c net.Conn) {
 func TestBackendThatClosesEveryConnection(t *testing.T) {
 	d := startSnoopd(t, daemonOpts{})
 	s := startSampler(t, d, pick(250*time.Millisecond, time.Second))
-	f := startFake(t, 0)
-	f.hangUp = true
+	f := serveFake(t, &fake{hangUp: true})
 	cpu0 := cpuTicks(t, d.pid())
 	addr := d.addProxy(t, "p", f.addr())
 	watch := pick(3*time.Second, 30*time.Second)
