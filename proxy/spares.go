@@ -270,24 +270,7 @@ func (s *spares) close() {
 // bytes; none are consumed) and reports true, or returns false once c's
 // read deadline passes or c is closed.
 func waitReadable(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var b [1]byte
-	readable := false
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if errors.Is(err, syscall.EAGAIN) {
-			return false // not yet: park in the poller
-		}
-		readable = true
-		return true
-	})
+	readable, err := peek(c, true)
 	return err == nil && readable
 }
 
@@ -296,20 +279,28 @@ func waitReadable(c net.Conn) bool {
 // connection looks like. End of stream, an error or unsolicited bytes all
 // make the spare unusable.
 func alive(c net.Conn) bool {
+	readable, err := peek(c, false)
+	return err == nil && !readable
+}
+
+// peek looks at c's socket without consuming anything: it reports whether
+// it is readable (end of stream, an error or bytes), waiting in the
+// runtime's poller until it is if wait. A connection that is not a
+// socket is never readable.
+func peek(c net.Conn, wait bool) (readable bool, err error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true
+		return false, nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return false, err
 	}
-	ok = false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = errors.Is(err, syscall.EAGAIN)
-		return true
+		readable = !errors.Is(err, syscall.EAGAIN)
+		return readable || !wait // false parks in the poller
 	})
-	return err == nil && ok
+	return readable, err
 }
