@@ -29,6 +29,9 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		Transactions:       s.Transactions(),
 		Latency:            apiconv.LatencySummary(&s.Latency),
 		Faults:             faultCounters(s.Faults),
+		SparesDialled:      s.SparesDialled,
+		SpareFailures:      s.SpareFailures,
+		SparesLost:         s.SparesLost,
 	}
 	ops := make([]distcache.Op, 0, len(s.Results))
 	for op := range s.Results {

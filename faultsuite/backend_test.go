@@ -260,9 +260,18 @@ func TestBackendThatClosesEveryConnection(t *testing.T) {
 	if spareDials > 60 {
 		t.Errorf("%d connections beside the clients' in %v: the spares redial in a loop", spareDials, watch)
 	}
+	// The operator sees it in the proxy's counters and in show.
+	c := d.proxy(t, "p").GetCounters()
+	if c.GetSparesLost() < 4 || c.GetSparesDialled() < c.GetSparesLost() {
+		t.Errorf("spares: %d dialled, %d lost; want at least 4 lost", c.GetSparesDialled(), c.GetSparesLost())
+	}
+	if out := d.mustCtl(t, "show", "p"); !strings.Contains(out, " closed by the server unused") {
+		t.Errorf("snoopctl show says nothing of the lost spares:\n%s", out)
+	}
 	record(t, "A backend that closes every connection at once", []string{
 		fmt.Sprintf("%v with a client every 100 ms: %d clients, %d saw their connection closed", watch, clients, closed),
 		fmt.Sprintf("connections the backend accepted: %d, of which %d the proxy's spares (the pool of 2 refilled at once twice, then backing off from 1 s)", f.accepted.Load(), spareDials),
+		fmt.Sprintf("the proxy's counters: %d spares dialled, %d closed by the server unused, %d failed to dial", c.GetSparesDialled(), c.GetSparesLost(), c.GetSpareFailures()),
 		fmt.Sprintf("snoopd's CPU over the run: %.2f s; `snoopctl list` answered in %v", float64(cpu)/100, listTook.Round(time.Millisecond)),
 	}, s.samples())
 }

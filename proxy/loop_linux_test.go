@@ -177,6 +177,9 @@ func TestSparesComeBackWithoutAClient(t *testing.T) {
 			t.Fatalf("%d spares dialled once the server was up, want 2", accepted.Load())
 		}
 	}
+	if st := p.Stats(); st.SpareFailures < 1 || st.SparesDialled < 2 || st.SparesLost != 0 {
+		t.Fatalf("spares: %d failed, %d dialled, %d lost; want at least 1 and 2, and none", st.SpareFailures, st.SparesDialled, st.SparesLost)
+	}
 }
 
 // sparesBackingOff reports whether p's spare pool waits out a back-off

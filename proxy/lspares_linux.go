@@ -128,6 +128,7 @@ func (sp *lspares) fill() {
 		s.gen = gen
 		if done {
 			s.upAt = now
+			sp.p.stats.spareDials.Add(1)
 			sp.ready = append(sp.ready, s)
 			sp.retry = 0
 			continue
@@ -137,8 +138,10 @@ func (sp *lspares) fill() {
 	}
 }
 
-// failed backs the refills off after a failure in a row.
+// failed counts a failed dial and backs the refills off after a failure
+// in a row.
 func (sp *lspares) failed(now int64) {
+	sp.p.stats.spareFailures.Add(1)
 	sp.backoff(now, nextRetry(sp.retry))
 }
 
@@ -176,6 +179,7 @@ func (s *lspare) onEvent(ev uint32) {
 			return
 		}
 		s.upAt = sp.l.now.UnixNano()
+		sp.p.stats.spareDials.Add(1)
 		sp.ready = append(sp.ready, s)
 		sp.retry = 0
 		return
@@ -194,6 +198,7 @@ func (s *lspare) onEvent(ev uint32) {
 		}
 	}
 	s.release()
+	sp.p.stats.sparesLost.Add(1)
 	now := sp.l.now.UnixNano()
 	if wait := sp.afterDeath(now - s.upAt); wait > 0 {
 		sp.backoff(now, wait)

@@ -135,6 +135,7 @@ func (s *spares) takeConn() net.Conn {
 			s.mu.Unlock()
 			return g.c
 		}
+		s.stats.sparesLost.Add(1)
 		g.c.Close()
 		dataFDs.Add(-1)
 	}
@@ -164,6 +165,7 @@ func (s *spares) watch(g *gspare) {
 		return
 	}
 	s.conns = slices.Delete(s.conns, i, i+1)
+	s.stats.sparesLost.Add(1)
 	s.young = countYoung(s.young, time.Since(g.upAt))
 	s.holdUntil = time.Now().Add(youngBackoff(s.young, s.want))
 	s.refillLocked()
@@ -224,6 +226,7 @@ func (s *spares) fill() {
 		s.mu.Lock()
 		if err != nil {
 			dataFDs.Add(-1)
+			s.stats.spareFailures.Add(1)
 			s.failedAt, s.retry = time.Now(), nextRetry(s.retry)
 			s.filling = false
 			s.refillLocked()
@@ -231,6 +234,7 @@ func (s *spares) fill() {
 			return
 		}
 		s.retry = 0
+		s.stats.spareDials.Add(1)
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()

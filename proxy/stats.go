@@ -19,6 +19,9 @@ type counters struct {
 	protocolErrors atomic.Int64
 	timeouts       atomic.Int64
 	loopRefusals   atomic.Int64
+	spareDials     atomic.Int64
+	spareFailures  atomic.Int64
+	sparesLost     atomic.Int64
 	bytesUp        atomic.Int64
 	bytesDown      atomic.Int64
 	framesUp       atomic.Int64
@@ -42,10 +45,16 @@ type Stats struct {
 	// LoopRefusals counts server connections that reached one of this
 	// process's own listeners (a proxy loop) and were closed.
 	LoopRefusals int64
-	BytesUp      int64 // client to server
-	BytesDown    int64
-	FramesUp     int64
-	FramesDown   int64
+	// SparesDialled, SpareFailures and SparesLost count the spare server
+	// connections connected ahead of the clients, the spare dials that
+	// failed, and the spares the server closed before a client took them.
+	SparesDialled int64
+	SpareFailures int64
+	SparesLost    int64
+	BytesUp       int64 // client to server
+	BytesDown     int64
+	FramesUp      int64
+	FramesDown    int64
 	// Results counts transactions by operation and outcome name ("ok",
 	// "hit", "miss", "exists", "unanswered", ...). Only non-zero counts are
 	// present.
@@ -77,6 +86,9 @@ func (c *counters) snapshot() Stats {
 		ProtocolErrors: c.protocolErrors.Load(),
 		Timeouts:       c.timeouts.Load(),
 		LoopRefusals:   c.loopRefusals.Load(),
+		SparesDialled:  c.spareDials.Load(),
+		SpareFailures:  c.spareFailures.Load(),
+		SparesLost:     c.sparesLost.Load(),
 		BytesUp:        c.bytesUp.Load(),
 		BytesDown:      c.bytesDown.Load(),
 		FramesUp:       c.framesUp.Load(),

@@ -179,7 +179,7 @@ func proxies() []*snoopv1.Proxy {
 			ListenAddress: "IP:127.0.0.1:9101", State: snoopv1.ProxyState_PROXY_STATE_LISTENING,
 			CreateTime: timestamppb.New(base.Add(-90 * time.Minute)),
 			Counters: &snoopv1.ProxyCounters{ConnectionsActive: 2, ConnectionsTotal: 40, ProtocolErrors: 1, BytesUp: 1 << 20, BytesDown: 3 << 20,
-				FramesUp: 900, FramesDown: 950, Transactions: 1000, Timeouts: 4, LoopRefusals: 3,
+				FramesUp: 900, FramesDown: 950, Transactions: 1000, Timeouts: 4, LoopRefusals: 3, SparesDialled: 40, SpareFailures: 2, SparesLost: 37,
 				Ops: []*snoopv1.OpCounters{
 					{Op: snoopv1.Op_OP_ADD, Count: 300, Results: map[string]int64{"ok": 298, "exists": 2},
 						Latency: addLat.summary, Histogram: addLat.hist},

@@ -145,6 +145,12 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	row("connections", "%d active, %d total, %d refused, %d connect failures, %d timed out, %d loop refusals",
 		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures(),
 		c.GetTimeouts(), c.GetLoopRefusals())
+	if c.GetSparesDialled()+c.GetSpareFailures()+c.GetSparesLost() > 0 {
+		// Lost spares or failed dials point at the server: one that turns
+		// connections away, or is down.
+		row("spares", "%d dialled, %d failed to dial, %d closed by the server unused",
+			c.GetSparesDialled(), c.GetSpareFailures(), c.GetSparesLost())
+	}
 	row("traffic", "up %s in %d frames, down %s in %d frames",
 		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
 	// Errors of transactions (their results) and of connections (the

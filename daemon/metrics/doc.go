@@ -24,6 +24,9 @@
 //	snoopd_proxy_timeouts_total                         counter, connections closed by the idle, message
 //	                                                    or response timeout
 //	snoopd_proxy_loop_refusals_total                    counter, server connections refused as a proxy loop
+//	snoopd_proxy_spares_dialled_total                   counter, spare server connections connected ahead
+//	snoopd_proxy_spare_failures_total                   counter, spare dials that failed
+//	snoopd_proxy_spares_lost_total                      counter, spares the server closed before a client took them
 //	snoopd_proxy_bytes_total{proxy,direction}           counter, direction "up" (client to server) or "down"
 //	snoopd_proxy_frames_total{proxy,direction}          counter, frames decoded
 //	snoopd_proxy_transactions_total{proxy,op,result}    counter, op add|get|remove|have (or "unspecified"

@@ -38,6 +38,7 @@ type Collector struct {
 	connsActive, connsTotal, connsRefused        *prometheus.Desc
 	connectFailures, protocolErrors              *prometheus.Desc
 	timeouts, loopRefusals                       *prometheus.Desc
+	sparesDialled, spareFailures, sparesLost     *prometheus.Desc
 	bytes, frames, transactions                  *prometheus.Desc
 	latency, latencyMax, duration                *prometheus.Desc
 	buildInfo, startTime, proxies, watchers, pub *prometheus.Desc
@@ -65,6 +66,9 @@ func NewCollector(src Source) *Collector {
 		protocolErrors:  p("protocol_errors_total", "Protocol violations seen."),
 		timeouts:        p("timeouts_total", "Connections closed by the idle, message or response timeout."),
 		loopRefusals:    p("loop_refusals_total", "Server connections refused because they reached one of this daemon's own listeners (a proxy loop)."),
+		sparesDialled:   p("spares_dialled_total", "Spare server connections connected ahead of the clients."),
+		spareFailures:   p("spare_failures_total", "Spare server connections that could not be dialled; refills back off after each."),
+		sparesLost:      p("spares_lost_total", "Spare server connections the server closed before a client took them."),
 		bytes:           p("bytes_total", "Bytes forwarded; direction up is client to server.", "direction"),
 		frames:          p("frames_total", "Frames decoded; direction up is client to server.", "direction"),
 		transactions:    p("transactions_total", "Transactions (request/response pairs, unanswered requests, orphan responses) by operation and result.", "op", "result"),
@@ -85,7 +89,7 @@ func NewCollector(src Source) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.state, c.connsActive, c.connsTotal, c.connsRefused, c.connectFailures,
-		c.protocolErrors, c.timeouts, c.loopRefusals, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
+		c.protocolErrors, c.timeouts, c.loopRefusals, c.sparesDialled, c.spareFailures, c.sparesLost, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
 		c.buildInfo, c.startTime, c.proxies, c.watchers, c.pub, c.faultMatched, c.faultApplied,
 	} {
 		ch <- d
@@ -153,6 +157,9 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *daemon.ProxySta
 	counter(c.protocolErrors, k.ProtocolErrors)
 	counter(c.timeouts, k.Timeouts)
 	counter(c.loopRefusals, k.LoopRefusals)
+	counter(c.sparesDialled, k.SparesDialled)
+	counter(c.spareFailures, k.SpareFailures)
+	counter(c.sparesLost, k.SparesLost)
 	counter(c.bytes, k.BytesUp, "up")
 	counter(c.bytes, k.BytesDown, "down")
 	counter(c.frames, k.FramesUp, "up")

@@ -1124,7 +1124,20 @@ type ProxyCounters struct {
 	Histogram *Histogram `protobuf:"bytes,15,opt,name=histogram,proto3" json:"histogram,omitempty"`
 	// faults counts the work of each of the proxy's faults, in the spec's
 	// order. Added in wave 2.
-	Faults        []*FaultCounters `protobuf:"bytes,16,rep,name=faults,proto3" json:"faults,omitempty"`
+	Faults []*FaultCounters `protobuf:"bytes,16,rep,name=faults,proto3" json:"faults,omitempty"`
+	// spares_dialled counts spare server connections (see
+	// ProxySpec.spare_connections) connected ahead of the clients. Added in
+	// wave 2.
+	SparesDialled int64 `protobuf:"varint,17,opt,name=spares_dialled,json=sparesDialled,proto3" json:"spares_dialled,omitempty"`
+	// spare_failures counts spare dials that failed: the server refused or
+	// did not answer within the dial timeout, its name did not resolve, or
+	// it was a proxy loop. Refills back off after each. Added in wave 2.
+	SpareFailures int64 `protobuf:"varint,18,opt,name=spare_failures,json=spareFailures,proto3" json:"spare_failures,omitempty"`
+	// spares_lost counts spares the server closed (or wrote to) before a
+	// client took them. Many lost within a second of connecting mean a
+	// server that turns connections away (at its connection limit, or not
+	// a distcache server); refills then back off. Added in wave 2.
+	SparesLost    int64 `protobuf:"varint,19,opt,name=spares_lost,json=sparesLost,proto3" json:"spares_lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1269,6 +1282,27 @@ func (x *ProxyCounters) GetFaults() []*FaultCounters {
 		return x.Faults
 	}
 	return nil
+}
+
+func (x *ProxyCounters) GetSparesDialled() int64 {
+	if x != nil {
+		return x.SparesDialled
+	}
+	return 0
+}
+
+func (x *ProxyCounters) GetSpareFailures() int64 {
+	if x != nil {
+		return x.SpareFailures
+	}
+	return 0
+}
+
+func (x *ProxyCounters) GetSparesLost() int64 {
+	if x != nil {
+		return x.SparesLost
+	}
+	return 0
 }
 
 // OpCounters counts one operation's transactions by result.
@@ -3761,7 +3795,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eeffective_spec\x18\n" +
 	" \x01(\v2\x13.snoop.v1.ProxySpecR\reffectiveSpec\x12\x1f\n" +
 	"\vinstance_id\x18\v \x01(\tR\n" +
-	"instanceId\"\x8d\x05\n" +
+	"instanceId\"\xfc\x05\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -3781,7 +3815,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\btimeouts\x18\r \x01(\x03R\btimeouts\x12#\n" +
 	"\rloop_refusals\x18\x0e \x01(\x03R\floopRefusals\x121\n" +
 	"\thistogram\x18\x0f \x01(\v2\x13.snoop.v1.HistogramR\thistogram\x12/\n" +
-	"\x06faults\x18\x10 \x03(\v2\x17.snoop.v1.FaultCountersR\x06faults\"\xa0\x02\n" +
+	"\x06faults\x18\x10 \x03(\v2\x17.snoop.v1.FaultCountersR\x06faults\x12%\n" +
+	"\x0espares_dialled\x18\x11 \x01(\x03R\rsparesDialled\x12%\n" +
+	"\x0espare_failures\x18\x12 \x01(\x03R\rspareFailures\x12\x1f\n" +
+	"\vspares_lost\x18\x13 \x01(\x03R\n" +
+	"sparesLost\"\xa0\x02\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
