@@ -39,8 +39,11 @@ func TestLoopSetIndexIsExact(t *testing.T) {
 		"IPv4:127.0.0.1:9001", "UNIX:/run/a.sock", "UNIX:/run//a.sock", "UNIX:/run/b/../a.sock", "UNIX:@a.sock", "UNIX:/run/b.sock",
 	}
 	addr := func(r *rand.Rand) distcache.Addr { return distcache.MustParseAddr(pool[r.IntN(len(pool))]) }
-	scan := func(nodes []loopNode, server distcache.Addr) int {
+	scan := func(nodes []loopNode, server distcache.Addr, want func(int) bool) int {
 		for j, n := range nodes {
+			if want != nil && !want(j) {
+				continue
+			}
 			for _, l := range n.listens {
 				if reaches(server, l, fakeLocal) {
 					return j
@@ -48,6 +51,28 @@ func TestLoopSetIndexIsExact(t *testing.T) {
 			}
 		}
 		return -1
+	}
+	// chain follows node i's server by scanning, as findLoop did before
+	// the index: the names up to the first node met twice.
+	chain := func(nodes []loopNode, i int) string {
+		names := []string{nodes[i].name}
+		seen := map[int]bool{i: true}
+		for cur := i; ; {
+			next := scan(nodes, nodes[cur].server, nil)
+			if next < 0 {
+				break
+			}
+			names = append(names, nodes[next].name)
+			if seen[next] {
+				break
+			}
+			seen[next] = true
+			cur = next
+		}
+		if len(names) == 1 {
+			return ""
+		}
+		return strings.Join(names, " → ")
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
@@ -60,11 +85,21 @@ func TestLoopSetIndexIsExact(t *testing.T) {
 			nodes[i] = nodeFor(strconv.Itoa(i), addr(r), listens...)
 		}
 		set := newLoopSet(nodes, fakeLocal)
+		odd := func(j int) bool { return j%2 == 1 }
 		for i, n := range nodes {
-			if got, want := set.target(n.server, nil), scan(nodes, n.server); got != want {
+			if got, want := set.target(n.server, nil), scan(nodes, n.server, nil); got != want {
 				t.Fatalf("server %s in %+v: index found %d, a scan %d", n.server, nodes, got, want)
 			}
-			_ = set.findLoop(i)
+			if got, want := set.target(n.server, odd), scan(nodes, n.server, odd); got != want {
+				t.Fatalf("server %s in %+v, odd nodes only: index found %d, a scan %d", n.server, nodes, got, want)
+			}
+			got := ""
+			if l := set.findLoop(i); l != nil {
+				got = strings.Join(l.chain, " → ")
+			}
+			if want := chain(nodes, i); got != want {
+				t.Fatalf("from node %d in %+v: loop %q, a scan %q", i, nodes, got, want)
+			}
 		}
 	}
 }
