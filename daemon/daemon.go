@@ -36,9 +36,15 @@ type Config struct {
 	// StateDir, if set, is where proxies created through the API are
 	// saved, so they survive a restart.
 	StateDir string
-	// History and QueueSize size the event hub (see hub.Config).
-	History   int
-	QueueSize int
+	// History is the number of recent events kept for history; 0 means
+	// hub.DefaultHistory.
+	History int
+	// QueueSize and WatchBuffer bound the log of encoded events every
+	// event stream reads from, in events and in bytes: how far a stream
+	// may fall behind before it loses events (hub.Config's LogRecords
+	// and LogBytes); 0 means the hub's defaults.
+	QueueSize   int
+	WatchBuffer int
 	// Logger receives the daemon's logs; nil discards them.
 	Logger *slog.Logger
 	// Apply is a declared proxy set (snoopd --config) applied at start,
@@ -157,7 +163,7 @@ func New(cfg Config) (*Daemon, error) {
 	d := &Daemon{
 		cfg:     cfg,
 		log:     log,
-		hub:     hub.New(hub.Config{History: cfg.History, QueueSize: cfg.QueueSize}),
+		hub:     hub.New(hub.Config{History: cfg.History, LogRecords: cfg.QueueSize, LogBytes: cfg.WatchBuffer, NewEncoder: NewEventEncoder}),
 		started: time.Now(),
 		proxies: map[string]*entry{},
 		addrs:   newAddrIndex(),
@@ -722,12 +728,15 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 	eps := append([]string(nil), d.endpoints...)
 	export := d.export
 	d.mu.Unlock()
-	history, queue := d.cfg.History, d.cfg.QueueSize
+	history, queue, buffer := d.cfg.History, d.cfg.QueueSize, d.cfg.WatchBuffer
 	if history <= 0 {
 		history = hub.DefaultHistory
 	}
 	if queue <= 0 {
-		queue = hub.DefaultQueueSize
+		queue = hub.DefaultLogRecords
+	}
+	if buffer <= 0 {
+		buffer = hub.DefaultLogBytes
 	}
 	return &snoopv1.GetDaemonInfoResponse{
 		Version:          st.Version,
@@ -738,6 +747,7 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		EventsPublished:  st.EventsPublished,
 		HistorySize:      uint32(history),
 		WatcherQueueSize: uint32(queue),
+		WatchBufferBytes: uint64(buffer),
 		StateDir:         d.cfg.StateDir,
 		Engine:           d.engine.Name(),
 		Loops:            uint32(max(d.engine.Loops(), 0)),

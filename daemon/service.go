@@ -34,7 +34,7 @@ type ServerOptions struct {
 // health service and server reflection (so `grpcurl -unix <socket> list`
 // works) registered, and the health server to flip at shutdown.
 func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *HealthServer) {
-	var so []grpc.ServerOption
+	so := []grpc.ServerOption{grpc.ForceServerCodecV2(newCodec())}
 	if opts.Creds != nil {
 		so = append(so, grpc.Creds(opts.Creds))
 	}
@@ -313,7 +313,7 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 				return err
 			}
 		}
-		if err := out.events(b.Events, b.Instances); err != nil {
+		if err := out.events(b.Records); err != nil {
 			return err
 		}
 		if b.HistoryEnd {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -16,49 +17,44 @@ import (
 )
 
 // maxWatchBatch caps WatchEventsRequest.max_batch at what one Next of the
-// hub returns: more events per response save nothing measurable, and
-// every slot is memory a stream keeps (about 900 bytes), also while its
-// client does not read.
+// hub returns: more events per response save nothing measurable.
 const maxWatchBatch = hub.MaxBatch
 
-// maxBatchBytes bounds the estimated encoded size of one batched response.
-// A gRPC client refuses messages over 4 MiB by default, and events with
-// captured data can be 32 KiB each, so a batch closes once it reaches
-// this size (it may exceed it by its last event). A stream whose client
-// stops reading holds about one such response in the transport, so it is
-// kept small; at this size the cost per event is the same as at 1 MiB.
+// maxBatchBytes bounds the size of one batched response. A gRPC client
+// refuses messages over 4 MiB by default, and events with captured data
+// can be 32 KiB each, so a batch closes once it reaches this size (it may
+// exceed it by its last event). A stream whose client stops reading holds
+// about one such response in the transport, so it is kept small; at this
+// size the cost per event is the same as at 1 MiB.
 const maxBatchBytes = 256 << 10
 
-// eventSender writes hub events to one watch stream. It owns the API
-// messages it sends and reuses them from send to send, so that in steady
-// state converting an event costs no allocation: an event is a dozen
-// small messages (Event, Transaction, two Timestamps, a Duration, ...),
-// which the one-message-per-event conversion allocated anew every time.
-//
-// Reuse after Send returns is safe because grpc-go (v1.85,
-// serverStream.SendMsg in stream.go) marshals the message synchronously
-// (prepareMsg → encode → codec.Marshal) before handing bytes to the
-// transport; the only later readers of the message itself are a stats
-// handler (outPayload) and golang.org/x/net/trace when grpc.EnableTracing
-// is set, and the daemon's server installs neither (NewServer). Binary
-// logging, if enabled, logs the encoded bytes, not the message. grpc's
-// documentation says "It is not safe to modify the message after calling
-// SendMsg. Tracing libraries and stats handlers may use the message
-// lazily": adding a stats handler or tracing to NewServer would have to
-// stop this reuse.
+// WatchEventsResponse's field numbers, for writing responses by hand.
+const (
+	respEvent          protowire.Number = 1
+	respDropped        protowire.Number = 2
+	respHistoryDone    protowire.Number = 3
+	respEvents         protowire.Number = 4
+	respHistoryMissing protowire.Number = 5
+)
+
+// eventSender writes hub records to one watch stream. The hub encoded
+// each event once, for every stream; a response is written around those
+// bytes (a WatchEventsResponse is its fields one after the other, and an
+// event is a length-prefixed field holding the record's bytes), into one
+// buffer the sender reuses, and goes out as a preEncoded message that the
+// server's codec passes through. So sending an event costs a copy of its
+// bytes, whatever the number of watchers.
 type eventSender struct {
-	stream      grpc.ServerStreamingServer[snoopv1.WatchEventsResponse]
+	stream      grpc.ServerStream
 	includeData bool
 	// maxBatch is the most events per response; 1 sends each event in
 	// a response of its own, in WatchEventsResponse.event.
 	maxBatch int
 
-	resp  snoopv1.WatchEventsResponse
-	slots []*apiEvent
-	evs   []*snoopv1.Event // resp.Events' backing array
+	buf []byte
 }
 
-func newEventSender(stream grpc.ServerStreamingServer[snoopv1.WatchEventsResponse], req *snoopv1.WatchEventsRequest) *eventSender {
+func newEventSender(stream grpc.ServerStream, req *snoopv1.WatchEventsRequest) *eventSender {
 	return &eventSender{
 		stream:      stream,
 		includeData: req.GetIncludeData(),
@@ -66,73 +62,70 @@ func newEventSender(stream grpc.ServerStreamingServer[snoopv1.WatchEventsRespons
 	}
 }
 
-// reset clears the response for the next send.
-func (s *eventSender) reset() {
-	s.resp.Event, s.resp.Dropped, s.resp.HistoryDone, s.resp.Events = nil, 0, false, nil
-	s.resp.HistoryMissing = 0
+func (s *eventSender) send() error {
+	return s.stream.SendMsg(&preEncoded{b: s.buf})
 }
 
-// slot returns the i-th reusable event storage, making it on first use:
-// a stream holds only as many as its largest batch needed.
-func (s *eventSender) slot(i int) *apiEvent {
-	for len(s.slots) <= i {
-		s.slots = append(s.slots, new(apiEvent))
-	}
-	return s.slots[i]
-}
-
-// events sends evs in order, as many per response as allowed; insts[i]
-// is the instance of the proxy that published evs[i]. It never waits for
-// more events to fill a batch.
-func (s *eventSender) events(evs []*proxy.Event, insts []string) error {
+// events sends recs in order, as many per response as allowed. It never
+// waits for more events to fill a batch.
+func (s *eventSender) events(recs []hub.Record) error {
 	if s.maxBatch <= 1 {
-		a := s.slot(0)
-		for i, e := range evs {
-			s.reset()
-			s.resp.Event = a.fill(e, s.includeData)
-			s.resp.Event.ProxyInstance = insts[i]
-			if err := s.stream.Send(&s.resp); err != nil {
+		for i := range recs {
+			s.buf = appendRecord(s.buf[:0], respEvent, &recs[i], s.includeData)
+			if err := s.send(); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	for len(evs) > 0 {
-		s.reset()
-		s.evs = s.evs[:0]
-		size := 0
+	for len(recs) > 0 {
+		s.buf = s.buf[:0]
 		n := 0
-		for n < len(evs) && n < s.maxBatch && size < maxBatchBytes {
-			a := s.slot(n)
-			ev := a.fill(evs[n], s.includeData)
-			ev.ProxyInstance = insts[n]
-			s.evs = append(s.evs, ev)
-			size += a.sizeHint()
+		for n < len(recs) && n < s.maxBatch && len(s.buf) < maxBatchBytes {
+			s.buf = appendRecord(s.buf, respEvents, &recs[n], s.includeData)
 			n++
 		}
-		s.resp.Events = s.evs
-		if err := s.stream.Send(&s.resp); err != nil {
+		if err := s.send(); err != nil {
 			return err
 		}
-		evs, insts = evs[n:], insts[n:]
+		recs = recs[n:]
 	}
 	return nil
 }
 
+// appendRecord appends r as the message field num: the record's bytes,
+// and its captured data when asked for.
+func appendRecord(b []byte, num protowire.Number, r *hub.Record, includeData bool) []byte {
+	n := len(r.Wire)
+	if includeData {
+		n += len(r.Data)
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	b = append(b, r.Wire...)
+	if includeData {
+		b = append(b, r.Data...)
+	}
+	return b
+}
+
 // dropped sends a drop notice.
 func (s *eventSender) dropped(n uint64) error {
-	s.reset()
-	s.resp.Dropped = n
-	return s.stream.Send(&s.resp)
+	s.buf = protowire.AppendTag(s.buf[:0], respDropped, protowire.VarintType)
+	s.buf = protowire.AppendVarint(s.buf, n)
+	return s.send()
 }
 
 // historyDone sends the end-of-history notice, with the number of history
 // events asked for and not sent.
 func (s *eventSender) historyDone(missing uint64) error {
-	s.reset()
-	s.resp.HistoryDone = true
-	s.resp.HistoryMissing = uint32(min(missing, math.MaxUint32))
-	return s.stream.Send(&s.resp)
+	s.buf = protowire.AppendTag(s.buf[:0], respHistoryDone, protowire.VarintType)
+	s.buf = protowire.AppendVarint(s.buf, 1)
+	if m := min(missing, math.MaxUint32); m > 0 {
+		s.buf = protowire.AppendTag(s.buf, respHistoryMissing, protowire.VarintType)
+		s.buf = protowire.AppendVarint(s.buf, m)
+	}
+	return s.send()
 }
 
 // apiEvent is the storage of one event in API form, filled in place.
@@ -250,23 +243,6 @@ func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Trans
 	tx.Latency = &a.latency
 	tx.Fault = t.Fault
 	return tx
-}
-
-// sizeHint is a generous estimate of the filled event's encoded size, for
-// bounding a batch: every fixed-size field at its widest, plus the
-// variable ones.
-func (a *apiEvent) sizeHint() int {
-	n := 256 + len(a.ev.Proxy) + len(a.ev.Client) + len(a.ev.Error)
-	if a.ev.Transaction != nil {
-		n += len(a.tx.SessionId) + len(a.tx.Data) + len(a.tx.Result) + len(a.tx.Fault)
-	}
-	if a.ev.Closed != nil {
-		n += len(a.closed.Reason)
-	}
-	if a.ev.ProtocolError != nil {
-		n += len(a.perr.Message) + len(a.perr.Rule) + len(a.perr.Field)
-	}
-	return n
 }
 
 // setTimestamp is timestamppb.New without the allocation.

@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
-	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -185,19 +186,21 @@ func TestFillMatchesFreshConversion(t *testing.T) {
 }
 
 // recordStream is a watch stream that keeps a copy of every response, as
-// a client would receive it.
+// a client would receive it: each message goes through the daemon's codec
+// and is decoded again.
 type recordStream struct {
 	grpc.ServerStream
 	got []*snoopv1.WatchEventsResponse
 }
 
-func (s *recordStream) Send(r *snoopv1.WatchEventsResponse) error {
-	b, err := proto.Marshal(r)
+func (s *recordStream) SendMsg(m any) error {
+	b, err := newCodec().Marshal(m)
 	if err != nil {
 		return err
 	}
+	defer b.Free()
 	c := new(snoopv1.WatchEventsResponse)
-	if err := proto.Unmarshal(b, c); err != nil {
+	if err := proto.Unmarshal(b.Materialize(), c); err != nil {
 		return err
 	}
 	s.got = append(s.got, c)
@@ -227,7 +230,7 @@ func TestEventSenderBatches(t *testing.T) {
 	} {
 		rec := &recordStream{}
 		s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: tc.maxBatch})
-		if err := s.events(evs[:5], instances(5)); err != nil {
+		if err := s.events(records(evs[:5], instances(5))); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.dropped(7); err != nil {
@@ -275,7 +278,7 @@ func TestEventSenderBatches(t *testing.T) {
 	// The cap: 1,500 events at max_batch 5000 go out 256 at a time.
 	rec := &recordStream{}
 	s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 5000})
-	if err := s.events(evs, instances(len(evs))); err != nil {
+	if err := s.events(records(evs, instances(len(evs)))); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.got) != 6 || len(rec.got[0].GetEvents()) != maxWatchBatch || len(rec.got[5].GetEvents()) != 1500-5*maxWatchBatch {
@@ -292,11 +295,16 @@ func TestEventSenderBatches(t *testing.T) {
 	}
 	rec = &recordStream{}
 	s = newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 256, IncludeData: true})
-	if err := s.events(big, instances(len(big))); err != nil {
+	if err := s.events(records(big, instances(len(big)))); err != nil {
 		t.Fatal(err)
 	}
 	total := 0
 	for _, r := range rec.got {
+		for _, ev := range r.GetEvents() {
+			if len(ev.GetTransaction().GetData()) != distcache.MaxSessionDataLen {
+				t.Fatalf("an event with %d bytes of data, want %d", len(ev.GetTransaction().GetData()), distcache.MaxSessionDataLen)
+			}
+		}
 		total += len(r.GetEvents())
 		if sz := proto.Size(r); sz > maxBatchBytes+64<<10 {
 			t.Errorf("a response of %d bytes", sz)
@@ -440,8 +448,8 @@ type codecStream struct {
 	bytes int
 }
 
-func (s *codecStream) Send(r *snoopv1.WatchEventsResponse) error {
-	b, err := s.codec.Marshal(r)
+func (s *codecStream) SendMsg(m any) error {
+	b, err := s.codec.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -451,7 +459,7 @@ func (s *codecStream) Send(r *snoopv1.WatchEventsResponse) error {
 }
 
 func newCodecStream() *codecStream {
-	return &codecStream{codec: encoding.GetCodecV2(grpcproto.Name)}
+	return &codecStream{codec: newCodec()}
 }
 
 // BenchmarkStreamEventFresh is the path before: a fresh message tree and
@@ -462,7 +470,7 @@ func BenchmarkStreamEventFresh(b *testing.B) {
 	b.ReportAllocs()
 	for i := range b.N {
 		r := &snoopv1.WatchEventsResponse{Event: freshAPIEvent(evs[i%len(evs)], false)}
-		if err := s.Send(r); err != nil {
+		if err := s.SendMsg(r); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -470,7 +478,7 @@ func BenchmarkStreamEventFresh(b *testing.B) {
 }
 
 // BenchmarkStreamEventReused is max_batch 0 or 1: one event per
-// response, messages reused.
+// response, around the hub's encoding.
 func BenchmarkStreamEventReused(b *testing.B) {
 	benchSender(b, 1)
 }
@@ -481,16 +489,15 @@ func BenchmarkStreamEventBatch256(b *testing.B) {
 }
 
 func benchSender(b *testing.B, batch uint32) {
-	evs := benchEvents(256)
-	insts := instances(len(evs))
+	recs := records(benchEvents(256), instances(256))
 	cs := newCodecStream()
 	s := newEventSender(cs, &snoopv1.WatchEventsRequest{MaxBatch: batch})
 	b.ReportAllocs()
 	b.ResetTimer()
 	// b.N events, in rounds of up to 256 (one op is one event).
 	for sent := 0; sent < b.N; {
-		n := min(len(evs), b.N-sent)
-		if err := s.events(evs[:n], insts[:n]); err != nil {
+		n := min(len(recs), b.N-sent)
+		if err := s.events(recs[:n]); err != nil {
 			b.Fatal(err)
 		}
 		sent += n
@@ -505,4 +512,56 @@ func instances(n int) []string {
 		out[i] = "instance-" + strconv.Itoa(i)
 	}
 	return out
+}
+
+// records encodes events as the hub does, each with its instance.
+func records(evs []*proxy.Event, insts []string) []hub.Record {
+	enc := NewEventEncoder()
+	out := make([]hub.Record, len(evs))
+	for i, e := range evs {
+		out[i] = hub.Record{Seq: uint64(i), Instance: insts[i], Wire: enc.AppendEvent(nil, e, insts[i]), Data: enc.AppendData(nil, e)}
+		e.MatchView(&out[i].View)
+	}
+	return out
+}
+
+// TestEncoderMatchesTheAPIConversion holds the hub's encoding, with and
+// without captured data, to the allocating conversion over random events
+// of every kind: decoded, the record is the event as the API has always
+// sent it.
+func TestEncoderMatchesTheAPIConversion(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	enc := NewEventEncoder()
+	for i := range 5000 {
+		e := randomEvent(rng)
+		wire := enc.AppendEvent(nil, e, "inst-1")
+		withData := enc.AppendData(slices.Clip(wire), e)
+		for _, tc := range []struct {
+			b    []byte
+			data bool
+		}{{wire, false}, {withData, true}} {
+			got := new(snoopv1.Event)
+			if err := proto.Unmarshal(tc.b, got); err != nil {
+				t.Fatalf("event %d: %v", i, err)
+			}
+			want := freshAPIEvent(e, tc.data)
+			want.ProxyInstance = "inst-1"
+			if !proto.Equal(got, want) {
+				t.Fatalf("event %d (data %v):\n got %v\nwant %v", i, tc.data, got, want)
+			}
+		}
+	}
+}
+
+// An error text that is not UTF-8 would make a client refuse the whole
+// response: the encoder replaces the bad bytes.
+func TestEncoderMendsInvalidUTF8(t *testing.T) {
+	e := &proxy.Event{Kind: proxy.KindConnectFailed, Proxy: "p", Err: errors.New("dial: \xff\xfe refused")}
+	got := new(snoopv1.Event)
+	if err := proto.Unmarshal(NewEventEncoder().AppendEvent(nil, e, ""), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.GetError() != "dial: \uFFFD refused" {
+		t.Errorf("error %q", got.GetError())
+	}
 }

@@ -5,7 +5,7 @@ import (
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/proxy"
+	"github.com/snoopd/snoopd/match"
 )
 
 // acquireWatcher takes one of the MaxWatchers event-stream slots, or fails
@@ -46,8 +46,8 @@ func (d *Daemon) watchOptions(req *snoopv1.WatchEventsRequest, f hub.Filter) hub
 		}
 	}
 	d.mu.Unlock()
-	o.HistoryFilter = func(e *proxy.Event, inst string) bool {
-		cur, ok := current[e.Proxy]
+	o.HistoryFilter = func(v *match.View, inst string) bool {
+		cur, ok := current[v.Proxy]
 		return !ok || inst == cur
 	}
 	return o

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
@@ -197,7 +198,7 @@ type benchSink struct {
 }
 
 func newBenchSink(consume bool) *benchSink {
-	s := &benchSink{Hub: hub.New(hub.Config{})}
+	s := &benchSink{Hub: hub.New(hub.Config{NewEncoder: daemon.NewEventEncoder})}
 	s.w = s.Watch(hub.WatchOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -210,12 +211,10 @@ func newBenchSink(consume bool) *benchSink {
 				if err != nil {
 					return
 				}
-				for _, e := range b.Events {
-					if e.Tx != nil {
-						_ = e.Tx.Result() // what a watcher would format
-					}
+				for i := range b.Records {
+					_ = b.Records[i].View.Result.String() // what a watcher would format
 				}
-				s.consumed.Add(int64(len(b.Events)))
+				s.consumed.Add(int64(len(b.Records)))
 				s.dropped.Add(int64(b.Dropped))
 			}
 		}()

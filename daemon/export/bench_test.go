@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/daemon/export"
+	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/natstest"
@@ -33,10 +34,10 @@ func BenchmarkExport(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := natstest.Start(b)
-			h := hub.New(hub.Config{Interval: time.Millisecond, History: 16384})
+			h := hub.New(hub.Config{Interval: time.Millisecond, History: 16384, NewEncoder: daemon.NewEventEncoder})
 			defer h.Close()
 			x, err := export.Start(h, export.Config{Servers: []string{srv.URL()}, Daemon: "bench", Stream: c.stream, Format: c.format,
-				QueueSize: 16384, Batch: c.batch})
+				Batch: c.batch})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -13,12 +13,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apijson"
+	"github.com/snoopd/snoopd/internal/apiwire"
 	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -45,7 +48,6 @@ const (
 const (
 	DefaultSubject     = "snoop"
 	DefaultStream      = "SNOOP"
-	DefaultQueueSize   = 8192
 	DefaultMaxPending  = 4096
 	DefaultLogInterval = 10 * time.Second
 	// DefaultBatch and DefaultFlushInterval: a message every 100 ms per
@@ -102,9 +104,8 @@ type Config struct {
 	Filter match.Spec
 	// Options are extra nats.go options: TLS, credentials, token.
 	Options []nats.Option
-	// QueueSize bounds the exporter's hub queue; MaxPending bounds the
-	// publishes waiting for an acknowledgement.
-	QueueSize, MaxPending int
+	// MaxPending bounds the publishes waiting for an acknowledgement.
+	MaxPending int
 	// LogInterval is how often a line is logged while events are
 	// dropped.
 	LogInterval time.Duration
@@ -143,8 +144,13 @@ type Exporter struct {
 	// connection; a reconnect clears it.
 	streamOK atomic.Bool
 
+	// daemonField is Event.daemon, this daemon's name, in wire form:
+	// appended to each event the hub encoded.
+	daemonField []byte
+
 	// Owned by the publishing goroutine.
-	fill       daemon.EventFiller
+	scratch    []byte        // an event's protobuf form, for JSON
+	ev         snoopv1.Event // scratch decoding it
 	subjects   map[subjectKey]string
 	lastLookup time.Time
 	// groups collects the encoded events of each subject until their
@@ -205,9 +211,6 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 	default:
 		return nil, fmt.Errorf("format %q: want %s or %s", cfg.Format, FormatProtobuf, FormatJSON)
 	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
-	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
@@ -223,7 +226,7 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 	if cfg.MaxAge < 0 || cfg.MaxBytes < 0 {
 		return nil, errors.New("stream limits must not be negative")
 	}
-	m, err := match.Compile(cfg.Filter)
+	filter, err := daemon.HubFilter(cfg.Filter, cfg.Daemon)
 	if err != nil {
 		return nil, fmt.Errorf("export filter: %w", err)
 	}
@@ -242,6 +245,10 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 		done:     make(chan struct{}),
 		stopLog:  make(chan struct{}),
 		logDone:  make(chan struct{}),
+	}
+	if cfg.Daemon != "" {
+		x.daemonField = protowire.AppendTag(nil, daemonFieldNumber, protowire.BytesType)
+		x.daemonField = protowire.AppendString(x.daemonField, cfg.Daemon)
 	}
 	if cfg.Format == FormatJSON {
 		x.header[HeaderContentType] = []string{ContentTypeJSON}
@@ -296,17 +303,7 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 			return nil, fmt.Errorf("JetStream: %w", err)
 		}
 	}
-	var filter hub.Filter
-	if !m.MatchesAll() {
-		name := cfg.Daemon
-		filter = func(e *proxy.Event) bool {
-			var v match.View
-			e.MatchView(&v)
-			v.Daemon = name
-			return m.Match(&v)
-		}
-	}
-	x.w = h.Watch(hub.WatchOptions{Filter: filter, QueueSize: cfg.QueueSize})
+	x.w = h.Watch(hub.WatchOptions{Filter: filter})
 	go x.run()
 	go x.logDrops()
 	return x, nil
@@ -336,13 +333,13 @@ func (x *Exporter) run() {
 			x.flush()
 			return
 		}
-		x.seen.Add(uint64(len(b.Events)) + b.Dropped)
+		x.seen.Add(uint64(len(b.Records)) + b.Dropped)
 		x.dropped.Add(b.Dropped)
 		if x.cfg.Batch == 1 {
-			x.publish(b.Events)
+			x.publish(b.Records)
 			continue
 		}
-		x.collect(b.Events)
+		x.collect(b.Records)
 		if x.pending > 0 && !time.Now().Before(x.flushAt) {
 			x.flush()
 		}
@@ -362,12 +359,13 @@ func eventsIn(m *nats.Msg) uint64 {
 
 // publish sends each event as a message of its own (Batch 1); what
 // cannot go is counted dropped.
-func (x *Exporter) publish(evs []*proxy.Event) {
+func (x *Exporter) publish(evs []hub.Record) {
 	if !x.nc.IsConnected() || !x.ensureStream() {
 		x.dropped.Add(uint64(len(evs)))
 		return
 	}
-	for i, e := range evs {
+	for i := range evs {
+		e := &evs[i]
 		if x.js != nil && x.js.PublishAsyncPending() >= x.cfg.MaxPending {
 			// JetStream is behind: waiting here would only fill the
 			// queue; the events go now, counted.
@@ -397,9 +395,10 @@ func (x *Exporter) publish(evs []*proxy.Event) {
 // collect encodes evs into their subjects' groups, publishing a group
 // that is full. The order of one subject's events is kept; between
 // subjects it is not (they are different messages).
-func (x *Exporter) collect(evs []*proxy.Event) {
+func (x *Exporter) collect(evs []hub.Record) {
 	limit := x.batchBytes()
-	for _, e := range evs {
+	for i := range evs {
+		e := &evs[i]
 		g := x.group(x.subject(e))
 		if g.n == 0 {
 			g.buf = x.openBatch(g.buf, g.last)
@@ -538,28 +537,44 @@ func (x *Exporter) openBatch(buf []byte, last int) []byte {
 }
 
 // appendBatched appends e, the batch's event number i, to the payload.
-func (x *Exporter) appendBatched(buf []byte, i int, e *proxy.Event) ([]byte, error) {
-	ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
-	// An event that cannot be encoded leaves the payload as it was.
-	start := len(buf)
+func (x *Exporter) appendBatched(buf []byte, i int, r *hub.Record) ([]byte, error) {
 	if x.cfg.Format == FormatJSON {
 		// An element of {"events":[...]}.
+		start := len(buf)
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		out, err := apijson.AppendEvent(buf, ev, jsonKeys)
+		out, err := x.appendJSON(buf, r)
 		if err != nil {
 			return buf[:start], err
 		}
 		return out, nil
 	}
 	// A WatchEventsResponse's events field, without building one.
-	at := openMessage(&buf, eventsField)
-	buf, err := appendEvent(buf, ev)
-	if err != nil {
-		return buf[:start], err
+	at := apiwire.OpenMessage(&buf, eventsField)
+	buf = x.appendProtobuf(buf, r)
+	return apiwire.CloseMessage(buf, at), nil
+}
+
+// appendProtobuf appends the event as the hub encoded it, its captured
+// data if exported, and this daemon's name: a protobuf message is its
+// fields one after the other, and a field may come in any order.
+func (x *Exporter) appendProtobuf(buf []byte, r *hub.Record) []byte {
+	buf = append(buf, r.Wire...)
+	if x.cfg.Data {
+		buf = append(buf, r.Data...)
 	}
-	return closeMessage(buf, at), nil
+	return append(buf, x.daemonField...)
+}
+
+// appendJSON appends the event in JSON: the hub's encoding decoded into
+// one reused message, written by the hand JSON encoder.
+func (x *Exporter) appendJSON(buf []byte, r *hub.Record) ([]byte, error) {
+	x.scratch = x.appendProtobuf(x.scratch[:0], r)
+	if err := proto.Unmarshal(x.scratch, &x.ev); err != nil {
+		return buf, err
+	}
+	return apijson.AppendEvent(buf, &x.ev, jsonKeys)
 }
 
 // jsonKeys are the JSON payloads' keys: protojson's default
@@ -571,15 +586,17 @@ const jsonKeys = apijson.CamelKeys
 // WatchEventsResponse on the wire without building one.
 var eventsField = (&snoopv1.WatchEventsResponse{}).ProtoReflect().Descriptor().Fields().ByName("events").Number()
 
+// daemonFieldNumber is Event.daemon's field number.
+var daemonFieldNumber = (&snoopv1.Event{}).ProtoReflect().Descriptor().Fields().ByName("daemon").Number()
+
 // message renders e as the exporter publishes it.
-func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
-	ev := x.fill.Fill(e, x.cfg.Daemon, x.cfg.Data)
+func (x *Exporter) message(e *hub.Record) (*nats.Msg, error) {
 	var data []byte
 	var err error
 	if x.cfg.Format == FormatJSON {
-		data, err = apijson.AppendEvent(make([]byte, 0, 512), ev, jsonKeys)
+		data, err = x.appendJSON(make([]byte, 0, 512), e)
 	} else {
-		data, err = appendEvent(make([]byte, 0, 256), ev)
+		data = x.appendProtobuf(make([]byte, 0, len(e.Wire)+len(e.Data)+len(x.daemonField)), e)
 	}
 	if err != nil {
 		return nil, err
@@ -590,10 +607,11 @@ func (x *Exporter) message(e *proxy.Event) (*nats.Msg, error) {
 }
 
 // subject returns e's subject, cached per proxy, kind and operation.
-func (x *Exporter) subject(e *proxy.Event) string {
+func (x *Exporter) subject(r *hub.Record) string {
+	e := &r.View
 	k := subjectKey{proxy: e.Proxy, kind: e.Kind}
-	if e.Kind == proxy.KindTransaction && e.Tx != nil {
-		k.op, k.hasOp = e.Tx.Op, true
+	if e.Kind == proxy.KindTransaction {
+		k.op, k.hasOp = e.Op, true
 	}
 	if s, ok := x.subjects[k]; ok {
 		return s

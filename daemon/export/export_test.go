@@ -117,7 +117,7 @@ func streamMessages(t *testing.T, url, stream, filter string, n int) []*nats.Msg
 
 func TestExportToJetStream(t *testing.T) {
 	srv := natstest.Start(t)
-	h := hub.New(hub.Config{Interval: time.Millisecond})
+	h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
 	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "web.7", Stream: "SNOOP", Batch: 1})
 
@@ -156,9 +156,9 @@ func TestExportToJetStream(t *testing.T) {
 // resumes.
 func TestExportSurvivesOutage(t *testing.T) {
 	srv := natstest.Start(t)
-	h := hub.New(hub.Config{Interval: time.Millisecond})
+	h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
-	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", QueueSize: 64})
+	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP"})
 
 	publish(h, "p", 0, 50, distcache.OpGet)
 	waitFor(t, "first events published", func() bool { return x.Stats().GetPublished() == 50 })
@@ -210,7 +210,7 @@ func TestExportCoreJSONFiltered(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	h := hub.New(hub.Config{Interval: time.Millisecond})
+	h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
 	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Format: export.FormatJSON, Batch: 1,
 		Filter: match.Spec{Expr: `op == "add" && daemon == "d"`}})
@@ -243,7 +243,7 @@ func TestExportCoreJSONFiltered(t *testing.T) {
 // published before Close returns.
 func TestExportCloseFlushes(t *testing.T) {
 	srv := natstest.Start(t)
-	h := hub.New(hub.Config{Interval: time.Hour})
+	h := hub.New(hub.Config{Interval: time.Hour, NewEncoder: daemon.NewEventEncoder})
 	x, err := export.Start(h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "S"})
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +258,7 @@ func TestExportCloseFlushes(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	h := hub.New(hub.Config{})
+	h := hub.New(hub.Config{NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
 	for _, c := range []struct {
 		cfg  export.Config
@@ -306,7 +306,7 @@ func TestExportBatched(t *testing.T) {
 	for _, format := range []string{export.FormatProtobuf, export.FormatJSON} {
 		t.Run(format, func(t *testing.T) {
 			srv := natstest.Start(t)
-			h := hub.New(hub.Config{Interval: time.Millisecond})
+			h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 			defer h.Close()
 			x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Batch: 64, Format: format})
 			for i := 1; i <= 400; i++ {
@@ -407,7 +407,7 @@ func storedMessages(t *testing.T, url, stream string) []*nats.Msg {
 // though no more events come.
 func TestExportBatchesByDefault(t *testing.T) {
 	srv := natstest.Start(t)
-	h := hub.New(hub.Config{Interval: time.Millisecond})
+	h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
 	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", FlushInterval: time.Second})
 	for i := range 5 {
@@ -432,7 +432,7 @@ func TestExportBatchesByDefault(t *testing.T) {
 // max_payload.
 func TestExportBatchBoundedBySize(t *testing.T) {
 	srv := natstest.Start(t)
-	h := hub.New(hub.Config{Interval: time.Millisecond})
+	h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
 	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Data: true, Batch: 1000})
 	const n, size = 40, 60 << 10
@@ -465,18 +465,18 @@ func TestExportBatchBoundedBySize(t *testing.T) {
 	}
 }
 
-// An event that cannot be encoded (a string that is not UTF-8) is
-// dropped and counted; the rest of its batch goes out and decodes, with
-// the first event of a batch as with a later one.
-func TestExportDropsUnencodable(t *testing.T) {
+// An event with a string that is not UTF-8 (which a decoder would refuse,
+// with the whole batch) goes out with the bad bytes replaced; its batch
+// decodes, with the first event of a batch as with a later one.
+func TestExportMendsInvalidUTF8(t *testing.T) {
 	for _, format := range []string{export.FormatProtobuf, export.FormatJSON} {
-		t.Run(format, func(t *testing.T) { testExportDropsUnencodable(t, format) })
+		t.Run(format, func(t *testing.T) { testExportMendsInvalidUTF8(t, format) })
 	}
 }
 
-func testExportDropsUnencodable(t *testing.T, format string) {
+func testExportMendsInvalidUTF8(t *testing.T, format string) {
 	srv := natstest.Start(t)
-	h := hub.New(hub.Config{Interval: time.Millisecond})
+	h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 	defer h.Close()
 	x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Format: format, FlushInterval: 50 * time.Millisecond})
 	for i := 1; i <= 6; i++ {
@@ -487,8 +487,8 @@ func testExportDropsUnencodable(t *testing.T, format string) {
 		h.Publish(e)
 	}
 	waitFor(t, "settled", func() bool { s := x.Stats(); return s.GetPublished()+s.GetDropped() == 6 })
-	if s := x.Stats(); s.GetPublished() != 4 || s.GetDropped() != 2 {
-		t.Fatalf("stats %v, want 4 published and 2 dropped", s)
+	if s := x.Stats(); s.GetPublished() != 6 || s.GetDropped() != 0 {
+		t.Fatalf("stats %v, want 6 published and none dropped", s)
 	}
 	var ids []uint64
 	for _, m := range storedMessages(t, srv.URL(), "SNOOP") {
@@ -504,10 +504,13 @@ func testExportDropsUnencodable(t *testing.T, format string) {
 		}
 		for _, ev := range batch.GetEvents() {
 			ids = append(ids, ev.GetConnectionId())
+			if id := ev.GetConnectionId(); (id == 1 || id == 4) != (ev.GetTransaction().GetFault() == "bad\uFFFD") {
+				t.Fatalf("event %d: fault %q", id, ev.GetTransaction().GetFault())
+			}
 		}
 	}
-	if fmt.Sprint(ids) != "[2 3 5 6]" {
-		t.Fatalf("stored events %v, want [2 3 5 6]", ids)
+	if fmt.Sprint(ids) != "[1 2 3 4 5 6]" {
+		t.Fatalf("stored events %v, want [1 2 3 4 5 6]", ids)
 	}
 }
 
@@ -543,14 +546,19 @@ func variedEvents() []*proxy.Event {
 // (lowerCamelCase) keys as the export has always written them.
 func TestExportJSONIsProtojson(t *testing.T) {
 	want := map[uint64]*snoopv1.Event{}
-	var fill daemon.EventFiller
+	enc := daemon.NewEventEncoder()
 	for _, e := range variedEvents() {
-		want[e.ConnID] = proto.CloneOf(fill.Fill(e, "d", true))
+		ev := new(snoopv1.Event)
+		if err := proto.Unmarshal(enc.AppendData(enc.AppendEvent(nil, e, ""), e), ev); err != nil {
+			t.Fatal(err)
+		}
+		ev.Daemon = "d"
+		want[e.ConnID] = ev
 	}
 	for _, batch := range []int{64, 1} {
 		t.Run(fmt.Sprintf("batch%d", batch), func(t *testing.T) {
 			srv := natstest.Start(t)
-			h := hub.New(hub.Config{Interval: time.Millisecond})
+			h := hub.New(hub.Config{Interval: time.Millisecond, NewEncoder: daemon.NewEventEncoder})
 			defer h.Close()
 			x := start(t, h, export.Config{Servers: []string{srv.URL()}, Daemon: "d", Stream: "SNOOP", Format: export.FormatJSON,
 				Data: true, Batch: batch, FlushInterval: 20 * time.Millisecond})

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
-	"github.com/snoopd/snoopd/proxy"
+	"github.com/snoopd/snoopd/match"
 )
 
 // nextBatch is Next with a bound, failing the test on error.
@@ -27,14 +27,14 @@ func readHistory(t *testing.T, w *Watcher) (ids []uint64, missing uint64) {
 	t.Helper()
 	for {
 		b := nextBatch(t, w)
-		if len(b.Events) > MaxBatch {
-			t.Fatalf("a batch of %d events, more than MaxBatch %d", len(b.Events), MaxBatch)
+		if len(b.Records) > MaxBatch {
+			t.Fatalf("a batch of %d events, more than MaxBatch %d", len(b.Records), MaxBatch)
 		}
 		if b.Dropped != 0 {
 			t.Fatalf("a drop notice of %d inside the history", b.Dropped)
 		}
-		for _, e := range b.Events {
-			ids = append(ids, e.ConnID)
+		for _, r := range b.Records {
+			ids = append(ids, r.View.Conn)
 		}
 		if b.HistoryEnd {
 			return ids, b.HistoryMissing
@@ -42,8 +42,8 @@ func readHistory(t *testing.T, w *Watcher) (ids []uint64, missing uint64) {
 	}
 }
 
-func TestHistoryLargerThanTheQueueIsStreamedWhole(t *testing.T) {
-	h := newHub(t, Config{History: 5000, QueueSize: 10, Interval: time.Millisecond})
+func TestHistoryLargerThanTheLogIsStreamedWhole(t *testing.T) {
+	h := newHub(t, Config{History: 5000, LogRecords: 10, Interval: time.Millisecond})
 	for i := uint64(1); i <= 3000; i++ {
 		h.Publish(txEvent(i, distcache.OpGet))
 	}
@@ -58,10 +58,10 @@ func TestHistoryLargerThanTheQueueIsStreamedWhole(t *testing.T) {
 			t.Fatalf("history event %d has id %d, want %d", i, id, 501+i)
 		}
 	}
-	// Live events follow, through the queue.
+	// Live events follow, through the log.
 	h.Publish(txEvent(3001, distcache.OpGet))
-	if b := nextBatch(t, w); len(b.Events) != 1 || b.Events[0].ConnID != 3001 || b.HistoryEnd {
-		t.Fatalf("live batch: %d events, end %v", len(b.Events), b.HistoryEnd)
+	if b := nextBatch(t, w); len(b.Records) != 1 || b.Records[0].View.Conn != 3001 || b.HistoryEnd {
+		t.Fatalf("live batch: %d events, end %v", len(b.Records), b.HistoryEnd)
 	}
 }
 
@@ -81,8 +81,8 @@ func TestHistoryMissingCountsWhatWasNotHeld(t *testing.T) {
 	empty := newHub(t, Config{})
 	w2 := empty.Watch(WatchOptions{History: 7})
 	defer w2.Close()
-	if b := nextBatch(t, w2); !b.HistoryEnd || b.HistoryMissing != 7 || len(b.Events) != 0 {
-		t.Fatalf("empty history: end %v, missing %d, %d events", b.HistoryEnd, b.HistoryMissing, len(b.Events))
+	if b := nextBatch(t, w2); !b.HistoryEnd || b.HistoryMissing != 7 || len(b.Records) != 0 {
+		t.Fatalf("empty history: end %v, missing %d, %d events", b.HistoryEnd, b.HistoryMissing, len(b.Records))
 	}
 }
 
@@ -95,8 +95,8 @@ func TestHistoryOverwrittenBeforeReadCountsAsMissing(t *testing.T) {
 	defer w.Close()
 	// The first batch is read; then the ring goes round past the rest.
 	b := nextBatch(t, w)
-	if len(b.Events) != MaxBatch || b.HistoryEnd {
-		t.Fatalf("first history batch: %d events, end %v", len(b.Events), b.HistoryEnd)
+	if len(b.Records) != MaxBatch || b.HistoryEnd {
+		t.Fatalf("first history batch: %d events, end %v", len(b.Records), b.HistoryEnd)
 	}
 	for i := uint64(601); i <= 1200; i++ {
 		h.Publish(txEvent(i, distcache.OpGet))
@@ -116,16 +116,16 @@ func TestInstancesTravelWithEvents(t *testing.T) {
 	for i := uint64(5); i <= 6; i++ {
 		cur.Publish(txEvent(i, distcache.OpGet))
 	}
-	onlyNew := func(e *proxy.Event, inst string) bool { return inst == "i-new" }
+	onlyNew := func(_ *match.View, inst string) bool { return inst == "i-new" }
 	w := h.Watch(WatchOptions{History: 10, HistoryFilter: onlyNew})
 	defer w.Close()
 	b := nextBatch(t, w)
-	if !b.HistoryEnd || len(b.Events) != 2 || b.HistoryMissing != 8 {
-		t.Fatalf("history: %d events, end %v, missing %d", len(b.Events), b.HistoryEnd, b.HistoryMissing)
+	if !b.HistoryEnd || len(b.Records) != 2 || b.HistoryMissing != 8 {
+		t.Fatalf("history: %d events, end %v, missing %d", len(b.Records), b.HistoryEnd, b.HistoryMissing)
 	}
-	for i, inst := range b.Instances {
-		if inst != "i-new" || b.Events[i].ConnID != uint64(5+i) {
-			t.Fatalf("history event %d: id %d instance %q", i, b.Events[i].ConnID, inst)
+	for i, r := range b.Records {
+		if r.Instance != "i-new" || decode(t, r.Wire).inst != "i-new" || r.View.Conn != uint64(5+i) {
+			t.Fatalf("history event %d: id %d instance %q", i, r.View.Conn, r.Instance)
 		}
 	}
 	// The history filter is the history's only: live events of any
@@ -135,47 +135,41 @@ func TestInstancesTravelWithEvents(t *testing.T) {
 	var insts []string
 	for len(insts) < 2 {
 		b := nextBatch(t, w)
-		insts = append(insts, b.Instances...)
+		for _, r := range b.Records {
+			insts = append(insts, r.Instance)
+		}
 	}
 	if insts[0] != "i-old" || insts[1] != "" {
 		t.Fatalf("live instances %q", insts)
 	}
 }
 
-func TestStuckWatcherHoldsAtMostItsQueue(t *testing.T) {
-	h := newHub(t, Config{History: 4096, QueueSize: 100, Interval: time.Millisecond})
+// A watcher that stops reading holds nothing of its own: the shared log
+// is bounded, and the watcher is told what it lost.
+func TestStuckWatcherHoldsNothingOfItsOwn(t *testing.T) {
+	h := newHub(t, Config{History: 4096, LogRecords: 100, Interval: time.Millisecond})
 	w := h.Watch(WatchOptions{})
 	defer w.Close()
 	for i := uint64(1); i <= 3000; i++ {
 		h.Publish(txEvent(i, distcache.OpGet))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, d := w.Backlog()
-		if n+int(d) == 3000 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog %d queued, %d dropped", n, d)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	w.mu.Lock()
-	held := len(w.queue.buf)
-	w.mu.Unlock()
+	waitBacklog(t, w, 3000)
+	h.log.mu.Lock()
+	held := len(h.log.recs)
+	h.log.mu.Unlock()
 	if held > 100 {
-		t.Fatalf("queue holds %d slots, limit 100", held)
+		t.Fatalf("the log holds %d records, limit 100", held)
 	}
-	// Next hands out the queue in order, the drop notice first, and at
+	// Next hands out the newest in order, the drop notice first, and at
 	// most MaxBatch at a time.
 	b := nextBatch(t, w)
-	if b.Dropped != 2900 || len(b.Events) != 100 || b.Events[0].ConnID != 1 {
-		t.Fatalf("first batch: %d dropped, %d events", b.Dropped, len(b.Events))
+	if b.Dropped != 2900 || len(b.Records) != 100 || b.Records[0].View.Conn != 2901 {
+		t.Fatalf("first batch: %d dropped, %d events", b.Dropped, len(b.Records))
 	}
 }
 
 func TestNextReturnsAtMostMaxBatch(t *testing.T) {
-	h := newHub(t, Config{History: 4096, QueueSize: 1000, Interval: time.Millisecond})
+	h := newHub(t, Config{History: 4096, Interval: time.Millisecond})
 	w := h.Watch(WatchOptions{})
 	defer w.Close()
 	for i := uint64(1); i <= 1000; i++ {

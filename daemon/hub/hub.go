@@ -1,54 +1,71 @@
 // Package hub is the daemon's event hub: every proxy publishes into it,
-// it keeps a bounded history, and it hands events to any number of
-// watchers, each through a bounded queue of its own.
+// it keeps a bounded history, and it hands each event, encoded once, to
+// any number of watchers (the watch streams and the export).
 //
-// Publishing is the proxies' business and must cost them next to nothing:
-// Publish copies the event into a preallocated ring under a short lock and
-// returns; it never waits for a watcher and never wakes one. A dispatcher
-// goroutine drains the ring every few milliseconds, applies each watcher's
-// filter and appends to the watcher's queue. A watcher whose queue is full
-// loses events, and only that watcher: it is told exactly how many matching
-// events it missed. Batching the hand-off this way means a steady trickle
-// of transactions does not wake a goroutine per event, which on a busy
-// machine costs more than forwarding the bytes.
+// It has three parts, each with a lock of its own, so that nothing a
+// watcher does (an expensive filter, a history read, a client that stops
+// reading) can hold up a proxy:
 //
-// What a watcher that stops reading holds is bounded: its queue (QueueSize
-// events, grown only as far as it fills) and the batch Next last returned
-// (at most MaxBatch events). History is not queued: a watcher reads it
-// straight from the ring, MaxBatch events at a time, so a watch may ask for
-// all of the history however small its queue.
+//   - The ring. A publisher copies its event into a preallocated ring
+//     under a lock that only publishers and bounded copies (at most
+//     dispatchChunk events, a few microseconds) ever hold, and returns;
+//     it never waits for a watcher and never runs a filter. The ring is
+//     also the history.
+//   - The dispatcher. One goroutine copies new events out of the ring in
+//     chunks, encodes each once into its wire form (a Record: the
+//     snoop.v1.Event's protobuf bytes and the view filters run on) and
+//     appends it to the log. It works only while a watcher exists, so a
+//     daemon nobody watches spends nothing on encoding.
+//   - The log. Records shared by every watcher, bounded in bytes and in
+//     records. Each watcher reads it at its own pace through a cursor of
+//     its own, on its own goroutine, and runs its filter there: an
+//     expensive filter costs its own watcher time, and a watcher that
+//     falls behind the log's start loses the oldest of its events, never
+//     another watcher's. It is told how many it lost.
+//
+// A watcher's history is read from the ring in chunks: each chunk is
+// copied under the ring's lock and filtered and encoded outside it, on the
+// watcher's goroutine.
 package hub
 
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
+	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/proxy"
 )
 
 // Defaults for Config fields left zero.
 const (
 	DefaultHistory = 10000
-	// DefaultQueueSize holds two of the largest dispatch rounds (see
-	// kickAfter), so a reader that keeps up never drops however busy
-	// the proxies are, and a stream that stops reading holds well under
-	// 1 MB.
-	DefaultQueueSize = 512
-	DefaultInterval  = 10 * time.Millisecond
+	// DefaultLogBytes and DefaultLogRecords bound the log every watcher
+	// reads from: how far a watcher may fall behind before it loses
+	// events. 16 MiB holds about 45,000 transactions without captured
+	// data (a record is about 370 bytes with its encoding), several
+	// seconds of lag for a tail at tens of thousands of transactions a
+	// second; the log is shared, so this is the memory of all watchers
+	// together, and it is freed when the last one goes.
+	DefaultLogBytes   = 16 << 20
+	DefaultLogRecords = 1 << 16
+	DefaultInterval   = 10 * time.Millisecond
 	// kickAfter is how many undispatched events make a publisher wake
 	// the dispatcher before its interval is over. It bounds a dispatch
 	// round at high rates (at 100,000 events a second an interval is
-	// 1,000 events), and so the queue a watcher needs; below it, rates
-	// are low enough for the interval alone.
+	// 1,000 events); below it, rates are low enough for the interval
+	// alone.
 	kickAfter = 256
-	// dispatchChunk bounds how many events the dispatcher copies out of
-	// the ring per lock hold, so publishers never wait long.
+	// dispatchChunk bounds how many events the dispatcher, or a history
+	// read, copies out of the ring per hold of its lock, so publishers
+	// never wait long.
 	dispatchChunk = 256
-	// MaxBatch is the most events one Next returns. It bounds the second
-	// buffer a watcher holds besides its queue, and what its reader
-	// converts at once.
+	// MaxBatch is the most records one Next returns. It bounds what a
+	// watcher holds besides its place in the log, and what its reader
+	// sends at once.
 	MaxBatch = 256
 )
 
@@ -56,20 +73,61 @@ const (
 // closed.
 var ErrClosed = errors.New("event hub closed")
 
+// Encoder renders events in their wire form. The hub asks Config.NewEncoder
+// for one per goroutine that encodes (the dispatcher, each history read),
+// so an Encoder may keep scratch state.
+type Encoder interface {
+	// AppendEvent appends e's wire form, stamped with the instance of the
+	// proxy that published it, without captured session data.
+	AppendEvent(dst []byte, e *proxy.Event, instance string) []byte
+	// AppendData appends the wire form of an event that holds only e's
+	// captured session data, so that AppendEvent's bytes followed by
+	// these decode as the event with its data (protobuf merges a message
+	// field that appears twice). It appends nothing when e carries no
+	// data.
+	AppendData(dst []byte, e *proxy.Event) []byte
+}
+
 // Config sizes a Hub.
 type Config struct {
 	// History is the number of recent events kept (and the ring the
 	// dispatcher drains).
 	History int
-	// QueueSize is the default bound of a watcher's queue.
-	QueueSize int
+	// LogBytes and LogRecords bound the log of encoded events the
+	// watchers read from.
+	LogBytes, LogRecords int
 	// Interval is how often the dispatcher hands new events to watchers.
 	Interval time.Duration
+	// NewEncoder returns an Encoder; it must be set.
+	NewEncoder func() Encoder
 }
 
-// slot is one kept event and the instance of the proxy that published it
-// (a string shared by all of that proxy's events, so keeping it costs no
-// allocation).
+// Record is one event as watchers get it: encoded once, shared by all of
+// them, and never changed. Its slices must not be modified.
+type Record struct {
+	// Seq numbers events in publication order.
+	Seq uint64
+	// Instance is the instance of the proxy that published the event
+	// ("" when published with Hub.Publish).
+	Instance string
+	// View is what filters see; its SessionID is shared too.
+	View match.View
+	// Wire is the event in its wire form, without captured session data.
+	Wire []byte
+	// Data, for an event that carries captured session data, is the
+	// Encoder's AppendData form: Wire followed by Data is the event with
+	// its data.
+	Data []byte
+}
+
+// recordOverhead is what a Record costs the log besides its bytes.
+const recordOverhead = int(unsafe.Sizeof(Record{}))
+
+func (r *Record) size() int { return recordOverhead + len(r.Wire) + len(r.Data) }
+
+// slot is one event of the ring and the instance of the proxy that
+// published it (a string shared by all of that proxy's events, so keeping
+// it costs no allocation).
 type slot struct {
 	ev   proxy.EventCopy
 	inst string
@@ -80,13 +138,18 @@ type slot struct {
 type Hub struct {
 	cfg Config
 
+	// mu guards the ring. Publishers hold it to copy one event in; the
+	// dispatcher and history reads hold it to copy at most dispatchChunk
+	// events out. Nothing else, so a publisher waits microseconds at most.
 	mu         sync.Mutex
 	ring       []slot
 	seq        uint64 // events published; event k is ring[k%len(ring)]
-	dispatched uint64 // events handed to watchers
-	watchers   map[*Watcher]struct{}
+	dispatched uint64 // events the dispatcher took (or skipped)
+	watching   int    // open watchers: the dispatcher encodes only while there are some
 	closed     bool
 	lastTime   int64 // the latest event time published, in Unix nanoseconds
+
+	log eventLog
 
 	kick      chan struct{}
 	done      chan struct{}
@@ -98,21 +161,27 @@ var _ proxy.Sink = (*Hub)(nil)
 
 // New returns a running hub; Close stops it.
 func New(cfg Config) *Hub {
+	if cfg.NewEncoder == nil {
+		panic("hub: Config.NewEncoder is nil")
+	}
 	if cfg.History <= 0 {
 		cfg.History = DefaultHistory
 	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
+	if cfg.LogBytes <= 0 {
+		cfg.LogBytes = DefaultLogBytes
+	}
+	if cfg.LogRecords <= 0 {
+		cfg.LogRecords = DefaultLogRecords
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
 	}
 	h := &Hub{
-		cfg:      cfg,
-		ring:     make([]slot, cfg.History),
-		watchers: map[*Watcher]struct{}{},
-		kick:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		cfg:  cfg,
+		ring: make([]slot, cfg.History),
+		log:  eventLog{maxBytes: cfg.LogBytes, maxRecords: cfg.LogRecords},
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
 	}
 	h.wg.Add(1)
 	go h.dispatchLoop()
@@ -125,7 +194,7 @@ func (h *Hub) Publish(e *proxy.Event) { h.publish(e, "") }
 
 // Publisher returns a sink that records each event with instance, the id
 // of the proxy incarnation that publishes through it; watchers get it back
-// beside the event (Batch.Instances).
+// beside the event (Record.Instance).
 func (h *Hub) Publisher(instance string) proxy.Sink {
 	return &stamper{h: h, inst: instance}
 }
@@ -152,9 +221,9 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 	h.seq++
 	// Wake the dispatcher early only when a round's worth of events
 	// waits (or the ring is half way to overrunning what it has not
-	// handed out, if it is that small); once per round, since the kick
+	// taken, if it is that small); once per round, since the kick
 	// channel holds one.
-	kick := len(h.watchers) > 0 && h.seq-h.dispatched >= min(kickAfter, n/2)
+	kick := h.watching > 0 && h.seq-h.dispatched >= min(kickAfter, n/2)
 	h.mu.Unlock()
 	if kick {
 		select {
@@ -190,11 +259,11 @@ func (h *Hub) Published() uint64 {
 func (h *Hub) Watchers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.watchers)
+	return h.watching
 }
 
 // Close stops the dispatcher and ends every watcher: their Next returns
-// what is still queued, then ErrClosed.
+// what the log still holds for them, then ErrClosed.
 func (h *Hub) Close() {
 	h.closeOnce.Do(h.close)
 }
@@ -203,91 +272,68 @@ func (h *Hub) close() {
 	close(h.done)
 	h.wg.Wait()
 	h.mu.Lock()
-	h.dispatchLocked() // hand out the last events first
-	h.closed = true
-	ws := h.watcherListLocked()
+	h.closed = true // no more events come in
 	h.mu.Unlock()
-	for _, w := range ws {
-		w.close(true)
+	// Hand out the last events first; the dispatcher has stopped, so
+	// this goroutine is the only one encoding.
+	d := newDispatcher(h)
+	for d.chunk() {
 	}
+	h.log.closeAll()
 }
 
-// Filter decides whether a watcher wants an event.
-type Filter func(*proxy.Event) bool
+// Filter decides whether a watcher wants an event. Quick must be cheap
+// and bounded (flag filters: no expression): the dispatcher runs it on the
+// events a watcher loses by falling behind, to count them. Full is the
+// whole filter; it runs on the watcher's own goroutine, on every event it
+// reads. Nil functions keep everything.
+type Filter struct {
+	Quick func(*match.View) bool
+	Full  func(*match.View) bool
+}
+
+func (f *Filter) quick(v *match.View) bool { return f.Quick == nil || f.Quick(v) }
+func (f *Filter) full(v *match.View) bool  { return f.Full == nil || f.Full(v) }
 
 // HistoryFilter decides whether a watcher wants an event of the history,
 // knowing the instance of the proxy that published it.
-type HistoryFilter func(e *proxy.Event, instance string) bool
+type HistoryFilter func(v *match.View, instance string) bool
 
 // WatchOptions configure a watcher.
 type WatchOptions struct {
-	// Filter selects events; nil takes all.
+	// Filter selects events; the zero Filter takes all.
 	Filter Filter
 	// History starts the watcher with up to this many of the most recent
-	// matching events. They do not go through the queue, so any number
+	// matching events. They do not go through the log, so any number
 	// may be asked for; Next returns them first, and reports how many of
 	// those asked for were not there (Batch.HistoryMissing).
 	History int
 	// HistoryFilter, if set, further selects the history's events (for
 	// instance, only those of the proxies' current instances).
 	HistoryFilter HistoryFilter
-	// QueueSize bounds the watcher's queue; 0 takes the hub's default.
-	QueueSize int
 }
 
 // Watch registers a watcher. Close it when done.
 func (h *Hub) Watch(opts WatchOptions) *Watcher {
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = h.cfg.QueueSize
-	}
-	w := &Watcher{h: h, filter: opts.Filter, limit: opts.QueueSize, notify: make(chan struct{}, 1)}
+	w := &Watcher{h: h, filter: opts.Filter, notify: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	w.from = h.seq
 	if h.closed {
-		w.closed = true
+		w.closed, w.gone = true, true
 		return w
 	}
 	if opts.History > 0 {
-		h.pickHistoryLocked(w, opts.History, opts.HistoryFilter)
+		w.hist = &history{asked: uint64(opts.History), filter: opts.HistoryFilter}
 	}
-	h.watchers[w] = struct{}{}
+	h.log.join(w)
+	h.watching++
 	return w
-}
-
-// pickHistoryLocked finds the last n matching events the ring holds and
-// records their sequence numbers, oldest first, for Next to read from the
-// ring. Only the numbers are kept (8 bytes an event), not the events.
-func (h *Hub) pickHistoryLocked(w *Watcher, n int, hf HistoryFilter) {
-	size := uint64(len(h.ring))
-	oldest := uint64(0)
-	if h.seq > size {
-		oldest = h.seq - size
-	}
-	var picked []uint64
-	for k := h.seq; k > oldest && len(picked) < n; k-- {
-		s := &h.ring[(k-1)%size]
-		e := s.ev.Get()
-		if w.wants(e) && (hf == nil || hf(e, s.inst)) {
-			picked = append(picked, k-1)
-		}
-	}
-	for i, j := 0, len(picked)-1; i < j; i, j = i+1, j-1 {
-		picked[i], picked[j] = picked[j], picked[i]
-	}
-	w.hist = &history{asked: uint64(n), picked: picked}
-}
-
-func (h *Hub) watcherListLocked() []*Watcher {
-	ws := make([]*Watcher, 0, len(h.watchers))
-	for w := range h.watchers {
-		ws = append(ws, w)
-	}
-	return ws
 }
 
 func (h *Hub) dispatchLoop() {
 	defer h.wg.Done()
+	d := newDispatcher(h)
 	t := time.NewTicker(h.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -297,83 +343,292 @@ func (h *Hub) dispatchLoop() {
 		case <-h.done:
 			return
 		}
-		h.mu.Lock()
-		h.dispatchLocked()
-		h.mu.Unlock()
+		for d.chunk() {
+		}
 	}
 }
 
-// dispatchLocked hands the events published since the last round to the
-// watchers. It copies them out in chunks and releases the lock in between,
-// so publishers wait for at most one chunk.
-func (h *Hub) dispatchLocked() {
-	var batch []slot
-	for h.dispatched < h.seq {
-		if len(h.watchers) == 0 {
-			h.dispatched = h.seq
-			return
-		}
-		size := uint64(len(h.ring))
-		var lost uint64
-		if h.seq-h.dispatched > size {
-			// Overrun: the ring went round before the dispatcher came.
-			lost = h.seq - size - h.dispatched
-			h.dispatched = h.seq - size
-		}
-		from := h.dispatched
-		to := min(h.seq, from+dispatchChunk)
-		if batch == nil {
-			batch = make([]slot, 0, dispatchChunk)
-		}
-		batch = batch[:0]
-		for k := from; k < to; k++ {
-			batch = append(batch, slot{})
-			s := &h.ring[k%size]
-			batch[len(batch)-1].ev.Set(s.ev.Get())
-			batch[len(batch)-1].inst = s.inst
-		}
-		h.dispatched = to
-		ws := h.watcherListLocked()
+// dispatcher moves events from the ring to the log, encoding each once.
+type dispatcher struct {
+	h     *Hub
+	enc   Encoder
+	arena arena
+	batch []slot
+	recs  []Record
+}
+
+func newDispatcher(h *Hub) *dispatcher {
+	return &dispatcher{h: h, enc: h.cfg.NewEncoder(), batch: make([]slot, dispatchChunk)}
+}
+
+// chunk moves up to dispatchChunk new events from the ring to the log and
+// reports whether there were any. It holds the ring's lock only to copy
+// them out; encoding happens outside it.
+func (d *dispatcher) chunk() bool {
+	h := d.h
+	h.mu.Lock()
+	if h.dispatched == h.seq {
 		h.mu.Unlock()
+		return false
+	}
+	if h.watching == 0 {
+		h.dispatched = h.seq
+		h.mu.Unlock()
+		return false
+	}
+	size := uint64(len(h.ring))
+	var lostFrom, lost uint64
+	if h.seq-h.dispatched > size {
+		// Overrun: the ring went round before the dispatcher came.
+		lostFrom, lost = h.dispatched, h.seq-size-h.dispatched
+		h.dispatched = h.seq - size
+	}
+	from := h.dispatched
+	to := min(h.seq, from+dispatchChunk)
+	batch := d.batch[:to-from]
+	for k := from; k < to; k++ {
+		s := &h.ring[k%size]
+		batch[k-from].ev.Set(s.ev.Get())
+		batch[k-from].inst = s.inst
+	}
+	h.dispatched = to
+	h.mu.Unlock()
+
+	d.recs = d.recs[:0]
+	for i := range batch {
+		d.recs = append(d.recs, d.arena.record(d.enc, batch[i].ev.Get(), batch[i].inst, from+uint64(i)))
+		// Let go of what the event points to (captured data, errors).
+		batch[i] = slot{}
+	}
+	h.log.append(d.recs, lostFrom, lost)
+	clear(d.recs)
+	return true
+}
+
+// arena hands out the byte slices of records, carved from large buffers,
+// so that encoding an event costs no allocation of its own. A buffer is
+// freed by the collector once no record refers to it.
+type arena struct{ buf []byte }
+
+// arenaSize is the size of the arena's buffers.
+const arenaSize = 64 << 10
+
+// record encodes e into a Record.
+func (a *arena) record(enc Encoder, e *proxy.Event, inst string, seq uint64) Record {
+	r := Record{Seq: seq, Instance: inst}
+	e.MatchView(&r.View)
+	need := 512 + len(e.Proxy) + len(e.Client) + len(inst)
+	if e.Err != nil {
+		need += 256
+	}
+	if e.Tx != nil {
+		need += len(e.Tx.Data) + len(e.Tx.SessionID)
+	}
+	if cap(a.buf)-len(a.buf) < need {
+		a.buf = make([]byte, 0, max(arenaSize, need))
+	}
+	b := a.buf
+	start := len(b)
+	b = enc.AppendEvent(b, e, inst)
+	r.Wire = b[start:len(b):len(b)]
+	if sid := r.View.SessionID; len(sid) > 0 {
+		start = len(b)
+		b = append(b, sid...)
+		r.View.SessionID = b[start:len(b):len(b)]
+	}
+	start = len(b)
+	b = enc.AppendData(b, e)
+	if len(b) > start {
+		r.Data = b[start:len(b):len(b)]
+	}
+	// If an append outgrew the buffer, b is a new one holding a copy:
+	// carry on in it (the records before keep the old one alive).
+	a.buf = b
+	return r
+}
+
+// eventLog is the records every watcher reads, oldest first: a ring that
+// grows by doubling up to maxRecords, and holds at most maxBytes.
+type eventLog struct {
+	mu         sync.Mutex
+	recs       []Record
+	start      int    // index of the oldest record
+	n          int    // records held
+	head       uint64 // position of the next record; the oldest is head-n
+	bytes      int
+	maxBytes   int
+	maxRecords int
+	// watchers is replaced, never changed in place, so a copy taken
+	// under mu may be walked after.
+	watchers []*Watcher
+}
+
+func (l *eventLog) join(w *Watcher) {
+	l.mu.Lock()
+	w.cursor = l.head
+	l.watchers = append(slices.Clip(l.watchers), w)
+	l.mu.Unlock()
+}
+
+// leave removes w; the last watcher to go frees the records.
+func (l *eventLog) leave(w *Watcher) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.Index(l.watchers, w)
+	if i < 0 {
+		return false
+	}
+	l.watchers = slices.Delete(slices.Clone(l.watchers), i, i+1)
+	if len(l.watchers) == 0 {
+		l.recs, l.start, l.n, l.bytes = nil, 0, 0, 0
+	}
+	return true
+}
+
+func (l *eventLog) closeAll() {
+	l.mu.Lock()
+	ws := l.watchers
+	for _, w := range ws {
+		w.closed = true
+	}
+	l.mu.Unlock()
+	for _, w := range ws {
+		w.signal()
+	}
+}
+
+// append adds the dispatcher's records, evicting the oldest as the bounds
+// require; events the ring lost before they were dispatched ([lostFrom,
+// lostFrom+lost)) count as dropped for every watcher that wanted them.
+func (l *eventLog) append(recs []Record, lostFrom, lost uint64) {
+	l.mu.Lock()
+	ws := l.watchers
+	if len(ws) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	if lost > 0 {
 		for _, w := range ws {
-			w.deliver(batch, from, lost)
+			if end := lostFrom + lost; end > w.from {
+				w.lost += end - max(lostFrom, w.from)
+			}
 		}
-		h.mu.Lock()
+	}
+	for i := range recs {
+		r := &recs[i]
+		sz := r.size()
+		for l.n > 0 && (l.n >= l.maxRecords || l.bytes+sz > l.maxBytes) {
+			l.evict()
+		}
+		if l.n == len(l.recs) {
+			l.grow()
+		}
+		l.recs[(l.start+l.n)%len(l.recs)] = *r
+		l.n++
+		l.head++
+		l.bytes += sz
+	}
+	l.mu.Unlock()
+	for _, w := range ws {
+		w.signal()
 	}
 }
 
-// history is what remains of a watcher's history to hand out.
+// evict drops the oldest record. A watcher that had not read it loses it:
+// counted if its quick filter wanted it.
+func (l *eventLog) evict() {
+	r := &l.recs[l.start]
+	pos := l.head - uint64(l.n)
+	for _, w := range l.watchers {
+		if w.cursor <= pos && r.Seq >= w.from && w.filter.quick(&r.View) {
+			w.lost++
+		}
+	}
+	l.bytes -= r.size()
+	*r = Record{}
+	l.start = (l.start + 1) % len(l.recs)
+	l.n--
+}
+
+func (l *eventLog) grow() {
+	size := min(l.maxRecords, max(1024, 2*len(l.recs)))
+	recs := make([]Record, size)
+	for i := 0; i < l.n; i++ {
+		recs[i] = l.recs[(l.start+i)%len(l.recs)]
+	}
+	l.recs, l.start = recs, 0
+}
+
+// read copies up to MaxBatch records from w's cursor onto out and moves
+// the cursor past them; it also hands over w's count of lost events. A
+// watcher that fell behind the log's start resumes at it (what it missed
+// was counted when it was evicted).
+func (l *eventLog) read(w *Watcher, out []Record) (_ []Record, lost uint64, closed bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w.gone {
+		return out, 0, true
+	}
+	if oldest := l.head - uint64(l.n); w.cursor < oldest {
+		w.cursor = oldest
+	}
+	k := min(MaxBatch, int(l.head-w.cursor))
+	at := l.start + int(w.cursor-(l.head-uint64(l.n)))
+	for i := 0; i < k; i++ {
+		out = append(out, l.recs[(at+i)%len(l.recs)])
+	}
+	w.cursor += uint64(k)
+	lost, w.lost = w.lost, 0
+	return out, lost, w.closed
+}
+
+// backlog counts what waits for w: the records after its cursor that its
+// quick filter keeps, and the events it lost.
+func (l *eventLog) backlog(w *Watcher) (queued int, lost uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	oldest := l.head - uint64(l.n)
+	for pos := max(w.cursor, oldest); pos < l.head; pos++ {
+		r := &l.recs[(l.start+int(pos-oldest))%len(l.recs)]
+		if r.Seq >= w.from && w.filter.quick(&r.View) {
+			queued++
+		}
+	}
+	return queued, w.lost
+}
+
+// history is what remains of a watcher's history to hand out. Only the
+// watcher's goroutine (Next) touches it.
 type history struct {
-	asked  uint64   // events asked for
+	asked  uint64
+	filter HistoryFilter
 	picked []uint64 // sequence numbers of the matching events, oldest first
+	chosen bool     // picked is complete
 	next   int      // picked[next] is the next to hand out
 	lost   uint64   // picked events the ring overwrote before they were read
+	enc    Encoder
+	arena  arena
+	copies []slot
 }
 
-// Watcher receives events through its own bounded queue.
+// Watcher receives events from the log, through a cursor of its own.
 type Watcher struct {
 	h      *Hub
 	filter Filter
-	limit  int
 	from   uint64 // first event sequence number this watcher takes live
+	notify chan struct{}
 	// hist is the history still to hand out; nil when none was asked for
-	// or all of it (and its end) has been returned. Only Next touches it.
+	// or all of it (and its end) has been returned.
 	hist *history
 
-	mu      sync.Mutex
-	queue   queue
-	dropped uint64
-	closed  bool
-	notify  chan struct{}
+	// Guarded by h.log.mu.
+	cursor uint64 // the log position of the next record to read
+	lost   uint64 // events lost since the last Next
+	closed bool   // by the hub (what the log holds is still read) or by Close
+	gone   bool   // closed by Close: nothing more is read
 
-	// Only Next touches these: the batch it last returned.
-	out   []slot
-	ptrs  []*proxy.Event
-	insts []string
-}
-
-func (w *Watcher) wants(e *proxy.Event) bool {
-	return w.filter == nil || w.filter(e)
+	// Only Next touches this: the records it last returned.
+	out []Record
 }
 
 func (w *Watcher) signal() {
@@ -383,50 +638,19 @@ func (w *Watcher) signal() {
 	}
 }
 
-// deliver filters a batch of events starting at sequence from into the
-// queue; lost events (a ring overrun) count as dropped.
-func (w *Watcher) deliver(batch []slot, from, lost uint64) {
-	added := false
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return
-	}
-	if lost > 0 && from > w.from {
-		w.dropped += lost
-		added = true
-	}
-	for i := range batch {
-		if from+uint64(i) < w.from {
-			continue // before this watcher joined; history covered it
-		}
-		if e := batch[i].ev.Get(); w.wants(e) {
-			if !w.queue.push(e, batch[i].inst, w.limit) {
-				w.dropped++
-			}
-			added = true
-		}
-	}
-	w.mu.Unlock()
-	if added {
-		w.signal()
-	}
-}
-
 // Batch is what one Next returns.
 type Batch struct {
-	// Events are the matching events, oldest first, at most MaxBatch.
+	// Records are the matching events, oldest first, at most MaxBatch.
 	// They are valid until the next call of Next.
-	Events []*proxy.Event
-	// Instances holds, for each event in Events, the instance of the
-	// proxy that published it ("" when published with Hub.Publish).
-	Instances []string
-	// Dropped counts the matching events this watcher lost since the last
-	// batch because its queue was full (plus any the hub lost before
-	// filtering, if the whole ring was overrun). They came before Events.
+	Records []Record
+	// Dropped counts the events this watcher lost since the last batch
+	// because it fell behind the log (those its quick filter keeps; its
+	// expression, if any, never ran on them), plus any the hub lost
+	// before encoding them, if the whole ring was overrun. They came
+	// before Records.
 	Dropped uint64
 	// HistoryEnd marks the batch that ends the history the watcher asked
-	// for: Events (possibly none) are its last events, and every later
+	// for: Records (possibly none) are its last events, and every later
 	// batch is live. Batches before it hold only history.
 	HistoryEnd bool
 	// HistoryMissing, with HistoryEnd, counts the history events asked
@@ -436,28 +660,37 @@ type Batch struct {
 }
 
 // Next waits until events or a drop notice are available, or ctx is done,
-// or the watcher is closed (ErrClosed, after anything still queued). A
-// watcher that asked for history gets it first, in batches of its own.
+// or the watcher is closed (ErrClosed, after anything still held for it).
+// A watcher that asked for history gets it first, in batches of its own.
+// The watcher's filter runs here, on the caller's goroutine.
 func (w *Watcher) Next(ctx context.Context) (Batch, error) {
 	if w.hist != nil {
-		return w.nextHistory()
+		return w.nextHistory(ctx)
 	}
 	for {
-		w.mu.Lock()
-		if w.queue.n > 0 || w.dropped > 0 {
-			w.out = w.queue.pop(w.out[:0], MaxBatch)
-			b := Batch{Dropped: w.dropped}
-			w.dropped = 0
-			more := w.queue.n > 0
-			w.mu.Unlock()
-			if more {
-				// What is left needs no new signal to be read.
+		var lost uint64
+		var closed bool
+		w.out, lost, closed = w.h.log.read(w, w.out[:0])
+		read := len(w.out)
+		kept := w.out[:0]
+		for i := range w.out {
+			r := &w.out[i]
+			if r.Seq >= w.from && w.filter.full(&r.View) {
+				kept = append(kept, *r)
+			}
+		}
+		clear(w.out[len(kept):])
+		w.out = kept
+		if len(kept) > 0 || lost > 0 {
+			if read == MaxBatch {
+				// More may wait without a new signal.
 				w.signal()
 			}
-			return w.fill(b), nil
+			return Batch{Records: kept, Dropped: lost}, nil
 		}
-		closed := w.closed
-		w.mu.Unlock()
+		if read > 0 {
+			continue // none of them matched; look again
+		}
 		if closed {
 			return Batch{}, ErrClosed
 		}
@@ -469,129 +702,135 @@ func (w *Watcher) Next(ctx context.Context) (Batch, error) {
 	}
 }
 
-// nextHistory returns the next batch of the history, read from the ring
-// under the hub's lock (as the dispatcher reads it).
-func (w *Watcher) nextHistory() (Batch, error) {
+// nextHistory returns the next batch of the history: it first picks the
+// matching events, newest first, then reads them forward. Each step holds
+// the ring's lock only to copy a chunk of events; filtering and encoding
+// happen outside it.
+func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 	hs := w.hist
-	h := w.h
-	w.mu.Lock()
-	closed := w.closed
-	w.mu.Unlock()
-	if closed {
+	if w.isClosed() {
 		w.hist = nil
 		return Batch{}, ErrClosed
 	}
-	w.out = w.out[:0]
-	h.mu.Lock()
-	size := uint64(len(h.ring))
-	oldest := uint64(0)
-	if h.seq > size {
-		oldest = h.seq - size
+	if hs.enc == nil {
+		hs.enc = w.h.cfg.NewEncoder()
+		hs.copies = make([]slot, dispatchChunk)
 	}
-	for hs.next < len(hs.picked) && len(w.out) < MaxBatch {
-		k := hs.picked[hs.next]
-		hs.next++
-		if k < oldest {
-			hs.lost++
-			continue
+	if !hs.chosen {
+		if err := w.pickHistory(ctx); err != nil {
+			return Batch{}, err
 		}
-		s := &h.ring[k%size]
-		w.out = append(w.out, slot{inst: s.inst})
-		w.out[len(w.out)-1].ev.Set(s.ev.Get())
 	}
-	h.mu.Unlock()
+	w.out = w.out[:0]
+	h := w.h
+	for hs.next < len(hs.picked) && len(w.out) == 0 {
+		h.mu.Lock()
+		size := uint64(len(h.ring))
+		oldest := uint64(0)
+		if h.seq > size {
+			oldest = h.seq - size
+		}
+		var seqs []uint64
+		n := 0
+		for hs.next < len(hs.picked) && n < MaxBatch {
+			k := hs.picked[hs.next]
+			hs.next++
+			if k < oldest {
+				hs.lost++
+				continue
+			}
+			s := &h.ring[k%size]
+			hs.copies[n].ev.Set(s.ev.Get())
+			hs.copies[n].inst = s.inst
+			seqs = append(seqs, k)
+			n++
+		}
+		h.mu.Unlock()
+		for i := range n {
+			w.out = append(w.out, hs.arena.record(hs.enc, hs.copies[i].ev.Get(), hs.copies[i].inst, seqs[i]))
+			hs.copies[i] = slot{}
+		}
+	}
 	var b Batch
+	b.Records = w.out
 	if hs.next == len(hs.picked) {
 		b.HistoryEnd = true
 		b.HistoryMissing = hs.asked - (uint64(len(hs.picked)) - hs.lost)
 		w.hist = nil
-		// Live events may have queued meanwhile: make sure the next
-		// Next looks.
+		// Live events may have come meanwhile: make sure the next Next
+		// looks.
 		w.signal()
 	}
-	return w.fill(b), nil
+	return b, nil
 }
 
-// fill points b at the events in w.out.
-func (w *Watcher) fill(b Batch) Batch {
-	w.ptrs, w.insts = w.ptrs[:0], w.insts[:0]
-	for i := range w.out {
-		w.ptrs = append(w.ptrs, w.out[i].ev.Get())
-		w.insts = append(w.insts, w.out[i].inst)
+// pickHistory finds the last asked matching events the ring holds from
+// before the watcher joined, walking back a chunk at a time, and records
+// their sequence numbers (8 bytes an event, not the events). It stops
+// early if ctx ends.
+func (w *Watcher) pickHistory(ctx context.Context) error {
+	hs := w.hist
+	h := w.h
+	var picked []uint64
+	k := w.from
+	for uint64(len(picked)) < hs.asked {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		size := uint64(len(h.ring))
+		oldest := uint64(0)
+		if h.seq > size {
+			oldest = h.seq - size
+		}
+		if k <= oldest {
+			h.mu.Unlock()
+			break
+		}
+		lo := max(oldest, k-min(k, dispatchChunk))
+		for j := lo; j < k; j++ {
+			s := &h.ring[j%size]
+			hs.copies[j-lo].ev.Set(s.ev.Get())
+			hs.copies[j-lo].inst = s.inst
+		}
+		h.mu.Unlock()
+		var v match.View
+		for j := k; j > lo && uint64(len(picked)) < hs.asked; j-- {
+			s := &hs.copies[j-1-lo]
+			s.ev.Get().MatchView(&v)
+			if w.filter.full(&v) && (hs.filter == nil || hs.filter(&v, s.inst)) {
+				picked = append(picked, j-1)
+			}
+		}
+		clear(hs.copies)
+		k = lo
 	}
-	b.Events, b.Instances = w.ptrs, w.insts
-	return b
+	slices.Reverse(picked)
+	hs.picked, hs.chosen = picked, true
+	return nil
 }
 
-// Backlog reports what waits for the next Next: events queued, and
-// matching events dropped because the queue was full.
+func (w *Watcher) isClosed() bool {
+	w.h.log.mu.Lock()
+	defer w.h.log.mu.Unlock()
+	return w.closed
+}
+
+// Backlog reports what waits for the next Next: events behind the
+// watcher's cursor that its quick filter keeps, and events it lost.
 func (w *Watcher) Backlog() (queued int, dropped uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.queue.n, w.dropped
+	return w.h.log.backlog(w)
 }
 
 // Close unregisters the watcher; a Next in progress returns ErrClosed.
 func (w *Watcher) Close() {
-	w.h.mu.Lock()
-	delete(w.h.watchers, w)
-	w.h.mu.Unlock()
-	w.close(false)
-}
-
-// close marks the watcher closed; keep leaves queued events for Next.
-func (w *Watcher) close(keep bool) {
-	w.mu.Lock()
-	w.closed = true
-	if !keep {
-		w.queue, w.dropped = queue{}, 0
+	if w.h.log.leave(w) {
+		w.h.mu.Lock()
+		w.h.watching--
+		w.h.mu.Unlock()
 	}
-	w.mu.Unlock()
+	w.h.log.mu.Lock()
+	w.closed, w.gone = true, true
+	w.h.log.mu.Unlock()
 	w.signal()
-}
-
-// queue is a watcher's FIFO of events: a ring that grows, by doubling, up
-// to the watcher's limit as it fills, so a watcher that keeps up holds
-// little and one that stops reading holds at most its limit.
-type queue struct {
-	buf     []slot
-	head, n int
-}
-
-// push appends e, or reports false when the queue holds limit events.
-func (q *queue) push(e *proxy.Event, inst string, limit int) bool {
-	if q.n >= limit {
-		return false
-	}
-	if q.n == len(q.buf) {
-		q.grow(min(limit, max(16, 2*len(q.buf))))
-	}
-	s := &q.buf[(q.head+q.n)%len(q.buf)]
-	s.ev.Set(e)
-	s.inst = inst
-	q.n++
-	return true
-}
-
-// grow moves the events into a ring of size slots, oldest first.
-func (q *queue) grow(size int) {
-	buf := make([]slot, size)
-	for i := 0; i < q.n; i++ {
-		// A value copy: EventCopy.Get re-aims its pointers at the copy.
-		buf[i] = q.buf[(q.head+i)%len(q.buf)]
-	}
-	q.buf, q.head = buf, 0
-}
-
-// pop moves up to max events, oldest first, onto out and returns it.
-func (q *queue) pop(out []slot, max int) []slot {
-	for q.n > 0 && len(out) < max {
-		s := &q.buf[q.head]
-		out = append(out, *s)
-		// Let go of what the event points to (captured data, errors).
-		*s = slot{}
-		q.head = (q.head + 1) % len(q.buf)
-		q.n--
-	}
-	return out
 }

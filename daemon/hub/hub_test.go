@@ -5,16 +5,92 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testEncoder writes what the tests check: the connection id (field 1),
+// the event's time and the transaction's start in Unix nanoseconds
+// (fields 2 and 3) and the instance (field 4); AppendData writes the
+// captured data (field 5).
+type testEncoder struct{}
+
+func (testEncoder) AppendEvent(b []byte, e *proxy.Event, inst string) []byte {
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, e.ConnID)
+	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(e.Time.UnixNano()))
+	if e.Tx != nil {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(e.Tx.Start.UnixNano()))
+	}
+	b = protowire.AppendTag(b, 4, protowire.BytesType)
+	return protowire.AppendString(b, inst)
+}
+
+func (testEncoder) AppendData(b []byte, e *proxy.Event) []byte {
+	if e.Tx == nil || len(e.Tx.Data) == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, 5, protowire.BytesType)
+	return protowire.AppendBytes(b, e.Tx.Data)
+}
+
+// decoded is a record's wire form read back.
+type decoded struct {
+	conn        uint64
+	time, start int64
+	inst        string
+	data        []byte
+}
+
+func decode(t testing.TB, b []byte) decoded {
+	t.Helper()
+	var d decoded
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			t.Fatalf("bad tag in %x", b)
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			b = b[n:]
+			switch num {
+			case 1:
+				d.conn = v
+			case 2:
+				d.time = int64(v)
+			case 3:
+				d.start = int64(v)
+			}
+		case protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			b = b[n:]
+			if num == 4 {
+				d.inst = string(v)
+			} else {
+				d.data = v
+			}
+		default:
+			t.Fatalf("field %d of type %d", num, typ)
+		}
+	}
+	return d
+}
+
+func newEncoder() Encoder { return testEncoder{} }
 
 // txEvent builds a transaction event with connection id n, so tests can
 // check order and identity.
@@ -26,6 +102,7 @@ func txEvent(n uint64, op distcache.Op) *proxy.Event {
 }
 
 func newHub(t *testing.T, cfg Config) *Hub {
+	cfg.NewEncoder = newEncoder
 	h := New(cfg)
 	t.Cleanup(h.Close)
 	return h
@@ -34,25 +111,23 @@ func newHub(t *testing.T, cfg Config) *Hub {
 // collect reads from w until it has n events (plus drops) or times out.
 func collect(t *testing.T, w *Watcher, n int) (ids []uint64, dropped uint64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for len(ids) < n {
+	for len(ids)+int(dropped) < n {
 		b, err := w.Next(ctx)
 		if err != nil {
-			t.Fatalf("after %d events: %v", len(ids), err)
+			t.Fatalf("after %d events and %d dropped: %v", len(ids), dropped, err)
 		}
-		if len(b.Events) > MaxBatch {
-			t.Fatalf("a batch of %d events, more than MaxBatch %d", len(b.Events), MaxBatch)
+		if len(b.Records) > MaxBatch {
+			t.Fatalf("a batch of %d events, more than MaxBatch %d", len(b.Records), MaxBatch)
 		}
 		dropped += b.Dropped
-		for _, e := range b.Events {
-			ids = append(ids, e.ConnID)
-			if e.Tx == nil || len(e.Tx.SessionID) != 2 || e.Tx.SessionID[0] != byte(e.ConnID) {
-				t.Fatalf("event %d arrived damaged: %+v", e.ConnID, e.Tx)
+		for i := range b.Records {
+			r := &b.Records[i]
+			ids = append(ids, r.View.Conn)
+			if sid := r.View.SessionID; len(sid) != 2 || sid[0] != byte(r.View.Conn) || decode(t, r.Wire).conn != r.View.Conn {
+				t.Fatalf("event %d arrived damaged: %+v", r.View.Conn, r)
 			}
-		}
-		if b.Dropped > 0 && len(ids)+int(dropped) >= n {
-			break
 		}
 	}
 	return ids, dropped
@@ -90,6 +165,8 @@ func TestWatcherSeesEverythingInOrder(t *testing.T) {
 	}
 }
 
+func adds(v *match.View) bool { return v.Op == distcache.OpAdd }
+
 func TestFilterAndHistory(t *testing.T) {
 	h := newHub(t, Config{History: 100, Interval: time.Millisecond})
 	for i := uint64(1); i <= 50; i++ {
@@ -99,48 +176,87 @@ func TestFilterAndHistory(t *testing.T) {
 		}
 		h.Publish(txEvent(i, op))
 	}
-	adds := func(e *proxy.Event) bool { return e.Tx != nil && e.Tx.Op == distcache.OpAdd }
-	w := h.Watch(WatchOptions{Filter: adds, History: 3})
+	w := h.Watch(WatchOptions{Filter: Filter{Full: adds}, History: 3})
 	defer w.Close()
 	h.Publish(txEvent(51, distcache.OpGet))
 	h.Publish(txEvent(52, distcache.OpAdd))
 	ids, _ := collect(t, w, 4)
-	want := []uint64{46, 48, 50, 52}
-	for i := range want {
-		if ids[i] != want[i] {
-			t.Fatalf("got %v, want %v", ids, want)
-		}
+	if want := []uint64{46, 48, 50, 52}; !slices.Equal(ids, want) {
+		t.Fatalf("got %v, want %v", ids, want)
 	}
 }
 
-func TestSlowWatcherDropsExactlyWhatItMissed(t *testing.T) {
-	h := newHub(t, Config{History: 10000, Interval: time.Millisecond})
-	slow := h.Watch(WatchOptions{QueueSize: 10})
-	defer slow.Close()
-	fast := h.Watch(WatchOptions{})
-	defer fast.Close()
-	for i := uint64(1); i <= 500; i++ {
-		h.Publish(txEvent(i, distcache.OpHave))
-	}
-	// The fast watcher loses nothing because of the slow one.
-	if ids, dropped := collect(t, fast, 500); dropped != 0 || len(ids) != 500 {
-		t.Fatalf("fast watcher: %d events, %d dropped", len(ids), dropped)
-	}
-	// The slow one never read: it has the first 10 and a notice of 490.
-	deadline := time.Now().Add(5 * time.Second)
+// waitBacklog waits until w's backlog (queued plus lost) reaches n.
+func waitBacklog(t *testing.T, w *Watcher, n int) (queued int, lost uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n, d := slow.Backlog()
-		if n+int(d) == 500 {
-			break
+		q, d := w.Backlog()
+		if q+int(d) == n {
+			return q, d
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slow watcher has %d queued and %d dropped", n, d)
+			t.Fatalf("backlog %d queued, %d lost; want %d in all", q, d, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A watcher that falls behind the log loses its oldest events, is told
+// exactly how many, and costs the others nothing.
+func TestSlowWatcherDropsExactlyWhatItMissed(t *testing.T) {
+	h := newHub(t, Config{History: 10000, LogRecords: 10, Interval: time.Millisecond})
+	slow := h.Watch(WatchOptions{})
+	defer slow.Close()
+	fast := h.Watch(WatchOptions{})
+	defer fast.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := uint64(1); i <= 500; i++ {
+			h.Publish(txEvent(i, distcache.OpHave))
+			if i%8 == 0 {
+				// Leave the fast reader time: a log of 10 records
+				// is far less than a dispatch round.
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	ids, dropped := collect(t, fast, 500)
+	wg.Wait()
+	if len(ids)+int(dropped) != 500 {
+		t.Fatalf("fast watcher: %d events and %d dropped", len(ids), dropped)
+	}
+	// The slow one never read: the log holds the last 10, and the 490
+	// before them are counted.
+	waitBacklog(t, slow, 500)
 	b, err := slow.Next(context.Background())
-	if err != nil || b.Dropped != 490 || len(b.Events) != 10 || b.Events[0].ConnID != 1 {
-		t.Fatalf("slow watcher: %d events, %d dropped, %v", len(b.Events), b.Dropped, err)
+	if err != nil || b.Dropped != 490 || len(b.Records) != 10 || b.Records[0].View.Conn != 491 {
+		t.Fatalf("slow watcher: %d events, %d dropped, %v", len(b.Records), b.Dropped, err)
+	}
+}
+
+// Events a watcher loses by falling behind are counted by its quick
+// filter: a watcher of ADDs is not told of the GETs it would not have
+// wanted.
+func TestLostEventsCountedByTheQuickFilter(t *testing.T) {
+	h := newHub(t, Config{History: 1000, LogRecords: 4, Interval: time.Millisecond})
+	w := h.Watch(WatchOptions{Filter: Filter{Quick: adds, Full: adds}})
+	defer w.Close()
+	for i := uint64(1); i <= 100; i++ {
+		op := distcache.OpGet
+		if i%4 == 0 {
+			op = distcache.OpAdd
+		}
+		h.Publish(txEvent(i, op))
+	}
+	// 100 events, the log keeps the last 4 (97-100, one ADD); of the 96
+	// lost, 24 were ADDs.
+	waitBacklog(t, w, 25)
+	b := nextBatch(t, w)
+	if b.Dropped != 24 || len(b.Records) != 1 || b.Records[0].View.Conn != 100 {
+		t.Fatalf("%d dropped, %d events; want 24 and event 100", b.Dropped, len(b.Records))
 	}
 }
 
@@ -156,16 +272,17 @@ func TestRingOverrunCountsLostEvents(t *testing.T) {
 		h.ring[h.seq%n].ev.Set(txEvent(i, distcache.OpGet))
 		h.seq++
 	}
-	h.dispatchLocked()
 	h.mu.Unlock()
+	for d := newDispatcher(h); d.chunk(); {
+	}
 	b, err := w.Next(context.Background())
-	if err != nil || b.Dropped != 12 || len(b.Events) != 8 || b.Events[0].ConnID != 13 {
-		t.Fatalf("%d events from %d, %d dropped, %v", len(b.Events), b.Events[0].ConnID, b.Dropped, err)
+	if err != nil || b.Dropped != 12 || len(b.Records) != 8 || b.Records[0].View.Conn != 13 {
+		t.Fatalf("%d events, %d dropped, %v", len(b.Records), b.Dropped, err)
 	}
 }
 
 func TestCloseEndsWatchers(t *testing.T) {
-	h := New(Config{Interval: time.Hour})
+	h := New(Config{Interval: time.Hour, NewEncoder: newEncoder})
 	w := h.Watch(WatchOptions{})
 	idle := h.Watch(WatchOptions{})
 	h.Publish(txEvent(1, distcache.OpGet))
@@ -180,8 +297,8 @@ func TestCloseEndsWatchers(t *testing.T) {
 	h.Close()
 	// What was published before Close is still delivered, then ErrClosed.
 	b, err := w.Next(context.Background())
-	if err != nil || len(b.Events) != 1 {
-		t.Fatalf("last batch: %d events, %v", len(b.Events), err)
+	if err != nil || len(b.Records) != 1 {
+		t.Fatalf("last batch: %d events, %v", len(b.Records), err)
 	}
 	if _, err := w.Next(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("after close: %v", err)
@@ -204,6 +321,7 @@ func TestWatcherCloseAndContext(t *testing.T) {
 	if _, err := w.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Next on an idle watcher: %v", err)
 	}
+	h.Publish(txEvent(1, distcache.OpGet))
 	w.Close()
 	if h.Watchers() != 0 {
 		t.Errorf("%d watchers after close", h.Watchers())
@@ -211,17 +329,24 @@ func TestWatcherCloseAndContext(t *testing.T) {
 	if _, err := w.Next(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Next after close: %v", err)
 	}
+	// The last watcher gone, the log lets go of its records.
+	h.log.mu.Lock()
+	n, recs := h.log.n, h.log.recs
+	h.log.mu.Unlock()
+	if n != 0 || recs != nil {
+		t.Errorf("the log holds %d records with no watcher", n)
+	}
 }
 
 // BenchmarkPublish measures the proxies' cost of an event, with and without
-// a watcher that never reads.
+// watchers that never read.
 func BenchmarkPublish(b *testing.B) {
 	for _, watchers := range []int{0, 1, 100} {
 		b.Run(map[int]string{0: "no-watchers", 1: "1-stuck-watcher", 100: "100-stuck-watchers"}[watchers], func(b *testing.B) {
-			h := New(Config{})
+			h := New(Config{NewEncoder: newEncoder})
 			defer h.Close()
 			for range watchers {
-				defer h.Watch(WatchOptions{QueueSize: 1}).Close()
+				defer h.Watch(WatchOptions{}).Close()
 			}
 			e := txEvent(1, distcache.OpGet)
 			b.ReportAllocs()
@@ -256,24 +381,23 @@ func TestTimesNeverGoBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range b.Events {
-			got = append(got, e.Time.Sub(base)/time.Microsecond)
-			if !e.Tx.Start.Equal(base) {
-				t.Errorf("event %d: start %v changed", e.ConnID, e.Tx.Start)
+		for i := range b.Records {
+			r := &b.Records[i]
+			d := decode(t, r.Wire)
+			got = append(got, time.Duration(d.time-base.UnixNano())/time.Microsecond)
+			if d.start != base.UnixNano() || !r.View.Time.Equal(time.Unix(0, d.time)) {
+				t.Errorf("event %d: start %v, view time %v", r.View.Conn, time.Unix(0, d.start), r.View.Time)
 			}
 		}
 	}
-	want := []time.Duration{5, 5, 7, 7, 7, 9}
-	if !slices.Equal(got, want) {
+	if want := []time.Duration{5, 5, 7, 7, 7, 9}; !slices.Equal(got, want) {
 		t.Errorf("times %v, want %v", got, want)
 	}
 }
 
 // A round's worth of events wakes the dispatcher before its interval is
-// over, so at high rates a dispatch round stays small enough for the
-// default queue: with an interval of an hour, the first kickAfter events
-// still arrive, and a watcher with the default queue drops none of
-// several rounds published faster than the interval.
+// over: with an interval of an hour, the first kickAfter events still
+// arrive, and rounds published faster than the interval all do.
 func TestBusyPublishersWakeTheDispatcher(t *testing.T) {
 	h := newHub(t, Config{Interval: time.Hour})
 	w := h.Watch(WatchOptions{})
@@ -285,11 +409,10 @@ func TestBusyPublishersWakeTheDispatcher(t *testing.T) {
 	if len(ids) != kickAfter || dropped != 0 {
 		t.Fatalf("%d events and %d dropped, want %d and none", len(ids), dropped, kickAfter)
 	}
-	// Rounds of kickAfter, each read before the next is published: a
-	// reader that keeps up loses nothing. (A dispatcher still in its
-	// round when the next is published may take part of it along, and
-	// the rest waits for the interval: an hour here, so the rounds run
-	// on a hub with a short one.)
+	// Rounds of kickAfter, each read before the next is published. (A
+	// dispatcher still in its round when the next is published may take
+	// part of it along, and the rest waits for the interval: an hour
+	// here, so the rounds run on a hub with a short one.)
 	h = newHub(t, Config{Interval: 20 * time.Millisecond})
 	w = h.Watch(WatchOptions{})
 	defer w.Close()
@@ -301,7 +424,118 @@ func TestBusyPublishersWakeTheDispatcher(t *testing.T) {
 			t.Fatalf("round %d: %d events and %d dropped", round, len(ids), dropped)
 		}
 	}
-	if 2*kickAfter > DefaultQueueSize {
-		t.Fatalf("the default queue (%d) holds less than two dispatch rounds of %d", DefaultQueueSize, kickAfter)
+}
+
+// A watcher's filter runs on its own goroutine: one that takes forever
+// delays neither the publishers nor another watcher.
+func TestSlowFilterCostsOnlyItsWatcher(t *testing.T) {
+	h := newHub(t, Config{History: 4096, Interval: time.Millisecond})
+	release := make(chan struct{})
+	var seen atomic.Int64
+	slowFilter := func(*match.View) bool {
+		if seen.Add(1) == 1 {
+			<-release // the first event's evaluation takes until the end
+		}
+		return true
+	}
+	slow := h.Watch(WatchOptions{Filter: Filter{Full: slowFilter}})
+	defer slow.Close()
+	fast := h.Watch(WatchOptions{})
+	defer fast.Close()
+	slowDone := make(chan struct{})
+	go func() {
+		defer close(slowDone)
+		_, _ = slow.Next(context.Background())
+	}()
+	const n = 3000
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := uint64(1); i <= n; i++ {
+			h.Publish(txEvent(i, distcache.OpGet))
+			if i%256 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	ids, dropped := collect(t, fast, n)
+	<-published
+	if len(ids) != n || dropped != 0 {
+		t.Fatalf("the fast watcher got %d events and %d drops beside a stuck filter, want %d and none", len(ids), dropped, n)
+	}
+	if got := seen.Load(); got != 1 {
+		t.Fatalf("the stuck filter ran %d times", got)
+	}
+	close(release)
+	<-slowDone
+}
+
+// A history read copies the ring a chunk at a time and filters outside
+// its lock: a history filter that blocks does not block a publisher.
+func TestHistoryFilterDoesNotHoldUpPublishers(t *testing.T) {
+	h := newHub(t, Config{History: 2000, Interval: time.Millisecond})
+	for i := uint64(1); i <= 2000; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	blocking := func(*match.View, string) bool {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+		return true
+	}
+	w := h.Watch(WatchOptions{History: 2000, HistoryFilter: blocking})
+	defer w.Close()
+	read := make(chan error, 1)
+	go func() {
+		_, err := w.Next(context.Background())
+		read <- err
+	}()
+	<-entered
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := uint64(2001); i <= 2100; i++ {
+			h.Publish(txEvent(i, distcache.OpGet))
+		}
+	}()
+	select {
+	case <-published:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("publishing waited for a history filter")
+	}
+	close(release)
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The log is bounded in bytes as well as in records: events carrying
+// captured data take their size.
+func TestLogBoundedInBytes(t *testing.T) {
+	const maxBytes = 64 << 10
+	h := newHub(t, Config{History: 1000, LogBytes: maxBytes, Interval: time.Millisecond})
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	data := make([]byte, 4096)
+	for i := uint64(1); i <= 100; i++ {
+		e := txEvent(i, distcache.OpAdd)
+		e.Tx.Data = data
+		h.Publish(e)
+	}
+	queued, lost := waitBacklog(t, w, 100)
+	h.log.mu.Lock()
+	bytes := h.log.bytes
+	h.log.mu.Unlock()
+	if bytes > maxBytes || queued == 0 || lost == 0 {
+		t.Fatalf("log of %d bytes (limit %d), %d queued, %d lost", bytes, maxBytes, queued, lost)
+	}
+	b := nextBatch(t, w)
+	if d := decode(t, append(slices.Clip(b.Records[0].Wire), b.Records[0].Data...)); len(d.data) != len(data) {
+		t.Fatalf("captured data of %d bytes, want %d", len(d.data), len(data))
 	}
 }

@@ -71,7 +71,7 @@ func addExportFlags(fs *flag.FlagSet, o *exportOptions) {
 	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G; empty: no limit)")
 	fs.IntVar(&o.batch, "export-batch", export.DefaultBatch, "with --export, put up to `N` events of one subject in a message (a snoop.v1.WatchEventsResponse); 1: each event a snoop.v1.Event of its own, sent at once. Batching is what keeps the export's cost low (docs/fleet.md)")
 	fs.DurationVar(&o.interval, "export-interval", export.DefaultFlushInterval, "with --export and batching, send a subject's batch at the latest `DURATION` after its first event (it goes sooner when full)")
-	fs.IntVar(&o.queue, "export-queue", 0, fmt.Sprintf("with --export, queue up to `N` events for NATS; beyond that they are dropped and counted (0: %d)", export.DefaultQueueSize))
+	fs.IntVar(&o.queue, "export-queue", 0, "no effect since 0.4.0, kept so that old command lines still start: the export reads the log every event stream reads (--watch-queue, --watch-buffer)")
 }
 
 // check validates the export flags; it reads no file.
@@ -220,7 +220,6 @@ func startExport(d *daemon.Daemon, o *exportOptions, log *slog.Logger) (*export.
 		Data:          o.data,
 		Filter:        match.Spec{Expr: o.filter},
 		Options:       nopts,
-		QueueSize:     o.queue,
 		Batch:         o.batch,
 		FlushInterval: o.interval,
 		Logger:        log.With("component", "export"),
@@ -229,6 +228,9 @@ func startExport(d *daemon.Daemon, o *exportOptions, log *slog.Logger) (*export.
 		return nil, fmt.Errorf("--export: %w", err)
 	}
 	d.SetExport(x)
+	if o.queue != 0 {
+		log.Warn("--export-queue has no effect since 0.4.0: the export reads the log every event stream reads; size it with --watch-queue and --watch-buffer")
+	}
 	log.Info("exporting events to NATS", "servers", strings.Join(o.servers, ","), "subject", o.subject+"."+export.Token(o.name)+".>",
 		"stream", o.stream, "format", o.format, "filter", o.filter, "data", o.data, "batch", o.batch, "interval", o.interval)
 	return x, nil

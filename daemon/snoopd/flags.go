@@ -35,6 +35,8 @@ type options struct {
 	tokenFile       string
 	history         int
 	watchQueue      int
+	watchBuffer     string
+	watchBufferN    int64
 	shutdownTimeout time.Duration
 	version         bool
 	engine          string
@@ -96,7 +98,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.insecure, "insecure", false, "allow a TCP control endpoint without TLS, on a loopback address only")
 	fs.StringVar(&o.tokenFile, "token-file", "", "require every control call to present the bearer token in `FILE` (mode 0600 or stricter)")
 	fs.IntVar(&o.history, "history", 0, fmt.Sprintf("keep the `N` most recent events for watchers that ask for history (0: %d)", hub.DefaultHistory))
-	fs.IntVar(&o.watchQueue, "watch-queue", 0, fmt.Sprintf("queue up to `N` events per event stream; a stream that falls further behind drops and counts (0: %d)", hub.DefaultQueueSize))
+	fs.IntVar(&o.watchQueue, "watch-queue", 0, fmt.Sprintf("let an event stream fall up to `N` events behind; one that falls further loses the oldest and is told how many (0: %d; the streams share one log of encoded events)", hub.DefaultLogRecords))
+	fs.StringVar(&o.watchBuffer, "watch-buffer", "", fmt.Sprintf("hold at most `SIZE` of encoded events (K, M, G) for the event streams to read, shared by all of them (default %s)", sizeString(hub.DefaultLogBytes)))
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops, "with --engine "+proxy.EngineEpoll+", run `N` event loops (each holds a core while busy)")
@@ -169,6 +172,8 @@ func (o *options) check() error {
 		return fmt.Errorf("--history %d: must not be negative", o.history)
 	case o.watchQueue < 0:
 		return fmt.Errorf("--watch-queue %d: must not be negative", o.watchQueue)
+	case o.watchBuffer != "" && !o.parseWatchBuffer():
+		return fmt.Errorf("--watch-buffer %q: want a size of at least 1M, such as 16M or 1G", o.watchBuffer)
 	case o.shutdownTimeout <= 0:
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", o.shutdownTimeout)
 	case o.demoRate <= 0:
@@ -284,4 +289,28 @@ func newLogger(w io.Writer, o *options) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, ho))
 	}
 	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// parseWatchBuffer reads --watch-buffer; less than 1 MiB would not hold a
+// dispatch round of events with captured data.
+func (o *options) parseWatchBuffer() bool {
+	n, err := parseSize(o.watchBuffer)
+	if err != nil || n < 1<<20 || n > 1<<40 {
+		return false
+	}
+	o.watchBufferN = n
+	return true
+}
+
+// sizeString writes a byte count in the units parseSize reads.
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dK", n>>10)
+	}
+	return fmt.Sprint(n)
 }

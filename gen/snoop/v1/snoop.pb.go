@@ -3466,7 +3466,11 @@ type GetDaemonInfoResponse struct {
 	EventsPublished uint64 `protobuf:"varint,6,opt,name=events_published,json=eventsPublished,proto3" json:"events_published,omitempty"`
 	// history_size is the number of recent events kept for history.
 	HistorySize uint32 `protobuf:"varint,7,opt,name=history_size,json=historySize,proto3" json:"history_size,omitempty"`
-	// watcher_queue_size bounds each event stream's queue.
+	// watcher_queue_size is how many events an event stream may fall
+	// behind before it loses the oldest (snoopd --watch-queue). Since
+	// 0.4.0 the streams read one shared log of encoded events, bounded by
+	// this and by watch_buffer_bytes; before, each stream had a queue of
+	// this many events.
 	WatcherQueueSize uint32 `protobuf:"varint,8,opt,name=watcher_queue_size,json=watcherQueueSize,proto3" json:"watcher_queue_size,omitempty"`
 	// state_dir is where proxies are persisted; empty when they are not.
 	StateDir string `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
@@ -3486,9 +3490,14 @@ type GetDaemonInfoResponse struct {
 	Name string `protobuf:"bytes,14,opt,name=name,proto3" json:"name,omitempty"`
 	// export reports the NATS export; unset when there is none. Added in
 	// wave 2.
-	Export        *ExportStats `protobuf:"bytes,15,opt,name=export,proto3" json:"export,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Export *ExportStats `protobuf:"bytes,15,opt,name=export,proto3" json:"export,omitempty"`
+	// watch_buffer_bytes bounds, in bytes, the log of encoded events that
+	// every event stream reads from (snoopd --watch-buffer); a stream that
+	// falls further behind loses the oldest events and is told how many.
+	// Since 0.4.0.
+	WatchBufferBytes uint64 `protobuf:"varint,16,opt,name=watch_buffer_bytes,json=watchBufferBytes,proto3" json:"watch_buffer_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetDaemonInfoResponse) Reset() {
@@ -3624,6 +3633,13 @@ func (x *GetDaemonInfoResponse) GetExport() *ExportStats {
 		return x.Export
 	}
 	return nil
+}
+
+func (x *GetDaemonInfoResponse) GetWatchBufferBytes() uint64 {
+	if x != nil {
+		return x.WatchBufferBytes
+	}
+	return 0
 }
 
 // ExportStats are the NATS exporter's counters. Added in wave 2.
@@ -3980,7 +3996,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x05frame\x18\x05 \x01(\x03R\x05frame\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12/\n" +
 	"\x06policy\x18\a \x01(\x0e2\x17.snoop.v1.CorruptPolicyR\x06policy\"\x16\n" +
-	"\x14GetDaemonInfoRequest\"\x97\x04\n" +
+	"\x14GetDaemonInfoRequest\"\xc5\x04\n" +
 	"\x15GetDaemonInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -3998,7 +4014,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\bfd_limit\x18\f \x01(\x04R\afdLimit\x12!\n" +
 	"\fmax_watchers\x18\r \x01(\rR\vmaxWatchers\x12\x12\n" +
 	"\x04name\x18\x0e \x01(\tR\x04name\x12-\n" +
-	"\x06export\x18\x0f \x01(\v2\x15.snoop.v1.ExportStatsR\x06export\"\xd6\x01\n" +
+	"\x06export\x18\x0f \x01(\v2\x15.snoop.v1.ExportStatsR\x06export\x12,\n" +
+	"\x12watch_buffer_bytes\x18\x10 \x01(\x04R\x10watchBufferBytes\"\xd6\x01\n" +
 	"\vExportStats\x12\x18\n" +
 	"\aservers\x18\x01 \x01(\tR\aservers\x12%\n" +
 	"\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\x12\x16\n" +

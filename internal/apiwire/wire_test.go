@@ -1,4 +1,4 @@
-package export
+package apiwire
 
 import (
 	"bytes"
@@ -80,7 +80,7 @@ func TestAppendEventMatchesMarshal(t *testing.T) {
 }
 
 // An event with every field of the schema set, down to the timestamps'
-// nanoseconds: a field added to the proto and not to appendEvent fails
+// nanoseconds: a field added to the proto and not to AppendEvent fails
 // here.
 func TestAppendEventEveryField(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
@@ -107,8 +107,8 @@ func TestAppendEventInvalidUTF8(t *testing.T) {
 		if _, err := proto.Marshal(ev); err == nil {
 			t.Fatalf("proto.Marshal took %v", ev)
 		}
-		if _, err := appendEvent(nil, ev); err == nil || !strings.Contains(err.Error(), "UTF-8") {
-			t.Fatalf("appendEvent(%v): %v, want a UTF-8 error", ev, err)
+		if _, err := AppendEvent(nil, ev); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+			t.Fatalf("AppendEvent(%v): %v, want a UTF-8 error", ev, err)
 		}
 	}
 }
@@ -120,14 +120,14 @@ func checkEncoding(t *testing.T, ev *snoopv1.Event) {
 		t.Fatal(err)
 	}
 	// After a prefix, as in a batch.
-	got, err := appendEvent([]byte("prefix"), ev)
+	got, err := AppendEvent([]byte("prefix"), ev)
 	if err != nil {
-		t.Fatalf("appendEvent: %v", err)
+		t.Fatalf("AppendEvent: %v", err)
 	}
 	if !bytes.Equal(got[6:], want) {
 		var back snoopv1.Event
 		uerr := proto.Unmarshal(got[6:], &back)
-		t.Fatalf("appendEvent differs from proto.Marshal for %v\n got %x\nwant %x\n(unmarshals: %v, equal: %v)", ev, got[6:], want, uerr, proto.Equal(&back, ev))
+		t.Fatalf("AppendEvent differs from proto.Marshal for %v\n got %x\nwant %x\n(unmarshals: %v, equal: %v)", ev, got[6:], want, uerr, proto.Equal(&back, ev))
 	}
 }
 
@@ -139,10 +139,10 @@ func BenchmarkAppendEvent(b *testing.B) {
 	ev.Proxy, ev.Daemon, ev.Error, ev.ProxyInstance = "sessions", "web-7", "", ""
 	ev.Closed, ev.ProtocolError = nil, nil
 	ev.Transaction.Result, ev.Transaction.Fault = "hit", ""
-	b.Run("appendEvent", func(b *testing.B) {
+	b.Run("AppendEvent", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
-			buf, _ = appendEvent(buf[:0], ev)
+			buf, _ = AppendEvent(buf[:0], ev)
 		}
 	})
 	b.Run("proto.Marshal", func(b *testing.B) {
@@ -153,7 +153,7 @@ func BenchmarkAppendEvent(b *testing.B) {
 	})
 }
 
-// marshalInBatch is what the exporter did before appendEvent: the size
+// marshalInBatch is what the exporter did before AppendEvent: the size
 // for the length prefix, then the generic marshaller.
 func marshalInBatch(b []byte, ev *snoopv1.Event) []byte {
 	b = protowire.AppendVarint(b, uint64(proto.Size(ev)))

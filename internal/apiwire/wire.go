@@ -1,4 +1,8 @@
-package export
+// Package apiwire writes snoop.v1 messages in the protobuf wire form by
+// hand: the events of a busy daemon are encoded once each (for every
+// watcher, the export and history alike), and this costs a fraction of the
+// generic marshaller. The tests hold it to proto.Marshal.
+package apiwire
 
 import (
 	"fmt"
@@ -11,7 +15,7 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
-// appendEvent appends ev in the protobuf wire form, the same bytes
+// AppendEvent appends ev in the protobuf wire form, the same bytes
 // proto.Marshal gives (fields in number order, zero values left out), or
 // fails as it does on a string that is not valid UTF-8 (proto3 strings
 // must be; a consumer's decoder would reject the whole batch).
@@ -23,7 +27,7 @@ import (
 // to proto.Marshal over random events and over an event with every field
 // of the schema set, so a field added to the proto and not here fails
 // them.
-func appendEvent(b []byte, ev *snoopv1.Event) ([]byte, error) {
+func AppendEvent(b []byte, ev *snoopv1.Event) ([]byte, error) {
 	var bad protowire.Number // a string field that is not UTF-8
 	b = appendVarintField(b, 1, uint64(ev.GetKind()))
 	b = appendTimestamp(b, 2, ev.GetTime())
@@ -31,21 +35,21 @@ func appendEvent(b []byte, ev *snoopv1.Event) ([]byte, error) {
 	b = appendVarintField(b, 4, ev.GetConnectionId())
 	b = appendString(b, 5, ev.GetClient(), &bad)
 	if t := ev.GetTransaction(); t != nil {
-		at := openMessage(&b, 6)
+		at := OpenMessage(&b, 6)
 		b = appendTransaction(b, t, &bad)
-		b = closeMessage(b, at)
+		b = CloseMessage(b, at)
 	}
 	if c := ev.GetClosed(); c != nil {
-		at := openMessage(&b, 7)
+		at := OpenMessage(&b, 7)
 		b = appendVarintField(b, 1, uint64(c.GetBytesUp()))
 		b = appendVarintField(b, 2, uint64(c.GetBytesDown()))
 		b = appendDuration(b, 3, c.GetDuration())
 		b = appendVarintField(b, 4, uint64(c.GetTransactions()))
 		b = appendString(b, 5, c.GetReason(), &bad)
-		b = closeMessage(b, at)
+		b = CloseMessage(b, at)
 	}
 	if p := ev.GetProtocolError(); p != nil {
-		at := openMessage(&b, 8)
+		at := OpenMessage(&b, 8)
 		b = appendString(b, 1, p.GetRule(), &bad)
 		b = appendString(b, 2, p.GetDirection(), &bad)
 		b = appendString(b, 3, p.GetField(), &bad)
@@ -53,7 +57,7 @@ func appendEvent(b []byte, ev *snoopv1.Event) ([]byte, error) {
 		b = appendVarintField(b, 5, uint64(p.GetFrame()))
 		b = appendString(b, 6, p.GetMessage(), &bad)
 		b = appendVarintField(b, 7, uint64(p.GetPolicy()))
-		b = closeMessage(b, at)
+		b = CloseMessage(b, at)
 	}
 	b = appendString(b, 9, ev.GetError(), &bad)
 	b = appendString(b, 10, ev.GetProxyInstance(), &bad)
@@ -137,24 +141,24 @@ func appendDuration(b []byte, num protowire.Number, d *durationpb.Duration) []by
 }
 
 func appendSecondsNanos(b []byte, num protowire.Number, seconds int64, nanos int32) []byte {
-	at := openMessage(&b, num)
+	at := OpenMessage(&b, num)
 	b = appendVarintField(b, 1, uint64(seconds))
 	b = appendVarintField(b, 2, uint64(int64(nanos)))
-	return closeMessage(b, at)
+	return CloseMessage(b, at)
 }
 
-// openMessage starts a length-prefixed field, leaving one byte for the
-// length, and returns where that byte is; closeMessage writes the length
+// OpenMessage starts a length-prefixed field, leaving one byte for the
+// length, and returns where that byte is; CloseMessage writes the length
 // once the field's contents are appended, moving them when the length
 // needs more than one byte (a message of 128 bytes or more: rare, as
 // events without session data are smaller).
-func openMessage(b *[]byte, num protowire.Number) int {
+func OpenMessage(b *[]byte, num protowire.Number) int {
 	*b = protowire.AppendTag(*b, num, protowire.BytesType)
 	*b = append(*b, 0)
 	return len(*b) - 1
 }
 
-func closeMessage(b []byte, at int) []byte {
+func CloseMessage(b []byte, at int) []byte {
 	n := len(b) - at - 1
 	if n < 0x80 {
 		b[at] = byte(n)
