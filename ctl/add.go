@@ -37,7 +37,7 @@ func (e *env) addCommand() *cli.Command {
 			&cli.UintFlag{Name: "capture-limit", Value: proxy.DefaultCaptureLimit, Usage: "`BYTES` of session data kept per transaction"},
 			&cli.UintFlag{Name: "max-connections", Aliases: []string{"max-conns"}, Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: proxy.DefaultDialTimeout, Usage: "bound on connecting to the server"},
-			&cli.UintFlag{Name: "spare-connections", Aliases: []string{"spares"}, Value: proxy.DefaultSpares, Usage: "keep `N` server connections dialled ahead of clients (0: none, at most 64)"},
+			&cli.UintFlag{Name: "spare-connections", Aliases: []string{"spares"}, Value: proxy.DefaultSpares, Usage: "keep `N` server connections dialled ahead of clients (0: none, at most 64; split over the daemon's event loops, at least one on each)"},
 			&cli.StringFlag{Name: "socket-mode", Value: fmt.Sprintf("%#o", proxy.DefaultSocketMode), Usage: "permission `MODE` (octal) of a unix listen socket"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: proxy.DefaultIdleTimeout, Usage: "close a connection that moved nothing either way, with nothing owed, for this long (0: never)"},
 			&cli.DurationFlag{Name: "message-timeout", Value: proxy.DefaultMessageTimeout, Usage: "close a connection whose started message has not arrived whole within this (0: never)"},

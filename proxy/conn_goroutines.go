@@ -67,6 +67,7 @@ func (p *Proxy) admitGoroutines(client net.Conn) {
 	id := p.ids.Add(1)
 	reason := p.refusal(s, 1)
 	if reason == "" && !reserveFDs(1) {
+		p.unadmit()
 		reason = fmt.Sprintf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
 	}
 	if reason != "" {

@@ -3,9 +3,17 @@
 // unchanged, and decodes them on the way through into transactions and
 // connection events for a caller-supplied Sink.
 //
-// Forwarding comes first. Each connection costs two goroutines (one per
-// direction, the first also dialling the server), decoding happens on the
-// bytes already read for forwarding, and publishing an event is a call the
-// Sink promises not to block in. The package knows nothing of gRPC; the
-// daemon maps its events and counters to the API.
+// Forwarding comes first. An Engine moves the bytes and is shared by all
+// the proxies of a process. The epoll engine (Linux) runs a few event
+// loops, one per CPU by default; every proxy spreads its connections over
+// all of them (a listener per loop on a TCP port with SO_REUSEPORT, or one
+// unix socket listener that hands its clients to the loops in turn), and
+// both sockets of a connection belong to one loop, which reads, decodes
+// and writes them without blocking. The portable goroutine engine gives
+// each connection two goroutines, one per direction. Either way decoding
+// happens on the bytes already read for forwarding, and publishing an
+// event is a call the Sink promises not to block in; what the proxy's
+// connections share (counters, ids, limits, faults) is atomic or locked.
+// The package knows nothing of gRPC; the daemon maps its events and
+// counters to the API.
 package proxy

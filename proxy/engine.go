@@ -3,13 +3,18 @@ package proxy
 import (
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"sync/atomic"
+
+	"github.com/snoopd/snoopd/distcache"
 )
 
 // Engine serves the connections of the proxies that use it. Two exist: the
-// epoll engine (Linux), a few event loops that each own both sockets of a
-// proxied connection, and the portable goroutine engine, two goroutines
-// per connection. One engine is shared by all proxies of a daemon.
+// epoll engine (Linux), event loops that each own both sockets of a
+// proxied connection and among which every proxy's connections are spread,
+// and the portable goroutine engine, two goroutines per connection. One
+// engine is shared by all proxies of a daemon.
 type Engine interface {
 	// Name is "epoll" or "goroutines".
 	Name() string
@@ -18,9 +23,14 @@ type Engine interface {
 	// Close stops the engine. The proxies using it must be stopped first.
 	Close() error
 
-	// serve starts accepting p's clients on ln; stop ends it, closes ln
-	// and closes done once no accept can happen any more.
-	serve(p *Proxy, ln net.Listener, done chan struct{}) (stop func(), err error)
+	// listen opens a proxy's listeners on addr: one, or for the epoll
+	// engine on a TCP address one per loop, all bound to the same port.
+	// The first is the one whose address the proxy reports.
+	listen(addr distcache.Addr, mode os.FileMode) ([]net.Listener, error)
+	// serve starts accepting p's clients on lns (what listen returned);
+	// stop ends it, closes them and closes done once no accept can happen
+	// any more. On an error the caller closes lns.
+	serve(p *Proxy, lns []net.Listener, done chan struct{}) (stop func(), err error)
 	// newSpares makes a pool of spare server connections for s.
 	newSpares(p *Proxy, s *settings) sparePool
 }
@@ -46,16 +56,20 @@ func NewEngine(name string, loops int) (Engine, error) {
 		return goroutineEngine{}, nil
 	case EngineEpoll:
 		if loops == 0 {
-			loops = DefaultLoops
+			loops = DefaultLoops()
 		}
 		return newEpollEngine(loops)
 	}
 	return nil, fmt.Errorf("%w: unknown engine %q (want %s or %s)", ErrInvalidConfig, name, EngineEpoll, EngineGoroutines)
 }
 
-// DefaultLoops is the epoll engine's number of loops: one loop measured
-// best on two cores (see docs/benchmarks.md), and a loop holds a core.
-const DefaultLoops = 1
+// DefaultLoops is the epoll engine's number of loops when none is asked
+// for: one per CPU the Go scheduler may run on (runtime.GOMAXPROCS, which
+// follows the process's CPU affinity and cgroup quota). Every proxy's
+// connections are spread over all loops, so one busy proxy can use every
+// core; docs/benchmarks.md ("One proxy over several loops") has the
+// figures.
+func DefaultLoops() int { return runtime.GOMAXPROCS(0) }
 
 // goroutineEngine is the portable engine: two goroutines per connection,
 // blocking reads and writes through the runtime's poller.
@@ -65,7 +79,18 @@ func (goroutineEngine) Name() string { return EngineGoroutines }
 func (goroutineEngine) Loops() int   { return 0 }
 func (goroutineEngine) Close() error { return nil }
 
-func (goroutineEngine) serve(p *Proxy, ln net.Listener, done chan struct{}) (func(), error) {
+func (goroutineEngine) listen(addr distcache.Addr, mode os.FileMode) ([]net.Listener, error) {
+	ln, err := Listen(addr, mode)
+	if err != nil {
+		return nil, err
+	}
+	return []net.Listener{ln}, nil
+}
+
+// serve accepts on the one listener listen opened; the runtime's poller
+// already spreads the connections' goroutines over every core.
+func (goroutineEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (func(), error) {
+	ln := lns[0]
 	p.wg.Add(1)
 	go p.serveGoroutines(ln, done)
 	return func() { ln.Close() }, nil

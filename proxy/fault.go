@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,9 +21,12 @@ import (
 // a header). The proxy keeps its compiled faults in an atomic pointer that
 // is nil when it has none; the epoll engine loads it once per read, and
 // with nil the data path is what it is without faults. Decisions are made
-// on the proxy's loop, at each message's end, in message order, from each
-// fault's own seeded random sequence, so the same traffic gets the same
-// choices again.
+// on the loop that serves the message's connection, at each message's
+// end, in message order, from each fault's own seeded random sequence,
+// which all the proxy's loops draw from in the order they reach it: the
+// same traffic in the same order gets the same choices again (clients
+// that take turns fix that order; concurrent clients on several loops
+// may interleave their draws differently from run to run).
 
 // FaultType is what a fault does to a message it applies to.
 type FaultType uint8
@@ -295,9 +299,12 @@ func NormalizeFaults(specs []FaultSpec) ([]FaultSpec, error) {
 	return out, nil
 }
 
-// fault is a compiled FaultSpec with its state. Its random sequence is
-// drawn only on the proxy's loop; its counters are read by Stats.
+// fault is a compiled FaultSpec with its state. The proxy's loops share
+// it: mu orders their draws from its random sequence and their counts
+// against its budget (which is exact, however many loops draw); its
+// counters are read by Stats.
 type fault struct {
+	mu    sync.Mutex
 	spec  FaultSpec
 	dirs  uint8 // bit d-1 set: decided on messages of distcache.Direction d
 	ops   [distcache.NumOps]bool
@@ -439,7 +446,7 @@ func (fs *faultSet) stats() []FaultStats {
 // decide returns the fault that applies to a message of direction dir
 // whose transaction, as far as it is known, v describes; nil if none.
 // Faults are tried in order; the first that matches and wins its draw
-// applies. Called on the proxy's loop only.
+// applies. Called on any of the proxy's loops.
 func (fs *faultSet) decide(dir distcache.Direction, v *match.View, now int64) *fault {
 	bit := uint8(1) << (dir - 1)
 	for _, f := range fs.faults {
@@ -455,14 +462,28 @@ func (fs *faultSet) decide(dir distcache.Direction, v *match.View, now int64) *f
 		if f.m != nil && !f.m.Match(v) {
 			continue
 		}
-		f.matched.Add(1)
-		if f.cut != math.MaxUint64 && (f.cut == 0 || f.rng.Uint64() >= f.cut) {
-			continue
+		if f.draw() {
+			return f
 		}
-		f.applied.Add(1)
-		return f
 	}
 	return nil
+}
+
+// draw counts a message f matched and reports whether f applies to it:
+// none once the budget is spent (checked again here, in order with the
+// other loops' draws), else as its draw says.
+func (f *fault) draw() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.spec.Budget > 0 && f.matched.Load() >= f.spec.Budget {
+		return false
+	}
+	f.matched.Add(1)
+	if f.cut != math.MaxUint64 && (f.cut == 0 || f.rng.Uint64() >= f.cut) {
+		return false
+	}
+	f.applied.Add(1)
+	return true
 }
 
 // delay returns how long a latency fault holds a message: Delay ± Jitter,
@@ -470,7 +491,9 @@ func (fs *faultSet) decide(dir distcache.Direction, v *match.View, now int64) *f
 func (f *fault) delay() time.Duration {
 	d := f.spec.Delay
 	if j := f.spec.Jitter; j > 0 {
+		f.mu.Lock()
 		d += time.Duration(f.rng.Int64N(int64(2*j)+1)) - j
+		f.mu.Unlock()
 	}
 	return max(d, 0)
 }

@@ -92,7 +92,8 @@ func (lc *lconn) killFromAnywhere(reason string) {
 
 // start connects the server side: a spare if one is ready, else a dial.
 func (lc *lconn) start() {
-	if sp, _ := lc.set.spares.(*lspares); sp != nil {
+	if set, _ := lc.set.spares.(*lsparesSet); set != nil {
+		sp := set.pools[lc.l.idx]
 		if fd := sp.take(); fd >= 0 {
 			// The spare is registered for input already: only its owner
 			// changes. Its generation stays, since events still pending
@@ -140,7 +141,7 @@ func (lc *lconn) dial() {
 
 func (lc *lconn) connectNext() {
 	for {
-		fd, done, err := connectSocket(lc.cands[lc.cand])
+		fd, done, err := connectSocket(lc.l, lc.cands[lc.cand])
 		if err != nil {
 			if errors.Is(err, unix.ECONNREFUSED) && lc.cand+1 < len(lc.cands) {
 				lc.cand++
@@ -171,21 +172,31 @@ func (lc *lconn) connectNext() {
 	}
 }
 
-// connectSocket starts a non-blocking connect; done reports that it
-// completed at once (unix sockets usually do).
-func connectSocket(sa unix.Sockaddr) (fd int, done bool, err error) {
+// connectSocket starts a non-blocking connect from loop l; done reports
+// that it completed at once (unix sockets usually do).
+func connectSocket(l *loop, sa unix.Sockaddr) (fd int, done bool, err error) {
 	// Counted before the socket exists, in one step: the loops connect
 	// at the same time, and each must not pass the bound on what the
 	// others have not counted yet.
 	if !reserveFDs(1) {
 		return -1, false, fmt.Errorf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
 	}
+	// The target's addresses are shared by all the loops, and Connect
+	// writes its encoding into the Sockaddr it is given: each loop
+	// connects with a copy of its own.
 	family := unix.AF_UNIX
-	switch sa.(type) {
+	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		family = unix.AF_INET
+		l.sa4 = *a
+		sa = &l.sa4
 	case *unix.SockaddrInet6:
 		family = unix.AF_INET6
+		l.sa6 = *a
+		sa = &l.sa6
+	case *unix.SockaddrUnix:
+		l.saUnix = *a
+		sa = &l.saUnix
 	}
 	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/listen"
 )
 
 // The epoll engine serves connections from a few event loops. Each loop is
@@ -22,6 +26,17 @@ import (
 // transaction costs the system calls a C select loop makes (two reads, two
 // writes) plus the wait. docs/benchmarks.md has the figures that chose
 // this shape over two goroutines per connection.
+//
+// Every proxy spreads its connections over all the loops, so one busy
+// proxy can use every core. On a TCP address each loop has a listener of
+// its own, all bound to the proxy's port with SO_REUSEPORT, and the kernel
+// spreads the clients over them by their address and port. A unix socket
+// cannot be shared that way, so one loop accepts on it and hands the
+// accepted clients to the loops in turn. Each loop keeps its own share of
+// the proxy's spare server connections, so a connection never takes a
+// spare from another thread. What the proxy shares between its loops (the
+// counters, the connection ids, the table of live connections, the
+// faults' state) is atomic or locked.
 //
 // Everything a loop owns (its file descriptors, connections, spares,
 // listeners, timers) is touched only on the loop's thread; other
@@ -49,6 +64,7 @@ func newEpollEngine(n int) (Engine, error) {
 			e.Close()
 			return nil, fmt.Errorf("epoll engine: %w", err)
 		}
+		l.idx = i
 		e.loops = append(e.loops, l)
 		go l.run()
 	}
@@ -71,77 +87,195 @@ func (e *epollEngine) Close() error {
 	return nil
 }
 
-// pick chooses the loop for a new proxy: all of a proxy's connections,
-// spares and its listener live on one loop, so a connection never needs
-// a spare from another thread.
+// pick chooses the loop that accepts on a listener the loops cannot each
+// have one of (a unix socket), so that the accepting work of many such
+// proxies is spread too.
 func (e *epollEngine) pick() *loop {
 	return e.loops[int(e.next.Add(1))%len(e.loops)]
 }
 
-func (e *epollEngine) loopOf(p *Proxy) *loop {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return e.loopOfLocked(p)
+// listen gives each loop a listener of its own on a TCP address, so the
+// kernel spreads the clients over the loops with no hand-off between
+// threads; anything else gets one listener (see serve).
+func (e *epollEngine) listen(addr distcache.Addr, mode os.FileMode) ([]net.Listener, error) {
+	if len(e.loops) == 1 || addr.Network() != distcache.NetworkTCP {
+		ln, err := Listen(addr, mode)
+		if err != nil {
+			return nil, err
+		}
+		return []net.Listener{ln}, nil
+	}
+	return listenReusePort(addr, len(e.loops))
 }
 
-func (e *epollEngine) loopOfLocked(p *Proxy) *loop {
-	if l, ok := p.pinned.(*loop); ok {
-		return l
+// listenReusePort opens n TCP listeners on one port with SO_REUSEPORT.
+//
+// SO_REUSEPORT lets any socket of the same user that sets it join the
+// port, including another proxy or another snoopd on the same address,
+// which would then silently take part of the clients. So a port asked for
+// by number is first bound plainly, as a single listener would be: if
+// anyone listens there, that fails with ErrAddrInUse as it always has.
+// (Between that probe and the first real bind a few system calls pass;
+// another process that binds the port in between with SO_REUSEPORT of
+// its own is not caught.) Port 0 needs no probe: the kernel never picks
+// a port in use for it. The first listener's port and address are then
+// the ones the others bind, so that with port 0 they all share the port
+// the kernel picked.
+func listenReusePort(addr distcache.Addr, n int) ([]net.Listener, error) {
+	ctx := context.Background()
+	if addr.Port() != 0 {
+		probe, err := listen.Config{KeepAlive: -1}.Listen(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
 	}
-	l := e.pick()
-	p.pinned = l
-	return l
-}
-
-// serve takes over ln's socket: the loop accepts on a duplicate of its
-// descriptor and ln is closed, so the runtime's poller no longer watches
-// it. A unix socket's file is removed by stop.
-func (e *epollEngine) serve(p *Proxy, ln net.Listener, done chan struct{}) (func(), error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("listener %T has no file descriptor", ln)
-	}
-	rc, err := sc.SyscallConn()
+	cfg := listen.Config{KeepAlive: -1, Control: setReusePort}
+	first, err := cfg.Listen(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
+	lns := []net.Listener{first}
+	at, err := distcache.AddrFromNet(first.Addr())
+	for err == nil && len(lns) < n {
+		var ln net.Listener
+		if ln, err = cfg.Listen(ctx, at); err == nil {
+			lns = append(lns, ln)
+		}
 	}
-	if derr != nil {
-		return nil, fmt.Errorf("duplicate listener: %w", derr)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, fmt.Errorf("listener %d of %d on %s: %w", len(lns)+1, n, addr, err)
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("listener non-blocking: %w", err)
+	return lns, nil
+}
+
+func setReusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("SO_REUSEPORT: %w", serr)
+	}
+	return nil
+}
+
+// serve takes over the listeners' sockets: the loops accept on duplicates
+// of their descriptors and the listeners are closed, so the runtime's
+// poller no longer watches them. Listener i is served by loop i; a single
+// listener (a unix socket, or one loop) by a loop chosen with pick, which
+// hands the clients it accepts to every loop in turn when there are
+// several. A unix socket's file is removed by stop.
+func (e *epollEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (func(), error) {
+	if len(lns) > len(e.loops) {
+		return nil, fmt.Errorf("%d listeners for %d loops", len(lns), len(e.loops))
+	}
+	fds := make([]int, 0, len(lns))
+	for _, ln := range lns {
+		fd, err := listenerFD(ln)
+		if err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil, err
+		}
+		fds = append(fds, fd)
 	}
 	var unlink string
-	if ul, ok := ln.(*net.UnixListener); ok {
+	if ul, ok := lns[0].(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false)
 		// An abstract socket (@name) has no file to remove.
 		if name := ul.Addr().String(); name != "" && name[0] != '@' {
 			unlink = name
 		}
 	}
-	_, tcp := ln.(*net.TCPListener)
-	ln.Close()
-	l := e.loopOfLocked(p)
-	ll := &llistener{l: l, p: p, fd: fd, tcp: tcp, unlink: unlink, done: done}
-	ll.tm.owner = ll
-	l.post(ll.start)
-	return func() { l.post(ll.stop) }, nil
+	_, tcp := lns[0].(*net.TCPListener)
+	for _, ln := range lns {
+		ln.Close()
+	}
+	g := &lgroup{done: done}
+	g.left.Store(int32(len(fds)))
+	lls := make([]*llistener, len(fds))
+	for i, fd := range fds {
+		l := e.loops[i]
+		if len(fds) == 1 {
+			l = e.pick()
+		}
+		ll := &llistener{l: l, p: p, fd: fd, tcp: tcp, unlink: unlink, g: g}
+		if len(fds) < len(e.loops) {
+			ll.spread, ll.next = e.loops, l.idx
+		}
+		ll.tm.owner = ll
+		lls[i] = ll
+	}
+	for _, ll := range lls {
+		ll.l.post(ll.start)
+	}
+	return func() {
+		for _, ll := range lls {
+			ll.l.post(ll.stop)
+		}
+	}, nil
 }
 
+// listenerFD returns a non-blocking duplicate of ln's descriptor.
+func listenerFD(ln net.Listener) (int, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("listener %T has no file descriptor", ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("duplicate listener: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listener non-blocking: %w", err)
+	}
+	return fd, nil
+}
+
+// newSpares gives each loop its share of the proxy's spares.
 func (e *epollEngine) newSpares(p *Proxy, s *settings) sparePool {
-	sp := &lspares{l: e.loopOfLocked(p), p: p, s: s, want: s.opts.Spares}
-	sp.tm.owner = sp
-	return sp
+	set := &lsparesSet{pools: make([]*lspares, len(e.loops))}
+	for i, l := range e.loops {
+		sp := &lspares{l: l, p: p, s: s, want: spareShare(s.opts.Spares, len(e.loops), i)}
+		sp.tm.owner = sp
+		set.pools[i] = sp
+	}
+	return set
+}
+
+// spareShare is loop i's share of a proxy's n spares over loops loops:
+// the total split as evenly as it goes, and at least one per loop, since
+// a loop without a spare makes each of its clients wait for a dial.
+func spareShare(n, loops, i int) int {
+	if n <= 0 {
+		return 0
+	}
+	share := n / loops
+	if i < n%loops {
+		share++
+	}
+	return max(share, 1)
 }
 
 // loop is one event loop.
 type loop struct {
+	idx    int // its place in the engine's loops
 	epfd   int
 	wakefd int // an eventfd: post writes it, the loop reads it
 
@@ -164,8 +298,15 @@ type loop struct {
 	stopping bool
 	done     chan struct{}
 	// waits counts the returns from epoll_wait, so a test can tell a
-	// loop that waits from one that spins.
+	// loop that waits from one that spins; admitted counts the clients
+	// the loop took on, so a test can tell where connections went.
 	waits    atomic.Uint64
+	admitted atomic.Uint64
+	// sa4, sa6 and saUnix are the loop's copies of the address it
+	// connects to (see connectSocket).
+	sa4      unix.SockaddrInet4
+	sa6      unix.SockaddrInet6
+	saUnix   unix.SockaddrUnix
 	tasksRun []func()
 }
 
@@ -386,10 +527,22 @@ type llistener struct {
 	gen    uint32
 	tcp    bool
 	unlink string
-	done   chan struct{}
+	g      *lgroup
+	// spread, when set, are the loops the accepted clients are handed to
+	// in turn (next is the next one's index): a listener that is the
+	// proxy's only one while the engine has several loops.
+	spread []*loop
+	next   int
 	paused bool // out of descriptors: not watched until the timer fires
 	tm     timerEntry
 	raw    unix.RawSockaddrAny
+}
+
+// lgroup is the listeners of one bind of a proxy, one per loop or one in
+// all: done is closed once the last of them has stopped.
+type lgroup struct {
+	left atomic.Int32
+	done chan struct{}
 }
 
 func (ll *llistener) start() {
@@ -410,7 +563,9 @@ func (ll *llistener) stop() {
 	if ll.unlink != "" {
 		os.Remove(ll.unlink)
 	}
-	close(ll.done)
+	if ll.g.left.Add(-1) == 0 {
+		close(ll.g.done)
+	}
 }
 
 // acceptBurst is the accepts per readiness: one, as the loop reads once
@@ -439,8 +594,34 @@ func (ll *llistener) onEvent(uint32) {
 			return
 		}
 		dataFDs.Add(1)
-		ll.admit(int(r))
+		ll.accepted(int(r))
 	}
+}
+
+// accepted admits a client on this loop, or hands it to the next loop in
+// turn. A hand-off is counted in the proxy's wait group until the other
+// loop has taken the client on (or closed it), so Stop waits for it; it
+// is added before this listener can stop, which is before Stop waits.
+func (ll *llistener) accepted(fd int) {
+	p, tcp := ll.p, ll.tcp
+	clientAddr := "unix"
+	if tcp {
+		clientAddr = sockaddrString(&ll.raw)
+	}
+	to := ll.l
+	if ll.spread != nil {
+		to = ll.spread[ll.next]
+		ll.next = (ll.next + 1) % len(ll.spread)
+	}
+	if to == ll.l {
+		admit(to, p, fd, tcp, clientAddr)
+		return
+	}
+	p.wg.Add(1)
+	to.post(func() {
+		admit(to, p, fd, tcp, clientAddr)
+		p.wg.Done()
+	})
 }
 
 // outOfDescriptors refuses the client that could not be accepted (with the
@@ -474,14 +655,9 @@ func (ll *llistener) onTimer(int64) {
 	ll.l.mod(ll.fd, ll.gen, unix.EPOLLIN)
 }
 
-// admit starts serving an accepted client, or refuses it.
-func (ll *llistener) admit(fd int) {
-	p, l := ll.p, ll.l
+// admit starts serving an accepted client on loop l, or refuses it.
+func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 	s := p.current.Load()
-	clientAddr := "unix"
-	if ll.tcp {
-		clientAddr = sockaddrString(&ll.raw)
-	}
 	id := p.ids.Add(1)
 	if reason := p.refusal(s, 1); reason != "" {
 		// Count before closing: whoever sees the close sees the count.
@@ -490,7 +666,7 @@ func (ll *llistener) admit(fd int) {
 		dataFDs.Add(-1)
 		return
 	}
-	if ll.tcp {
+	if tcp {
 		// As Go's net package does: a request must not wait for the
 		// acknowledgement of the previous one (pipelining clients).
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
@@ -506,6 +682,7 @@ func (ll *llistener) admit(fd int) {
 		dataFDs.Add(-1)
 		return
 	}
+	l.admitted.Add(1)
 	lc.initHalf(&lc.h[0], 1)
 	lc.initHalf(&lc.h[1], 2)
 	lc.start()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"path/filepath"
@@ -14,48 +15,151 @@ import (
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
-// With several loops, proxies are spread over them and each serves its
-// clients on its own loop, in either wait mode.
-func TestEpollSeveralLoops(t *testing.T) {
+// With several loops, one proxy's connections are spread over all of
+// them, in either wait mode and on either kind of socket: each loop has a
+// TCP listener of its own on the proxy's port, while a unix socket's one
+// listener hands its clients to the loops in turn.
+func TestEpollOneProxyOverSeveralLoops(t *testing.T) {
 	for _, mode := range []string{"", "raw"} {
-		t.Run("wait="+mode, func(t *testing.T) {
-			t.Setenv("SNOOPD_EPOLL_WAIT", mode)
-			eng, err := NewEngine(EngineEpoll, 3)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer eng.Close()
-			if eng.Loops() != 3 {
-				t.Fatalf("%d loops, want 3", eng.Loops())
-			}
-			server := startCache(t, "tcp")
-			loops := map[*loop]bool{}
-			for i := range 3 {
-				p, err := New(Config{Name: "p" + string(rune('a'+i)), Listen: distcache.MustParseAddr("IP:127.0.0.1:0"),
-					Server: server, Enabled: true, Engine: eng}, nil)
-				if err != nil {
-					t.Fatal(err)
+		for _, network := range []string{"tcp", "unix"} {
+			t.Run("wait="+mode+"/"+network, func(t *testing.T) {
+				t.Setenv("SNOOPD_EPOLL_WAIT", mode)
+				eng := newEpollForTest(t, 3)
+				if eng.Loops() != 3 {
+					t.Fatalf("%d loops, want 3", eng.Loops())
 				}
-				if err := p.Start(); err != nil {
-					t.Fatal(err)
-				}
-				loops[p.pinned.(*loop)] = true
-				for range 5 {
+				rec := newRecorder()
+				p := startProxyOn(t, eng, network, startCache(t, "tcp"), Options{}, rec)
+				const n = 30
+				for range n {
 					c := newClient(t, p.Addr())
 					c.do(distcache.OpHave, []byte("x"))
 					c.c.Close()
 				}
-				if err := p.Stop(t.Context()); err != nil {
-					t.Fatal(err)
+				rec.waitKind(t, KindConnClosed, n)
+				per := admittedPerLoop(eng)
+				used := 0
+				for _, k := range per {
+					if k > 0 {
+						used++
+					}
 				}
-				if st := p.Stats(); st.Transactions() != 5 {
-					t.Fatalf("proxy %d: %d transactions", i, st.Transactions())
+				switch network {
+				case "unix":
+					// Handed out in turn: exactly even.
+					for i, k := range per {
+						if k != n/3 {
+							t.Fatalf("loop %d took %d of %d clients, want %d (per loop: %v)", i, k, n, n/3, per)
+						}
+					}
+				default:
+					// The kernel hashes each client's port: 30 clients all
+					// on one of 3 listeners would be a 1 in 10^13 draw.
+					if used < 2 {
+						t.Fatalf("%d clients on %d of 3 loops: %v", n, used, per)
+					}
 				}
+				if st := p.Stats(); st.Transactions() != n || st.ConnsTotal != n {
+					t.Fatalf("%d transactions on %d connections, want %d", st.Transactions(), st.ConnsTotal, n)
+				}
+				checkConnEvents(t, rec, n)
+			})
+		}
+	}
+}
+
+// Several proxies share the loops: each spreads its own connections.
+func TestEpollSeveralProxiesShareTheLoops(t *testing.T) {
+	eng := newEpollForTest(t, 2)
+	server := startCache(t, "unix")
+	for i, network := range []string{"tcp", "unix", "unix"} {
+		p := startProxyOn(t, eng, network, server, Options{}, nil)
+		before := admittedPerLoop(eng)
+		for range 10 {
+			c := newClient(t, p.Addr())
+			c.do(distcache.OpHave, []byte("x"))
+			c.c.Close()
+		}
+		after := admittedPerLoop(eng)
+		for l := range after {
+			if network == "unix" && after[l]-before[l] != 5 {
+				t.Fatalf("proxy %d: loop %d took %d of 10 clients, want 5", i, l, after[l]-before[l])
 			}
-			if len(loops) != 3 {
-				t.Fatalf("3 proxies on %d loops, want 3", len(loops))
+		}
+		if st := p.Stats(); st.Transactions() != 10 {
+			t.Fatalf("proxy %d: %d transactions", i, st.Transactions())
+		}
+	}
+}
+
+// newEpollForTest runs an epoll engine of n loops for one test.
+func newEpollForTest(t *testing.T, n int) *epollEngine {
+	t.Helper()
+	if testEngine.Name() != EngineEpoll {
+		t.Skip("runs its own epoll engine: once, with the epoll suite")
+	}
+	eng, err := NewEngine(EngineEpoll, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng.(*epollEngine)
+}
+
+// startProxyOn is startProxy on a given engine. The proxy is stopped
+// before the engine is closed (cleanups run last first).
+func startProxyOn(t *testing.T, eng Engine, network string, server distcache.Addr, opts Options, sink Sink) *Proxy {
+	t.Helper()
+	listen := distcache.MustParseAddr("IP:127.0.0.1:0")
+	if network == "unix" {
+		listen = distcache.MustParseAddr("UNIX:" + filepath.Join(shortDir(t), "p.sock"))
+	}
+	p, err := New(Config{Name: "t", Listen: listen, Server: server, Enabled: true, Options: opts, Engine: eng}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return p
+}
+
+// admittedPerLoop returns how many clients each loop has taken on.
+func admittedPerLoop(e *epollEngine) []uint64 {
+	out := make([]uint64, len(e.loops))
+	for i, l := range e.loops {
+		out[i] = l.admitted.Load()
+	}
+	return out
+}
+
+// checkConnEvents checks that n connections were opened and closed with
+// n distinct ids, each closed after it opened.
+func checkConnEvents(t *testing.T, rec *recorder, n int) {
+	t.Helper()
+	opened := map[uint64]bool{}
+	for _, e := range rec.all() {
+		switch e.Kind {
+		case KindConnOpened:
+			if opened[e.ConnID] {
+				t.Fatalf("connection id %d opened twice", e.ConnID)
 			}
-		})
+			opened[e.ConnID] = true
+		case KindConnClosed:
+			if !opened[e.ConnID] {
+				t.Fatalf("connection %d closed before it opened", e.ConnID)
+			}
+		}
+	}
+	if len(opened) != n {
+		t.Fatalf("%d distinct connection ids, want %d", len(opened), n)
 	}
 }
 
@@ -190,10 +294,16 @@ func sparesBackingOff(p *Proxy) bool {
 		sp.mu.Lock()
 		defer sp.mu.Unlock()
 		return sp.retry > 0
-	case *lspares:
-		answer := make(chan bool)
-		sp.l.post(func() { answer <- sp.retry > 0 })
-		return <-answer
+	case *lsparesSet:
+		// Every loop's pool dialled and failed.
+		for _, sp := range sp.pools {
+			answer := make(chan bool)
+			sp.l.post(func() { answer <- sp.retry > 0 })
+			if !<-answer {
+				return false
+			}
+		}
+		return true
 	}
 	return false
 }

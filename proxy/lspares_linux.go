@@ -6,8 +6,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lspares is the epoll engine's pool of spare server connections, owned by
-// the proxy's loop. Ready spares stay watched: a spare the server closes
+// lsparesSet is a proxy's spares on the epoll engine: a pool on every
+// loop, indexed by the loop's idx, so a connection takes a spare on its
+// own loop's thread. Each pool has its own share of the proxy's spares
+// (spareShare) and its own back-off.
+type lsparesSet struct {
+	pools []*lspares
+}
+
+func (set *lsparesSet) start() {
+	for _, sp := range set.pools {
+		sp.start()
+	}
+}
+
+func (set *lsparesSet) close() {
+	for _, sp := range set.pools {
+		sp.close()
+	}
+}
+
+// lspares is the epoll engine's pool of spare server connections on one
+// loop, owned by that loop. Ready spares stay watched: a spare the server closes
 // (or writes to, which a distcache server never does unasked) is closed
 // and replaced at once, never handed to a client.
 type lspares struct {
@@ -104,7 +124,7 @@ func (sp *lspares) fill() {
 		}
 		// Spares try the first candidate only; a client's dial walks
 		// them all and reorders them for next time.
-		fd, done, err := connectSocket(cands[0])
+		fd, done, err := connectSocket(sp.l, cands[0])
 		if err != nil {
 			sp.failed(now)
 			return

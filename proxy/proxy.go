@@ -101,7 +101,7 @@ type Proxy struct {
 	bound     distcache.Addr // the real address of the last bind
 	enabled   bool
 	stopped   bool
-	ln        net.Listener
+	ln        net.Listener  // the first of the engine's listeners, for its address
 	lnStop    func()        // ends accepting on ln and closes it (the engine's)
 	lnDone    chan struct{} // closed when accepting on ln has ended
 	conns     map[uint64]*conn
@@ -112,8 +112,6 @@ type Proxy struct {
 	acceptErrs  atomic.Int64 // accept failures (out of descriptors), for the log
 	lastAcceptW atomic.Int64 // when the last accept failure was logged (UnixNano)
 	logf        func(format string, args ...any)
-	// pinned is engine state: the epoll engine's loop for this proxy.
-	pinned any
 }
 
 // New checks cfg and returns a proxy that is not yet listening; call Start.
@@ -177,13 +175,19 @@ func (p *Proxy) bindLocked() error {
 	if !p.bound.IsZero() && addr.Network() == distcache.NetworkTCP && addr.Port() == 0 {
 		addr = p.bound
 	}
-	ln, err := Listen(addr, p.current.Load().opts.SocketMode)
+	lns, err := p.engine.listen(addr, p.current.Load().opts.SocketMode)
 	if err != nil {
 		return fmt.Errorf("proxy %q: %w", p.name, err)
 	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	ln := lns[0]
 	bound, err := distcache.AddrFromNet(ln.Addr())
 	if err != nil {
-		ln.Close()
+		closeAll()
 		return fmt.Errorf("proxy %q: %w", p.name, err)
 	}
 	if addr.Network() == distcache.NetworkTCP && addr.Host() != "" && bound.Host() != addr.Host() {
@@ -192,9 +196,9 @@ func (p *Proxy) bindLocked() error {
 		bound = addr.WithPort(bound.Port())
 	}
 	done := make(chan struct{})
-	stop, err := p.engine.serve(p, ln, done)
+	stop, err := p.engine.serve(p, lns, done)
 	if err != nil {
-		ln.Close()
+		closeAll()
 		return fmt.Errorf("proxy %q: %w", p.name, err)
 	}
 	ownListeners.add(ln.Addr(), p.name)
@@ -416,17 +420,36 @@ func (p *Proxy) wait(ctx context.Context) error {
 
 // refusal says why a new client must be closed at once, or "": the
 // connection limit, or the file descriptors the data path may hold
-// (extra is how many more it needs).
+// (extra is how many more it needs). A client it lets in is counted as
+// active at once, in one step with the check against the limit, so that
+// loops admitting clients at the same time cannot together pass it;
+// register keeps that count, and a caller that refuses the client after
+// all gives it back with unadmit.
 func (p *Proxy) refusal(s *settings, extra int64) string {
-	if max := s.opts.MaxConns; max > 0 && p.stats.connsActive.Load() >= int64(max) {
-		return fmt.Sprintf("connection limit %d reached", max)
+	if max := int64(s.opts.MaxConns); max > 0 {
+		for {
+			n := p.stats.connsActive.Load()
+			if n >= max {
+				return fmt.Sprintf("connection limit %d reached", max)
+			}
+			if p.stats.connsActive.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		p.stats.connsActive.Add(1)
 	}
 	// The client's descriptor is counted already; its server needs one.
 	if !fdsAvailable(extra) {
+		p.unadmit()
 		return fmt.Sprintf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
 	}
 	return ""
 }
+
+// unadmit gives back the place refusal counted for a client that is not
+// served after all.
+func (p *Proxy) unadmit() { p.stats.connsActive.Add(-1) }
 
 // refused counts and reports a client closed at once.
 func (p *Proxy) refused(id uint64, clientAddr string, now time.Time, reason string) {
@@ -452,17 +475,18 @@ func (p *Proxy) noteAcceptError(err error) {
 // acceptLogEvery spaces the log lines about failed accepts.
 const acceptLogEvery = 10 * time.Second
 
-// register adds a new connection, unless the proxy has stopped.
+// register adds a new connection that refusal let in, unless the proxy
+// has stopped (then its place is given back).
 func (p *Proxy) register(c *conn) bool {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
+		p.unadmit()
 		return false
 	}
 	p.conns[c.id] = c
 	p.wg.Add(1)
 	p.mu.Unlock()
-	p.stats.connsActive.Add(1)
 	p.stats.connsTotal.Add(1)
 	return true
 }

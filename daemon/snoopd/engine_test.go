@@ -36,7 +36,7 @@ func TestEngineFlagAndFDLimit(t *testing.T) {
 		want, loops := tc.engine, tc.loops
 		if want == "" {
 			// Whatever the engine the flags name is on this system.
-			name, n := proxy.DefaultEngine, proxy.DefaultLoops
+			name, n := proxy.DefaultEngine, proxy.DefaultLoops()
 			if len(tc.args) > 0 {
 				name, n = tc.args[1], 2
 			}

@@ -102,7 +102,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.watchBuffer, "watch-buffer", "", fmt.Sprintf("hold at most `SIZE` of encoded events (K, M, G) for the event streams to read, shared by all of them (default %s)", sizeString(hub.DefaultLogBytes)))
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
-	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops, "with --engine "+proxy.EngineEpoll+", run `N` event loops (each holds a core while busy)")
+	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops(), "with --engine "+proxy.EngineEpoll+", run `N` event loops; every proxy spreads its connections over all of them, and each holds a core while busy")
 	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds under 1 MB at low rates, 2-3 MB of RSS under heavy load)")
 	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
 	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
@@ -128,7 +128,11 @@ Flags:
 		if arg != "" {
 			left += " " + arg
 		}
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.Name != "control" {
+		switch {
+		case f.Name == "loops":
+			// The default depends on the machine: say where it comes from.
+			usage += " (default " + f.DefValue + ", one per CPU this process may use)"
+		case f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.Name != "control":
 			usage += " (default " + f.DefValue + ")"
 		}
 		fmt.Fprintf(w, "  %-28s %s\n", left, usage)

@@ -58,6 +58,11 @@ type Config struct {
 	// KeepAlive is the TCP keep-alive period of accepted connections,
 	// as in net.ListenConfig: 0 is the default (15 s), negative is off.
 	KeepAlive time.Duration
+	// Control, if set, runs on a TCP socket before it is bound, as
+	// net.ListenConfig.Control does: the proxy's epoll engine sets
+	// SO_REUSEPORT there to give each event loop a listener of its own
+	// on one port.
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // Listen opens a listener on addr. For a unix socket path it replaces a
@@ -76,7 +81,7 @@ func (c Config) Listen(ctx context.Context, addr distcache.Addr) (net.Listener, 
 }
 
 func (c Config) listenTCP(ctx context.Context, addr distcache.Addr) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: c.KeepAlive}
+	lc := net.ListenConfig{KeepAlive: c.KeepAlive, Control: c.Control}
 	l, err := lc.Listen(ctx, "tcp", addr.NetAddr())
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
