@@ -69,6 +69,8 @@ func TestOrdinaryFiltersAccepted(t *testing.T) {
 		{`op == "get" && result == "miss" && latency > duration("2ms")`, true},
 		{`kind == "transaction" || error`, true},
 		{`daemon == "NAME"`, true},
+		{`daemon == "web-1" && op == "get"`, true},
+		{`error || latency > duration("5ms") || result == "miss" || conn % 100u == 0u`, true},
 		{`size(session_id) == 32 && session_id != b"x"`, true},
 		{`string(session_id).startsWith("abc")`, true},
 		{`string(session_id).matches("^ab[0-9]+")`, false},
