@@ -15,6 +15,7 @@ import (
 	"github.com/snoopd/snoopd/ctl/filter"
 	"github.com/snoopd/snoopd/ctl/format"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/match"
 )
 
 // faultCommand is "snoopctl fault add|remove|list|clear PROXY ...": a
@@ -35,7 +36,8 @@ func (e *env) faultCommand() *cli.Command {
 			"  stall      stop both directions for --delay D\n" +
 			"  bandwidth  pace matching messages at --rate BYTES per second\n" +
 			"  corrupt    damage --field version|is_response|request_uid|op|complete|data_len of the answer's first frame (needs --i-mean-it)\n" +
-			"Which messages: --op, --direction request|response|both, --filter CEL (the event filter's variables);\n" +
+			"Which messages: --op, --direction request|response|both, --filter CEL (the event filter's variables;\n" +
+			"it runs in the proxy's event loop for every transaction, so its cost is held to " + fmt.Sprint(match.MaxFaultCost) + ", a watch filter's to " + fmt.Sprint(match.MaxWatchCost) + ");\n" +
 			"how often: --probability P with --seed N (the same traffic gets the same choices), --budget N (the first N\n" +
 			"matches), --for D. A message gets the first fault, in list order, that matches it and wins its draw.\n" +
 			"Faults need snoopd's epoll engine (the default on Linux).\n\n" +

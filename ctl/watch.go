@@ -43,6 +43,9 @@ var filterHelp = func() string {
 	for _, v := range match.Variables {
 		b.WriteString(wrap(fmt.Sprintf("      %-11s", v.Name), v.Type+": "+v.Help))
 	}
+	b.WriteString(wrap("      ", fmt.Sprintf("An expression is checked before it runs: at most %d bytes, and an estimated cost of at most %d per event "+
+		"(about 50 µs). The pattern of matches must be a string literal; it costs its input's length times its compiled size, "+
+		"so keep patterns short and anchored.", match.MaxExprLen, match.MaxWatchCost)))
 	return b.String()
 }()
 

@@ -13,7 +13,8 @@ import (
 // within its cost limit.
 func FuzzCompile(f *testing.F) {
 	for _, s := range []string{`op == "get"`, `latency > duration("2ms") && result == "miss"`, `error`,
-		`session_id == b"ab" || size(proxy) > 3`, `time > timestamp("2024-01-01T00:00:00Z")`, `[1,2,3].all(x, x > 0)`, `op ==`} {
+		`session_id == b"ab" || size(proxy) > 3`, `time > timestamp("2024-01-01T00:00:00Z")`, `[1,2,3].all(x, x > 0)`, `op ==`,
+		`proxy.matches("^p[0-9]+")`, `proxy.matches(op)`, `timestamp(proxy) > time`} {
 		f.Add(s, uint8(1), uint8(2), int64(1000))
 	}
 	f.Fuzz(func(t *testing.T, expr string, kind, op uint8, lat int64) {

@@ -96,8 +96,16 @@ type Matcher struct {
 	evalErrors atomic.Int64
 }
 
-// Compile checks s and compiles it.
-func Compile(s Spec) (*Matcher, error) {
+// Compile checks s and compiles it for a watch: its expression may cost
+// up to MaxWatchCost per event.
+func Compile(s Spec) (*Matcher, error) { return compile(s, watchLimits) }
+
+// CompileFault checks s and compiles it for a fault, whose filter runs in
+// the proxy's event loop for every transaction: its expression may cost
+// up to MaxFaultCost.
+func CompileFault(s Spec) (*Matcher, error) { return compile(s, faultLimits) }
+
+func compile(s Spec, l limits) (*Matcher, error) {
 	m := &Matcher{spec: s, anyKind: len(s.Kinds) == 0, anyOp: len(s.Ops) == 0, anyRes: len(s.Results) == 0}
 	if len(s.Proxies) > 0 {
 		m.proxies = map[string]bool{}
@@ -146,7 +154,7 @@ func Compile(s Spec) (*Matcher, error) {
 	}
 	m.txOnly = !m.anyOp || !m.anyRes || len(s.SessionPrefix) > 0 || s.MinLatency > 0 || m.faults != nil
 	if s.Expr != "" {
-		p, err := compileExpr(s.Expr)
+		p, err := compileExpr(s.Expr, l)
 		if err != nil {
 			return nil, &FieldError{Field: "filter", Reason: err.Error()}
 		}

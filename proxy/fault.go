@@ -353,7 +353,7 @@ func compileFaults(specs []FaultSpec, old *faultSet, now time.Time) (*faultSet, 
 			f.ops[op] = true
 		}
 		if s.Filter != "" {
-			m, err := match.Compile(match.Spec{Expr: s.Filter})
+			m, err := match.CompileFault(match.Spec{Expr: s.Filter})
 			if err != nil {
 				var fe *match.FieldError
 				if errors.As(err, &fe) {

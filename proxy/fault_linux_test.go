@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/match"
 )
 
 // The fault tests run on the epoll engine only: the goroutine engine
@@ -391,5 +392,16 @@ func TestFaultBudgetAndFilter(t *testing.T) {
 	p.SetFaults([]FaultSpec{{Name: "other-id", Type: FaultMiss, Probability: 1, Filter: `session_id == b"t"`}})
 	if got := missPattern(t, p, 2); got != "hh" {
 		t.Fatalf("filter on another id: %s", got)
+	}
+}
+
+// The benchmark's costly filter is accepted, and one term more is not:
+// it stands for the most a fault filter may cost.
+func TestCostlyFaultFilterIsAtTheLimit(t *testing.T) {
+	if _, err := match.CompileFault(match.Spec{Expr: costlyFaultFilter}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := match.CompileFault(match.Spec{Expr: costlyFaultFilter + ` || conn + 1u == 0u`}); err == nil || !strings.Contains(err.Error(), "a fault filter may cost at most") {
+		t.Fatalf("one term more: %v", err)
 	}
 }
