@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snoopd/snoopd/daemon/export"
 	"github.com/snoopd/snoopd/daemon"
+	"github.com/snoopd/snoopd/daemon/export"
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/natstest"
