@@ -187,7 +187,7 @@ func TestExpensiveWatchDoesNotFreezeProxies(t *testing.T) {
 		limit   = 2 * time.Second // a GET's own timeout: past the bound, it is frozen
 	)
 	cache := startCache(t, "IP:127.0.0.1:0")
-	d := startSnoopd(t, daemonOpts{args: []string{"--loops", "1", "--history", strconv.Itoa(history)}})
+	d := startSnoopd(t, daemonOpts{args: []string{"--loops", "1"}}) // its default history holds 10,000 events
 	p := d.addProxy(t, "p", cache.addr)
 	q := d.addProxy(t, "q", cache.addr)
 	fill := dcload(t, "-addr", p, "-ops", strconv.Itoa(history+2000), "-conns", "4", "-data", "50-256")
@@ -289,10 +289,10 @@ func TestExpensiveWatchDoesNotFreezeProxies(t *testing.T) {
 	for _, f := range frozen {
 		t.Errorf("while a watch filtered its history of %d events: %s; want under %v", history, f, bound)
 	}
-	if !watchOn && result.err != nil {
-		t.Errorf("the watch: %v", result.err)
-	}
 	watchFigure := fmt.Sprintf("the watch (history %d, %s) sent %d history events and its end (%d missing) after %v", history, shortFilter(filter), result.events, result.missing, result.took.Round(time.Millisecond))
+	if result.err != nil {
+		watchFigure = fmt.Sprintf("the watch (history %d, %s) ended after %v, %d history events in: %v", history, shortFilter(filter), result.took.Round(time.Millisecond), result.events, result.err)
+	}
 	if watchOn {
 		watchFigure = fmt.Sprintf("the watch (history %d, %s) had not finished its history after %v", history, shortFilter(filter), time.Since(watchStart).Round(time.Millisecond))
 	}
@@ -398,14 +398,16 @@ func TestExpensiveWatchDoesNotStarveOthers(t *testing.T) {
 		t.Errorf("beside an expensive watch, the unfiltered watch saw %d of %d transactions and was told of %d dropped; want all, none dropped", seen, made, dropped)
 	}
 	cancel()
-	for _, w := range []*watchCount{slow, all} {
-		if err := <-w.done; status.Code(err) != codes.Canceled {
-			t.Errorf("watch ended with %v", err)
-		}
+	// The expensive watch may have been ended by the daemon for falling
+	// behind; that is its own business. The unfiltered one must have
+	// lasted until now.
+	slowEnd := <-slow.done
+	if err := <-all.done; status.Code(err) != codes.Canceled {
+		t.Errorf("the unfiltered watch ended with %v", err)
 	}
 	record(t, "An expensive watch beside an unfiltered one", []string{
 		fmt.Sprintf("dcload -conns 4 -rate %d for %v: %d ops (%.0f/s), %d errors; the proxy counted %d transactions", rate, loadFor, rep.Ops, rep.OpsPerSec, rep.Errors, made),
-		fmt.Sprintf("the expensive watch (%s) matched %d and was told of %d dropped", shortFilter(filter), slow.tx.Load(), slow.dropped.Load()),
+		fmt.Sprintf("the expensive watch (%s) matched %d, was told of %d dropped, and ended with %v", shortFilter(filter), slow.tx.Load(), slow.dropped.Load(), status.Code(slowEnd)),
 		fmt.Sprintf("the unfiltered watch saw %d transactions and was told of %d dropped, %v after the load ended", seen, dropped, after.Round(time.Millisecond)),
 	}, nil)
 }
