@@ -195,11 +195,11 @@ func TestExpensiveWatchDoesNotFreezeProxies(t *testing.T) {
 		t.Fatalf("filling the history: %d errors (%s)", fill.Errors, causes(fill))
 	}
 	filter := acceptedFilter(t, "watch filter", d.tryWatchFilter)
-	for _, addr := range []string{p, q} {
+	for name, addr := range map[string]string{"p": p, "q": q} {
 		if took, err := timedGet(addr, limit); err != nil {
-			t.Fatalf("a GET through %s before the watch: %v", addr, err)
+			t.Fatalf("a GET through %s before the watch: %v", name, err)
 		} else {
-			t.Logf("a GET through %s before the watch: %v", addr, took)
+			t.Logf("a GET through %s before the watch: %v", name, took)
 		}
 	}
 
@@ -262,8 +262,13 @@ func TestExpensiveWatchDoesNotFreezeProxies(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				worst[name] = max(worst[name], took)
-				if err != nil || took >= bound {
-					frozen = append(frozen, fmt.Sprintf("a GET through %s took %v (%v)", name, took.Round(time.Millisecond), err))
+				switch {
+				case errors.Is(err, os.ErrDeadlineExceeded):
+					frozen = append(frozen, fmt.Sprintf("a GET through %s had no answer within %v", name, limit))
+				case err != nil:
+					frozen = append(frozen, fmt.Sprintf("a GET through %s failed after %v: %v", name, took.Round(time.Millisecond), err))
+				case took >= bound:
+					frozen = append(frozen, fmt.Sprintf("a GET through %s took %v", name, took.Round(time.Millisecond)))
 				}
 			}()
 		}
@@ -416,7 +421,8 @@ func TestExpensiveWatchDoesNotStarveOthers(t *testing.T) {
 // a steady load while proxy p, on the same event loop, carries a load of
 // its own, first without faults and then with a latency fault (1 ms, on
 // every answer) whose filter is the most expensive one the daemon
-// accepts for a fault: q's p99 stays within three times its baseline.
+// accepts for a fault: q's p99 stays within three times its baseline
+// (or 5 ms).
 func TestFaultFilterDoesNotSlowOtherProxies(t *testing.T) {
 	cache := startCache(t, "IP:127.0.0.1:0")
 	d := startSnoopd(t, daemonOpts{args: []string{"--loops", "1"}})
@@ -439,12 +445,17 @@ func TestFaultFilterDoesNotSlowOtherProxies(t *testing.T) {
 		return nil
 	})
 
-	loadFor := pick(3*time.Second, 30*time.Second)
+	loadFor := pick(2500*time.Millisecond, 30*time.Second)
 	// Both loads rate-limited, so q's latency is its own and not how many
-	// requests it can squeeze in; bounded in count and time.
+	// requests it can squeeze in; bounded in count and time. p's has more
+	// connections, so more of its answers can wait on the loop at once.
 	both := func() (pr, qr loadgen.Report) {
 		args := func(addr string) []string {
-			return []string{"-addr", addr, "-conns", "2", "-rate", "500", "-ops", strconv.Itoa(int(loadFor.Seconds()) * 500),
+			conns := "2"
+			if addr == p {
+				conns = "8"
+			}
+			return []string{"-addr", addr, "-conns", conns, "-rate", "500", "-ops", strconv.Itoa(int(loadFor.Seconds() * 500)),
 				"-duration", loadFor.String(), "-timeout", "5s", "-data", "50-512"}
 		}
 		var wg sync.WaitGroup
@@ -461,38 +472,56 @@ func TestFaultFilterDoesNotSlowOtherProxies(t *testing.T) {
 		}
 		return pr, qr
 	}
-	pBase, qBase := both()
-	if err := d.setFaults("p", fault(filter)); err != nil {
-		t.Fatalf("adding the fault: %v", err)
+	// Without the fault, with it, and both again: a burst of other work
+	// on the machine in one run does not decide the outcome. The bound
+	// is set by the larger baseline and held against the smaller of the
+	// two runs with the fault, so the fault has to slow q both times.
+	var runs []string
+	var base, faulted time.Duration
+	var reports []loadgen.Report
+	var counters []*snoopv1.FaultCounters
+	for i := range 2 {
+		pr, qr := both()
+		base = max(base, qr.Latency.P99)
+		runs = append(runs, fmt.Sprintf("without faults: p %d ops (%.0f/s) p99 %v; q %d ops (%.0f/s) p99 %v", pr.Ops, pr.OpsPerSec, pr.Latency.P99, qr.Ops, qr.OpsPerSec, qr.Latency.P99))
+		if err := d.setFaults("p", fault(filter)); err != nil {
+			t.Fatalf("adding the fault: %v", err)
+		}
+		pf, qf := both()
+		if i == 0 || qf.Latency.P99 < faulted {
+			faulted = qf.Latency.P99
+		}
+		counters = d.proxy(t, "p").GetCounters().GetFaults()
+		if err := d.setFaults("p"); err != nil {
+			t.Fatalf("removing the fault: %v", err)
+		}
+		var touched []string
+		for _, c := range counters {
+			touched = append(touched, fmt.Sprintf("%s matched %d, applied %d", c.GetName(), c.GetMatched(), c.GetApplied()))
+		}
+		runs = append(runs, fmt.Sprintf("with a 1 ms latency fault on p filtered by %s || proxy != \"\": p %d ops (%.0f/s) p99 %v; q %d ops (%.0f/s) p99 %v; the fault: %s",
+			shortFilter(filter), pf.Ops, pf.OpsPerSec, pf.Latency.P99, qf.Ops, qf.OpsPerSec, qf.Latency.P99, strings.Join(touched, ", ")))
+		reports = append(reports, pr, qr, qf)
 	}
-	pFault, qFault := both()
-	faulted := d.proxy(t, "p").GetCounters().GetFaults()
 	// Three times the baseline, or 5 ms if that is more: on an idle
 	// machine q's p99 is a fraction of a millisecond, and a scheduler's
 	// hiccup on a busy CI runner can add a few milliseconds to a sub-ms
 	// figure without anything being wrong; a filter that holds the loop
 	// adds tens of milliseconds to every request behind it.
-	bound := max(3*qBase.Latency.P99, 5*time.Millisecond)
-	if qFault.Latency.P99 > bound {
-		t.Errorf("with a fault filtering p's traffic (%s), q's p99 rose from %v to %v; want at most %v", shortFilter(filter), qBase.Latency.P99, qFault.Latency.P99, bound)
+	bound := max(3*base, 5*time.Millisecond)
+	if faulted > bound {
+		t.Errorf("with a fault filtering p's traffic (%s), q's p99 rose from %v to %v (the lesser of two runs); want at most %v", shortFilter(filter), base, faulted, bound)
 	}
-	for _, r := range []loadgen.Report{pBase, qBase, qFault} {
+	for _, r := range reports {
 		if r.Errors != 0 {
 			t.Errorf("load through %s: %d errors (%s)", r.Addr, r.Errors, causes(r))
 		}
 	}
-	var touched []string
-	for _, c := range faulted {
-		touched = append(touched, fmt.Sprintf("%s matched %d, applied %d", c.GetName(), c.GetMatched(), c.GetApplied()))
+	if len(counters) == 0 || counters[0].GetApplied() == 0 {
+		t.Errorf("the fault applied to none of p's answers: %v", counters)
 	}
-	if len(touched) == 0 || faulted[0].GetApplied() == 0 {
-		t.Errorf("the fault applied to none of p's answers: %v", faulted)
-	}
-	record(t, "A fault's expensive filter on one proxy, another proxy on the same loop", []string{
-		fmt.Sprintf("without faults: p %d ops (%.0f/s) p99 %v; q %d ops (%.0f/s) p99 %v", pBase.Ops, pBase.OpsPerSec, pBase.Latency.P99, qBase.Ops, qBase.OpsPerSec, qBase.Latency.P99),
-		fmt.Sprintf("with a 1 ms latency fault on p filtered by %s || proxy != \"\": p %d ops (%.0f/s) p99 %v, %d errors; q %d ops (%.0f/s) p99 %v (bound %v)", shortFilter(filter), pFault.Ops, pFault.OpsPerSec, pFault.Latency.P99, pFault.Errors, qFault.Ops, qFault.OpsPerSec, qFault.Latency.P99, bound),
-		fmt.Sprintf("p's fault counters: %s", strings.Join(touched, "; ")),
-	}, nil)
+	record(t, "A fault's expensive filter on one proxy, another proxy on the same loop", append(runs,
+		fmt.Sprintf("q's p99: %v at most without the fault, %v at least with it; bound %v", base, faulted, bound)), nil)
 }
 
 // burnEnv, set in the environment, makes the test binary a CPU burner
