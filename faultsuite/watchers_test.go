@@ -302,6 +302,9 @@ func TestExpensiveWatchDoesNotFreezeProxies(t *testing.T) {
 		watchFigure = fmt.Sprintf("the watch (history %d, %s) had not finished its history after %v", history, shortFilter(filter), time.Since(watchStart).Round(time.Millisecond))
 	}
 	cancel()
+	if watchOn {
+		<-watched // the stream's Recv returns at once once its context is done
+	}
 	if t.Failed() {
 		// A daemon frozen in the history would hold its shutdown for as
 		// long: end it now.
