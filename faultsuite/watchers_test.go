@@ -678,7 +678,11 @@ func tailCount(t *testing.T, path string) (tx, dropped int64) {
 // still runs at a few thousand transactions a second, while the tail's
 // side (the daemon's stream and snoopctl) now and then waits tens of
 // milliseconds for a core: behind a queue of 512 events per watcher, that
-// loses events.
+// loses events. How often depends on the machine: on a shared two-core
+// machine the pipeline of the time lost events in four runs of this test
+// out of five (hundreds to thousands of the 20,000 in a round), but with
+// the machine otherwise quiet it can pass; the bound it holds a fixed
+// pipeline to, none lost, does not depend on that.
 func TestTailKeepsUpOnBusyMachine(t *testing.T) {
 	const (
 		serial    = 20000
