@@ -51,6 +51,7 @@ const waitLimit = 30 * time.Second
 var bins struct{ snoopd, snoopctl, dccache, dcload string }
 
 func TestMain(m *testing.M) {
+	burnerMain() // the test binary started again as a competing load
 	flag.Parse()
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "faults")
@@ -109,9 +110,19 @@ func startProc(t *testing.T, name string, argv ...string) *proc {
 // startProcEnv is startProc with env added to the environment.
 func startProcEnv(t *testing.T, name string, env []string, argv ...string) *proc {
 	t.Helper()
+	return startProcTo(t, name, nil, env, argv...)
+}
+
+// startProcTo is startProcEnv with stdout written to a file of the
+// test's (stderr alone goes to the process's out); nil keeps both in out.
+func startProcTo(t *testing.T, name string, stdout *os.File, env []string, argv ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if stdout != nil {
+		p.cmd.Stdout = stdout
+	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p.cmd.Env = append(os.Environ(), "SNOOPD_ADDRESS=", "SNOOPD_TOKEN_FILE=", "NOTIFY_SOCKET=")
 	p.cmd.Env = append(p.cmd.Env, env...)
