@@ -1,4 +1,4 @@
-// Package faultsuite is the fault suite of issue 9: tests that start the
+// Package faultsuite is snoopd's fault suite: tests that start the
 // real binaries (snoopd, snoopctl, dccache and dcload, built once into a
 // temporary directory) and drive real faults at them, each scenario
 // recording a figure of what happened.

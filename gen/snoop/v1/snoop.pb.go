@@ -2786,7 +2786,12 @@ type WatchEventsResponse struct {
 	Event *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// dropped, in a drop notice, is the number of matching events this
 	// watcher missed because it fell behind; they came before the next
-	// event.
+	// event. The daemon keeps one log of encoded events that every watch
+	// reads at its own pace (GetDaemonInfoResponse.watcher_queue_size
+	// events, watch_buffer_bytes bytes); a watch that falls further behind
+	// loses the oldest. Since 0.4.0 such events are counted by the
+	// request's field filters (proxies, ops, results, ...): a filter
+	// expression never ran on them, so with one this is an upper bound.
 	Dropped uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	// history_done, in a notice sent once to a watcher that asked for
 	// history, marks the end of the history: the events before it had
