@@ -1,7 +1,7 @@
 // Package version is the one version string of snoopd and snoopctl: the
-// module version the Go toolchain recorded in the binary, or its VCS
-// revision (with "-dirty" when the tree was modified), unless the build
-// sets it:
+// tagged module version the Go toolchain recorded in the binary, or the
+// release under way with its VCS revision (".dirty" when the tree was
+// modified), unless the build sets it:
 //
 //	go build -ldflags "-X github.com/snoopd/snoopd/internal/version.Override=1.2.3" ./...
 package version
@@ -9,11 +9,17 @@ package version
 import (
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 )
 
 // Override, set at link time, replaces the version read from build info.
 var Override string
+
+// Release is the version this tree is becoming, as CHANGELOG.md names it:
+// a build that is not a tagged release reports it as "Release-dev", with
+// the revision it was built from ("0.4.0-dev+0123456789ab").
+const Release = "0.4.0"
 
 // Info is what a binary knows about its own build.
 type Info struct {
@@ -54,15 +60,15 @@ func fromBuild(override string, read func() (*debug.BuildInfo, bool)) Info {
 	switch {
 	case override != "":
 		v.Version = override
-	case ok && bi.Main.Version != "" && bi.Main.Version != "(devel)":
-		v.Version = bi.Main.Version
+	case ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" && !strings.HasPrefix(bi.Main.Version, "v0.0.0-"):
+		v.Version = bi.Main.Version // a tagged release
 	case v.Revision != "":
-		v.Version = shortRev(v.Revision)
+		v.Version = Release + "-dev+" + shortRev(v.Revision)
 		if v.Modified {
-			v.Version += "-dirty"
+			v.Version += ".dirty"
 		}
 	default:
-		v.Version = "devel"
+		v.Version = Release + "-dev"
 	}
 	return v
 }
