@@ -18,7 +18,8 @@
 //   - snoopd-ENGINE: the real snoopd, built from this tree and started with
 //     --engine ENGINE, its proxy created with the real `snoopctl add`;
 //   - snoopd-ENGINE+tail: the same with a real `snoopctl tail -o json`
-//     attached over the control socket, its output going to /dev/null;
+//     attached over the control socket once the warm-up is done, its
+//     output going to /dev/null;
 //   - snoopd-ENGINE+tails4: the same with four such tails attached;
 //   - snoopd-ENGINE+export: the same exporting every event (`--export`,
 //     the defaults otherwise) to a real NATS server with JetStream that
