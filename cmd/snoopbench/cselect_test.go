@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -78,6 +80,8 @@ func TestCSelectLoad(t *testing.T) {
 				{"persistent", loadgen.Config{Conns: 8, Persistent: true, Ops: 4000, MaxData: 1024}},
 				{"conn-per-op", loadgen.Config{Conns: 8, Persistent: false, Ops: 2000, MaxData: 1024}},
 				{"pipelined-large", loadgen.Config{Conns: 8, Persistent: true, Pipeline: 4, Ops: 2000, MinData: 100, MaxData: 30000}},
+				// As many clients as snoopbench's conc100 scenario.
+				{"100-clients", loadgen.Config{Conns: manyClients, Persistent: true, Ops: 5000, MaxData: 1024}},
 			} {
 				cfg := tc.cfg
 				cfg.Addr, cfg.Verify, cfg.Seed = p.addr, true, 7
@@ -88,6 +92,105 @@ func TestCSelectLoad(t *testing.T) {
 				}
 				if rep.Errors != 0 || rep.Ops != cfg.Ops {
 					t.Errorf("%s: %d of %d operations answered, %d errors: %v", tc.name, rep.Ops, cfg.Ops, rep.Errors, rep.ErrorSamples)
+				}
+			}
+		})
+	}
+}
+
+// TestCSelectMaxConns holds cselectMaxConns to the C proxy: that many
+// connections at once are each carried (fewer by half the descriptors it
+// inherited), one more is closed at once.
+func TestCSelectMaxConns(t *testing.T) {
+	for _, nw := range testutil.Networks() {
+		t.Run(nw.Name, func(t *testing.T) {
+			sa := nw.Addr(t)
+			ln, err := net.Listen(sa.Network().String(), sa.NetAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			sa, err = distcache.AddrFromNet(ln.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// An echo server, one goroutine per connection, all ended
+			// with the listener and the connections at the end.
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var served []net.Conn
+			defer func() {
+				ln.Close()
+				mu.Lock()
+				for _, c := range served {
+					c.Close()
+				}
+				mu.Unlock()
+				wg.Wait()
+			}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					served = append(served, c)
+					mu.Unlock()
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						io.Copy(c, c)
+					}()
+				}
+			}()
+			p := startCSelectT(t, nw.Addr(t), sa)
+			// Descriptors it inherited beyond standard input, output and
+			// error (this test's environment may leave some open) take
+			// room from the connections.
+			ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inherited := 0
+			for _, e := range ents {
+				if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 3 && fd < 1024 {
+					inherited++
+				}
+			}
+			limit := (1024 - 4 - inherited) / 2
+			if inherited == 0 && limit != cselectMaxConns {
+				t.Errorf("cselectMaxConns is %d, the C proxy's limit %d", cselectMaxConns, limit)
+			}
+			echo := func(c net.Conn) error {
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write([]byte{'x'}); err != nil {
+					return err
+				}
+				var b [1]byte
+				_, err := io.ReadFull(c, b[:])
+				return err
+			}
+			var clients []net.Conn
+			defer func() {
+				for _, c := range clients {
+					c.Close()
+				}
+			}()
+			for i := range limit + 1 {
+				c, err := net.Dial(p.addr.Network().String(), p.addr.NetAddr())
+				if err != nil {
+					t.Fatalf("connection %d: %v", i+1, err)
+				}
+				clients = append(clients, c)
+				err = echo(c)
+				if i < limit && err != nil {
+					t.Fatalf("connection %d of %d (%d descriptors inherited): %v", i+1, limit, inherited, err)
+				}
+				if i == limit && err == nil {
+					t.Fatalf("connection %d carried; the limit is %d (%d descriptors inherited)", i+1, limit, inherited)
 				}
 			}
 		})

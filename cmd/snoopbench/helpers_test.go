@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/snoopd/snoopd/distcache/loadgen"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -125,38 +128,45 @@ func TestRotation(t *testing.T) {
 	}
 }
 
-func TestSelectPaths(t *testing.T) {
-	all := allPaths([]string{"epoll", "goroutines"})
+func pathNames(ps []pathSpec) []string {
 	var names []string
-	for _, p := range all {
+	for _, p := range ps {
 		names = append(names, p.name)
 	}
-	want := []string{"direct", "naive", "cselect", "snoop", "snoop-stalled", "snoopd-epoll", "snoopd-epoll+tail", "snoopd-epoll+export",
-		"snoopd-goroutines", "snoopd-goroutines+tail", "snoopd-goroutines+export"}
-	if !slices.Equal(names, want) {
+	return names
+}
+
+func TestSelectPaths(t *testing.T) {
+	all := allPaths([]string{"epoll", "goroutines"}, nil)
+	want := []string{"direct", "naive", "cselect", "snoop", "snoop-stalled",
+		"snoopd-epoll", "snoopd-epoll+tail", "snoopd-epoll+tails4", "snoopd-epoll+export",
+		"snoopd-goroutines", "snoopd-goroutines+tail", "snoopd-goroutines+tails4", "snoopd-goroutines+export"}
+	if names := pathNames(all); !slices.Equal(names, want) {
 		t.Errorf("allPaths = %v, want %v", names, want)
 	}
 	for _, p := range all {
-		if p.name == "snoopd-epoll+tail" && (p.engine != "epoll" || !p.tail || p.export || p.kind != kindSnoopd) {
+		if p.name == "snoopd-epoll+tail" && (p.engine != "epoll" || p.tails != 1 || p.export || p.kind != kindSnoopd || p.loops != 0) {
 			t.Errorf("snoopd-epoll+tail = %+v", p)
 		}
-		if p.name == "snoopd-goroutines+export" && (p.engine != "goroutines" || p.tail || !p.export || p.kind != kindSnoopd) {
+		if p.name == "snoopd-epoll+tails4" && (p.engine != "epoll" || p.tails != 4 || p.export || p.kind != kindSnoopd) {
+			t.Errorf("snoopd-epoll+tails4 = %+v", p)
+		}
+		if p.name == "snoopd-goroutines+export" && (p.engine != "goroutines" || p.tails != 0 || !p.export || p.kind != kindSnoopd) {
 			t.Errorf("snoopd-goroutines+export = %+v", p)
 		}
+		if p.base != p.name {
+			t.Errorf("%s: base %q without -loops", p.name, p.base)
+		}
 	}
-	if got := allPaths(nil); got[len(got)-3].name != "snoopd" || got[len(got)-2].name != "snoopd+tail" || got[len(got)-1].name != "snoopd+export" || got[len(got)-1].engine != "" {
-		t.Errorf("allPaths(nil) ends with %+v", got[len(got)-3:])
+	if got := pathNames(allPaths(nil, nil)); !slices.Equal(got[len(got)-4:], []string{"snoopd", "snoopd+tail", "snoopd+tails4", "snoopd+export"}) {
+		t.Errorf("allPaths(nil, nil) ends with %v", got[len(got)-4:])
 	}
 
 	sel, err := selectPaths(all, " snoopd-epoll+tail,naive,naive")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, p := range sel {
-		got = append(got, p.name)
-	}
-	if !slices.Equal(got, []string{"direct", "snoopd-epoll+tail", "naive"}) {
+	if got := pathNames(sel); !slices.Equal(got, []string{"direct", "snoopd-epoll+tail", "naive"}) {
 		t.Errorf("selected %v", got)
 	}
 	if sel, err := selectPaths(all, "all"); err != nil || len(sel) != len(all) {
@@ -164,6 +174,102 @@ func TestSelectPaths(t *testing.T) {
 	}
 	if _, err := selectPaths(all, "snoopd-iouring"); err == nil || !strings.Contains(err.Error(), "snoopd-epoll+tail") {
 		t.Errorf("unknown path: %v, want an error listing the valid ones", err)
+	}
+}
+
+func TestParseLoops(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []int
+	}{
+		{"", nil},
+		{" , ", nil},
+		{"1", []int{1}},
+		{"1,2", []int{1, 2}},
+		{" 2 , 1,", []int{2, 1}},
+	} {
+		got, err := parseLoops(tc.in)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("parseLoops(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"0", "-1", "x", "1,1", "2,1.5", "l2"} {
+		if got, err := parseLoops(bad); err == nil || !strings.HasPrefix(err.Error(), "-loops: ") {
+			t.Errorf("parseLoops(%q) = %v, %v; want a -loops error", bad, got, err)
+		}
+	}
+}
+
+func TestPathsWithLoops(t *testing.T) {
+	all := allPaths([]string{"epoll", "goroutines"}, []int{1, 2})
+	want := []string{"direct", "naive", "cselect", "snoop", "snoop-stalled",
+		"snoopd-epoll/l1", "snoopd-epoll/l1+tail", "snoopd-epoll/l1+tails4", "snoopd-epoll/l1+export",
+		"snoopd-epoll/l2", "snoopd-epoll/l2+tail", "snoopd-epoll/l2+tails4", "snoopd-epoll/l2+export",
+		// The loops are the epoll engine's: the goroutine engine runs once.
+		"snoopd-goroutines", "snoopd-goroutines+tail", "snoopd-goroutines+tails4", "snoopd-goroutines+export"}
+	if names := pathNames(all); !slices.Equal(names, want) {
+		t.Fatalf("allPaths = %v, want %v", names, want)
+	}
+	byName := map[string]pathSpec{}
+	for _, p := range all {
+		byName[p.name] = p
+	}
+	if p := byName["snoopd-epoll/l2+tail"]; p.loops != 2 || p.tails != 1 || p.engine != "epoll" || p.base != "snoopd-epoll+tail" {
+		t.Errorf("snoopd-epoll/l2+tail = %+v", p)
+	}
+	if p := byName["snoopd-epoll/l1"]; p.loops != 1 || p.watched() || p.base != "snoopd-epoll" {
+		t.Errorf("snoopd-epoll/l1 = %+v", p)
+	}
+	if p := byName["snoopd-goroutines+tails4"]; p.loops != 0 || p.tails != 4 {
+		t.Errorf("snoopd-goroutines+tails4 = %+v", p)
+	}
+
+	// A name without the setting selects every setting, in -loops order;
+	// a name with one selects that one.
+	sel, err := selectPaths(all, "snoopd-epoll+tail,snoopd-epoll/l2+tails4,snoopd-epoll/l2+tail,cselect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pathNames(sel); !slices.Equal(got, []string{"direct", "snoopd-epoll/l1+tail", "snoopd-epoll/l2+tail", "snoopd-epoll/l2+tails4", "cselect"}) {
+		t.Errorf("selected %v", got)
+	}
+	for _, bad := range []string{"snoopd-epoll/l3", "snoopd-goroutines/l1", "snoopd-epoll/l2+tails"} {
+		if _, err := selectPaths(all, bad); err == nil {
+			t.Errorf("%q selected", bad)
+		}
+	}
+
+	// Each watched path is compared with its own loops setting's
+	// unwatched daemon, and only with a measured one.
+	sel, err = selectPaths(all, "snoopd-epoll/l1+tails4,snoopd-epoll,snoopd-goroutines+export,naive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := pathNames(sel) // direct, l1+tails4, l1, l2, goroutines+export, naive
+	for _, tc := range []struct {
+		path, want string
+	}{
+		{"snoopd-epoll/l1+tails4", "snoopd-epoll/l1"},
+		{"snoopd-epoll/l1", ""},
+		{"snoopd-goroutines+export", ""},
+		{"naive", ""},
+	} {
+		u := unwatchedOf(sel, sel[slices.Index(names, tc.path)])
+		got := ""
+		if u >= 0 {
+			got = sel[u].name
+		}
+		if got != tc.want {
+			t.Errorf("unwatchedOf(%s) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestListenName(t *testing.T) {
+	e := &runEnv{dir: "/tmp/sb", network: "unix"}
+	got := e.listen("snoopd-epoll/l2+tails4")
+	if !strings.HasPrefix(got, "UNIX:/tmp/sb/snoopd-epoll-l2-tails4-") || strings.Count(got, "/") != 3 {
+		t.Errorf("listen = %q, want a socket directly in the run's dir", got)
 	}
 }
 
@@ -178,6 +284,36 @@ func TestSelectScenarios(t *testing.T) {
 	}
 	if _, err := selectScenarios(all, "serial,bogus"); err == nil {
 		t.Error("unknown scenario accepted")
+	}
+	f := benchFlags{serialOps: 10, perOpOps: 5, concOps: 2, conc100Ops: 3, conc: 4, dataMin: 50, dataMax: 100}
+	sel, err = selectScenarios(scenarios(f), "conc100")
+	if err != nil || len(sel) != 1 {
+		t.Fatalf("selected %+v, %v", sel, err)
+	}
+	if c := sel[0].cfg; c.Conns != 100 || !c.Persistent || c.Ops != 300 || sel[0].name != "100 clients, persistent" || c.Sessions < c.Conns {
+		t.Errorf("conc100 = %+v", sel[0])
+	}
+	if all, _ := selectScenarios(scenarios(f), "all"); len(all) != len(scenarioKeys) {
+		t.Errorf("all: %d scenarios, want %d", len(all), len(scenarioKeys))
+	}
+}
+
+func TestTooMany(t *testing.T) {
+	cs := allPaths(nil, nil)[2]
+	if cs.name != "cselect" || cs.maxConns != 510 {
+		t.Fatalf("cselect = %+v, want at most 510 connections", cs)
+	}
+	many := func(n int) scenario { return scenario{cfg: loadgen.Config{Conns: n}} }
+	if tooMany(cs, many(100)) || tooMany(cs, many(510)) || !tooMany(cs, many(511)) {
+		t.Error("cselect's limit misapplied")
+	}
+	if tooMany(allPaths(nil, nil)[1], many(5000)) {
+		t.Error("naive has no limit")
+	}
+	r := row{Network: "tcp", Scenario: "600 clients, persistent", Path: "cselect", Skipped: "skipped: carries at most 510 connections"}
+	md := r.markdown()
+	if strings.Count(md, "|") != strings.Count(strings.SplitN(tableHeader, "\n", 2)[0], "|") || !strings.Contains(md, "| cselect | skipped: carries at most 510 connections |") {
+		t.Errorf("skipped row = %s", md)
 	}
 }
 
@@ -240,4 +376,125 @@ func TestSummarize(t *testing.T) {
 	if md := d.markdown(); strings.Contains(md, "×") {
 		t.Errorf("direct row shows a ratio: %s", md)
 	}
+}
+
+func TestCPUPerEvent(t *testing.T) {
+	for _, tc := range []struct {
+		watched, unwatched time.Duration
+		events             int64
+		want               float64 // µs
+		ok                 bool
+	}{
+		// 1.2 s more CPU for 400,000 events: 3 µs each.
+		{3200 * time.Millisecond, 2 * time.Second, 400_000, 3, true},
+		// Four tails of 20,000 events each: 80,000 events, 0.2 s more.
+		{1100 * time.Millisecond, 900 * time.Millisecond, 80_000, 2.5, true},
+		// One 10 ms tick over 20,000 events.
+		{510 * time.Millisecond, 500 * time.Millisecond, 20_000, 0.5, true},
+		// Noise can make the watched run cheaper: shown as it is.
+		{1900 * time.Millisecond, 2 * time.Second, 100_000, -1, true},
+		{2 * time.Second, time.Second, 0, 0, false},
+		{2 * time.Second, time.Second, -5, 0, false},
+	} {
+		got, ok := cpuPerEventUS(tc.watched, tc.unwatched, tc.events)
+		if ok != tc.ok || math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("cpuPerEventUS(%v, %v, %d) = %v, %v; want %v, %v", tc.watched, tc.unwatched, tc.events, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestLossPct(t *testing.T) {
+	for _, tc := range []struct {
+		watched, unwatched, want float64
+		ok                       bool
+	}{
+		{38_000, 40_000, 5, true},
+		{40_000, 40_000, 0, true},
+		{42_000, 40_000, -5, true},
+		{10_000, 0, 0, false},
+	} {
+		got, ok := lossPct(tc.watched, tc.unwatched)
+		if ok != tc.ok || math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("lossPct(%v, %v) = %v, %v; want %v, %v", tc.watched, tc.unwatched, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestCompareRounds(t *testing.T) {
+	mk := func(ops float64, cpu time.Duration, streamed int64) result {
+		r := result{cpu: cpu, cpuOK: true, streamed: streamed, streamedOK: streamed > 0}
+		r.rep.OpsPerSec = ops
+		return r
+	}
+	// Three rounds of a +tails4 path (4 × 20,000 events per round), the
+	// same daemon without a watcher, and cselect.
+	watched := []result{mk(9_500, 2200*time.Millisecond, 80_000), mk(9_000, 2400*time.Millisecond, 80_000), mk(10_200, 2100*time.Millisecond, 80_000)}
+	unwatched := []result{mk(10_000, 2000*time.Millisecond, 0), mk(10_000, 2000*time.Millisecond, 0), mk(10_000, 2000*time.Millisecond, 0)}
+	cselect := []result{mk(10_000, time.Second, 0), mk(9_000, time.Second, 0)} // one round short
+	cmps := compareRounds(watched, unwatched, cselect)
+	if len(cmps) != 3 {
+		t.Fatalf("%d comparisons", len(cmps))
+	}
+	// Per round: loss 5%, 10%, -2%; CPU per event 200/400/100 ms over
+	// 80,000 = 2.5, 5, 1.25 µs; vs cselect 0.95, 1.0, none.
+	wantLoss, wantCPU := []float64{5, 10, -2}, []float64{2.5, 5, 1.25}
+	for i, c := range cmps {
+		if c.Loss == nil || math.Abs(*c.Loss-wantLoss[i]) > 1e-9 || c.CPUPerEvent == nil || math.Abs(*c.CPUPerEvent-wantCPU[i]) > 1e-9 {
+			t.Errorf("round %d: %+v", i+1, c)
+		}
+	}
+	if cmps[2].VsCSelect != nil || cmps[0].VsCSelect == nil || *cmps[0].VsCSelect != 0.95 || *cmps[1].VsCSelect != 1 {
+		t.Errorf("vs cselect: %+v", cmps)
+	}
+	var r row
+	r.addComparisons(cmps)
+	near := func(p *float64, want float64) bool { return p != nil && math.Abs(*p-want) < 1e-9 }
+	if !near(r.Loss, 5) || !near(r.CPUPerEvent, 2.5) || !near(r.VsCSelect, 0.975) {
+		t.Errorf("medians: loss %v, cpu/event %v, vs cselect %v", deref(r.Loss), deref(r.CPUPerEvent), deref(r.VsCSelect))
+	}
+	if md := r.markdown(); !strings.HasSuffix(md, "| 0.97× | 5.0% | 2.50 µs |") && !strings.HasSuffix(md, "| 0.98× | 5.0% | 2.50 µs |") {
+		t.Errorf("markdown = %s", md)
+	}
+
+	// Nothing to compare with: no figures, and blank cells.
+	none := compareRounds(watched, nil, nil)
+	var r2 row
+	r2.addComparisons(none)
+	if r2.Loss != nil || r2.CPUPerEvent != nil || r2.VsCSelect != nil || !strings.HasSuffix(r2.markdown(), "|  |  |  |") {
+		t.Errorf("nothing to compare: %+v", r2)
+	}
+	// An unwatched path (no events streamed) gets a loss but no CPU per
+	// event.
+	c := compareRounds(unwatched[:1], unwatched[:1], nil)[0]
+	if !near(c.Loss, 0) || c.CPUPerEvent != nil {
+		t.Errorf("unwatched against itself: %+v", c)
+	}
+}
+
+func TestTailEventsInRow(t *testing.T) {
+	r1 := result{eventsOK: true, seen: 4 * 100, tailEvents: []tailCount{{100, 0}, {100, 0}, {100, 0}, {100, 0}}}
+	r2 := result{eventsOK: true, seen: 4*100 - 3, dropped: 3, tailEvents: []tailCount{{100, 0}, {97, 3}, {100, 0}, {100, 0}}}
+	r := summarize("unix", "s", "snoopd-epoll+tails4", []result{r1, r1}, nil)
+	if len(r.TailEvents) != 4 || r.TailEvents[0] != (tailCount{200, 0}) || r.Seen != 800 {
+		t.Errorf("row = %+v", r)
+	}
+	if md := r.markdown(); !strings.Contains(md, "| 200/0 ×4 |") {
+		t.Errorf("markdown = %s", md)
+	}
+	r = summarize("unix", "s", "snoopd-epoll+tails4", []result{r1, r2}, nil)
+	if md := r.markdown(); !strings.Contains(md, "| 200/0 · 197/3 · 200/0 · 200/0 |") || r.Seen != 797 || r.Dropped != 3 {
+		t.Errorf("markdown = %s", md)
+	}
+	// One tail: the total, as before.
+	one := result{eventsOK: true, seen: 50, dropped: 1, tailEvents: []tailCount{{50, 1}}}
+	if md := summarize("unix", "s", "snoopd-epoll+tail", []result{one}, nil).markdown(); !strings.Contains(md, "| 50/1 |") {
+		t.Errorf("markdown = %s", md)
+	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

@@ -18,21 +18,39 @@
 //   - snoopd-ENGINE: the real snoopd, built from this tree and started with
 //     --engine ENGINE, its proxy created with the real `snoopctl add`;
 //   - snoopd-ENGINE+tail: the same with a real `snoopctl tail -o json`
-//     attached over the control socket, its output going to /dev/null;
+//     attached over the control socket once the warm-up is done, its
+//     output going to /dev/null;
+//   - snoopd-ENGINE+tails4: the same with four such tails attached;
 //   - snoopd-ENGINE+export: the same exporting every event (`--export`,
 //     the defaults otherwise) to a real NATS server with JetStream that
 //     snoopbench runs in its own process from the nats-server module.
 //
+// With -loops N,M the epoll engine's paths are measured once per number of
+// event loops, snoopd started with --loops N, the setting in the name
+// (snoopd-epoll/lN, snoopd-epoll/lN+tail, ...); without it snoopd runs
+// its default and the names carry none. A name without a setting given to
+// -paths selects every setting.
+//
+// The scenarios: one client with a persistent connection (serial), one
+// client with a connection per operation (perop), -conc persistent
+// clients (conc) and 100 persistent clients (conc100); a path that cannot
+// carry a scenario's clients at once (cselect: about 510 connections) is
+// marked skipped in that scenario's row.
+//
 // Each scenario runs -rounds times, the paths in a rotating order each
 // round; ratios to direct are shown as the best and the median of the
-// rounds, everything else as the median. Every run is bounded by an
-// operation count and -run-timeout, and every child process (each in a
-// process group of its own) is killed at the end, also after an error or
-// Ctrl-C. Usage:
+// rounds, everything else as the median. Watched snoopd paths (+tail,
+// +tails4, +export) are also compared with the same round's run of the
+// same snoopd without a watcher: the throughput lost, and the daemon's
+// CPU per event streamed (its extra CPU over the events all its watchers
+// were sent together); every path with cselect's ratio to it. Every run
+// is bounded by an operation count and -run-timeout, and every child
+// process (each in a process group of its own) is killed at the end, also
+// after an error or Ctrl-C. Usage:
 //
-//	snoopbench [-networks tcp,unix] [-scenarios serial,perop,conc] [-paths all|NAME,...]
-//	           [-engines epoll,goroutines] [-rounds N] [-serial-ops N] [-perop-ops N] [-conc-ops N]
-//	           [-json FILE] [-idle N] [-scale N -watchers M]
+//	snoopbench [-networks tcp,unix] [-scenarios serial,perop,conc,conc100] [-paths all|NAME,...]
+//	           [-engines epoll,goroutines] [-loops N,...] [-rounds N] [-serial-ops N] [-perop-ops N]
+//	           [-conc-ops N] [-conc100-ops N] [-json FILE] [-idle N] [-scale N -watchers M]
 //	snoopbench -syscalls
 //
 // -networks "" skips the proxy comparison, to run only -idle or -scale.
@@ -52,6 +70,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -83,7 +102,9 @@ type benchFlags struct {
 	serialOps  int64
 	perOpOps   int64
 	concOps    int64
+	conc100Ops int64
 	conc       int
+	loops      string
 	idle       int
 	scale      int
 	watchers   int
@@ -101,14 +122,16 @@ func runBench(args []string) (err error) {
 	var f benchFlags
 	fs := flag.NewFlagSet("snoopbench", flag.ContinueOnError)
 	fs.StringVar(&f.networks, "networks", "tcp,unix", "networks to measure: tcp, unix or both")
-	fs.StringVar(&f.scenarios, "scenarios", "all", "scenarios to run: all, or some of serial, perop, conc")
-	fs.StringVar(&f.paths, "paths", "all", "paths to measure: all, or a list of names (direct is always measured); -paths help lists them")
-	fs.StringVar(&f.engines, "engines", "epoll,goroutines", "snoopd engines: one snoopd-ENGINE, snoopd-ENGINE+tail and snoopd-ENGINE+export path each, started with --engine ENGINE; \"\" for one snoopd path without --engine")
+	fs.StringVar(&f.scenarios, "scenarios", "all", "scenarios to run: all, or some of serial, perop, conc, conc100")
+	fs.StringVar(&f.paths, "paths", "all", "paths to measure: all, or a list of names (direct is always measured; a snoopd-epoll name without /lN names every -loops setting); -paths help lists them")
+	fs.StringVar(&f.engines, "engines", "epoll,goroutines", "snoopd engines: one snoopd-ENGINE, snoopd-ENGINE+tail, snoopd-ENGINE+tails4 and snoopd-ENGINE+export path each, started with --engine ENGINE; \"\" for one such set without --engine")
+	fs.StringVar(&f.loops, "loops", "", "run the epoll engine's paths once per number of event loops in this list, snoopd started with --loops N and the paths named snoopd-epoll/lN, snoopd-epoll/lN+tail, ... (\"\": snoopd's default, no --loops, names without /lN)")
 	fs.IntVar(&f.rounds, "rounds", 3, "rounds: each runs every path once per scenario, in a rotating order")
 	fs.DurationVar(&f.runTimeout, "run-timeout", 2*time.Minute, "bound on the time of one run of one path")
 	fs.Int64Var(&f.serialOps, "serial-ops", 20000, "operations of the serial persistent scenario")
 	fs.Int64Var(&f.perOpOps, "perop-ops", 5000, "operations of the serial connection-per-operation scenario")
 	fs.Int64Var(&f.concOps, "conc-ops", 10000, "operations per client of the concurrent scenario")
+	fs.Int64Var(&f.conc100Ops, "conc100-ops", 1000, "operations per client of the 100-client scenario")
 	fs.IntVar(&f.conc, "conc", 8, "clients of the concurrent scenario")
 	fs.IntVar(&f.idle, "idle", 0, "also open this many idle proxied connections and report RSS per connection (0: skip)")
 	fs.IntVar(&f.scale, "scale", 0, "also run the scale benchmark with this many proxies in one daemon (0: skip)")
@@ -122,6 +145,9 @@ func runBench(args []string) (err error) {
 	fs.StringVar(&f.snoopd, "snoopd", "", "run this snoopd binary instead of building one")
 	fs.StringVar(&f.snoopctl, "snoopctl", "", "run this snoopctl binary instead of building one")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -help: the usage is printed
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -139,18 +165,26 @@ func runBench(args []string) (err error) {
 	switch {
 	case f.rounds < 1:
 		return fmt.Errorf("-rounds %d: want at least 1", f.rounds)
-	case f.serialOps < 1 || f.perOpOps < 1 || f.concOps < 1 || f.conc < 1:
-		return errors.New("-serial-ops, -perop-ops, -conc-ops and -conc must be at least 1")
+	case f.serialOps < 1 || f.perOpOps < 1 || f.concOps < 1 || f.conc100Ops < 1 || f.conc < 1:
+		return errors.New("-serial-ops, -perop-ops, -conc-ops, -conc100-ops and -conc must be at least 1")
 	case f.runTimeout <= 0:
 		return fmt.Errorf("-run-timeout %v: must be positive", f.runTimeout)
 	}
+	loops, err := parseLoops(f.loops)
+	if err != nil {
+		return err
+	}
+	engines := splitList(f.engines)
+	if len(loops) > 0 && !slices.Contains(engines, "epoll") {
+		return fmt.Errorf("-loops %s: the loops are the epoll engine's; -engines %q has no epoll", f.loops, f.engines)
+	}
 	if f.paths == "help" {
-		for _, p := range allPaths(splitList(f.engines)) {
+		for _, p := range allPaths(engines, loops) {
 			fmt.Println(p.name)
 		}
 		return nil
 	}
-	paths, err := selectPaths(allPaths(splitList(f.engines)), f.paths)
+	paths, err := selectPaths(allPaths(engines, loops), f.paths)
 	if err != nil {
 		return err
 	}
@@ -178,7 +212,9 @@ func runBench(args []string) (err error) {
 	}
 	m := rep.Machine
 	fmt.Printf("snoopbench on %s, %d CPUs (GOMAXPROCS %d), %s\n", m.CPU, m.CPUs, m.GOMAXPROCS, m.Go)
-	fmt.Printf("kernel: %s\n\n", m.Kernel)
+	fmt.Printf("kernel: %s\n", m.Kernel)
+	fmt.Printf("load average at the start: %s\n\n", m.LoadStart)
+	start := time.Now()
 
 	var bins binaries
 	if len(networks) > 0 && hasSnoopd(paths) {
@@ -187,6 +223,9 @@ func runBench(args []string) (err error) {
 		}
 		if f.engines != "" && !bins.engineFlag {
 			return fmt.Errorf("%s has no --engine flag: measure its one engine with -engines \"\"", bins.snoopd)
+		}
+		if len(loops) > 0 && !bins.loopsFlag {
+			return fmt.Errorf("%s has no --loops flag: measure its default with -loops \"\"", bins.snoopd)
 		}
 	}
 	var cselectBin string
@@ -206,7 +245,9 @@ func runBench(args []string) (err error) {
 		}
 	}
 	if len(networks) > 0 {
+		rep.Machine.LoadEnd, rep.Machine.Elapsed = firstLine("/proc/loadavg"), time.Since(start).Seconds()
 		printNotes(rep)
+		fmt.Printf("load average at the end: %s; the comparison took %v\n", rep.Machine.LoadEnd, time.Since(start).Round(time.Second))
 	}
 	if f.idle > 0 {
 		if err := benchIdle(dir, f.idle); err != nil {
@@ -256,26 +297,33 @@ func hasSnoopd(paths []pathSpec) bool {
 	return false
 }
 
-// printNotes says how to read the table, and which engine each snoopd
-// path's daemon reported running (a daemon that does not report one is
-// said so, rather than trusting the path's name).
+// printNotes says how to read the table, and which engine (and number of
+// loops) each snoopd path's daemon reported running (a daemon that does
+// not report one is said so, rather than trusting the path's name).
 func printNotes(rep *report) {
 	fmt.Printf("\nOps/s, latencies and CPU are the median of the rounds; \"vs direct\" is the best/median of the rounds' ratios to the same round's direct run.\n")
-	fmt.Printf("CPU per transaction is the process's utime+stime from /proc/PID/stat (resolution %v) over the scenario, divided by the operations.\n", tick)
-	fmt.Printf("Events seen/dropped, summed over the rounds: for snoop, the in-process watcher's over the scenario; for +tail, what snoopctl tail showed and was told were dropped over its life, warm-up and connection events included; for +export, the events the daemon published to NATS (acknowledged by JetStream) and dropped over its life, warm-up included.\n")
+	fmt.Printf("CPU per transaction is the process's utime+stime from /proc/PID/stat (resolution %v) over the scenario, divided by the operations; for +tails4, tail CPU/tx is per tail (the mean of the four).\n", tick)
+	fmt.Printf("Events seen/dropped, summed over the rounds: for snoop, the in-process watcher's over the scenario; for +tail, what snoopctl tail (attached after the warm-up) showed and was told were dropped over the scenario: transactions and errors, as tail without -v asks for (for +tails4, each tail's: N/M ×4 when all four agree); for +export, the events the daemon published to NATS (acknowledged by JetStream) and dropped over its life, warm-up included.\n")
+	fmt.Printf("vs cselect is the median of the rounds' ratios of ops/s to the same round's cselect run. For +tail, +tails4 and +export, loss vs unwatched is the median of the rounds' loss of ops/s against the same round's run of the same snoopd (engine and loops) with no watcher, and daemon CPU/event the median of the rounds' (snoopd CPU of the watched run - snoopd CPU of that unwatched run) / events streamed during the scenario to all the watchers together (the events the tails showed; for export, those published during the scenario).\n")
 	seen := map[string]bool{}
 	for _, r := range rep.Rows {
 		if r.Path == "cselect" && !seen[r.Path] {
 			seen[r.Path] = true
-			fmt.Printf("cselect: a single-threaded C select(2) proxy shaped like dc_snoop (blocking connect per client, bytes forwarded unchanged, no decoding), compiled with cc; a stand-in, not dc_snoop\n")
+			fmt.Printf("cselect: a single-threaded C select(2) proxy shaped like dc_snoop (blocking connect per client, bytes forwarded unchanged, no decoding), compiled with cc; a stand-in, not dc_snoop; it carries at most %d connections at once (descriptors below FD_SETSIZE, two per connection) and is skipped in scenarios with more clients\n", cselectMaxConns)
 		}
-		if !strings.HasPrefix(r.Path, "snoopd") || seen[r.Path] {
+		if r.Skipped != "" {
+			fmt.Printf("%s, %s, %s: %s\n", r.Network, r.Scenario, r.Path, r.Skipped)
+		}
+		if !strings.HasPrefix(r.Path, "snoopd") || seen[r.Path] || r.Skipped != "" {
 			continue
 		}
 		seen[r.Path] = true
-		if r.Engine == "" {
+		switch {
+		case r.Engine == "":
 			fmt.Printf("%s: snoopd did not report its engine\n", r.Path)
-		} else {
+		case r.Loops > 0:
+			fmt.Printf("%s: snoopd reported engine %q with %d loops\n", r.Path, r.Engine, r.Loops)
+		default:
 			fmt.Printf("%s: snoopd reported engine %q\n", r.Path, r.Engine)
 		}
 	}

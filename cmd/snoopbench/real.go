@@ -41,8 +41,9 @@ const (
 // binaries are the snoopd and snoopctl the real paths run.
 type binaries struct {
 	snoopd, snoopctl string
-	// engineFlag reports whether this snoopd takes --engine.
-	engineFlag bool
+	// engineFlag and loopsFlag report whether this snoopd takes
+	// --engine and --loops.
+	engineFlag, loopsFlag bool
 }
 
 // buildBinaries builds snoopd and snoopctl from the module in src into
@@ -73,6 +74,7 @@ func buildBinaries(src, dir, snoopd, snoopctl string) (binaries, error) {
 		return b, fmt.Errorf("%s --help: %w", b.snoopd, err)
 	}
 	b.engineFlag = hasFlag(out.String(), "engine")
+	b.loopsFlag = hasFlag(out.String(), "loops")
 	return b, nil
 }
 
@@ -216,16 +218,16 @@ func (d *daemonProc) addProxy(listen, server string) (distcache.Addr, error) {
 	return a, nil
 }
 
-// engine returns the engine the daemon says it runs ("" when it does not
-// say).
-func (d *daemonProc) engine() string {
+// reported returns the engine the daemon says it runs and its number of
+// event loops ("" and 0 when it does not say).
+func (d *daemonProc) reported() (engine string, loops uint32) {
 	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
 	defer cancel()
 	info, err := d.info.GetDaemonInfo(ctx, &snoopv1.GetDaemonInfoRequest{})
 	if err != nil {
-		return ""
+		return "", 0
 	}
-	return info.GetEngine()
+	return info.GetEngine(), info.GetLoops()
 }
 
 // stop ends snoopd with SIGTERM (a graceful shutdown) and kills its group
@@ -257,8 +259,8 @@ type tailProc struct {
 }
 
 // startTail attaches a tail to the daemon and waits until the daemon
-// counts its stream.
-func (d *daemonProc) startTail() (*tailProc, error) {
+// counts its stream: until it counts at least watchers streams.
+func (d *daemonProc) startTail(watchers int) (*tailProc, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
@@ -279,7 +281,7 @@ func (d *daemonProc) startTail() (*tailProc, error) {
 			return true // reported below
 		default:
 		}
-		return info.GetWatchers() >= 1
+		return info.GetWatchers() >= int32(watchers)
 	})
 	select {
 	case <-t.exited:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -37,6 +38,96 @@ type row struct {
 	Dropped  int64   `json:"events_dropped,omitempty"`
 	Errors   int64   `json:"errors"`
 	Engine   string  `json:"engine_reported,omitempty"`
+	Loops    uint32  `json:"loops_reported,omitempty"`
+	// TailEvents are what each tail showed and was told were dropped,
+	// summed over the rounds (Seen and Dropped are their sums).
+	TailEvents []tailCount `json:"tail_events,omitempty"`
+	// The medians of the rounds' comparisons (nil when not measured):
+	// the ratio of ops/s to the same round's cselect run; the loss of
+	// ops/s against the same round's run of the same snoopd with no
+	// watcher, in %; and the daemon's CPU per event streamed, in µs.
+	VsCSelect   *float64 `json:"ratio_cselect_median,omitempty"`
+	Loss        *float64 `json:"loss_vs_unwatched_pct,omitempty"`
+	CPUPerEvent *float64 `json:"daemon_cpu_us_per_event,omitempty"`
+	// Skipped says why the path did not run in the scenario.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// versus are one run's comparisons with other runs of its round (nil
+// where there is nothing to compare with).
+type versus struct {
+	VsCSelect   *float64 `json:"ratio_cselect,omitempty"`
+	Loss        *float64 `json:"loss_vs_unwatched_pct,omitempty"`
+	CPUPerEvent *float64 `json:"daemon_cpu_us_per_event,omitempty"`
+}
+
+// cpuPerEventUS is the daemon's CPU per event streamed to its watchers,
+// in µs: the CPU of the watched run less that of the unwatched run of
+// the same scenario and round, over the events streamed to all the
+// watchers together. false when no event was streamed.
+func cpuPerEventUS(watched, unwatched time.Duration, events int64) (float64, bool) {
+	if events <= 0 {
+		return 0, false
+	}
+	return float64(watched-unwatched) / 1e3 / float64(events), true
+}
+
+// lossPct is how much lower watched throughput is than unwatched, in %
+// (negative when it is higher). false without an unwatched figure.
+func lossPct(watched, unwatched float64) (float64, bool) {
+	if unwatched <= 0 {
+		return 0, false
+	}
+	return 100 * (1 - watched/unwatched), true
+}
+
+// compareRounds compares each run with the run of the same round in
+// unwatched (the same snoopd without a watcher) and in cselect; either
+// may be nil or shorter, when that path was not measured.
+func compareRounds(runs, unwatched, cselect []result) []versus {
+	out := make([]versus, len(runs))
+	for i, x := range runs {
+		if i < len(cselect) {
+			if c := cselect[i].rep.OpsPerSec; c > 0 {
+				out[i].VsCSelect = ptr(x.rep.OpsPerSec / c)
+			}
+		}
+		if i >= len(unwatched) {
+			continue
+		}
+		u := unwatched[i]
+		if l, ok := lossPct(x.rep.OpsPerSec, u.rep.OpsPerSec); ok {
+			out[i].Loss = ptr(l)
+		}
+		if x.streamedOK && x.cpuOK && u.cpuOK {
+			if c, ok := cpuPerEventUS(x.cpu, u.cpu, x.streamed); ok {
+				out[i].CPUPerEvent = ptr(c)
+			}
+		}
+	}
+	return out
+}
+
+func ptr(v float64) *float64 { return &v }
+
+// addComparisons sets the row's comparisons to the medians of the
+// rounds'.
+func (r *row) addComparisons(cmps []versus) {
+	med := func(get func(versus) *float64) *float64 {
+		var xs []float64
+		for _, c := range cmps {
+			if v := get(c); v != nil {
+				xs = append(xs, *v)
+			}
+		}
+		if len(xs) == 0 {
+			return nil
+		}
+		return ptr(median(xs))
+	}
+	r.VsCSelect = med(func(c versus) *float64 { return c.VsCSelect })
+	r.Loss = med(func(c versus) *float64 { return c.Loss })
+	r.CPUPerEvent = med(func(c versus) *float64 { return c.CPUPerEvent })
 }
 
 // median of xs (the mean of the middle two for an even count); 0 for
@@ -88,8 +179,15 @@ func summarize(network, scenario, path string, runs, direct []result) row {
 			r.Seen += x.seen
 			r.Dropped += x.dropped
 		}
+		for i, t := range x.tailEvents {
+			if i == len(r.TailEvents) {
+				r.TailEvents = append(r.TailEvents, tailCount{})
+			}
+			r.TailEvents[i].Seen += t.Seen
+			r.TailEvents[i].Dropped += t.Dropped
+		}
 		if x.engine != "" {
-			r.Engine = x.engine
+			r.Engine, r.Loops = x.engine, x.loops
 		}
 	}
 	r.OpsPerS, r.P50, r.P99 = median(ops), median(p50), median(p99)
@@ -105,13 +203,17 @@ func summarize(network, scenario, path string, runs, direct []result) row {
 }
 
 // tableHeader is the markdown header of the comparison.
-const tableHeader = `| network | scenario | path | ops/s | vs direct best/median | p50 | p99 | added p50 | added p99 | proxy CPU/tx | tail CPU/tx | allocs/frame | events seen/dropped | errors |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`
+const tableHeader = `| network | scenario | path | ops/s | vs direct best/median | p50 | p99 | added p50 | added p99 | proxy CPU/tx | tail CPU/tx | allocs/frame | events seen/dropped | errors | vs cselect | loss vs unwatched | daemon CPU/event |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`
 
 // markdown renders the row for the table.
 func (r row) markdown() string {
+	if r.Skipped != "" {
+		return fmt.Sprintf("| %s | %s | %s | %s |  |  |  |  |  |  |  |  |  |  |  |  |  |", r.Network, r.Scenario, r.Path, r.Skipped)
+	}
 	f1 := func(v float64) string { return fmt.Sprintf("%.1f µs", v) }
 	vs, a50, a99, cpu, tail, allocs, events := "", "", "", "", "", "", ""
+	vsC, loss, perEvent := "", "", ""
 	if r.RatioOK {
 		vs = fmt.Sprintf("%.2f/%.2f×", r.Best, r.Median)
 		a50, a99 = f1(r.Added50), f1(r.Added99)
@@ -127,9 +229,38 @@ func (r row) markdown() string {
 	}
 	if r.EventsOK {
 		events = fmt.Sprintf("%d/%d", r.Seen, r.Dropped)
+		if len(r.TailEvents) > 1 {
+			events = tailEventsText(r.TailEvents)
+		}
 	}
-	return fmt.Sprintf("| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |",
-		r.Network, r.Scenario, r.Path, r.OpsPerS, vs, f1(r.P50), f1(r.P99), a50, a99, cpu, tail, allocs, events, r.Errors)
+	if r.VsCSelect != nil {
+		vsC = fmt.Sprintf("%.2f×", *r.VsCSelect)
+	}
+	if r.Loss != nil {
+		loss = fmt.Sprintf("%.1f%%", *r.Loss)
+	}
+	if r.CPUPerEvent != nil {
+		perEvent = fmt.Sprintf("%.2f µs", *r.CPUPerEvent)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s |",
+		r.Network, r.Scenario, r.Path, r.OpsPerS, vs, f1(r.P50), f1(r.P99), a50, a99, cpu, tail, allocs, events, r.Errors, vsC, loss, perEvent)
+}
+
+// tailEventsText shows several tails' events seen/dropped: "N/M ×4" when
+// every tail saw the same, else each tail's in turn.
+func tailEventsText(ts []tailCount) string {
+	same := true
+	for _, t := range ts {
+		same = same && t == ts[0]
+	}
+	if same {
+		return fmt.Sprintf("%d/%d ×%d", ts[0].Seen, ts[0].Dropped, len(ts))
+	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = fmt.Sprintf("%d/%d", t.Seen, t.Dropped)
+	}
+	return strings.Join(parts, " · ")
 }
 
 // runRecord is one run, as -json writes it.
@@ -149,6 +280,14 @@ type runRecord struct {
 	Dropped  int64   `json:"events_dropped,omitempty"`
 	Errors   int64   `json:"errors"`
 	Engine   string  `json:"engine_reported,omitempty"`
+	Loops    uint32  `json:"loops_reported,omitempty"`
+	// ProxyCPUms is the proxy's CPU over the scenario; Streamed the
+	// events the daemon delivered to its watchers over it, all of them
+	// together.
+	ProxyCPUms float64     `json:"proxy_cpu_ms,omitempty"`
+	TailEvents []tailCount `json:"tail_events,omitempty"`
+	Streamed   *int64      `json:"events_streamed,omitempty"`
+	versus
 }
 
 // report collects the runs and rows; rows are printed as they come.
@@ -161,13 +300,20 @@ type report struct {
 	header  bool
 }
 
-func (rep *report) addRun(network string, sc scenario, p pathSpec, round int, r result) {
-	rep.Runs = append(rep.Runs, runRecord{
+// addRun records a run and returns its index in rep.Runs.
+func (rep *report) addRun(network string, sc scenario, p pathSpec, round int, r result) int {
+	rec := runRecord{
 		Network: network, Scenario: sc.name, Path: p.name, Round: round + 1,
 		Ops: r.rep.Ops, Elapsed: r.rep.Elapsed.Seconds(), OpsPerS: r.rep.OpsPerSec,
 		P50: us(r.p50), P99: us(r.p99), CPU: us(r.cpuPerTx), TailCPU: us(r.tailCPUPerTx),
-		Seen: r.seen, Dropped: r.dropped, Errors: r.rep.Errors, Engine: r.engine,
-	})
+		Seen: r.seen, Dropped: r.dropped, Errors: r.rep.Errors, Engine: r.engine, Loops: r.loops,
+		ProxyCPUms: float64(r.cpu) / 1e6, TailEvents: r.tailEvents,
+	}
+	if r.streamedOK {
+		rec.Streamed = &r.streamed
+	}
+	rep.Runs = append(rep.Runs, rec)
+	return len(rep.Runs) - 1
 }
 
 func (rep *report) addRow(r row) {

@@ -20,13 +20,21 @@ type machineInfo struct {
 	Go         string `json:"go"`
 	Kernel     string `json:"kernel"`
 	IOUring    string `json:"io_uring_disabled,omitempty"`
+	// LoadStart and LoadEnd are /proc/loadavg when the benchmark
+	// started and when its comparison ended: other work on the machine
+	// moves every figure.
+	LoadStart string `json:"loadavg_start,omitempty"`
+	LoadEnd   string `json:"loadavg_end,omitempty"`
+	// Elapsed is the comparison's wall time, in seconds.
+	Elapsed float64 `json:"elapsed_s,omitempty"`
 }
 
 func machine() machineInfo {
 	return machineInfo{
 		CPU: cpuModel(), CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(),
-		Kernel:  firstLine("/proc/version"),
-		IOUring: firstLine("/proc/sys/kernel/io_uring_disabled"),
+		Kernel:    firstLine("/proc/version"),
+		IOUring:   firstLine("/proc/sys/kernel/io_uring_disabled"),
+		LoadStart: firstLine("/proc/loadavg"),
 	}
 }
 
