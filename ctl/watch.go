@@ -243,7 +243,7 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 		defer t.Stop()
 		stop = t.C
 	}
-	st, err := c.events.WatchEvents(sctx, req)
+	st, err := c.events.WatchEvents(sctx, req, watchDecoding)
 	if err != nil {
 		if sctx.Err() != nil {
 			return s.res, nil

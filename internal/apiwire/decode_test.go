@@ -1,0 +1,144 @@
+package apiwire
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+// checkDecoding holds UnmarshalResponse to proto.Unmarshal on b.
+func checkDecoding(t *testing.T, b []byte) {
+	t.Helper()
+	want := new(snoopv1.WatchEventsResponse)
+	werr := proto.Unmarshal(b, want)
+	got := new(snoopv1.WatchEventsResponse)
+	gerr := UnmarshalResponse(b, got)
+	if (werr == nil) != (gerr == nil) {
+		t.Fatalf("proto.Unmarshal: %v; UnmarshalResponse: %v\n%x", werr, gerr, b)
+	}
+	if werr == nil && !proto.Equal(got, want) {
+		t.Fatalf("UnmarshalResponse differs from proto.Unmarshal\n got %v\nwant %v", got, want)
+	}
+}
+
+// Random responses of every shape, batched and single, with notices,
+// decode as proto.Unmarshal decodes them.
+func TestUnmarshalResponseMatchesProto(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range 5000 {
+		resp := &snoopv1.WatchEventsResponse{}
+		switch i % 4 {
+		case 0:
+			resp.Event = &snoopv1.Event{}
+			populate(resp.Event.ProtoReflect(), r, []float64{0.1, 0.5, 1}[i%3], 0)
+		case 1:
+			for range r.IntN(5) {
+				ev := &snoopv1.Event{}
+				populate(ev.ProtoReflect(), r, []float64{0.1, 0.5, 1}[i%3], 0)
+				resp.Events = append(resp.Events, ev)
+			}
+		case 2:
+			resp.Dropped = r.Uint64()
+		case 3:
+			resp.HistoryDone, resp.HistoryMissing = true, r.Uint32()
+		}
+		b, err := proto.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkDecoding(t, b)
+	}
+}
+
+// A field that comes twice is merged, as the daemon's events with
+// captured data are sent (the event, then its data as a second
+// transaction field); unknown fields are skipped; damaged input and
+// strings that are not UTF-8 are errors, as with proto.Unmarshal.
+func TestUnmarshalResponseEdges(t *testing.T) {
+	ev, _ := proto.Marshal(&snoopv1.Event{Proxy: "p", Transaction: &snoopv1.Transaction{Result: "hit", RequestUid: 7}})
+	data, _ := proto.Marshal(&snoopv1.Event{Transaction: &snoopv1.Transaction{Data: []byte("secret"), DataTruncated: true}})
+	merged := append(append([]byte(nil), ev...), data...)
+	resp := protowire.AppendTag(nil, 4, protowire.BytesType)
+	resp = protowire.AppendBytes(resp, merged)
+	checkDecoding(t, resp)
+	got := new(snoopv1.WatchEventsResponse)
+	if err := UnmarshalResponse(resp, got); err != nil || string(got.GetEvents()[0].GetTransaction().GetData()) != "secret" || got.GetEvents()[0].GetTransaction().GetRequestUid() != 7 {
+		t.Fatalf("merged event: %v, %v", got, err)
+	}
+
+	unknown := protowire.AppendTag(append([]byte(nil), resp...), 99, protowire.Fixed64Type)
+	unknown = protowire.AppendFixed64(unknown, 1)
+	unknown = protowire.AppendTag(unknown, 98, protowire.BytesType)
+	unknown = protowire.AppendString(unknown, "later field")
+	if err := UnmarshalResponse(unknown, new(snoopv1.WatchEventsResponse)); err != nil {
+		t.Fatalf("unknown fields: %v", err)
+	}
+
+	bad, _ := proto.Marshal(&snoopv1.WatchEventsResponse{Events: []*snoopv1.Event{{Proxy: "p"}}})
+	checkDecoding(t, bad[:len(bad)-1])
+	badUTF8 := protowire.AppendTag(nil, 3, protowire.BytesType)
+	badUTF8 = protowire.AppendString(badUTF8, "web\xff")
+	resp = protowire.AppendTag(nil, 1, protowire.BytesType)
+	resp = protowire.AppendBytes(resp, badUTF8)
+	checkDecoding(t, resp)
+}
+
+func FuzzUnmarshalResponse(f *testing.F) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for range 8 {
+		resp := &snoopv1.WatchEventsResponse{}
+		for range 3 {
+			ev := &snoopv1.Event{}
+			populate(ev.ProtoReflect(), r, 0.5, 0)
+			resp.Events = append(resp.Events, ev)
+		}
+		b, _ := proto.Marshal(resp)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkDecoding(t, b)
+	})
+}
+
+// BenchmarkUnmarshalResponse decodes a batch of 256 typical events, per
+// event, against proto.Unmarshal.
+func BenchmarkUnmarshalResponse(b *testing.B) {
+	resp := &snoopv1.WatchEventsResponse{}
+	for i := range 256 {
+		resp.Events = append(resp.Events, &snoopv1.Event{
+			Kind: snoopv1.EventKind_EVENT_KIND_TRANSACTION, Proxy: "sessions", ConnectionId: uint64(i), Client: "127.0.0.1:51234",
+			Time: &timestamppbT, EndTime: &timestamppbT, ProxyInstance: "0b6f7d0e-8c1f-4a55-9a51-3a4f4ad6f1d2",
+			Transaction: &snoopv1.Transaction{Op: snoopv1.Op_OP_GET, RequestUid: uint32(i), SessionId: []byte("0123456789abcdef0123456789abcdef"),
+				SessionIdLength: 32, RequestSize: 36, ResponseSize: 1040, RequestFrames: 1, ResponseFrames: 1, Result: "hit",
+				DataLength: 1000, DataDigest: []byte("12345678"), StartTime: &timestamppbT, Latency: &durationpbT},
+		})
+	}
+	buf, _ := proto.Marshal(resp)
+	b.Run("proto", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N / 256 {
+			if err := proto.Unmarshal(buf, new(snoopv1.WatchEventsResponse)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("apiwire", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N / 256 {
+			if err := UnmarshalResponse(buf, new(snoopv1.WatchEventsResponse)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+var (
+	timestamppbT = timestamppb.Timestamp{Seconds: 1765000000, Nanos: 123456789}
+	durationpbT  = durationpb.Duration{Nanos: 123456}
+)
