@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -234,6 +236,7 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 	s := &streamRun{o: o, handle: handle, start: time.Now()}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer relaxGC()()
 	// --for is a timer, not a context deadline: a deadline would travel
 	// to the daemon, which would end the stream with DEADLINE_EXCEEDED,
 	// indistinguishable from a daemon that is stuck.
@@ -391,4 +394,35 @@ func (e *env) streamError(err error, action string, got bool) error {
 		return failf("%s: the event stream from snoopd at %s broke: %s", action, e.display(), reason)
 	}
 	return e.rpcError(err, action, "")
+}
+
+// relaxGC lets the collector run a quarter as often while streams are
+// read, unless GOGC says otherwise, and returns what puts it back when the
+// last of them ends. A stream's live heap is small (the responses in
+// flight, at most recvQueue of them), and with the default a busy tail
+// spent about a tenth of its CPU collecting the garbage every response
+// leaves.
+func relaxGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	gc.Lock()
+	defer gc.Unlock()
+	if gc.streams == 0 {
+		gc.old = debug.SetGCPercent(400)
+	}
+	gc.streams++
+	return func() {
+		gc.Lock()
+		defer gc.Unlock()
+		if gc.streams--; gc.streams == 0 {
+			debug.SetGCPercent(gc.old)
+		}
+	}
+}
+
+// gc counts the streams that relaxed the collector.
+var gc struct {
+	sync.Mutex
+	streams, old int
 }

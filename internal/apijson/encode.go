@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -310,9 +311,31 @@ func appendTimestamp(b []byte, secs int64, nanos int32) ([]byte, error) {
 		return b, errSlow
 	}
 	b = append(b, '"')
-	b = time.Unix(secs, int64(nanos)).UTC().AppendFormat(b, "2006-01-02T15:04:05")
+	b = appendSeconds(b, secs)
 	b = appendFraction(b, nanos)
 	return append(b, 'Z', '"'), nil
+}
+
+// lastSecond is the last second appendSeconds formatted: the times of a
+// stream's events fall in few distinct seconds (an event has three, and
+// thousands of events share a second), and formatting a date is most of
+// what writing a timestamp costs.
+var lastSecond atomic.Pointer[formattedSecond]
+
+type formattedSecond struct {
+	secs int64
+	text [len("2006-01-02T15:04:05")]byte
+}
+
+// appendSeconds writes secs, Unix seconds, as 2006-01-02T15:04:05 in UTC.
+func appendSeconds(b []byte, secs int64) []byte {
+	if f := lastSecond.Load(); f != nil && f.secs == secs {
+		return append(b, f.text[:]...)
+	}
+	f := &formattedSecond{secs: secs}
+	time.Unix(secs, 0).UTC().AppendFormat(f.text[:0], "2006-01-02T15:04:05")
+	lastSecond.Store(f)
+	return append(b, f.text[:]...)
 }
 
 // appendDuration writes seconds with 0, 3, 6 or 9 fractional digits and
