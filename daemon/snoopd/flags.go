@@ -103,7 +103,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops(), "with --engine "+proxy.EngineEpoll+", run `N` event loops; every proxy spreads its connections over all of them, and each holds a core while busy")
-	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds under 1 MB at low rates, 2-3 MB of RSS under heavy load)")
+	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds about 0.3 MB at low rates, up to about 3 MB of RSS under heavy load; README, --max-watchers)")
 	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
 	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
 	addExportFlags(fs, &o.export)
