@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"path/filepath"
@@ -104,31 +103,6 @@ func newEpollForTest(t *testing.T, n int) *epollEngine {
 	}
 	t.Cleanup(func() { eng.Close() })
 	return eng.(*epollEngine)
-}
-
-// startProxyOn is startProxy on a given engine. The proxy is stopped
-// before the engine is closed (cleanups run last first).
-func startProxyOn(t *testing.T, eng Engine, network string, server distcache.Addr, opts Options, sink Sink) *Proxy {
-	t.Helper()
-	listen := distcache.MustParseAddr("IP:127.0.0.1:0")
-	if network == "unix" {
-		listen = distcache.MustParseAddr("UNIX:" + filepath.Join(shortDir(t), "p.sock"))
-	}
-	p, err := New(Config{Name: "t", Listen: listen, Server: server, Enabled: true, Options: opts, Engine: eng}, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return p
 }
 
 // admittedPerLoop returns how many clients each loop has taken on.

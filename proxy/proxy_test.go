@@ -162,14 +162,22 @@ func startCache(t *testing.T, network string) distcache.Addr {
 	return s.Addr()
 }
 
-// startProxy runs a proxy in front of server and stops it at cleanup.
+// startProxy runs a proxy in front of server on the tests' engine and
+// stops it at cleanup.
 func startProxy(t *testing.T, network string, server distcache.Addr, opts Options, sink Sink) *Proxy {
+	t.Helper()
+	return startProxyOn(t, testEngine, network, server, opts, sink)
+}
+
+// startProxyOn is startProxy on a given engine. The proxy is stopped
+// before the engine is closed (cleanups run last first).
+func startProxyOn(t *testing.T, eng Engine, network string, server distcache.Addr, opts Options, sink Sink) *Proxy {
 	t.Helper()
 	listen := distcache.MustParseAddr("IP:127.0.0.1:0")
 	if network == "unix" {
 		listen = distcache.MustParseAddr("UNIX:" + filepath.Join(shortDir(t), "p.sock"))
 	}
-	p, err := New(Config{Name: "t", Listen: listen, Server: server, Enabled: true, Options: opts, Engine: testEngine}, sink)
+	p, err := New(Config{Name: "t", Listen: listen, Server: server, Enabled: true, Options: opts, Engine: eng}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,16 +104,7 @@ func TestCSelectLoad(t *testing.T) {
 func TestCSelectMaxConns(t *testing.T) {
 	for _, nw := range testutil.Networks() {
 		t.Run(nw.Name, func(t *testing.T) {
-			sa := nw.Addr(t)
-			ln, err := net.Listen(sa.Network().String(), sa.NetAddr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			sa, err = distcache.AddrFromNet(ln.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
+			ln, sa := listenOn(t, nw)
 			// An echo server, one goroutine per connection, all ended
 			// with the listener and the connections at the end.
 			var wg sync.WaitGroup
@@ -204,16 +195,7 @@ func TestCSelectMaxConns(t *testing.T) {
 func TestCSelectBytes(t *testing.T) {
 	for _, nw := range testutil.Networks() {
 		t.Run(nw.Name, func(t *testing.T) {
-			sa := nw.Addr(t)
-			ln, err := net.Listen(sa.Network().String(), sa.NetAddr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			sa, err = distcache.AddrFromNet(ln.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
+			ln, sa := listenOn(t, nw)
 			p := startCSelectT(t, nw.Addr(t), sa)
 
 			// More than loopback TCP's autotuned socket buffers hold.
@@ -392,4 +374,21 @@ func TestCSelectBadArgs(t *testing.T) {
 			t.Errorf("cselect %v: %v, %q; want a failure with a cselect: message", args, err, out)
 		}
 	}
+}
+
+// listenOn listens on a fresh address of nw, closed at the end of the
+// test, and returns the listener and its address.
+func listenOn(t *testing.T, nw testutil.Network) (net.Listener, distcache.Addr) {
+	t.Helper()
+	a := nw.Addr(t)
+	ln, err := net.Listen(a.Network().String(), a.NetAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sa, err := distcache.AddrFromNet(ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, sa
 }

@@ -28,12 +28,7 @@ func UnmarshalResponse(b []byte, r *snoopv1.WatchEventsResponse) error {
 		return err
 	}
 	d := decoder{store: make([]eventStore, 0, n)}
-	for len(b) > 0 {
-		num, typ, v, rest, err := consumeField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			if r.Event == nil {
@@ -51,28 +46,21 @@ func UnmarshalResponse(b []byte, r *snoopv1.WatchEventsResponse) error {
 		case num == 5 && typ == protowire.VarintType:
 			r.HistoryMissing = uint32(v.u)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // countEvents counts the events of a response, to allocate their messages
 // at once.
 func countEvents(b []byte) (int, error) {
 	n := 0
-	for len(b) > 0 {
-		num, typ, _, rest, err := consumeField(b)
-		if err != nil {
-			return 0, err
-		}
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, _ value) error {
 		if (num == 1 || num == 4) && typ == protowire.BytesType {
 			n++
 		}
-		b = rest
-	}
-	return n, nil
+		return nil
+	})
+	return n, err
 }
 
 // eventStore holds the messages of one event, allocated together.
@@ -141,12 +129,7 @@ func (d *decoder) str(b []byte, field int) (string, error) {
 
 func (d *decoder) event(b []byte, ev *snoopv1.Event) error {
 	st := d.storeOf(ev)
-	for len(b) > 0 {
-		num, typ, v, rest, err := consumeField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
 		if typ == protowire.VarintType {
 			switch num {
 			case 1:
@@ -154,10 +137,10 @@ func (d *decoder) event(b []byte, ev *snoopv1.Event) error {
 			case 4:
 				ev.ConnectionId = v.u
 			}
-			continue
+			return nil
 		}
 		if typ != protowire.BytesType {
-			continue
+			return nil
 		}
 		switch num {
 		case 2:
@@ -186,21 +169,13 @@ func (d *decoder) event(b []byte, ev *snoopv1.Event) error {
 			ev.EndTime = &st.end
 			err = secondsNanos(v.b, &st.end.Seconds, &st.end.Nanos)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *decoder) transaction(b []byte, st *eventStore) error {
 	t := &st.tx
-	for len(b) > 0 {
-		num, typ, v, rest, err := consumeField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
 		if typ == protowire.VarintType {
 			switch num {
 			case 1:
@@ -226,10 +201,10 @@ func (d *decoder) transaction(b []byte, st *eventStore) error {
 			case 15:
 				t.DataTruncated = v.u != 0
 			}
-			continue
+			return nil
 		}
 		if typ != protowire.BytesType {
-			continue
+			return nil
 		}
 		switch num {
 		case 3:
@@ -249,21 +224,13 @@ func (d *decoder) transaction(b []byte, st *eventStore) error {
 		case 18:
 			t.Fault, err = d.str(v.b, lastFault)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *decoder) closed(b []byte, st *eventStore) error {
 	c := &st.closed
-	for len(b) > 0 {
-		num, typ, v, rest, err := consumeField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
 		switch {
 		case typ == protowire.VarintType && num == 1:
 			c.BytesUp = int64(v.u)
@@ -277,20 +244,12 @@ func (d *decoder) closed(b []byte, st *eventStore) error {
 		case typ == protowire.BytesType && num == 5:
 			c.Reason, err = d.str(v.b, lastOther)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *decoder) protocolError(b []byte, p *snoopv1.ProtocolError) error {
-	for len(b) > 0 {
-		num, typ, v, rest, err := consumeField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
 		if typ == protowire.VarintType {
 			switch num {
 			case 4:
@@ -300,10 +259,10 @@ func (d *decoder) protocolError(b []byte, p *snoopv1.ProtocolError) error {
 			case 7:
 				p.Policy = snoopv1.CorruptPolicy(int32(v.u))
 			}
-			continue
+			return nil
 		}
 		if typ != protowire.BytesType {
-			continue
+			return nil
 		}
 		switch num {
 		case 1:
@@ -315,30 +274,38 @@ func (d *decoder) protocolError(b []byte, p *snoopv1.ProtocolError) error {
 		case 6:
 			p.Message, err = d.str(v.b, lastOther)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // secondsNanos decodes a Timestamp or a Duration (both are seconds = 1,
 // nanos = 2), merging into what is there as a repeated field would.
 func secondsNanos(b []byte, seconds *int64, nanos *int32) error {
-	for len(b) > 0 {
-		num, typ, v, rest, err := consumeField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
 		if typ != protowire.VarintType {
-			continue
+			return nil
 		}
 		switch num {
 		case 1:
 			*seconds = int64(v.u)
 		case 2:
 			*nanos = int32(v.u)
+		}
+		return nil
+	})
+}
+
+// eachField calls f with each field of b, in order, and stops at the
+// first error.
+func eachField(b []byte, f func(num protowire.Number, typ protowire.Type, v value) error) error {
+	for len(b) > 0 {
+		num, typ, v, rest, err := consumeField(b)
+		if err != nil {
+			return err
+		}
+		b = rest
+		if err := f(num, typ, v); err != nil {
+			return err
 		}
 	}
 	return nil
