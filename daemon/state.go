@@ -391,16 +391,18 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
+	// The file's errors name the operation and the file already
+	// ("write /state/proxies.json.tmp123: no space left on device").
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -527,6 +528,11 @@ func TestFullDisk(t *testing.T) {
 	st, _ := status.FromError(err)
 	if st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "no space left on device") {
 		t.Errorf("CreateProxy on a full disk: %v %q, want FAILED_PRECONDITION, no space left on device", st.Code(), st.Message())
+	}
+	// The system's error names the temporary file once; the message must
+	// not say it twice ("write F: write F: no space left on device").
+	if tmp := regexp.MustCompile(`proxies\.json\.tmp\d+`).FindAllString(st.Message(), -1); len(tmp) > 1 {
+		t.Errorf("CreateProxy on a full disk: the message names the temporary file %d times: %q", len(tmp), st.Message())
 	}
 	add := d.snoopctl(t, "add", "during2", "--listen", "IP:127.0.0.1:0", "--server", cache.addr)
 	if add.code == 0 {
