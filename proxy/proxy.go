@@ -107,7 +107,7 @@ type Proxy struct {
 	conns     map[uint64]*conn
 	connsGone *sync.Cond // signalled when conns shrinks
 
-	wg sync.WaitGroup // the accept loop and every connection
+	wg activity // the accept loops and every connection
 
 	acceptErrs  atomic.Int64 // accept failures (out of descriptors), for the log
 	lastAcceptW atomic.Int64 // when the last accept failure was logged (UnixNano)
@@ -405,17 +405,10 @@ func (p *Proxy) Drain(ctx context.Context) error {
 }
 
 func (p *Proxy) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		p.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("proxy %q: stop: %w", p.name, ctx.Err())
+	if err := p.wg.Wait(ctx); err != nil {
+		return fmt.Errorf("proxy %q: stop: %w", p.name, err)
 	}
+	return nil
 }
 
 // refusal says why a new client must be closed at once, or "": the

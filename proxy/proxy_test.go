@@ -941,3 +941,24 @@ func TestSetServerAffectsNewConnections(t *testing.T) {
 		t.Errorf("config server %s", p.Config().Server)
 	}
 }
+
+// A Stop whose context ends before the proxy's goroutines do returns,
+// and leaves nothing of its own waiting behind it (a wedged connection is
+// stood in for by a count that is never taken back until the end).
+func TestStopThatTimesOutLeavesNoWaiter(t *testing.T) {
+	p := startProxy(t, "tcp", startCache(t, "tcp"), Options{}, Discard)
+	p.wg.Add(1)
+	defer p.wg.Done()
+	before := goleak.IgnoreCurrent()
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err := p.Stop(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Stop with a goroutine that never ends: %v, want the deadline", err)
+		}
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("Stop left goroutines behind: %v", err)
+	}
+}

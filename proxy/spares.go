@@ -26,7 +26,7 @@ type spares struct {
 	want    int
 	timeout time.Duration
 	ctx     context.Context
-	wg      *sync.WaitGroup
+	wg      *activity
 
 	mu      sync.Mutex
 	conns   []*gspare
@@ -88,7 +88,7 @@ func youngBackoff(n, want int) time.Duration {
 	return min(spareRetryMin<<min(n-want-1, 7), spareRetryMax)
 }
 
-func newSpares(ctx context.Context, wg *sync.WaitGroup, t *target, want int, timeout time.Duration, st *counters) *spares {
+func newSpares(ctx context.Context, wg *activity, t *target, want int, timeout time.Duration, st *counters) *spares {
 	return &spares{target: t, want: want, timeout: timeout, ctx: ctx, wg: wg, stats: st}
 }
 
