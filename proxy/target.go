@@ -142,6 +142,7 @@ func (t *target) candidates(ctx context.Context, timeout time.Duration) ([]strin
 // cached until the set of listeners changes, so a dial pays a lock and a
 // comparison, no system call.
 func (t *target) checkLoop(cands []string) error {
+	ownListeners.refreshLocal(time.Now())
 	ver := ownListeners.version.Load()
 	t.mu.Lock()
 	if t.loopChecked && t.loopVer == ver {
