@@ -66,12 +66,16 @@ type Config struct {
 	// Name is the daemon's name in a fleet (snoopd --daemon-name), for
 	// GetDaemonInfo and exported events.
 	Name string
+	// StateLock, if set, is StateDir's lock, already taken
+	// (LockStateDir). New takes it over, and releases it if it fails.
+	StateLock *StateLock
 }
 
 // Defaults for Config fields left zero.
 const (
 	// DefaultMaxWatchers bounds the event streams: each one that stops
-	// reading holds up to about 2 MB (its queue, one batch and what gRPC buffers).
+	// reading holds its last batch and what gRPC buffers (up to about
+	// 3 MB of RSS under heavy load; README, --max-watchers).
 	DefaultMaxWatchers = 64
 	// DefaultMaxDrain bounds a delete's drain, whatever the caller asked.
 	DefaultMaxDrain = 5 * time.Minute
@@ -149,7 +153,12 @@ type entry struct {
 // damaged state file is an error (and is left untouched); a proxy whose
 // address cannot be bound any more is kept, in the failed state, so the
 // operator can see it and enable it again.
-func New(cfg Config) (*Daemon, error) {
+func New(cfg Config) (_ *Daemon, err error) {
+	defer func() {
+		if err != nil {
+			cfg.StateLock.Release()
+		}
+	}()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -181,8 +190,7 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.StateDir != "" {
 		var specs []*snoopv1.ProxySpec
 		var ports map[string]int
-		var err error
-		st, specs, ports, err = openState(cfg.StateDir, log)
+		st, specs, ports, err = openState(cfg.StateDir, log, cfg.StateLock)
 		if err != nil {
 			d.closeEngine()
 			d.hub.Close()

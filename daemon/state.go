@@ -86,14 +86,14 @@ type stateFile struct {
 // the ports they were bound to. A file that does not parse, or holds an
 // invalid or duplicate proxy, is an error that names the file and the
 // problem; it is never overwritten silently.
-func openState(dir string, log *slog.Logger) (*stateFile, []*snoopv1.ProxySpec, map[string]int, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, nil, fmt.Errorf("state dir %s: %w", dir, err)
+func openState(dir string, log *slog.Logger, held *StateLock) (*stateFile, []*snoopv1.ProxySpec, map[string]int, error) {
+	if held == nil || held.dir != dir {
+		var err error
+		if held, err = LockStateDir(dir); err != nil {
+			return nil, nil, nil, err
+		}
 	}
-	lock, err := lockStateDir(dir)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+	lock := held.f
 	st := &stateFile{dir: dir, path: filepath.Join(dir, stateFileName), lock: lock, undo: map[uint64]func(){}, failed: map[uint64]error{}}
 	st.cond = sync.NewCond(&st.mu)
 	// Only now, holding the lock, are temporary files surely nobody's.
@@ -115,6 +115,37 @@ func openState(dir string, log *slog.Logger) (*stateFile, []*snoopv1.ProxySpec, 
 		return nil, nil, nil, fmt.Errorf("state file is damaged, so snoopd will not start (it never overwrites it; fix it or move it away): %w", err)
 	}
 	return st, specs, ports, nil
+}
+
+// StateLock is a state dir's lock, held for a daemon's life. snoopd takes
+// it before anything else, so that a second daemon on the same dir fails
+// at once, before it has opened a socket or started an event loop (whose
+// undoing, on a busy machine, once made that refusal take half a minute).
+type StateLock struct {
+	dir string
+	f   *os.File
+}
+
+// LockStateDir makes dir if it is missing and takes its lock without
+// waiting; if another process holds it, the error names the dir and that
+// process's pid.
+func LockStateDir(dir string) (*StateLock, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	f, err := lockStateDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &StateLock{dir: dir, f: f}, nil
+}
+
+// Release lets the lock go; a nil lock, or one released, is left alone.
+func (l *StateLock) Release() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
 }
 
 // lockStateDir takes the state dir's lock without waiting, and writes

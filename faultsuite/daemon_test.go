@@ -452,7 +452,12 @@ func TestTwoDaemonsOneStateDir(t *testing.T) {
 	stateDir := filepath.Join(dir, "state")
 	first := startSnoopd(t, daemonOpts{dir: dir, stateDir: stateDir})
 	t0 := time.Now()
-	second := startProc(t, "second snoopd", bins.snoopd, "--control", "UNIX:"+filepath.Join(dir, "two.sock"), "--state-dir", stateDir, "--log-level", "error")
+	// The second one is given the first one's control socket and metrics
+	// address too: the state dir's lock is what it must check first,
+	// before it opens anything (or starts an event loop) that it would
+	// have to undo, so its message is about the state dir.
+	second := startProc(t, "second snoopd", bins.snoopd, "--control", "UNIX:"+first.sock, "--metrics-listen", "UNIX:"+first.metrics,
+		"--state-dir", stateDir, "--log-level", "error")
 	select {
 	case <-second.done:
 	case <-time.After(waitLimit):

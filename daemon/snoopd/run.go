@@ -117,10 +117,20 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	}
 
 	inst := &instance{o: o, log: log, fail: make(chan error, len(o.endpoints)+1)}
+	// The state dir's lock first: a second snoopd on the same dir is
+	// refused before it opens a socket or starts a loop, so the refusal
+	// has nothing to undo.
+	var stateLock *daemon.StateLock
+	if o.stateDir != "" {
+		if stateLock, err = daemon.LockStateDir(o.stateDir); err != nil {
+			return nil, fmt.Errorf("--state-dir %s: %w", o.stateDir, err)
+		}
+	}
 	var listeners []*controlListener
 	defer func() {
 		if err != nil {
 			inst.abort(listeners)
+			stateLock.Release() // unless New took it over
 		}
 	}()
 	if listeners, err = openControl(o.endpoints, log); err != nil {
@@ -145,7 +155,11 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	// The --config set is applied inside New, so that a failure leaves the
 	// state dir as it was.
 	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, WatchBuffer: int(o.watchBufferN), Logger: log, Apply: declared,
-		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain, Name: o.export.name})
+		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain, Name: o.export.name,
+		StateLock: stateLock})
+	if err == nil {
+		stateLock = nil // the daemon's now, released when it closes
+	}
 	switch {
 	case errors.Is(err, daemon.ErrApplyAtStart):
 		return nil, fmt.Errorf("--config %s: %w", o.configFile, err)
