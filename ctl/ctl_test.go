@@ -459,6 +459,10 @@ func TestTail(t *testing.T) {
 	// JSON: one WatchEventsResponse per line.
 	r := run(t, "-a", addr, "tail", "-v", "-o", "json", "--count", "3", "--history", "100")
 	wantOK(t, r)
+	// --events all shows what -v shows, as -v's help says.
+	if all := run(t, "-a", addr, "tail", "--events", "all", "-o", "json", "--count", "3", "--history", "100"); all.out != r.out {
+		t.Errorf("tail --events all:\n%s%s\nwant what tail -v shows:\n%s", all.out, all.err, r.out)
+	}
 	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(r.err, "3 events shown, 0 dropped, over ") {
 		t.Fatalf("--count 3: %d lines, stderr %q", len(lines), r.err)

@@ -29,9 +29,9 @@ var Variables = []Variable{
 	{"proxy", "string", "the proxy's name"},
 	{"daemon", "string", "the daemon's name (fleet views; empty otherwise)"},
 	{"conn", "uint", "the connection id"},
-	{"kind", "string", "the event's kind: " + vocab.List(kindNames())},
-	{"op", "string", `the operation: "add", "get", "remove", "have" ("" for other kinds)`},
-	{"result", "string", `the transaction's result: "ok", "miss", "exists", ... ("" for other kinds)`},
+	{"kind", "string", "the event's kind: " + describeValues(enumValues["kind"])},
+	{"op", "string", "the operation: " + describeValues(enumValues["op"])},
+	{"result", "string", "the transaction's result: " + describeValues(enumValues["result"])},
 	{"session_id", "bytes", "the session id"},
 	{"latency", "duration", "request to response (0 if unanswered)"},
 	{"req_bytes", "int", "payload bytes of the request"},
@@ -39,14 +39,6 @@ var Variables = []Variable{
 	{"time", "timestamp", "when the event happened"},
 	{"error", "bool", "whether the event is an error (as --errors)"},
 	{"fault", "string", `the fault that touched the transaction ("" if none)`},
-}
-
-func kindNames() []string {
-	var out []string
-	for _, k := range vocab.Kinds() {
-		out = append(out, fmt.Sprintf("%q", k.String()))
-	}
-	return out
 }
 
 // Limits on an expression: its length, and its cost, estimated before it
@@ -171,6 +163,9 @@ func compileExpr(expr string, l limits) (*program, error) {
 	}
 	res, err := checkPatterns(ast.NativeRep())
 	if err != nil {
+		return nil, err
+	}
+	if err := checkValues(ast.NativeRep()); err != nil {
 		return nil, err
 	}
 	est, err := celEnv.EstimateCost(ast, sizes{res})

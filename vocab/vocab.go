@@ -264,8 +264,8 @@ func Kinds() []Kind {
 }
 
 // KindGroups are the names --events takes, each with the kinds it
-// selects: "tx", "conn" (opened and closed), then every other kind's
-// short name.
+// selects: "tx", "conn" (opened and closed), every other kind's short
+// name, then "all".
 func KindGroups() []KindGroup {
 	out := []KindGroup{
 		{KindTransaction.Short(), []Kind{KindTransaction}},
@@ -274,7 +274,7 @@ func KindGroups() []KindGroup {
 	for _, k := range Kinds()[1:] {
 		out = append(out, KindGroup{k.Short(), []Kind{k}})
 	}
-	return out
+	return append(out, KindGroup{"all", Kinds()})
 }
 
 // KindGroup is one --events name and the kinds it selects.

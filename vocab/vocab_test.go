@@ -1,6 +1,7 @@
 package vocab
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -95,7 +96,7 @@ func TestParseOp(t *testing.T) {
 }
 
 func TestKindGroups(t *testing.T) {
-	want := []string{"tx", "conn", "opened", "closed", "connect-failed", "refused", "protocol"}
+	want := []string{"tx", "conn", "opened", "closed", "connect-failed", "refused", "protocol", "all"}
 	got := KindGroupNames()
 	if len(got) != len(want) {
 		t.Fatalf("groups %v, want %v", got, want)
@@ -107,6 +108,9 @@ func TestKindGroups(t *testing.T) {
 	}
 	if ks, ok := ParseKinds("CONN"); !ok || len(ks) != 2 {
 		t.Fatalf("conn: %v %v", ks, ok)
+	}
+	if ks, ok := ParseKinds("all"); !ok || !slices.Equal(ks, Kinds()) {
+		t.Fatalf("all: %v %v", ks, ok)
 	}
 	if ks, ok := ParseKinds("protocol-error"); !ok || ks[0] != KindProtocolError {
 		t.Fatalf("protocol-error: %v %v", ks, ok)

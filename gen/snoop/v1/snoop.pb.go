@@ -2626,13 +2626,21 @@ type WatchEventsRequest struct {
 	MaxBatch uint32 `protobuf:"varint,10,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	// filter is a CEL expression (https://cel.dev) an event must satisfy,
 	// combined with the fields above by AND. Variables: proxy, daemon
-	// (string), conn (uint), kind ("transaction", "conn-opened", ...), op
-	// ("add", "get", "remove", "have"; "" for other kinds), result (a result
-	// name as in results; "" for other kinds), session_id (bytes), latency
-	// (duration), req_bytes, resp_bytes (int), time (timestamp) and error
-	// (bool, as errors_only). Example: op == "get" && result == "miss" &&
-	// latency > duration("2ms"). A bad expression is INVALID_ARGUMENT
-	// naming its position; evaluation is cost-limited. Added in wave 2.
+	// (string), conn (uint), kind (string: "transaction", "conn-opened",
+	// "conn-closed", "connect-failed", "conn-refused", "protocol-error"), op
+	// (string: "add", "get", "remove", "have"; "-" for a transaction whose
+	// operation the protocol does not define; "" for other kinds), result
+	// (string: "ok", "notok", "hit", "miss", "exists", "timeout-range",
+	// "id-range", "data-range", "corrupt", "disconnected", "malformed",
+	// "unknown-status", "unanswered", "orphan"; "" for other kinds),
+	// session_id (bytes), latency (duration), req_bytes, resp_bytes (int),
+	// time (timestamp), error (bool, as errors_only) and fault (string: the
+	// name of the fault that touched the transaction, "" if none). Names are
+	// case-sensitive, as all of CEL. Example: op == "get" && result ==
+	// "miss" && latency > duration("2ms"). A bad expression is
+	// INVALID_ARGUMENT naming its position, and so is a comparison of kind,
+	// op or result with a value they never take (op == "GET"); evaluation
+	// is cost-limited. Added in wave 2.
 	Filter string `protobuf:"bytes,11,opt,name=filter,proto3" json:"filter,omitempty"`
 	// errors_only keeps only errors: protocol errors, failed connects,
 	// refused clients, and transactions whose result is an error (anything
