@@ -23,7 +23,8 @@ func (e *env) saveCommand() *cli.Command {
 	flags = append(flags,
 		&cli.BoolFlag{Name: "append", Usage: "add to FILE if it exists"},
 		&cli.BoolFlag{Name: "force", Usage: "replace FILE if it exists"},
-		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10MB, 512KiB, ...)"},
+		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10MB, 512KiB, ...; at least 64KiB)"},
+		&cli.IntFlag{Name: "rotate-keep", Value: capture.DefaultRotateKeep, Usage: "with --rotate-size, keep the `N` newest rotated files and delete older ones (0: keep all)"},
 		dataFlag(),
 	)
 	flags = append(flags, natsFlags(true)...)
@@ -43,7 +44,10 @@ func (e *env) saveCommand() *cli.Command {
 			"does: FILE.N becomes FILE.N+1, FILE becomes FILE.1, and a new FILE is started;\n" +
 			"FILE.1 is the newest rotated file, and none is ever overwritten. 'snoopctl\n" +
 			"read FILE*' reads them back in time order. SIZE takes B, kB, MB, GB (powers\n" +
-			"of 1000) and KiB, MiB, GiB (powers of 1024).\n\n" + filterHelp + fleetHelp,
+			"of 1000) and KiB, MiB, GiB (powers of 1024), and is at least 64KiB.\n" +
+			"--rotate-keep N (default 4, as logrotate.conf): a rotation deletes what it\n" +
+			"would push past FILE.N, earlier captures' rotated files included, so FILE\n" +
+			"and its rotations take at most N+1 times SIZE; 0 keeps every file.\n\n" + filterHelp + fleetHelp,
 		Flags:  flags,
 		Action: e.save,
 	}
@@ -66,6 +70,12 @@ func (e *env) save(cCtx *cli.Context) error {
 		if opts.RotateSize, err = capture.ParseSize(s); err != nil {
 			return usagef("--rotate-size: %v", err)
 		}
+		if opts.RotateSize < capture.MinRotateSize {
+			return usagef("--rotate-size %s is %d bytes; it must be at least 64KiB (%d bytes): smaller, every few events would start a file", s, opts.RotateSize, capture.MinRotateSize)
+		}
+	}
+	if opts.RotateKeep = cCtx.Int("rotate-keep"); opts.RotateKeep < 0 {
+		return usagef("--rotate-keep %d is negative; 0 keeps every rotated file", opts.RotateKeep)
 	}
 	req, _, err := watchFromFlags(cCtx, proxies)
 	if err != nil {
@@ -118,8 +128,16 @@ func (e *env) save(cCtx *cli.Context) error {
 		return err
 	}
 	if r := w.Rotated(); len(r) > 0 {
-		fmt.Fprintf(e.stdio.Err, "wrote %s (%d dropped) to %s and %s, oldest first\n",
-			count(res.events, "event", "events"), res.dropped, strings.Join(r, ", "), path)
+		files := strings.Join(r, ", ")
+		if len(r) > 3 {
+			files = r[0] + " … " + r[len(r)-1]
+		}
+		deleted := ""
+		if n := w.Deleted(); n > 0 {
+			deleted = fmt.Sprintf("; deleted %s beyond --rotate-keep %d", count(int64(n), "older rotated file", "older rotated files"), opts.RotateKeep)
+		}
+		fmt.Fprintf(e.stdio.Err, "wrote %s (%d dropped) to %s and %s, oldest first%s\n",
+			count(res.events, "event", "events"), res.dropped, files, path, deleted)
 		return err
 	}
 	fmt.Fprintf(e.stdio.Err, "wrote %s to %s (%d dropped)\n", count(res.events, "event", "events"), path, res.dropped)

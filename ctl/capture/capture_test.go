@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +198,45 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	equalStreams(t, got, want)
+}
+
+// TestRotationKeep keeps the newest rotated files and deletes the rest,
+// earlier captures' included, as logrotate's rotate N does: what is left
+// is the newest events, in order, and FILE.N+1 never exists.
+func TestRotationKeep(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.jsonl")
+	for _, n := range []int{1, 2, 7} {
+		if err := os.WriteFile(fmt.Sprintf("%s.%d", path, n), fmt.Appendf(nil, "earlier %d\n", n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var all []*snoopv1.WatchEventsResponse
+	for i := range 60 {
+		all = append(all, event(i))
+	}
+	const keep = 3
+	w := writeAll(t, path, Options{RotateSize: 1000, FlushSize: 700, RotateKeep: keep}, all)
+	rot := w.Rotated()
+	if len(rot) != keep {
+		t.Fatalf("rotated files %v, want the %d newest", rot, keep)
+	}
+	ns, err := Rotations(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ns, []int{1, 2, 3}) {
+		t.Fatalf("rotated files left: %v, want 1 to %d", ns, keep)
+	}
+	if w.Deleted() < 3 {
+		t.Errorf("deleted %d, want the 3 earlier files and the oldest of this capture's", w.Deleted())
+	}
+	got, err := readAll(t, append(rot, path)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What is left is the tail of the stream, whole.
+	equalStreams(t, got, all[len(all)-len(got):])
 }
 
 func TestRotationHugeLine(t *testing.T) {

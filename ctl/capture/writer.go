@@ -23,6 +23,15 @@ var ErrExists = errors.New("file exists")
 // before it writes them.
 const DefaultFlushSize = 64 << 10
 
+// MinRotateSize is the smallest rotation size a user may ask for: below
+// the Writer's batch, a rotation would follow nearly every write, a file
+// per few events, each one renaming all the others.
+const MinRotateSize = DefaultFlushSize
+
+// DefaultRotateKeep is how many rotated files are kept when nobody says:
+// four, as the stock logrotate.conf of Debian and Ubuntu does.
+const DefaultRotateKeep = 4
+
 // Options say how Create treats an existing file and when to rotate.
 type Options struct {
 	// Append adds to an existing file. A partial last line left by a
@@ -35,6 +44,11 @@ type Options struct {
 	// this many bytes; 0 never rotates. A single line larger than the
 	// limit gets a file of its own.
 	RotateSize int64
+	// RotateKeep keeps at most this many rotated files (FILE.1 to
+	// FILE.N); a rotation deletes the ones it would push past N,
+	// earlier captures' included, as logrotate's rotate N does. 0 keeps
+	// every one.
+	RotateKeep int
 	// FlushSize is the Writer's batch size; 0 means DefaultFlushSize.
 	FlushSize int
 }
@@ -49,6 +63,7 @@ type Writer struct {
 	buf       []byte // whole lines not yet written
 	lines     int64
 	rotations int
+	deleted   int // rotated files deleted to keep RotateKeep
 	repaired  int64
 	err       error // the first write error; the Writer is then unusable
 }
@@ -61,6 +76,9 @@ func Create(path string, o Options) (*Writer, error) {
 	}
 	if o.RotateSize < 0 {
 		return nil, fmt.Errorf("rotate size %d is negative", o.RotateSize)
+	}
+	if o.RotateKeep < 0 {
+		return nil, fmt.Errorf("rotated files to keep %d is negative", o.RotateKeep)
 	}
 	if o.FlushSize <= 0 {
 		o.FlushSize = DefaultFlushSize
@@ -249,6 +267,12 @@ func (w *Writer) rotate() error {
 		w.err = fmt.Errorf("close %s: %w", w.path, err)
 		return w.err
 	}
+	n, err := dropRotations(w.path, w.opts.RotateKeep)
+	w.deleted += n
+	if err != nil {
+		w.err = err
+		return err
+	}
 	if err := shiftRotations(w.path); err != nil {
 		w.err = err
 		return err
@@ -283,6 +307,31 @@ func Rotations(path string) ([]int, error) {
 	}
 	slices.Sort(ns)
 	return ns, nil
+}
+
+// dropRotations deletes the rotated files FILE.N with N >= keep, which
+// the next shift would push past keep, and returns how many it deleted.
+// keep 0 deletes none.
+func dropRotations(path string, keep int) (int, error) {
+	if keep == 0 {
+		return 0, nil
+	}
+	ns, err := Rotations(path)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range ns {
+		if k < keep {
+			continue
+		}
+		name := fmt.Sprintf("%s.%d", path, k)
+		if err := os.Remove(name); err != nil {
+			return n, fmt.Errorf("rotate: delete %s, the oldest beyond the %d to keep: %w", name, keep, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // shiftRotations renames every FILE.N to FILE.N+1, the highest first.
@@ -338,15 +387,24 @@ func (w *Writer) Lines() int64 { return w.lines }
 // Size is the current file's size including the lines not yet written.
 func (w *Writer) Size() int64 { return w.size + int64(len(w.buf)) }
 
-// Rotated lists the files this writer rotated away, oldest first: after k
-// rotations FILE.k ... FILE.1 (earlier captures' rotations are above them).
+// Rotated lists the files this writer rotated away that are still
+// there, oldest first: after k rotations FILE.k ... FILE.1, or only up to
+// FILE.RotateKeep (earlier captures' rotations are above them).
 func (w *Writer) Rotated() []string {
+	n := w.rotations
+	if k := w.opts.RotateKeep; k > 0 {
+		n = min(n, k)
+	}
 	var out []string
-	for n := w.rotations; n >= 1; n-- {
+	for ; n >= 1; n-- {
 		out = append(out, fmt.Sprintf("%s.%d", w.path, n))
 	}
 	return out
 }
+
+// Deleted is the number of rotated files this writer deleted to keep
+// RotateKeep of them.
+func (w *Writer) Deleted() int { return w.deleted }
 
 // Repaired is the number of bytes of a partial last line that Append cut
 // off an existing file.
