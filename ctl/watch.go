@@ -74,7 +74,7 @@ func filterFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "op", Usage: "keep transactions of these `OPS` (get,add,remove,have)"},
 		&cli.StringSliceFlag{Name: "status", Usage: "keep transactions with these `RESULTS` (ok,miss,...)"},
-		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `HEX`"},
+		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `ID`: text or hex as tail shows it, base64 as -o json prints it"},
 		&cli.DurationFlag{Name: "min-latency", Usage: "keep transactions at least this slow (2ms)"},
 		&cli.Uint64Flag{Name: "conn", Usage: "keep events of connection `ID`"},
 		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (the list of Filters above says which)"},
@@ -145,6 +145,9 @@ func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error)
 	})
 	if err != nil {
 		return filter.Filter{}, usagef("%v", err)
+	}
+	if note := filter.AmbiguousSession(cCtx.String("session")); note != "" {
+		fmt.Fprintf(cCtx.App.ErrWriter, "snoopctl: note: %s\n", note)
 	}
 	return f, nil
 }

@@ -155,13 +155,16 @@ func canBeError(k snoopv1.EventKind) bool {
 //   - hex, as tail shows binary ids (0a1b2c, or 0x0a1b2c); the digits come
 //     in pairs, since the daemon matches whole bytes;
 //   - text, as tail shows printable ids (dcload-8a3f-);
-//   - base64:..., as protojson prints session_id (base64:ZGNsb2Fk);
+//   - base64, as -o json prints session_id (ZGNsb2FkLTEyOA==), or as
+//     base64:... (base64:ZGNsb2Fk);
 //   - hex:... and text:... say the form outright, for a text prefix that
 //     looks like hex ("text:dc").
 //
-// A value that looks like hex (an even number of hex digits) is hex;
-// TextForm keeps such ids out of the text form, so that what tail shows is
-// always read back as the same bytes.
+// A value that looks like hex (an even number of hex digits) is hex, and
+// one that looks like base64 (see looksBase64) is base64; TextForm keeps
+// such ids out of the text form, so that what tail shows is always read
+// back as the same bytes. A value that could be either text or base64
+// gets a note from AmbiguousSession saying how it was read.
 func ParseSessionPrefix(s string) ([]byte, error) {
 	b, err := parseSession(s)
 	if err != nil {
@@ -193,6 +196,9 @@ func parseSession(s string) ([]byte, error) {
 		return parseHex(s, h)
 	case looksHex(s):
 		return parseHex(s, s)
+	case looksBase64(s):
+		b, _ := base64.StdEncoding.Strict().DecodeString(s)
+		return b, nil
 	}
 	if !printable([]byte(s)) {
 		return nil, fmt.Errorf("%w: --session %q: not hex (digits 0-9 and a-f, e.g. 0a1b2c) nor printable text", ErrInvalid, s)
@@ -227,6 +233,37 @@ func looksHex(s string) bool {
 	return true
 }
 
+// looksBase64 reports whether s reads as base64, as protojson prints a
+// session id: standard base64 that ends in its = padding, or, unpadded
+// (an id of 3n bytes), at least minBareBase64 characters long. A shorter
+// unpadded value is read as text: a prefix typed by hand ("sess") is
+// more likely than a 3-byte session id.
+func looksBase64(s string) bool {
+	if !strings.HasSuffix(s, "=") && len(s) < minBareBase64 {
+		return false
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	return err == nil && len(b) > 0
+}
+
+const minBareBase64 = 8
+
+// AmbiguousSession returns a note for a --session value that reads both
+// as text and as unpadded base64, saying which it was taken for and how
+// to write the other; "" when the value is not ambiguous.
+func AmbiguousSession(s string) string {
+	if s == "" || strings.Contains(s, ":") || strings.HasSuffix(s, "=") || looksHex(s) || len(s)%4 != 0 {
+		return ""
+	}
+	if b, err := base64.StdEncoding.Strict().DecodeString(s); err != nil || len(b) == 0 {
+		return ""
+	}
+	if looksBase64(s) {
+		return fmt.Sprintf("--session %q is read as base64, as -o json prints session ids; for text write text:%s", s, s)
+	}
+	return fmt.Sprintf("--session %q is read as text; for base64 as -o json prints session ids, write base64:%s", s, s)
+}
+
 // printable reports whether b is all visible ASCII: no spaces, controls or
 // bytes above 0x7e, so it reads and types as it is.
 func printable(b []byte) bool {
@@ -242,7 +279,7 @@ func printable(b []byte) bool {
 // not mistakable for hex (ParseSessionPrefix reads text that looks like
 // hex as hex).
 func TextForm(id []byte) bool {
-	return printable(id) && !looksHex(string(id)) &&
+	return printable(id) && !looksHex(string(id)) && !looksBase64(string(id)) &&
 		!strings.HasPrefix(string(id), "0x") && !strings.HasPrefix(string(id), "0X") &&
 		!strings.HasPrefix(string(id), "hex:") && !strings.HasPrefix(string(id), "text:") && !strings.HasPrefix(string(id), "base64:")
 }

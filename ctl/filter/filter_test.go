@@ -1,8 +1,10 @@
 package filter
 
 import (
+	"encoding/base64"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,9 +204,47 @@ func TestSessionForms(t *testing.T) {
 			t.Errorf("%q shown as text reads back as %q", id, got)
 		}
 	}
-	for _, id := range []string{"cafe", "0x12", "a b", "\x00\x01", "text:x", ""} {
+	for _, id := range []string{"cafe", "0x12", "a b", "\x00\x01", "text:x", "", "ZGNsb2FkLTEyOA=="} {
 		if TextForm([]byte(id)) {
 			t.Errorf("%q is shown as text", id)
+		}
+	}
+}
+
+// TestSessionJSONForm reads back a session id as -o json prints it
+// (protojson's standard base64), as it is and with base64:; a value that
+// could also be text comes with a note saying how it was read.
+func TestSessionJSONForm(t *testing.T) {
+	ids := []string{"dcload-128", "dcload-8a3f-00042", "x", "\x00\xff\x10\x20",
+		strings.Repeat("\xab", 32), "dcload", "abcdefghi", "dcload147"}
+	for _, id := range ids {
+		printed := base64.StdEncoding.EncodeToString([]byte(id))
+		for _, in := range []string{printed, "base64:" + printed} {
+			if got, err := ParseSessionPrefix(in); err != nil || string(got) != id {
+				t.Errorf("%s (as -o json prints %q) = %q, %v", in, id, got, err)
+			}
+		}
+		if note := AmbiguousSession(printed); !strings.HasSuffix(printed, "=") && !strings.Contains(note, "read as base64") {
+			t.Errorf("%s: note %q, want one saying it is read as base64", printed, note)
+		}
+		if TextForm([]byte(printed)) {
+			t.Errorf("an id %q is shown as text, which would read back as base64", printed)
+		}
+	}
+	for s, want := range map[string]string{
+		"sess":             "read as text; for base64 as -o json prints session ids, write base64:sess",
+		"sessions":         "read as base64, as -o json prints session ids; for text write text:sessions",
+		"dcload-":          "",
+		"0a1b":             "",
+		"base64:ZGNsb2Fk":  "",
+		"text:abcd":        "",
+		"ZGNsb2FkLTEyOA==": "",
+	} {
+		if note := AmbiguousSession(s); !strings.Contains(note, want) || (want == "") != (note == "") {
+			t.Errorf("%q: note %q, want %q", s, note, want)
+		}
+		if got, _ := ParseSessionPrefix("text:" + s); string(got) != s {
+			t.Errorf("text:%s reads as %q", s, got)
 		}
 	}
 }
