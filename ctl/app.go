@@ -307,6 +307,12 @@ func (e *env) warnf(format string, args ...any) {
 	fmt.Fprintf(e.stdio.Err, "snoopctl: warning: "+format+"\n", args...)
 }
 
+// notef says on stderr what a command is doing when its output alone
+// would leave it unclear.
+func (e *env) notef(format string, args ...any) {
+	fmt.Fprintf(e.stdio.Err, "snoopctl: note: "+format+"\n", args...)
+}
+
 // badValue rewrites package flag's "invalid value "5" for flag
 // -min-latency: parse error" as what the flag wants, with an example.
 func badValue(msg string, flags []cli.Flag) (string, bool) {

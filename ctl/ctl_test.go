@@ -158,6 +158,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"read"}, "usage: snoopctl read FILE..."},
 		{[]string{"read", existing, "--status", "nope"}, `--status "nope"`},
 		{[]string{"stats", "--interval", "0s", "--watch"}, "--interval 0s: must be positive"},
+		{[]string{"stats", "--interval", "1s"}, "--interval sets how often --watch shows; add --watch, or leave --interval out"},
 		{[]string{"completion", "tcsh"}, `completion "tcsh"`},
 		{[]string{"--tls-cert", "c.pem", "-a", "127.0.0.1:1", "list"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "-a", "127.0.0.1:1", "list"}, "--tls-cert needs --tls-ca"},
@@ -691,6 +692,48 @@ func TestStats(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
 	if len(lines) < 2 || !strings.Contains(lines[len(lines)-1], `"events":5,"dropped":5`) {
 		t.Errorf("stats --watch -o json:\n%s", r.out)
+	}
+}
+
+// TestSaysWhatItDoes covers commands whose output alone would leave what
+// they do unclear: stats with a filter and no end counts the live stream
+// until Ctrl-C, and tail --data on a proxy that captures no data shows
+// none.
+func TestSaysWhatItDoes(t *testing.T) {
+	f, addr := startFake(t)
+	f.setEvents(testEvents(), nil)
+	f.mu.Lock()
+	f.proxies["web"] = &snoopv1.Proxy{Spec: &snoopv1.ProxySpec{Name: "web"}}
+	f.proxies["api"] = &snoopv1.Proxy{Spec: &snoopv1.ProxySpec{Name: "api", CaptureData: true}}
+	f.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result)
+	go func() { done <- runCtl(ctx, "", "-a", addr, "stats", "--op", "get") }()
+	select {
+	case <-f.watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stats did not start watching")
+	}
+	cancel()
+	r := <-done
+	if !strings.HasPrefix(r.err, "snoopctl: note: stats is counting the live stream's matching events (the daemon's totals take no filters) and prints them at Ctrl-C") {
+		t.Errorf("stats --op get said %q", r.err)
+	}
+	if r := run(t, "-a", addr, "stats", "--op", "get", "--count", "1"); strings.Contains(r.err, "note:") {
+		t.Errorf("stats with an end gave a note: %q", r.err)
+	}
+
+	r = run(t, "-a", addr, "tail", "--data", "--count", "1", "web")
+	if want := "snoopctl: warning: --data: proxy web captures no session data (it was created without --capture-data), so its transactions come without it\n"; !strings.HasPrefix(r.err, want) {
+		t.Errorf("tail --data web: stderr %q, want it to start %q", r.err, want)
+	}
+	r = run(t, "-a", addr, "tail", "--data", "--count", "1")
+	if !strings.Contains(r.err, "--data: proxy web captures no session data") {
+		t.Errorf("tail --data (all proxies): stderr %q", r.err)
+	}
+	if r := run(t, "-a", addr, "tail", "--data", "--count", "1", "api"); strings.Contains(r.err, "warning") {
+		t.Errorf("tail --data api, which captures: %q", r.err)
 	}
 }
 

@@ -55,9 +55,17 @@ func (e *env) stats(cCtx *cli.Context) error {
 	if interval <= 0 {
 		return usagef("--interval %v: must be positive", interval)
 	}
+	if cCtx.IsSet("interval") && !watch {
+		return usagef("--interval sets how often --watch shows; add --watch, or leave --interval out")
+	}
 	dur := cCtx.Duration("for")
 	if !sampling(cCtx) {
 		return e.statsTotals(cCtx, req.GetProxies(), watch, interval, dur)
+	}
+	if !watch && dur == 0 && cCtx.Int64("count") == 0 {
+		// The totals have no filters, so a filter means counting the
+		// live stream, and with no end given nothing shows until Ctrl-C.
+		e.notef("stats is counting the live stream's matching events (the daemon's totals take no filters) and prints them at Ctrl-C; --for D or --count N stops by itself, --watch shows them every --interval")
 	}
 	src, err := e.openEvents(cCtx, req)
 	if err != nil {

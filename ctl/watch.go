@@ -98,8 +98,13 @@ func stopFlags() []cli.Flag {
 // checkProxies makes an unknown proxy name an error at once, as in every
 // other command, instead of a stream that never shows anything. With
 // --wait, names of proxies still to be created are accepted.
+//
+// With --data it also warns about the proxies watched that capture no
+// session data, whose transactions would come without it and without a
+// word.
 func (e *env) checkProxies(cCtx *cli.Context, c *client, action string, names []string) error {
-	if len(names) == 0 || cCtx.Bool("wait") {
+	data := cCtx.Bool("data")
+	if (len(names) == 0 || cCtx.Bool("wait")) && !data {
 		return nil
 	}
 	ctx, cancel := e.callContext(cCtx.Context, 0)
@@ -109,13 +114,27 @@ func (e *env) checkProxies(cCtx *cli.Context, c *client, action string, names []
 		return e.rpcError(err, action, "")
 	}
 	known := map[string]bool{}
+	var bare []string // watched proxies that capture no data
 	for _, p := range list.GetProxies() {
-		known[p.GetSpec().GetName()] = true
-	}
-	for _, n := range names {
-		if !known[n] {
-			return failf("%s: no proxy named %q (see 'snoopctl list'; --wait waits for it to be created)", action, n)
+		name := p.GetSpec().GetName()
+		known[name] = true
+		if !p.GetSpec().GetCaptureData() && (len(names) == 0 || slices.Contains(names, name)) {
+			bare = append(bare, name)
 		}
+	}
+	if !cCtx.Bool("wait") {
+		for _, n := range names {
+			if !known[n] {
+				return failf("%s: no proxy named %q (see 'snoopctl list'; --wait waits for it to be created)", action, n)
+			}
+		}
+	}
+	switch {
+	case !data || len(bare) == 0:
+	case len(bare) == 1:
+		e.warnf("--data: proxy %s captures no session data (it was created without --capture-data), so its transactions come without it", bare[0])
+	default:
+		e.warnf("--data: proxies %s capture no session data (they were created without --capture-data), so their transactions come without it", vocab.List(bare))
 	}
 	return nil
 }
