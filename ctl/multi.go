@@ -20,15 +20,24 @@ import (
 
 // Several daemons: -a takes a comma-separated list and may be repeated.
 // list merges the daemons' proxies into one table with a DAEMON column;
-// tail and stats merge their event streams, each event naming its daemon;
-// top polls each and shows one row per daemon and proxy with a DAEMON
-// column (top.FleetSource), as top --from does for a fleet on NATS;
-// add, apply, remove, enable, disable and show run on each daemon in turn,
-// each line of output prefixed with the daemon, and fail if any daemon
-// failed.
+// tail, save and stats with a filter merge their event streams, each
+// event naming its daemon; top polls each and shows one row per daemon
+// and proxy with a DAEMON column (top.FleetSource), as top --from does
+// for a fleet on NATS; add, apply, remove, enable, disable, show, conns,
+// fault, version and stats (totals) run on each daemon in turn, each line
+// of output prefixed with the daemon, and fail if any daemon failed. A
+// command that cannot serve several daemons (kill-conn, stats --watch)
+// refuses them in one line rather than use the first one alone.
 
 // perDaemon are the commands that run once per daemon.
-var perDaemon = map[string]bool{"add": true, "apply": true, "remove": true, "enable": true, "disable": true, "show": true}
+var perDaemon = map[string]bool{"add": true, "apply": true, "remove": true, "enable": true, "disable": true, "show": true,
+	"conns": true, "fault": true, "version": true}
+
+// oneDaemon are the commands that act on one daemon only, with the reason
+// given when several are named.
+var oneDaemon = map[string]string{
+	"kill-conn": "connection ids belong to one daemon; name it alone with -a",
+}
 
 // mergeAddresses folds repeated global -a/--address flags (which
 // reorderArgs has put before the command) into one comma-separated value.
@@ -97,6 +106,13 @@ func (e *env) fanOut(c *cli.Command) {
 				return action(cCtx)
 			}
 			return e.eachDaemon(cCtx, c.Name, action)
+		}
+	case oneDaemon[c.Name] != "":
+		c.Action = func(cCtx *cli.Context) error {
+			if !e.multi() {
+				return action(cCtx)
+			}
+			return usagef("%s works on one daemon, not the %d named by -a: %s", c.Name, len(e.opts.addrs), oneDaemon[c.Name])
 		}
 	}
 }

@@ -60,6 +60,14 @@ func (e *env) stats(cCtx *cli.Context) error {
 	}
 	dur := cCtx.Duration("for")
 	if !sampling(cCtx) {
+		if e.multi() {
+			if watch {
+				return usagef("stats --watch follows one daemon's totals, not the %d named by -a; 'snoopctl top' shows every daemon's proxies live", len(e.opts.addrs))
+			}
+			return e.eachDaemon(cCtx, "stats", func(cCtx *cli.Context) error {
+				return e.statsTotals(cCtx, req.GetProxies(), false, interval, dur)
+			})
+		}
 		return e.statsTotals(cCtx, req.GetProxies(), watch, interval, dur)
 	}
 	if !watch && dur == 0 && cCtx.Int64("count") == 0 {

@@ -347,6 +347,29 @@ func TestMultiDaemon(t *testing.T) {
 		t.Fatalf("second remove: %v", r)
 	}
 
+	// Every verb serves every daemon it is given, or refuses them in one
+	// line; none answers for the first daemon alone.
+	mustCtl(t, b.d, "add", "only-b", "--listen", "IP:127.0.0.1:0", "--server", "IP:127.0.0.1:9")
+	for _, verb := range [][]string{{"stats"}, {"version"}, {"fault", "list", "p"}, {"conns", "p"}} {
+		r := mustCtl(t, nil, append([]string{"-a", both}, verb...)...)
+		if !strings.Contains(r.out, a.d.addr+": ") || !strings.Contains(r.out, b.d.addr+": ") {
+			t.Errorf("%v over both daemons serves one:\n%s", verb, r.out)
+		}
+	}
+	r = runCtl(t, nil, "-a", a.d.addr+","+b.d.addr, "conns", "only-b")
+	if !strings.Contains(r.out, b.d.addr+": only-b has no live connections") || !strings.Contains(r.err, `no proxy named "only-b"`) || r.code != 1 {
+		t.Errorf("conns of a proxy only the second daemon has: %v", r)
+	}
+	for verb, want := range map[string]string{
+		"kill-conn p 1": "kill-conn works on one daemon, not the 2 named by -a",
+		"stats --watch": "stats --watch follows one daemon's totals, not the 2 named by -a",
+	} {
+		r := runCtl(t, nil, append([]string{"-a", both}, strings.Fields(verb)...)...)
+		if r.code != 2 || !strings.Contains(r.err, want) || strings.Count(r.err, "\n") != 1 {
+			t.Errorf("%s over both daemons: %v, want exit 2 and one line with %q", verb, r, want)
+		}
+	}
+
 	// tail over both: every transaction of both, each naming its daemon.
 	tail := startCtl(t, nil, "-a", both, "tail", "--events", "tx", "-o", "json")
 	waitWatchers(t, a.d, 1)
