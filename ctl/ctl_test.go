@@ -152,6 +152,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"save"}, "usage: snoopctl save FILE"},
 		{[]string{"save", "-"}, "save writes to a file"},
 		{[]string{"save", existing, "--append", "--force"}, "--append and --force exclude each other"},
+		{[]string{"save", dir, "--force"}, "save: " + dir + " is a directory; name a file in it, such as " + filepath.Join(dir, "capture.jsonl")},
 		{[]string{"save", existing, "--rotate-size", "huge"}, "--rotate-size: size"},
 		{[]string{"save", existing, "--rotate-size", "10"}, "--rotate-size 10 is 10 bytes; it must be at least 64KiB (65536 bytes)"},
 		{[]string{"save", existing, "--rotate-size", "1MB", "--rotate-keep", "-1"}, "--rotate-keep -1 is negative"},

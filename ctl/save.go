@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -61,6 +62,9 @@ func (e *env) save(cCtx *cli.Context) error {
 	path, proxies := a[0], a[1:]
 	if path == "-" {
 		return usagef("save writes to a file; for standard output use 'snoopctl tail -o json'")
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return usagef("save: %s is a directory; name a file in it, such as %s", path, filepath.Join(path, "capture.jsonl"))
 	}
 	opts := capture.Options{Append: cCtx.Bool("append"), Force: cCtx.Bool("force")}
 	if opts.Append && opts.Force {

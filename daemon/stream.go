@@ -239,8 +239,13 @@ func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Trans
 	}
 	setTimestamp(&a.start, t.Start)
 	tx.StartTime = &a.start
-	setDuration(&a.latency, t.Latency)
-	tx.Latency = &a.latency
+	// A request never answered, or an answer to no request, has no pair
+	// to time: no latency, rather than a latency of 0.
+	tx.Latency = nil
+	if !t.Unanswered && !t.Orphan {
+		setDuration(&a.latency, t.Latency)
+		tx.Latency = &a.latency
+	}
 	tx.Fault = t.Fault
 	return tx
 }

@@ -57,7 +57,9 @@ func freshAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 				Status:          uint32(t.Status),
 				DataLength:      uint32(t.DataLen),
 				StartTime:       timestamppb.New(t.Start),
-				Latency:         durationpb.New(t.Latency),
+			}
+			if !t.Unanswered && !t.Orphan {
+				tx.Latency = durationpb.New(t.Latency)
 			}
 			if t.HasDigest {
 				tx.DataDigest = append([]byte(nil), t.Digest[:]...)
@@ -578,4 +580,22 @@ func BenchmarkEncodeEvent(b *testing.B) {
 		buf = enc.AppendEvent(buf[:0], evs[i%len(evs)], "instance-1")
 	}
 	b.ReportMetric(float64(len(buf)), "B/event")
+}
+
+// TestUnpairedTransactionsHaveNoLatency: a request never answered and an
+// answer to no request have no pair to time, so their events carry no
+// latency (tail shows "-"), not a latency of 0 that reads as a fast
+// answer.
+func TestUnpairedTransactionsHaveNoLatency(t *testing.T) {
+	for _, tx := range []proxy.Transaction{{Unanswered: true}, {Orphan: true}} {
+		tx.Latency = 3 * time.Millisecond // whatever the proxy left there
+		e := &proxy.Event{Kind: proxy.KindTransaction, Tx: &tx}
+		if got := toAPIEvent(e, false).GetTransaction().GetLatency(); got != nil {
+			t.Errorf("%s: latency %v, want none", tx.Result(), got.AsDuration())
+		}
+	}
+	answered := &proxy.Event{Kind: proxy.KindTransaction, Tx: &proxy.Transaction{Latency: 3 * time.Millisecond}}
+	if got := toAPIEvent(answered, false).GetTransaction().GetLatency().AsDuration(); got != 3*time.Millisecond {
+		t.Errorf("an answered transaction: latency %v", got)
+	}
 }

@@ -33,7 +33,7 @@ var Variables = []Variable{
 	{"op", "string", "the operation: " + describeValues(enumValues["op"])},
 	{"result", "string", "the transaction's result: " + describeValues(enumValues["result"])},
 	{"session_id", "bytes", "the session id"},
-	{"latency", "duration", "request to response (0 if unanswered)"},
+	{"latency", "duration", "request to response (0 for an unanswered request or an orphan response)"},
 	{"req_bytes", "int", "payload bytes of the request"},
 	{"resp_bytes", "int", "payload bytes of the response"},
 	{"time", "timestamp", "when the event happened"},

@@ -161,7 +161,7 @@ func (e *Event) MatchView(v *match.View) {
 	v.Op, v.Result, v.SessionID = t.Op, t.Outcome(), t.SessionID
 	v.ReqBytes, v.RespBytes = int64(t.RequestSize), int64(t.ResponseSize)
 	v.Fault = t.Fault
-	if !t.Unanswered {
+	if !t.Unanswered && !t.Orphan {
 		v.Latency = t.Latency
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/snoopd/snoopd/ctl/format"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -336,6 +337,8 @@ func TestReaderBadInput(t *testing.T) {
 		{"not json", string(good) + "hello\n" + string(good), "t:2: not a snoop event"},
 		{"empty object", "{}\n", "t:1: neither an event nor a notice"},
 		{"wrong type", `{"dropped":"x"}` + "\n", "t:1: not a snoop event"},
+		{"binary", "\x7fELF\x02\x01\n", "t:1: not a snoop event (snoop.v1.WatchEventsResponse in JSON): binary data, not JSON lines"},
+		{"protojson's prefix", `{"event": 5}` + "\n", "t:1: not a snoop event (snoop.v1.WatchEventsResponse in JSON): syntax error (line 1:11): unexpected token 5"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -348,6 +351,9 @@ func TestReaderBadInput(t *testing.T) {
 			}
 			if err == nil || errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+			if err != nil && strings.ContainsFunc(err.Error(), func(r rune) bool { return !unicode.IsPrint(r) }) {
+				t.Errorf("the error has a byte a terminal would act on: %q", err)
 			}
 		})
 	}

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -154,7 +157,7 @@ func (l Line) Decode() (*snoopv1.WatchEventsResponse, error) {
 		if !l.complete {
 			return nil, fmt.Errorf("%s: %w: the last line (%d bytes, line %d) is cut short and was skipped", l.name, ErrTruncated, len(l.Data), l.num)
 		}
-		return nil, fmt.Errorf("%s:%d: not a snoop event (snoop.v1.WatchEventsResponse in JSON): %w", l.name, l.num, err)
+		return nil, fmt.Errorf("%s:%d: not a snoop event (snoop.v1.WatchEventsResponse in JSON): %s", l.name, l.num, decodeError(l.Data, err))
 	}
 	if resp.GetEvent() == nil && resp.GetDropped() == 0 && !resp.GetHistoryDone() {
 		return nil, fmt.Errorf("%s:%d: neither an event nor a notice (dropped, history_done)", l.name, l.num)
@@ -203,7 +206,24 @@ func (r *Reader) Close() error {
 func Decode(line []byte) (*snoopv1.WatchEventsResponse, error) {
 	resp := &snoopv1.WatchEventsResponse{}
 	if err := decodeOptions.Unmarshal(line, resp); err != nil {
-		return nil, fmt.Errorf("not a snoop event: %w", err)
+		return nil, fmt.Errorf("not a snoop event: %s", decodeError(line, err))
 	}
 	return resp, nil
+}
+
+// decodeError says why line is not an event, in printable text: binary
+// data is called that, and protojson's message loses its "proto:" prefix
+// (written with a non-breaking space) and has any raw byte it quotes
+// escaped, so that a terminal never gets a control byte from a file.
+func decodeError(line []byte, err error) string {
+	if !utf8.Valid(line) || bytes.ContainsFunc(line, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+		return "binary data, not JSON lines (is this a file snoopctl save wrote?)"
+	}
+	msg := strings.TrimLeftFunc(strings.TrimPrefix(err.Error(), "proto:"), unicode.IsSpace)
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, msg)
 }

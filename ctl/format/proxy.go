@@ -281,8 +281,8 @@ func writeConnTable(w io.Writer, conns []*snoopv1.Connection, now time.Time, loc
 			since = t.AsTime().In(orUTC(loc)).Format(time.TimeOnly)
 			age = Age(now.Sub(t.AsTime()))
 		}
-		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", indent, c.GetId(), orDash(c.GetClient()), since, age,
-			c.GetBytesUp(), c.GetBytesDown(), c.GetTransactions(), c.GetPending())
+		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", indent, c.GetId(), orDash(c.GetClient()), since, age,
+			Bytes(int64(c.GetBytesUp())), Bytes(int64(c.GetBytesDown())), c.GetTransactions(), c.GetPending())
 	}
 	return tw.Flush()
 }

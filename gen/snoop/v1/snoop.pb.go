@@ -3075,7 +3075,9 @@ type Transaction struct {
 	DataTruncated bool `protobuf:"varint,15,opt,name=data_truncated,json=dataTruncated,proto3" json:"data_truncated,omitempty"`
 	// start_time is when the request's first byte arrived.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// latency runs from the request's first byte to the response's last.
+	// latency runs from the request's first byte to the response's last;
+	// unset for an unanswered request and for an orphan response, which
+	// have no pair to time.
 	Latency *durationpb.Duration `protobuf:"bytes,17,opt,name=latency,proto3" json:"latency,omitempty"`
 	// fault names the fault that touched this transaction (held, replaced,
 	// dropped, paced, damaged); empty when none did. Result, status and
