@@ -16,6 +16,7 @@ import (
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/size"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -34,7 +35,7 @@ func (e *env) addCommand() *cli.Command {
 			&cli.BoolFlag{Name: "disabled", Usage: "create the proxy disabled: it refuses clients until 'snoopctl enable'", DisableDefaultText: true},
 			&cli.StringFlag{Name: "on-corrupt", Value: "close", Usage: "on a protocol violation: close both sides, or passthrough (keep forwarding, stop decoding)"},
 			&cli.BoolFlag{Name: "capture-data", Usage: "keep session data in events (it holds TLS master secrets; watchers see it only with --data)", DisableDefaultText: true},
-			&cli.UintFlag{Name: "capture-limit", Value: proxy.DefaultCaptureLimit, Usage: "`BYTES` of session data kept per transaction"},
+			&cli.StringFlag{Name: "capture-limit", Value: size.Format(proxy.DefaultCaptureLimit), Usage: "`SIZE` of session data kept per transaction (4K, 32K, ...)"},
 			&cli.UintFlag{Name: "max-connections", Aliases: []string{"max-conns"}, Usage: "refuse clients beyond `N` concurrent connections (0: no limit)"},
 			&cli.DurationFlag{Name: "dial-timeout", Value: proxy.DefaultDialTimeout, Usage: "bound on connecting to the server"},
 			&cli.UintFlag{Name: "spare-connections", Aliases: []string{"spares"}, Value: proxy.DefaultSpares, Usage: "keep `N` server connections dialled ahead of clients (0: none, at most 64; split over the daemon's event loops, at least one on each)"},
@@ -101,10 +102,14 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 	// Flags left unset leave the spec's fields unset, so the daemon's
 	// defaults apply (the help shows them as the flags' defaults).
 	if cCtx.IsSet("capture-limit") {
-		spec.CaptureLimit = uint32(cCtx.Uint("capture-limit"))
-		if spec.CaptureLimit == 0 {
-			return nil, usagef("--capture-limit 0: want a number of bytes such as %d", proxy.DefaultCaptureLimit)
+		n, err := size.Parse(cCtx.String("capture-limit"))
+		if err != nil {
+			return nil, usagef("--capture-limit: %v", err)
 		}
+		if n >= 1<<31 {
+			return nil, usagef("--capture-limit %s: must be below 2G", cCtx.String("capture-limit"))
+		}
+		spec.CaptureLimit = uint32(n)
 	}
 	if cCtx.IsSet("socket-mode") {
 		m, err := parseSocketMode(cCtx.String("socket-mode"))
@@ -121,8 +126,8 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 	default:
 		return nil, usagef("--on-corrupt %q: want close or passthrough", p)
 	}
-	if cCtx.Uint("capture-limit") > 1<<31 || cCtx.Uint("max-connections") > 1<<31 {
-		return nil, usagef("--capture-limit and --max-connections must be below 2^31")
+	if cCtx.Uint("max-connections") > 1<<31 {
+		return nil, usagef("--max-connections must be below 2^31")
 	}
 	if cCtx.IsSet("spare-connections") {
 		n := cCtx.Uint("spare-connections")

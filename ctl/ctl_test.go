@@ -154,7 +154,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"save", existing, "--append", "--force"}, "--append and --force exclude each other"},
 		{[]string{"save", dir, "--force"}, "save: " + dir + " is a directory; name a file in it, such as " + filepath.Join(dir, "capture.jsonl")},
 		{[]string{"save", existing, "--rotate-size", "huge"}, "--rotate-size: size"},
-		{[]string{"save", existing, "--rotate-size", "10"}, "--rotate-size 10 is 10 bytes; it must be at least 64KiB (65536 bytes)"},
+		{[]string{"add", "p", "--listen", ":1", "--server", "127.0.0.1:2", "--capture-limit", "10 parsecs"}, `--capture-limit: size "10 parsecs": want a number with an optional unit K, M, G or T (powers of 1024)`},
+		{[]string{"add", "p", "--listen", ":1", "--server", "127.0.0.1:2", "--capture-limit", "3G"}, "--capture-limit 3G: must be below 2G"},
+		{[]string{"save", existing, "--rotate-size", "10"}, "--rotate-size 10 is 10 bytes; it must be at least 64K (65536 bytes)"},
 		{[]string{"save", existing, "--rotate-size", "1MB", "--rotate-keep", "-1"}, "--rotate-keep -1 is negative"},
 		{[]string{"read"}, "usage: snoopctl read FILE..."},
 		{[]string{"read", existing, "--status", "nope"}, `--status "nope"`},
@@ -220,7 +222,7 @@ func TestDaemonDown(t *testing.T) {
 
 func TestProxyCommands(t *testing.T) {
 	f, addr := startFake(t)
-	wantOK(t, run(t, "-a", addr, "add", "web", "--listen", "IP:127.0.0.1:0", "--server", "UNIX:/run/dc.sock", "--max-conns", "10", "--capture-data"))
+	wantOK(t, run(t, "-a", addr, "add", "web", "--listen", "IP:127.0.0.1:0", "--server", "UNIX:/run/dc.sock", "--max-conns", "10", "--capture-data", "--capture-limit", "1MB"))
 	r := run(t, "-a", addr, "add", "api", "--listen", "127.0.0.1:0", "--server", "IP:127.0.0.1:9001", "--disabled", "--on-corrupt", "passthrough", "--dial-timeout", "2s")
 	wantOK(t, r)
 	if r.out != "127.0.0.1:40001\n" {
@@ -231,7 +233,7 @@ func TestProxyCommands(t *testing.T) {
 	if api.GetEnabled() || api.GetOnCorrupt() != snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH || api.GetDialTimeout().AsDuration() != 2*time.Second {
 		t.Errorf("add sent spec %v", api)
 	}
-	if web := f.proxies["web"].GetSpec(); !web.GetEnabled() || web.GetMaxConnections() != 10 || !web.GetCaptureData() {
+	if web := f.proxies["web"].GetSpec(); !web.GetEnabled() || web.GetMaxConnections() != 10 || !web.GetCaptureData() || web.GetCaptureLimit() != 1<<20 {
 		t.Errorf("add sent spec %v", web)
 	}
 	f.mu.Unlock()

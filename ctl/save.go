@@ -13,6 +13,7 @@ import (
 	"github.com/snoopd/snoopd/ctl/capture"
 	"github.com/snoopd/snoopd/ctl/format"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/size"
 )
 
 // saveTick is how often save flushes its file and redraws its progress
@@ -24,7 +25,7 @@ func (e *env) saveCommand() *cli.Command {
 	flags = append(flags,
 		&cli.BoolFlag{Name: "append", Usage: "add to FILE if it exists"},
 		&cli.BoolFlag{Name: "force", Usage: "replace FILE if it exists"},
-		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10MB, 512KiB, ...; at least 64KiB)"},
+		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10M, 512K, 1.5G: powers of 1024; at least 64K)"},
 		&cli.IntFlag{Name: "rotate-keep", Value: capture.DefaultRotateKeep, Usage: "with --rotate-size, keep the `N` newest rotated files and delete older ones (0: keep all)"},
 		dataFlag(),
 	)
@@ -44,8 +45,9 @@ func (e *env) saveCommand() *cli.Command {
 			"--rotate-size SIZE: when FILE would grow past SIZE it is rotated as logrotate\n" +
 			"does: FILE.N becomes FILE.N+1, FILE becomes FILE.1, and a new FILE is started;\n" +
 			"FILE.1 is the newest rotated file, and none is ever overwritten. 'snoopctl\n" +
-			"read FILE*' reads them back in time order. SIZE takes B, kB, MB, GB (powers\n" +
-			"of 1000) and KiB, MiB, GiB (powers of 1024), and is at least 64KiB.\n" +
+			"read FILE*' reads them back in time order. SIZE takes K, M, G (also KB or\n" +
+			"KiB, ...: powers of 1024, as every size snoopd and snoopctl take) and is at\n" +
+			"least 64K.\n" +
 			"--rotate-keep N (default 4, as logrotate.conf): a rotation deletes what it\n" +
 			"would push past FILE.N, earlier captures' rotated files included, so FILE\n" +
 			"and its rotations take at most N+1 times SIZE; 0 keeps every file.\n\n" + filterHelp + fleetHelp,
@@ -71,11 +73,11 @@ func (e *env) save(cCtx *cli.Context) error {
 		return usagef("--append and --force exclude each other: add to FILE, or replace it")
 	}
 	if s := cCtx.String("rotate-size"); s != "" {
-		if opts.RotateSize, err = capture.ParseSize(s); err != nil {
+		if opts.RotateSize, err = size.Parse(s); err != nil {
 			return usagef("--rotate-size: %v", err)
 		}
 		if opts.RotateSize < capture.MinRotateSize {
-			return usagef("--rotate-size %s is %d bytes; it must be at least 64KiB (%d bytes): smaller, every few events would start a file", s, opts.RotateSize, capture.MinRotateSize)
+			return usagef("--rotate-size %s is %d bytes; it must be at least %s (%d bytes): smaller, every few events would start a file", s, opts.RotateSize, size.Format(capture.MinRotateSize), capture.MinRotateSize)
 		}
 	}
 	if opts.RotateKeep = cCtx.Int("rotate-keep"); opts.RotateKeep < 0 {

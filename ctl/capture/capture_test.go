@@ -379,23 +379,6 @@ func TestReaderSkipsBlankLinesAndUnknownFields(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	good := map[string]int64{
-		"1": 1, "500000": 500000, "10MB": 10e6, "10mb": 10e6, "64k": 64000, "64kB": 64000,
-		"1KiB": 1024, "1MiB": 1 << 20, "1.5GiB": 3 << 29, "2 G": 2e9, "7B": 7,
-	}
-	for s, want := range good {
-		if got, err := ParseSize(s); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
-		}
-	}
-	for _, s := range []string{"", "MB", "0", "-1MB", "10 parsecs", "1.2.3MB", "0.1"} {
-		if _, err := ParseSize(s); err == nil {
-			t.Errorf("ParseSize(%q) succeeded", s)
-		}
-	}
-}
-
 // TestWriteEventSameAsProtojson: lines written by WriteEvent are the
 // protojson lines captures always had, so files from any snoopctl read
 // the same, and a file mixing old and new lines reads back whole.

@@ -59,17 +59,3 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParseSize checks that sizes parse to positive numbers or an error,
-// never a panic, and that plain numbers mean bytes.
-func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"500000", "10MB", "1.5GiB", "64k", "0", "-1", "1e400", "9999999999999GiB", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := ParseSize(s)
-		if err == nil && n <= 0 {
-			t.Fatalf("ParseSize(%q) = %d without an error", s, n)
-		}
-	})
-}

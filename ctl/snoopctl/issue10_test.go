@@ -159,7 +159,7 @@ func TestTimesInOrder(t *testing.T) {
 // flag, the value and an example.
 func TestHelpDefaults(t *testing.T) {
 	r := mustCtl(t, nil, "add", "--help")
-	for _, want := range []string{"(default: 2)", "(default: 5s)", "(default: 32768)", `(default: "0660")`} {
+	for _, want := range []string{"(default: 2)", "(default: 5s)", `(default: "32K")`, `(default: "0660")`} {
 		if strings.Count(r.out, want) != 1 {
 			t.Errorf("add --help shows %q %d times:\n%s", want, strings.Count(r.out, want), r.out)
 		}

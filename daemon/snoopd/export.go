@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/export"
+	"github.com/snoopd/snoopd/internal/size"
 	"github.com/snoopd/snoopd/match"
 )
 
@@ -68,7 +68,7 @@ func addExportFlags(fs *flag.FlagSet, o *exportOptions) {
 	fs.BoolVar(&o.data, "export-data", false, "with --export, include captured session data (proxies with --capture-data); it may hold TLS master secrets")
 	fs.StringVar(&o.stream, "export-stream", export.DefaultStream, "with --export, the JetStream stream `NAME` to create or reuse over PREFIX.>; empty for core NATS only")
 	fs.DurationVar(&o.maxAge, "export-max-age", 0, "with --export, a stream snoopd creates keeps events for `DURATION` (0: no limit)")
-	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G; empty: no limit)")
+	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G: powers of 1024; empty: no limit)")
 	fs.IntVar(&o.batch, "export-batch", export.DefaultBatch, "with --export, put up to `N` events of one subject in a message (a snoop.v1.WatchEventsResponse); 1: each event a snoop.v1.Event of its own, sent at once. Batching is what keeps the export's cost low (docs/fleet.md)")
 	fs.DurationVar(&o.interval, "export-interval", export.DefaultFlushInterval, "with --export and batching, send a subject's batch at the latest `DURATION` after its first event (it goes sooner when full)")
 	fs.IntVar(&o.queue, "export-queue", 0, "no effect since 0.4.0, kept so that old command lines still start: the export reads the log every event stream reads (--watch-queue, --watch-buffer)")
@@ -135,7 +135,7 @@ func (o *exportOptions) check() error {
 		return fmt.Errorf("--export-stream %q: a stream name has no spaces, '.', '*', '>', '/' or '\\'", o.stream)
 	}
 	if o.maxBytes != "" {
-		n, err := parseSize(o.maxBytes)
+		n, err := size.Parse(o.maxBytes)
 		if err != nil {
 			return fmt.Errorf("--export-max-bytes %q: %w", o.maxBytes, err)
 		}
@@ -155,33 +155,6 @@ func (o *exportOptions) check() error {
 
 func validStreamName(s string) bool {
 	return !strings.ContainsAny(s, " \t\r\n.*>/\\")
-}
-
-// parseSize reads a byte count with an optional K, M, G or T suffix
-// (powers of 1024, an optional trailing B or iB).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:n-1]
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, errors.New("want a positive number of bytes, optionally with K, M, G or T (512M, 10G)")
-	}
-	return n * mult, nil
 }
 
 // startExport starts exporting d's events, if --export asks for it.

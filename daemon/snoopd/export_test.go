@@ -64,16 +64,3 @@ func TestExportStartErrors(t *testing.T) {
 		t.Error("the control socket was left behind")
 	}
 }
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"1024": 1024, "512M": 512 << 20, "10G": 10 << 30, "10GiB": 10 << 30, "2k": 2048, "1TB": 1 << 40} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("%q: %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "0", "-1", "M", "1.5G", "99999999999T"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("%q: no error", in)
-		}
-	}
-}

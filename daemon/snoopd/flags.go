@@ -14,6 +14,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
+	"github.com/snoopd/snoopd/internal/size"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -99,7 +100,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.tokenFile, "token-file", "", "require every control call to present the bearer token in `FILE` (mode 0600 or stricter)")
 	fs.IntVar(&o.history, "history", 0, fmt.Sprintf("keep the `N` most recent events for watchers that ask for history (0: %d)", hub.DefaultHistory))
 	fs.IntVar(&o.watchQueue, "watch-queue", 0, fmt.Sprintf("let an event stream fall up to `N` events behind; one that falls further loses the oldest and is told how many (0: %d; the streams share one log of encoded events)", hub.DefaultLogRecords))
-	fs.StringVar(&o.watchBuffer, "watch-buffer", "", fmt.Sprintf("hold at most `SIZE` of encoded events (K, M, G) for the event streams to read, shared by all of them (default %s)", sizeString(hub.DefaultLogBytes)))
+	fs.StringVar(&o.watchBuffer, "watch-buffer", "", fmt.Sprintf("hold at most `SIZE` of encoded events (K, M, G: powers of 1024) for the event streams to read, shared by all of them (default %s)", size.Format(hub.DefaultLogBytes)))
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops(), "with --engine "+proxy.EngineEpoll+", run `N` event loops; every proxy spreads its connections over all of them, and each holds a core while busy")
@@ -298,23 +299,10 @@ func newLogger(w io.Writer, o *options) *slog.Logger {
 // parseWatchBuffer reads --watch-buffer; less than 1 MiB would not hold a
 // dispatch round of events with captured data.
 func (o *options) parseWatchBuffer() bool {
-	n, err := parseSize(o.watchBuffer)
+	n, err := size.Parse(o.watchBuffer)
 	if err != nil || n < 1<<20 || n > 1<<40 {
 		return false
 	}
 	o.watchBufferN = n
 	return true
-}
-
-// sizeString writes a byte count in the units parseSize reads.
-func sizeString(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dG", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dM", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dK", n>>10)
-	}
-	return fmt.Sprint(n)
 }
