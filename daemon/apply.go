@@ -336,7 +336,7 @@ func (d *Daemon) install(name string, e *entry) {
 func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, prune bool, local localIPs) error {
 	var nodes []loopNode
 	var idx []int
-	var checkServer, newListen []bool
+	var check []bool
 	for _, s := range steps {
 		if s.spec == nil {
 			continue
@@ -347,8 +347,7 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 		}
 		nodes = append(nodes, nodeFor(s.name, s.cfg.Server, s.cfg.Listen, bound))
 		idx = append(idx, s.idx)
-		checkServer = append(checkServer, true)
-		newListen = append(newListen, s.e == nil || s.moves())
+		check = append(check, true)
 	}
 	skip := map[string]bool{}
 	for name, e := range d.proxies {
@@ -359,9 +358,9 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 	}
 	for _, n := range d.loopNodesLocked(skip) {
 		nodes = append(nodes, n)
-		checkServer, newListen = append(checkServer, false), append(newListen, false)
+		check = append(check, false)
 	}
-	return loopError(nodes, checkServer, newListen, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
+	return loopError(nodes, check, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
 }
 
 // wouldBe is the proxy a dry run's step would leave, without counters:

@@ -284,10 +284,11 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 	return err
 }
 
-// restoreAll brings back the saved proxies. A proxy whose server is a
-// listener of the set (a proxy loop: a state file written before loops
-// were refused, or edited by hand) is kept failed and never started, so
-// it does not dial; the others start.
+// restoreAll brings back the saved proxies. A proxy whose chain comes
+// back to a proxy it went through (a proxy loop: a state file written
+// before loops were refused, or edited by hand) is kept failed and never
+// started, so it does not dial; the others start, chains of proxies
+// that end at a real server included.
 //
 // A proxy that breaks a rule new input must follow (validate: a relative
 // unix path, saved by an older snoopd) is kept failed with the reason,
@@ -437,10 +438,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		return nil, err
 	}
 	if d.mayLoopLocked(cfg, local) {
-		nodes := d.loopNodesAroundLocked(nodeFor(name, cfg.Server, cfg.Listen), true, nil, local)
-		isNew := make([]bool, len(nodes))
-		isNew[len(nodes)-1] = true
-		if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+		if err := d.loopLocked(nodeFor(name, cfg.Server, cfg.Listen), true, local); err != nil {
 			d.mu.Unlock()
 			return nil, err
 		}
@@ -584,13 +582,11 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	}
 	local := machineIPs()
 	d.mu.Lock()
-	nodes := d.loopNodesAroundLocked(nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()), false, map[string]bool{spec.GetName(): true}, local)
-	d.mu.Unlock()
 	// The listen address does not change, so only the server can make a
-	// loop; a failed proxy already pointing here is not this update's.
-	changed := make([]bool, len(nodes))
-	changed[len(nodes)-1] = true
-	if err := loopError(nodes, changed, make([]bool, len(nodes)), func(_ int, f string) string { return "spec." + f }, local); err != nil {
+	// loop.
+	err = d.loopLocked(nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()), false, local)
+	d.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	// The order makes the one step that can fail, binding, come first,
@@ -880,6 +876,17 @@ func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 		nodes = append(nodes, nodeFor(name, e.server, e.listen, e.addrLocked()))
 	}
 	return nodes
+}
+
+// loopLocked returns the loop n, a proxy being created (fresh) or
+// changed, would take part in, as an error on its field "spec.server",
+// or nil. The registered proxy of n's name, if any, is left out: n is
+// what it becomes. d.mu is held.
+func (d *Daemon) loopLocked(n loopNode, fresh bool, local localIPs) error {
+	nodes := d.loopNodesAroundLocked(n, fresh, map[string]bool{n.name: true}, local)
+	check := make([]bool, len(nodes))
+	check[len(nodes)-1] = true
+	return loopError(nodes, check, func(_ int, f string) string { return "spec." + f }, local)
 }
 
 // loopNodesAroundLocked is the part of the loop check's view that a
