@@ -28,14 +28,16 @@ func checkIndex(t *testing.T, d *Daemon, step string) {
 	servers := map[addrKey]map[*entry]struct{}{}
 	unsettled := map[*entry]struct{}{}
 	for _, e := range d.proxies {
-		if e.placeholder || e.p == nil || e.spec == nil {
+		if e.spec == nil {
 			continue
 		}
 		e.parseAddrsLocked()
 		if k, ok := keyOf(e.listen); ok {
 			addTo(listens, k, e)
 		}
-		if bound := e.addrLocked(); e.bound.IsZero() {
+		if e.p == nil {
+			// A placeholder: its declared addresses only.
+		} else if bound := e.addrLocked(); e.bound.IsZero() {
 			unsettled[e] = struct{}{}
 		} else if k, ok := keyOf(bound); ok {
 			addTo(listens, k, e)

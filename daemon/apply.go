@@ -83,7 +83,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			steps = append(steps, &planned{name: name, action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED, e: e})
 		}
 	}
-	if err := d.applyLoopsLocked(steps, declared, prune, local); err != nil {
+	if err := d.applyLoopsLocked(steps, declared, local); err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}
@@ -107,12 +107,15 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 		if s.e != nil {
 			s.e.busy = true
 		} else {
-			d.putLocked(s.name, &entry{busy: true, placeholder: true})
+			d.putLocked(s.name, placeholderFor(s.spec))
 		}
 	}
 	d.mu.Unlock()
 
-	err := d.execute(steps)
+	// The changes in place are recorded only once their listeners are
+	// bound: the loop check is made again then, in the same lock hold as
+	// the commit, to see what other requests changed meanwhile.
+	err := d.execute(steps, func() error { return d.applyLoopsLocked(steps, declared, local) })
 	// Release: busy marks off (of the old entries and of the ones that
 	// replaced them), placeholders of creations that did not happen
 	// removed.
@@ -184,13 +187,15 @@ func (d *Daemon) applyReservedLocked(steps []*planned) error {
 //     and moved proxies in, new specs recorded, removed proxies marked)
 //     and saved. A save that fails is undone in memory, what phase 1
 //     bound is closed again, and the error returned: nothing changed.
+//     loops, called under the registry lock just before the record, may
+//     refuse the plan in the same way.
 //  3. Carry out: moved proxies' old listeners and removed proxies stop,
 //     changes in place take effect. Nothing here can fail but a move
 //     whose new address clashes only with its own old one
 //     (0.0.0.0:9001 to 127.0.0.1:9001), which can bind only once the old
 //     proxy stopped; if that bind fails, the proxy stays, failed, at its
 //     new address (as saved), and the error says so.
-func (d *Daemon) execute(steps []*planned) error {
+func (d *Daemon) execute(steps []*planned, loops func() error) error {
 	started := map[string]*entry{}
 	var enabled []*entry
 	unbind := func() {
@@ -231,6 +236,11 @@ func (d *Daemon) execute(steps []*planned) error {
 	}
 
 	d.mu.Lock()
+	if err := loops(); err != nil {
+		d.mu.Unlock()
+		unbind()
+		return err
+	}
 	var undos []func()
 	for _, s := range steps {
 		switch e := started[s.name]; {
@@ -240,7 +250,7 @@ func (d *Daemon) execute(steps []*planned) error {
 			if s.move {
 				undos = append(undos, func() { d.putLocked(s.name, s.e) })
 			} else {
-				undos = append(undos, func() { d.putLocked(s.name, &entry{busy: true, placeholder: true}) })
+				undos = append(undos, func() { d.putLocked(s.name, placeholderFor(s.spec)) })
 			}
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED: // in place, or a late move
 			old, oldErr, oldNote := s.e.spec, s.e.bindErr, s.e.note
@@ -333,7 +343,7 @@ func (d *Daemon) install(name string, e *entry) {
 // declared proxies (at their declared addresses, and the bound one of a
 // proxy that keeps its listen address) and the registered proxies the
 // apply does not touch. d.mu is held.
-func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, prune bool, local localIPs) error {
+func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, local localIPs) error {
 	var nodes []loopNode
 	var idx []int
 	var check []bool
@@ -349,11 +359,14 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 		idx = append(idx, s.idx)
 		check = append(check, true)
 	}
-	skip := map[string]bool{}
-	for name, e := range d.proxies {
-		// Pruned proxies are gone after the apply; ephemeral ones stay.
-		if declared[name] || (prune && !e.ephemeral) {
-			skip[name] = true
+	// Declared proxies are in the set as declared, and pruned ones are
+	// gone after the apply; the plan's removals are those (not every
+	// proxy there is now: a create that began after the plan is not
+	// pruned).
+	skip := maps.Clone(declared)
+	for _, s := range steps {
+		if s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED {
+			skip[s.name] = true
 		}
 	}
 	for _, n := range d.loopNodesLocked(skip) {

@@ -117,7 +117,7 @@ type entry struct {
 	bindErr   error // why an enabled proxy is not listening
 	ephemeral bool  // not saved in the state dir (the demo proxy)
 	// busy marks a proxy a request is changing; placeholder marks a name
-	// reserved by a create still binding.
+	// reserved by a create still binding (see placeholderFor).
 	busy, placeholder bool
 	// removing marks a proxy whose deletion is being saved or, once
 	// saved, carried out: it is left out of the state file.
@@ -443,7 +443,9 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 			return nil, err
 		}
 	}
-	d.putLocked(name, &entry{busy: true, placeholder: true})
+	// In the same lock hold as the check: a create or an update checked
+	// after this one sees this proxy.
+	d.putLocked(name, placeholderFor(spec))
 	d.mu.Unlock()
 
 	e, err := d.start(spec, cfg, ephemeral)
@@ -459,7 +461,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if !ephemeral {
 		t = d.ticketLocked(func() {
 			d.mu.Lock()
-			d.putLocked(name, &entry{busy: true, placeholder: true})
+			d.putLocked(name, placeholderFor(spec))
 			d.mu.Unlock()
 		})
 	}
@@ -475,6 +477,14 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	d.release(e)
 	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
 	return d.describe(e), nil
+}
+
+// placeholderFor is the entry that reserves the name of a proxy being
+// created with spec until it is bound. It is filed in the address index
+// under spec's addresses, so the loop checks made while it binds count
+// it as a proxy already.
+func placeholderFor(spec *snoopv1.ProxySpec) *entry {
+	return &entry{spec: spec, busy: true, placeholder: true}
 }
 
 // start makes and binds a proxy; no registry lock is held.
@@ -581,10 +591,12 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 		return nil, prefixField("spec", err)
 	}
 	local := machineIPs()
-	d.mu.Lock()
 	// The listen address does not change, so only the server can make a
-	// loop.
-	err = d.loopLocked(nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()), false, local)
+	// loop. This first look refuses a loop before anything is bound; the
+	// check that counts is made again with the commit, below.
+	node := nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr())
+	d.mu.Lock()
+	err = d.loopLocked(node, false, local)
 	d.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -601,6 +613,16 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 		return nil, bindError("spec.listen", err)
 	}
 	d.mu.Lock()
+	// The check and the commit are one step: another request that made
+	// the other half of a loop since the first look is seen here, and
+	// one checked after this sees the new server.
+	if err := d.loopLocked(node, false, local); err != nil {
+		d.mu.Unlock()
+		if enabled {
+			e.p.Disable(false)
+		}
+		return nil, err
+	}
 	undo := d.recordChangeLocked(e, spec)
 	t := d.ticketLocked(undo)
 	d.mu.Unlock()
@@ -845,8 +867,13 @@ func (d *Daemon) mayLoopLocked(cfg proxy.Config, local localIPs) bool {
 // addrLocked is e.p.Addr(), without asking the proxy once the answer is
 // final: a proxy's address changes only when a port 0 gets its port, and
 // then never again (re-enabling keeps the port). Checks that look at
-// every proxy use it. d.mu is held.
+// every proxy use it. A placeholder's is its declared address. d.mu is
+// held.
 func (e *entry) addrLocked() distcache.Addr {
+	if e.p == nil {
+		e.parseAddrsLocked()
+		return e.listen
+	}
 	if !e.bound.IsZero() {
 		return e.bound
 	}
@@ -858,11 +885,12 @@ func (e *entry) addrLocked() distcache.Addr {
 }
 
 // loopNodesLocked is the loop check's view of the registry, without the
-// proxies in skip and without names still being created. d.mu is held.
+// proxies in skip; proxies still being created are in it, at their
+// declared addresses. d.mu is held.
 func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 	names := make([]string, 0, len(d.proxies))
 	for name, e := range d.proxies {
-		if !e.placeholder && !skip[name] {
+		if e.spec != nil && !skip[name] {
 			names = append(names, name)
 		}
 	}
@@ -897,8 +925,8 @@ func (d *Daemon) loopLocked(n loopNode, fresh bool, local localIPs) error {
 // turn. Every listener a server of the part reaches is in it, so
 // findLoop and loopError answer on it what they answer on the whole
 // set, at the cost of the chains rather than of the registry. The
-// proxies in skip and names still being created are left out. d.mu is
-// held.
+// proxies in skip are left out; proxies still being created are in it,
+// at their declared addresses (see placeholderFor). d.mu is held.
 func (d *Daemon) loopNodesAroundLocked(n loopNode, fresh bool, skip map[string]bool, local localIPs) []loopNode {
 	in := map[string]loopNode{}
 	var queue []loopNode
