@@ -806,6 +806,7 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		InstanceId:    e.instance,
 	}
 	fillAnswer(out, spec, e.p.Addr())
+	out.Chain, out.ChainServer = d.chainOf(e)
 	switch {
 	case deleting:
 		// Not accepting any more, on the way out: disabled (see
@@ -820,6 +821,36 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		}
 	}
 	return out
+}
+
+// chainOf is the chain e's traffic goes through when its server is a
+// listener of this daemon (Proxy.chain): the names of the proxies, e's
+// first, and the server the last one declares, or "" when the chain
+// comes back to a proxy it went through. Nil when e's server is no
+// listener here, which the index answers without reading the interface
+// addresses.
+func (d *Daemon) chainOf(e *entry) ([]string, string) {
+	d.mu.Lock()
+	e.parseAddrsLocked()
+	maybe := false
+	d.addrs.listeners(e.server, func(*entry) bool { maybe = true; return false })
+	d.mu.Unlock()
+	if !maybe {
+		return nil, ""
+	}
+	local := machineIPs()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	name := e.spec.GetName()
+	nodes := d.loopNodesAroundLocked(nodeFor(name, e.server, e.listen, e.addrLocked()), false, map[string]bool{name: true}, local)
+	names, end, loop := newLoopSet(nodes, local).chain(len(nodes) - 1)
+	switch {
+	case len(names) == 1:
+		return nil, ""
+	case loop:
+		return names, ""
+	}
+	return names, nodes[end].server.String()
 }
 
 // parseAddrsLocked parses the spec's addresses into e.listen and
