@@ -379,7 +379,8 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, lo
 // wouldBe is the proxy a dry run's step would leave, without counters:
 // an unchanged proxy as it is; a changed one with its new spec (its
 // address too, if it moves); a new one at its declared address, whose
-// port 0 the bind would replace. Nil for a removal.
+// port 0 the bind would replace. No chain: the one a proxy has now may
+// not be the one it would have. Nil for a removal.
 func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 	if s.spec == nil {
 		return nil
@@ -388,7 +389,8 @@ func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 	listen := s.cfg.Listen
 	if s.e != nil {
 		out = d.describe(s.e)
-		out.Counters = nil
+		// The chain is the one now; the apply may change it.
+		out.Counters, out.Chain, out.ChainServer = nil, nil, ""
 		if !s.moves() {
 			listen = s.e.p.Addr()
 		}

@@ -83,6 +83,23 @@ func TestChainOfProxiesOnOneDaemon(t *testing.T) {
 				}
 			}
 
+			// A dry run does not know the chain the apply would leave,
+			// and says none.
+			var specs []*snoopv1.ProxySpec
+			for _, name := range []string{"front", "outer", "inner"} {
+				p, _ := a.d.GetProxy(name)
+				specs = append(specs, p.GetSpec())
+			}
+			dry, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: specs, DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range dry.GetResults() {
+				if len(r.GetProxy().GetChain()) != 0 || r.GetProxy().GetChainServer() != "" {
+					t.Errorf("dry run: %s has chain %q ending at %q", r.GetName(), r.GetProxy().GetChain(), r.GetProxy().GetChainServer())
+				}
+			}
+
 			// inner → front would close the chain into a loop.
 			_, err = a.proxy.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
 				Spec:       &snoopv1.ProxySpec{Name: "inner", Server: listen["front"]},
