@@ -37,9 +37,11 @@ func keyOf(a distcache.Addr) (addrKey, bool) {
 	return addrKey{}, false
 }
 
-// addrIndex holds the registered proxies (not placeholders) by the keys
-// of their listen addresses (as configured, and as bound) and of their
-// servers. A proxy declared on TCP port 0 that has no port yet (it never
+// addrIndex holds the registered proxies by the keys of their listen
+// addresses (as configured, and as bound) and of their servers, and the
+// placeholders of proxies being created by the keys of their declared
+// addresses: the loop check of one create must see the others in flight,
+// or two halves of a loop created at once would both pass. A proxy declared on TCP port 0 that has no port yet (it never
 // bound) is kept aside, unsettled, and filed under its port once it has
 // one. It is guarded by d.mu, and kept in step by putLocked, dropLocked
 // and setSpecLocked, the only ways the registry changes.
@@ -85,7 +87,7 @@ func removeFrom(m map[addrKey]map[*entry]struct{}, k addrKey, e *entry) {
 
 // add files e. d.mu is held.
 func (x *addrIndex) add(e *entry) {
-	if e.keys.indexed || e.placeholder || e.p == nil || e.spec == nil {
+	if e.keys.indexed || e.spec == nil {
 		return
 	}
 	e.keys.indexed = true
@@ -94,7 +96,9 @@ func (x *addrIndex) add(e *entry) {
 		e.keys.listens = append(e.keys.listens, k)
 		addTo(x.listens, k, e)
 	}
-	x.addBound(e)
+	if e.p != nil { // a placeholder has not bound yet
+		x.addBound(e)
+	}
 	if k, ok := keyOf(e.server); ok {
 		e.keys.server, e.keys.hasServer = k, true
 		addTo(x.servers, k, e)

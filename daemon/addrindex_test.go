@@ -28,14 +28,16 @@ func checkIndex(t *testing.T, d *Daemon, step string) {
 	servers := map[addrKey]map[*entry]struct{}{}
 	unsettled := map[*entry]struct{}{}
 	for _, e := range d.proxies {
-		if e.placeholder || e.p == nil || e.spec == nil {
+		if e.spec == nil {
 			continue
 		}
 		e.parseAddrsLocked()
 		if k, ok := keyOf(e.listen); ok {
 			addTo(listens, k, e)
 		}
-		if bound := e.addrLocked(); e.bound.IsZero() {
+		if e.p == nil {
+			// A placeholder: its declared addresses only.
+		} else if bound := e.addrLocked(); e.bound.IsZero() {
 			unsettled[e] = struct{}{}
 		} else if k, ok := keyOf(bound); ok {
 			addTo(listens, k, e)
@@ -95,7 +97,7 @@ func TestAddrIndexInStep(t *testing.T) {
 	a := must(d.CreateProxy(ctx, spec("a", cache))).GetListenAddress()
 	fixed := "IP:" + testutil.FreeAddr(t)
 	must(d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "b", Listen: fixed, Server: cache}))
-	must(d.CreateProxy(ctx, spec("c", cache)))
+	c := must(d.CreateProxy(ctx, spec("c", cache))).GetListenAddress()
 	must(d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "u", Listen: "UNIX:" + filepath.Join(t.TempDir(), "u.sock"), Server: cache}))
 	checkIndex(t, d, "created")
 
@@ -103,12 +105,20 @@ func TestAddrIndexInStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkIndex(t, d, "server changed")
-	// A proxy whose server is one of the daemon's listeners is a loop,
-	// found through the index: at create, and at update.
-	if _, err := d.CreateProxy(ctx, spec("d", fixed)); err == nil {
+	// A proxy whose chain comes back to it is a loop, found through the
+	// index: at create (d → a → d), and at update (a → c → a). The chain
+	// c → a, which ends at no listener, is not.
+	fixedD := "IP:" + testutil.FreeAddr(t)
+	if err := update("a", &snoopv1.ProxySpec{Server: fixedD}, "server"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "d", Listen: fixedD, Server: a}); err == nil {
 		t.Fatal("a proxy loop was accepted at create")
 	}
-	if err := update("c", &snoopv1.ProxySpec{Server: a}, "server"); err == nil {
+	if err := update("c", &snoopv1.ProxySpec{Server: a}, "server"); err != nil {
+		t.Fatalf("a chain refused at update: %v", err)
+	}
+	if err := update("a", &snoopv1.ProxySpec{Server: c}, "server"); err == nil {
 		t.Fatal("a proxy loop was accepted at update")
 	}
 	checkIndex(t, d, "loop refused")

@@ -83,7 +83,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 			steps = append(steps, &planned{name: name, action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED, e: e})
 		}
 	}
-	if err := d.applyLoopsLocked(steps, declared, prune, local); err != nil {
+	if err := d.applyLoopsLocked(steps, declared, local); err != nil {
 		d.mu.Unlock()
 		return nil, err
 	}
@@ -107,12 +107,15 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 		if s.e != nil {
 			s.e.busy = true
 		} else {
-			d.putLocked(s.name, &entry{busy: true, placeholder: true})
+			d.putLocked(s.name, placeholderFor(s.spec))
 		}
 	}
 	d.mu.Unlock()
 
-	err := d.execute(steps)
+	// The changes in place are recorded only once their listeners are
+	// bound: the loop check is made again then, in the same lock hold as
+	// the commit, to see what other requests changed meanwhile.
+	err := d.execute(steps, func() error { return d.applyLoopsLocked(steps, declared, local) })
 	// Release: busy marks off (of the old entries and of the ones that
 	// replaced them), placeholders of creations that did not happen
 	// removed.
@@ -184,13 +187,15 @@ func (d *Daemon) applyReservedLocked(steps []*planned) error {
 //     and moved proxies in, new specs recorded, removed proxies marked)
 //     and saved. A save that fails is undone in memory, what phase 1
 //     bound is closed again, and the error returned: nothing changed.
+//     loops, called under the registry lock just before the record, may
+//     refuse the plan in the same way.
 //  3. Carry out: moved proxies' old listeners and removed proxies stop,
 //     changes in place take effect. Nothing here can fail but a move
 //     whose new address clashes only with its own old one
 //     (0.0.0.0:9001 to 127.0.0.1:9001), which can bind only once the old
 //     proxy stopped; if that bind fails, the proxy stays, failed, at its
 //     new address (as saved), and the error says so.
-func (d *Daemon) execute(steps []*planned) error {
+func (d *Daemon) execute(steps []*planned, loops func() error) error {
 	started := map[string]*entry{}
 	var enabled []*entry
 	unbind := func() {
@@ -231,6 +236,11 @@ func (d *Daemon) execute(steps []*planned) error {
 	}
 
 	d.mu.Lock()
+	if err := loops(); err != nil {
+		d.mu.Unlock()
+		unbind()
+		return err
+	}
 	var undos []func()
 	for _, s := range steps {
 		switch e := started[s.name]; {
@@ -240,7 +250,7 @@ func (d *Daemon) execute(steps []*planned) error {
 			if s.move {
 				undos = append(undos, func() { d.putLocked(s.name, s.e) })
 			} else {
-				undos = append(undos, func() { d.putLocked(s.name, &entry{busy: true, placeholder: true}) })
+				undos = append(undos, func() { d.putLocked(s.name, placeholderFor(s.spec)) })
 			}
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED: // in place, or a late move
 			old, oldErr, oldNote := s.e.spec, s.e.bindErr, s.e.note
@@ -333,10 +343,10 @@ func (d *Daemon) install(name string, e *entry) {
 // declared proxies (at their declared addresses, and the bound one of a
 // proxy that keeps its listen address) and the registered proxies the
 // apply does not touch. d.mu is held.
-func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, prune bool, local localIPs) error {
+func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, local localIPs) error {
 	var nodes []loopNode
 	var idx []int
-	var checkServer, newListen []bool
+	var check []bool
 	for _, s := range steps {
 		if s.spec == nil {
 			continue
@@ -347,27 +357,30 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, pr
 		}
 		nodes = append(nodes, nodeFor(s.name, s.cfg.Server, s.cfg.Listen, bound))
 		idx = append(idx, s.idx)
-		checkServer = append(checkServer, true)
-		newListen = append(newListen, s.e == nil || s.moves())
+		check = append(check, true)
 	}
-	skip := map[string]bool{}
-	for name, e := range d.proxies {
-		// Pruned proxies are gone after the apply; ephemeral ones stay.
-		if declared[name] || (prune && !e.ephemeral) {
-			skip[name] = true
+	// Declared proxies are in the set as declared, and pruned ones are
+	// gone after the apply; the plan's removals are those (not every
+	// proxy there is now: a create that began after the plan is not
+	// pruned).
+	skip := maps.Clone(declared)
+	for _, s := range steps {
+		if s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED {
+			skip[s.name] = true
 		}
 	}
 	for _, n := range d.loopNodesLocked(skip) {
 		nodes = append(nodes, n)
-		checkServer, newListen = append(checkServer, false), append(newListen, false)
+		check = append(check, false)
 	}
-	return loopError(nodes, checkServer, newListen, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
+	return loopError(nodes, check, func(i int, f string) string { return fmt.Sprintf("proxies[%d].%s", idx[i], f) }, local)
 }
 
 // wouldBe is the proxy a dry run's step would leave, without counters:
 // an unchanged proxy as it is; a changed one with its new spec (its
 // address too, if it moves); a new one at its declared address, whose
-// port 0 the bind would replace. Nil for a removal.
+// port 0 the bind would replace. No chain: the one a proxy has now may
+// not be the one it would have. Nil for a removal.
 func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 	if s.spec == nil {
 		return nil
@@ -376,7 +389,8 @@ func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 	listen := s.cfg.Listen
 	if s.e != nil {
 		out = d.describe(s.e)
-		out.Counters = nil
+		// The chain is the one now; the apply may change it.
+		out.Counters, out.Chain, out.ChainServer = nil, nil, ""
 		if !s.moves() {
 			listen = s.e.p.Addr()
 		}

@@ -117,7 +117,7 @@ type entry struct {
 	bindErr   error // why an enabled proxy is not listening
 	ephemeral bool  // not saved in the state dir (the demo proxy)
 	// busy marks a proxy a request is changing; placeholder marks a name
-	// reserved by a create still binding.
+	// reserved by a create still binding (see placeholderFor).
 	busy, placeholder bool
 	// removing marks a proxy whose deletion is being saved or, once
 	// saved, carried out: it is left out of the state file.
@@ -284,10 +284,11 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 	return err
 }
 
-// restoreAll brings back the saved proxies. A proxy whose server is a
-// listener of the set (a proxy loop: a state file written before loops
-// were refused, or edited by hand) is kept failed and never started, so
-// it does not dial; the others start.
+// restoreAll brings back the saved proxies. A proxy whose chain comes
+// back to a proxy it went through (a proxy loop: a state file written
+// before loops were refused, or edited by hand) is kept failed and never
+// started, so it does not dial; the others start, chains of proxies
+// that end at a real server included.
 //
 // A proxy that breaks a rule new input must follow (validate: a relative
 // unix path, saved by an older snoopd) is kept failed with the reason,
@@ -437,15 +438,14 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		return nil, err
 	}
 	if d.mayLoopLocked(cfg, local) {
-		nodes := d.loopNodesAroundLocked(nodeFor(name, cfg.Server, cfg.Listen), true, nil, local)
-		isNew := make([]bool, len(nodes))
-		isNew[len(nodes)-1] = true
-		if err := loopError(nodes, isNew, isNew, func(_ int, f string) string { return "spec." + f }, local); err != nil {
+		if err := d.loopLocked(nodeFor(name, cfg.Server, cfg.Listen), true, local); err != nil {
 			d.mu.Unlock()
 			return nil, err
 		}
 	}
-	d.putLocked(name, &entry{busy: true, placeholder: true})
+	// In the same lock hold as the check: a create or an update checked
+	// after this one sees this proxy.
+	d.putLocked(name, placeholderFor(spec))
 	d.mu.Unlock()
 
 	e, err := d.start(spec, cfg, ephemeral)
@@ -461,7 +461,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if !ephemeral {
 		t = d.ticketLocked(func() {
 			d.mu.Lock()
-			d.putLocked(name, &entry{busy: true, placeholder: true})
+			d.putLocked(name, placeholderFor(spec))
 			d.mu.Unlock()
 		})
 	}
@@ -477,6 +477,14 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	d.release(e)
 	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
 	return d.describe(e), nil
+}
+
+// placeholderFor is the entry that reserves the name of a proxy being
+// created with spec until it is bound. It is filed in the address index
+// under spec's addresses, so the loop checks made while it binds count
+// it as a proxy already.
+func placeholderFor(spec *snoopv1.ProxySpec) *entry {
+	return &entry{spec: spec, busy: true, placeholder: true}
 }
 
 // start makes and binds a proxy; no registry lock is held.
@@ -583,14 +591,14 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 		return nil, prefixField("spec", err)
 	}
 	local := machineIPs()
-	d.mu.Lock()
-	nodes := d.loopNodesAroundLocked(nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()), false, map[string]bool{spec.GetName(): true}, local)
-	d.mu.Unlock()
 	// The listen address does not change, so only the server can make a
-	// loop; a failed proxy already pointing here is not this update's.
-	changed := make([]bool, len(nodes))
-	changed[len(nodes)-1] = true
-	if err := loopError(nodes, changed, make([]bool, len(nodes)), func(_ int, f string) string { return "spec." + f }, local); err != nil {
+	// loop. This first look refuses a loop before anything is bound; the
+	// check that counts is made again with the commit, below.
+	node := nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr())
+	d.mu.Lock()
+	err = d.loopLocked(node, false, local)
+	d.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	// The order makes the one step that can fail, binding, come first,
@@ -605,6 +613,16 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 		return nil, bindError("spec.listen", err)
 	}
 	d.mu.Lock()
+	// The check and the commit are one step: another request that made
+	// the other half of a loop since the first look is seen here, and
+	// one checked after this sees the new server.
+	if err := d.loopLocked(node, false, local); err != nil {
+		d.mu.Unlock()
+		if enabled {
+			e.p.Disable(false)
+		}
+		return nil, err
+	}
 	undo := d.recordChangeLocked(e, spec)
 	t := d.ticketLocked(undo)
 	d.mu.Unlock()
@@ -788,6 +806,7 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		InstanceId:    e.instance,
 	}
 	fillAnswer(out, spec, e.p.Addr())
+	out.Chain, out.ChainServer = d.chainOf(e)
 	switch {
 	case deleting:
 		// Not accepting any more, on the way out: disabled (see
@@ -802,6 +821,36 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		}
 	}
 	return out
+}
+
+// chainOf is the chain e's traffic goes through when its server is a
+// listener of this daemon (Proxy.chain): the names of the proxies, e's
+// first, and the server the last one declares, or "" when the chain
+// comes back to a proxy it went through. Nil when e's server is no
+// listener here, which the index answers without reading the interface
+// addresses.
+func (d *Daemon) chainOf(e *entry) ([]string, string) {
+	d.mu.Lock()
+	e.parseAddrsLocked()
+	maybe := false
+	d.addrs.listeners(e.server, func(*entry) bool { maybe = true; return false })
+	d.mu.Unlock()
+	if !maybe {
+		return nil, ""
+	}
+	local := machineIPs()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	name := e.spec.GetName()
+	nodes := d.loopNodesAroundLocked(nodeFor(name, e.server, e.listen, e.addrLocked()), false, map[string]bool{name: true}, local)
+	names, end, loop := newLoopSet(nodes, local).chain(len(nodes) - 1)
+	switch {
+	case len(names) == 1:
+		return nil, ""
+	case loop:
+		return names, ""
+	}
+	return names, nodes[end].server.String()
 }
 
 // parseAddrsLocked parses the spec's addresses into e.listen and
@@ -849,8 +898,13 @@ func (d *Daemon) mayLoopLocked(cfg proxy.Config, local localIPs) bool {
 // addrLocked is e.p.Addr(), without asking the proxy once the answer is
 // final: a proxy's address changes only when a port 0 gets its port, and
 // then never again (re-enabling keeps the port). Checks that look at
-// every proxy use it. d.mu is held.
+// every proxy use it. A placeholder's is its declared address. d.mu is
+// held.
 func (e *entry) addrLocked() distcache.Addr {
+	if e.p == nil {
+		e.parseAddrsLocked()
+		return e.listen
+	}
 	if !e.bound.IsZero() {
 		return e.bound
 	}
@@ -862,11 +916,12 @@ func (e *entry) addrLocked() distcache.Addr {
 }
 
 // loopNodesLocked is the loop check's view of the registry, without the
-// proxies in skip and without names still being created. d.mu is held.
+// proxies in skip; proxies still being created are in it, at their
+// declared addresses. d.mu is held.
 func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 	names := make([]string, 0, len(d.proxies))
 	for name, e := range d.proxies {
-		if !e.placeholder && !skip[name] {
+		if e.spec != nil && !skip[name] {
 			names = append(names, name)
 		}
 	}
@@ -882,6 +937,17 @@ func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 	return nodes
 }
 
+// loopLocked returns the loop n, a proxy being created (fresh) or
+// changed, would take part in, as an error on its field "spec.server",
+// or nil. The registered proxy of n's name, if any, is left out: n is
+// what it becomes. d.mu is held.
+func (d *Daemon) loopLocked(n loopNode, fresh bool, local localIPs) error {
+	nodes := d.loopNodesAroundLocked(n, fresh, map[string]bool{n.name: true}, local)
+	check := make([]bool, len(nodes))
+	check[len(nodes)-1] = true
+	return loopError(nodes, check, func(_ int, f string) string { return "spec." + f }, local)
+}
+
 // loopNodesAroundLocked is the part of the loop check's view that a
 // change of one proxy, n, can make a loop in: n itself (last), and,
 // sorted by name as loopNodesLocked sorts them, the registered proxies
@@ -890,8 +956,8 @@ func (d *Daemon) loopNodesLocked(skip map[string]bool) []loopNode {
 // turn. Every listener a server of the part reaches is in it, so
 // findLoop and loopError answer on it what they answer on the whole
 // set, at the cost of the chains rather than of the registry. The
-// proxies in skip and names still being created are left out. d.mu is
-// held.
+// proxies in skip are left out; proxies still being created are in it,
+// at their declared addresses (see placeholderFor). d.mu is held.
 func (d *Daemon) loopNodesAroundLocked(n loopNode, fresh bool, skip map[string]bool, local localIPs) []loopNode {
 	in := map[string]loopNode{}
 	var queue []loopNode

@@ -11,13 +11,16 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 )
 
-// Proxy loops. A proxy whose server is a listener of the same daemon (its
-// own or another proxy's) would dial itself: every client connection, and
-// every spare, takes another, until the daemon runs out of descriptors.
-// Such a proxy is refused when it is configured. Host names are not
-// resolved here (a resolver may be slow, or answer differently later):
-// they are compared as written, plus "localhost"; whatever gets past this
-// is caught by the data path when it dials.
+// Proxy loops. A proxy whose traffic comes back to itself, through its
+// own listener or through a chain of other proxies of the same daemon
+// (a → b → a), would dial itself: every client connection, and every
+// spare, takes another, until the daemon runs out of descriptors. Such a
+// proxy is refused when it is configured. A chain that ends at a server
+// that is not one of ours (a fault proxy in front of a recording one) is
+// no loop, and is allowed. Host names are not resolved here (a resolver
+// may be slow, or answer differently later): they are compared as
+// written, plus "localhost"; whatever gets past this is caught by the
+// data path when it dials.
 
 // localIPs tells whether an IP is one of this machine's: loopback,
 // unspecified, or an address of a local interface.
@@ -124,9 +127,9 @@ func nodeFor(name string, server distcache.Addr, listens ...distcache.Addr) loop
 	return n
 }
 
-// proxyLoop is a proxy whose server is a listener of the set: the chain
-// of proxy names its traffic would go through, from it on, ending at the
-// first proxy met twice or at one whose server is not ours.
+// proxyLoop is a chain of proxies that comes back to a proxy it went
+// through: the names its traffic would go through, from the first proxy
+// on, ending at the first proxy met twice.
 type proxyLoop struct {
 	server distcache.Addr
 	chain  []string
@@ -141,12 +144,6 @@ func (l *proxyLoop) serverReason() string {
 		return fmt.Sprintf("server %s is the listen address of proxy %q itself: %s", l.server, l.chain[0], l)
 	}
 	return fmt.Sprintf("server %s is the listen address of proxy %q (this daemon): %s", l.server, l.chain[1], l)
-}
-
-// listenReason explains the loop from the second proxy's side: the first
-// one's server is its listen address.
-func (l *proxyLoop) listenReason() string {
-	return fmt.Sprintf("listen address %s is the server of proxy %q (this daemon): %s", l.server, l.chain[0], l)
 }
 
 // loopSet is the proxies a loop check looks at, with their listeners
@@ -203,62 +200,52 @@ func (s *loopSet) target(server distcache.Addr, want func(j int) bool) int {
 	return -1
 }
 
-// findLoop follows node i's server through the set, or returns nil when
-// it is not one of the set's listeners.
-func (s *loopSet) findLoop(i int) *proxyLoop {
-	nodes := s.nodes
-	chain := []string{nodes[i].name}
+// chain follows node i's server through the set: the names of the
+// proxies its traffic goes through, from node i on, ending at the first
+// one met twice (loop true) or at one whose server is not a listener of
+// the set (end is the index of that last proxy).
+func (s *loopSet) chain(i int) (names []string, end int, loop bool) {
+	names = []string{s.nodes[i].name}
 	seen := map[int]bool{i: true}
 	for cur := i; ; {
-		next := s.target(nodes[cur].server, nil)
+		next := s.target(s.nodes[cur].server, nil)
 		if next < 0 {
-			break
+			return names, cur, false
 		}
-		chain = append(chain, nodes[next].name)
+		names = append(names, s.nodes[next].name)
 		if seen[next] {
-			break
+			return names, next, true
 		}
 		seen[next] = true
 		cur = next
 	}
-	if len(chain) == 1 {
-		return nil
-	}
-	return &proxyLoop{server: nodes[i].server, chain: chain}
 }
 
-// loopError returns the error for the first loop a proxy being changed
-// takes part in, or nil: as a proxy in checkServer whose server is a
-// listener of the set (its field "server"), or as a proxy in newListen
-// whose new listen address the server of a proxy not being changed
-// reaches (its field "listen"). field gives the path of a node's field in
-// the request.
-func loopError(nodes []loopNode, checkServer, newListen []bool, field func(i int, f string) string, local localIPs) error {
+// findLoop returns the loop node i's traffic runs into, or nil when its
+// chain ends at a server that is not a listener of the set: a chain of
+// proxies in front of a real server is no loop.
+func (s *loopSet) findLoop(i int) *proxyLoop {
+	names, _, loop := s.chain(i)
+	if !loop {
+		return nil
+	}
+	return &proxyLoop{server: s.nodes[i].server, chain: names}
+}
+
+// loopError returns the error for the first loop a proxy in check takes
+// part in (its field "server"), or nil. Only a proxy being changed can
+// make a new loop, and every loop a change makes goes through the
+// changed proxy's own chain: a new listener closes a loop only for
+// traffic that comes from its own server. field gives the path of a
+// node's field in the request.
+func loopError(nodes []loopNode, check []bool, field func(i int, f string) string, local localIPs) error {
 	set := newLoopSet(nodes, local)
 	for i := range nodes {
-		if !checkServer[i] {
+		if !check[i] {
 			continue
 		}
 		if l := set.findLoop(i); l != nil {
 			return &FieldError{Field: field(i, "server"), Reason: l.serverReason()}
-		}
-	}
-	isNew := func(j int) bool { return newListen[j] }
-	for i := range nodes {
-		// Only a server that reaches a new listener can make this
-		// change's loop: the others are skipped without following
-		// their chain.
-		if checkServer[i] || set.target(nodes[i].server, isNew) < 0 {
-			continue
-		}
-		l := set.findLoop(i)
-		if l == nil {
-			continue
-		}
-		for j, n := range nodes {
-			if newListen[j] && n.name == l.chain[1] {
-				return &FieldError{Field: field(j, "listen"), Reason: l.listenReason()}
-			}
 		}
 	}
 	return nil

@@ -52,27 +52,24 @@ func TestLoopSetIndexIsExact(t *testing.T) {
 		}
 		return -1
 	}
-	// chain follows node i's server by scanning, as findLoop did before
-	// the index: the names up to the first node met twice.
+	// chain follows node i's server by scanning, as the loop check did
+	// before the index: the names up to the first node met twice, or to
+	// the last one, whose server is no listener of the set.
 	chain := func(nodes []loopNode, i int) string {
 		names := []string{nodes[i].name}
 		seen := map[int]bool{i: true}
 		for cur := i; ; {
 			next := scan(nodes, nodes[cur].server, nil)
 			if next < 0 {
-				break
+				return strings.Join(names, " → ")
 			}
 			names = append(names, nodes[next].name)
 			if seen[next] {
-				break
+				return strings.Join(names, " → ") + " (loop)"
 			}
 			seen[next] = true
 			cur = next
 		}
-		if len(names) == 1 {
-			return ""
-		}
-		return strings.Join(names, " → ")
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
@@ -93,12 +90,16 @@ func TestLoopSetIndexIsExact(t *testing.T) {
 			if got, want := set.target(n.server, odd), scan(nodes, n.server, odd); got != want {
 				t.Fatalf("server %s in %+v, odd nodes only: index found %d, a scan %d", n.server, nodes, got, want)
 			}
-			got := ""
-			if l := set.findLoop(i); l != nil {
-				got = strings.Join(l.chain, " → ")
+			names, _, loop := set.chain(i)
+			got := strings.Join(names, " → ")
+			if loop {
+				got += " (loop)"
 			}
 			if want := chain(nodes, i); got != want {
-				t.Fatalf("from node %d in %+v: loop %q, a scan %q", i, nodes, got, want)
+				t.Fatalf("from node %d in %+v: chain %q, a scan %q", i, nodes, got, want)
+			}
+			if l := set.findLoop(i); (l != nil) != loop || (loop && strings.Join(l.chain, " → ") != strings.Join(names, " → ")) {
+				t.Fatalf("from node %d in %+v: findLoop %v, chain %q", i, nodes, l, got)
 			}
 		}
 	}
@@ -194,7 +195,7 @@ func TestFindLoop(t *testing.T) {
 		"a → b → c → a",
 		"b → c → a → b",
 		"c → a → b → c",
-		"chain → end",
+		"", // chain → end, which ends at a server that is not ours
 		"",
 		"",
 	} {
@@ -210,8 +211,11 @@ func TestFindLoop(t *testing.T) {
 	if r := newLoopSet(nodes, fakeLocal).findLoop(0).serverReason(); r != `server IP:localhost:9001 is the listen address of proxy "self" itself: a proxy loop self → self` {
 		t.Errorf("self reason %q", r)
 	}
-	if r := newLoopSet(nodes, fakeLocal).findLoop(4).serverReason(); r != `server IP:127.0.0.1:9006 is the listen address of proxy "end" (this daemon): a proxy loop chain → end` {
-		t.Errorf("chain reason %q", r)
+	if r := newLoopSet(nodes, fakeLocal).findLoop(1).serverReason(); r != `server IP:127.0.0.1:9003 is the listen address of proxy "b" (this daemon): a proxy loop a → b → c → a` {
+		t.Errorf("loop reason %q", r)
+	}
+	if names, end, loop := newLoopSet(nodes, fakeLocal).chain(4); strings.Join(names, " → ") != "chain → end" || nodes[end].name != "end" || loop {
+		t.Errorf("chain from chain: %q, ends at %d, loop %v", names, end, loop)
 	}
 }
 
@@ -251,54 +255,57 @@ func TestLoopRefusedAtCreate(t *testing.T) {
 	if f := violation(t, err, `proxy "self" itself`, "a proxy loop self → self"); f != "spec.server" {
 		t.Errorf("field %q", f)
 	}
-	// Another proxy's bound address, which port 0 chose.
-	b, err := create(&snoopv1.ProxySpec{Name: "b", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"})
+	// Another proxy's bound address, which port 0 chose, when that proxy
+	// sends its traffic back.
+	pa := testutil.FreePort(t)
+	b, err := create(&snoopv1.ProxySpec{Name: "b", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:" + pa})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = create(&snoopv1.ProxySpec{Name: "a", Listen: "IP:127.0.0.1:0", Server: b.GetListenAddress()})
-	if f := violation(t, err, "server "+b.GetListenAddress()+` is the listen address of proxy "b" (this daemon): a proxy loop a → b`); f != "spec.server" {
+	_, err = create(&snoopv1.ProxySpec{Name: "a", Listen: "IP:127.0.0.1:" + pa, Server: b.GetListenAddress()})
+	if f := violation(t, err, "server "+b.GetListenAddress()+` is the listen address of proxy "b" (this daemon): a proxy loop a → b → a`); f != "spec.server" {
 		t.Errorf("field %q", f)
 	}
 	// A wildcard listener is reached through loopback.
-	_, err = create(&snoopv1.ProxySpec{Name: "w", Listen: "IP:0.0.0.0:" + port, Server: "IP:192.0.2.1:9000"})
+	px := testutil.FreePort(t)
+	_, err = create(&snoopv1.ProxySpec{Name: "w", Listen: "IP:0.0.0.0:" + port, Server: "IP:127.0.0.1:" + px})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:0", Server: "IP:[::1]:" + port})
-	violation(t, err, `proxy "w"`, "a proxy loop x → w")
+	_, err = create(&snoopv1.ProxySpec{Name: "x", Listen: "IP:127.0.0.1:" + px, Server: "IP:[::1]:" + port})
+	violation(t, err, `proxy "w"`, "a proxy loop x → w → x")
 	// A unix listener, written differently.
 	dir := t.TempDir()
-	if _, err := create(&snoopv1.ProxySpec{Name: "u", Listen: "UNIX:" + filepath.Join(dir, "u.sock"), Server: "IP:192.0.2.1:9000"}); err != nil {
+	py := testutil.FreePort(t)
+	if _, err := create(&snoopv1.ProxySpec{Name: "u", Listen: "UNIX:" + filepath.Join(dir, "u.sock"), Server: "IP:127.0.0.1:" + py}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = create(&snoopv1.ProxySpec{Name: "y", Listen: "IP:127.0.0.1:0", Server: "UNIX:" + dir + "/./u.sock"})
-	violation(t, err, "a proxy loop y → u")
+	_, err = create(&snoopv1.ProxySpec{Name: "y", Listen: "IP:127.0.0.1:" + py, Server: "UNIX:" + dir + "/./u.sock"})
+	violation(t, err, "a proxy loop y → u → y")
 	// A disabled proxy's address counts: enabling it would close the loop.
-	if _, err := create(&snoopv1.ProxySpec{Name: "off", Listen: "IP:127.0.0.1:" + testutil.FreePort(t), Server: "IP:192.0.2.1:9000", Enabled: proto.Bool(false)}); err != nil {
+	pz := testutil.FreePort(t)
+	if _, err := create(&snoopv1.ProxySpec{Name: "off", Listen: "IP:127.0.0.1:" + testutil.FreePort(t), Server: "IP:127.0.0.1:" + pz, Enabled: proto.Bool(false)}); err != nil {
 		t.Fatal(err)
 	}
 	off, _ := a.d.GetProxy("off")
-	_, err = create(&snoopv1.ProxySpec{Name: "z", Listen: "IP:127.0.0.1:0", Server: off.GetSpec().GetListen()})
-	violation(t, err, "a proxy loop z → off")
-	// The other way round: a new proxy listening where an existing one
-	// sends its traffic.
-	target := "IP:127.0.0.1:" + testutil.FreePort(t)
-	if _, err := create(&snoopv1.ProxySpec{Name: "to", Listen: "IP:127.0.0.1:0", Server: target}); err != nil {
-		t.Fatal(err)
-	}
-	_, err = create(&snoopv1.ProxySpec{Name: "there", Listen: target, Server: "IP:192.0.2.1:9000"})
-	if f := violation(t, err, `listen address `+target+` is the server of proxy "to"`, "a proxy loop to → there"); f != "spec.listen" {
-		t.Errorf("field %q", f)
+	_, err = create(&snoopv1.ProxySpec{Name: "z", Listen: "IP:127.0.0.1:" + pz, Server: off.GetSpec().GetListen()})
+	violation(t, err, "a proxy loop z → off → z")
+	// A chain that ends at a server that is not one of this daemon's is
+	// no loop: a proxy in front of b, whose server is nobody's listener
+	// now that a was refused.
+	if _, err := create(&snoopv1.ProxySpec{Name: "front", Listen: "IP:127.0.0.1:0", Server: b.GetListenAddress()}); err != nil {
+		t.Fatalf("a chain of two proxies: %v", err)
 	}
 	// Nothing refused was created, and the others still listen.
-	for _, name := range []string{"self", "a", "x", "y", "z", "there"} {
+	for _, name := range []string{"self", "a", "x", "y", "z"} {
 		if _, err := a.d.GetProxy(name); err == nil {
 			t.Errorf("refused proxy %q exists", name)
 		}
 	}
-	if p, _ := a.d.GetProxy("w"); p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
-		t.Errorf("w: %v", p)
+	for _, name := range []string{"w", "front"} {
+		if p, _ := a.d.GetProxy(name); p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING {
+			t.Errorf("%s: %v", name, p)
+		}
 	}
 }
 
@@ -322,15 +329,18 @@ func TestLoopRefusedAtUpdate(t *testing.T) {
 	if f := violation(t, update("a", listens[0]), `proxy "a" itself`, "a proxy loop a → a"); f != "spec.server" {
 		t.Errorf("field %q", f)
 	}
-	// a → b is a loop by itself (b is this daemon); b → a then closes the
+	// a → b is a chain, ending at b's server; b → a then closes the
 	// cycle, which the message shows.
-	violation(t, update("a", listens[1]), "a proxy loop a → b")
-	p, _ := a.d.GetProxy("a")
+	if err := update("a", listens[1]); err != nil {
+		t.Fatalf("a chain: %v", err)
+	}
+	violation(t, update("b", listens[0]), "a proxy loop b → a → b")
+	p, _ := a.d.GetProxy("b")
 	if p.GetSpec().GetServer() != "IP:192.0.2.1:9000" {
 		t.Errorf("a refused update changed the server: %v", p.GetSpec())
 	}
 	// Any other change stays possible.
-	if err := update("a", "IP:192.0.2.2:9000"); err != nil {
+	if err := update("b", "IP:192.0.2.2:9000"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -338,7 +348,7 @@ func TestLoopRefusedAtUpdate(t *testing.T) {
 func TestLoopRefusedAtApply(t *testing.T) {
 	a := startAPI(t, Config{}, ServerOptions{})
 	ctx := context.Background()
-	p1, p2, p3 := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
+	p1, p2, p3, p4 := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	cycle := []*snoopv1.ProxySpec{
 		{Name: "a", Listen: "IP:127.0.0.1:" + p1, Server: "IP:127.0.0.1:" + p2},
 		{Name: "b", Listen: "IP:127.0.0.1:" + p2, Server: "localhost:" + p3},
@@ -355,18 +365,19 @@ func TestLoopRefusedAtApply(t *testing.T) {
 		t.Fatalf("a refused apply left %d proxies", n)
 	}
 
-	// Against the proxies already there: "c" exists, the set points at it.
+	// Against the proxies already there: "c" exists and sends its
+	// traffic to where the set puts "d", which points back at "c".
 	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{
-		Name: "c", Listen: "IP:" + p3, Server: "IP:192.0.2.1:9000"}}); err != nil {
+		Name: "c", Listen: "IP:" + p3, Server: "IP:127.0.0.1:" + p4}}); err != nil {
 		t.Fatal(err)
 	}
 	set := []*snoopv1.ProxySpec{
 		{Name: "ok", Listen: "IP:127.0.0.1:0", Server: "IP:192.0.2.1:9000"},
 		{Name: "b", Listen: "IP:127.0.0.1:" + p2, Server: "IP:10.0.0.1:9000"},
-		{Name: "d", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:" + p3},
+		{Name: "d", Listen: "IP:127.0.0.1:" + p4, Server: "IP:127.0.0.1:" + p3},
 	}
 	_, err = a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: set})
-	if f := violation(t, err, "a proxy loop d → c"); f != "proxies[2].server" {
+	if f := violation(t, err, "a proxy loop d → c → d"); f != "proxies[2].server" {
 		t.Errorf("field %q", f)
 	}
 	// With prune, "c" goes away, and so does the loop.
@@ -377,16 +388,24 @@ func TestLoopRefusedAtApply(t *testing.T) {
 	if len(res.GetResults()) != 4 {
 		t.Errorf("results %v", res.GetResults())
 	}
-	// A declared proxy listening where an undeclared one sends traffic.
-	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{
-		Name: "e", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:" + p1}}); err != nil {
+	// A declared proxy listening where an undeclared one sends traffic,
+	// and sending its own back.
+	e, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{
+		Name: "e", Listen: "IP:127.0.0.1:0", Server: "IP:127.0.0.1:" + p1}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
-		{Name: "f", Listen: "IP:127.0.0.1:" + p1, Server: "IP:192.0.2.1:9000"},
+		{Name: "f", Listen: "IP:127.0.0.1:" + p1, Server: e.GetProxy().GetListenAddress()},
 	}})
-	if f := violation(t, err, `listen address IP:127.0.0.1:`+p1+` is the server of proxy "e"`, "a proxy loop e → f"); f != "proxies[0].listen" {
+	if f := violation(t, err, `is the listen address of proxy "e"`, "a proxy loop f → e → f"); f != "proxies[0].server" {
 		t.Errorf("field %q", f)
+	}
+	// Without the way back, the same proxy is a chain, and welcome.
+	if _, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{
+		{Name: "f", Listen: "IP:127.0.0.1:" + p1, Server: "IP:192.0.2.1:9000"},
+	}}); err != nil {
+		t.Fatalf("a chain e → f: %v", err)
 	}
 }
 

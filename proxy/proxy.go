@@ -201,7 +201,7 @@ func (p *Proxy) bindLocked() error {
 		closeAll()
 		return fmt.Errorf("proxy %q: %w", p.name, err)
 	}
-	ownListeners.add(ln.Addr(), p.name)
+	ownListeners.add(ln.Addr(), p)
 	p.ln, p.bound, p.lnStop, p.lnDone = ln, bound, stop, done
 	p.resetSparesLocked()
 	return nil
@@ -289,6 +289,9 @@ func (p *Proxy) SetServer(addr distcache.Addr) error {
 		return fmt.Errorf("%w: proxy %q: server address %q cannot be connected to", ErrInvalidConfig, p.name, addr)
 	}
 	p.swapSettings(func(old *settings) *settings { return newSettings(newTarget(addr), old.opts, old) })
+	// A chain through this proxy goes elsewhere now: the targets that
+	// checked it must look again.
+	ownListeners.version.Add(1)
 	return nil
 }
 

@@ -8,14 +8,19 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/snoopd/snoopd/distcache"
 )
 
 // ownListeners is the set of addresses this process's proxies listen on,
-// so that a proxy whose server turns out to be one of them (a host name
-// that resolves to us, a state file written before the daemon refused
-// such proxies) is caught when it dials, instead of feeding itself
-// connections until the process runs out of descriptors.
-var ownListeners = &listenerSet{tcps: map[netip.AddrPort]string{}, unixes: map[string]string{}, interfaces: interfaceAddrs}
+// each with its proxy, so that a proxy whose traffic would come back to
+// it through them (its own listener, or a chain of proxies that leads
+// back: a host name that resolves to us, a wildcard listener reached
+// through an interface address, a state file written before the daemon
+// refused such proxies) is caught when it dials, instead of feeding
+// itself connections until the process runs out of descriptors. A chain
+// of proxies that ends at a real server is followed and let through.
+var ownListeners = &listenerSet{tcps: map[netip.AddrPort]*Proxy{}, unixes: map[string]*Proxy{}, interfaces: interfaceAddrs}
 
 // localRefresh is how old this host's interface addresses may be before
 // a dial reads them again: an address added to an interface after a
@@ -24,21 +29,23 @@ const localRefresh = 5 * time.Second
 
 type listenerSet struct {
 	mu     sync.RWMutex
-	tcps   map[netip.AddrPort]string // bound address → proxy name
-	unixes map[string]string         // cleaned path → proxy name
+	tcps   map[netip.AddrPort]*Proxy // bound address → its proxy
+	unixes map[string]*Proxy         // cleaned path → its proxy
 	local  []netip.Addr              // this host's interface addresses
 	// localAt is when local was read; interfaces reads them.
 	localAt    time.Time
 	interfaces func() []netip.Addr
-	// version changes with every add and remove, so targets can cache
-	// their answer; it starts at 1 (0 marks "never checked").
+	// version changes with every add and remove, and whenever a proxy's
+	// server changes or a host name is resolved again (a chain may go
+	// elsewhere now), so targets can cache their answer; it starts at 1
+	// (0 marks "never checked").
 	version atomic.Uint64
 }
 
 func init() { ownListeners.version.Store(1) }
 
 // add records that proxy listens on ln.
-func (s *listenerSet) add(ln net.Addr, proxy string) {
+func (s *listenerSet) add(ln net.Addr, proxy *Proxy) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch a := ln.(type) {
@@ -71,28 +78,96 @@ func (s *listenerSet) remove(ln net.Addr) {
 
 // tcp returns the proxy listening on dst, directly or on a wildcard
 // address that covers it.
-func (s *listenerSet) tcp(dst netip.AddrPort) (string, bool) {
+func (s *listenerSet) tcp(dst netip.AddrPort) (*Proxy, bool) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if name, ok := s.tcps[dst]; ok {
-		return name, true
+	if p, ok := s.tcps[dst]; ok {
+		return p, true
 	}
 	for _, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
-		name, ok := s.tcps[netip.AddrPortFrom(any, dst.Port())]
+		p, ok := s.tcps[netip.AddrPortFrom(any, dst.Port())]
 		if ok && s.isLocal(dst.Addr()) {
-			return name, true
+			return p, true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // unix returns the proxy listening on path.
-func (s *listenerSet) unix(path string) (string, bool) {
+func (s *listenerSet) unix(path string) (*Proxy, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	name, ok := s.unixes[filepath.Clean(path)]
-	return name, ok
+	p, ok := s.unixes[filepath.Clean(path)]
+	return p, ok
+}
+
+// arrivals returns the proxies whose listeners dialling t arrives at:
+// at its unix path, or at any of the TCP candidates cands.
+func (s *listenerSet) arrivals(t *target, cands []string) []*Proxy {
+	if t.addr.Network() == distcache.NetworkUnix {
+		if p, ok := s.unix(t.addr.Path()); ok {
+			return []*Proxy{p}
+		}
+		return nil
+	}
+	var out []*Proxy
+	for _, c := range cands {
+		ap, err := netip.ParseAddrPort(c)
+		if err != nil {
+			continue
+		}
+		if p, ok := s.tcp(ap); ok && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// loop follows dialling t, at candidates cands, through this process's
+// proxies: each listener it arrives at is a proxy, whose own server is
+// followed in turn. It returns the names of a chain that comes back to a
+// proxy it went through (the first proxy arrived at first, the one met
+// twice last), or nil when every chain ends at an address no proxy here
+// listens on: a chain in front of a real server. A proxy whose server is
+// a host name it has not resolved yet is taken for the end of its chain:
+// when it dials, it resolves the name and checks its own chain, so a
+// loop behind it costs at most one connection per proxy of the loop
+// before it is caught.
+func (s *listenerSet) loop(t *target, cands []string) []string {
+	const onPath, done = 1, 2
+	state := map[*Proxy]int{}
+	var path []*Proxy
+	var visit func(p *Proxy) []string
+	visit = func(p *Proxy) []string {
+		switch state[p] {
+		case onPath:
+			var names []string
+			for _, q := range path[slices.Index(path, p):] {
+				names = append(names, q.name)
+			}
+			return append(names, p.name)
+		case done:
+			return nil
+		}
+		state[p] = onPath
+		path = append(path, p)
+		next := p.current.Load().server
+		for _, q := range s.arrivals(next, next.cached()) {
+			if names := visit(q); names != nil {
+				return names
+			}
+		}
+		path = path[:len(path)-1]
+		state[p] = done
+		return nil
+	}
+	for _, p := range s.arrivals(t, cands) {
+		if names := visit(p); names != nil {
+			return names
+		}
+	}
+	return nil
 }
 
 // refreshLocal reads the interface addresses again when a wildcard

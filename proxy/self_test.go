@@ -12,10 +12,11 @@ import (
 // localRefresh, and the set's version changes so that targets look again.
 func TestWildcardListenerSeesNewInterfaceAddresses(t *testing.T) {
 	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1")}
-	s := &listenerSet{tcps: map[netip.AddrPort]string{}, unixes: map[string]string{},
+	s := &listenerSet{tcps: map[netip.AddrPort]*Proxy{}, unixes: map[string]*Proxy{},
 		interfaces: func() []netip.Addr { return addrs }}
 	s.version.Store(1)
-	s.add(&net.TCPAddr{IP: net.IPv4zero, Port: 7000}, "wild")
+	wild := &Proxy{name: "wild"}
+	s.add(&net.TCPAddr{IP: net.IPv4zero, Port: 7000}, wild)
 	later := netip.MustParseAddrPort("192.0.2.7:7000")
 	if _, ok := s.tcp(later); ok {
 		t.Fatal("an address no interface has is taken for this host's")
@@ -27,8 +28,8 @@ func TestWildcardListenerSeesNewInterfaceAddresses(t *testing.T) {
 		t.Fatal("the addresses were read again before localRefresh passed")
 	}
 	s.refreshLocal(s.localAt.Add(localRefresh))
-	if name, ok := s.tcp(later); !ok || name != "wild" {
-		t.Fatalf("after a refresh, %s is not the wildcard listener's (%q, %v)", later, name, ok)
+	if p, ok := s.tcp(later); !ok || p != wild {
+		t.Fatalf("after a refresh, %s is not the wildcard listener's (%v, %v)", later, p, ok)
 	}
 	if s.version.Load() == ver {
 		t.Error("the version did not change with the addresses")

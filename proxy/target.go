@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,7 +15,9 @@ import (
 )
 
 // ErrProxyLoop is wrapped when a proxy's server is one of this process's
-// own listeners: forwarding to it would feed the proxy its own traffic.
+// own listeners whose traffic comes back (its own, or a chain of proxies
+// that leads back to one it went through): forwarding to it would feed
+// the proxies their own traffic.
 var ErrProxyLoop = errors.New("proxy loop")
 
 // target is where a proxy dials its server. Host names are resolved once
@@ -134,13 +137,18 @@ func (t *target) candidates(ctx context.Context, timeout time.Duration) ([]strin
 	t.mu.Lock()
 	t.resolved, t.raw, t.loopChecked = out, nil, false
 	t.mu.Unlock()
+	// A chain through the proxy of this target may lead elsewhere now.
+	ownListeners.version.Add(1)
 	return out, nil
 }
 
 // checkLoop reports ErrProxyLoop when the server (its unix path, or any of
-// the TCP candidates) is one of this process's listeners. The answer is
-// cached until the set of listeners changes, so a dial pays a lock and a
-// comparison, no system call.
+// the TCP candidates) is one of this process's listeners and the chain of
+// proxies from there comes back to one it went through (see
+// listenerSet.loop); a chain that ends at a real server is let through.
+// The answer is cached until the listeners, a proxy's server or a
+// resolution change, so a dial pays a lock and a comparison, no system
+// call.
 func (t *target) checkLoop(cands []string) error {
 	ownListeners.refreshLocal(time.Now())
 	ver := ownListeners.version.Load()
@@ -152,21 +160,8 @@ func (t *target) checkLoop(cands []string) error {
 	}
 	t.mu.Unlock()
 	var err error
-	if t.addr.Network() == distcache.NetworkUnix {
-		if name, ok := ownListeners.unix(t.addr.Path()); ok {
-			err = loopError(t.addr, name)
-		}
-	} else {
-		for _, c := range cands {
-			ap, perr := netip.ParseAddrPort(c)
-			if perr != nil {
-				continue
-			}
-			if name, ok := ownListeners.tcp(ap); ok {
-				err = loopError(t.addr, name)
-				break
-			}
-		}
+	if chain := ownListeners.loop(t, cands); chain != nil {
+		err = loopError(t.addr, chain)
 	}
 	t.mu.Lock()
 	t.loopErr, t.loopVer, t.loopChecked = err, ver, true
@@ -174,6 +169,9 @@ func (t *target) checkLoop(cands []string) error {
 	return err
 }
 
-func loopError(server distcache.Addr, proxy string) error {
-	return fmt.Errorf("%w: server %s is the listen address of proxy %q in this daemon; not dialling it", ErrProxyLoop, server, proxy)
+// loopError names the loop: chain starts at the proxy listening on
+// server and ends at the one met twice.
+func loopError(server distcache.Addr, chain []string) error {
+	return fmt.Errorf("%w: server %s is the listen address of proxy %q in this daemon, whose traffic comes back (%s); not dialling it",
+		ErrProxyLoop, server, chain[0], strings.Join(chain, " → "))
 }

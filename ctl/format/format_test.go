@@ -398,3 +398,32 @@ func TestLogBinsAndBars(t *testing.T) {
 		t.Errorf("a tiny share is %q, want a sliver", got)
 	}
 }
+
+// show names the chain of proxies a proxy's traffic goes through, and
+// says when it is a loop.
+func TestShowNamesTheChain(t *testing.T) {
+	for _, tc := range []struct {
+		chain []string
+		end   string
+		want  string
+	}{
+		{[]string{"outer", "inner"}, "IP:127.0.0.1:9001", "\nchain:          outer → inner → IP:127.0.0.1:9001\n"},
+		{[]string{"ping", "pong", "ping"}, "", "\nchain:          ping → pong → ping (a proxy loop)\n"},
+	} {
+		var b bytes.Buffer
+		p := &snoopv1.Proxy{Spec: &snoopv1.ProxySpec{Name: tc.chain[0], Server: "IP:127.0.0.1:9002"}, Chain: tc.chain, ChainServer: tc.end}
+		if err := WriteProxy(&b, p, nil, base, time.UTC); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("show lacks %q:\n%s", tc.want, b.String())
+		}
+	}
+	var b bytes.Buffer
+	if err := WriteProxy(&b, &snoopv1.Proxy{Spec: &snoopv1.ProxySpec{Name: "alone", Server: "IP:127.0.0.1:9001"}}, nil, base, time.UTC); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "chain:") {
+		t.Errorf("a proxy in front of a real server shows a chain:\n%s", b.String())
+	}
+}

@@ -109,6 +109,15 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	}
 	row("listen", "%s", listen)
 	row("server", "%s", orDash(s.GetServer()))
+	if chain := p.GetChain(); len(chain) > 0 {
+		// The server is another proxy of the daemon: where the traffic
+		// really goes.
+		if end := p.GetChainServer(); end != "" {
+			row("chain", "%s → %s", strings.Join(chain, " → "), end)
+		} else {
+			row("chain", "%s (a proxy loop)", strings.Join(chain, " → "))
+		}
+	}
 	row("on corrupt", "%s", Policy(s.GetOnCorrupt()))
 	capture := "off"
 	if s.GetCaptureData() {

@@ -402,10 +402,16 @@ func TestAddListShow(t *testing.T) {
 			t.Errorf("%s: %s", strings.Join(args, " "), r.out)
 		}
 	}
-	// A proxy whose server is a listener of the same daemon is refused,
-	// naming the loop.
-	r = runCtl(t, d, "add", "loop", "--listen", "IP:127.0.0.1:0", "--server", addr.String())
-	if r.code != 1 || !strings.Contains(r.err, `is the listen address of proxy "p" (this daemon): a proxy loop loop → p`) {
+	// A proxy in front of p is a chain, not a loop: it is added, and show
+	// names the chain down to the cache.
+	mustCtl(t, d, "add", "front", "--listen", "IP:127.0.0.1:0", "--server", addr.String())
+	if r := mustCtl(t, d, "show", "front"); !strings.Contains(r.out, "\nchain:          front → p → IP:127.0.0.1:") {
+		t.Errorf("show front:\n%s", r.out)
+	}
+	// A proxy whose traffic comes back to it is refused, naming the loop.
+	self := "IP:" + testutil.FreeAddr(t)
+	r = runCtl(t, d, "add", "loop", "--listen", self, "--server", self)
+	if r.code != 1 || !strings.Contains(r.err, `is the listen address of proxy "loop" itself: a proxy loop loop → loop`) {
 		t.Errorf("add a looping proxy: %v", r)
 	}
 }

@@ -970,7 +970,17 @@ type Proxy struct {
 	// instance_id identifies this incarnation of the proxy: a proxy deleted
 	// and created again under the same name gets a new one. Events carry it
 	// (Event.proxy_instance). Added in wave 2.
-	InstanceId    string `protobuf:"bytes,11,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceId string `protobuf:"bytes,11,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// chain is set when the proxy's server is the listen address of
+	// another proxy of this daemon: the names of the proxies its traffic
+	// goes through, from this one on, in order (["outer", "inner"] for
+	// outer, whose server is inner's listen address). Empty otherwise.
+	Chain []string `protobuf:"bytes,12,rep,name=chain,proto3" json:"chain,omitempty"`
+	// chain_server is the server the chain ends at, as its last proxy
+	// declares it. Empty when the chain ends at a proxy it already went
+	// through (a proxy loop: the last name of chain is met twice), or
+	// when there is no chain.
+	ChainServer   string `protobuf:"bytes,13,opt,name=chain_server,json=chainServer,proto3" json:"chain_server,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1078,6 +1088,20 @@ func (x *Proxy) GetEffectiveSpec() *ProxySpec {
 func (x *Proxy) GetInstanceId() string {
 	if x != nil {
 		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Proxy) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *Proxy) GetChainServer() string {
+	if x != nil {
+		return x.ChainServer
 	}
 	return ""
 }
@@ -3808,7 +3832,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\rFaultCounters\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\amatched\x18\x02 \x01(\x03R\amatched\x12\x18\n" +
-	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xcb\x03\n" +
+	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\x84\x04\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
@@ -3826,7 +3850,9 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eeffective_spec\x18\n" +
 	" \x01(\v2\x13.snoop.v1.ProxySpecR\reffectiveSpec\x12\x1f\n" +
 	"\vinstance_id\x18\v \x01(\tR\n" +
-	"instanceId\"\xfc\x05\n" +
+	"instanceId\x12\x14\n" +
+	"\x05chain\x18\f \x03(\tR\x05chain\x12!\n" +
+	"\fchain_server\x18\r \x01(\tR\vchainServer\"\xfc\x05\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
