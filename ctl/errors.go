@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -53,6 +54,17 @@ func exitCode(err error) int {
 // hintAddress is what to do when the daemon cannot be reached.
 const hintAddress = "is snoopd running? set --address or " + endpoint.EnvAddress
 
+// reasonOf is the ErrorInfo reason of a status, or "": snoopd details
+// every resource error with one (PROXY_EXISTS, ADDRESS_IN_USE, ...).
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 // unreachable is the error for a daemon that cannot be reached, with the
 // plain reason and what to try.
 func (e *env) unreachable(reason, hint string) error {
@@ -90,6 +102,9 @@ func (e *env) rpcError(err error, action, notFound string) error {
 		}
 		return failf("%s: %s", action, msg)
 	case codes.AlreadyExists:
+		if reasonOf(st) == "ADDRESS_IN_USE" {
+			return failf("%s: %s", action, msg) // the daemon says who holds it
+		}
 		return failf("%s: %s (pick another name or listen address, or remove the old proxy first)", action, msg)
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
 		return failf("%s: %s", action, msg)

@@ -13,6 +13,7 @@ import (
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/testutil"
+	dataproxy "github.com/snoopd/snoopd/proxy"
 )
 
 // checkIndex fails the test unless the address index and the name order
@@ -126,7 +127,7 @@ func TestAddrIndexInStep(t *testing.T) {
 	if err := update("b", &snoopv1.ProxySpec{Enabled: proto.Bool(false)}, "enabled"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "thief", Listen: fixed, Server: cache}); !errors.Is(err, ErrExists) {
+	if _, err := d.CreateProxy(ctx, &snoopv1.ProxySpec{Name: "thief", Listen: fixed, Server: cache}); !errors.Is(err, dataproxy.ErrAddrInUse) {
 		t.Fatalf("create on a disabled proxy's address: %v", err)
 	}
 	checkIndex(t, d, "reserved refused")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"sort"
 	"sync"
@@ -69,6 +70,16 @@ type Config struct {
 	// StateLock, if set, is StateDir's lock, already taken
 	// (LockStateDir). New takes it over, and releases it if it fails.
 	StateLock *StateLock
+	// OwnListeners are the process's own sockets besides the proxies'
+	// (the control API, the metrics endpoint), so that a proxy refused
+	// an address one of them holds is told which.
+	OwnListeners []OwnListener
+}
+
+// OwnListener is a socket of the daemon's process that is not a proxy's.
+type OwnListener struct {
+	What string   // how the operator set it: "--metrics-listen", "--control"
+	Addr net.Addr // as bound
 }
 
 // Defaults for Config fields left zero.
@@ -359,6 +370,7 @@ func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, failErr erro
 			d.log.Warn("restored proxy could not have its port back; it listens on a new one", "proxy", cfg.Name, "port", savedPort, "listen", p.Addr().String())
 		}
 	} else if err != nil {
+		err = d.explainInUse(cfg.Name, cfg.Listen, err)
 		e.bindErr = bindError("listen", err)
 		d.log.Warn("restored proxy cannot listen; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
 	} else {
@@ -496,7 +508,7 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 	}
 	if err := p.Start(); err != nil {
 		p.Stop(context.Background())
-		return nil, listenError(cfg.Name, cfg.Listen, err)
+		return nil, listenError(cfg.Name, cfg.Listen, d.explainInUse(cfg.Name, cfg.Listen, err))
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral, instance: inst}, nil
 }
@@ -648,6 +660,7 @@ func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) 
 		return false, nil
 	}
 	if err := e.p.Enable(); err != nil {
+		err = d.explainInUse(spec.GetName(), e.p.Addr(), err)
 		d.mu.Lock()
 		e.bindErr = err
 		d.mu.Unlock()

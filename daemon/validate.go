@@ -144,8 +144,8 @@ func (d *Daemon) reservedLocked(field string, listen distcache.Addr, skip map[st
 			if e.spec.GetEnabled() {
 				how = "failed (not listening)"
 			}
-			err = fmt.Errorf("%s: %s is reserved by proxy %s, which is %s and keeps its address (delete it, or move it, first): %w",
-				field, bound, quote(name), how, ErrExists)
+			err = fmt.Errorf("%s: %s: %w: proxy %s of this daemon keeps it while %s (remove it or move it first)",
+				field, bound, proxy.ErrAddrInUse, quote(name), how)
 			return false
 		}
 		return true

@@ -152,9 +152,16 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	}
 	log.Info("data path engine", "engine", inst.engine.Name(), "loops", inst.engine.Loops())
 
+	var own []daemon.OwnListener
+	for _, l := range listeners {
+		own = append(own, daemon.OwnListener{What: "--control", Addr: l.l.Addr()})
+	}
+	if inst.metrics != nil {
+		own = append(own, daemon.OwnListener{What: "--metrics-listen", Addr: inst.metrics.l.Addr()})
+	}
 	// The --config set is applied inside New, so that a failure leaves the
 	// state dir as it was.
-	inst.d, err = daemon.New(daemon.Config{StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, WatchBuffer: int(o.watchBufferN), Logger: log, Apply: declared,
+	inst.d, err = daemon.New(daemon.Config{OwnListeners: own, StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, WatchBuffer: int(o.watchBufferN), Logger: log, Apply: declared,
 		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain, Name: o.export.name,
 		StateLock: stateLock})
 	if err == nil {
