@@ -306,6 +306,9 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 			d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
 			continue
 		}
+		// Saved faults keep their ends, passed or not: a restart does not
+		// start a fault's duration again.
+		fixEnds(norm, &cfg, norm, time.Now())
 		ok = append(ok, saved{norm, cfg})
 		nodes = append(nodes, nodeFor(cfg.Name, cfg.Server, cfg.Listen))
 	}
@@ -421,6 +424,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
+	fixEnds(spec, &cfg, nil, time.Now())
 	name := spec.GetName()
 	local := machineIPs()
 	d.mu.Lock()
@@ -582,6 +586,7 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
+	fixEnds(spec, &cfg, e.spec, time.Now())
 	local := machineIPs()
 	d.mu.Lock()
 	nodes := d.loopNodesAroundLocked(nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr()), false, map[string]bool{spec.GetName(): true}, local)

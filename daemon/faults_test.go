@@ -2,13 +2,18 @@ package daemon
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -79,5 +84,148 @@ func TestFaultsInSpec(t *testing.T) {
 	p, err := d2.GetProxy("f")
 	if err != nil || len(p.GetSpec().GetFaults()) != 2 || !proto.Equal(p.GetSpec().GetFaults()[1], want[1]) {
 		t.Fatalf("after restart: %v %v", p.GetSpec().GetFaults(), err)
+	}
+}
+
+// getStatus sends one GET of a session the cache does not have through
+// the proxy at listen and returns the status of the answer.
+func getStatus(t *testing.T, listen string) distcache.Status {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(listen, "IP:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpGet, []byte("absent"))); err != nil {
+		t.Fatal(err)
+	}
+	m, err := distcache.NewReader(c, distcache.ServerToClient).ReadMessage()
+	if err != nil || len(m.Payload) == 0 {
+		t.Fatalf("GET through the proxy: %v", err)
+	}
+	return distcache.Status(m.Payload[0])
+}
+
+// A fault's end is fixed when it is declared: re-applying it unchanged,
+// adding another beside it and restarting snoopd keep it; changing it
+// starts it anew; a fault whose end passed while snoopd was down stays
+// spent after the restart.
+func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
+	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer eng.Close()
+	dir := t.TempDir()
+	a := startAPI(t, Config{Engine: eng, StateDir: dir}, ServerOptions{})
+	ctx := context.Background()
+	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec("f", startCache(t).String())}); err != nil {
+		t.Fatal(err)
+	}
+	update := func(faults ...*snoopv1.Fault) *snoopv1.Proxy {
+		t.Helper()
+		resp, err := a.proxy.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "f", Faults: faults},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"faults"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetProxy()
+	}
+	ends := func(p *snoopv1.Proxy) map[string]time.Time {
+		out := map[string]time.Time{}
+		for _, f := range p.GetSpec().GetFaults() {
+			if f.GetEndsAt() != nil {
+				out[f.GetName()] = f.GetEndsAt().AsTime()
+			}
+		}
+		return out
+	}
+	long := &snoopv1.Fault{Name: "long", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY, Delay: durationpb.New(time.Millisecond),
+		Ops: []snoopv1.Op{snoopv1.Op_OP_HAVE}, Duration: durationpb.New(time.Hour)}
+	// Answers every GET "disconnected" for half a second.
+	short := &snoopv1.Fault{Name: "short", Type: snoopv1.FaultType_FAULT_TYPE_ERROR, Status: "disconnected",
+		Ops: []snoopv1.Op{snoopv1.Op_OP_GET}, Duration: durationpb.New(500 * time.Millisecond)}
+	before := time.Now()
+	p := update(long, short)
+	first := ends(p)
+	if e := first["long"]; e.Before(before.Add(time.Hour)) || e.After(time.Now().Add(time.Hour)) {
+		t.Fatalf("end of a 1h fault declared at %v: %v", before, e)
+	}
+	if got := getStatus(t, p.GetListenAddress()); got != distcache.StatusDisconnected {
+		t.Fatalf("GET under the short fault: status %v", got)
+	}
+	time.Sleep(10 * time.Millisecond)
+
+	// The same spec again, as shown (with its ends) and as written (a
+	// file without them): unchanged, ends kept.
+	shown := p.GetSpec()
+	written := proto.Clone(shown).(*snoopv1.ProxySpec)
+	for _, f := range written.GetFaults() {
+		f.EndsAt = nil
+	}
+	for _, s := range []*snoopv1.ProxySpec{shown, written} {
+		ar, err := a.proxy.ApplyProxies(ctx, &snoopv1.ApplyProxiesRequest{Proxies: []*snoopv1.ProxySpec{s}})
+		if err != nil || ar.GetResults()[0].GetAction() != snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED {
+			t.Fatalf("apply of the same faults: %v %v", ar, err)
+		}
+		if got := ends(ar.GetResults()[0].GetProxy()); !got["long"].Equal(first["long"]) || !got["short"].Equal(first["short"]) {
+			t.Fatalf("apply of the same faults moved their ends: %v, were %v", got, first)
+		}
+	}
+	// Another fault beside them (snoopctl fault add sends the others
+	// back as it got them): theirs stay.
+	cur := p.GetSpec().GetFaults()
+	added := &snoopv1.Fault{Name: "added", Type: snoopv1.FaultType_FAULT_TYPE_MISS, Duration: durationpb.New(time.Hour)}
+	p = update(append(cur, added)...)
+	if got := ends(p); !got["long"].Equal(first["long"]) || !got["added"].After(first["long"]) {
+		t.Fatalf("after adding a fault: %v, were %v", got, first)
+	}
+	// A client's own end is not taken.
+	forged := proto.Clone(added).(*snoopv1.Fault)
+	forged.Name = "forged"
+	forged.EndsAt = timestamppb.New(time.Now().Add(time.Minute))
+	p = update(append(p.GetSpec().GetFaults(), forged)...)
+	if got := ends(p); got["forged"].Before(time.Now().Add(59 * time.Minute)) {
+		t.Fatalf("a fault declared with an end of its own ends at %v", got["forged"])
+	}
+	// A changed fault starts anew.
+	changed := proto.Clone(long).(*snoopv1.Fault)
+	changed.Delay = durationpb.New(2 * time.Millisecond)
+	var faults []*snoopv1.Fault
+	for _, f := range p.GetSpec().GetFaults() {
+		if f.GetName() == "long" {
+			f = changed
+		}
+		faults = append(faults, f)
+	}
+	p = update(faults...)
+	renewed := ends(p)
+	if !renewed["long"].After(first["long"]) || !renewed["short"].Equal(first["short"]) {
+		t.Fatalf("after changing long: %v, were %v", renewed, first)
+	}
+
+	// Down until the short fault's end has passed, then up again.
+	a.d.Close(ctx)
+	time.Sleep(time.Until(first["short"]) + 50*time.Millisecond)
+	d2, err := New(Config{Engine: eng, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close(ctx)
+	p, err = d2.GetProxy("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ends(p); len(got) != len(renewed) || !got["long"].Equal(renewed["long"]) || !got["short"].Equal(renewed["short"]) {
+		t.Fatalf("after a restart: %v, were %v", got, renewed)
+	}
+	if got := getStatus(t, p.GetListenAddress()); got != distcache.StatusNotOK {
+		t.Fatalf("GET after a restart past the short fault's end: status %v, want the cache's miss", got)
+	}
+	for _, c := range p.GetCounters().GetFaults() {
+		if c.GetName() == "short" && c.GetMatched() != 0 {
+			t.Fatalf("the short fault matched %d messages after its end", c.GetMatched())
+		}
 	}
 }
