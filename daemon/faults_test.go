@@ -228,4 +228,23 @@ func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
 			t.Fatalf("the short fault matched %d messages after its end", c.GetMatched())
 		}
 	}
+
+	// Started again with the same spec declared (snoopd --config, a file
+	// without ends): the saved ends stand.
+	declared := proto.Clone(p.GetSpec()).(*snoopv1.ProxySpec)
+	for _, f := range declared.GetFaults() {
+		f.EndsAt = nil
+	}
+	d2.Close(ctx)
+	d3, err := New(Config{Engine: eng, StateDir: dir, Apply: []*snoopv1.ProxySpec{declared}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d3.Close(ctx)
+	if p, err = d3.GetProxy("f"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ends(p); len(got) != len(renewed) || !got["long"].Equal(renewed["long"]) || !got["short"].Equal(renewed["short"]) {
+		t.Fatalf("after a restart with the spec declared again: %v, were %v", got, renewed)
+	}
 }
