@@ -143,9 +143,9 @@ func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
 	}
 	long := &snoopv1.Fault{Name: "long", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY, Delay: durationpb.New(time.Millisecond),
 		Ops: []snoopv1.Op{snoopv1.Op_OP_HAVE}, Duration: durationpb.New(time.Hour)}
-	// Answers every GET "disconnected" for half a second.
+	// Answers every GET "disconnected" for two seconds.
 	short := &snoopv1.Fault{Name: "short", Type: snoopv1.FaultType_FAULT_TYPE_ERROR, Status: "disconnected",
-		Ops: []snoopv1.Op{snoopv1.Op_OP_GET}, Duration: durationpb.New(500 * time.Millisecond)}
+		Ops: []snoopv1.Op{snoopv1.Op_OP_GET}, Duration: durationpb.New(2 * time.Second)}
 	before := time.Now()
 	p := update(long, short)
 	first := ends(p)
