@@ -187,6 +187,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 		d.engine, d.ownEngine = eng, true
 	}
 	var st *stateFile
+	var newEnds bool
 	if cfg.StateDir != "" {
 		var specs []*snoopv1.ProxySpec
 		var ports map[string]int
@@ -196,7 +197,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 			d.hub.Close()
 			return nil, err
 		}
-		d.restoreAll(specs, ports)
+		newEnds = d.restoreAll(specs, ports)
 	}
 	// d.state is still nil, so applying saves nothing: a start that fails
 	// here leaves the state file untouched.
@@ -213,6 +214,12 @@ func New(cfg Config) (_ *Daemon, err error) {
 		if err := d.save(); err != nil {
 			d.abort(st)
 			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
+		}
+	} else if newEnds {
+		// Faults saved without an end (by a snoopd that did not keep
+		// them) got one now; saved, it holds across the next restart.
+		if err := d.save(); err != nil {
+			log.Warn("the ends given to restored faults could not be saved; another restart gives them new ones", "err", err)
 		}
 	}
 	return d, nil
@@ -292,7 +299,9 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 // A proxy that breaks a rule new input must follow (validate: a relative
 // unix path, saved by an older snoopd) is kept failed with the reason,
 // too. A proxy declared on port 0 first tries the port it had (ports).
-func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
+// It reports whether a saved fault with a duration had no end and was
+// given one.
+func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) (newEnds bool) {
 	type saved struct {
 		spec *snoopv1.ProxySpec
 		cfg  proxy.Config
@@ -308,6 +317,11 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 		}
 		// Saved faults keep their ends, passed or not: a restart does not
 		// start a fault's duration again.
+		for _, f := range norm.GetFaults() {
+			if f.GetDuration().AsDuration() > 0 && !f.GetEndsAt().IsValid() {
+				newEnds = true
+			}
+		}
 		fixEnds(norm, &cfg, norm, time.Now())
 		ok = append(ok, saved{norm, cfg})
 		nodes = append(nodes, nodeFor(cfg.Name, cfg.Server, cfg.Listen))
@@ -324,6 +338,7 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 		}
 		d.restore(s.spec, s.cfg, failErr, ports[s.cfg.Name])
 	}
+	return newEnds
 }
 
 // restore brings back a saved proxy, normalised; with failErr it stays

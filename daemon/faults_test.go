@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -246,5 +250,63 @@ func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
 	}
 	if got := ends(p); len(got) != len(renewed) || !got["long"].Equal(renewed["long"]) || !got["short"].Equal(renewed["short"]) {
 		t.Fatalf("after a restart with the spec declared again: %v, were %v", got, renewed)
+	}
+}
+
+// A state file whose faults have a duration and no end (written before
+// snoopd kept ends) gets ends at the restart, saved at once, so that the
+// restart after it, even after a SIGKILL, keeps them.
+func TestRestoredFaultWithoutEndGetsOneSaved(t *testing.T) {
+	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer eng.Close()
+	dir := t.TempDir()
+	ctx := context.Background()
+	d, err := New(Config{Engine: eng, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := spec("f", startCache(t).String())
+	s.Faults = []*snoopv1.Fault{{Name: "m", Type: snoopv1.FaultType_FAULT_TYPE_MISS, Duration: durationpb.New(time.Hour)}}
+	if _, err := d.CreateProxy(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	d.Close(ctx)
+	path := filepath.Join(dir, stateFileName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := regexp.MustCompile(`,\s*"ends_at":\s*"[^"]*"`).ReplaceAll(b, nil)
+	if bytes.Equal(old, b) || bytes.Contains(old, []byte("ends_at")) {
+		t.Fatalf("no end to take out of the state file:\n%s", b)
+	}
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	endOf := func() time.Time {
+		t.Helper()
+		d, err := New(Config{Engine: eng, StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close(ctx)
+		p, err := d.GetProxy("f")
+		if err != nil || p.GetSpec().GetFaults()[0].GetEndsAt() == nil {
+			t.Fatalf("restored fault without an end: %v %v", p.GetSpec().GetFaults(), err)
+		}
+		// Saved while running, not only at a clean shutdown (a SIGKILL
+		// skips that).
+		if b, err := os.ReadFile(path); err != nil || !bytes.Contains(b, []byte("ends_at")) {
+			t.Fatalf("the end given at the restart is not saved: %v\n%s", err, b)
+		}
+		return p.GetSpec().GetFaults()[0].GetEndsAt().AsTime()
+	}
+	first := endOf()
+	time.Sleep(10 * time.Millisecond)
+	if again := endOf(); !again.Equal(first) {
+		t.Fatalf("the end given at one restart moved at the next: %v, then %v", first, again)
 	}
 }
