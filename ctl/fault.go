@@ -40,6 +40,7 @@ func (e *env) faultCommand() *cli.Command {
 			"it runs in the proxy's event loop for every transaction, so its cost is held to " + fmt.Sprint(match.MaxFaultCost) + ", a watch filter's to " + fmt.Sprint(match.MaxWatchCost) + ");\n" +
 			"how often: --probability P with --seed N (the same traffic gets the same choices), --budget N (the first N\n" +
 			"matches), --for D. A message gets the first fault, in list order, that matches it and wins its draw.\n" +
+			"When a fault ends (clear, remove, --for), what it holds is released at once, in order.\n" +
 			"Faults need snoopd's epoll engine (the default on Linux).\n\n" +
 			"-o json prints the proxy's faults and counters.",
 		Flags: []cli.Flag{
@@ -51,7 +52,7 @@ func (e *env) faultCommand() *cli.Command {
 			&cli.Float64Flag{Name: "probability", Value: 1, Usage: "the chance `P` (0 to 1) that a matching message gets the fault"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the fault's random choices"},
 			&cli.Uint64Flag{Name: "budget", Usage: "only the first `N` matching messages"},
-			&cli.DurationFlag{Name: "for", Usage: "end the fault after `D`"},
+			&cli.DurationFlag{Name: "for", Usage: "end the fault `D` after it is added (a fixed time, which a snoopd restart keeps)"},
 			&cli.DurationFlag{Name: "delay", Usage: "latency's hold, stall's pause (`D`)"},
 			&cli.DurationFlag{Name: "jitter", Usage: "latency: spread the delay over D ± `J`"},
 			&cli.StringFlag{Name: "status", Usage: "error's answer: `STATUS` (notok, disconnected, exists, ...)"},

@@ -56,8 +56,15 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 		d.mu.Unlock()
 		return nil, hub.ErrClosed
 	}
+	now := time.Now()
 	for _, s := range steps {
 		e, ok := d.proxies[s.name]
+		var cur *snoopv1.ProxySpec
+		if ok {
+			cur = e.spec
+		}
+		// Before comparing: a fault declared again unchanged keeps its end.
+		fixEnds(s.spec, &s.cfg, cur, now)
 		switch {
 		case !ok:
 			s.action = snoopv1.ApplyAction_APPLY_ACTION_CREATED

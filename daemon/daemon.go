@@ -198,6 +198,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 		d.engine, d.ownEngine = eng, true
 	}
 	var st *stateFile
+	var newEnds bool
 	if cfg.StateDir != "" {
 		var specs []*snoopv1.ProxySpec
 		var ports map[string]int
@@ -207,7 +208,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 			d.hub.Close()
 			return nil, err
 		}
-		d.restoreAll(specs, ports)
+		newEnds = d.restoreAll(specs, ports)
 	}
 	// d.state is still nil, so applying saves nothing: a start that fails
 	// here leaves the state file untouched.
@@ -224,6 +225,12 @@ func New(cfg Config) (_ *Daemon, err error) {
 		if err := d.save(); err != nil {
 			d.abort(st)
 			return nil, fmt.Errorf("%w: %w", ErrApplyAtStart, err)
+		}
+	} else if newEnds {
+		// Faults saved without an end (by a snoopd that did not keep
+		// them) got one now; saved, it holds across the next restart.
+		if err := d.save(); err != nil {
+			log.Warn("the ends given to restored faults could not be saved; another restart gives them new ones", "err", err)
 		}
 	}
 	return d, nil
@@ -304,7 +311,9 @@ func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
 // A proxy that breaks a rule new input must follow (validate: a relative
 // unix path, saved by an older snoopd) is kept failed with the reason,
 // too. A proxy declared on port 0 first tries the port it had (ports).
-func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
+// It reports whether a saved fault with a duration had no end and was
+// given one.
+func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) (newEnds bool) {
 	type saved struct {
 		spec *snoopv1.ProxySpec
 		cfg  proxy.Config
@@ -318,6 +327,14 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 			d.log.Error("saved proxy is invalid; skipped", "proxy", spec.GetName(), "err", err)
 			continue
 		}
+		// Saved faults keep their ends, passed or not: a restart does not
+		// start a fault's duration again.
+		for _, f := range norm.GetFaults() {
+			if f.GetDuration().AsDuration() > 0 && !f.GetEndsAt().IsValid() {
+				newEnds = true
+			}
+		}
+		fixEnds(norm, &cfg, norm, time.Now())
 		ok = append(ok, saved{norm, cfg})
 		nodes = append(nodes, nodeFor(cfg.Name, cfg.Server, cfg.Listen))
 	}
@@ -333,6 +350,7 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) {
 		}
 		d.restore(s.spec, s.cfg, failErr, ports[s.cfg.Name])
 	}
+	return newEnds
 }
 
 // restore brings back a saved proxy, normalised; with failErr it stays
@@ -434,6 +452,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
+	fixEnds(spec, &cfg, nil, time.Now())
 	name := spec.GetName()
 	local := machineIPs()
 	d.mu.Lock()
@@ -602,6 +621,7 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	if err != nil {
 		return nil, prefixField("spec", err)
 	}
+	fixEnds(spec, &cfg, e.spec, time.Now())
 	local := machineIPs()
 	// The listen address does not change, so only the server can make a
 	// loop. This first look refuses a loop before anything is bound; the

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -48,6 +49,53 @@ func faultSpecs(in []*snoopv1.Fault) ([]proxy.FaultSpec, []*snoopv1.Fault, error
 		out[i] = apiFault(s)
 	}
 	return norm, out, nil
+}
+
+// fixEnds gives every fault of a normalised spec that has a duration its
+// end (Fault.ends_at, and the proxy's FaultSpec.Ends in cfg), fixed when
+// the fault is declared: a fault cur declares unchanged (equal but for
+// its end) keeps cur's end; any other, new or changed, ends its duration
+// after now. Whatever end the caller gave is replaced, so a restart or a
+// re-apply never grants a fault its duration again. With cur the spec
+// itself (a restored one), the saved ends are kept.
+func fixEnds(spec *snoopv1.ProxySpec, cfg *proxy.Config, cur *snoopv1.ProxySpec, now time.Time) {
+	// Decided first, set after: cur may be spec itself.
+	ends := make([]*timestamppb.Timestamp, len(spec.GetFaults()))
+	for i, f := range spec.GetFaults() {
+		if d := f.GetDuration(); d != nil && d.AsDuration() > 0 {
+			ends[i] = timestamppb.New(now.Add(d.AsDuration()))
+			if old := declaredAs(cur, f); old != nil {
+				ends[i] = proto.Clone(old).(*timestamppb.Timestamp)
+			}
+		}
+	}
+	for i, f := range spec.GetFaults() {
+		f.EndsAt = ends[i]
+		if i < len(cfg.Faults) {
+			cfg.Faults[i].Ends = time.Time{}
+			if f.EndsAt != nil {
+				cfg.Faults[i].Ends = f.EndsAt.AsTime()
+			}
+		}
+	}
+}
+
+// declaredAs returns the end of cur's fault that is f but for its end;
+// nil if cur has none, or it has no end.
+func declaredAs(cur *snoopv1.ProxySpec, f *snoopv1.Fault) *timestamppb.Timestamp {
+	bare := proto.Clone(f).(*snoopv1.Fault)
+	bare.EndsAt = nil
+	for _, g := range cur.GetFaults() {
+		if g.GetName() != f.GetName() || g.GetEndsAt() == nil || !g.GetEndsAt().IsValid() {
+			continue
+		}
+		h := proto.Clone(g).(*snoopv1.Fault)
+		h.EndsAt = nil
+		if proto.Equal(bare, h) {
+			return g.GetEndsAt()
+		}
+	}
+	return nil
 }
 
 // faultDuration reads one of a fault's durations; unset is 0.
@@ -99,6 +147,11 @@ func faultSpec(f *snoopv1.Fault) (proxy.FaultSpec, error) {
 	if s.Jitter, err = faultDuration("jitter", f.GetJitter()); err != nil {
 		return s, err
 	}
+	// The end is snoopd's: fixEnds decides it for every declared fault;
+	// read here only so that a spec restored from the state dir keeps it.
+	if t := f.GetEndsAt(); t != nil && t.IsValid() && s.Duration > 0 {
+		s.Ends = t.AsTime()
+	}
 	if s.Type == proxy.FaultError {
 		s.Status = distcache.StatusNotOK
 		if f.GetStatus() != "" {
@@ -146,6 +199,9 @@ func apiFault(s proxy.FaultSpec) *snoopv1.Fault {
 	}
 	if s.Type == proxy.FaultError {
 		f.Status = s.Status.String()
+	}
+	if !s.Ends.IsZero() {
+		f.EndsAt = timestamppb.New(s.Ends)
 	}
 	if s.Type == proxy.FaultCorrupt {
 		f.Field = s.Field.String()

@@ -25,6 +25,9 @@
 //     as a burner, bounded in time);
 //   - two daemons on one state dir;
 //   - the state dir on a full disk (a 64 KiB tmpfs; root only);
+//   - GETs of many clients held by a stall of an hour, released by
+//     snoopctl fault clear; a fault's --for end read back the same after
+//     snoopd restarts on its state dir;
 //   - the NATS export's server going away is driven with the fleet's tests
 //     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd
 //     exporting under load while the NATS server stops and comes back).

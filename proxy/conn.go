@@ -48,6 +48,10 @@ type conn struct {
 
 	// kill closes the connection; the first reason given is reported.
 	kill func(reason string)
+	// recheckFaults, if set, makes the connection look at the messages
+	// faults hold, soon (a fault left the set: they go at once). Safe
+	// from any goroutine.
+	recheckFaults func()
 }
 
 // pendingRequest is a request whose response has not arrived.

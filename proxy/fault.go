@@ -131,9 +131,12 @@ type FaultSpec struct {
 	Seed        uint64
 	// Budget, if above 0, limits the fault to its first Budget matching
 	// messages; Duration, if above 0, ends it that long after it was
-	// installed.
+	// installed, or at Ends if that is set: the caller's fixed end (the
+	// daemon keeps a declared fault's end across restarts), which may
+	// have passed already, leaving the fault spent from the start.
 	Budget   int64
 	Duration time.Duration
+	Ends     time.Time
 	// Delay is latency's hold and stall's pause; Jitter spreads latency's
 	// delay over Delay ± Jitter.
 	Delay, Jitter time.Duration
@@ -210,6 +213,11 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 	}
 	if s.Duration < 0 {
 		return bad("duration", "must not be negative")
+	}
+	if !s.Ends.IsZero() {
+		// One form for one instant (no monotonic reading, one
+		// location), so that an unchanged spec compares equal.
+		s.Ends = time.Unix(0, s.Ends.UnixNano()).UTC()
 	}
 	if s.Delay < 0 || s.Delay > MaxFaultDelay || s.Jitter < 0 || s.Jitter > MaxFaultDelay {
 		return bad("delay", "delay and jitter: want 0 to %v", MaxFaultDelay)
@@ -313,6 +321,9 @@ type fault struct {
 	rng   *rand.Rand
 	cut   uint64 // applies when a draw is below cut (probability in 2^-64)
 	until int64  // UnixNano after which the fault is spent; 0: never
+	// gone is set when the fault leaves its proxy's set (removed, changed
+	// or cleared): the messages it holds are released at once.
+	gone atomic.Bool
 
 	matched, applied atomic.Int64
 }
@@ -370,13 +381,31 @@ func compileFaults(specs []FaultSpec, old *faultSet, now time.Time) (*faultSet, 
 		case s.Probability > 0:
 			f.cut = uint64(s.Probability * (1 << 64))
 		}
-		if s.Duration > 0 {
+		switch {
+		case !s.Ends.IsZero():
+			f.until = max(s.Ends.UnixNano(), 1)
+		case s.Duration > 0:
 			f.until = now.Add(s.Duration).UnixNano()
 		}
 		fs.faults = append(fs.faults, f)
 		fs.dirs |= f.dirs
 	}
 	return fs, nil
+}
+
+// over reports whether f holds nothing any more at now: it left its
+// proxy's set or its time is up. What it holds is then released.
+func (f *fault) over(now int64) bool {
+	return f.gone.Load() || f.until != 0 && now >= f.until
+}
+
+// releaseBy returns when what f holds must go at the latest: at, or f's
+// end if that comes first.
+func (f *fault) releaseBy(at int64) int64 {
+	if f.until != 0 && f.until < at {
+		return f.until
+	}
+	return at
 }
 
 // find returns the compiled fault of old with exactly spec s.
@@ -393,21 +422,51 @@ func (fs *faultSet) find(s FaultSpec) *fault {
 }
 
 // SetFaults replaces the proxy's faults. It takes effect at once, on live
-// connections too: each reads the set anew at its next read. A fault
-// whose spec is unchanged keeps its state (random sequence, budget,
-// counters). Faults need the epoll engine.
+// connections too: each reads the set anew at its next read, and what a
+// fault that left the set (removed, changed, cleared) holds is released
+// at once, in order. A fault whose spec is unchanged keeps its state
+// (random sequence, budget, counters, held messages). Faults need the
+// epoll engine.
 func (p *Proxy) SetFaults(specs []FaultSpec) error {
 	if len(specs) > 0 && p.engine.Name() != EngineEpoll {
 		return fmt.Errorf("proxy %q: %w", p.name, ErrFaultsNeedEpoll)
 	}
 	p.faultMu.Lock()
 	defer p.faultMu.Unlock()
-	fs, err := compileFaults(specs, p.faults.Load(), time.Now())
+	old := p.faults.Load()
+	fs, err := compileFaults(specs, old, time.Now())
 	if err != nil {
 		return fmt.Errorf("%w: proxy %q: %w", ErrInvalidConfig, p.name, err)
 	}
 	p.faults.Store(fs)
+	left := false
+	for _, f := range old.list() {
+		if !slices.Contains(fs.list(), f) {
+			f.gone.Store(true)
+			left = true
+		}
+	}
+	if left {
+		// Held messages wait on their connection's timer, which may be
+		// an hour away: every connection looks at its holds now.
+		p.mu.Lock()
+		list := p.connListLocked()
+		p.mu.Unlock()
+		for _, c := range list {
+			if c.recheckFaults != nil {
+				c.recheckFaults()
+			}
+		}
+	}
 	return nil
+}
+
+// list is the set's faults; none for a nil set.
+func (fs *faultSet) list() []*fault {
+	if fs == nil {
+		return nil
+	}
+	return fs.faults
 }
 
 // Faults returns the proxy's fault specs, with defaults filled in.

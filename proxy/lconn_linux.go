@@ -90,6 +90,14 @@ func (lc *lconn) killFromAnywhere(reason string) {
 	lc.l.post(func() { lc.close(reason) })
 }
 
+func (lc *lconn) recheckFaultsFromAnywhere() {
+	lc.l.post(func() {
+		if lc.fc != nil && lc.state == stOpen {
+			lc.fc.onTimer(0)
+		}
+	})
+}
+
 // start connects the server side: a spare if one is ready, else a dial.
 func (lc *lconn) start() {
 	if set, _ := lc.set.spares.(*lsparesSet); set != nil {

@@ -15,7 +15,10 @@ import (
 // through the direction's queue, which forwards at once what is due and
 // holds the rest for the loop's timer heap. While a direction's queue
 // holds anything its source is not read (as backpressure does), so
-// memory stays bounded and order is kept.
+// memory stays bounded and order is kept. A held message remembers the
+// fault that holds it: once that fault is over (its --for is up, or it
+// left the proxy's set, which SetFaults tells every connection about)
+// the message and everything queued behind it go at once, in order.
 
 // lfaults is a connection's fault state, made at its first read under
 // faults.
@@ -25,6 +28,9 @@ type lfaults struct {
 	ends  []faultEnd
 	tm    timerEntry
 	stall int64 // UnixNano until which nothing moves either way; 0: none
+	// stalls are the stalls in force, each with the fault that made it;
+	// stall is the latest end among them.
+	stalls []stallHold
 	// inRead: a read is in progress, which checks for the end itself.
 	inRead bool
 }
@@ -45,6 +51,14 @@ type fitem struct {
 	at    int64  // not before (UnixNano)
 	rate  int64  // paced at rate bytes/s; 0: not paced
 	close *fault // a drop or reset: close the connection here instead
+	by    *fault // the latency, stall or bandwidth fault holding it
+}
+
+// stallHold is one stall: nothing moves either way until until, or until
+// f is over.
+type stallHold struct {
+	f     *fault
+	until int64
 }
 
 func (lc *lconn) faults() *lfaults {
@@ -162,16 +176,17 @@ func (fc *lfaults) message(idx int, seg []byte, e faultEnd, now int64) {
 	d.msg = nil
 	switch f.spec.Type {
 	case FaultLatency:
-		it.at = now + int64(f.delay())
+		it.at, it.by = f.releaseBy(now+int64(f.delay())), f
 	case FaultStall:
-		until := now + int64(f.spec.Delay)
+		until := f.releaseBy(now + int64(f.spec.Delay))
+		fc.stalls = append(fc.stalls, stallHold{f: f, until: until})
 		fc.stall = max(fc.stall, until)
-		it.at = until
+		it.at, it.by = until, f
 		// Both ways: the other side is not read until the stall ends.
 		p := &fc.lc.side[1-idx]
 		p.setEvents(p.events &^ unix.EPOLLIN)
 	case FaultBandwidth:
-		it.rate = f.spec.Rate
+		it.rate, it.by = f.spec.Rate, f
 	case FaultCorrupt:
 		f.damage(it.b)
 	}
@@ -231,13 +246,16 @@ func (fc *lfaults) pump(idx int) {
 	d := &fc.d[idx]
 	dst := &lc.side[1-idx]
 	now := lc.l.now.UnixNano()
-	if fc.stall != 0 && now >= fc.stall {
-		fc.stall = 0
+	if fc.settle(now) {
 		fc.resume(1 - idx)
 	}
 	d.next = 0
 	for len(d.q) > 0 && lc.state == stOpen && len(dst.out) == 0 {
 		it := &d.q[0]
+		if it.by != nil && it.by.over(now) {
+			// Its fault is over: it goes now, unpaced.
+			it.at, it.rate, it.by = 0, 0, nil
+		}
 		if at := max(it.at, fc.stall); at > now {
 			d.next = at
 			break
@@ -250,7 +268,7 @@ func (fc *lfaults) pump(idx int) {
 		if it.rate > 0 {
 			n := d.take(len(b), it.rate, now)
 			if n == 0 {
-				d.next = d.when(len(b), it.rate)
+				d.next = it.by.releaseBy(d.when(len(b), it.rate))
 				break
 			}
 			b = b[:n]
@@ -272,6 +290,25 @@ func (fc *lfaults) pump(idx int) {
 		fc.resume(idx)
 	}
 	fc.rearm()
+}
+
+// settle drops the stalls that are over (their time came, or their fault
+// is over) and reports whether the last one just went.
+func (fc *lfaults) settle(now int64) bool {
+	if fc.stall == 0 {
+		return false
+	}
+	keep := fc.stalls[:0]
+	var until int64
+	for _, h := range fc.stalls {
+		if now < h.until && !h.f.over(now) {
+			keep = append(keep, h)
+			until = max(until, h.until)
+		}
+	}
+	clear(fc.stalls[len(keep):])
+	fc.stalls, fc.stall = keep, until
+	return until == 0
 }
 
 // resume reads side idx again if nothing holds it back, and passes on a

@@ -674,6 +674,7 @@ func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 	lc := &lconn{l: l}
 	lc.init(p, id, clientAddr, s, l.now)
 	lc.kill = lc.killFromAnywhere
+	lc.recheckFaults = lc.recheckFaultsFromAnywhere
 	lc.side[0] = lside{lc: lc, idx: 0, fd: fd}
 	lc.side[1] = lside{lc: lc, idx: 1, fd: -1}
 	lc.tm.owner = lc

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
@@ -67,7 +68,18 @@ func faultLimit(f *snoopv1.Fault) string {
 		parts = append(parts, "first "+strconv.FormatUint(b, 10))
 	}
 	if d := f.GetDuration(); d != nil {
-		parts = append(parts, "for "+shortDuration(d.AsDuration()))
+		lim := "for " + shortDuration(d.AsDuration())
+		// The end is fixed when the fault was declared, and outlives a
+		// restart: say when it is, or that it has passed.
+		if e := f.GetEndsAt(); e != nil && e.IsValid() {
+			at := e.AsTime().UTC().Truncate(time.Second).Format(time.RFC3339)
+			if e.AsTime().After(time.Now()) {
+				lim += " until " + at
+			} else {
+				lim += ", ended " + at
+			}
+		}
+		parts = append(parts, lim)
 	}
 	if len(parts) == 0 {
 		return "-"

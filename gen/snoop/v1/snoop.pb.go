@@ -713,8 +713,8 @@ type Fault struct {
 	// budget, if not 0, limits the fault to the first budget matching
 	// messages. Added in wave 2.
 	Budget uint64 `protobuf:"varint,8,opt,name=budget,proto3" json:"budget,omitempty"`
-	// duration, if set, ends the fault this long after it was installed on
-	// the running proxy (a restart starts it again). Added in wave 2.
+	// duration, if set, ends the fault this long after it was declared (see
+	// ends_at). Added in wave 2.
 	Duration *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
 	// delay is how long latency holds a message and stall stops the
 	// connection. Added in wave 2.
@@ -734,8 +734,17 @@ type Fault struct {
 	// acknowledge_corruption must be set for a corrupt fault: it sends
 	// clients frames the protocol forbids. Added in wave 2.
 	AcknowledgeCorruption bool `protobuf:"varint,15,opt,name=acknowledge_corruption,json=acknowledgeCorruption,proto3" json:"acknowledge_corruption,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// ends_at is when a fault with a duration ends: the time it was declared
+	// plus its duration, fixed then. snoopd sets it (a value in a request is
+	// ignored) and keeps it in the state dir, so a restart does not grant
+	// the fault its duration again; a fault declared again unchanged (an
+	// apply of the same spec, another fault added beside it) keeps it, a
+	// changed or new fault gets a new one. A fault past it stays listed
+	// and applies to nothing; the messages it held are released. Unset
+	// without a duration.
+	EndsAt        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Fault) Reset() {
@@ -871,6 +880,13 @@ func (x *Fault) GetAcknowledgeCorruption() bool {
 		return x.AcknowledgeCorruption
 	}
 	return false
+}
+
+func (x *Fault) GetEndsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndsAt
+	}
+	return nil
 }
 
 // FaultCounters count one fault's work. Added in wave 2.
@@ -3810,7 +3826,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x06faults\x18\x0f \x03(\v2\x0f.snoop.v1.FaultR\x06faultsB\n" +
 	"\n" +
 	"\b_enabledB\x14\n" +
-	"\x12_spare_connections\"\xab\x04\n" +
+	"\x12_spare_connections\"\xe0\x04\n" +
 	"\x05Fault\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x13.snoop.v1.FaultTypeR\x04type\x12\x1e\n" +
@@ -3827,7 +3843,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x06status\x18\f \x01(\tR\x06status\x12\x12\n" +
 	"\x04rate\x18\r \x01(\x04R\x04rate\x12\x14\n" +
 	"\x05field\x18\x0e \x01(\tR\x05field\x125\n" +
-	"\x16acknowledge_corruption\x18\x0f \x01(\bR\x15acknowledgeCorruptionB\x0e\n" +
+	"\x16acknowledge_corruption\x18\x0f \x01(\bR\x15acknowledgeCorruption\x123\n" +
+	"\aends_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAtB\x0e\n" +
 	"\f_probability\"W\n" +
 	"\rFaultCounters\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -4202,83 +4219,84 @@ var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	44, // 9: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
 	44, // 10: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
 	44, // 11: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
-	7,  // 12: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
-	3,  // 13: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
-	11, // 14: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	45, // 15: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 16: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
-	12, // 17: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	15, // 18: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	13, // 19: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
-	9,  // 20: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
-	4,  // 21: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	43, // 22: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	15, // 23: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
-	13, // 24: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
-	44, // 25: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
-	14, // 26: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
-	44, // 27: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	44, // 28: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	44, // 29: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	44, // 30: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	44, // 31: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	7,  // 32: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	10, // 33: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	10, // 34: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	10, // 35: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	7,  // 36: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	46, // 37: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 38: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	44, // 39: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	7,  // 40: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	5,  // 41: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	10, // 42: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
-	27, // 43: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	45, // 44: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	30, // 45: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	6,  // 46: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	4,  // 47: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	44, // 48: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	36, // 49: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	36, // 50: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
-	6,  // 51: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	45, // 52: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	37, // 53: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	38, // 54: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	39, // 55: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	45, // 56: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
-	4,  // 57: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	45, // 58: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	44, // 59: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	44, // 60: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 61: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	45, // 62: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	42, // 63: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	16, // 64: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	18, // 65: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	20, // 66: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	22, // 67: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	24, // 68: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	26, // 69: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	29, // 70: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	32, // 71: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	34, // 72: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	40, // 73: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	17, // 74: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	19, // 75: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	21, // 76: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	23, // 77: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	25, // 78: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	28, // 79: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	31, // 80: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	33, // 81: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	35, // 82: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	41, // 83: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	74, // [74:84] is the sub-list for method output_type
-	64, // [64:74] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	45, // 12: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
+	7,  // 13: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
+	3,  // 14: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
+	11, // 15: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
+	45, // 16: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	7,  // 17: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
+	12, // 18: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
+	15, // 19: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	13, // 20: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
+	9,  // 21: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
+	4,  // 22: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	43, // 23: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	15, // 24: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
+	13, // 25: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
+	44, // 26: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
+	14, // 27: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
+	44, // 28: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	44, // 29: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	44, // 30: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	44, // 31: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	44, // 32: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	7,  // 33: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	10, // 34: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	10, // 35: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	10, // 36: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	7,  // 37: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	46, // 38: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 39: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	44, // 40: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	7,  // 41: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	5,  // 42: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	10, // 43: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
+	27, // 44: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	45, // 45: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	30, // 46: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	6,  // 47: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	4,  // 48: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	44, // 49: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	36, // 50: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	36, // 51: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	6,  // 52: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	45, // 53: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	37, // 54: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	38, // 55: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	39, // 56: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	45, // 57: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 58: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	45, // 59: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	44, // 60: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	44, // 61: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 62: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	45, // 63: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	42, // 64: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	16, // 65: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	18, // 66: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	20, // 67: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	22, // 68: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	24, // 69: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	26, // 70: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	29, // 71: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	32, // 72: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	34, // 73: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	40, // 74: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	17, // 75: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	19, // 76: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	21, // 77: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	23, // 78: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	25, // 79: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	28, // 80: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	31, // 81: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	33, // 82: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	35, // 83: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	41, // 84: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	75, // [75:85] is the sub-list for method output_type
+	65, // [65:75] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
