@@ -46,6 +46,12 @@ type conn struct {
 	lastIO   atomic.Int64
 	msgStart [2]atomic.Int64
 
+	// firstSeen is set once the first request is decoded (by the
+	// client-to-server direction only); echoKey is that request's entry
+	// in the proxy's echo table while it is unanswered (see echo.go).
+	firstSeen bool
+	echoKey   atomic.Uint64
+
 	// kill closes the connection; the first reason given is reported.
 	kill func(reason string)
 }
@@ -147,6 +153,9 @@ func (c *conn) inspect(h *half, chunk []byte, now time.Time) forwarded {
 		if f.err != nil && c.set.opts.OnCorrupt == CloseOnCorrupt {
 			f.n = valid
 		}
+		if isLoopEcho(f.err) {
+			f.n = 0 // the connection's first request: nothing before it
+		}
 	}
 	c.count(h, f, now)
 	return f
@@ -186,6 +195,10 @@ func (c *conn) afterForward(h *half, f forwarded) bool {
 	c.midMessage[d].Store(!h.decoding || h.dec.InMessage())
 	if f.err == nil {
 		return true
+	}
+	if isLoopEcho(f.err) {
+		c.setReason(f.err.Error())
+		return false
 	}
 	policy := c.set.opts.OnCorrupt
 	c.protocolError(h, f.err, policy)
@@ -233,7 +246,9 @@ func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 		}
 		if end {
 			if h.dir == distcache.ClientToServer {
-				c.requestDone(h)
+				if err := c.requestDone(h); err != nil {
+					return consumed, err
+				}
 			} else {
 				c.responseDone(h, now)
 			}
@@ -280,7 +295,16 @@ func (c *conn) pendingLocked(uid uint32, op distcache.Op) int {
 	return i
 }
 
-func (c *conn) requestDone(h *half) {
+// requestDone queues the request just decoded in h; for the connection's
+// first, it returns errLoopEcho instead when the request came back around
+// a forwarding loop (see echo.go).
+func (c *conn) requestDone(h *half) error {
+	if !c.firstSeen {
+		c.firstSeen = true
+		if c.firstRequest(requestKey(h), h.msgStart.UnixNano()) {
+			return errLoopEcho
+		}
+	}
 	hd := h.dec.Header()
 	sum := h.scan.Summary()
 	var data []byte
@@ -300,6 +324,7 @@ func (c *conn) requestDone(h *half) {
 	r.summary.SessionID = nil
 	r.summary.Data = data
 	c.mu.Unlock()
+	return nil
 }
 
 func (c *conn) responseDone(h *half, now time.Time) {
@@ -332,6 +357,11 @@ func (c *conn) responseDone(h *half, now time.Time) {
 		c.detach(t)
 		c.pending = append(c.pending[:i], c.pending[i+1:]...)
 		c.mu.Unlock()
+	}
+	if c.echoKey.Load() != 0 {
+		// The first request is answered (a server answers in order):
+		// whatever comes later with its fingerprint is no echo of it.
+		c.forgetFirst()
 	}
 	// Count now, publish after forwarding: a client that has its answer
 	// sees it in the counters, and the sink never delays the bytes.
