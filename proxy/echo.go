@@ -77,6 +77,10 @@ const (
 // request that came back to it around a loop (see Proxy.Conditions).
 const ConditionForwardingLoop = "forwarding-loop"
 
+// KnownConditions lists every condition Conditions may name, for those
+// who report each as present or absent.
+var KnownConditions = []string{ConditionForwardingLoop}
+
 // errLoopEcho stops the decoding of a connection whose first request is
 // an echo of an echo: it is closed without forwarding that request.
 var errLoopEcho = errors.New("forwarding loop: the request came back unanswered from the server's side")

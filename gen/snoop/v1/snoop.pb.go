@@ -970,7 +970,14 @@ type Proxy struct {
 	// instance_id identifies this incarnation of the proxy: a proxy deleted
 	// and created again under the same name gets a new one. Events carry it
 	// (Event.proxy_instance). Added in wave 2.
-	InstanceId    string `protobuf:"bytes,11,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceId string `protobuf:"bytes,11,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// conditions name what is wrong with the proxy now; empty when nothing
+	// is. "forwarding-loop": within the last minute a request came back to
+	// this proxy unanswered, as a new client, lap after lap, through a loop
+	// this daemon cannot see (another daemon's proxy, on this host or
+	// another, whose server is this proxy); such clients are closed (see
+	// ProxyCounters.loop_echoes).
+	Conditions    []string `protobuf:"bytes,12,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1082,6 +1089,13 @@ func (x *Proxy) GetInstanceId() string {
 	return ""
 }
 
+func (x *Proxy) GetConditions() []string {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
 // ProxyCounters are a proxy's counters.
 type ProxyCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1137,7 +1151,11 @@ type ProxyCounters struct {
 	// client took them. Many lost within a second of connecting mean a
 	// server that turns connections away (at its connection limit, or not
 	// a distcache server); refills then back off. Added in wave 2.
-	SparesLost    int64 `protobuf:"varint,19,opt,name=spares_lost,json=sparesLost,proto3" json:"spares_lost,omitempty"`
+	SparesLost int64 `protobuf:"varint,19,opt,name=spares_lost,json=sparesLost,proto3" json:"spares_lost,omitempty"`
+	// loop_echoes counts client connections closed because their first
+	// request had come around a forwarding loop through another daemon
+	// (see Proxy.conditions).
+	LoopEchoes    int64 `protobuf:"varint,20,opt,name=loop_echoes,json=loopEchoes,proto3" json:"loop_echoes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1301,6 +1319,13 @@ func (x *ProxyCounters) GetSpareFailures() int64 {
 func (x *ProxyCounters) GetSparesLost() int64 {
 	if x != nil {
 		return x.SparesLost
+	}
+	return 0
+}
+
+func (x *ProxyCounters) GetLoopEchoes() int64 {
+	if x != nil {
+		return x.LoopEchoes
 	}
 	return 0
 }
@@ -3798,7 +3823,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\rFaultCounters\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\amatched\x18\x02 \x01(\x03R\amatched\x12\x18\n" +
-	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xcb\x03\n" +
+	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xeb\x03\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
@@ -3816,7 +3841,10 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eeffective_spec\x18\n" +
 	" \x01(\v2\x13.snoop.v1.ProxySpecR\reffectiveSpec\x12\x1f\n" +
 	"\vinstance_id\x18\v \x01(\tR\n" +
-	"instanceId\"\xfc\x05\n" +
+	"instanceId\x12\x1e\n" +
+	"\n" +
+	"conditions\x18\f \x03(\tR\n" +
+	"conditions\"\x9d\x06\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -3840,7 +3868,9 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0espares_dialled\x18\x11 \x01(\x03R\rsparesDialled\x12%\n" +
 	"\x0espare_failures\x18\x12 \x01(\x03R\rspareFailures\x12\x1f\n" +
 	"\vspares_lost\x18\x13 \x01(\x03R\n" +
-	"sparesLost\"\xa0\x02\n" +
+	"sparesLost\x12\x1f\n" +
+	"\vloop_echoes\x18\x14 \x01(\x03R\n" +
+	"loopEchoes\"\xa0\x02\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
