@@ -20,29 +20,35 @@ import (
 //
 // Each proxy remembers the first request of each of its connections until
 // that request is answered or the connection ends (a fingerprint in a
-// small lossy table, echoTable). A connection accepted after such a
-// request arrived, whose own first request has the same fingerprint while
-// that one is still unanswered, within echoWindow, is an echo one lap
-// deeper than it: in a loop the echo's connection is made because the
-// request was forwarded, so it is always accepted after the request came. A connection whose first
+// small lossy table, echoTable). A new connection whose first request has
+// the fingerprint of one still unanswered, recorded less than echoWindow
+// before, is an echo one lap deeper than it. A connection whose first
 // request is loopDepth laps deep is closed before that request is
 // forwarded: its closing runs back along the loop and ends every
 // connection of it, the client's first, which gets an end of stream
 // instead of waiting for a response timeout.
 //
-// Ordinary traffic does not fire it: that takes loopDepth+1 connections
-// to the same proxy whose first requests are byte for byte the same
-// (operation, request_uid, session id, and for an ADD the same data),
-// each connecting after the one before had sent its request and while
-// none of them has been answered. Clients that look the same session up
-// at the same moment connect at the same moment, which is no chain (the
-// proxy tests send 32 such requests at once); and a healthy server
-// answers within a round trip, which breaks one. What does look the same is a server
-// that answers nothing while clients send it the same request again and
-// again on new connections, several a second: those get closed as a loop
-// too, and would have had no answer either. Connections that carry more
-// than one request are checked on their first only: a loop makes a new
-// connection at every lap, so its echoes are always first requests.
+// Ordinary traffic does not fire it: that takes more than loopDepth
+// connections to the same proxy whose first requests are byte for byte
+// the same (operation, request_uid, session id, and for an ADD the same
+// data), each arriving within echoWindow of the one before while none of
+// them has been answered. Clients that look the same session up at the
+// same moment do that: a browser opening its half dozen connections with
+// one TLS session, say, behind web servers that number their requests
+// from 1 on each connection. Such a burst is as deep as it is wide, and
+// loopDepth is well above the width of any burst of real clients (the
+// proxy tests send 24 at once; a burst of 32 or more identical requests
+// into an unanswering server is a loop as far as this check can tell).
+// What also looks the same is a server that answers nothing while clients
+// send it the same request again and again on new connections, within a
+// second of each other: those are closed as a loop too, and would have had
+// no answer either. Connections that carry more than one request are
+// checked on their first only: a loop makes a new connection at every
+// lap, so its echoes are always first requests. Nothing finer tells a loop
+// from such a burst: with spares, the connection that brings an echo back
+// may have been accepted before the request it echoes arrived (the spare
+// was dialled while the request was on its way), so the order of accepts
+// proves nothing.
 //
 // A loop that carries no request (spares dialled into each other) is not
 // seen here; it is contained instead: a spare is replaced, and a server
@@ -56,11 +62,13 @@ const (
 	// detects a loop a few laps later.
 	echoSlots = 256
 	// loopDepth is how many laps deep an echo must be to close its
-	// connection. A lap costs each daemon of the loop one connection (two
-	// descriptors), and takes well under a millisecond on one host, so
-	// eight laps are cheap; the depth is what keeps identical requests of
-	// real clients from looking like a loop (see above).
-	loopDepth = 8
+	// connection. A lap costs each daemon of the loop a connection and
+	// a spare refill (three descriptors), and takes well under a
+	// millisecond on one host, so 32 laps are about a hundred
+	// descriptors for a few milliseconds; the depth is what keeps bursts
+	// of identical requests of real clients from looking like a loop
+	// (see above).
+	loopDepth = 32
 	// echoWindow is how soon after the copy before it an echo must come:
 	// a lap of a loop is a forward and a connect, milliseconds even
 	// between distant hosts; a client retrying a request after a timeout
@@ -131,10 +139,8 @@ func (c *conn) firstRequest(key uint64, now int64) (loop bool) {
 	p := c.p
 	slot := &p.echoes.slots[(key>>8)%echoSlots]
 	depth := uint64(0)
-	if v := slot.key.Load(); v != 0 && v&^0xff == key {
-		if at := slot.at.Load(); at < c.opened.UnixNano() && now-at < int64(echoWindow) {
-			depth = v & 0xff // the earlier one's depth plus one
-		}
+	if v := slot.key.Load(); v != 0 && v&^0xff == key && now-slot.at.Load() < int64(echoWindow) {
+		depth = v & 0xff // the earlier one's depth plus one
 	}
 	if depth >= loopDepth {
 		p.noteLoop(now)

@@ -27,9 +27,6 @@ type lconn struct {
 	// refill is the loop's pool of spares, to top up once the client has
 	// sent its first bytes (nil once done, or without spares).
 	refill *lspares
-	// clientIn: the client's socket is in the epoll set already (it was
-	// watched for its first bytes before the server was dialled).
-	clientIn bool
 }
 
 const (
@@ -135,7 +132,6 @@ func (lc *lconn) awaitRequest() {
 		lc.close(fmt.Sprintf("epoll_ctl: %v", err))
 		return
 	}
-	lc.clientIn = true
 	if idle := lc.set.opts.IdleTimeout; idle > 0 {
 		lc.l.timers.schedule(&lc.tm, lc.l.now.Add(idle).UnixNano())
 	}
@@ -158,8 +154,12 @@ func (lc *lconn) spoke() {
 		lc.close("client closed")
 		return
 	}
+	// Out of the epoll set while the server is dialled, as before a
+	// connection opens: a client that sent its request and hung up is
+	// reported hung up at every wait, yet its request is still to go
+	// on. opened adds it back.
 	lc.state = stDialing
-	lc.side[0].setEvents(0)
+	unix.EpollCtl(lc.l.epfd, unix.EPOLL_CTL_DEL, lc.side[0].fd, nil)
 	lc.l.timers.schedule(&lc.tm, lc.l.now.Add(lc.set.opts.DialTimeout).UnixNano())
 	lc.dial()
 }
@@ -315,14 +315,8 @@ func (lc *lconn) opened() {
 	l := lc.l
 	lc.state = stOpen
 	lc.side[1].events = unix.EPOLLIN
-	var err error
-	if lc.clientIn {
-		lc.side[0].setEvents(unix.EPOLLIN)
-	} else {
-		var gen uint32
-		gen, err = l.add(lc.side[0].fd, &lc.side[0], unix.EPOLLIN)
-		lc.side[0].gen, lc.side[0].events = gen, unix.EPOLLIN
-	}
+	gen, err := l.add(lc.side[0].fd, &lc.side[0], unix.EPOLLIN)
+	lc.side[0].gen, lc.side[0].events = gen, unix.EPOLLIN
 	if err != nil {
 		lc.close(fmt.Sprintf("epoll_ctl: %v", err))
 		return
@@ -416,10 +410,6 @@ func (s *lside) onEvent(ev uint32) {
 	case stDialing:
 		if s.idx == 1 {
 			lc.connectDone()
-		} else if ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-			// A client watched for its first bytes hung up while its
-			// server is dialled: reported at every wait, so end now.
-			lc.close("client closed")
 		}
 		return
 	case stClosed:
