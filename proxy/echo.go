@@ -174,7 +174,7 @@ func (p *Proxy) noteLoop(now int64) {
 		return
 	}
 	p.loopUnlogged.Add(-n)
-	p.logf("proxy %q: forwarding loop: %d requests came back unanswered as new clients of this proxy (server %s leads back here, through another daemon or host); closing them", p.name, n, p.current.Load().server.addr)
+	p.logf("proxy %q: forwarding loop: a request came back unanswered as a new client of this proxy, lap after lap (server %s leads back here, through another daemon or host); %d such clients closed since the last line", p.name, p.current.Load().server.addr, n)
 }
 
 // Conditions names what is wrong with the proxy now, for the operator:
