@@ -63,6 +63,7 @@ func (s *countingServer) addr() distcache.Addr {
 func TestSilentClientsCostNoDial(t *testing.T) {
 	srv := startCountingServer(t)
 	rec := newRecorder()
+	base := DataFDs()
 	p := startProxy(t, "tcp", srv.addr(), Options{}, rec)
 	rec.waitFor(t, "the pool filled", func([]*Event) bool {
 		st := p.Stats()
@@ -70,8 +71,9 @@ func TestSilentClientsCostNoDial(t *testing.T) {
 	})
 	pool := srv.accepted.Load()
 	const silent = 10
+	var silents []net.Conn
 	for range silent {
-		dial(t, p.Addr())
+		silents = append(silents, dial(t, p.Addr()))
 	}
 	rec.waitFor(t, "the silent clients admitted", func([]*Event) bool { return p.Stats().ConnsTotal == silent })
 	// The dials the old behaviour made for them start as they are
@@ -83,6 +85,16 @@ func TestSilentClientsCostNoDial(t *testing.T) {
 	c := dialAndAsk(t, p.Addr())
 	rec.waitFor(t, "a dial for the client that spoke", func([]*Event) bool { return srv.accepted.Load() > pool })
 	c.Close()
+	// What the silent clients held, and held for a server, comes back.
+	for _, s := range silents {
+		s.Close()
+	}
+	if err := p.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := DataFDs(); n != base {
+		t.Fatalf("the data path counts %d descriptors after the proxy stopped, %d before it started", n, base)
+	}
 }
 
 // relay forwards every connection it accepts to dst, byte for byte, in

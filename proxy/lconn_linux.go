@@ -124,6 +124,13 @@ func (lc *lconn) start() {
 // request usually arrives with its connection, so for a client that
 // speaks the dial starts at the loop's next turn.
 func (lc *lconn) awaitRequest() {
+	// The server's descriptor is reserved while the client waits, as a
+	// dial reserves it: an admitted client has room for its server, and
+	// silent clients cannot take the room of those that speak.
+	if !reserveFDs(1) {
+		lc.dialNow()
+		return
+	}
 	lc.state = stWaiting
 	c := &lc.side[0]
 	gen, err := lc.l.add(c.fd, c, unix.EPOLLIN)
@@ -160,6 +167,13 @@ func (lc *lconn) spoke() {
 	// on. opened adds it back.
 	lc.state = stDialing
 	unix.EpollCtl(lc.l.epfd, unix.EPOLL_CTL_DEL, lc.side[0].fd, nil)
+	dataFDs.Add(-1) // the dial reserves it again
+	lc.dialNow()
+}
+
+// dialNow dials the server under the dial timeout.
+func (lc *lconn) dialNow() {
+	lc.state = stDialing
 	lc.l.timers.schedule(&lc.tm, lc.l.now.Add(lc.set.opts.DialTimeout).UnixNano())
 	lc.dial()
 }
@@ -364,6 +378,9 @@ func (lc *lconn) close(reason string) {
 		return
 	}
 	dialing := lc.state == stDialing || lc.state == stWaiting
+	if lc.state == stWaiting {
+		dataFDs.Add(-1) // the server's reservation (awaitRequest)
+	}
 	lc.state = stClosed
 	lc.setReason(reason)
 	lc.l.timers.remove(&lc.tm)
