@@ -431,7 +431,9 @@ const (
 	// request, or an orphan response).
 	EventKind_EVENT_KIND_TRANSACTION EventKind = 1
 	// EVENT_KIND_CONNECTION_OPENED: a client connected and the server was
-	// reached.
+	// reached. Unless a spare connection was ready, the server is dialled
+	// once the client has sent its first bytes: a client that leaves (or
+	// idles out) before that has no events.
 	EventKind_EVENT_KIND_CONNECTION_OPENED EventKind = 2
 	// EVENT_KIND_CONNECTION_CLOSED: a connection ended.
 	EventKind_EVENT_KIND_CONNECTION_CLOSED EventKind = 3
