@@ -10,7 +10,7 @@ import (
 
 // A forwarding loop through something this process cannot see (another
 // snoopd, on this host or another, whose proxy leads back to this one)
-// is caught by its one symptom that ordinary traffic does not have: the
+// is caught by a symptom that ordinary traffic all but never has: the
 // request a proxy forwarded to its server comes back to the same proxy,
 // unchanged, as the first request of a new client connection, while the
 // copy it forwarded is still unanswered; that copy, forwarded in its
