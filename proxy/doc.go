@@ -1,5 +1,7 @@
 // Package proxy runs one snoop proxy: it listens on a distcache address,
-// dials the server for every client, forwards the bytes of both directions
+// gives every client that speaks a server connection (one of a few dialled
+// ahead, or one dialled once the client's first bytes have come), forwards
+// the bytes of both directions
 // unchanged, and decodes them on the way through into transactions and
 // connection events for a caller-supplied Sink.
 //
