@@ -22,6 +22,7 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 		ProtocolErrors:     s.ProtocolErrors,
 		Timeouts:           s.Timeouts,
 		LoopRefusals:       s.LoopRefusals,
+		LoopEchoes:         s.LoopEchoes,
 		BytesUp:            s.BytesUp,
 		BytesDown:          s.BytesDown,
 		FramesUp:           s.FramesUp,

@@ -538,6 +538,10 @@ func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool
 func (d *Daemon) newProxy(cfg proxy.Config, instance string) (*proxy.Proxy, error) {
 	cfg.ConnIDs = &d.ids
 	cfg.Engine = d.engine
+	// The proxy's rare lines (a forwarding loop, accepts failing for want
+	// of descriptors) are warnings: each is about something to fix, and
+	// the proxy spaces them itself.
+	cfg.Logf = func(format string, args ...any) { d.log.Warn(fmt.Sprintf(format, args...), "proxy", cfg.Name) }
 	return proxy.New(cfg, d.hub.Publisher(instance))
 }
 
@@ -837,6 +841,7 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		CreateTime:    timestamppb.New(e.created),
 		State:         state.api(),
 		InstanceId:    e.instance,
+		Conditions:    e.p.Conditions(time.Now()),
 	}
 	fillAnswer(out, spec, e.p.Addr())
 	out.Chain, out.ChainServer = d.chainOf(e)

@@ -59,6 +59,9 @@ type ProxyStats struct {
 	Server string
 	State  ProxyState
 	Stats  proxy.Stats
+	// Conditions name what is wrong with the proxy now (see
+	// proxy.Proxy.Conditions).
+	Conditions []string
 }
 
 // Stats describes the daemon as a whole.
@@ -108,6 +111,7 @@ func (d *Daemon) Stats() Stats {
 // ProxyStats reads every proxy's counters, sorted by name.
 func (d *Daemon) ProxyStats() []ProxyStats {
 	es := d.liveEntries()
+	now := time.Now()
 	out := make([]ProxyStats, 0, len(es))
 	for _, e := range es {
 		spec, state, _ := d.proxyState(e)
@@ -117,6 +121,8 @@ func (d *Daemon) ProxyStats() []ProxyStats {
 			Server: spec.GetServer(),
 			State:  state,
 			Stats:  e.p.Stats(),
+			// One clock for the snapshot: a scrape is a moment.
+			Conditions: e.p.Conditions(now),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

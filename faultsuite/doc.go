@@ -23,6 +23,9 @@
 //   - snoopctl tail -o json of 20,000 serial transactions beside a
 //     competing CPU and allocation load (the test binary started again
 //     as a burner, bounded in time);
+//   - two daemons whose proxies lead to each other (a loop neither can
+//     see): their descriptors with no client, GETs through the loop, the
+//     condition named, another proxy beside it;
 //   - two daemons on one state dir;
 //   - the state dir on a full disk (a 64 KiB tmpfs; root only);
 //   - GETs of many clients held by a stall of an hour, released by

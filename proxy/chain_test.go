@@ -84,7 +84,7 @@ func TestLoopOfTwoProxiesCaughtAtDial(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, p := range []*Proxy{a, b} {
-				c := dial(t, p.Addr())
+				c := dialAndAsk(t, p.Addr()) // a client that never speaks costs no dial
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				if _, err := c.Read(make([]byte, 1)); err == nil {
 					t.Fatalf("read through the loop from %s succeeded", p.Name())
@@ -132,7 +132,7 @@ func TestLoopThroughAHostNameCaughtAtDial(t *testing.T) {
 	}
 	const clients = 3
 	for range clients {
-		c := dial(t, a.Addr())
+		c := dialAndAsk(t, a.Addr())
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatal("read through the loop succeeded")

@@ -137,7 +137,8 @@ type Config struct {
 	// of a daemon. Nil means the portable goroutine engine.
 	Engine Engine
 	// Logf, if set, receives the rare lines worth a log: accepts failing
-	// for want of file descriptors (at most one line per 10 s).
+	// for want of file descriptors, and requests closed as echoes of a
+	// forwarding loop (each at most one line per 10 s).
 	Logf func(format string, args ...any)
 	// Faults are injected into the proxy's traffic (fault.go); they need
 	// the epoll engine. Proxy.SetFaults changes them.

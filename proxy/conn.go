@@ -46,6 +46,12 @@ type conn struct {
 	lastIO   atomic.Int64
 	msgStart [2]atomic.Int64
 
+	// firstSeen is set once the first request is decoded (by the
+	// client-to-server direction only); echoKey is that request's entry
+	// in the proxy's echo table while it is unanswered (see echo.go).
+	firstSeen bool
+	echoKey   atomic.Uint64
+
 	// kill closes the connection; the first reason given is reported.
 	kill func(reason string)
 	// recheckFaults, if set, makes the connection look at the messages
@@ -151,6 +157,9 @@ func (c *conn) inspect(h *half, chunk []byte, now time.Time) forwarded {
 		if f.err != nil && c.set.opts.OnCorrupt == CloseOnCorrupt {
 			f.n = valid
 		}
+		if isLoopEcho(f.err) {
+			f.n = 0 // the connection's first request: nothing before it
+		}
 	}
 	c.count(h, f, now)
 	return f
@@ -190,6 +199,10 @@ func (c *conn) afterForward(h *half, f forwarded) bool {
 	c.midMessage[d].Store(!h.decoding || h.dec.InMessage())
 	if f.err == nil {
 		return true
+	}
+	if isLoopEcho(f.err) {
+		c.setReason(f.err.Error())
+		return false
 	}
 	policy := c.set.opts.OnCorrupt
 	c.protocolError(h, f.err, policy)
@@ -237,7 +250,9 @@ func (c *conn) decode(h *half, chunk []byte, now time.Time) (int, error) {
 		}
 		if end {
 			if h.dir == distcache.ClientToServer {
-				c.requestDone(h)
+				if err := c.requestDone(h); err != nil {
+					return consumed, err
+				}
 			} else {
 				c.responseDone(h, now)
 			}
@@ -284,7 +299,16 @@ func (c *conn) pendingLocked(uid uint32, op distcache.Op) int {
 	return i
 }
 
-func (c *conn) requestDone(h *half) {
+// requestDone queues the request just decoded in h; for the connection's
+// first, it returns errLoopEcho instead when the request came back around
+// a forwarding loop (see echo.go).
+func (c *conn) requestDone(h *half) error {
+	if !c.firstSeen {
+		c.firstSeen = true
+		if c.firstRequest(requestKey(h), h.msgStart.UnixNano()) {
+			return errLoopEcho
+		}
+	}
 	hd := h.dec.Header()
 	sum := h.scan.Summary()
 	var data []byte
@@ -304,6 +328,7 @@ func (c *conn) requestDone(h *half) {
 	r.summary.SessionID = nil
 	r.summary.Data = data
 	c.mu.Unlock()
+	return nil
 }
 
 func (c *conn) responseDone(h *half, now time.Time) {
@@ -336,6 +361,11 @@ func (c *conn) responseDone(h *half, now time.Time) {
 		c.detach(t)
 		c.pending = append(c.pending[:i], c.pending[i+1:]...)
 		c.mu.Unlock()
+	}
+	if c.echoKey.Load() != 0 {
+		// The first request is answered (a server answers in order):
+		// whatever comes later with its fingerprint is no echo of it.
+		c.forgetFirst()
 	}
 	// Count now, publish after forwarding: a client that has its answer
 	// sees it in the counters, and the sink never delays the bytes.

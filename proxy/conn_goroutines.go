@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,18 @@ func (c *gconn) run() {
 	var err error
 	if server != nil {
 		dataFDs.Add(-1)
+	} else if spoke, timedOut := c.awaitRequest(); !spoke {
+		// No server was dialled for a client that went, was killed or
+		// idled out before its first byte: at one end of a loop through
+		// another daemon, that is what stops the chain of dials.
+		if timedOut {
+			c.p.stats.timeouts.Add(1)
+		}
+		close(c.serverSet)
+		c.client.Close()
+		dataFDs.Add(-2)
+		c.p.forget(&c.conn)
+		return
 	} else {
 		server, err = c.set.server.dial(c.p.ctx, c.set.opts.DialTimeout, &c.p.stats)
 	}
@@ -140,6 +153,21 @@ func (c *gconn) run() {
 		c.pump(server, c.client, distcache.ServerToClient)
 	}()
 	c.pump(c.client, server, distcache.ClientToServer)
+}
+
+// awaitRequest waits, parked in the poller, until the client has sent
+// its first bytes (spoke), before the server is dialled for it; it gives
+// up when the client closes or fails, is killed, or sends nothing within
+// the idle timeout (timedOut). A client's first request usually arrives
+// with its connection, so the dial starts as early as before for any
+// client that speaks.
+func (c *gconn) awaitRequest() (spoke, timedOut bool) {
+	if idle := c.set.opts.IdleTimeout; idle > 0 {
+		c.client.SetReadDeadline(time.Now().Add(idle))
+	}
+	spoke, err := peekData(c.client)
+	c.client.SetReadDeadline(time.Time{})
+	return spoke && !c.aborted.Load(), errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // armTimer checks the timeouts at the time checkTimeouts asks for.
@@ -195,6 +223,11 @@ func (c *gconn) pump(src, dst net.Conn, dir distcache.Direction) {
 	// Buffers come from a pool: clients that open a connection per
 	// operation would otherwise cost two allocations and their garbage
 	// for every request.
+	// The client's first bytes let the spares refill (see takeConn).
+	var refill *spares
+	if dir == distcache.ClientToServer {
+		refill = c.set.goSpares()
+	}
 	bp := c.set.buffers.Get().(*[]byte)
 	defer c.set.buffers.Put(bp)
 	buf := *bp
@@ -214,6 +247,10 @@ func (c *gconn) pump(src, dst net.Conn, dir distcache.Direction) {
 			if werr != nil {
 				c.abort(fmt.Sprintf("%s write failed: %v", peerName(dir, false), plainErr(werr)))
 				break
+			}
+			if refill != nil && f.n > 0 {
+				refill.refill()
+				refill = nil
 			}
 		}
 		if rerr != nil {

@@ -1,7 +1,9 @@
 // Package proxy runs one snoop proxy: it listens on a distcache address,
-// dials the server for every client, forwards the bytes of both directions
-// unchanged, and decodes them on the way through into transactions and
-// connection events for a caller-supplied Sink.
+// gives every client a server connection (one of a few dialled ahead if
+// one is ready, else one dialled once the client's first bytes have come),
+// forwards the bytes of both directions unchanged, and decodes them on the
+// way through into transactions and connection events for a
+// caller-supplied Sink.
 //
 // Forwarding comes first. An Engine moves the bytes and is shared by all
 // the proxies of a process. The epoll engine (Linux) runs a few event

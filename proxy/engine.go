@@ -97,7 +97,7 @@ func (goroutineEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (
 }
 
 func (goroutineEngine) newSpares(p *Proxy, s *settings) sparePool {
-	return newSpares(p.ctx, &p.wg, s.server, s.opts.Spares, s.opts.DialTimeout, &p.stats)
+	return newSpares(p.ctx, &p.wg, s.server, s.opts.Spares, s.opts.DialTimeout, &p.stats, &p.refills)
 }
 
 // dataFDs counts the file descriptors the data path holds (clients,

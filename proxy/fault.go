@@ -637,7 +637,9 @@ func (c *conn) decodeFaulty(h *half, chunk []byte, now time.Time, fs *faultSet, 
 		if h.dir == distcache.ClientToServer {
 			c.requestView(h, &v, now)
 			e.f = fs.decide(h.dir, &v, nowNS)
-			c.requestDone(h)
+			if err := c.requestDone(h); err != nil {
+				return consumed, err
+			}
 			if e.f != nil {
 				c.mu.Lock()
 				c.pending[len(c.pending)-1].fault = e.f
@@ -730,6 +732,9 @@ func (c *conn) inspectFaulty(h *half, chunk []byte, now time.Time, fs *faultSet,
 	valid, f.err = c.decodeFaulty(h, chunk, now, fs, ends)
 	if f.err != nil && c.set.opts.OnCorrupt == CloseOnCorrupt {
 		f.n = valid
+	}
+	if isLoopEcho(f.err) {
+		f.n = 0
 	}
 	if n := len(*ends); n > 0 && (*ends)[n-1].close {
 		f.n = (*ends)[n-1].off

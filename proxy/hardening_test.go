@@ -151,7 +151,7 @@ func TestLoopCaughtAtDial(t *testing.T) {
 			}
 			before := DataFDs()
 			for range 5 {
-				c := dial(t, p.Addr())
+				c := dialAndAsk(t, p.Addr())
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				if _, err := c.Read(make([]byte, 1)); err == nil {
 					t.Fatal("read from a looping proxy succeeded")
@@ -322,7 +322,7 @@ func TestFDLimitBurst(t *testing.T) {
 		}
 	}()
 	for range clients {
-		conns = append(conns, dial(t, p.Addr()))
+		conns = append(conns, dialAndAsk(t, p.Addr()))
 	}
 	rec.waitFor(t, "every client admitted or refused", func([]*Event) bool {
 		st := p.Stats()

@@ -24,12 +24,18 @@ type lconn struct {
 	cand  int
 	tm    timerEntry
 	fc    *lfaults // nil until the connection reads under faults
+	// refill is the loop's pool of spares, to top up once the client has
+	// sent its first bytes (nil once done, or without spares).
+	refill *lspares
 }
 
 const (
 	stDialing uint8 = iota // resolving or connecting to the server
 	stOpen
 	stClosed
+	// stWaiting: no spare was ready; the server is dialled once the
+	// client has sent its first bytes.
+	stWaiting
 )
 
 // lside is one socket of a connection and the bytes waiting to be written
@@ -98,10 +104,15 @@ func (lc *lconn) recheckFaultsFromAnywhere() {
 	})
 }
 
-// start connects the server side: a spare if one is ready, else a dial.
+// start connects the server side: a spare if one is ready, else a dial
+// once the client has sent its first bytes. Neither a spare taken nor a
+// server dialled is replaced before then: a client that never speaks
+// costs no dial, which is what ends a loop of spares dialled into each
+// other across two daemons (each spare a client of the other side).
 func (lc *lconn) start() {
 	if set, _ := lc.set.spares.(*lsparesSet); set != nil {
 		sp := set.pools[lc.l.idx]
+		lc.refill = sp
 		if fd := sp.take(); fd >= 0 {
 			// The spare is registered for input already: only its owner
 			// changes. Its generation stays, since events still pending
@@ -110,12 +121,67 @@ func (lc *lconn) start() {
 			slot := &lc.l.slots[fd]
 			slot.h, lc.side[1].gen = &lc.side[1], slot.gen
 			lc.opened()
-			sp.fill()
 			return
 		}
-		sp.fill()
 	}
-	lc.tm.owner = lc
+	lc.awaitRequest()
+}
+
+// awaitRequest watches the client for its first bytes, under the idle
+// timeout; spoke dials the server when they come. A client's first
+// request usually arrives with its connection, so for a client that
+// speaks the dial starts at the loop's next turn.
+func (lc *lconn) awaitRequest() {
+	// The server's descriptor is reserved while the client waits, as a
+	// dial reserves it: an admitted client has room for its server, and
+	// silent clients cannot take the room of those that speak.
+	if !reserveFDs(1) {
+		lc.dialNow()
+		return
+	}
+	lc.state = stWaiting
+	c := &lc.side[0]
+	gen, err := lc.l.add(c.fd, c, unix.EPOLLIN)
+	c.gen, c.events = gen, unix.EPOLLIN
+	if err != nil {
+		lc.close(fmt.Sprintf("epoll_ctl: %v", err))
+		return
+	}
+	if idle := lc.set.opts.IdleTimeout; idle > 0 {
+		lc.l.timers.schedule(&lc.tm, lc.l.now.Add(idle).UnixNano())
+	}
+}
+
+// spoke handles the client's socket turning readable while the
+// connection waits: bytes dial the server (the client is not read until
+// it is connected); an end of stream or an error closes the client, with
+// no server ever dialled for it.
+func (lc *lconn) spoke() {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(lc.side[0].fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return
+	case err != nil:
+		lc.close(fmt.Sprintf("client read failed: %v", err))
+		return
+	case n == 0:
+		lc.close("client closed")
+		return
+	}
+	// Out of the epoll set while the server is dialled, as before a
+	// connection opens: a client that sent its request and hung up is
+	// reported hung up at every wait, yet its request is still to go
+	// on. opened adds it back.
+	lc.state = stDialing
+	unix.EpollCtl(lc.l.epfd, unix.EPOLL_CTL_DEL, lc.side[0].fd, nil)
+	dataFDs.Add(-1) // the dial reserves it again
+	lc.dialNow()
+}
+
+// dialNow dials the server under the dial timeout.
+func (lc *lconn) dialNow() {
+	lc.state = stDialing
 	lc.l.timers.schedule(&lc.tm, lc.l.now.Add(lc.set.opts.DialTimeout).UnixNano())
 	lc.dial()
 }
@@ -319,7 +385,10 @@ func (lc *lconn) close(reason string) {
 	if lc.state == stClosed {
 		return
 	}
-	dialing := lc.state == stDialing
+	dialing := lc.state == stDialing || lc.state == stWaiting
+	if lc.state == stWaiting {
+		dataFDs.Add(-1) // the server's reservation (awaitRequest)
+	}
 	lc.state = stClosed
 	lc.setReason(reason)
 	lc.l.timers.remove(&lc.tm)
@@ -328,8 +397,9 @@ func (lc *lconn) close(reason string) {
 	}
 	lc.releaseFDs()
 	if dialing {
-		// Stopped or killed while dialling: not the server's fault, so
-		// not a connect failure; the client is simply gone.
+		// Stopped or killed while dialling, or the client went before
+		// its first byte: not the server's fault, so not a connect
+		// failure; the client is simply gone.
 		lc.p.forget(&lc.conn)
 	} else {
 		lc.report()
@@ -339,6 +409,9 @@ func (lc *lconn) close(reason string) {
 
 func (lc *lconn) onTimer(now int64) {
 	switch lc.state {
+	case stWaiting:
+		lc.p.stats.timeouts.Add(1)
+		lc.close("idle timeout: no request after " + lc.set.opts.IdleTimeout.String())
 	case stDialing:
 		lc.failConnect(fmt.Errorf("dial timeout after %v", lc.set.opts.DialTimeout))
 	case stOpen:
@@ -356,6 +429,9 @@ func (lc *lconn) onTimer(now int64) {
 func (s *lside) onEvent(ev uint32) {
 	lc := s.lc
 	switch lc.state {
+	case stWaiting:
+		lc.spoke()
+		return
 	case stDialing:
 		if s.idx == 1 {
 			lc.connectDone()
@@ -421,11 +497,22 @@ func (s *lside) read() {
 		lc.close(fmt.Sprintf("%s write failed: %v", peerName(s.dir(), false), werr))
 		return
 	}
+	if s.idx == 0 && lc.refill != nil {
+		lc.refilled()
+	}
 	if len(dst.out) > 0 {
 		// The peer cannot take more: stop reading until it has.
 		s.setEvents(0)
 	}
 	lc.closeIfDone()
+}
+
+// refilled tops up the loop's spares once the client has spoken: its
+// request is on its way, so the new dial is not in that request's path.
+func (lc *lconn) refilled() {
+	sp := lc.refill
+	lc.refill = nil
+	sp.fill()
 }
 
 // send writes p to s, keeping what s cannot take yet.

@@ -131,6 +131,9 @@ func (s *lside) readFaulty(fs *faultSet) {
 		lc.close(lc.reason)
 		return
 	}
+	if s.idx == 0 && lc.refill != nil {
+		lc.refilled()
+	}
 	if !h.decoding {
 		fc.release(s.idx)
 	}

@@ -73,8 +73,9 @@ func (sp *lspares) shut() {
 
 // take hands out a ready spare's descriptor, or -1. The descriptor stays
 // registered, watched for input, level-triggered. The caller refills the
-// pool (fill) once its client's request is on its way, so the new dial is
-// not in that request's path.
+// pool (fill) once its client's first request is on its way, so the new
+// dial is not in that request's path, and a client that never speaks
+// (a spare of another daemon whose proxy leads here) costs no new dial.
 func (sp *lspares) take() int {
 	if sp.closed || len(sp.ready) == 0 {
 		return -1
@@ -101,6 +102,12 @@ func (sp *lspares) fill() {
 		}
 		if !fdsAvailable(1) {
 			sp.backoff(now, spareRetryMin)
+			return
+		}
+		if wait := sp.p.refills.take(now); wait > 0 {
+			// The proxy's refill bound (refillRate): try again when a
+			// token is due, without counting a failure.
+			sp.l.timers.schedule(&sp.tm, now+int64(wait))
 			return
 		}
 		t := sp.s.server

@@ -111,7 +111,16 @@ type Proxy struct {
 
 	acceptErrs  atomic.Int64 // accept failures (out of descriptors), for the log
 	lastAcceptW atomic.Int64 // when the last accept failure was logged (UnixNano)
-	logf        func(format string, args ...any)
+
+	// echoes, loopAt, loopUnlogged and lastLoopW detect and report a
+	// forwarding loop through another daemon (echo.go); refills bounds
+	// the rate of spare dials (spares.go).
+	echoes       echoTable
+	loopAt       atomic.Int64 // when the last echo was closed (UnixNano)
+	loopUnlogged atomic.Int64
+	lastLoopW    atomic.Int64
+	refills      dialBucket
+	logf         func(format string, args ...any)
 }
 
 // New checks cfg and returns a proxy that is not yet listening; call Start.
@@ -490,6 +499,7 @@ func (p *Proxy) register(c *conn) bool {
 // forget removes a finished connection. The engine's own bookkeeping of
 // it ends with a wg.Done of its own.
 func (p *Proxy) forget(c *conn) {
+	c.forgetFirst()
 	p.mu.Lock()
 	delete(p.conns, c.id)
 	p.connsGone.Broadcast()

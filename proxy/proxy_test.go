@@ -204,6 +204,17 @@ func dial(t *testing.T, a distcache.Addr) net.Conn {
 	return c
 }
 
+// dialAndAsk dials a and sends a GET, without reading: a proxy dials its
+// server for a client only once the client has spoken.
+func dialAndAsk(t *testing.T, a distcache.Addr) net.Conn {
+	t.Helper()
+	c := dial(t, a)
+	// A client refused at once may be closed before it writes; that is
+	// for the caller to see.
+	c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpGet, []byte("s")))
+	return c
+}
+
 // client is a minimal synchronous distcache client over one connection.
 type client struct {
 	t   *testing.T
@@ -433,7 +444,7 @@ func TestProxyServerDown(t *testing.T) {
 	down := distcache.MustParseAddr("IP:" + testutil.RefusingAddr(t))
 	rec := newRecorder()
 	p := startProxy(t, "tcp", down, Options{}, rec)
-	c := dial(t, p.Addr())
+	c := dialAndAsk(t, p.Addr())
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); err == nil || n != 0 {
 		t.Fatalf("client not closed: n=%d err=%v", n, err)

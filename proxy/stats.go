@@ -19,6 +19,7 @@ type counters struct {
 	protocolErrors atomic.Int64
 	timeouts       atomic.Int64
 	loopRefusals   atomic.Int64
+	loopEchoes     atomic.Int64
 	spareDials     atomic.Int64
 	spareFailures  atomic.Int64
 	sparesLost     atomic.Int64
@@ -45,6 +46,10 @@ type Stats struct {
 	// LoopRefusals counts server connections that reached one of this
 	// process's own listeners (a proxy loop) and were closed.
 	LoopRefusals int64
+	// LoopEchoes counts client connections closed because their first
+	// request had come around a forwarding loop this process cannot see
+	// (through another daemon): see Proxy.Conditions.
+	LoopEchoes int64
 	// SparesDialled, SpareFailures and SparesLost count the spare server
 	// connections connected ahead of the clients, the spare dials that
 	// failed, and the spares the server closed before a client took them.
@@ -86,6 +91,7 @@ func (c *counters) snapshot() Stats {
 		ProtocolErrors: c.protocolErrors.Load(),
 		Timeouts:       c.timeouts.Load(),
 		LoopRefusals:   c.loopRefusals.Load(),
+		LoopEchoes:     c.loopEchoes.Load(),
 		SparesDialled:  c.spareDials.Load(),
 		SpareFailures:  c.spareFailures.Load(),
 		SparesLost:     c.sparesLost.Load(),

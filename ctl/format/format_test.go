@@ -165,7 +165,8 @@ func proxies() []*snoopv1.Proxy {
 			Spec: &snoopv1.ProxySpec{Name: "api", Listen: "IP:127.0.0.1:0", Server: "UNIX:/run/dc.sock", Enabled: proto.Bool(false),
 				OnCorrupt: snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH},
 			ListenAddress: "IP:127.0.0.1:41000", State: snoopv1.ProxyState_PROXY_STATE_DISABLED,
-			Counters: &snoopv1.ProxyCounters{ConnectionsTotal: 2, ConnectFailures: 1, ConnectionsRefused: 1},
+			Counters:   &snoopv1.ProxyCounters{ConnectionsTotal: 2, ConnectFailures: 1, ConnectionsRefused: 1, LoopEchoes: 9},
+			Conditions: []string{"forwarding-loop"},
 		},
 		{
 			Spec:  &snoopv1.ProxySpec{Name: "old", Listen: "IP:127.0.0.1:9100", Server: "IP:10.0.0.5:9001"},

@@ -80,6 +80,16 @@ func WriteProxyList(w io.Writer, proxies []*snoopv1.Proxy) error {
 	return nil
 }
 
+// conditionText explains a proxy condition the API names; one it does not
+// know is shown as named.
+func conditionText(cond string) string {
+	switch cond {
+	case proxy.ConditionForwardingLoop:
+		return cond + ": requests came back unanswered as new clients, around a loop through another daemon (is the server a proxy that leads back here?); they are closed"
+	}
+	return cond
+}
+
 // listenOf is the address a proxy really listens on, or its declared one
 // while it does not listen.
 func listenOf(p *snoopv1.Proxy) string {
@@ -103,6 +113,9 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		state += ": " + oneLine(p.GetError())
 	}
 	row("state", "%s", state)
+	for _, cond := range p.GetConditions() {
+		row("condition", "%s", conditionText(cond))
+	}
 	listen := listenOf(p)
 	if s.GetListen() != "" && s.GetListen() != listen {
 		listen += " (declared " + s.GetListen() + ")"
@@ -154,6 +167,9 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	row("connections", "%d active, %d total, %d refused, %d connect failures, %d timed out, %d loop refusals",
 		c.GetConnectionsActive(), c.GetConnectionsTotal(), c.GetConnectionsRefused(), c.GetConnectFailures(),
 		c.GetTimeouts(), c.GetLoopRefusals())
+	if n := c.GetLoopEchoes(); n > 0 {
+		row("loop echoes", "%d clients closed: their first request had come back around a forwarding loop", n)
+	}
 	if c.GetSparesDialled()+c.GetSpareFailures()+c.GetSparesLost() > 0 {
 		// Lost spares or failed dials point at the server: one that turns
 		// connections away, or is down.

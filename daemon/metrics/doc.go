@@ -24,6 +24,10 @@
 //	snoopd_proxy_timeouts_total                         counter, connections closed by the idle, message
 //	                                                    or response timeout
 //	snoopd_proxy_loop_refusals_total                    counter, server connections refused as a proxy loop
+//	snoopd_proxy_loop_echoes_total                      counter, clients closed as echoes of a forwarding
+//	                                                    loop through another daemon
+//	snoopd_proxy_condition{proxy,condition}             gauge, 1 for each condition the proxy is in now
+//	                                                    (forwarding-loop), 0 for the others
 //	snoopd_proxy_spares_dialled_total                   counter, spare server connections connected ahead
 //	snoopd_proxy_spare_failures_total                   counter, spare dials that failed
 //	snoopd_proxy_spares_lost_total                      counter, spares the server closed before a client took them

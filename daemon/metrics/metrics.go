@@ -3,6 +3,7 @@ package metrics
 import (
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/proxy"
 	"github.com/snoopd/snoopd/vocab"
 )
 
@@ -37,7 +39,7 @@ type Collector struct {
 	info, state                                  *prometheus.Desc
 	connsActive, connsTotal, connsRefused        *prometheus.Desc
 	connectFailures, protocolErrors              *prometheus.Desc
-	timeouts, loopRefusals                       *prometheus.Desc
+	timeouts, loopRefusals, loopEchoes, cond     *prometheus.Desc
 	sparesDialled, spareFailures, sparesLost     *prometheus.Desc
 	bytes, frames, transactions                  *prometheus.Desc
 	latency, latencyMax, duration                *prometheus.Desc
@@ -66,6 +68,8 @@ func NewCollector(src Source) *Collector {
 		protocolErrors:  p("protocol_errors_total", "Protocol violations seen."),
 		timeouts:        p("timeouts_total", "Connections closed by the idle, message or response timeout."),
 		loopRefusals:    p("loop_refusals_total", "Server connections refused because they reached one of this daemon's own listeners (a proxy loop)."),
+		loopEchoes:      p("loop_echoes_total", "Clients closed because their first request had come around a forwarding loop through another daemon."),
+		cond:            p("condition", "1 for each condition the proxy is in now (forwarding-loop: a request came back around a loop within the last minute), 0 for the others.", "condition"),
 		sparesDialled:   p("spares_dialled_total", "Spare server connections connected ahead of the clients."),
 		spareFailures:   p("spare_failures_total", "Spare server connections that could not be dialled; refills back off after each."),
 		sparesLost:      p("spares_lost_total", "Spare server connections the server closed before a client took them."),
@@ -89,7 +93,7 @@ func NewCollector(src Source) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.state, c.connsActive, c.connsTotal, c.connsRefused, c.connectFailures,
-		c.protocolErrors, c.timeouts, c.loopRefusals, c.sparesDialled, c.spareFailures, c.sparesLost, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
+		c.protocolErrors, c.timeouts, c.loopRefusals, c.loopEchoes, c.cond, c.sparesDialled, c.spareFailures, c.sparesLost, c.bytes, c.frames, c.transactions, c.latency, c.latencyMax, c.duration,
 		c.buildInfo, c.startTime, c.proxies, c.watchers, c.pub, c.faultMatched, c.faultApplied,
 	} {
 		ch <- d
@@ -157,6 +161,14 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *daemon.ProxySta
 	counter(c.protocolErrors, k.ProtocolErrors)
 	counter(c.timeouts, k.Timeouts)
 	counter(c.loopRefusals, k.LoopRefusals)
+	counter(c.loopEchoes, k.LoopEchoes)
+	for _, name := range proxy.KnownConditions {
+		v := 0.0
+		if slices.Contains(p.Conditions, name) {
+			v = 1
+		}
+		gauge(c.cond, v, name)
+	}
 	counter(c.sparesDialled, k.SparesDialled)
 	counter(c.spareFailures, k.SpareFailures)
 	counter(c.sparesLost, k.SparesLost)

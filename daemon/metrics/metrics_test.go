@@ -64,10 +64,11 @@ func sampleSource() *fixed {
 		proxies: []daemon.ProxyStats{
 			{
 				Name: "a", Listen: "IP:127.0.0.1:4100", Server: "UNIX:/run/dc.sock",
-				State: daemon.ProxyListening,
+				State:      daemon.ProxyListening,
+				Conditions: []string{proxy.ConditionForwardingLoop},
 				Stats: proxy.Stats{
 					ConnsActive: 2, ConnsTotal: 40, ConnsRefused: 1, ConnectFailed: 3,
-					ProtocolErrors: 4, Timeouts: 5, LoopRefusals: 6, SparesDialled: 7, SpareFailures: 8, SparesLost: 9, BytesUp: 1000, BytesDown: 2000, FramesUp: 10, FramesDown: 11,
+					ProtocolErrors: 4, Timeouts: 5, LoopRefusals: 6, LoopEchoes: 12, SparesDialled: 7, SpareFailures: 8, SparesLost: 9, BytesUp: 1000, BytesDown: 2000, FramesUp: 10, FramesDown: 11,
 					Results: map[distcache.Op]map[string]int64{
 						distcache.OpAdd: {"ok": 1, "exists": 1},
 						distcache.OpGet: {"hit": 5, "miss": 2},

@@ -431,7 +431,9 @@ const (
 	// request, or an orphan response).
 	EventKind_EVENT_KIND_TRANSACTION EventKind = 1
 	// EVENT_KIND_CONNECTION_OPENED: a client connected and the server was
-	// reached.
+	// reached. Unless a spare connection was ready, the server is dialled
+	// once the client has sent its first bytes: a client that leaves (or
+	// idles out) before that has no events.
 	EventKind_EVENT_KIND_CONNECTION_OPENED EventKind = 2
 	// EVENT_KIND_CONNECTION_CLOSED: a connection ended.
 	EventKind_EVENT_KIND_CONNECTION_CLOSED EventKind = 3
@@ -996,7 +998,14 @@ type Proxy struct {
 	// declares it. Empty when the chain ends at a proxy it already went
 	// through (a proxy loop: the last name of chain is met twice), or
 	// when there is no chain.
-	ChainServer   string `protobuf:"bytes,13,opt,name=chain_server,json=chainServer,proto3" json:"chain_server,omitempty"`
+	ChainServer string `protobuf:"bytes,13,opt,name=chain_server,json=chainServer,proto3" json:"chain_server,omitempty"`
+	// conditions name what is wrong with the proxy now; empty when nothing
+	// is. "forwarding-loop": within the last minute a request came back to
+	// this proxy unanswered, as a new client, lap after lap, through a loop
+	// this daemon cannot see (another daemon's proxy, on this host or
+	// another, whose server is this proxy); such clients are closed (see
+	// ProxyCounters.loop_echoes).
+	Conditions    []string `protobuf:"bytes,14,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1122,6 +1131,13 @@ func (x *Proxy) GetChainServer() string {
 	return ""
 }
 
+func (x *Proxy) GetConditions() []string {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
 // ProxyCounters are a proxy's counters.
 type ProxyCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1177,7 +1193,11 @@ type ProxyCounters struct {
 	// client took them. Many lost within a second of connecting mean a
 	// server that turns connections away (at its connection limit, or not
 	// a distcache server); refills then back off. Added in wave 2.
-	SparesLost    int64 `protobuf:"varint,19,opt,name=spares_lost,json=sparesLost,proto3" json:"spares_lost,omitempty"`
+	SparesLost int64 `protobuf:"varint,19,opt,name=spares_lost,json=sparesLost,proto3" json:"spares_lost,omitempty"`
+	// loop_echoes counts client connections closed because their first
+	// request had come around a forwarding loop through another daemon
+	// (see Proxy.conditions).
+	LoopEchoes    int64 `protobuf:"varint,20,opt,name=loop_echoes,json=loopEchoes,proto3" json:"loop_echoes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1341,6 +1361,13 @@ func (x *ProxyCounters) GetSpareFailures() int64 {
 func (x *ProxyCounters) GetSparesLost() int64 {
 	if x != nil {
 		return x.SparesLost
+	}
+	return 0
+}
+
+func (x *ProxyCounters) GetLoopEchoes() int64 {
+	if x != nil {
+		return x.LoopEchoes
 	}
 	return 0
 }
@@ -3849,7 +3876,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\rFaultCounters\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\amatched\x18\x02 \x01(\x03R\amatched\x12\x18\n" +
-	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\x84\x04\n" +
+	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xa4\x04\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
@@ -3869,7 +3896,10 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\vinstance_id\x18\v \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
 	"\x05chain\x18\f \x03(\tR\x05chain\x12!\n" +
-	"\fchain_server\x18\r \x01(\tR\vchainServer\"\xfc\x05\n" +
+	"\fchain_server\x18\r \x01(\tR\vchainServer\x12\x1e\n" +
+	"\n" +
+	"conditions\x18\x0e \x03(\tR\n" +
+	"conditions\"\x9d\x06\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -3893,7 +3923,9 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0espares_dialled\x18\x11 \x01(\x03R\rsparesDialled\x12%\n" +
 	"\x0espare_failures\x18\x12 \x01(\x03R\rspareFailures\x12\x1f\n" +
 	"\vspares_lost\x18\x13 \x01(\x03R\n" +
-	"sparesLost\"\xa0\x02\n" +
+	"sparesLost\x12\x1f\n" +
+	"\vloop_echoes\x18\x14 \x01(\x03R\n" +
+	"loopEchoes\"\xa0\x02\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
