@@ -76,7 +76,9 @@ func (e *env) apply(cCtx *cli.Context) error {
 	if e.opts.json {
 		return e.printJSON(resp)
 	}
-	return format.WriteApply(e.stdio.Out, resp, req.DryRun, recreated(before, req, resp))
+	return format.WriteApply(e.stdio.Out, resp, req.DryRun, recreated(before, req, resp), func(name string) *snoopv1.ProxySpec {
+		return before[name].GetSpec()
+	})
 }
 
 // recreated tells which changed proxies got a new listener: another

@@ -13,6 +13,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -104,7 +105,19 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 		results = append(results, &snoopv1.ApplyResult{Name: s.name, Action: s.action})
 	}
 	if dryRun {
+		// The old addresses of the proxies the plan moves, read under
+		// the lock: a move onto its own old address is bound only once
+		// the old listener stops (see execute).
+		own := map[string]distcache.Addr{}
+		for _, s := range steps {
+			if s.move {
+				own[s.name] = s.e.addrLocked()
+			}
+		}
 		d.mu.Unlock()
+		if err := d.checkBinds(ctx, steps, own); err != nil {
+			return nil, err
+		}
 		for i, s := range steps {
 			results[i].Proxy = d.wouldBe(s)
 		}
@@ -158,6 +171,32 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 // moves reports whether a change gives the proxy a new listen address,
 // which takes a new proxy rather than a change in place.
 func (s *planned) moves() bool { return s.move }
+
+// checkBinds is the dry run's phase 1 of execute: it makes sure every
+// listener the plan would bind (creations, moves, proxies it enables) is
+// free, without binding it for good, so that a dry run refuses what the
+// real apply would, with the same words. own holds the moved proxies' old
+// addresses.
+func (d *Daemon) checkBinds(ctx context.Context, steps []*planned, own map[string]distcache.Addr) error {
+	for _, s := range steps {
+		a := s.cfg.Listen
+		switch {
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED || s.move:
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && s.spec.GetEnabled() && !s.e.p.Listening():
+			a = s.e.p.Addr()
+		default:
+			continue
+		}
+		err := listen.Config{}.Check(ctx, a)
+		if err == nil || s.move && errors.Is(err, proxy.ErrAddrInUse) && listenClash(a, own[s.name]) {
+			continue
+		}
+		err = d.explainInUse(s.name, a, err)
+		field := fmt.Sprintf("proxies[%d].listen", s.idx)
+		return fmt.Errorf("apply: nothing would change: proxy %s cannot listen on %s: %w", quote(s.name), s.spec.GetListen(), bindError(field, err))
+	}
+	return nil
+}
 
 // applyReservedLocked refuses a plan that would put a new listener (a
 // creation or a move) on the address of a proxy that is not listening

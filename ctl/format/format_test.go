@@ -281,10 +281,10 @@ func TestApplyGolden(t *testing.T) {
 	}}
 	moved := func(name string) bool { return name == "moved" }
 	var b bytes.Buffer
-	if err := WriteApply(&b, resp, false, moved); err != nil {
+	if err := WriteApply(&b, resp, false, moved, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteApply(&b, resp, true, moved); err != nil {
+	if err := WriteApply(&b, resp, true, moved, nil); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "apply.txt", b.Bytes())

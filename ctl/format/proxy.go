@@ -335,7 +335,10 @@ func ApplyVerb(a snoopv1.ApplyAction, dryRun bool) string {
 // totals. recreated (may be nil) tells which changed proxies needed a new
 // listener, which starts their counters again: they are reported
 // "recreated", not "changed".
-func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool, recreated func(name string) bool) error {
+//
+// before, when known, is each proxy's spec before the apply: a changed
+// proxy's line then says what changed, field by field (SpecChanges).
+func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool, recreated func(name string) bool, before func(name string) *snoopv1.ProxySpec) error {
 	counts := map[snoopv1.ApplyAction]int{}
 	renewed := 0
 	for _, res := range r.GetResults() {
@@ -352,7 +355,15 @@ func WriteApply(w io.Writer, r *snoopv1.ApplyProxiesResponse, dryRun bool, recre
 			}
 			continue
 		}
-		if _, err := fmt.Fprintf(w, "%s %s\n", verb, res.GetName()); err != nil {
+		what := ""
+		if res.GetAction() == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && before != nil {
+			if old := before(res.GetName()); old != nil && res.GetProxy().GetSpec() != nil {
+				if ch := SpecChanges(old, res.GetProxy().GetSpec()); len(ch) > 0 {
+					what = ": " + strings.Join(ch, ", ")
+				}
+			}
+		}
+		if _, err := fmt.Fprintf(w, "%s %s%s\n", verb, res.GetName(), what); err != nil {
 			return err
 		}
 	}

@@ -119,10 +119,57 @@ func (c Config) listenUnix(ctx context.Context, addr distcache.Addr) (net.Listen
 	return l, nil
 }
 
+// Check reports whether Listen on addr would be refused because the
+// address is taken (ErrAddrInUse) or a file is in the way
+// (ErrPathExists), without keeping it: a TCP port is bound and let go at
+// once, a unix path looked at and, if it is a socket, dialled; a stale
+// socket is left where it is (Listen would replace it). Port 0 is always
+// free. For a dry run, which must refuse what the real change would.
+func (c Config) Check(ctx context.Context, addr distcache.Addr) error {
+	switch addr.Network() {
+	case distcache.NetworkTCP:
+		if addr.Port() == 0 {
+			return nil
+		}
+		l, err := c.listenTCP(ctx, addr)
+		if err != nil {
+			return err
+		}
+		return l.Close()
+	case distcache.NetworkUnix:
+		if strings.HasPrefix(addr.Path(), "@") {
+			var d net.Dialer
+			if conn, err := d.DialContext(ctx, "unix", addr.Path()); err == nil {
+				conn.Close()
+				return fmt.Errorf("listen on %s: %w", addr, ErrAddrInUse)
+			}
+			return nil
+		}
+		return checkStale(ctx, addr)
+	}
+	return fmt.Errorf("listen on the zero address: %w", distcache.ErrInvalidAddr)
+}
+
 // clearStale removes the file at addr's path if it is a socket that
 // provably nobody accepts on, and returns an error for anything else in
 // the way.
 func clearStale(ctx context.Context, addr distcache.Addr) error {
+	if err := checkStale(ctx, addr); err != nil {
+		return err
+	}
+	path := addr.Path()
+	// A server starting between the probe and this remove would lose its
+	// name; two servers racing for one path is a configuration error that
+	// no check before bind can close.
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("listen on %s: remove stale socket: %w", addr, err)
+	}
+	return nil
+}
+
+// checkStale returns nil when addr's path is free or a socket that
+// provably nobody accepts on, and an error for anything else in the way.
+func checkStale(ctx context.Context, addr distcache.Addr) error {
 	path := addr.Path()
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -144,12 +191,6 @@ func clearStale(ctx context.Context, addr distcache.Addr) error {
 		// Not provably stale (a full backlog answers EAGAIN, a
 		// permission problem EACCES): leave it alone.
 		return fmt.Errorf("listen on %s: existing socket is not provably stale: %w", addr, err)
-	}
-	// A server starting between the probe and this remove would lose its
-	// name; two servers racing for one path is a configuration error that
-	// no check before bind can close.
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("listen on %s: remove stale socket: %w", addr, err)
 	}
 	return nil
 }

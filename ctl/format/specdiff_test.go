@@ -1,0 +1,43 @@
+package format
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+)
+
+func TestSpecChanges(t *testing.T) {
+	old := &snoopv1.ProxySpec{Name: "sess", Listen: "IP:127.0.0.1:9001", Server: "IP:127.0.0.1:9002", Enabled: proto.Bool(true),
+		SocketMode: 0o660, IdleTimeout: durationpb.New(time.Minute),
+		Faults: []*snoopv1.Fault{{Name: "drop", Type: snoopv1.FaultType_FAULT_TYPE_DROP}, {Name: "flaky", Type: snoopv1.FaultType_FAULT_TYPE_ERROR, Status: "notok"}}}
+	now := proto.Clone(old).(*snoopv1.ProxySpec)
+	if got := SpecChanges(old, now); len(got) != 0 {
+		t.Fatalf("no change gave %v", got)
+	}
+	now.Server = "IP:127.0.0.1:9003"
+	now.Enabled = proto.Bool(false)
+	now.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH
+	now.SocketMode = 0o600
+	now.IdleTimeout = nil
+	now.Faults = []*snoopv1.Fault{
+		{Name: "flaky", Type: snoopv1.FaultType_FAULT_TYPE_ERROR, Status: "disconnected"},
+		{Name: "slow", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY, Delay: durationpb.New(time.Millisecond)},
+	}
+	want := "server IP:127.0.0.1:9002 → IP:127.0.0.1:9003, enabled true → false, on-corrupt unset → passthrough, " +
+		"socket-mode 0660 → 0600, idle-timeout 60.0s → unset, faults ~flaky +slow -drop"
+	if got := strings.Join(SpecChanges(old, now), ", "); got != want {
+		t.Errorf("changes\n got %s\nwant %s", got, want)
+	}
+	// The end the daemon fixed for a fault is not a change of it.
+	a := proto.Clone(old).(*snoopv1.ProxySpec)
+	a.Faults[0].EndsAt = timestamppb.Now()
+	if got := SpecChanges(old, a); len(got) != 0 {
+		t.Errorf("an end fixed by the daemon reads as a change: %v", got)
+	}
+}
