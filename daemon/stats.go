@@ -1,9 +1,12 @@
 package daemon
 
 import (
-	"sort"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -105,22 +108,59 @@ func (d *Daemon) Stats() Stats {
 	return st
 }
 
-// ProxyStats reads every proxy's counters, sorted by name.
+// ProxyStats reads every proxy's counters, sorted by name. It holds every
+// proxy's histograms at once (about 50 KB a proxy); EachProxy reads them
+// one proxy at a time.
 func (d *Daemon) ProxyStats() []ProxyStats {
-	es := d.liveEntries()
-	out := make([]ProxyStats, 0, len(es))
-	for _, e := range es {
-		spec, state, _ := d.proxyState(e)
-		out = append(out, ProxyStats{
-			Name:   spec.GetName(),
-			Listen: e.p.Addr().String(),
-			Server: spec.GetServer(),
-			State:  state,
-			Stats:  e.p.Stats(),
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	var out []ProxyStats
+	d.EachProxy(true, func(p *ProxyStats) bool {
+		c := *p
+		// The maps and slice are reused for the next proxy: copy them.
+		c.Stats.Results = make(map[distcache.Op]map[string]int64, len(p.Stats.Results))
+		for op, m := range p.Stats.Results {
+			if len(m) > 0 {
+				c.Stats.Results[op] = maps.Clone(m)
+			}
+		}
+		c.Stats.Faults = slices.Clone(p.Stats.Faults)
+		out = append(out, c)
+		return true
+	})
 	return out
+}
+
+// EachProxy reads the proxies one at a time, in name order, into one
+// ProxyStats that it reuses from one proxy to the next, and calls f with
+// it; f must not keep it, or anything it holds, past its return. It stops
+// early when f returns false. The latency histograms are read only when
+// latency is set (they are most of the cost of a read); otherwise they
+// are left as the previous proxy's read left them. A proxy created during
+// the walk may be missed, and one deleted during it may still be read.
+// The exporter calls it once per metric family, so the memory it needs
+// does not grow with the number of proxies beyond the sorted list.
+func (d *Daemon) EachProxy(latency bool, f func(*ProxyStats) bool) {
+	type named struct {
+		name string
+		e    *entry
+	}
+	d.mu.Lock()
+	es := make([]named, 0, len(d.proxies))
+	for _, e := range d.proxies {
+		if !e.placeholder {
+			es = append(es, named{e.spec.GetName(), e})
+		}
+	}
+	d.mu.Unlock()
+	slices.SortFunc(es, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	ps := new(ProxyStats)
+	for _, n := range es {
+		spec, state, _ := d.proxyState(n.e)
+		ps.Name, ps.Listen, ps.Server, ps.State = spec.GetName(), n.e.p.Addr().String(), spec.GetServer(), state
+		n.e.p.ReadStats(&ps.Stats, latency)
+		if !f(ps) {
+			return
+		}
+	}
 }
 
 // proxyState reads a proxy's spec and works out its state; bindErr is the last

@@ -78,26 +78,39 @@ func (s *Stats) Transactions() int64 {
 }
 
 func (c *counters) snapshot() Stats {
-	s := Stats{
-		ConnsActive:    c.connsActive.Load(),
-		ConnsTotal:     c.connsTotal.Load(),
-		ConnsRefused:   c.connsRefused.Load(),
-		ConnectFailed:  c.connectFailed.Load(),
-		ProtocolErrors: c.protocolErrors.Load(),
-		Timeouts:       c.timeouts.Load(),
-		LoopRefusals:   c.loopRefusals.Load(),
-		SparesDialled:  c.spareDials.Load(),
-		SpareFailures:  c.spareFailures.Load(),
-		SparesLost:     c.sparesLost.Load(),
-		BytesUp:        c.bytesUp.Load(),
-		BytesDown:      c.bytesDown.Load(),
-		FramesUp:       c.framesUp.Load(),
-		FramesDown:     c.framesDown.Load(),
-		Results:        map[distcache.Op]map[string]int64{},
+	s := Stats{Results: map[distcache.Op]map[string]int64{}}
+	c.read(&s, true)
+	return s
+}
+
+// read fills s from the live counters. s.Results must not be nil; its
+// maps are reused, so an op without counts may keep an empty one. The
+// histograms are read only with latency: copying them is most of the
+// cost of a read (five 9 KiB snapshots).
+func (c *counters) read(s *Stats, latency bool) {
+	s.ConnsActive = c.connsActive.Load()
+	s.ConnsTotal = c.connsTotal.Load()
+	s.ConnsRefused = c.connsRefused.Load()
+	s.ConnectFailed = c.connectFailed.Load()
+	s.ProtocolErrors = c.protocolErrors.Load()
+	s.Timeouts = c.timeouts.Load()
+	s.LoopRefusals = c.loopRefusals.Load()
+	s.SparesDialled = c.spareDials.Load()
+	s.SpareFailures = c.spareFailures.Load()
+	s.SparesLost = c.sparesLost.Load()
+	s.BytesUp = c.bytesUp.Load()
+	s.BytesDown = c.bytesDown.Load()
+	s.FramesUp = c.framesUp.Load()
+	s.FramesDown = c.framesDown.Load()
+	if latency {
+		s.Latency = histogram.Snapshot{}
+		for op := range c.latency {
+			s.LatencyOf[op] = c.latency[op].Snapshot()
+			s.Latency.Merge(&s.LatencyOf[op])
+		}
 	}
-	for op := range c.latency {
-		s.LatencyOf[op] = c.latency[op].Snapshot()
-		s.Latency.Merge(&s.LatencyOf[op])
+	for _, m := range s.Results {
+		clear(m)
 	}
 	for op := range c.results {
 		for slot := range c.results[op] {
@@ -111,5 +124,4 @@ func (c *counters) snapshot() Stats {
 			}
 		}
 	}
-	return s
 }
