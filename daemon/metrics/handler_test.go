@@ -166,7 +166,7 @@ func TestHandlerWritesWhatTheCollectorBuilds(t *testing.T) {
 // process metrics among it) is there whatever the choice.
 func TestHandlerHistogramChoice(t *testing.T) {
 	for _, tc := range []struct {
-		h                 metrics.Histograms
+		h               metrics.Histograms
 		perProxy, perOp bool
 	}{
 		{metrics.HistogramsNone, false, false},
