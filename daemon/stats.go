@@ -1,12 +1,10 @@
 package daemon
 
 import (
-	"maps"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -106,27 +104,6 @@ func (d *Daemon) Stats() Stats {
 			Published: e.GetPublished(), Dropped: e.GetDropped(), Matched: e.GetMatched()}
 	}
 	return st
-}
-
-// ProxyStats reads every proxy's counters, sorted by name. It holds every
-// proxy's histograms at once (about 50 KB a proxy); EachProxy reads them
-// one proxy at a time.
-func (d *Daemon) ProxyStats() []ProxyStats {
-	var out []ProxyStats
-	d.EachProxy(true, func(p *ProxyStats) bool {
-		c := *p
-		// The maps and slice are reused for the next proxy: copy them.
-		c.Stats.Results = make(map[distcache.Op]map[string]int64, len(p.Stats.Results))
-		for op, m := range p.Stats.Results {
-			if len(m) > 0 {
-				c.Stats.Results[op] = maps.Clone(m)
-			}
-		}
-		c.Stats.Faults = slices.Clone(p.Stats.Faults)
-		out = append(out, c)
-		return true
-	})
-	return out
 }
 
 // EachProxy reads the proxies one at a time, in name order, into one
