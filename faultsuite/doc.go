@@ -24,6 +24,8 @@
 //     competing CPU and allocation load (the test binary started again
 //     as a burner, bounded in time);
 //   - two daemons on one state dir;
+//   - /metrics scraped three times in a row and four times at once with
+//     3,000 proxies, snoopd's resident memory bounded;
 //   - the state dir on a full disk (a 64 KiB tmpfs; root only);
 //   - the NATS export's server going away is driven with the fleet's tests
 //     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd

@@ -109,7 +109,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds about 0.3 MB at low rates, up to about 3 MB of RSS under heavy load; README, --max-watchers)")
 	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
 	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
-	fs.TextVar(&o.metricsHistograms, "metrics-histograms", metrics.DefaultHistograms, "export latency histograms in /metrics for `WHICH`: none, ops (one per operation, all proxies together) or proxies (ops, and one per proxy: about 2 KB of exposition a proxy)")
+	fs.TextVar(&o.metricsHistograms, "metrics-histograms", metrics.DefaultHistograms, "export latency histograms in /metrics for `WHICH`: none, ops (one per operation, all proxies together) or proxies (ops, and one per proxy: about 1.6 KB of exposition a proxy)")
 	addExportFlags(fs, &o.export)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
