@@ -1,7 +1,8 @@
 package daemon
 
 import (
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -108,25 +109,40 @@ func (d *Daemon) Stats() Stats {
 	return st
 }
 
-// ProxyStats reads every proxy's counters, sorted by name.
-func (d *Daemon) ProxyStats() []ProxyStats {
-	es := d.liveEntries()
-	now := time.Now()
-	out := make([]ProxyStats, 0, len(es))
-	for _, e := range es {
-		spec, state, _ := d.proxyState(e)
-		out = append(out, ProxyStats{
-			Name:   spec.GetName(),
-			Listen: e.p.Addr().String(),
-			Server: spec.GetServer(),
-			State:  state,
-			Stats:  e.p.Stats(),
-			// One clock for the snapshot: a scrape is a moment.
-			Conditions: e.p.Conditions(now),
-		})
+// EachProxy reads the proxies one at a time, in name order, into one
+// ProxyStats that it reuses from one proxy to the next, and calls f with
+// it; f must not keep it, or anything it holds, past its return. It stops
+// early when f returns false. The latency histograms are read only when
+// latency is set (they are most of the cost of a read); otherwise they
+// are left as the previous proxy's read left them. A proxy created during
+// the walk may be missed, and one deleted during it may still be read.
+// The exporter calls it once per metric family, so the memory it needs
+// does not grow with the number of proxies beyond the sorted list.
+func (d *Daemon) EachProxy(latency bool, f func(*ProxyStats) bool) {
+	type named struct {
+		name string
+		e    *entry
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	d.mu.Lock()
+	es := make([]named, 0, len(d.proxies))
+	for _, e := range d.proxies {
+		if !e.placeholder {
+			es = append(es, named{e.spec.GetName(), e})
+		}
+	}
+	d.mu.Unlock()
+	slices.SortFunc(es, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	ps := new(ProxyStats)
+	now := time.Now() // one clock for the pass: a scrape is a moment
+	for _, n := range es {
+		spec, state, _ := d.proxyState(n.e)
+		ps.Name, ps.Listen, ps.Server, ps.State = spec.GetName(), n.e.p.Addr().String(), spec.GetServer(), state
+		n.e.p.ReadStats(&ps.Stats, latency)
+		ps.Conditions = n.e.p.Conditions(now)
+		if !f(ps) {
+			return
+		}
+	}
 }
 
 // proxyState reads a proxy's spec and works out its state; bindErr is the last

@@ -27,6 +27,8 @@
 //     see): their descriptors with no client, GETs through the loop, the
 //     condition named, another proxy beside it;
 //   - two daemons on one state dir;
+//   - /metrics scraped three times in a row and four times at once with
+//     3,000 proxies, snoopd's resident memory bounded;
 //   - the state dir on a full disk (a 64 KiB tmpfs; root only);
 //   - GETs of many clients held by a stall of an hour, released by
 //     snoopctl fault clear; a fault's --for end read back the same after

@@ -495,11 +495,18 @@ func (fs *faultSet) stats() []FaultStats {
 	if fs == nil {
 		return nil
 	}
-	out := make([]FaultStats, len(fs.faults))
-	for i, f := range fs.faults {
-		out[i] = FaultStats{Name: f.spec.Name, Matched: f.matched.Load(), Applied: f.applied.Load()}
+	return fs.appendStats(make([]FaultStats, 0, len(fs.faults)))
+}
+
+// appendStats appends the faults' counters to dst.
+func (fs *faultSet) appendStats(dst []FaultStats) []FaultStats {
+	if fs == nil {
+		return dst
 	}
-	return out
+	for _, f := range fs.faults {
+		dst = append(dst, FaultStats{Name: f.spec.Name, Matched: f.matched.Load(), Applied: f.applied.Load()})
+	}
+	return dst
 }
 
 // decide returns the fault that applies to a message of direction dir

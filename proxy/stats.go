@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/histogram"
@@ -30,7 +31,35 @@ type counters struct {
 	results        [distcache.NumOps][vocab.NumResults]atomic.Int64
 	// latency of answered transactions, per operation; Stats.Latency is
 	// their merge.
-	latency [distcache.NumOps]histogram.Histogram
+	latency [distcache.NumOps]lazyHistogram
+}
+
+// lazyHistogram is a histogram allocated at its first sample. A proxy's
+// four are 39 KB, most of what it holds: a daemon with many idle proxies
+// would otherwise carry them all (390 MB at 10,000), and resident as
+// soon as the runtime hands them memory it must clear.
+type lazyHistogram struct {
+	h atomic.Pointer[histogram.Histogram]
+}
+
+// Record adds one sample, allocating the histogram the first time.
+func (l *lazyHistogram) Record(d time.Duration) {
+	h := l.h.Load()
+	if h == nil {
+		h = new(histogram.Histogram)
+		if !l.h.CompareAndSwap(nil, h) {
+			h = l.h.Load() // another connection's came first
+		}
+	}
+	h.Record(d)
+}
+
+// Snapshot copies the histogram; empty if it has no sample yet.
+func (l *lazyHistogram) Snapshot() histogram.Snapshot {
+	if h := l.h.Load(); h != nil {
+		return h.Snapshot()
+	}
+	return histogram.Snapshot{}
 }
 
 // Stats is a snapshot of a proxy's counters.
@@ -83,27 +112,40 @@ func (s *Stats) Transactions() int64 {
 }
 
 func (c *counters) snapshot() Stats {
-	s := Stats{
-		ConnsActive:    c.connsActive.Load(),
-		ConnsTotal:     c.connsTotal.Load(),
-		ConnsRefused:   c.connsRefused.Load(),
-		ConnectFailed:  c.connectFailed.Load(),
-		ProtocolErrors: c.protocolErrors.Load(),
-		Timeouts:       c.timeouts.Load(),
-		LoopRefusals:   c.loopRefusals.Load(),
-		LoopEchoes:     c.loopEchoes.Load(),
-		SparesDialled:  c.spareDials.Load(),
-		SpareFailures:  c.spareFailures.Load(),
-		SparesLost:     c.sparesLost.Load(),
-		BytesUp:        c.bytesUp.Load(),
-		BytesDown:      c.bytesDown.Load(),
-		FramesUp:       c.framesUp.Load(),
-		FramesDown:     c.framesDown.Load(),
-		Results:        map[distcache.Op]map[string]int64{},
+	s := Stats{Results: map[distcache.Op]map[string]int64{}}
+	c.read(&s, true)
+	return s
+}
+
+// read fills s from the live counters. s.Results must not be nil; its
+// maps are reused, so an op without counts may keep an empty one. The
+// histograms are read only with latency: copying them is most of the
+// cost of a read (five 9 KiB snapshots).
+func (c *counters) read(s *Stats, latency bool) {
+	s.ConnsActive = c.connsActive.Load()
+	s.ConnsTotal = c.connsTotal.Load()
+	s.ConnsRefused = c.connsRefused.Load()
+	s.ConnectFailed = c.connectFailed.Load()
+	s.ProtocolErrors = c.protocolErrors.Load()
+	s.Timeouts = c.timeouts.Load()
+	s.LoopRefusals = c.loopRefusals.Load()
+	s.LoopEchoes = c.loopEchoes.Load()
+	s.SparesDialled = c.spareDials.Load()
+	s.SpareFailures = c.spareFailures.Load()
+	s.SparesLost = c.sparesLost.Load()
+	s.BytesUp = c.bytesUp.Load()
+	s.BytesDown = c.bytesDown.Load()
+	s.FramesUp = c.framesUp.Load()
+	s.FramesDown = c.framesDown.Load()
+	if latency {
+		s.Latency = histogram.Snapshot{}
+		for op := range c.latency {
+			s.LatencyOf[op] = c.latency[op].Snapshot()
+			s.Latency.Merge(&s.LatencyOf[op])
+		}
 	}
-	for op := range c.latency {
-		s.LatencyOf[op] = c.latency[op].Snapshot()
-		s.Latency.Merge(&s.LatencyOf[op])
+	for _, m := range s.Results {
+		clear(m)
 	}
 	for op := range c.results {
 		for slot := range c.results[op] {
@@ -117,5 +159,4 @@ func (c *counters) snapshot() Stats {
 			}
 		}
 	}
-	return s
 }

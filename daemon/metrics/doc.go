@@ -1,15 +1,30 @@
 // Package metrics exports snoopd's proxy counters to Prometheus.
 //
-// Collector is a prometheus.Collector that reads the proxies' own counters
-// and latency histograms (proxy.Stats, through the daemon's ProxyStats) on
+// NewHandler serves /metrics: it reads the proxies' own counters and
+// latency histograms (proxy.Stats, through the daemon's EachProxy) on
 // every scrape, with no API message in between, so the numbers are those
-// the control API would report at that moment and the histogram keeps its
-// buckets. Nothing is kept between scrapes: a proxy deleted between two
-// scrapes simply disappears, and one created again starts its
-// counters from zero (Prometheus treats that as a counter reset).
-// NewRegistry puts it in a private registry together with the Go runtime
-// and process collectors, and Handler serves that registry; nothing here
-// touches the client library's global registry.
+// the control API would report at that moment and the histograms keep
+// their buckets. It writes the text exposition straight to the response
+// through a buffer of fixed size (gzipped when the client asks), one
+// family at a time, walking the proxies once per family with one reused
+// read, so a scrape's memory does not grow with the proxies and
+// concurrent scrapes (at most four; more get 503) do not multiply it.
+// Nothing is kept between scrapes: a proxy deleted between two scrapes
+// simply disappears, and one created again starts its counters from zero
+// (Prometheus treats that as a counter reset). The export counters and the
+// Go runtime and process metrics, of a size independent of the proxies,
+// go through a private client_golang registry; nothing here touches the
+// client library's global registry.
+//
+// Collector builds the same families as client_golang metrics, for a
+// program with a registry of its own and few proxies (NewRegistry: the
+// whole of /metrics that way); the tests hold the handler's exposition to
+// the Collector's, parsed.
+//
+// Histograms selects the latency histograms (snoopd --metrics-histograms):
+// proxies (the default) exports the daemon-wide histogram per operation
+// and the per-proxy one; ops only the daemon-wide ones; none neither. The
+// summary and the maximum are exported per proxy in all three.
 //
 // Metrics, each per proxy with the label proxy unless noted:
 //
@@ -40,7 +55,9 @@
 //	                                                    0.9 and 0.99 (within about 3%), _count, and _sum (exact)
 //	snoopd_proxy_latency_max_seconds                    gauge, the slowest answered transaction
 //	snoopd_proxy_transaction_duration_seconds{proxy,le} histogram of the same latencies, buckets from
-//	                                                    25µs to 10s
+//	                                                    25µs to 10s (with proxies only)
+//	snoopd_proxy_fault_matched_total{proxy,fault}       counter, messages a fault selected
+//	snoopd_proxy_fault_applied_total{proxy,fault}       counter, messages a fault was applied to
 //
 // and for the daemon as a whole:
 //
@@ -49,7 +66,9 @@
 //	snoopd_proxies                                      gauge
 //	snoopd_watchers                                     gauge, open event streams
 //	snoopd_events_published_total                       counter, events the proxies published
+//	snoopd_transaction_duration_seconds{op,le}          histogram of all proxies' answered transactions
+//	                                                    by operation (with ops and proxies)
 //
-// The summary gives the daemon's own percentiles; the histogram is the
-// one to aggregate across proxies and daemons (summaries cannot be).
+// The summary gives the daemon's own percentiles; the histograms are the
+// ones to aggregate across proxies and daemons (summaries cannot be).
 package metrics

@@ -42,8 +42,26 @@ type fixed struct {
 	proxies []daemon.ProxyStats
 }
 
-func (f *fixed) Stats() daemon.Stats             { return f.stats }
-func (f *fixed) ProxyStats() []daemon.ProxyStats { return f.proxies }
+func (f *fixed) Stats() daemon.Stats { return f.stats }
+
+// EachProxy hands out copies of the fixed proxies in one reused
+// ProxyStats, as the daemon does. Without latency it leaves junk in the
+// histograms, so a family that wrongly skipped reading them shows it.
+func (f *fixed) EachProxy(latency bool, fn func(*daemon.ProxyStats) bool) {
+	ps := new(daemon.ProxyStats)
+	for i := range f.proxies {
+		*ps = f.proxies[i]
+		if !latency {
+			ps.Stats.Latency = latencies(7 * time.Second)
+			for op := range ps.Stats.LatencyOf {
+				ps.Stats.LatencyOf[op] = latencies(7 * time.Second)
+			}
+		}
+		if !fn(ps) {
+			return
+		}
+	}
+}
 
 // latencies builds a histogram of the given samples.
 func latencies(ds ...time.Duration) histogram.Snapshot {
@@ -95,7 +113,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // testdata/collector.golden.
 func TestCollectorGolden(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(metrics.NewCollector(sampleSource()))
+	reg.MustRegister(metrics.NewCollector(sampleSource(), metrics.HistogramsProxies))
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	got := rec.Body.Bytes()
@@ -115,7 +133,7 @@ func TestCollectorGolden(t *testing.T) {
 }
 
 func TestCollectorValues(t *testing.T) {
-	c := metrics.NewCollector(sampleSource())
+	c := metrics.NewCollector(sampleSource(), metrics.HistogramsProxies)
 	want := `
 # HELP snoopd_build_info The daemon's version; always 1.
 # TYPE snoopd_build_info gauge
@@ -219,7 +237,7 @@ snoopd_proxy_latency_max_seconds{proxy="b"} 0
 }
 
 func TestCollectorLint(t *testing.T) {
-	problems, err := testutil.CollectAndLint(metrics.NewCollector(sampleSource()))
+	problems, err := testutil.CollectAndLint(metrics.NewCollector(sampleSource(), metrics.HistogramsProxies))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +248,7 @@ func TestCollectorLint(t *testing.T) {
 
 func TestCollectorNoProxies(t *testing.T) {
 	src := &fixed{stats: daemon.Stats{Version: "v"}}
-	c := metrics.NewCollector(src)
+	c := metrics.NewCollector(src, metrics.HistogramsNone)
 	// build_info, proxies, watchers, events_published; no start time
 	// when the source does not know it, and nothing per proxy.
 	if n := testutil.CollectAndCount(c); n != 4 {
@@ -311,7 +329,7 @@ func TestCollectorWithDaemon(t *testing.T) {
 	want.WriteString(strings.Join(lines, ""))
 	want.WriteString("# HELP snoopd_proxy_latency_seconds Latency of answered transactions, first request byte to last response byte.\n")
 
-	c := metrics.NewCollector(d)
+	c := metrics.NewCollector(d, metrics.HistogramsProxies)
 	// The proxy counts a transaction as the answer passes, which may be
 	// a moment after the client has it; poll for a bounded time.
 	deadline := time.Now().Add(5 * time.Second)
@@ -360,7 +378,7 @@ snoopd_proxy_transaction_duration_seconds_bucket{proxy="a",le="+Inf"} 3
 snoopd_proxy_transaction_duration_seconds_sum{proxy="a"} 0.00207
 snoopd_proxy_transaction_duration_seconds_count{proxy="a"} 3
 `
-	if err := testutil.CollectAndCompare(metrics.NewCollector(src), strings.NewReader(want), "snoopd_proxy_transaction_duration_seconds"); err != nil {
+	if err := testutil.CollectAndCompare(metrics.NewCollector(src, metrics.HistogramsProxies), strings.NewReader(want), "snoopd_proxy_transaction_duration_seconds"); err != nil {
 		t.Error(err)
 	}
 }

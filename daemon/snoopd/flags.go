@@ -12,6 +12,7 @@ import (
 
 	"github.com/snoopd/snoopd/daemon"
 	"github.com/snoopd/snoopd/daemon/hub"
+	"github.com/snoopd/snoopd/daemon/metrics"
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/endpoint"
 	"github.com/snoopd/snoopd/internal/size"
@@ -45,7 +46,9 @@ type options struct {
 	maxWatchers     int
 	maxDrain        time.Duration
 	metricsInsecure bool
-	export          exportOptions // --export and --daemon-name (export.go)
+	// metricsHistograms selects the latency histograms /metrics exports.
+	metricsHistograms metrics.Histograms
+	export            exportOptions // --export and --daemon-name (export.go)
 
 	// Derived by check.
 	level     slog.Level
@@ -107,6 +110,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds about 0.3 MB at low rates, up to about 3 MB of RSS under heavy load; README, --max-watchers)")
 	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
 	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
+	fs.TextVar(&o.metricsHistograms, "metrics-histograms", metrics.DefaultHistograms, "export latency histograms in /metrics for `WHICH`: none, ops (one per operation, all proxies together) or proxies (ops, and one per proxy: about 1.6 KB of exposition a proxy)")
 	addExportFlags(fs, &o.export)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs

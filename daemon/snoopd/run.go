@@ -208,7 +208,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 		}
 	}
 	if m := inst.metrics; m != nil {
-		m.serve(inst.d, log, inst.fail)
+		m.serve(inst.d, metrics.Options{Histograms: o.metricsHistograms, Log: log}, inst.fail)
 		log.Info("metrics listening", "addr", m.display, "path", "/metrics", "tls", m.tls)
 	}
 	log.Info("snoopd started", "version", daemon.Version, "proxies", len(inst.d.ListProxies()), "state_dir", o.stateDir)
@@ -411,9 +411,10 @@ func listenMetrics(a distcache.Addr) (*metricsServer, error) {
 	return &metricsServer{l: l, display: display, done: make(chan struct{})}, nil
 }
 
-func (m *metricsServer) serve(src metrics.Source, log *slog.Logger, fail chan<- error) {
+func (m *metricsServer) serve(src metrics.Source, mo metrics.Options, fail chan<- error) {
+	log := mo.Log
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Handler(src, log))
+	mux.Handle("GET /metrics", metrics.NewHandler(src, mo))
 	m.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

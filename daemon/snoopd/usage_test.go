@@ -63,6 +63,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--control", sock, "--metrics-listen", "somewhere"}, "--metrics-listen"},
 		{[]string{"--control", sock, "--engine", "threads"}, `--engine "threads": want epoll or goroutines`},
 		{[]string{"--control", sock, "--loops", "0"}, "--loops 0"},
+		{[]string{"--control", sock, "--metrics-histograms", "all"}, `metrics-histograms: "all" is not one of none, ops, proxies`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := runToExit(t, tc.args...)
