@@ -16,7 +16,7 @@ func (e *env) statsCommand() *cli.Command {
 	flags := append(filterFlags(), stopFlags()...)
 	flags = append(flags,
 		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "every --interval, show what each proxy did in it and its rate, until Ctrl-C or --for"},
-		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch shows"},
+		secondsFlag(&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch shows (a bare number is seconds: --interval 5)"}),
 	)
 	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
@@ -154,10 +154,13 @@ func (e *env) statsTotalsFrom(cCtx *cli.Context, c *client, names []string, watc
 	if err := e.checkProxies(cCtx, c, "stats", names); err != nil {
 		return err
 	}
+	// The text of the totals draws each operation's latency histogram;
+	// JSON and --watch do not need the histograms.
+	histograms := !watch && !e.opts.json
 	fetch := func() ([]*snoopv1.Proxy, error) {
 		ctx, cancel := e.callContext(cCtx.Context, 0)
 		defer cancel()
-		list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+		list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{IncludeHistograms: histograms})
 		if err != nil {
 			return nil, e.rpcError(err, "stats", "")
 		}
