@@ -23,7 +23,7 @@ var topFilters = []string{"proxy", "op", "status", "min-latency", "errors", "eve
 func (e *env) topCommand() *cli.Command {
 	flags := []cli.Flag{
 		// -d and -n as in top(1); the long names are those of stats.
-		secondsFlag(&cli.DurationFlag{Name: "interval", Aliases: []string{"d"}, Value: time.Second, Usage: "time between refreshes (a bare number is seconds: -d 2)"}),
+		secondsFlag(&cli.DurationFlag{Name: "interval", Aliases: []string{"d"}, Value: time.Second, Usage: "refresh every `INTERVAL` (a bare number is seconds: -d 2)"}),
 		// The old name of --interval, kept for old command lines and
 		// hidden: --delay is a fault's hold elsewhere.
 		secondsFlag(&cli.DurationFlag{Name: "delay", Hidden: true, Usage: "old name of --interval"}),
