@@ -122,8 +122,10 @@ func (e *env) newApp() *cli.App {
 		OnUsageError:   onUsageError,
 	}
 	quietBools(app.Flags)
+	readDurations(app.Flags)
 	for _, c := range app.Commands {
 		quietBools(c.Flags)
+		readCommandDurations(c)
 		c.OnUsageError = onUsageError
 		// No "help" or "h" subcommand: those are valid proxy names, and
 		// "snoopctl rm help" must remove the proxy called help. Help stays
@@ -314,7 +316,9 @@ func (e *env) notef(format string, args ...any) {
 }
 
 // badValue rewrites package flag's "invalid value "5" for flag
-// -min-latency: parse error" as what the flag wants, with an example.
+// -min-latency: REASON" as what the flag wants, with an example: the
+// reason a flag's own parser gives (durations, package duration), or one
+// by the flag's type for package flag's "parse error".
 func badValue(msg string, flags []cli.Flag) (string, bool) {
 	rest, ok := strings.CutPrefix(msg, "invalid value ")
 	if !ok {
@@ -325,23 +329,26 @@ func badValue(msg string, flags []cli.Flag) (string, bool) {
 		return "", false
 	}
 	value := rest[:i]
-	name, _, _ := strings.Cut(rest[i+len(" for flag -"):], ":")
-	want := "a valid value"
+	name, reason, _ := strings.Cut(rest[i+len(" for flag -"):], ": ")
+	want := "want a valid value"
+	if strings.HasPrefix(reason, "want ") {
+		want = reason
+	}
 	for _, f := range flags {
 		if !slices.Contains(f.Names(), name) {
 			continue
 		}
 		name = f.Names()[0]
-		switch f.(type) {
-		case *cli.DurationFlag:
-			want = "a duration with a unit, such as 500ms, 2s or 5m"
-		case *cli.UintFlag, *cli.Uint64Flag:
-			want = "a whole number such as 10"
-		case *cli.IntFlag, *cli.Int64Flag:
-			want = "a whole number such as 10"
-		case *cli.BoolFlag:
-			want = "true or false"
+		if want != reason {
+			switch f.(type) {
+			case *cli.UintFlag, *cli.Uint64Flag:
+				want = "want a whole number such as 10"
+			case *cli.IntFlag, *cli.Int64Flag:
+				want = "want a whole number such as 10"
+			case *cli.BoolFlag:
+				want = "want true or false"
+			}
 		}
 	}
-	return fmt.Sprintf("--%s %s: want %s", name, value, want), true
+	return fmt.Sprintf("--%s %s: %s", name, value, want), true
 }

@@ -67,6 +67,13 @@ func reorderArgs(app *cli.App, args []string) ([]string, error) {
 			positional = append(positional, a)
 			continue
 		}
+		if cmd.Name == "plot" {
+			if v, skip, ok := oldPlotImage(args, i); ok {
+				flags = append(flags, "--image", v)
+				i += skip
+				continue
+			}
+		}
 		table, dst := local, &flags
 		if _, ok := local[flagName(a)]; !ok {
 			if _, ok := global[flagName(a)]; ok {
@@ -86,6 +93,28 @@ func reorderArgs(app *cli.App, args []string) ([]string, error) {
 		out = append(out, positional...)
 	}
 	return out, nil
+}
+
+// oldPlotImage reads plot's old "-o FILE" at args[i]: plot's picture
+// took -o before --image, and old command lines still work. It is the
+// picture, not the global output format, when the value is neither text
+// nor json. skip is how many more arguments it used.
+func oldPlotImage(args []string, i int) (value string, skip int, ok bool) {
+	a := args[i]
+	if n := flagName(a); n != "o" && n != "output" {
+		return "", 0, false
+	}
+	if _, v, eq := strings.Cut(a, "="); eq {
+		value = v
+	} else if i+1 < len(args) {
+		value, skip = args[i+1], 1
+	} else {
+		return "", 0, false
+	}
+	if value == "text" || value == "json" {
+		return "", 0, false
+	}
+	return value, skip, true
 }
 
 // arity maps each flag name (and alias) to whether the flag takes a value.

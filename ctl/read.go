@@ -14,16 +14,15 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/capture"
 	"github.com/snoopd/snoopd/ctl/format"
+	"github.com/snoopd/snoopd/internal/duration"
 )
 
 func (e *env) readCommand() *cli.Command {
 	flags := append(filterFlags(),
-		&cli.StringSliceFlag{Name: "proxy", Usage: "keep events of these `PROXIES`"},
 		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
-		&cli.StringFlag{Name: "since", Usage: "keep events from `TIME` on: 2026-03-14T15:04:05Z, '2026-03-14 15:04:05', 15:04:05 (today), or a duration ago (10m)"},
-		&cli.StringFlag{Name: "until", Usage: "keep events before `TIME` (the forms of --since)"},
-		dataFlag(),
 	)
+	flags = append(flags, timeFlags()...)
+	flags = append(flags, dataFlag())
 	flags = append(flags, readNATSFlags()...)
 	return &cli.Command{
 		Name:      "read",
@@ -51,7 +50,7 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	f, err := filterFromFlags(cCtx, cCtx.StringSlice("proxy"))
+	f, err := filterFromFlags(cCtx, nil)
 	if err != nil {
 		return err
 	}
@@ -59,16 +58,9 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 	if count < 0 {
 		return usagef("--count %d is negative", count)
 	}
-	since, err := e.parseWhen(cCtx, "since")
+	since, until, err := e.timeRange(cCtx)
 	if err != nil {
 		return err
-	}
-	until, err := e.parseWhen(cCtx, "until")
-	if err != nil {
-		return err
-	}
-	if !since.IsZero() && !until.IsZero() && !until.After(since) {
-		return usagef("--until %s is not after --since %s", cCtx.String("until"), cCtx.String("since"))
 	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
 	if len(files) == 1 && isNATSURL(files[0]) {
@@ -109,7 +101,7 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 							first = at
 						}
 						last = at
-						if (!since.IsZero() && at.Before(since)) || (!until.IsZero() && !at.Before(until)) {
+						if !inRange(at, since, until) {
 							continue
 						}
 					}
@@ -192,6 +184,33 @@ func rotationOrder(files []string) []string {
 	return out
 }
 
+// timeFlags are the time window of the saved events read and plot keep.
+func timeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "since", Usage: "keep events from `TIME` on: 2026-03-14T15:04:05Z, '2026-03-14 15:04:05', 15:04:05 (today), or a duration ago (10m)"},
+		&cli.StringFlag{Name: "until", Usage: "keep events before `TIME` (the forms of --since)"},
+	}
+}
+
+// timeRange reads --since and --until; a zero time is no bound.
+func (e *env) timeRange(cCtx *cli.Context) (since, until time.Time, err error) {
+	if since, err = e.parseWhen(cCtx, "since"); err != nil {
+		return since, until, err
+	}
+	if until, err = e.parseWhen(cCtx, "until"); err != nil {
+		return since, until, err
+	}
+	if !since.IsZero() && !until.IsZero() && !until.After(since) {
+		return since, until, usagef("--until %s is not after --since %s", cCtx.String("until"), cCtx.String("since"))
+	}
+	return since, until, nil
+}
+
+// inRange reports whether an event at t is within [since, until).
+func inRange(t, since, until time.Time) bool {
+	return (since.IsZero() || !t.Before(since)) && (until.IsZero() || t.Before(until))
+}
+
 // parseWhen reads --since or --until: an RFC 3339 time, a date and time,
 // a time of day (today, in the zone shown), or a duration ago.
 func (e *env) parseWhen(cCtx *cli.Context, flag string) (time.Time, error) {
@@ -200,7 +219,7 @@ func (e *env) parseWhen(cCtx *cli.Context, flag string) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	loc := e.location()
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+	if d, err := duration.Parse(s); err == nil && d >= 0 {
 		return e.now().Add(-d), nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {

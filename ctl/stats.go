@@ -16,7 +16,7 @@ func (e *env) statsCommand() *cli.Command {
 	flags := append(filterFlags(), stopFlags()...)
 	flags = append(flags,
 		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "every --interval, show what each proxy did in it and its rate, until Ctrl-C or --for"},
-		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often --watch shows"},
+		secondsFlag(&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "with --watch, show every `INTERVAL` (a bare number is seconds: --interval 5)"}),
 	)
 	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
@@ -24,12 +24,14 @@ func (e *env) statsCommand() *cli.Command {
 		Usage:     "per proxy and operation: counts, GET hit ratio, results, latency, errors, drops",
 		ArgsUsage: "[PROXY...]",
 		Description: "By default stats prints the daemon's totals at once: per proxy and operation\n" +
-			"since the proxy was created, and per proxy its connections and latency.\n" +
+			"since the proxy was created, with the operation's p50, p99 and a sparkline of\n" +
+			"its latency histogram, and per proxy its connections and latency.\n" +
 			"-o json prints {\"time\", \"proxies\": [snoop.v1.Proxy]}.\n\n" +
 			"--watch asks the daemon every --interval and shows, per proxy and operation,\n" +
 			"what happened in that interval and its rate, until Ctrl-C or --for. -o json\n" +
 			"prints one object per interval: {\"time\", \"interval\", \"ops\": [{\"proxy\",\n" +
-			"\"op_counters\", \"rate\", \"hit_ratio\", \"errors\"}]}.\n\n" +
+			"\"op_counters\", \"rate\", \"hit_ratio\", \"errors\"}]}. Durations in JSON are\n" +
+			"written as the API writes them (\"interval\": \"2s\", \"elapsed\": \"1.500s\").\n\n" +
 			"Sampling: --for D, --count N, --history N or any filter counts the events of\n" +
 			"the live stream instead, with the same filters as tail, and prints the numbers\n" +
 			"at the end (with --watch also every --interval). Latency percentiles are\n" +
@@ -154,10 +156,13 @@ func (e *env) statsTotalsFrom(cCtx *cli.Context, c *client, names []string, watc
 	if err := e.checkProxies(cCtx, c, "stats", names); err != nil {
 		return err
 	}
+	// The text of the totals draws each operation's latency histogram;
+	// JSON and --watch do not need the histograms.
+	histograms := !watch && !e.opts.json
 	fetch := func() ([]*snoopv1.Proxy, error) {
 		ctx, cancel := e.callContext(cCtx.Context, 0)
 		defer cancel()
-		list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
+		list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{IncludeHistograms: histograms})
 		if err != nil {
 			return nil, e.rpcError(err, "stats", "")
 		}

@@ -18,13 +18,17 @@ import (
 
 // topFilters are the event filters top --from takes; they narrow what is
 // counted (proxies, operations and kinds become NATS subjects).
-var topFilters = []string{"op", "status", "min-latency", "errors", "events", "filter", "fault"}
+var topFilters = []string{"proxy", "op", "status", "min-latency", "errors", "events", "filter", "fault"}
 
 func (e *env) topCommand() *cli.Command {
 	flags := []cli.Flag{
-		&cli.DurationFlag{Name: "delay", Aliases: []string{"d"}, Value: time.Second, Usage: "time between refreshes"},
+		// -d and -n as in top(1); the long names are those of stats.
+		secondsFlag(&cli.DurationFlag{Name: "interval", Aliases: []string{"d"}, Value: time.Second, Usage: "refresh every `INTERVAL` (a bare number is seconds: -d 2)"}),
+		// The old name of --interval, kept for old command lines and
+		// hidden: --delay is a fault's hold elsewhere.
+		secondsFlag(&cli.DurationFlag{Name: "delay", Hidden: true, Usage: "old name of --interval"}),
 		&cli.BoolFlag{Name: "batch", Aliases: []string{"b"}, Usage: "print snapshots as plain text (or -o json) instead of the live view"},
-		&cli.IntFlag{Name: "iterations", Aliases: []string{"n"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
+		&cli.Int64Flag{Name: "count", Aliases: []string{"n", "iterations"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
 	}
 	for _, f := range filterFlags() {
 		if slices.Contains(topFilters, f.Names()[0]) {
@@ -36,7 +40,7 @@ func (e *env) topCommand() *cli.Command {
 		Name:      "top",
 		Usage:     "a live view of every proxy: state, connections, ops/s, hit ratio, errors/s, latency, bytes/s",
 		ArgsUsage: "[--from nats://HOST:PORT [PROXY...]]",
-		Description: "top polls the daemon's counters and latency histograms every --delay (it needs\n" +
+		Description: "top polls the daemon's counters and latency histograms every --interval (it needs\n" +
 			"no event stream and puts nothing on the data path) and shows, per proxy, the\n" +
 			"rates and percentiles of the last interval; the first screen covers each\n" +
 			"proxy's life so far. Keys: arrows select, enter opens a proxy (its operations\n" +
@@ -44,13 +48,14 @@ func (e *env) topCommand() *cli.Command {
 			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all. With -a naming\n" +
 			"several daemons, top polls each and shows one row per daemon and proxy, with\n" +
 			"a DAEMON column (\"daemon\" in each JSON proxy), as list does.\n\n" +
-			"With -b, -o json, or when stdout is not a terminal, top prints --iterations\n" +
+			"With -b, -o json, or when stdout is not a terminal, top prints --count\n" +
 			"snapshots (0: until Ctrl-C) as plain tables, or as one JSON object per line:\n" +
-			"{\"time\", \"source\", \"version\", \"uptime_ns\", \"interval_ns\", \"totals\": {...},\n" +
-			"\"proxies\": [{\"name\", \"state\", \"connections\", \"span_ns\", \"ops\", \"errors\",\n" +
+			"{\"time\", \"source\", \"version\", \"uptime\", \"interval\", \"totals\": {...},\n" +
+			"\"proxies\": [{\"name\", \"state\", \"connections\", \"span\", \"ops\", \"errors\",\n" +
 			"\"ops_per_sec\", \"errors_per_sec\", \"hit_ratio\", \"bytes_up_per_sec\",\n" +
-			"\"bytes_down_per_sec\", \"samples\", \"p50_ns\", \"p99_ns\", \"p999_ns\",\n" +
-			"\"ops_detail\": [...]}]} (rates over span_ns). NO_COLOR turns colour off.\n\n" +
+			"\"bytes_down_per_sec\", \"samples\", \"p50\", \"p99\", \"p999\",\n" +
+			"\"ops_detail\": [...]}]} (rates over span; durations as the API writes them,\n" +
+			"\"0.000250s\"). NO_COLOR turns colour off.\n\n" +
 			"From a fleet: with --from nats://HOST:PORT top counts the events the daemons\n" +
 			"export to NATS (snoopd --export) instead of polling one daemon: one row per\n" +
 			"daemon and proxy, with a DAEMON column (\"daemon\" in each JSON proxy, \"daemons\"\n" +
@@ -74,17 +79,23 @@ func (e *env) top(cCtx *cli.Context) error {
 	if from != "" {
 		hi = -1
 	}
-	names, err := args(cCtx, 0, hi, "[-d DELAY] [-b] [-n N] [--from nats://HOST:PORT [PROXY...]]")
+	names, err := args(cCtx, 0, hi, "[-d INTERVAL] [-b] [-n COUNT] [--from nats://HOST:PORT [PROXY...]]")
 	if err != nil {
 		return err
 	}
-	delay := cCtx.Duration("delay")
-	if delay <= 0 {
-		return usagef("--delay %v: must be positive", delay)
+	delay := cCtx.Duration("interval")
+	if cCtx.IsSet("delay") {
+		if cCtx.IsSet("interval") {
+			return usagef("--delay is the old name of --interval (-d): give one of them")
+		}
+		delay = cCtx.Duration("delay")
 	}
-	n := cCtx.Int("iterations")
+	if delay <= 0 {
+		return usagef("--interval %v: must be positive", delay)
+	}
+	n := cCtx.Int64("count")
 	if n < 0 {
-		return usagef("--iterations %d is negative", n)
+		return usagef("--count %d is negative", n)
 	}
 	var src top.Source
 	if from != "" {
@@ -187,9 +198,9 @@ func (d daemonTop) Snapshot(ctx context.Context) (*top.Snapshot, error) {
 }
 
 // topBatch prints n frames (0: until ctx ends), one every delay.
-func (e *env) topBatch(ctx context.Context, src top.Source, delay time.Duration, n int) error {
+func (e *env) topBatch(ctx context.Context, src top.Source, delay time.Duration, n int64) error {
 	var prev *top.Snapshot
-	for i := 0; n == 0 || i < n; i++ {
+	for i := int64(0); n == 0 || i < n; i++ {
 		if i > 0 {
 			select {
 			case <-ctx.Done():

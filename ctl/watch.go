@@ -69,9 +69,12 @@ func wrap(head, text string) string {
 	return b.String()
 }
 
-// filterFlags are the filter flags of tail, save, read and stats.
+// filterFlags are the filter flags of tail, save, read, plot, stats and
+// top --from. --proxy is the one way every one of them names proxies;
+// the commands that read a daemon also take them as arguments.
 func filterFlags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "proxy", Usage: "keep events of these `PROXIES` (as PROXY arguments do)"},
 		&cli.StringSliceFlag{Name: "op", Usage: "keep transactions of these `OPS` (get,add,remove,have)"},
 		&cli.StringSliceFlag{Name: "status", Usage: "keep transactions with these `RESULTS` (ok,miss,...)"},
 		&cli.StringFlag{Name: "session", Usage: "keep transactions whose session id starts with `ID`: text or hex as tail shows it, base64 as -o json prints it"},
@@ -142,8 +145,13 @@ func (e *env) checkProxies(cCtx *cli.Context, c *client, action string, names []
 // filterFromFlags is the one place where filter flags become a filter:
 // the WatchEventsRequest for the daemon, and the same conditions for
 // evaluating saved events. proxies come from the arguments (tail, save,
-// stats) or --proxy (read).
+// stats), with those --proxy names added.
 func filterFromFlags(cCtx *cli.Context, proxies []string) (filter.Filter, error) {
+	for _, p := range cCtx.StringSlice("proxy") {
+		if !slices.Contains(proxies, p) {
+			proxies = append(slices.Clip(proxies), p)
+		}
+	}
 	events := cCtx.StringSlice("events")
 	if len(events) == 0 && hasFlag(cCtx, "verbose") && !cCtx.Bool("verbose") {
 		// tail without -v: a connection per operation would otherwise

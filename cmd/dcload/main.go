@@ -66,6 +66,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	dur "github.com/snoopd/snoopd/internal/duration"
 )
 
 // Exit statuses.
@@ -87,11 +88,9 @@ func main() {
 // it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dcload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dcload -addr ADDR (-ops N | -duration D) [flags]")
-		fs.PrintDefaults()
-	}
+	// A mistake is one line (below); the whole usage only for -h.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var (
 		addr      = fs.String("addr", "", "server or proxy `address`, e.g. IP:127.0.0.1:9001 or UNIX:/run/dc.sock (required)")
 		conns     = fs.Int("conns", 4, "concurrent connections (workers)")
@@ -101,26 +100,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		data      = fs.String("data", fmt.Sprintf("%d-%d", loadgen.DefaultMinData, loadgen.DefaultMaxData), "session data size `range` MIN-MAX in bytes, or one size")
 		mix       = fs.String("mix", loadgen.DefaultMix.String(), "operation `weights`")
 		ops       = fs.Int64("ops", 0, "stop after `N` operations")
-		duration  = fs.Duration("duration", 0, "stop starting operations after this long")
+		duration  = durationFlag(fs, "duration", 0, "stop starting operations after this long")
 		rate      = fs.Float64("rate", 0, "at most this many operations per second over all connections (0: no limit)")
 		verify    = fs.Bool("verify", false, "check every answer against a model of the server's contents")
 		seed      = fs.Uint64("seed", 1, "seed for operations, ids and data")
-		timeout   = fs.Duration("timeout", loadgen.DefaultTimeout, "dial and per-operation timeout")
-		sessTO    = fs.Duration("session-timeout", loadgen.DefaultSessionTimeout, "session timeout sent with every ADD")
+		timeout   = durationFlag(fs, "timeout", loadgen.DefaultTimeout, "dial and per-operation timeout")
+		sessTO    = durationFlag(fs, "session-timeout", loadgen.DefaultSessionTimeout, "session timeout sent with every ADD")
 		prefix    = fs.String("id-prefix", "", "session id `prefix` (default: random, so runs do not collide)")
 		maxErrors = fs.Int64("max-errors", 1000, "stop after this many errors; 0: never")
 		asJSON    = fs.Bool("json", false, "print the report as JSON")
 	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
 	usage := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "dcload: "+format+"\n", a...)
 		fmt.Fprintln(stderr, "run 'dcload -h' for the flags")
 		return exitUsage
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "usage: dcload -addr ADDR (-ops N | -duration D) [flags]")
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return exitOK
+		}
+		return usage("%v", dur.Explain(err))
 	}
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q", fs.Arg(0))
@@ -206,4 +208,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitErrors
 	}
 	return exitOK
+}
+
+// durationFlag defines a duration flag read as snoopd's and snoopctl's
+// are, so that a bad value gets the same one-line answer.
+func durationFlag(fs *flag.FlagSet, name string, value time.Duration, usage string) *time.Duration {
+	p := new(time.Duration)
+	dur.Var(fs, p, name, value, usage)
+	return p
 }

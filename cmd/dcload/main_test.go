@@ -94,6 +94,23 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestBadDurationIsOneLine: a duration dcload cannot read gets the answer
+// snoopd and snoopctl give, not the whole usage.
+func TestBadDurationIsOneLine(t *testing.T) {
+	code, _, errs := runCmd(t, "-addr", "IP:127.0.0.1:9001", "-duration", "5")
+	want := "dcload: --duration \"5\": want a duration with a unit, such as 500ms, 2s or 5m\nrun 'dcload -h' for the flags\n"
+	if code != exitUsage || errs != want {
+		t.Fatalf("exit %d, stderr:\n%s\nwant 2 and:\n%s", code, errs, want)
+	}
+}
+
+func TestHelpPrintsTheFlags(t *testing.T) {
+	code, _, errs := runCmd(t, "-h")
+	if code != exitOK || !strings.Contains(errs, "usage: dcload") || !strings.Contains(errs, "-session-timeout") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errs)
+	}
+}
+
 func TestInterrupted(t *testing.T) {
 	addr := startServer(t)
 	ctx, cancel := context.WithCancel(context.Background())

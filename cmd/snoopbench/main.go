@@ -77,6 +77,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/duration"
 )
 
 func main() {
@@ -127,7 +128,7 @@ func runBench(args []string) (err error) {
 	fs.StringVar(&f.engines, "engines", "epoll,goroutines", "snoopd engines: one snoopd-ENGINE, snoopd-ENGINE+tail, snoopd-ENGINE+tails4 and snoopd-ENGINE+export path each, started with --engine ENGINE; \"\" for one such set without --engine")
 	fs.StringVar(&f.loops, "loops", "", "run the epoll engine's paths once per number of event loops in this list, snoopd started with --loops N and the paths named snoopd-epoll/lN, snoopd-epoll/lN+tail, ... (\"\": snoopd's default, no --loops, names without /lN)")
 	fs.IntVar(&f.rounds, "rounds", 3, "rounds: each runs every path once per scenario, in a rotating order")
-	fs.DurationVar(&f.runTimeout, "run-timeout", 2*time.Minute, "bound on the time of one run of one path")
+	duration.Var(fs, &f.runTimeout, "run-timeout", 2*time.Minute, "bound on the time of one run of one path")
 	fs.Int64Var(&f.serialOps, "serial-ops", 20000, "operations of the serial persistent scenario")
 	fs.Int64Var(&f.perOpOps, "perop-ops", 5000, "operations of the serial connection-per-operation scenario")
 	fs.Int64Var(&f.concOps, "conc-ops", 10000, "operations per client of the concurrent scenario")

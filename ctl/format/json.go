@@ -2,8 +2,10 @@ package format
 
 import (
 	"encoding/json"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apijson"
@@ -44,4 +46,15 @@ func AppendResponseLine(b []byte, r *snoopv1.WatchEventsResponse) ([]byte, error
 // batched response is written as the line an unbatched one would have.
 func AppendEventLine(b []byte, ev *snoopv1.Event) ([]byte, error) {
 	return apijson.AppendEventResponse(b, ev, apijson.ProtoKeys)
+}
+
+// JSONDuration is a duration in snoopctl's own JSON objects (stats, top),
+// written as the API writes its google.protobuf.Duration fields:
+// "0.000250s", "2s". One form for every duration a script reads, whether
+// it came from the daemon or from snoopctl.
+type JSONDuration time.Duration
+
+// MarshalJSON writes d as protojson writes a Duration.
+func (d JSONDuration) MarshalJSON() ([]byte, error) {
+	return JSON(durationpb.New(time.Duration(d)))
 }

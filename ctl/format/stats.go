@@ -56,7 +56,7 @@ func WriteStats(w io.Writer, t stats.Table, elapsed time.Duration) error {
 // counters and latency are the API's own messages, in protojson.
 type statsJSON struct {
 	Time    string          `json:"time"`
-	Elapsed string          `json:"elapsed"`
+	Elapsed JSONDuration    `json:"elapsed"`
 	Events  int64           `json:"events"`
 	Dropped uint64          `json:"dropped"`
 	Ops     []statsOpJSON   `json:"ops"`
@@ -82,7 +82,7 @@ type statsConnJSON struct {
 
 // StatsJSON returns the statistics as one line of JSON:
 //
-//	{"time":..., "elapsed":"1.5s", "events":N, "dropped":N,
+//	{"time":..., "elapsed":"1.500s", "events":N, "dropped":N,
 //	 "ops":[{"proxy":..., "op_counters":<snoop.v1.OpCounters>, "hit_ratio":0.9,
 //	         "errors":N, "latency":<snoop.v1.LatencySummary>}],
 //	 "proxies":[{"proxy":..., "opened":N, "closed":N, "connect_failed":N,
@@ -90,7 +90,7 @@ type statsConnJSON struct {
 func StatsJSON(t stats.Table, now time.Time, elapsed time.Duration) ([]byte, error) {
 	out := statsJSON{
 		Time:    now.UTC().Format(time.RFC3339Nano),
-		Elapsed: elapsed.String(),
+		Elapsed: JSONDuration(elapsed),
 		Events:  t.Events,
 		Dropped: t.Dropped,
 		Ops:     []statsOpJSON{},

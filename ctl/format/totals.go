@@ -11,12 +11,23 @@ import (
 )
 
 // WriteTotals writes snoopctl stats' default view: the daemon's counters
-// per proxy and operation, and per proxy its connections and latency.
+// per proxy and operation with the operation's latency (percentiles and
+// a sparkline of its histogram, as show draws them), and per proxy its
+// connections and latency.
 func WriteTotals(w io.Writer, t stats.Totals) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "PROXY\tOP\tCOUNT\tHIT%\tERRORS\tRESULTS")
+	fmt.Fprintln(tw, "PROXY\tOP\tCOUNT\tHIT%\tP50\tP99\tLATENCY\tERRORS\tRESULTS")
 	for _, r := range t.Ops {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", r.Proxy, OpName(r.Op), r.Count, hitRatio(r.Op, r.Results), r.Errors, Results(r.Results))
+		p50, p99 := "-", "-"
+		if l := r.Latency; l.GetCount() > 0 {
+			p50, p99 = Duration(l.GetP50().AsDuration()), Duration(l.GetP99().AsDuration())
+		}
+		spark := "-"
+		if r.Histogram != nil && r.Histogram.Count > 0 {
+			spark = Sparkline(r.Histogram)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Proxy, OpName(r.Op), r.Count, hitRatio(r.Op, r.Results),
+			p50, p99, spark, r.Errors, Results(r.Results))
 	}
 	if len(t.Ops) == 0 {
 		fmt.Fprintln(tw, "(no transactions)")
@@ -93,12 +104,13 @@ func TotalsJSON(ps []*snoopv1.Proxy, rows []stats.OpRow, now time.Time, interval
 	}
 	out := struct {
 		Time     string            `json:"time"`
-		Interval string            `json:"interval,omitempty"`
+		Interval *JSONDuration     `json:"interval,omitempty"`
 		Proxies  []json.RawMessage `json:"proxies,omitempty"`
 		Ops      []opJSON          `json:"ops,omitempty"`
 	}{Time: now.UTC().Format(time.RFC3339Nano)}
 	if interval > 0 {
-		out.Interval = interval.String()
+		iv := JSONDuration(interval)
+		out.Interval = &iv
 		out.Ops = []opJSON{}
 		for _, r := range rows {
 			oc, err := RawJSON(&snoopv1.OpCounters{Op: r.Op, Count: r.Count, Results: r.Results})

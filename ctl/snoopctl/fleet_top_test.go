@@ -17,11 +17,11 @@ import (
 
 // topFrame is what the test reads of a top -o json line.
 type topFrame struct {
-	Time       time.Time `json:"time"`
-	Source     string    `json:"source"`
-	IntervalNs int64     `json:"interval_ns"`
-	Since      string    `json:"since"`
-	Totals     struct {
+	Time     time.Time `json:"time"`
+	Source   string    `json:"source"`
+	Interval string    `json:"interval"`
+	Since    string    `json:"since"`
+	Totals   struct {
 		Proxies      int   `json:"proxies"`
 		Daemons      int   `json:"daemons"`
 		Connections  int64 `json:"connections"`
@@ -147,7 +147,7 @@ func TestFleetTop(t *testing.T) {
 		t.Fatalf("top -n 3: %v", r)
 	}
 	fs = topFrames(t, r.out)
-	if len(fs) != 3 || fs[0].IntervalNs != 0 || fs[1].IntervalNs <= 0 || fs[2].IntervalNs <= 0 || fs[0].Since != fs[2].Since || fs[0].Since == "" {
+	if len(fs) != 3 || apiDuration(t, fs[0].Interval) != 0 || apiDuration(t, fs[1].Interval) <= 0 || apiDuration(t, fs[2].Interval) <= 0 || fs[0].Since != fs[2].Since || fs[0].Since == "" {
 		t.Fatalf("top -n 3 printed %d frames: %s", len(fs), r.out)
 	}
 	got = opsByDaemon(t, fs)

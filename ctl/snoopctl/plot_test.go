@@ -189,7 +189,7 @@ func TestPlot(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"plot", capPath}, 2, "plot needs -o"},
+		{[]string{"plot", capPath}, 2, "plot needs --image"},
 		{[]string{"plot", capPath, "-o", filepath.Join(dir, "x.gif")}, 2, "the extension says the format"},
 		{[]string{"plot", filepath.Join(dir, "nosuch"), "-o", filepath.Join(dir, "y.svg")}, 1, "no such file"},
 		{[]string{"plot", capPath, "--proxy", "nosuch", "-o", filepath.Join(dir, "z.svg")}, 1, "no transactions in"},

@@ -357,11 +357,11 @@ func TestTopBatch(t *testing.T) {
 		Count   int64            `json:"count"`
 		Results map[string]int64 `json:"results"`
 		Samples uint64           `json:"samples"`
-		P50     *int64           `json:"p50_ns"`
+		P50     *string          `json:"p50"`
 	}
 	type frame struct {
-		IntervalNs int64 `json:"interval_ns"`
-		Totals     struct {
+		Interval string `json:"interval"`
+		Totals   struct {
 			Proxies      int   `json:"proxies"`
 			Transactions int64 `json:"transactions"`
 		} `json:"totals"`
@@ -369,7 +369,7 @@ func TestTopBatch(t *testing.T) {
 			Name     string   `json:"name"`
 			Ops      int64    `json:"ops"`
 			HitRatio *float64 `json:"hit_ratio"`
-			P99      *int64   `json:"p99_ns"`
+			P99      *string  `json:"p99"`
 			ByOp     []opJSON `json:"ops_detail"`
 		} `json:"proxies"`
 	}
@@ -380,7 +380,7 @@ func TestTopBatch(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[1]), &f1); err != nil {
 		t.Fatal(err)
 	}
-	if f0.IntervalNs != 0 || f1.IntervalNs <= 0 || f0.Totals.Proxies != 2 || len(f0.Proxies) != 2 {
+	if apiDuration(t, f0.Interval) != 0 || apiDuration(t, f1.Interval) <= 0 || f0.Totals.Proxies != 2 || len(f0.Proxies) != 2 {
 		t.Fatalf("frames: %s", r.out)
 	}
 	p := f0.Proxies[0] // sorted by name: p, quiet

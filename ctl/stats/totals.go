@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/vocab"
 )
 
@@ -13,8 +14,8 @@ import (
 // created: what stats shows at once, without sampling the stream.
 type Totals struct {
 	// Ops has one row per proxy and operation, sorted by proxy, then
-	// operation. Latency is not kept per operation by the daemon; it is
-	// in Proxies.
+	// operation, with the operation's latency (and its histogram when
+	// the daemon was asked for histograms).
 	Ops []OpRow
 	// Proxies has one row per proxy, sorted by name.
 	Proxies []ProxyTotal
@@ -44,6 +45,11 @@ func FromProxies(ps []*snoopv1.Proxy) Totals {
 				row.Results = map[string]int64{}
 			}
 			row.Errors = errorsIn(row.Results)
+			row.Latency = oc.GetLatency()
+			if h := oc.GetHistogram(); h.GetCount() > 0 {
+				s := apiconv.HistogramFromAPI(h)
+				row.Histogram = &s
+			}
 			t.Ops = append(t.Ops, row)
 		}
 		t.Proxies = append(t.Proxies, ProxyTotal{

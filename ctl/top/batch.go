@@ -35,15 +35,15 @@ func WriteText(w io.Writer, f *Frame) error {
 	return err
 }
 
-// frameJSON is top -b -o json: one object per refresh. Durations are in
-// nanoseconds, rates per second; a rate or percentile that is not known
+// frameJSON is top -b -o json: one object per refresh. Durations are
+// written as the API writes them ("0.000250s"), rates are per second; a rate or percentile that is not known
 // (no interval yet, no samples) is left out.
 type frameJSON struct {
-	Time       string `json:"time"`
-	Source     string `json:"source"`
-	Version    string `json:"version,omitempty"`
-	UptimeNs   int64  `json:"uptime_ns,omitempty"`
-	IntervalNs int64  `json:"interval_ns"`
+	Time     string               `json:"time"`
+	Source   string               `json:"source"`
+	Version  string               `json:"version,omitempty"`
+	Uptime   *format.JSONDuration `json:"uptime,omitempty"`
+	Interval format.JSONDuration  `json:"interval"`
 	// Since, Dropped and Notes are an event-counting source's (top
 	// --from): when it began counting, the events it lost, its problems.
 	Since   string      `json:"since,omitempty"`
@@ -67,28 +67,28 @@ type totalsJSON struct {
 }
 
 type proxyJSON struct {
-	Daemon          string   `json:"daemon,omitempty"`
-	Name            string   `json:"name"`
-	State           string   `json:"state"`
-	Error           string   `json:"error,omitempty"`
-	Connections     int64    `json:"connections"`
-	SpanNs          int64    `json:"span_ns"`
-	Ops             int64    `json:"ops"`
-	Errors          int64    `json:"errors"`
-	OpsPerSec       *float64 `json:"ops_per_sec,omitempty"`
-	ErrorsPerSec    *float64 `json:"errors_per_sec,omitempty"`
-	HitRatio        *float64 `json:"hit_ratio,omitempty"`
-	BytesUpPerSec   *float64 `json:"bytes_up_per_sec,omitempty"`
-	BytesDownPerSec *float64 `json:"bytes_down_per_sec,omitempty"`
+	Daemon          string              `json:"daemon,omitempty"`
+	Name            string              `json:"name"`
+	State           string              `json:"state"`
+	Error           string              `json:"error,omitempty"`
+	Connections     int64               `json:"connections"`
+	Span            format.JSONDuration `json:"span"`
+	Ops             int64               `json:"ops"`
+	Errors          int64               `json:"errors"`
+	OpsPerSec       *float64            `json:"ops_per_sec,omitempty"`
+	ErrorsPerSec    *float64            `json:"errors_per_sec,omitempty"`
+	HitRatio        *float64            `json:"hit_ratio,omitempty"`
+	BytesUpPerSec   *float64            `json:"bytes_up_per_sec,omitempty"`
+	BytesDownPerSec *float64            `json:"bytes_down_per_sec,omitempty"`
 	latencyJSON
 	ByOp []opJSON `json:"ops_detail"`
 }
 
 type latencyJSON struct {
-	Samples uint64 `json:"samples"`
-	P50Ns   *int64 `json:"p50_ns,omitempty"`
-	P99Ns   *int64 `json:"p99_ns,omitempty"`
-	P999Ns  *int64 `json:"p999_ns,omitempty"`
+	Samples uint64               `json:"samples"`
+	P50     *format.JSONDuration `json:"p50,omitempty"`
+	P99     *format.JSONDuration `json:"p99,omitempty"`
+	P999    *format.JSONDuration `json:"p999,omitempty"`
 }
 
 type opJSON struct {
@@ -103,27 +103,27 @@ type opJSON struct {
 func newLatencyJSON(l Latency) latencyJSON {
 	out := latencyJSON{Samples: l.Count}
 	if l.Count > 0 {
-		p50, p99, p999 := int64(l.P50), int64(l.P99), int64(l.P999)
-		out.P50Ns, out.P99Ns, out.P999Ns = &p50, &p99, &p999
+		p50, p99, p999 := format.JSONDuration(l.P50), format.JSONDuration(l.P99), format.JSONDuration(l.P999)
+		out.P50, out.P99, out.P999 = &p50, &p99, &p999
 	}
 	return out
 }
 
 // FrameJSON returns a frame as one line of JSON (without the newline):
 //
-//	{"time", "source", "version", "uptime_ns", "interval_ns",
+//	{"time", "source", "version", "uptime", "interval",
 //	 "since", "dropped", "notes",
 //	 "totals": {"proxies", "daemons", "listening", "connections", "transactions",
 //	            "errors", "ops_per_sec", "errors_per_sec",
 //	            "bytes_up_per_sec", "bytes_down_per_sec"},
-//	 "proxies": [{"daemon", "name", "state", "error", "connections", "span_ns", "ops",
+//	 "proxies": [{"daemon", "name", "state", "error", "connections", "span", "ops",
 //	              "errors", "ops_per_sec", "errors_per_sec", "hit_ratio",
 //	              "bytes_up_per_sec", "bytes_down_per_sec", "samples",
-//	              "p50_ns", "p99_ns", "p999_ns",
+//	              "p50", "p99", "p999",
 //	              "ops_detail": [{"op", "count", "errors", "ops_per_sec",
-//	                              "results", "samples", "p50_ns", ...}]}]}
+//	                              "results", "samples", "p50", ...}]}]}
 //
-// Proxies are sorted by daemon and name; counts are over span_ns (the
+// Proxies are sorted by daemon and name; counts are over span (the
 // interval, or the proxy's life for the first frame or a new proxy). A
 // fleet's frame (top --from) has "daemon" in each proxy, "daemons" in the
 // totals and "since", when counting began: its first frame's span is the
@@ -133,11 +133,15 @@ func FrameJSON(f *Frame) ([]byte, error) {
 	t := f.Totals
 	out := frameJSON{
 		Time: f.At.UTC().Format(time.RFC3339Nano), Source: f.Source, Version: f.Version,
-		UptimeNs: int64(f.Uptime), IntervalNs: int64(f.Interval),
-		Dropped: f.Dropped, Notes: f.Notes,
+		Interval: format.JSONDuration(f.Interval),
+		Dropped:  f.Dropped, Notes: f.Notes,
 		Totals: totalsJSON{t.Proxies, t.Daemons, t.Listening, t.Conns, t.Transactions, t.Errors,
 			t.OpsPerSec, t.ErrorsPerSec, t.UpPerSec, t.DownPerSec},
 		Proxies: []proxyJSON{},
+	}
+	if f.Uptime > 0 {
+		up := format.JSONDuration(f.Uptime)
+		out.Uptime = &up
 	}
 	if !f.Since.IsZero() {
 		out.Since = f.Since.UTC().Format(time.RFC3339Nano)
@@ -154,7 +158,7 @@ func FrameJSON(f *Frame) ([]byte, error) {
 			return &v
 		}
 		p := proxyJSON{
-			Daemon: r.Daemon, Name: r.Name, State: r.State, Error: r.Problem, Connections: r.Conns, SpanNs: int64(r.Span),
+			Daemon: r.Daemon, Name: r.Name, State: r.State, Error: r.Problem, Connections: r.Conns, Span: format.JSONDuration(r.Span),
 			Ops: r.Ops, Errors: r.Errors, OpsPerSec: rate(r.Ops), ErrorsPerSec: rate(r.Errors),
 			BytesUpPerSec: rate(r.UpBytes), BytesDownPerSec: rate(r.DownBytes),
 			latencyJSON: newLatencyJSON(r.Latency), ByOp: []opJSON{},

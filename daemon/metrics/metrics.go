@@ -72,7 +72,7 @@ func ParseHistograms(s string) (Histograms, error) {
 			return Histograms(h), nil
 		}
 	}
-	return 0, fmt.Errorf("%q is not one of none, ops, proxies", s)
+	return 0, fmt.Errorf("want none, ops or proxies")
 }
 
 // MarshalText is String, for flag.TextVar.

@@ -14,6 +14,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/daemon/metrics"
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/duration"
 	"github.com/snoopd/snoopd/internal/endpoint"
 	"github.com/snoopd/snoopd/internal/size"
 	"github.com/snoopd/snoopd/proxy"
@@ -104,11 +105,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.history, "history", 0, fmt.Sprintf("keep the `N` most recent events for watchers that ask for history (0: %d)", hub.DefaultHistory))
 	fs.IntVar(&o.watchQueue, "watch-queue", 0, fmt.Sprintf("let an event stream fall up to `N` events behind; one that falls further loses the oldest and is told how many (0: %d; the streams share one log of encoded events)", hub.DefaultLogRecords))
 	fs.StringVar(&o.watchBuffer, "watch-buffer", "", fmt.Sprintf("hold at most `SIZE` of encoded events (K, M, G: powers of 1024) for the event streams to read, shared by all of them (default %s)", size.Format(hub.DefaultLogBytes)))
-	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
+	duration.Var(fs, &o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops(), "with --engine "+proxy.EngineEpoll+", run `N` event loops; every proxy spreads its connections over all of them, and each holds a core while busy")
 	fs.IntVar(&o.maxWatchers, "max-watchers", daemon.DefaultMaxWatchers, "serve at most `N` event streams at once (each one whose client stops reading holds about 0.3 MB at low rates, up to about 3 MB of RSS under heavy load; README, --max-watchers)")
-	fs.DurationVar(&o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
+	duration.Var(fs, &o.maxDrain, "max-drain", daemon.DefaultMaxDrain, "end any delete's drain after `DURATION` at most, closing the connections left")
 	fs.BoolVar(&o.metricsInsecure, "metrics-insecure", false, "allow --metrics-listen on an address off this machine without TLS")
 	fs.TextVar(&o.metricsHistograms, "metrics-histograms", metrics.DefaultHistograms, "export latency histograms in /metrics for `WHICH`: none, ops (one per operation, all proxies together) or proxies (ops, and one per proxy: about 1.6 KB of exposition a proxy)")
 	addExportFlags(fs, &o.export)
@@ -150,7 +151,8 @@ func parseArgs(args []string) (*options, error) {
 	o := &options{}
 	fs := newFlagSet(o)
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		// A bad value is worded as snoopctl words it, not "parse error".
+		return nil, duration.Explain(err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: snoopd takes only flags", fs.Arg(0))

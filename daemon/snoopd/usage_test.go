@@ -63,7 +63,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--control", sock, "--metrics-listen", "somewhere"}, "--metrics-listen"},
 		{[]string{"--control", sock, "--engine", "threads"}, `--engine "threads": want epoll or goroutines`},
 		{[]string{"--control", sock, "--loops", "0"}, "--loops 0"},
-		{[]string{"--control", sock, "--metrics-histograms", "all"}, `metrics-histograms: "all" is not one of none, ops, proxies`},
+		{[]string{"--control", sock, "--metrics-histograms", "all"}, `--metrics-histograms "all": want none, ops or proxies`},
+		// Durations are worded as snoopctl words them.
+		{[]string{"--control", sock, "--shutdown-timeout", "5"}, `snoopd: --shutdown-timeout "5": want a duration with a unit, such as 500ms, 2s or 5m (see snoopd --help)`},
+		{[]string{"--control", sock, "--export-interval", "soon"}, `--export-interval "soon": want a duration with a unit`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := runToExit(t, tc.args...)
