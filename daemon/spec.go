@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/labels"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -122,6 +124,9 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 		}
 		*t.to = v
 	}
+	if err := labels.Validate(spec.GetLabels()); err != nil {
+		return nil, proxy.Config{}, &FieldError{Field: "labels", Reason: err.Error(), Err: err}
+	}
 	faults, apiFaults, err := faultSpecs(spec.GetFaults())
 	if err != nil {
 		return nil, proxy.Config{}, err
@@ -148,7 +153,7 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 var updatableFields = []string{
 	"enabled", "server", "on_corrupt", "capture_data", "capture_limit", "max_connections",
 	"dial_timeout", "spare_connections", "idle_timeout", "message_timeout", "response_timeout",
-	"faults",
+	"faults", "labels",
 }
 
 // cloneDuration copies an optional duration, keeping nil as nil and an
@@ -202,6 +207,8 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 			for _, f := range next.GetFaults() {
 				out.Faults = append(out.Faults, proto.Clone(f).(*snoopv1.Fault))
 			}
+		case "labels":
+			out.Labels = maps.Clone(next.GetLabels())
 		}
 	}
 	return out, nil
