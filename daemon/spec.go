@@ -85,7 +85,8 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	case snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH:
 		opts.OnCorrupt = proxy.PassThrough
 	default:
-		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: fmt.Sprintf("unknown policy %d", spec.GetOnCorrupt())}
+		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: fmt.Sprintf("unknown policy %d: want %s, or 0 (unset) for CORRUPT_POLICY_CLOSE",
+			int32(spec.GetOnCorrupt()), enumNames(spec.GetOnCorrupt().Descriptor().Values()))}
 	}
 	if spec.GetCaptureLimit() > maxCaptureLimit {
 		return nil, proxy.Config{}, &FieldError{Field: "capture_limit", Reason: fmt.Sprintf("%d is above the largest session, %d", spec.GetCaptureLimit(), maxCaptureLimit)}
@@ -182,6 +183,13 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 		case "server":
 			out.Server = next.GetServer()
 		case "on_corrupt":
+			// Named in the mask, the policy is meant to be set: a 0 here
+			// is most likely a name the client library did not know,
+			// which would silently become the default.
+			if next.GetOnCorrupt() == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
+				return nil, &FieldError{Field: "spec.on_corrupt", Reason: "unset or 0 (CORRUPT_POLICY_UNSPECIFIED) while update_mask names it; " + unknownName +
+					": want " + enumNames(next.GetOnCorrupt().Descriptor().Values())}
+			}
 			out.OnCorrupt = next.GetOnCorrupt()
 		case "capture_data":
 			out.CaptureData = next.GetCaptureData()
