@@ -113,9 +113,8 @@ func faultDuration(field string, d *durationpb.Duration) (time.Duration, error) 
 
 // unknownName is what a client library sends for an enum name it does not
 // know (a misspelt "REQUEST" for FAULT_DIRECTION_REQUEST): protobufjs
-// (grpc-js with proto-loader) and protojson or Python's json_format told
-// to ignore unknown input send 0, or leave the field out, which is the
-// same on the wire. Errors about a 0 say so, since the caller never wrote
+// (grpc-js with proto-loader) sends 0, and protojson told to discard
+// unknown input leaves the field out, which is the same on the wire. Errors about a 0 say so, since the caller never wrote
 // the 0.
 const unknownName = "a client library sends 0 for an enum name it does not know"
 
