@@ -3,14 +3,14 @@ package daemon
 import (
 	"context"
 	"maps"
-	"net"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
@@ -43,23 +43,24 @@ func TestWatchHeadersMeanTheWatchIsRegistered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{Kinds: []snoopv1.EventKind{snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED}})
+	s, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{Kinds: []snoopv1.EventKind{snoopv1.EventKind_EVENT_KIND_TRANSACTION}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Header(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", net.JoinHostPort(created.GetProxy().GetListenHost(), strconv.Itoa(int(created.GetProxy().GetListenPort()))))
+	c, err := loadgen.Dial(ctx, distcache.MustParseAddr(created.GetProxy().GetListenAddress()), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	c.Have([]byte("after-the-headers"))
+	c.Close()
 	r, err := s.Recv()
 	if err != nil {
 		t.Fatalf("no event after the headers: %v", err)
 	}
-	if r.GetEvent().GetKind() != snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED {
+	if tx := r.GetEvent().GetTransaction(); string(tx.GetSessionId()) != "after-the-headers" {
 		t.Errorf("first response: %v", r)
 	}
 }
