@@ -105,8 +105,8 @@ func (e *env) apply(cCtx *cli.Context) error {
 				continue
 			}
 			if stray := strayLabels(before[r.GetName()].GetSpec().GetLabels(), req.GetProxies()); stray != "" {
-				e.warnf("--prune %s proxy %s, labelled %s, which no proxy in %s is; to prune only your own proxies, label them and add -l (example: -l %s)",
-					verb, r.GetName(), stray, path, stray)
+				e.warnf("--prune %s proxy %s, labelled %s, which no proxy in %s is; to prune only your own proxies, label them (\"labels\": {\"owner\": \"me\"}) and prune with -l owner=me",
+					verb, r.GetName(), stray, path)
 			}
 		}
 	}

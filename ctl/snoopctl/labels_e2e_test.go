@@ -37,6 +37,14 @@ func TestApplyPruneSelectorKeepsOtherScriptsProxies(t *testing.T) {
 		t.Errorf("apply --prune -l owner=ci: %v", r)
 	}
 
+	// A change of labels alone is a change in place, named.
+	relabel := filepath.Join(d.dir, "relabel.json")
+	os.WriteFile(relabel, fmt.Appendf(nil, `[{"name": "ci-new", "listen": "IP:127.0.0.1:0", "server": "%s", "labels": {"owner": "ci", "tier": "cache"}}]`, server), 0o600)
+	if r := mustCtl(t, d, "apply", "-f", relabel, "--prune", "-l", "owner=ci"); r.out != "changed ci-new: labels owner=ci → owner=ci,tier=cache\n0 created, 1 changed, 0 kept, 0 removed\n" {
+		t.Errorf("apply of new labels: %v", r)
+	}
+	mustCtl(t, d, "apply", "-f", decl, "--prune", "-l", "owner=ci")
+
 	list := mustCtl(t, d, "list").out
 	if !strings.Contains(list, "LABELS") || !strings.Contains(list, "owner=dev,tier=web") || !strings.Contains(list, "owner=ci") {
 		t.Errorf("list does not show the labels:\n%s", list)
