@@ -16,6 +16,7 @@ import (
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/labels"
 	"github.com/snoopd/snoopd/internal/size"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -42,6 +43,7 @@ func (e *env) addCommand() *cli.Command {
 			&cli.StringFlag{Name: "socket-mode", Value: fmt.Sprintf("%#o", proxy.DefaultSocketMode), Usage: "permission `MODE` (octal) of a unix listen socket"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: proxy.DefaultIdleTimeout, Usage: "close a connection that moved nothing either way, with nothing owed, for this long (0: never)"},
 			&cli.DurationFlag{Name: "message-timeout", Value: proxy.DefaultMessageTimeout, Usage: "close a connection whose started message has not arrived whole within this (0: never)"},
+			&cli.StringSliceFlag{Name: "label", Usage: "tag the proxy with `KEY=VALUE` (repeatable; Kubernetes' label syntax), for list -l and apply --prune -l"},
 			&cli.DurationFlag{Name: "response-timeout", Value: proxy.DefaultResponseTimeout, Usage: "a request waits at most this for its answer; then it is reported unanswered and the connection closed (0: never)"},
 		},
 		Action: e.add,
@@ -117,6 +119,19 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 			return nil, err
 		}
 		spec.SocketMode = m
+	}
+	for _, l := range cCtx.StringSlice("label") {
+		k, v, err := labels.ParseLabel(l)
+		if err != nil {
+			return nil, usagef("--label %v", err)
+		}
+		if _, dup := spec.Labels[k]; dup {
+			return nil, usagef("--label %s: the key %s is given twice", l, k)
+		}
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		spec.Labels[k] = v
 	}
 	switch p := cCtx.String("on-corrupt"); p {
 	case "close":

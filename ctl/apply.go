@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -16,6 +17,7 @@ import (
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/labels"
 )
 
 func (e *env) applyCommand() *cli.Command {
@@ -32,11 +34,18 @@ func (e *env) applyCommand() *cli.Command {
 			"listener: such a proxy is reported recreated, and its counters start again.\n\n" +
 			"What 'snoopctl list -o json' and 'show -o json' print is a declaration too:\n" +
 			"each proxy's spec is applied, its state and counters are ignored.\n\n" +
+			"--prune -l SELECTOR removes only the undeclared proxies whose labels the\n" +
+			"selector selects (owner=ci; k=v, k!=v, k, !k, comma-separated), as kubectl\n" +
+			"apply --prune -l does, so that two scripts sharing a daemon do not remove\n" +
+			"each other's proxies; every proxy in the file must match it. --prune without\n" +
+			"-l removes every undeclared proxy, and warns when one of them carries a label\n" +
+			"that no proxy in the file carries (most likely another owner's).\n\n" +
 			"-o json prints the snoop.v1.ApplyProxiesResponse.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "the declaration `FILE` (- for stdin)"},
 			&cli.BoolFlag{Name: "prune", Usage: "remove proxies that the file does not declare"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "only report what would change"},
+			&cli.StringFlag{Name: "selector", Aliases: []string{"l"}, Usage: "with --prune, remove only undeclared proxies whose labels match `SELECTOR` (owner=ci)"},
 		},
 		Action: e.apply,
 	}
@@ -55,11 +64,24 @@ func (e *env) apply(cCtx *cli.Context) error {
 		return err
 	}
 	req.Prune, req.DryRun = cCtx.Bool("prune"), cCtx.Bool("dry-run")
+	if cCtx.IsSet("selector") {
+		sel, err := labels.ParseSelector(cCtx.String("selector"))
+		if err != nil {
+			return usagef("-l: %v", err)
+		}
+		if !req.Prune {
+			return usagef("-l %s selects what --prune removes; add --prune", cCtx.String("selector"))
+		}
+		req.PruneSelector = sel.String()
+	}
+	// A prune of everything undeclared lists the proxies first, to warn
+	// about labelled ones it takes (see strayLabels).
+	warnStray := req.Prune && req.PruneSelector == ""
 	// The listen addresses before the apply tell which changes need a
 	// new listener (and so start the counters again).
 	before := map[string]*snoopv1.Proxy{}
 	resp, err := unary(e, cCtx.Context, "apply "+path, "", func(ctx context.Context, c *client) (*snoopv1.ApplyProxiesResponse, error) {
-		if !e.opts.json {
+		if !e.opts.json || warnStray {
 			list, err := c.proxies.ListProxies(ctx, &snoopv1.ListProxiesRequest{})
 			if err != nil {
 				return nil, err
@@ -73,12 +95,43 @@ func (e *env) apply(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if warnStray {
+		verb := "removed"
+		if req.DryRun {
+			verb = "would remove"
+		}
+		for _, r := range resp.GetResults() {
+			if r.GetAction() != snoopv1.ApplyAction_APPLY_ACTION_REMOVED {
+				continue
+			}
+			if stray := strayLabels(before[r.GetName()].GetSpec().GetLabels(), req.GetProxies()); stray != "" {
+				e.warnf("--prune %s proxy %s, labelled %s, which no proxy in %s is; to prune only your own proxies, label them (\"labels\": {\"owner\": \"me\"}) and prune with -l owner=me",
+					verb, r.GetName(), stray, path)
+			}
+		}
+	}
 	if e.opts.json {
 		return e.printJSON(resp)
 	}
 	return format.WriteApply(e.stdio.Out, resp, req.DryRun, recreated(before, req, resp), func(name string) *snoopv1.ProxySpec {
 		return before[name].GetSpec()
 	})
+}
+
+// strayLabels returns the labels of a pruned proxy (as k=v,...) that no
+// declared proxy carries, "" if none: a sign that the proxy belongs to
+// someone else, whom a selector would have left alone.
+func strayLabels(l map[string]string, declared []*snoopv1.ProxySpec) string {
+	stray := map[string]string{}
+	for k, v := range l {
+		if !slices.ContainsFunc(declared, func(s *snoopv1.ProxySpec) bool {
+			w, ok := s.GetLabels()[k]
+			return ok && w == v
+		}) {
+			stray[k] = v
+		}
+	}
+	return labels.String(stray)
 }
 
 // recreated tells which changed proxies got a new listener: another
@@ -158,7 +211,7 @@ func (e *env) readDeclaration(path string) (*snoopv1.ApplyProxiesRequest, error)
 		}
 		for k := range top {
 			switch k {
-			case "prune", "dryRun", "dry_run":
+			case "prune", "dryRun", "dry_run", "pruneSelector", "prune_selector":
 				// Removing proxies must always be asked for on the command
 				// line, where the operator sees it, never slipped in by a
 				// file.

@@ -19,6 +19,7 @@ var flagVocabulary = map[string]string{
 	"conn": "a connection id", "errors": "keep only errors", "events": "event kinds",
 	"filter": "a CEL expression", "fault": "fault names", "data": "include captured session data",
 	"daemon": "daemon names of a fleet", "verbose": "show more", "v": "show more",
+	"label": "a proxy's label k=v", "selector": "select proxies by their labels", "l": "select proxies by their labels (as kubectl -l)",
 	// Time and amount.
 	"interval": "time between refreshes", "d": "time between refreshes (top, as in top(1))",
 	"count": "stop after N of what the command shows", "n": "stop after N (top, as in top(1))",

@@ -13,6 +13,7 @@ import (
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/labels"
 	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -36,12 +37,33 @@ type planned struct {
 // existing proxy is touched, so an address in use fails the apply with
 // nothing changed (see execute for the one exception).
 func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, prune, dryRun bool) ([]*snoopv1.ApplyResult, error) {
+	return d.ApplyProxiesSelected(ctx, specs, prune, "", dryRun)
+}
+
+// ApplyProxiesSelected is ApplyProxies whose prune removes only the
+// undeclared proxies that pruneSelector selects (labels.ParseSelector),
+// so that two scripts that each apply their own set with prune do not
+// remove each other's proxies. A selector needs prune, and every declared
+// proxy must match it: one that did not would escape the next prune of
+// the same apply once it is left out of the file.
+func (d *Daemon) ApplyProxiesSelected(ctx context.Context, specs []*snoopv1.ProxySpec, prune bool, pruneSelector string, dryRun bool) ([]*snoopv1.ApplyResult, error) {
+	sel, err := labels.ParseSelector(pruneSelector)
+	if err != nil {
+		return nil, &FieldError{Field: "prune_selector", Reason: err.Error(), Err: err}
+	}
+	if !sel.Empty() && !prune {
+		return nil, &FieldError{Field: "prune_selector", Reason: fmt.Sprintf("%s is set but prune is not; the selector only limits a prune", quote(pruneSelector))}
+	}
 	declared := map[string]bool{}
 	var steps []*planned
 	for i, in := range specs {
 		spec, cfg, err := validate(in)
 		if err != nil {
 			return nil, prefixField(fmt.Sprintf("proxies[%d]", i), err)
+		}
+		if !sel.Matches(spec.GetLabels()) {
+			return nil, &FieldError{Field: fmt.Sprintf("proxies[%d].labels", i), Reason: fmt.Sprintf("proxy %s (labels %s) does not match prune_selector %s; give it the labels the selector asks for, or a later apply with this selector would never prune it",
+				quote(spec.GetName()), quote(labels.String(spec.GetLabels())), quote(sel.String()))}
 		}
 		if declared[spec.GetName()] {
 			return nil, &FieldError{Field: fmt.Sprintf("proxies[%d].name", i), Reason: fmt.Sprintf("%s is declared twice", quote(spec.GetName()))}
@@ -81,7 +103,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	}
 	if prune {
 		for name, e := range d.proxies {
-			if declared[name] || e.ephemeral {
+			if declared[name] || e.ephemeral || !sel.Matches(e.spec.GetLabels()) {
 				continue
 			}
 			if e.busy {
@@ -135,7 +157,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	// The changes in place are recorded only once their listeners are
 	// bound: the loop check is made again then, in the same lock hold as
 	// the commit, to see what other requests changed meanwhile.
-	err := d.execute(steps, func() error { return d.applyLoopsLocked(steps, declared, local) })
+	err = d.execute(steps, func() error { return d.applyLoopsLocked(steps, declared, local) })
 	// Release: busy marks off (of the old entries and of the ones that
 	// replaced them), placeholders of creations that did not happen
 	// removed.
@@ -154,7 +176,7 @@ func (d *Daemon) ApplyProxies(ctx context.Context, specs []*snoopv1.ProxySpec, p
 	if err != nil {
 		return nil, err
 	}
-	d.log.Info("applied proxy set", "declared", len(specs), "prune", prune)
+	d.log.Info("applied proxy set", "declared", len(specs), "prune", prune, "prune_selector", sel.String())
 	for _, r := range results {
 		if r.GetAction() == snoopv1.ApplyAction_APPLY_ACTION_REMOVED {
 			continue

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -109,11 +111,65 @@ func faultDuration(field string, d *durationpb.Duration) (time.Duration, error) 
 	return d.AsDuration(), nil
 }
 
+// unknownName is what a client library sends for an enum name it does not
+// know (a misspelt "REQUEST" for FAULT_DIRECTION_REQUEST): protobufjs
+// (grpc-js with proto-loader) sends 0, and protojson told to discard
+// unknown input leaves the field out, which is the same on the wire. Errors about a 0 say so, since the caller never wrote
+// the 0.
+const unknownName = "a client library sends 0 for an enum name it does not know"
+
+// enumNames lists an enum's values but the zero one, for error messages:
+// "FAULT_TYPE_LATENCY (1), ..., or FAULT_TYPE_CORRUPT (8)".
+func enumNames(values protoreflect.EnumValueDescriptors) string {
+	var names []string
+	for i := range values.Len() {
+		if v := values.Get(i); v.Number() != 0 {
+			names = append(names, fmt.Sprintf("%s (%d)", v.Name(), v.Number()))
+		}
+	}
+	if len(names) > 1 {
+		names[len(names)-1] = "or " + names[len(names)-1]
+	}
+	return strings.Join(names, ", ")
+}
+
+// faultType checks a fault's type as the API numbers it. The number is
+// checked before it is narrowed to the proxy package's byte, so that 257
+// is not taken as 1.
+func faultType(t snoopv1.FaultType) (proxy.FaultType, error) {
+	want := "want " + enumNames(t.Descriptor().Values())
+	switch {
+	case t == snoopv1.FaultType_FAULT_TYPE_UNSPECIFIED:
+		return 0, &FieldError{Field: "type", Reason: "missing, or 0 (FAULT_TYPE_UNSPECIFIED; " + unknownName + "): " + want}
+	case t.Descriptor().Values().ByNumber(protoreflect.EnumNumber(t)) == nil:
+		return 0, &FieldError{Field: "type", Reason: fmt.Sprintf("unknown type %d: %s", int32(t), want)}
+	}
+	return proxy.FaultType(t), nil
+}
+
+// faultDirection checks a fault's direction; 0 is the type's default
+// (a misspelt name arrives as 0 too: the answer's direction, filled in,
+// shows which one the fault got).
+func faultDirection(d snoopv1.FaultDirection) (proxy.FaultDirection, error) {
+	if d != 0 && d.Descriptor().Values().ByNumber(protoreflect.EnumNumber(d)) == nil {
+		return 0, &FieldError{Field: "direction", Reason: fmt.Sprintf("unknown direction %d: want %s, or 0 (unset) for the type's default", int32(d), enumNames(d.Descriptor().Values()))}
+	}
+	return proxy.FaultDirection(d), nil
+}
+
 func faultSpec(f *snoopv1.Fault) (proxy.FaultSpec, error) {
+	typ, err := faultType(f.GetType())
+	if err != nil {
+		return proxy.FaultSpec{}, err
+	}
+	dir, err := faultDirection(f.GetDirection())
+	if err != nil {
+		return proxy.FaultSpec{}, err
+	}
 	s := proxy.FaultSpec{
 		Name:         f.GetName(),
-		Type:         proxy.FaultType(f.GetType()),
-		Direction:    proxy.FaultDirection(f.GetDirection()),
+		Type:         typ,
+		Direction:    dir,
 		Filter:       f.GetFilter(),
 		Probability:  1,
 		Seed:         f.GetSeed(),
@@ -125,7 +181,11 @@ func faultSpec(f *snoopv1.Fault) (proxy.FaultSpec, error) {
 	for j, op := range f.GetOps() {
 		o, ok := apiconv.OpFromAPI(op)
 		if !ok {
-			return s, &FieldError{Field: fmt.Sprintf("ops[%d]", j), Reason: fmt.Sprintf("%s is not an operation", op)}
+			reason := fmt.Sprintf("%d is not an operation", int32(op))
+			if op == snoopv1.Op_OP_UNSPECIFIED {
+				reason = "0 (OP_UNSPECIFIED) is not an operation; " + unknownName + " (such as \"GET\")"
+			}
+			return s, &FieldError{Field: fmt.Sprintf("ops[%d]", j), Reason: reason + ": want " + enumNames(op.Descriptor().Values())}
 		}
 		s.Ops = append(s.Ops, o)
 	}
@@ -137,7 +197,6 @@ func faultSpec(f *snoopv1.Fault) (proxy.FaultSpec, error) {
 		return s, &FieldError{Field: "rate", Reason: "too large"}
 	}
 	s.Rate = int64(f.GetRate())
-	var err error
 	if s.Duration, err = faultDuration("duration", f.GetDuration()); err != nil {
 		return s, err
 	}

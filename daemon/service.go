@@ -256,7 +256,7 @@ func (s *proxyService) DeleteProxy(ctx context.Context, req *snoopv1.DeleteProxy
 }
 
 func (s *proxyService) ApplyProxies(ctx context.Context, req *snoopv1.ApplyProxiesRequest) (*snoopv1.ApplyProxiesResponse, error) {
-	res, err := s.d.ApplyProxies(ctx, req.GetProxies(), req.GetPrune(), req.GetDryRun())
+	res, err := s.d.ApplyProxiesSelected(ctx, req.GetProxies(), req.GetPrune(), req.GetPruneSelector(), req.GetDryRun())
 	if err != nil {
 		return nil, Status(err)
 	}

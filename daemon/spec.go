@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/labels"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -83,7 +85,8 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	case snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH:
 		opts.OnCorrupt = proxy.PassThrough
 	default:
-		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: fmt.Sprintf("unknown policy %d", spec.GetOnCorrupt())}
+		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: fmt.Sprintf("unknown policy %d: want %s, or 0 (unset) for CORRUPT_POLICY_CLOSE",
+			int32(spec.GetOnCorrupt()), enumNames(spec.GetOnCorrupt().Descriptor().Values()))}
 	}
 	if spec.GetCaptureLimit() > maxCaptureLimit {
 		return nil, proxy.Config{}, &FieldError{Field: "capture_limit", Reason: fmt.Sprintf("%d is above the largest session, %d", spec.GetCaptureLimit(), maxCaptureLimit)}
@@ -122,6 +125,9 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 		}
 		*t.to = v
 	}
+	if err := labels.Validate(spec.GetLabels()); err != nil {
+		return nil, proxy.Config{}, &FieldError{Field: "labels", Reason: err.Error(), Err: err}
+	}
 	faults, apiFaults, err := faultSpecs(spec.GetFaults())
 	if err != nil {
 		return nil, proxy.Config{}, err
@@ -148,7 +154,7 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 var updatableFields = []string{
 	"enabled", "server", "on_corrupt", "capture_data", "capture_limit", "max_connections",
 	"dial_timeout", "spare_connections", "idle_timeout", "message_timeout", "response_timeout",
-	"faults",
+	"faults", "labels",
 }
 
 // cloneDuration copies an optional duration, keeping nil as nil and an
@@ -177,6 +183,13 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 		case "server":
 			out.Server = next.GetServer()
 		case "on_corrupt":
+			// Named in the mask, the policy is meant to be set: a 0 here
+			// is most likely a name the client library did not know,
+			// which would silently become the default.
+			if next.GetOnCorrupt() == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
+				return nil, &FieldError{Field: "spec.on_corrupt", Reason: "unset or 0 (CORRUPT_POLICY_UNSPECIFIED) while update_mask names it; " + unknownName +
+					": want " + enumNames(next.GetOnCorrupt().Descriptor().Values())}
+			}
 			out.OnCorrupt = next.GetOnCorrupt()
 		case "capture_data":
 			out.CaptureData = next.GetCaptureData()
@@ -202,6 +215,8 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 			for _, f := range next.GetFaults() {
 				out.Faults = append(out.Faults, proto.Clone(f).(*snoopv1.Fault))
 			}
+		case "labels":
+			out.Labels = maps.Clone(next.GetLabels())
 		}
 	}
 	return out, nil

@@ -13,6 +13,7 @@ import (
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
+	"github.com/snoopd/snoopd/internal/labels"
 	"github.com/snoopd/snoopd/proxy"
 	"github.com/snoopd/snoopd/vocab"
 )
@@ -61,11 +62,22 @@ func TxErrors(c *snoopv1.ProxyCounters) int64 {
 // each failed proxy saying why it failed.
 func WriteProxyList(w io.Writer, proxies []*snoopv1.Proxy) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tLISTEN\tSERVER\tSTATE\tCONNS\tTRANSACTIONS\tERRORS")
+	// The LABELS column only when some proxy has labels, so that the
+	// table of a daemon without any stays as it was.
+	withLabels := slices.ContainsFunc(proxies, func(p *snoopv1.Proxy) bool { return len(p.GetSpec().GetLabels()) > 0 })
+	header := "NAME\tLISTEN\tSERVER\tSTATE\tCONNS\tTRANSACTIONS\tERRORS"
+	if withLabels {
+		header += "\tLABELS"
+	}
+	fmt.Fprintln(tw, header)
 	for _, p := range proxies {
 		c := p.GetCounters()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.GetSpec().GetName(), listenOf(p), p.GetSpec().GetServer(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d", p.GetSpec().GetName(), listenOf(p), p.GetSpec().GetServer(),
 			State(p.GetState()), c.GetConnectionsActive(), c.GetTransactions(), ProxyErrors(c))
+		if withLabels {
+			fmt.Fprintf(tw, "\t%s", orDash(labels.String(p.GetSpec().GetLabels())))
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -122,6 +134,9 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	}
 	row("listen", "%s", listen)
 	row("server", "%s", orDash(s.GetServer()))
+	if l := s.GetLabels(); len(l) > 0 {
+		row("labels", "%s", labels.String(l))
+	}
 	if chain := p.GetChain(); len(chain) > 0 {
 		// The server is another proxy of the daemon: where the traffic
 		// really goes.

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/labels"
 )
 
 // SpecChanges lists what differs from old to now, field by field, in
@@ -46,6 +47,15 @@ func specValue(m protoreflect.Message, f protoreflect.FieldDescriptor) string {
 		return "unset"
 	}
 	v := m.Get(f)
+	if f.IsMap() {
+		// labels: k=v,... sorted by key, as list and show write them.
+		kv := map[string]string{}
+		v.Map().Range(func(k protoreflect.MapKey, e protoreflect.Value) bool {
+			kv[k.String()] = e.String()
+			return true
+		})
+		return labels.String(kv)
+	}
 	switch f.Kind() {
 	case protoreflect.MessageKind:
 		if d, ok := v.Message().Interface().(*durationpb.Duration); ok {

@@ -41,3 +41,14 @@ func TestSpecChanges(t *testing.T) {
 		t.Errorf("an end fixed by the daemon reads as a change: %v", got)
 	}
 }
+
+func TestSpecChangesNamesLabels(t *testing.T) {
+	old := &snoopv1.ProxySpec{Name: "sess", Labels: map[string]string{"owner": "ci"}}
+	now := &snoopv1.ProxySpec{Name: "sess", Labels: map[string]string{"tier": "web", "owner": "ci"}}
+	if got := strings.Join(SpecChanges(old, now), ", "); got != "labels owner=ci → owner=ci,tier=web" {
+		t.Errorf("changes: %s", got)
+	}
+	if got := strings.Join(SpecChanges(old, &snoopv1.ProxySpec{Name: "sess"}), ", "); got != "labels owner=ci → unset" {
+		t.Errorf("labels removed: %s", got)
+	}
+}

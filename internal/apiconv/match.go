@@ -3,6 +3,8 @@ package apiconv
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -58,7 +60,7 @@ func SpecFromRequest(req *snoopv1.WatchEventsRequest) (match.Spec, error) {
 	for i, k := range req.GetKinds() {
 		vk, ok := KindFromAPI(k)
 		if !ok {
-			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("kinds[%d]", i), Reason: fmt.Sprintf("unknown event kind %d", int32(k))}
+			return match.Spec{}, &match.FieldError{Field: fmt.Sprintf("kinds[%d]", i), Reason: kindEnumReason(k)}
 		}
 		s.Kinds = append(s.Kinds, vk)
 	}
@@ -106,6 +108,20 @@ func opEnumReason(op snoopv1.Op) string {
 		return "0 is not an operation; a client library sends 0 for an enum name it does not know (such as \"GET\"): " + want
 	}
 	return fmt.Sprintf("%d is not an operation number: %s", int32(op), want)
+}
+
+// kindEnumReason says why a kinds value is not an event kind, naming the
+// kinds; a 0 is most likely a name the client library did not know.
+func kindEnumReason(k snoopv1.EventKind) string {
+	var names []string
+	for n := int32(1); snoopv1.EventKind_name[n] != ""; n++ {
+		names = append(names, snoopv1.EventKind_name[n])
+	}
+	want := "want " + strings.Join(names, ", ") + " (1 to " + strconv.Itoa(len(names)) + "), or no kinds for all"
+	if k == snoopv1.EventKind_EVENT_KIND_UNSPECIFIED {
+		return "0 is not an event kind; a client library sends 0 for an enum name it does not know (such as \"TRANSACTION\"): " + want
+	}
+	return fmt.Sprintf("unknown event kind %d: %s", int32(k), want)
 }
 
 // View fills v with the matcher's picture of an API event (snoopctl read,

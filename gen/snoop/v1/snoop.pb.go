@@ -549,7 +549,15 @@ type ProxySpec struct {
 	// draw. Names are unique within the proxy. They need the epoll engine;
 	// UpdateProxy's mask path "faults" replaces the whole list and reaches
 	// live connections at once. Added in wave 2.
-	Faults        []*Fault `protobuf:"bytes,15,rep,name=faults,proto3" json:"faults,omitempty"`
+	Faults []*Fault `protobuf:"bytes,15,rep,name=faults,proto3" json:"faults,omitempty"`
+	// labels tag the proxy for the operator and for scripts: keys and values
+	// as Kubernetes' labels (a key is an optional DNS subdomain prefix and
+	// '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that
+	// begins and ends with a letter or digit; a value is empty or such a
+	// name), at most 64 of them. ApplyProxiesRequest.prune_selector selects
+	// by them, so that one script's apply prunes only its own proxies.
+	// UpdateProxy's mask path "labels" replaces the whole map.
+	Labels        map[string]string `protobuf:"bytes,16,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -685,6 +693,13 @@ func (x *ProxySpec) GetResponseTimeout() *durationpb.Duration {
 func (x *ProxySpec) GetFaults() []*Fault {
 	if x != nil {
 		return x.Faults
+	}
+	return nil
+}
+
+func (x *ProxySpec) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -1969,8 +1984,8 @@ type UpdateProxyRequest struct {
 	// update_mask lists the fields of spec to change: enabled, server,
 	// on_corrupt, capture_data, capture_limit, max_connections,
 	// dial_timeout, spare_connections, idle_timeout, message_timeout,
-	// response_timeout, faults (the whole list; added in wave 2). An empty
-	// mask is INVALID_ARGUMENT.
+	// response_timeout, faults (the whole list; added in wave 2), labels
+	// (the whole map). An empty mask is INVALID_ARGUMENT.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// close_connections, when the update disables the proxy, also closes
 	// its live connections.
@@ -2209,7 +2224,16 @@ type ApplyProxiesRequest struct {
 	// prune deletes proxies that are not declared.
 	Prune bool `protobuf:"varint,2,opt,name=prune,proto3" json:"prune,omitempty"`
 	// dry_run validates and reports what would change, changing nothing.
-	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// prune_selector limits prune to the proxies whose labels it selects, as
+	// kubectl apply --prune -l does: comma-separated requirements that must
+	// all hold, each "key=value" (or "key==value"), "key!=value" (the label
+	// is absent or has another value), "key" (the label is present) or
+	// "!key" (it is absent). Proxies it does not select are left alone.
+	// Every declared proxy must match it too (else a proxy this apply
+	// creates would escape its own later prunes); it needs prune. Empty
+	// prunes every undeclared proxy.
+	PruneSelector string `protobuf:"bytes,4,opt,name=prune_selector,json=pruneSelector,proto3" json:"prune_selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2263,6 +2287,13 @@ func (x *ApplyProxiesRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *ApplyProxiesRequest) GetPruneSelector() string {
+	if x != nil {
+		return x.PruneSelector
+	}
+	return ""
 }
 
 // ApplyResult is the outcome for one proxy.
@@ -3831,7 +3862,7 @@ var File_snoop_v1_snoop_proto protoreflect.FileDescriptor
 
 const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
-	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n" +
+	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x06\n" +
 	"\tProxySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\tR\x06listen\x12\x16\n" +
@@ -3850,7 +3881,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\fidle_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12B\n" +
 	"\x0fmessage_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0emessageTimeout\x12D\n" +
 	"\x10response_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeout\x12'\n" +
-	"\x06faults\x18\x0f \x03(\v2\x0f.snoop.v1.FaultR\x06faultsB\n" +
+	"\x06faults\x18\x0f \x03(\v2\x0f.snoop.v1.FaultR\x06faults\x127\n" +
+	"\x06labels\x18\x10 \x03(\v2\x1f.snoop.v1.ProxySpec.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
 	"\n" +
 	"\b_enabledB\x14\n" +
 	"\x12_spare_connections\"\xe0\x04\n" +
@@ -3976,11 +4011,12 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x05force\x18\x03 \x01(\bR\x05force\"o\n" +
 	"\x13DeleteProxyResponse\x12/\n" +
 	"\x13connections_drained\x18\x01 \x01(\x03R\x12connectionsDrained\x12'\n" +
-	"\x0fconnections_cut\x18\x02 \x01(\x03R\x0econnectionsCut\"s\n" +
+	"\x0fconnections_cut\x18\x02 \x01(\x03R\x0econnectionsCut\"\x9a\x01\n" +
 	"\x13ApplyProxiesRequest\x12-\n" +
 	"\aproxies\x18\x01 \x03(\v2\x13.snoop.v1.ProxySpecR\aproxies\x12\x14\n" +
 	"\x05prune\x18\x02 \x01(\bR\x05prune\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"w\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12%\n" +
+	"\x0eprune_selector\x18\x04 \x01(\tR\rpruneSelector\"w\n" +
 	"\vApplyResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x15.snoop.v1.ApplyActionR\x06action\x12%\n" +
@@ -4188,7 +4224,7 @@ func file_snoop_v1_snoop_proto_rawDescGZIP() []byte {
 }
 
 var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_snoop_v1_snoop_proto_goTypes = []any{
 	(CorruptPolicy)(0),              // 0: snoop.v1.CorruptPolicy
 	(FaultType)(0),                  // 1: snoop.v1.FaultType
@@ -4233,102 +4269,104 @@ var file_snoop_v1_snoop_proto_goTypes = []any{
 	(*GetDaemonInfoRequest)(nil),    // 40: snoop.v1.GetDaemonInfoRequest
 	(*GetDaemonInfoResponse)(nil),   // 41: snoop.v1.GetDaemonInfoResponse
 	(*ExportStats)(nil),             // 42: snoop.v1.ExportStats
-	nil,                             // 43: snoop.v1.OpCounters.ResultsEntry
-	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 46: google.protobuf.FieldMask
+	nil,                             // 43: snoop.v1.ProxySpec.LabelsEntry
+	nil,                             // 44: snoop.v1.OpCounters.ResultsEntry
+	(*durationpb.Duration)(nil),     // 45: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 47: google.protobuf.FieldMask
 }
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
-	44, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	44, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
-	44, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
-	44, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	45, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
+	45, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	45, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	45, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
 	8,  // 5: snoop.v1.ProxySpec.faults:type_name -> snoop.v1.Fault
-	1,  // 6: snoop.v1.Fault.type:type_name -> snoop.v1.FaultType
-	4,  // 7: snoop.v1.Fault.ops:type_name -> snoop.v1.Op
-	2,  // 8: snoop.v1.Fault.direction:type_name -> snoop.v1.FaultDirection
-	44, // 9: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
-	44, // 10: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
-	44, // 11: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
-	45, // 12: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
-	7,  // 13: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
-	3,  // 14: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
-	11, // 15: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	45, // 16: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 17: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
-	12, // 18: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	15, // 19: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	13, // 20: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
-	9,  // 21: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
-	4,  // 22: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	43, // 23: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	15, // 24: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
-	13, // 25: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
-	44, // 26: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
-	14, // 27: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
-	44, // 28: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	44, // 29: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	44, // 30: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	44, // 31: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	44, // 32: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	7,  // 33: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	10, // 34: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	10, // 35: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	10, // 36: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	7,  // 37: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	46, // 38: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 39: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	44, // 40: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	7,  // 41: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	5,  // 42: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	10, // 43: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
-	27, // 44: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	45, // 45: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	30, // 46: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	6,  // 47: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	4,  // 48: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	44, // 49: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	36, // 50: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	36, // 51: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
-	6,  // 52: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	45, // 53: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	37, // 54: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	38, // 55: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	39, // 56: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	45, // 57: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
-	4,  // 58: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	45, // 59: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	44, // 60: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	44, // 61: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 62: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	45, // 63: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	42, // 64: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	16, // 65: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	18, // 66: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	20, // 67: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	22, // 68: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	24, // 69: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	26, // 70: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	29, // 71: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	32, // 72: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	34, // 73: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	40, // 74: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	17, // 75: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	19, // 76: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	21, // 77: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	23, // 78: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	25, // 79: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	28, // 80: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	31, // 81: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	33, // 82: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	35, // 83: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	41, // 84: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	75, // [75:85] is the sub-list for method output_type
-	65, // [65:75] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	43, // 6: snoop.v1.ProxySpec.labels:type_name -> snoop.v1.ProxySpec.LabelsEntry
+	1,  // 7: snoop.v1.Fault.type:type_name -> snoop.v1.FaultType
+	4,  // 8: snoop.v1.Fault.ops:type_name -> snoop.v1.Op
+	2,  // 9: snoop.v1.Fault.direction:type_name -> snoop.v1.FaultDirection
+	45, // 10: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
+	45, // 11: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
+	45, // 12: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
+	46, // 13: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
+	7,  // 14: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
+	3,  // 15: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
+	11, // 16: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
+	46, // 17: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	7,  // 18: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
+	12, // 19: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
+	15, // 20: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	13, // 21: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
+	9,  // 22: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
+	4,  // 23: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	44, // 24: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	15, // 25: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
+	13, // 26: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
+	45, // 27: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
+	14, // 28: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
+	45, // 29: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	45, // 30: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	45, // 31: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	45, // 32: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	45, // 33: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	7,  // 34: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	10, // 35: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	10, // 36: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	10, // 37: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	7,  // 38: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	47, // 39: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 40: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	45, // 41: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	7,  // 42: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	5,  // 43: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	10, // 44: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
+	27, // 45: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	46, // 46: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	30, // 47: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	6,  // 48: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	4,  // 49: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	45, // 50: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	36, // 51: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	36, // 52: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	6,  // 53: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	46, // 54: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	37, // 55: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	38, // 56: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	39, // 57: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	46, // 58: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 59: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	46, // 60: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	45, // 61: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	45, // 62: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 63: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	46, // 64: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	42, // 65: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	16, // 66: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	18, // 67: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	20, // 68: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	22, // 69: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	24, // 70: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	26, // 71: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	29, // 72: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	32, // 73: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	34, // 74: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	40, // 75: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	17, // 76: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	19, // 77: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	21, // 78: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	23, // 79: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	25, // 80: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	28, // 81: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	31, // 82: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	33, // 83: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	35, // 84: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	41, // 85: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	76, // [76:86] is the sub-list for method output_type
+	66, // [66:76] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
@@ -4344,7 +4382,7 @@ func file_snoop_v1_snoop_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snoop_v1_snoop_proto_rawDesc), len(file_snoop_v1_snoop_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
