@@ -52,9 +52,10 @@ type Config struct {
 	// after the saved proxies are restored. If it fails, New fails, and
 	// the state file is left as it was.
 	Apply []*snoopv1.ProxySpec
-	// Engine serves the connections of every proxy. Nil means a
-	// goroutine engine the daemon makes and closes itself; an engine
-	// given here belongs to the caller, who closes it after Close.
+	// Engine serves the connections of every proxy. Nil means an engine
+	// the daemon makes and closes itself, of the kind snoopd runs by
+	// default (proxy.DefaultEngine: event loops on Linux); an engine given
+	// here belongs to the caller, who closes it after Close.
 	Engine proxy.Engine
 	// FDLimit is the process's descriptor limit (soft RLIMIT_NOFILE), for
 	// GetDaemonInfo; 0 when unknown.
@@ -81,6 +82,11 @@ type OwnListener struct {
 	What string   // how the operator set it: "--metrics-listen", "--control"
 	Addr net.Addr // as bound
 }
+
+// newEngineName is the engine New makes when Config.Engine is nil: the
+// one snoopd runs. The package's tests set it to run once more on the
+// goroutine engine, as the proxy package's do.
+var newEngineName = proxy.DefaultEngine
 
 // Defaults for Config fields left zero.
 const (
@@ -190,7 +196,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 		engine:  cfg.Engine,
 	}
 	if d.engine == nil {
-		eng, err := proxy.NewEngine(proxy.EngineGoroutines, 0)
+		eng, err := proxy.NewEngine(newEngineName, 0)
 		if err != nil {
 			d.hub.Close()
 			return nil, fmt.Errorf("data path engine: %w", err)
@@ -832,7 +838,7 @@ func exportStats(x ExportSource) *snoopv1.ExportStats {
 func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	spec, state, bindErr := d.proxyState(e)
 	d.mu.Lock()
-	deleting, note := e.deleting != nil, e.note
+	del, note := e.deleting, e.note
 	d.mu.Unlock()
 	out := &snoopv1.Proxy{
 		Spec:          proto.Clone(spec).(*snoopv1.ProxySpec),
@@ -846,10 +852,10 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 	fillAnswer(out, spec, e.p.Addr())
 	out.Chain, out.ChainServer = d.chainOf(e)
 	switch {
-	case deleting:
+	case del != nil:
 		// Not accepting any more, on the way out: disabled (see
 		// proxyState), with the drain in the error field.
-		out.Error = drainingNote(e.p)
+		out.Error = drainingNote(e.p, del)
 	case state == ProxyListening:
 		out.Error = note
 	case state == ProxyFailed:

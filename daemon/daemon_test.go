@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -31,9 +33,35 @@ import (
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/testutil"
+	"github.com/snoopd/snoopd/proxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the package's tests on the engine New makes by default
+// (the one snoopd runs), then once more on the goroutine engine, as the
+// proxy package's tests do; DAEMON_ENGINE names one engine to run them on.
+func TestMain(m *testing.M) {
+	name := os.Getenv("DAEMON_ENGINE")
+	if name != "" {
+		newEngineName = name
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	if code == 0 && name == "" && newEngineName != proxy.EngineGoroutines {
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Env = append(os.Environ(), "DAEMON_ENGINE="+proxy.EngineGoroutines)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		fmt.Printf("== daemon tests again with the %s engine\n", proxy.EngineGoroutines)
+		if err := cmd.Run(); err != nil {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // api is a daemon served over an in-process gRPC connection.
 type api struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snoopd/snoopd/daemon/hub"
@@ -30,6 +31,11 @@ type deletion struct {
 	done      chan struct{} // closed when the delete has finished
 	res       DeleteResult  // set before done is closed
 	err       error         // set before done is closed: the delete was refused
+	// counted is set once the listener is closed and the connections to
+	// drain are counted: until then the proxy says it is closing its
+	// listener, not how many it drains, so a connection that ends after
+	// the proxy said "draining" is always counted as drained.
+	counted atomic.Bool
 }
 
 func (del *deletion) cut() { del.forceOnce.Do(func() { close(del.force) }) }
@@ -129,6 +135,7 @@ func (d *Daemon) drainAndStop(ctx context.Context, e *entry, del *deletion, drai
 	name := e.spec.GetName()
 	e.p.Disable(false)
 	before := int64(len(e.p.Conns()))
+	del.counted.Store(true)
 	left := before
 	if drain > 0 && before > 0 {
 		limit := min(drain, d.cfg.MaxDrain)
@@ -168,6 +175,9 @@ func waitConns(ctx context.Context, force <-chan struct{}, p *proxy.Proxy) int64
 }
 
 // drainingNote says, for describe, that a proxy is being deleted.
-func drainingNote(p *proxy.Proxy) string {
+func drainingNote(p *proxy.Proxy, del *deletion) string {
+	if !del.counted.Load() {
+		return "being deleted: closing its listener"
+	}
 	return fmt.Sprintf("being deleted: draining %d connections; delete it again, or with force, to close them now", len(p.Conns()))
 }

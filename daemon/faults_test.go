@@ -23,10 +23,15 @@ import (
 )
 
 func TestFaultsNeedEpollEngine(t *testing.T) {
-	a := startAPI(t, Config{}, ServerOptions{}) // the goroutine engine
+	eng, err := proxy.NewEngine(proxy.EngineGoroutines, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() }) // runs after the daemon's own cleanup
+	a := startAPI(t, Config{Engine: eng}, ServerOptions{})
 	s := spec("g", startCache(t).String())
 	s.Faults = []*snoopv1.Fault{{Name: "m", Type: snoopv1.FaultType_FAULT_TYPE_MISS}}
-	_, err := a.proxy.CreateProxy(context.Background(), &snoopv1.CreateProxyRequest{Spec: s})
+	_, err = a.proxy.CreateProxy(context.Background(), &snoopv1.CreateProxyRequest{Spec: s})
 	wantCode(t, err, codes.FailedPrecondition, "faults need the epoll engine")
 }
 
