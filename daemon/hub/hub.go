@@ -470,10 +470,16 @@ func (l *eventLog) join(w *Watcher) {
 	l.mu.Unlock()
 }
 
-// leave removes w; the last watcher to go frees the records.
+// leave removes w and marks it gone, keeping what waited for it (for
+// Backlog); the last watcher to go frees the records. It reports whether
+// w was still there.
 func (l *eventLog) leave(w *Watcher) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !w.gone {
+		w.left = l.backlogLocked(w)
+	}
+	w.closed, w.gone = true, true
 	i := slices.Index(l.watchers, w)
 	if i < 0 {
 		return false
@@ -587,6 +593,15 @@ func (l *eventLog) read(w *Watcher, out []Record) (_ []Record, lost uint64, clos
 func (l *eventLog) backlog(w *Watcher) (queued int, lost uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if w.gone {
+		return w.left, w.lost
+	}
+	return l.backlogLocked(w), w.lost
+}
+
+// backlogLocked counts the records after w's cursor that its quick filter
+// keeps. l.mu is held.
+func (l *eventLog) backlogLocked(w *Watcher) (queued int) {
 	oldest := l.head - uint64(l.n)
 	for pos := max(w.cursor, oldest); pos < l.head; pos++ {
 		r := &l.recs[(l.start+int(pos-oldest))%len(l.recs)]
@@ -594,7 +609,7 @@ func (l *eventLog) backlog(w *Watcher) (queued int, lost uint64) {
 			queued++
 		}
 	}
-	return queued, w.lost
+	return queued
 }
 
 // history is what remains of a watcher's history to hand out. Only the
@@ -626,6 +641,7 @@ type Watcher struct {
 	lost   uint64 // events lost since the last Next
 	closed bool   // by the hub (what the log holds is still read) or by Close
 	gone   bool   // closed by Close: nothing more is read
+	left   int    // with gone: what backlog counted queued at Close
 
 	// Only Next touches this: the records it last returned.
 	out []Record
@@ -817,7 +833,9 @@ func (w *Watcher) isClosed() bool {
 }
 
 // Backlog reports what waits for the next Next: events behind the
-// watcher's cursor that its quick filter keeps, and events it lost.
+// watcher's cursor that its quick filter keeps, and events it lost. After
+// Close it reports what waited when the watcher closed, and no longer
+// changes: the records appended for other watchers since are not its.
 func (w *Watcher) Backlog() (queued int, dropped uint64) {
 	return w.h.log.backlog(w)
 }
@@ -829,8 +847,5 @@ func (w *Watcher) Close() {
 		w.h.watching--
 		w.h.mu.Unlock()
 	}
-	w.h.log.mu.Lock()
-	w.closed, w.gone = true, true
-	w.h.log.mu.Unlock()
 	w.signal()
 }
