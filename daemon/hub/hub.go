@@ -407,8 +407,28 @@ func (d *dispatcher) chunk() bool {
 
 // arena hands out the byte slices of records, carved from large buffers,
 // so that encoding an event costs no allocation of its own. A buffer is
-// freed by the collector once no record refers to it.
-type arena struct{ buf []byte }
+// freed by the collector once no record refers to it, unless the arena
+// keeps its buffers (see reuse).
+type arena struct {
+	buf []byte
+	// kept are the buffers of a reusing arena, carved again from the
+	// first after reuse; next is the one to carve once buf is full.
+	kept [][]byte
+	next int
+	keep bool
+}
+
+// reuse starts carving again from the first of the arena's buffers,
+// which it keeps from now on: the records carved before must no longer be
+// used. A history read does this for each batch (a Batch's records are
+// valid until the next Next), so that it holds one batch's bytes however
+// long the history, instead of leaving the collector a copy of every
+// event it sent.
+func (a *arena) reuse() {
+	a.keep = true
+	a.next = 0
+	a.buf = nil
+}
 
 // arenaSize is the size of the arena's buffers.
 const arenaSize = 64 << 10
@@ -425,7 +445,20 @@ func (a *arena) record(enc Encoder, e *proxy.Event, inst string, seq uint64) Rec
 		need += len(e.Tx.Data) + len(e.Tx.SessionID)
 	}
 	if cap(a.buf)-len(a.buf) < need {
-		a.buf = make([]byte, 0, max(arenaSize, need))
+		a.buf = nil
+		for a.keep && a.buf == nil && a.next < len(a.kept) {
+			if b := a.kept[a.next]; cap(b) >= need {
+				a.buf = b[:0]
+			}
+			a.next++
+		}
+		if a.buf == nil {
+			a.buf = make([]byte, 0, max(arenaSize, need))
+			if a.keep {
+				a.kept = append(a.kept, a.buf)
+				a.next = len(a.kept)
+			}
+		}
 	}
 	b := a.buf
 	start := len(b)
@@ -624,6 +657,7 @@ type history struct {
 	enc    Encoder
 	arena  arena
 	copies []slot
+	seqs   []uint64 // the copies' sequence numbers
 }
 
 // Watcher receives events from the log, through a cursor of its own.
@@ -737,6 +771,10 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 			return Batch{}, err
 		}
 	}
+	// The records of the previous batch are done with: carve this
+	// batch's from the same buffers.
+	hs.arena.reuse()
+	clear(w.out)
 	w.out = w.out[:0]
 	h := w.h
 	for hs.next < len(hs.picked) && len(w.out) == 0 {
@@ -746,7 +784,7 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 		if h.seq > size {
 			oldest = h.seq - size
 		}
-		var seqs []uint64
+		seqs := hs.seqs[:0]
 		n := 0
 		for hs.next < len(hs.picked) && n < MaxBatch {
 			k := hs.picked[hs.next]
@@ -762,6 +800,7 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 			n++
 		}
 		h.mu.Unlock()
+		hs.seqs = seqs
 		for i := range n {
 			w.out = append(w.out, hs.arena.record(hs.enc, hs.copies[i].ev.Get(), hs.copies[i].inst, seqs[i]))
 			hs.copies[i] = slot{}
