@@ -25,7 +25,8 @@
 //
 // A watcher's history is read from the ring in chunks: each chunk is
 // copied under the ring's lock and filtered and encoded outside it, on the
-// watcher's goroutine.
+// watcher's goroutine, into buffers the read reuses for every batch, so
+// that it holds one batch at a time however long the history.
 package hub
 
 import (
