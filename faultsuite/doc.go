@@ -23,6 +23,8 @@
 //   - snoopctl tail -o json of 20,000 serial transactions beside a
 //     competing CPU and allocation load (the test binary started again
 //     as a burner, bounded in time);
+//   - several clients reading a whole history of 4 KiB sessions with
+//     their data at once (what snoopd allocates against what it sends);
 //   - two daemons on one state dir;
 //   - the state dir on a full disk (a 64 KiB tmpfs; root only);
 //   - the NATS export's server going away is driven with the fleet's tests

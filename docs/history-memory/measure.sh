@@ -8,7 +8,8 @@
 # alike). Prints snoopd's VmRSS before, at its peak while the reads run,
 # and 0, 10, 30, 60, 150 and 240 s after they end (the Go runtime collects
 # at least every 2 minutes); Go heap figures from /metrics
-# beside each.
+# beside each, with what snoopd allocated since it started.
+# AFTER="10 30" samples at other times after the reads (seconds, rising).
 # BIN_DIR holds snoopd, snoopctl, dccache and dcload:
 #   go build -o /tmp/hm/bin/ ./daemon/snoopd ./ctl/snoopctl ./cmd/dccache ./cmd/dcload
 set -euo pipefail
@@ -25,7 +26,8 @@ rss() { awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$spid/status"; }
 heap() {
 	curl -s --unix-socket "$dir/m.sock" http://snoopd/metrics |
 		awk '/^go_memstats_heap_inuse_bytes / {i=$2} /^go_memstats_heap_released_bytes / {r=$2} /^go_memstats_heap_idle_bytes / {d=$2}
-		END {printf "heap in use %.1f MB, idle %.1f MB (released to the OS %.1f MB)", i/1048576, d/1048576, r/1048576}'
+		/^go_memstats_alloc_bytes_total / {a=$2}
+		END {printf "heap in use %.1f MB, idle %.1f MB (released to the OS %.1f MB); allocated since start %.0f MB", i/1048576, d/1048576, r/1048576, a/1048576}'
 }
 ctl() { "$bin/snoopctl" -a "UNIX:$dir/c.sock" "$@"; }
 cport=$((20000 + RANDOM % 20000))
@@ -67,7 +69,7 @@ for t in "${tails[@]}"; do wait "$t" 2>/dev/null || true; done
 echo "client 1 got $(grep -c '"connection_id"' "$dir/tail.1" || true) events ($(du -m "$dir/tail.1" | cut -f1) MB of JSON)"
 rm -f "$dir"/tail.*
 echo "after the reads, 0 s: RSS $(rss) MB; $(heap)"
-for w in 10 30 60 150 240; do
+for w in ${AFTER:-10 30 60 150 240}; do
 	sleep $((w - ${last:-0}))
 	last=$w
 	echo "after the reads, $w s: RSS $(rss) MB; $(heap)"
