@@ -26,6 +26,8 @@
 //   - two daemons whose proxies lead to each other (a loop neither can
 //     see): their descriptors with no client, GETs through the loop, the
 //     condition named, another proxy beside it;
+//   - several clients reading a whole history of 4 KiB sessions with
+//     their data at once (what snoopd allocates against what it sends);
 //   - two daemons on one state dir;
 //   - /metrics scraped three times in a row and four times at once with
 //     3,000 proxies, snoopd's resident memory bounded;

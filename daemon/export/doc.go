@@ -14,7 +14,9 @@
 //
 //	published + dropped + queued = matched
 //
-// exactly. The connection reconnects by itself (forever), and the stream
+// exactly, in events (a batched message counts the events it carries),
+// each counted once whichever way its message ends: acknowledged, refused,
+// timed out, or still due when Close gives up waiting. The connection reconnects by itself (forever), and the stream
 // is created or checked again after every reconnect.
 //
 // Subjects are PREFIX.DAEMON.PROXY.KIND[.OP] (snoop.web-7.sessions.tx.get),

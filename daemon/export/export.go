@@ -67,9 +67,6 @@ const (
 	// reconnectWait is the pause between reconnect attempts to the same
 	// server; nats.go adds jitter.
 	reconnectWait = time.Second
-	// ackTimeout bounds how long a publish may wait for JetStream's
-	// acknowledgement before it counts as dropped.
-	ackTimeout = 5 * time.Second
 	// streamRetry is how often a missing stream is looked for again
 	// while events are dropped for want of it.
 	streamRetry = time.Second
@@ -78,6 +75,11 @@ const (
 	// maxSubjects bounds the subject cache (proxies come and go).
 	maxSubjects = 4096
 )
+
+// ackTimeout bounds how long a publish may wait for JetStream's
+// acknowledgement before it counts as dropped. A variable so that tests
+// can see a timeout come without waiting seconds for it.
+var ackTimeout = 5 * time.Second
 
 // Config configures an Exporter.
 type Config struct {
@@ -143,6 +145,23 @@ type Exporter struct {
 	// streamOK is set once the stream is known to exist on the current
 	// connection; a reconnect clears it.
 	streamOK atomic.Bool
+	// stopped is set once Close has counted everything: Stats then reads
+	// no backlog (the watcher is gone and what it held is counted
+	// dropped).
+	stopped atomic.Bool
+
+	// inflight holds the events of each JetStream publish not yet
+	// resolved, by its message (nats.go hands the same *nats.Msg to the
+	// acknowledgement and error handlers). A message is counted, as
+	// published or dropped, by whichever of its outcomes takes it out of
+	// here first: its acknowledgement, an error or an acknowledgement
+	// timeout from nats.go, a failed publish, or Close. nats.go may
+	// report one message more than once (an ack timer firing after the
+	// connection closed, an error on a retried publish), and a message
+	// carries up to Batch events, so counting anything else would count
+	// messages, or count twice.
+	inflightMu sync.Mutex
+	inflight   map[*nats.Msg]uint64
 
 	// daemonField is Event.daemon, this daemon's name, in wire form:
 	// appended to each event the hub encoded.
@@ -241,6 +260,7 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 		header:   nats.Header{HeaderContentType: []string{ContentTypeProtobuf}},
 		subjects: map[subjectKey]string{},
 		groups:   map[string]*group{},
+		inflight: map[*nats.Msg]uint64{},
 		free:     make(chan []byte, freeBuffers),
 		done:     make(chan struct{}),
 		stopLog:  make(chan struct{}),
@@ -290,12 +310,10 @@ func Start(h *hub.Hub, cfg Config) (*Exporter, error) {
 			jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
 			jetstream.WithPublishAsyncTimeout(ackTimeout),
 			jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
-				x.published.Add(eventsIn(m))
-				x.recycle(m)
+				x.settle(m, true)
 			}),
-			jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-				x.dropped.Add(eventsIn(m))
-				x.recycle(m)
+			jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
+				x.settle(m, false)
 			}),
 		)
 		if err != nil {
@@ -346,15 +364,60 @@ func (x *Exporter) run() {
 	}
 }
 
-// eventsIn is the number of events a published message carries.
-func eventsIn(m *nats.Msg) uint64 {
-	if m == nil || m.Header == nil {
-		return 1
+// publishAsync hands msg, carrying n events, to JetStream, recording it
+// in flight first: its acknowledgement may come before PublishMsgAsync
+// returns. It reports whether the publish failed with msg still the
+// caller's to count (nats.go may already have reported it: a disconnect
+// fails every publish pending, this one included).
+func (x *Exporter) publishAsync(msg *nats.Msg, n uint64) (failed bool, err error) {
+	x.inflightMu.Lock()
+	x.inflight[msg] = n
+	x.inflightMu.Unlock()
+	if _, err = x.js.PublishMsgAsync(msg); err != nil {
+		_, failed = x.take(msg)
+		return failed, err
 	}
-	if n, err := strconv.ParseUint(m.Header.Get(HeaderEvents), 10, 32); err == nil && n > 0 {
-		return n
+	return false, nil
+}
+
+// take removes msg from the publishes in flight and returns its events;
+// ok is false if it was resolved already.
+func (x *Exporter) take(msg *nats.Msg) (n uint64, ok bool) {
+	x.inflightMu.Lock()
+	defer x.inflightMu.Unlock()
+	n, ok = x.inflight[msg]
+	delete(x.inflight, msg)
+	return n, ok
+}
+
+// settle counts the events of a publish JetStream acknowledged (acked) or
+// gave up on, once: a message resolved already is not counted again, and
+// its buffer is not recycled again either (it may already be another
+// batch's).
+func (x *Exporter) settle(msg *nats.Msg, acked bool) {
+	n, ok := x.take(msg)
+	if !ok {
+		return
 	}
-	return 1
+	if acked {
+		x.published.Add(n)
+	} else {
+		x.dropped.Add(n)
+	}
+	x.recycle(msg)
+}
+
+// dropInflight counts every publish still in flight as dropped: their
+// acknowledgements can no longer come.
+func (x *Exporter) dropInflight() {
+	x.inflightMu.Lock()
+	var n uint64
+	for _, k := range x.inflight {
+		n += k
+	}
+	clear(x.inflight)
+	x.inflightMu.Unlock()
+	x.dropped.Add(n)
 }
 
 // publish sends each event as a message of its own (Batch 1); what
@@ -378,15 +441,22 @@ func (x *Exporter) publish(evs []hub.Record) {
 			x.log.Debug("export: encoding an event failed", "err", err)
 			continue
 		}
+		failed := false
 		if x.js != nil {
-			_, err = x.js.PublishMsgAsync(msg)
+			failed, err = x.publishAsync(msg, 1)
 		} else if err = x.nc.PublishMsg(msg); err == nil {
 			x.published.Add(1)
+		} else {
+			failed = true
 		}
 		if err != nil {
 			// Disconnected (no reconnect buffer) or closed: the rest
 			// of the batch would fail the same way.
-			x.dropped.Add(uint64(len(evs) - i))
+			rest := uint64(len(evs) - i - 1)
+			if failed {
+				rest++
+			}
+			x.dropped.Add(rest)
 			return
 		}
 	}
@@ -478,6 +548,7 @@ func (x *Exporter) send(g *group) {
 	msg := &nats.Msg{Subject: g.subject, Data: data,
 		Header: nats.Header{HeaderContentType: []string{ct}, HeaderEvents: []string{strconv.Itoa(n)}}}
 	var err error
+	failed := false
 	if x.js != nil {
 		// The message is the publisher's until acknowledged (it is
 		// resent if JetStream had no responder yet): the group takes
@@ -487,23 +558,28 @@ func (x *Exporter) send(g *group) {
 		case g.buf = <-x.free:
 		default:
 		}
-		_, err = x.js.PublishMsgAsync(msg)
+		failed, err = x.publishAsync(msg, uint64(n))
 	} else {
 		// Core NATS copies the message into its write buffer.
 		g.buf = g.buf[:0]
 		if err = x.nc.PublishMsg(msg); err == nil {
 			x.published.Add(uint64(n))
+		} else {
+			failed = true
 		}
 	}
-	if err != nil {
+	if failed {
 		x.dropped.Add(uint64(n))
+	}
+	if err != nil {
 		x.log.Debug("export: publishing failed", "subject", g.subject, "events", n, "err", err)
 	}
 }
 
 // recycle keeps the buffer of a batch JetStream is done with. nats.go
 // forgets a message once it has called the acknowledgement or error
-// handler with it.
+// handler with it (settle calls this once per message, however often
+// nats.go reports it).
 func (x *Exporter) recycle(m *nats.Msg) {
 	if m == nil || m.Header.Get(HeaderEvents) == "" || cap(m.Data) > 2*maxBatchBytes {
 		return
@@ -709,11 +785,16 @@ func (x *Exporter) logDrops() {
 	}
 }
 
-// Stats are the exporter's counters. published + dropped + queued =
-// matched, where queued (not reported) is what waits in the hub queue,
-// in the batch being published and for an acknowledgement.
+// Stats are the exporter's counters, in events. published + dropped +
+// queued = matched, where queued (not reported) is what waits in the hub
+// queue, in the batch being published and for an acknowledgement; once
+// Close has returned, queued is 0 and the counters no longer change.
 func (x *Exporter) Stats() *snoopv1.ExportStats {
-	queued, hubDropped := x.w.Backlog()
+	var queued int
+	var hubDropped uint64
+	if !x.stopped.Load() {
+		queued, hubDropped = x.w.Backlog()
+	}
 	// Read the outcomes before seen, so that a batch being counted
 	// between the reads can only make matched look larger.
 	pub, drop := x.published.Load(), x.dropped.Load()
@@ -731,8 +812,9 @@ func (x *Exporter) Stats() *snoopv1.ExportStats {
 // Close ends the export. Call it after the hub is closed, so the events
 // still queued are published first; if that takes longer than timeout,
 // or the hub is still open, the rest is dropped. It then waits, within
-// timeout, for the acknowledgements still due, counts those that did not
-// come as dropped, and closes the connection.
+// timeout, for the acknowledgements still due, counts the events of those
+// that did not come as dropped, and closes the connection. From then on
+// Stats are final: published + dropped = matched.
 func (x *Exporter) Close(timeout time.Duration) {
 	x.stopOnce.Do(func() {
 		deadline := time.Now().Add(timeout)
@@ -757,10 +839,24 @@ func (x *Exporter) Close(timeout time.Duration) {
 		<-x.logDone
 		x.nc.Close()
 		if x.js != nil {
-			// Closing ends the acknowledgements; those still due are
-			// lost to this count.
-			x.dropped.Add(uint64(x.js.PublishAsyncPending()))
+			// Closing ends the acknowledgements; the events of those
+			// still due are lost to this count. nats.go keeps their
+			// timers, which would report them as timed out seconds
+			// from now: CleanupPublisher forgets them (reporting each
+			// through the error handler, which counts it), and
+			// dropInflight counts whatever it did not report.
+			x.js.CleanupPublisher()
+			x.dropInflight()
 		}
+		// What the watcher still held when it was closed (the hub still
+		// open, or the timeout over) is dropped; Backlog reports it as
+		// it was at the watcher's Close.
+		// In this order, a Stats meanwhile can only see matched larger,
+		// as while run counts a batch.
+		queued, hubDropped := x.w.Backlog()
+		x.seen.Add(uint64(queued) + hubDropped)
+		x.stopped.Store(true)
+		x.dropped.Add(uint64(queued) + hubDropped)
 		s := x.Stats()
 		x.log.Info("export stopped", "published", s.GetPublished(), "dropped", s.GetDropped(), "matched", s.GetMatched())
 	})

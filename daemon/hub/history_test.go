@@ -2,8 +2,10 @@ package hub
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/match"
@@ -184,4 +186,58 @@ func TestNextReturnsAtMostMaxBatch(t *testing.T) {
 			t.Fatalf("event %d has id %d", i, id)
 		}
 	}
+}
+
+// A history read holds one batch's bytes at a time, however long the
+// history: reading 20,000 events of 1 KiB of captured data each (some
+// 30 MB encoded) allocates what one batch needs and the sequence numbers
+// it picked (8 bytes an event of the ring), and every record it returns
+// is the event it stands for, its data included.
+func TestHistoryReadHoldsOneBatchAtATime(t *testing.T) {
+	const ring, size = 20000, 1024
+	h := newHub(t, Config{History: ring, Interval: time.Millisecond})
+	for i := uint64(1); i <= ring; i++ {
+		e := txEvent(i, distcache.OpAdd)
+		e.Tx.Data = make([]byte, size)
+		e.Tx.Data[0], e.Tx.Data[size-1] = byte(i), byte(i>>8)
+		h.Publish(e)
+	}
+	w := h.Watch(WatchOptions{History: 1<<32 - 1})
+	defer w.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	n := 0
+	for {
+		b := nextBatch(t, w)
+		for i := range b.Records {
+			r := &b.Records[i]
+			n++
+			// The data field ends with the data itself: read in
+			// place, as decoding would allocate.
+			data := r.Data[max(0, len(r.Data)-size):]
+			if r.View.Conn != uint64(n) || len(r.Data) <= size || data[0] != byte(n) || data[size-1] != byte(n>>8) {
+				t.Fatalf("history event %d: id %d, %d bytes of data", n, r.View.Conn, len(r.Data))
+			}
+		}
+		if b.HistoryEnd {
+			break
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if n != ring {
+		t.Fatalf("%d history events, want %d", n, ring)
+	}
+	// One batch: MaxBatch events in the arena's buffers (1.1 KiB each,
+	// and the 1.5 KiB room the arena asks before carving one), the
+	// copies out of the ring and the records; the picked sequence
+	// numbers, grown by doubling; 64 KiB for the rest (this test's
+	// contexts). Anything per event would be 20 MB or more.
+	picked := uint64(2 * 8 * ring)
+	batch := uint64(MaxBatch * (2*size + 1024 + int(unsafe.Sizeof(slot{})) + int(unsafe.Sizeof(Record{}))))
+	if got := after.TotalAlloc - before.TotalAlloc; got > picked+batch+64<<10 {
+		t.Fatalf("reading the history allocated %d bytes, want at most %d (one batch %d, picked %d, 64 KiB)",
+			got, picked+batch+64<<10, batch, picked)
+	}
+	t.Logf("reading %d history events of %d bytes allocated %d bytes", ring, size, after.TotalAlloc-before.TotalAlloc)
 }

@@ -25,7 +25,8 @@
 //
 // A watcher's history is read from the ring in chunks: each chunk is
 // copied under the ring's lock and filtered and encoded outside it, on the
-// watcher's goroutine.
+// watcher's goroutine, into buffers the read reuses for every batch, so
+// that it holds one batch at a time however long the history.
 package hub
 
 import (
@@ -407,8 +408,28 @@ func (d *dispatcher) chunk() bool {
 
 // arena hands out the byte slices of records, carved from large buffers,
 // so that encoding an event costs no allocation of its own. A buffer is
-// freed by the collector once no record refers to it.
-type arena struct{ buf []byte }
+// freed by the collector once no record refers to it, unless the arena
+// keeps its buffers (see reuse).
+type arena struct {
+	buf []byte
+	// kept are the buffers of a reusing arena, carved again from the
+	// first after reuse; next is the one to carve once buf is full.
+	kept [][]byte
+	next int
+	keep bool
+}
+
+// reuse starts carving again from the first of the arena's buffers,
+// which it keeps from now on: the records carved before must no longer be
+// used. A history read does this for each batch (a Batch's records are
+// valid until the next Next), so that it holds one batch's bytes however
+// long the history, instead of leaving the collector a copy of every
+// event it sent.
+func (a *arena) reuse() {
+	a.keep = true
+	a.next = 0
+	a.buf = nil
+}
 
 // arenaSize is the size of the arena's buffers.
 const arenaSize = 64 << 10
@@ -425,7 +446,20 @@ func (a *arena) record(enc Encoder, e *proxy.Event, inst string, seq uint64) Rec
 		need += len(e.Tx.Data) + len(e.Tx.SessionID)
 	}
 	if cap(a.buf)-len(a.buf) < need {
-		a.buf = make([]byte, 0, max(arenaSize, need))
+		a.buf = nil
+		for a.keep && a.buf == nil && a.next < len(a.kept) {
+			if b := a.kept[a.next]; cap(b) >= need {
+				a.buf = b[:0]
+			}
+			a.next++
+		}
+		if a.buf == nil {
+			a.buf = make([]byte, 0, max(arenaSize, need))
+			if a.keep {
+				a.kept = append(a.kept, a.buf)
+				a.next = len(a.kept)
+			}
+		}
 	}
 	b := a.buf
 	start := len(b)
@@ -470,10 +504,16 @@ func (l *eventLog) join(w *Watcher) {
 	l.mu.Unlock()
 }
 
-// leave removes w; the last watcher to go frees the records.
+// leave removes w and marks it gone, keeping what waited for it (for
+// Backlog); the last watcher to go frees the records. It reports whether
+// w was still there.
 func (l *eventLog) leave(w *Watcher) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !w.gone {
+		w.left = l.backlogLocked(w)
+	}
+	w.closed, w.gone = true, true
 	i := slices.Index(l.watchers, w)
 	if i < 0 {
 		return false
@@ -587,6 +627,15 @@ func (l *eventLog) read(w *Watcher, out []Record) (_ []Record, lost uint64, clos
 func (l *eventLog) backlog(w *Watcher) (queued int, lost uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if w.gone {
+		return w.left, w.lost
+	}
+	return l.backlogLocked(w), w.lost
+}
+
+// backlogLocked counts the records after w's cursor that its quick filter
+// keeps. l.mu is held.
+func (l *eventLog) backlogLocked(w *Watcher) (queued int) {
 	oldest := l.head - uint64(l.n)
 	for pos := max(w.cursor, oldest); pos < l.head; pos++ {
 		r := &l.recs[(l.start+int(pos-oldest))%len(l.recs)]
@@ -594,7 +643,7 @@ func (l *eventLog) backlog(w *Watcher) (queued int, lost uint64) {
 			queued++
 		}
 	}
-	return queued, w.lost
+	return queued
 }
 
 // history is what remains of a watcher's history to hand out. Only the
@@ -609,6 +658,7 @@ type history struct {
 	enc    Encoder
 	arena  arena
 	copies []slot
+	seqs   []uint64 // the copies' sequence numbers
 }
 
 // Watcher receives events from the log, through a cursor of its own.
@@ -626,6 +676,7 @@ type Watcher struct {
 	lost   uint64 // events lost since the last Next
 	closed bool   // by the hub (what the log holds is still read) or by Close
 	gone   bool   // closed by Close: nothing more is read
+	left   int    // with gone: what backlog counted queued at Close
 
 	// Only Next touches this: the records it last returned.
 	out []Record
@@ -721,6 +772,10 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 			return Batch{}, err
 		}
 	}
+	// The records of the previous batch are done with: carve this
+	// batch's from the same buffers.
+	hs.arena.reuse()
+	clear(w.out)
 	w.out = w.out[:0]
 	h := w.h
 	for hs.next < len(hs.picked) && len(w.out) == 0 {
@@ -730,7 +785,7 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 		if h.seq > size {
 			oldest = h.seq - size
 		}
-		var seqs []uint64
+		seqs := hs.seqs[:0]
 		n := 0
 		for hs.next < len(hs.picked) && n < MaxBatch {
 			k := hs.picked[hs.next]
@@ -746,6 +801,7 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 			n++
 		}
 		h.mu.Unlock()
+		hs.seqs = seqs
 		for i := range n {
 			w.out = append(w.out, hs.arena.record(hs.enc, hs.copies[i].ev.Get(), hs.copies[i].inst, seqs[i]))
 			hs.copies[i] = slot{}
@@ -817,7 +873,9 @@ func (w *Watcher) isClosed() bool {
 }
 
 // Backlog reports what waits for the next Next: events behind the
-// watcher's cursor that its quick filter keeps, and events it lost.
+// watcher's cursor that its quick filter keeps, and events it lost. After
+// Close it reports what waited when the watcher closed, and no longer
+// changes: the records appended for other watchers since are not its.
 func (w *Watcher) Backlog() (queued int, dropped uint64) {
 	return w.h.log.backlog(w)
 }
@@ -829,8 +887,5 @@ func (w *Watcher) Close() {
 		w.h.watching--
 		w.h.mu.Unlock()
 	}
-	w.h.log.mu.Lock()
-	w.closed, w.gone = true, true
-	w.h.log.mu.Unlock()
 	w.signal()
 }

@@ -581,3 +581,29 @@ func BenchmarkPublishBesideHistoryReads(b *testing.B) {
 	cancel()
 	wg.Wait()
 }
+
+// After Close a watcher's Backlog is what waited for it when it closed,
+// and stays so while the log goes on for the other watchers: what it
+// held can be counted once, as lost, by whoever closed it.
+func TestBacklogAfterCloseIsWhatWaited(t *testing.T) {
+	h := newHub(t, Config{History: 4096, Interval: time.Millisecond})
+	other := h.Watch(WatchOptions{})
+	defer other.Close()
+	w := h.Watch(WatchOptions{Filter: Filter{Quick: adds}})
+	for i := uint64(1); i <= 300; i++ {
+		op := distcache.OpGet
+		if i%3 == 0 {
+			op = distcache.OpAdd
+		}
+		h.Publish(txEvent(i, op))
+	}
+	waitBacklog(t, w, 100)
+	w.Close()
+	for i := uint64(301); i <= 600; i++ {
+		h.Publish(txEvent(i, distcache.OpAdd))
+	}
+	waitBacklog(t, other, 600)
+	if q, d := w.Backlog(); q != 100 || d != 0 {
+		t.Fatalf("after Close: %d queued, %d lost; want what waited at Close, 100 and 0", q, d)
+	}
+}
