@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,10 +223,12 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 	if s.Delay < 0 || s.Delay > MaxFaultDelay || s.Jitter < 0 || s.Jitter > MaxFaultDelay {
 		return bad("delay", "delay and jitter: want 0 to %v", MaxFaultDelay)
 	}
-	onlyOps := func(op distcache.Op) (FaultSpec, error) {
+	// onlyOps limits the fault to op; why says why, in the words the
+	// fault was declared with.
+	onlyOps := func(op distcache.Op, why string) (FaultSpec, error) {
 		for _, o := range s.Ops {
 			if o != op {
-				return bad("ops", "a %s fault with status %s applies to %s only", s.Type, s.Status, op)
+				return bad("ops", "%s answers %s requests only, not %s", why, opWord(op), opWord(o))
 			}
 		}
 		s.Ops = []distcache.Op{op}
@@ -246,23 +249,23 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 		}
 	case FaultDrop, FaultReset:
 		if s.Direction == FaultBoth {
-			return bad("direction", "a %s fault acts before the request (request) or after the answer (response), not both", s.Type)
+			return bad("direction", "%s closes the connection either before the request goes to the server (request) or after its answer came back (response), not both", aFault(s.Type))
 		}
 	case FaultMiss, FaultError, FaultCorrupt:
 		if s.Direction != FaultResponses {
-			return bad("direction", "a %s fault changes answers: direction response", s.Type)
+			return bad("direction", "%s changes the server's answers, so its direction is response, not %s", aFault(s.Type), s.Direction)
 		}
 	}
 	switch s.Type {
 	case FaultMiss:
 		s.Status = distcache.StatusNotOK
-		return onlyOps(distcache.OpGet)
+		return onlyOps(distcache.OpGet, "a miss fault")
 	case FaultError:
 		if !s.Status.Known() || s.Status == distcache.StatusOK {
 			return bad("status", "%s is not an error status (want notok, disconnected, or for add: corrupt, exists, timeout-range, id-range, data-range)", s.Status)
 		}
 		if s.Status >= distcache.StatusAddCorrupt {
-			return onlyOps(distcache.OpAdd)
+			return onlyOps(distcache.OpAdd, fmt.Sprintf("an error fault with status %s", s.Status))
 		}
 	case FaultCorrupt:
 		if !s.Acknowledged {
@@ -274,6 +277,19 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 	}
 	return s, nil
 }
+
+// aFault is "a latency fault", "an error fault": the type with its
+// article, for messages.
+func aFault(t FaultType) string {
+	if strings.ContainsRune("aeiou", rune(t.String()[0])) {
+		return "an " + t.String() + " fault"
+	}
+	return "a " + t.String() + " fault"
+}
+
+// opWord is an operation as snoopctl's --op and the API's filters write
+// it: get, add, remove, have.
+func opWord(op distcache.Op) string { return strings.ToLower(op.String()) }
 
 // ParseStatus parses a status name as distcache.Status.String writes it.
 func ParseStatus(s string) (distcache.Status, error) {
