@@ -627,6 +627,9 @@ type faultEnd struct {
 	uid   uint32
 	op    distcache.Op
 	close bool // the verdict closes the connection: the rest of the chunk is not decoded
+	// tx is the answer's transaction, as its index in h.out plus one; 0
+	// for a request, or an answer that makes none.
+	tx int
 }
 
 // decodeFaulty is decode for a direction with faults: at each message's
@@ -660,7 +663,11 @@ func (c *conn) decodeFaulty(h *half, chunk []byte, now time.Time, fs *faultSet, 
 				c.mu.Unlock()
 			}
 		} else {
+			n := h.nout
 			e.f = c.responseDoneFaulty(h, now, fs, &v)
+			if h.nout > n {
+				e.tx = h.nout
+			}
 		}
 		e.close = e.f != nil && (e.f.spec.Type == FaultDrop || e.f.spec.Type == FaultReset)
 		*ends = append(*ends, e)
@@ -699,6 +706,7 @@ func (c *conn) responseDoneFaulty(h *half, now time.Time, fs *faultSet, v *match
 		t.Transaction = distcache.NewTransaction(req.op, req.uid, req.request(), resp, req.frames, frames)
 		t.Start = req.start
 		t.Latency = now.Sub(req.start)
+		t.ServerLatency = t.Latency - req.held
 		c.detach(t)
 		c.mu.Unlock()
 	}
@@ -735,7 +743,8 @@ func (c *conn) responseDoneFaulty(h *half, now time.Time, fs *faultSet, v *match
 	case reqFault != nil:
 		t.Fault = reqFault.spec.Name
 	}
-	c.account(t)
+	// Counted once the answer's way to the client is known (lfaults.
+	// message): a hold is part of the latency.
 	return f
 }
 
