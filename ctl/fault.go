@@ -248,7 +248,7 @@ func flagTerms(cCtx *cli.Context, err error, i int) error {
 			if _, typed, ok := strings.Cut(what, " "); ok {
 				desc = strings.TrimPrefix(desc, typed+": ") // said once
 			}
-			return usagef("fault add: %s: %s", what, desc)
+			return failf("fault add: %s: %s", what, desc)
 		}
 	}
 	return err
@@ -311,19 +311,28 @@ func faultFromFlags(cCtx *cli.Context, name string) (*snoopv1.Fault, error) {
 
 // printFaults shows a proxy's faults after any action.
 func (e *env) printFaults(p *snoopv1.Proxy, action string) error {
-	faults := p.GetSpec().GetFaults()
+	faults := format.EffectiveFaults(p)
 	if e.opts.json {
+		// faults as declared (the spec's), effective_faults as they run.
 		out := struct {
-			Proxy    string            `json:"proxy"`
-			Faults   []json.RawMessage `json:"faults"`
-			Counters []json.RawMessage `json:"counters"`
-		}{Proxy: p.GetSpec().GetName(), Faults: []json.RawMessage{}, Counters: []json.RawMessage{}}
-		for _, f := range faults {
+			Proxy     string            `json:"proxy"`
+			Faults    []json.RawMessage `json:"faults"`
+			Effective []json.RawMessage `json:"effective_faults"`
+			Counters  []json.RawMessage `json:"counters"`
+		}{Proxy: p.GetSpec().GetName(), Faults: []json.RawMessage{}, Effective: []json.RawMessage{}, Counters: []json.RawMessage{}}
+		for _, f := range p.GetSpec().GetFaults() {
 			raw, err := format.RawJSON(f)
 			if err != nil {
 				return failf("%v", err)
 			}
 			out.Faults = append(out.Faults, raw)
+		}
+		for _, f := range faults {
+			raw, err := format.RawJSON(f)
+			if err != nil {
+				return failf("%v", err)
+			}
+			out.Effective = append(out.Effective, raw)
 		}
 		for _, c := range p.GetCounters().GetFaults() {
 			raw, err := format.RawJSON(c)

@@ -24,8 +24,8 @@ func TestFaultErrorsSpeakTheFlags(t *testing.T) {
 		{[]string{"--type", "miss", "--status", "notok"}, "fault add: --status notok: only an error fault takes a status"},
 	} {
 		r := runCtl(t, d, append([]string{"fault", "add", "p", "f"}, tc.args...)...)
-		if r.code != 2 || !strings.Contains(r.err, tc.want) {
-			t.Errorf("fault add p f %s: %v; want exit 2 and %q", strings.Join(tc.args, " "), r, tc.want)
+		if r.code != 1 || !strings.Contains(r.err, tc.want) {
+			t.Errorf("fault add p f %s: %v; want exit 1 and %q", strings.Join(tc.args, " "), r, tc.want)
 		}
 		for _, bad := range []string{"spec.faults", "a error", "status notok applies", "GET only"} {
 			if strings.Contains(r.err, bad) {
