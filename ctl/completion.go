@@ -200,13 +200,15 @@ func flagValues(cmd *cli.Command, typed string) []string {
 		return nil
 	}
 	name := strings.TrimLeft(typed, "-")
-	switch name {
-	case "o", "output":
-		return []string{"text", "json"}
-	case "color":
-		return []string{"auto", "always", "never"}
-	}
 	if cmd == nil || !slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), name) }) {
+		// A global flag (unless the command has its own of the name,
+		// as plot's -o FILE).
+		switch name {
+		case "o", "output":
+			return []string{"text", "json"}
+		case "color":
+			return []string{"auto", "always", "never"}
+		}
 		return nil
 	}
 	// fault add's flags: its --status is an answer's, not a result.

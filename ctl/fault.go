@@ -232,7 +232,10 @@ func flagTerms(cCtx *cli.Context, err error, i int) error {
 				continue
 			}
 			field, _, _ = strings.Cut(field, "[") // ops[1]
-			what := "NAME"
+			what := field
+			if field == "name" {
+				what = "NAME"
+			}
 			if fl, ok := faultFlags[field]; ok {
 				what = "--" + fl
 				switch {

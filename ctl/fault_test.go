@@ -117,4 +117,8 @@ func TestCompletionOffersWhatEachArgumentTakes(t *testing.T) {
 			t.Errorf("completion of %q: %q, want it to start with %q", tc.words, got, tc.want)
 		}
 	}
+	// plot's -o is its FILE, not the global output format.
+	if got := complete(t, "-a", addr, "plot", "-o"); strings.Contains(got, "json") {
+		t.Errorf("completion of plot -o: %q", got)
+	}
 }
