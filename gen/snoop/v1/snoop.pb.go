@@ -2675,7 +2675,9 @@ type WatchEventsRequest struct {
 	// (string: "ok", "notok", "hit", "miss", "exists", "timeout-range",
 	// "id-range", "data-range", "corrupt", "disconnected", "malformed",
 	// "unknown-status", "unanswered", "orphan"; "" for other kinds),
-	// session_id (bytes), latency (duration), req_bytes, resp_bytes (int),
+	// session_id (bytes), latency (duration: what the client waited, a
+	// fault's hold included), server_latency (duration: what the server
+	// took), req_bytes, resp_bytes (int),
 	// time (timestamp), error (bool, as errors_only) and fault (string: the
 	// name of the fault that touched the transaction, "" if none). Names are
 	// case-sensitive, as all of CEL. Example: op == "get" && result ==
