@@ -131,8 +131,13 @@ func (e *env) newApp() *cli.App {
 		// "snoopctl rm help" must remove the proxy called help. Help stays
 		// available as -h, --help and "snoopctl help COMMAND".
 		c.HideHelpCommand = true
-		if takesProxyNames[c.Name] {
+		switch {
+		case takesProxyNames[c.Name]:
 			c.BashComplete = e.completeProxies
+		case c.Name == "kill-conn":
+			c.BashComplete = e.completeKillConn
+		default:
+			c.BashComplete = e.completeValues
 		}
 		e.fanOut(c)
 	}
@@ -155,6 +160,9 @@ func onUsageError(cCtx *cli.Context, err error, isSubcommand bool) error {
 	var flags []cli.Flag
 	if isSubcommand && cCtx.Command != nil {
 		cmd += " " + cCtx.Command.Name
+		if h := cCtx.Command.HelpName; h != "" {
+			cmd = h // "snoopctl fault add"
+		}
 		flags = cCtx.Command.Flags
 	} else if cCtx.App != nil {
 		flags = cCtx.App.Flags
@@ -264,11 +272,15 @@ func (e *env) commands() []*cli.Command {
 func args(cCtx *cli.Context, lo, hi int, usage string) ([]string, error) {
 	a := cCtx.Args().Slice()
 	if len(a) < lo || (hi >= 0 && len(a) > hi) {
-		line := strings.TrimSpace("snoopctl " + cCtx.Command.Name + " " + usage)
-		if hi == 0 {
-			return nil, usagef("usage: %s: it takes no arguments, got %q (see 'snoopctl %s --help')", line, strings.Join(a, " "), cCtx.Command.Name)
+		cmd := "snoopctl " + cCtx.Command.Name
+		if h := cCtx.Command.HelpName; h != "" {
+			cmd = h // "snoopctl fault add"
 		}
-		return nil, usagef("usage: %s (see 'snoopctl %s --help')", line, cCtx.Command.Name)
+		line := strings.TrimSpace(cmd + " " + usage)
+		if hi == 0 {
+			return nil, usagef("usage: %s: it takes no arguments, got %q (see '%s --help')", line, strings.Join(a, " "), cmd)
+		}
+		return nil, usagef("usage: %s (see '%s --help')", line, cmd)
 	}
 	return a, nil
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -55,8 +56,15 @@ func reorderArgs(app *cli.App, args []string) ([]string, error) {
 		}
 		return nil, usagef("unknown command %q (see 'snoopctl --help')", name)
 	}
+	names := []string{name}
+	if sub := subcommand(cmd, args[i+1:], global); sub != nil {
+		// "fault add PROXY NAME --type ..." is "fault add --type ... --
+		// PROXY NAME": the action's name goes before its flags.
+		cmd, names = sub, append(names, sub.Name)
+	}
 	local := arity(cmd.Flags)
 	var flags, positional []string
+	skipped := false
 	for i++; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -64,6 +72,10 @@ func reorderArgs(app *cli.App, args []string) ([]string, error) {
 			break
 		}
 		if !isFlagArg(a) {
+			if len(names) > 1 && !skipped && cmd.HasName(a) {
+				skipped = true // the subcommand's name, already placed
+				continue
+			}
 			positional = append(positional, a)
 			continue
 		}
@@ -86,9 +98,11 @@ func reorderArgs(app *cli.App, args []string) ([]string, error) {
 			*dst = append(*dst, args[i])
 		}
 	}
-	out := append(globals, name)
+	out := append(globals, names...)
 	out = append(out, flags...)
-	if len(positional) > 0 {
+	asksHelp := slices.ContainsFunc(flags, func(f string) bool { return f == "-h" || f == "--help" })
+	if len(positional) > 0 && !asksHelp {
+		// With --help the arguments would be taken for a help topic.
 		out = append(out, "--")
 		out = append(out, positional...)
 	}
@@ -115,6 +129,39 @@ func oldPlotImage(args []string, i int) (value string, skip int, ok bool) {
 		return "", 0, false
 	}
 	return value, skip, true
+}
+
+// subcommand returns the subcommand of cmd that rest names: its first
+// argument that is not a flag (or a flag's value), when that is one of
+// cmd's subcommands; nil otherwise.
+func subcommand(cmd *cli.Command, rest []string, global map[string]bool) *cli.Command {
+	if len(cmd.Subcommands) == 0 {
+		return nil
+	}
+	// Any flag of cmd, its subcommands or the globals may come first.
+	table := arity(cmd.Flags)
+	for _, s := range cmd.Subcommands {
+		for n, v := range arity(s.Flags) {
+			table[n] = table[n] || v
+		}
+	}
+	for n, v := range global {
+		table[n] = table[n] || v
+	}
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			return nil
+		}
+		if isFlagArg(a) {
+			if takesValue(table, a) {
+				i++
+			}
+			continue
+		}
+		return cmd.Command(a)
+	}
+	return nil
 }
 
 // arity maps each flag name (and alias) to whether the flag takes a value.

@@ -100,6 +100,17 @@ func (e *env) fanOut(c *cli.Command) {
 			}
 			return e.listMany(cCtx)
 		}
+	case perDaemon[c.Name] && len(c.Subcommands) > 0:
+		// fault's actions each run per daemon.
+		for _, sub := range c.Subcommands {
+			action, name := sub.Action, c.Name+" "+sub.Name
+			sub.Action = func(cCtx *cli.Context) error {
+				if !e.multi() {
+					return action(cCtx)
+				}
+				return e.eachDaemon(cCtx, name, action)
+			}
+		}
 	case perDaemon[c.Name]:
 		c.Action = func(cCtx *cli.Context) error {
 			if !e.multi() {

@@ -114,5 +114,11 @@ func effectiveSpec(spec *snoopv1.ProxySpec) *snoopv1.ProxySpec {
 			*t.d = durationpb.New(t.def)
 		}
 	}
+	// The faults with their defaults (direction, probability, the ops and
+	// status a miss or an ADD error implies), as the proxy runs them. The
+	// spec was validated, so they convert.
+	if _, faults, err := faultSpecs(out.GetFaults()); err == nil {
+		out.Faults = faults
+	}
 	return out
 }

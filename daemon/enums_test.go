@@ -93,15 +93,16 @@ func TestFaultEnumsOutOfRangeAreRefusedByName(t *testing.T) {
 	if n := len(a.d.ListProxies()); n != 0 {
 		t.Errorf("%d proxies after refused creates", n)
 	}
-	// The direction a fault got is in the answer, filled in: how a client
-	// sees that a misspelt direction (sent as 0) became the default.
+	// The direction a fault got is in the answer's effective_spec, filled
+	// in (spec keeps what was declared): how a client sees that a
+	// misspelt direction (sent as 0) became the default.
 	var r *snoopv1.CreateProxyResponse
 	r, err = a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "ok", Listen: "IP:127.0.0.1:0", Server: cache,
 		Faults: []*snoopv1.Fault{{Name: "f", Type: snoopv1.FaultType_FAULT_TYPE_DROP}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := r.GetProxy().GetSpec().GetFaults()[0].GetDirection(); d != snoopv1.FaultDirection_FAULT_DIRECTION_REQUEST {
+	if d := r.GetProxy().GetEffectiveSpec().GetFaults()[0].GetDirection(); d != snoopv1.FaultDirection_FAULT_DIRECTION_REQUEST {
 		t.Errorf("drop's direction in the answer: %v, want the default filled in", d)
 	}
 }

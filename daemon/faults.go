@@ -19,9 +19,8 @@ import (
 )
 
 // faultSpecs converts a spec's faults to the proxy package's, checked, and
-// returns them with the API form the daemon stores: every default filled
-// in, so two lists that mean the same are equal messages (apply stays
-// idempotent).
+// returns them with their API form with every default filled in, as
+// effective_spec shows them (spec keeps them as declared).
 func faultSpecs(in []*snoopv1.Fault) ([]proxy.FaultSpec, []*snoopv1.Fault, error) {
 	if len(in) == 0 {
 		return nil, nil, nil
@@ -83,21 +82,32 @@ func fixEnds(spec *snoopv1.ProxySpec, cfg *proxy.Config, cur *snoopv1.ProxySpec,
 }
 
 // declaredAs returns the end of cur's fault that is f but for its end;
-// nil if cur has none, or it has no end.
+// nil if cur has none, or it has no end. Faults are compared with their
+// defaults filled in: one declared again in other words, a default
+// written out, is the same fault.
 func declaredAs(cur *snoopv1.ProxySpec, f *snoopv1.Fault) *timestamppb.Timestamp {
-	bare := proto.Clone(f).(*snoopv1.Fault)
-	bare.EndsAt = nil
+	bare := meaning(f)
 	for _, g := range cur.GetFaults() {
 		if g.GetName() != f.GetName() || g.GetEndsAt() == nil || !g.GetEndsAt().IsValid() {
 			continue
 		}
-		h := proto.Clone(g).(*snoopv1.Fault)
-		h.EndsAt = nil
-		if proto.Equal(bare, h) {
+		if proto.Equal(bare, meaning(g)) {
 			return g.GetEndsAt()
 		}
 	}
 	return nil
+}
+
+// meaning is f with its defaults filled in and without its end; f as
+// it is (without its end) if it does not convert.
+func meaning(f *snoopv1.Fault) *snoopv1.Fault {
+	g := proto.Clone(f).(*snoopv1.Fault)
+	g.EndsAt = nil
+	if _, norm, err := faultSpecs([]*snoopv1.Fault{g}); err == nil {
+		g = norm[0]
+		g.EndsAt = nil
+	}
+	return g
 }
 
 // faultDuration reads one of a fault's durations; unset is 0.

@@ -58,12 +58,14 @@ func TestFaultsInSpec(t *testing.T) {
 	_, err = update(&snoopv1.Fault{Name: "c", Type: snoopv1.FaultType_FAULT_TYPE_CORRUPT, Field: "op"})
 	wantCode(t, err, codes.InvalidArgument, "acknowledge_corruption")
 
-	resp, err := update(&snoopv1.Fault{Name: "m", Type: snoopv1.FaultType_FAULT_TYPE_MISS},
-		&snoopv1.Fault{Name: "slow", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY, Delay: durationpb.New(5e6)})
+	declared := []*snoopv1.Fault{{Name: "m", Type: snoopv1.FaultType_FAULT_TYPE_MISS},
+		{Name: "slow", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY, Delay: durationpb.New(5e6)}}
+	resp, err := update(declared...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Stored normalised: defaults explicit.
+	// The spec reads back as declared; the effective spec has the
+	// defaults explicit.
 	want := []*snoopv1.Fault{
 		{Name: "m", Type: snoopv1.FaultType_FAULT_TYPE_MISS, Ops: []snoopv1.Op{snoopv1.Op_OP_GET},
 			Direction: snoopv1.FaultDirection_FAULT_DIRECTION_RESPONSE, Probability: proto.Float64(1)},
@@ -71,8 +73,12 @@ func TestFaultsInSpec(t *testing.T) {
 			Direction: snoopv1.FaultDirection_FAULT_DIRECTION_RESPONSE, Probability: proto.Float64(1)},
 	}
 	got := resp.GetProxy().GetSpec().GetFaults()
+	if len(got) != 2 || !proto.Equal(got[0], declared[0]) || !proto.Equal(got[1], declared[1]) {
+		t.Fatalf("spec's faults %v, want them as declared: %v", got, declared)
+	}
+	got = resp.GetProxy().GetEffectiveSpec().GetFaults()
 	if len(got) != 2 || !proto.Equal(got[0], want[0]) || !proto.Equal(got[1], want[1]) {
-		t.Fatalf("stored faults %v, want %v", got, want)
+		t.Fatalf("effective faults %v, want %v", got, want)
 	}
 	if c := resp.GetProxy().GetCounters().GetFaults(); len(c) != 2 || c[0].GetName() != "m" {
 		t.Fatalf("fault counters %v", c)
@@ -91,7 +97,8 @@ func TestFaultsInSpec(t *testing.T) {
 	}
 	defer d2.Close(ctx)
 	p, err := d2.GetProxy("f")
-	if err != nil || len(p.GetSpec().GetFaults()) != 2 || !proto.Equal(p.GetSpec().GetFaults()[1], want[1]) {
+	if err != nil || len(p.GetSpec().GetFaults()) != 2 || !proto.Equal(p.GetSpec().GetFaults()[1], declared[1]) ||
+		!proto.Equal(p.GetEffectiveSpec().GetFaults()[1], want[1]) {
 		t.Fatalf("after restart: %v %v", p.GetSpec().GetFaults(), err)
 	}
 }
@@ -181,6 +188,11 @@ func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
 		if got := ends(ar.GetResults()[0].GetProxy()); !got["long"].Equal(first["long"]) || !got["short"].Equal(first["short"]) {
 			t.Fatalf("apply of the same faults moved their ends: %v, were %v", got, first)
 		}
+	}
+	// The same faults with their defaults written out (the effective
+	// spec's): the same faults in other words, so their ends stay.
+	if got := ends(update(p.GetEffectiveSpec().GetFaults()...)); !got["long"].Equal(first["long"]) || !got["short"].Equal(first["short"]) {
+		t.Fatalf("faults declared with their defaults written out moved their ends: %v, were %v", got, first)
 	}
 	// Another fault beside them (snoopctl fault add sends the others
 	// back as it got them): theirs stay.

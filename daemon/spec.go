@@ -128,12 +128,13 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	if err := labels.Validate(spec.GetLabels()); err != nil {
 		return nil, proxy.Config{}, &FieldError{Field: "labels", Reason: err.Error(), Err: err}
 	}
-	faults, apiFaults, err := faultSpecs(spec.GetFaults())
+	faults, _, err := faultSpecs(spec.GetFaults())
 	if err != nil {
 		return nil, proxy.Config{}, err
 	}
+	// The faults stay as declared (their defaults are effective_spec's),
+	// so that spec reads back what was asked for.
 	out := proto.Clone(spec).(*snoopv1.ProxySpec)
-	out.Faults = apiFaults
 	out.Listen, out.Server = listen.String(), server.String()
 	out.Enabled = proto.Bool(spec.Enabled == nil || *spec.Enabled)
 	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {

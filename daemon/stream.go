@@ -136,6 +136,7 @@ type apiEvent struct {
 	end       timestamppb.Timestamp
 	start     timestamppb.Timestamp
 	latency   durationpb.Duration
+	server    durationpb.Duration
 	closed    snoopv1.ConnectionClosed
 	closedDur durationpb.Duration
 	perr      snoopv1.ProtocolError
@@ -241,10 +242,12 @@ func (a *apiEvent) fillTx(t *proxy.Transaction, includeData bool) *snoopv1.Trans
 	tx.StartTime = &a.start
 	// A request never answered, or an answer to no request, has no pair
 	// to time: no latency, rather than a latency of 0.
-	tx.Latency = nil
+	tx.Latency, tx.ServerLatency = nil, nil
 	if !t.Unanswered && !t.Orphan {
 		setDuration(&a.latency, t.Latency)
 		tx.Latency = &a.latency
+		setDuration(&a.server, t.ServerLatency)
+		tx.ServerLatency = &a.server
 	}
 	tx.Fault = t.Fault
 	return tx

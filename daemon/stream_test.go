@@ -60,6 +60,7 @@ func freshAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 			}
 			if !t.Unanswered && !t.Orphan {
 				tx.Latency = durationpb.New(t.Latency)
+				tx.ServerLatency = durationpb.New(t.ServerLatency)
 			}
 			if t.HasDigest {
 				tx.DataDigest = append([]byte(nil), t.Digest[:]...)
@@ -115,6 +116,7 @@ func randomEvent(rng *rand.Rand) *proxy.Event {
 			break // a transaction event without its transaction
 		}
 		t := &proxy.Transaction{Start: e.Time.Add(-time.Duration(rng.Int64N(1e9))), Latency: time.Duration(rng.Int64N(3e9))}
+		t.ServerLatency = t.Latency - time.Duration(rng.Int64N(int64(t.Latency)+1))
 		t.Op = distcache.Op(rng.IntN(5))
 		t.RequestUID = rng.Uint32()
 		t.SessionID = make([]byte, rng.IntN(distcache.MaxSessionIDLen+1))

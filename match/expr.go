@@ -33,7 +33,8 @@ var Variables = []Variable{
 	{"op", "string", "the operation: " + describeValues(enumValues["op"])},
 	{"result", "string", "the transaction's result: " + describeValues(enumValues["result"])},
 	{"session_id", "bytes", "the session id"},
-	{"latency", "duration", "request to response (0 for an unanswered request or an orphan response)"},
+	{"latency", "duration", "what the client waited, request to response, a fault's hold included (0 for an unanswered request or an orphan response)"},
+	{"server_latency", "duration", "what the server took: latency without faults' holds (0 when latency is)"},
 	{"req_bytes", "int", "payload bytes of the request"},
 	{"resp_bytes", "int", "payload bytes of the response"},
 	{"time", "timestamp", "when the event happened"},
@@ -343,6 +344,8 @@ func (a activation) ResolveName(name string) (any, bool) {
 		return v.SessionID, true
 	case "latency":
 		return v.Latency, true
+	case "server_latency":
+		return v.ServerLatency, true
 	case "req_bytes":
 		return v.ReqBytes, true
 	case "resp_bytes":

@@ -50,11 +50,14 @@ type View struct {
 	Op        distcache.Op
 	Result    vocab.Result
 	SessionID []byte
-	// Latency of an answered transaction; an unanswered one counts as 0.
-	Latency   time.Duration
-	ReqBytes  int64
-	RespBytes int64
-	Time      time.Time
+	// Latency of an answered transaction, what its client waited; an
+	// unanswered one counts as 0. ServerLatency is what the server took
+	// (Latency without faults' holds).
+	Latency       time.Duration
+	ServerLatency time.Duration
+	ReqBytes      int64
+	RespBytes     int64
+	Time          time.Time
 	// Fault names the fault that touched the transaction ("" if none).
 	Fault string
 }

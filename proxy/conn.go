@@ -70,6 +70,10 @@ type pendingRequest struct {
 	id      [distcache.MaxSessionIDLen]byte
 	idLen   int
 	fault   *fault // the fault that touched the request, if any
+	// held is how long faults held the request (or what was queued
+	// before it) on its way to the server: part of the latency, not of
+	// the server's.
+	held time.Duration
 }
 
 // request returns the summary with its session id, aliasing r.
@@ -357,6 +361,7 @@ func (c *conn) responseDone(h *half, now time.Time) {
 		t.Transaction = distcache.NewTransaction(req.op, req.uid, req.request(), resp, req.frames, frames)
 		t.Start = req.start
 		t.Latency = now.Sub(req.start)
+		t.ServerLatency = t.Latency - req.held
 		// Detach before the queue shifts: the id still lives in req.
 		c.detach(t)
 		c.pending = append(c.pending[:i], c.pending[i+1:]...)

@@ -45,10 +45,15 @@ type Event struct {
 // Transaction is a decoded request/response pair as the proxy saw it.
 type Transaction struct {
 	distcache.Transaction
-	// Start is when the request's first byte was read; Latency runs from
-	// there to when the response's last byte was read.
-	Start   time.Time
-	Latency time.Duration
+	// Start is when the request's first byte was read. Latency is what
+	// the client waited: from Start to when the response's last byte was
+	// read, plus the time a latency or stall fault holds the answer (or
+	// what is queued before it) on its way to the client. ServerLatency is
+	// what the server took: Latency without the time faults held the
+	// request or the answer.
+	Start         time.Time
+	Latency       time.Duration
+	ServerLatency time.Duration
 	// Unanswered marks a request whose connection ended before its
 	// response; Orphan a response that matched no outstanding request.
 	Unanswered bool
@@ -162,6 +167,6 @@ func (e *Event) MatchView(v *match.View) {
 	v.ReqBytes, v.RespBytes = int64(t.RequestSize), int64(t.ResponseSize)
 	v.Fault = t.Fault
 	if !t.Unanswered && !t.Orphan {
-		v.Latency = t.Latency
+		v.Latency, v.ServerLatency = t.Latency, t.ServerLatency
 	}
 }

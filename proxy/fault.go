@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,10 +223,12 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 	if s.Delay < 0 || s.Delay > MaxFaultDelay || s.Jitter < 0 || s.Jitter > MaxFaultDelay {
 		return bad("delay", "delay and jitter: want 0 to %v", MaxFaultDelay)
 	}
-	onlyOps := func(op distcache.Op) (FaultSpec, error) {
+	// onlyOps limits the fault to op; why says why, in the words the
+	// fault was declared with.
+	onlyOps := func(op distcache.Op, why string) (FaultSpec, error) {
 		for _, o := range s.Ops {
 			if o != op {
-				return bad("ops", "a %s fault with status %s applies to %s only", s.Type, s.Status, op)
+				return bad("ops", "%s answers %s requests only, not %s", why, opWord(op), opWord(o))
 			}
 		}
 		s.Ops = []distcache.Op{op}
@@ -246,23 +249,23 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 		}
 	case FaultDrop, FaultReset:
 		if s.Direction == FaultBoth {
-			return bad("direction", "a %s fault acts before the request (request) or after the answer (response), not both", s.Type)
+			return bad("direction", "%s closes the connection either before the request goes to the server (request) or after its answer came back (response), not both", aFault(s.Type))
 		}
 	case FaultMiss, FaultError, FaultCorrupt:
 		if s.Direction != FaultResponses {
-			return bad("direction", "a %s fault changes answers: direction response", s.Type)
+			return bad("direction", "%s changes the server's answers, so its direction is response, not %s", aFault(s.Type), s.Direction)
 		}
 	}
 	switch s.Type {
 	case FaultMiss:
 		s.Status = distcache.StatusNotOK
-		return onlyOps(distcache.OpGet)
+		return onlyOps(distcache.OpGet, "a miss fault")
 	case FaultError:
 		if !s.Status.Known() || s.Status == distcache.StatusOK {
 			return bad("status", "%s is not an error status (want notok, disconnected, or for add: corrupt, exists, timeout-range, id-range, data-range)", s.Status)
 		}
 		if s.Status >= distcache.StatusAddCorrupt {
-			return onlyOps(distcache.OpAdd)
+			return onlyOps(distcache.OpAdd, fmt.Sprintf("an error fault with status %s", s.Status))
 		}
 	case FaultCorrupt:
 		if !s.Acknowledged {
@@ -274,6 +277,19 @@ func (s FaultSpec) normalized(i int) (FaultSpec, error) {
 	}
 	return s, nil
 }
+
+// aFault is "a latency fault", "an error fault": the type with its
+// article, for messages.
+func aFault(t FaultType) string {
+	if strings.ContainsRune("aeiou", rune(t.String()[0])) {
+		return "an " + t.String() + " fault"
+	}
+	return "a " + t.String() + " fault"
+}
+
+// opWord is an operation as snoopctl's --op and the API's filters write
+// it: get, add, remove, have.
+func opWord(op distcache.Op) string { return strings.ToLower(op.String()) }
 
 // ParseStatus parses a status name as distcache.Status.String writes it.
 func ParseStatus(s string) (distcache.Status, error) {
@@ -618,6 +634,9 @@ type faultEnd struct {
 	uid   uint32
 	op    distcache.Op
 	close bool // the verdict closes the connection: the rest of the chunk is not decoded
+	// tx is the answer's transaction, as its index in h.out plus one; 0
+	// for a request, or an answer that makes none.
+	tx int
 }
 
 // decodeFaulty is decode for a direction with faults: at each message's
@@ -653,7 +672,11 @@ func (c *conn) decodeFaulty(h *half, chunk []byte, now time.Time, fs *faultSet, 
 				c.mu.Unlock()
 			}
 		} else {
+			n := h.nout
 			e.f = c.responseDoneFaulty(h, now, fs, &v)
+			if h.nout > n {
+				e.tx = h.nout
+			}
 		}
 		e.close = e.f != nil && (e.f.spec.Type == FaultDrop || e.f.spec.Type == FaultReset)
 		*ends = append(*ends, e)
@@ -692,6 +715,7 @@ func (c *conn) responseDoneFaulty(h *half, now time.Time, fs *faultSet, v *match
 		t.Transaction = distcache.NewTransaction(req.op, req.uid, req.request(), resp, req.frames, frames)
 		t.Start = req.start
 		t.Latency = now.Sub(req.start)
+		t.ServerLatency = t.Latency - req.held
 		c.detach(t)
 		c.mu.Unlock()
 	}
@@ -728,7 +752,8 @@ func (c *conn) responseDoneFaulty(h *half, now time.Time, fs *faultSet, v *match
 	case reqFault != nil:
 		t.Fault = reqFault.spec.Name
 	}
-	c.account(t)
+	// Counted once the answer's way to the client is known (lfaults.
+	// message): a hold is part of the latency.
 	return f
 }
 

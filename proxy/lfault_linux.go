@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,6 +109,11 @@ func (s *lside) readFaulty(fs *faultSet) {
 	for _, e := range fc.ends {
 		fc.message(s.idx, chunk[prev:e.off], e, now)
 		prev = e.off
+		if e.tx > 0 {
+			// Counted now the hold is in its latency; published after
+			// forwarding, as without faults.
+			lc.account(&h.out[e.tx-1].tx)
+		}
 	}
 	switch rest := chunk[prev:f.n]; {
 	case fc.closing():
@@ -158,6 +164,8 @@ func (fc *lfaults) message(idx int, seg []byte, e faultEnd, now int64) {
 	d := &fc.d[idx]
 	f := e.f
 	if f == nil {
+		// It waits behind whatever is held.
+		fc.held(idx, e, fc.wait(idx, 0, now))
 		fc.plain(idx, seg)
 		return
 	}
@@ -172,6 +180,7 @@ func (fc *lfaults) message(idx int, seg []byte, e faultEnd, now int64) {
 		// The server's answer is replaced whole.
 		d.msg = d.msg[:0]
 		it.b = f.answer(e.uid, e.op)
+		fc.held(idx, e, fc.wait(idx, 0, now))
 		d.q = append(d.q, it)
 		return
 	}
@@ -193,7 +202,43 @@ func (fc *lfaults) message(idx int, seg []byte, e faultEnd, now int64) {
 	case FaultCorrupt:
 		f.damage(it.b)
 	}
+	fc.held(idx, e, fc.wait(idx, it.at, now))
 	d.q = append(d.q, it)
+}
+
+// wait is how long a message queued now on side idx's direction, not
+// before at, waits to go: until then, until any stall ends, and until
+// what is queued before it may go. A bandwidth fault's pacing is not
+// foreseen.
+func (fc *lfaults) wait(idx int, at, now int64) time.Duration {
+	due := max(at, fc.stall)
+	for i := range fc.d[idx].q {
+		due = max(due, fc.d[idx].q[i].at)
+	}
+	return time.Duration(max(due-now, 0))
+}
+
+// held records that the message of verdict e waits d on its way: a
+// request's wait is part of its transaction's latency but not of the
+// server's; an answer's adds to the latency its client sees.
+func (fc *lfaults) held(idx int, e faultEnd, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	lc := fc.lc
+	if idx == 0 {
+		lc.mu.Lock()
+		if i := lc.pendingLocked(e.uid, e.op); i < len(lc.pending) {
+			lc.pending[i].held += d
+		}
+		lc.mu.Unlock()
+		return
+	}
+	if e.tx > 0 {
+		if t := &lc.h[1].out[e.tx-1].tx; !t.Orphan {
+			t.Latency += d
+		}
+	}
 }
 
 // plain queues bytes no fault decided on (and any buffered before them).

@@ -191,6 +191,12 @@ func (t Text) appendTx(b []byte, tx *snoopv1.Transaction) []byte {
 	} else {
 		b = AppendDuration(b, tx.GetLatency().AsDuration())
 	}
+	if s := tx.GetServerLatency(); s != nil && s.AsDuration() != tx.GetLatency().AsDuration() {
+		// A fault held it: the client waited the latency, the server
+		// took this.
+		b = append(b, " server="...)
+		b = AppendDuration(b, s.AsDuration())
+	}
 	if f := tx.GetFault(); f != "" {
 		b = append(b, " fault="...)
 		b = append(b, f...)

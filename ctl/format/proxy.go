@@ -115,6 +115,16 @@ func listenOf(p *snoopv1.Proxy) string {
 // percentiles, per-operation sparklines and the latency histogram as bars
 // (when p carries histograms), and the live connections. now dates the
 // connections.
+// EffectiveFaults are p's faults as they run, with their defaults (a
+// direction, a probability) filled in; the spec's as declared from a
+// daemon that does not say.
+func EffectiveFaults(p *snoopv1.Proxy) []*snoopv1.Fault {
+	if es := p.GetEffectiveSpec(); es != nil {
+		return es.GetFaults()
+	}
+	return p.GetSpec().GetFaults()
+}
+
 func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now time.Time, loc *time.Location) error {
 	s, c := p.GetSpec(), p.GetCounters()
 	tw := newTable(w)
@@ -221,7 +231,7 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	}
 	if len(s.GetFaults()) > 0 {
 		fmt.Fprintln(w, "\nfaults:")
-		if err := WriteFaults(w, s.GetFaults(), c.GetFaults(), "  "); err != nil {
+		if err := WriteFaults(w, EffectiveFaults(p), c.GetFaults(), "  "); err != nil {
 			return err
 		}
 	}

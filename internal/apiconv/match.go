@@ -147,6 +147,7 @@ func View(ev *snoopv1.Event, daemon string, v *match.View) {
 	v.Result = r
 	v.SessionID = tx.GetSessionId()
 	v.Latency = tx.GetLatency().AsDuration()
+	v.ServerLatency = tx.GetServerLatency().AsDuration()
 	v.ReqBytes = int64(tx.GetRequestSize())
 	v.RespBytes = int64(tx.GetResponseSize())
 	v.Fault = tx.GetFault()

@@ -148,6 +148,7 @@ func randEvent(rng *rand.Rand) *snoopv1.Event {
 			DataTruncated:   rng.IntN(2) == 0,
 			StartTime:       randTimestamp(rng),
 			Latency:         randDuration(rng),
+			ServerLatency:   durationpb.New(time.Duration(rng.Int64N(int64(time.Hour)))),
 		}
 		if rng.IntN(8) == 0 {
 			ev.Transaction.Fault = randString(rng)

@@ -291,9 +291,11 @@ func (t *obj) transaction(tx *snoopv1.Transaction) error {
 		return err
 	}
 	if f := tx.GetFault(); f != "" {
-		return t.str("fault", f)
+		if err := t.str("fault", f); err != nil {
+			return err
+		}
 	}
-	return nil
+	return t.duration("server_latency", tx.GetServerLatency())
 }
 
 // The ranges protojson accepts (google.protobuf.Timestamp: years 1 to

@@ -71,6 +71,7 @@ type eventStore struct {
 	perr               snoopv1.ProtocolError
 	time, end, start   timestamppb.Timestamp
 	latency, closedDur durationpb.Duration
+	server             durationpb.Duration
 }
 
 type decoder struct {
@@ -223,6 +224,9 @@ func (d *decoder) transaction(b []byte, st *eventStore) error {
 			err = secondsNanos(v.b, &st.latency.Seconds, &st.latency.Nanos)
 		case 18:
 			t.Fault, err = d.str(v.b, lastFault)
+		case 19:
+			t.ServerLatency = &st.server
+			err = secondsNanos(v.b, &st.server.Seconds, &st.server.Nanos)
 		}
 		return err
 	})

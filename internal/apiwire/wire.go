@@ -90,6 +90,7 @@ func appendTransaction(b []byte, t *snoopv1.Transaction, bad *protowire.Number) 
 	b = appendTimestamp(b, 16, t.GetStartTime())
 	b = appendDuration(b, 17, t.GetLatency())
 	b = appendString(b, 18, t.GetFault(), bad)
+	b = appendDuration(b, 19, t.GetServerLatency())
 	return b
 }
 

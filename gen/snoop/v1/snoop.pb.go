@@ -1181,7 +1181,8 @@ type ProxyCounters struct {
 	Transactions int64 `protobuf:"varint,10,opt,name=transactions,proto3" json:"transactions,omitempty"`
 	// ops breaks the transactions down by operation and result.
 	Ops []*OpCounters `protobuf:"bytes,11,rep,name=ops,proto3" json:"ops,omitempty"`
-	// latency summarises the latency of answered transactions.
+	// latency summarises the latency of answered transactions: what their
+	// clients waited (Transaction.latency), a fault's hold included.
 	Latency *LatencySummary `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
 	// timeouts counts connections closed by the idle, message or response
 	// timeout (the conn-closed event's reason says which). Added in wave 2.
@@ -1399,7 +1400,8 @@ type OpCounters struct {
 	// "disconnected", "malformed", "unknown-status", "unanswered", "orphan".
 	Results map[string]int64 `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// latency summarises the latency of this operation's answered
-	// transactions. Added in wave 2.
+	// transactions, as ProxyCounters.latency: what the clients waited.
+	// Added in wave 2.
 	Latency *LatencySummary `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
 	// histogram is the same latency as buckets, cumulative since the proxy
 	// was created, so a poller gets any interval's distribution from two
@@ -2731,7 +2733,9 @@ type WatchEventsRequest struct {
 	// (string: "ok", "notok", "hit", "miss", "exists", "timeout-range",
 	// "id-range", "data-range", "corrupt", "disconnected", "malformed",
 	// "unknown-status", "unanswered", "orphan"; "" for other kinds),
-	// session_id (bytes), latency (duration), req_bytes, resp_bytes (int),
+	// session_id (bytes), latency (duration: what the client waited, a
+	// fault's hold included), server_latency (duration: what the server
+	// took), req_bytes, resp_bytes (int),
 	// time (timestamp), error (bool, as errors_only) and fault (string: the
 	// name of the fault that touched the transaction, "" if none). Names are
 	// case-sensitive, as all of CEL. Example: op == "get" && result ==
@@ -3173,14 +3177,23 @@ type Transaction struct {
 	DataTruncated bool `protobuf:"varint,15,opt,name=data_truncated,json=dataTruncated,proto3" json:"data_truncated,omitempty"`
 	// start_time is when the request's first byte arrived.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// latency runs from the request's first byte to the response's last;
-	// unset for an unanswered request and for an orphan response, which
-	// have no pair to time.
+	// latency is what the client waited: from the request's first byte to
+	// the response's last as the proxy read it, plus the time a latency or
+	// stall fault holds the answer (or anything queued before it) on its
+	// way to the client. Unset for an unanswered request and for an orphan
+	// response, which have no pair to time. The proxies' latency summaries
+	// and histograms count this latency.
 	Latency *durationpb.Duration `protobuf:"bytes,17,opt,name=latency,proto3" json:"latency,omitempty"`
 	// fault names the fault that touched this transaction (held, replaced,
 	// dropped, paced, damaged); empty when none did. Result, status and
-	// sizes are what the client got. Added in wave 2.
-	Fault         string `protobuf:"bytes,18,opt,name=fault,proto3" json:"fault,omitempty"`
+	// sizes are what the client got.
+	Fault string `protobuf:"bytes,18,opt,name=fault,proto3" json:"fault,omitempty"`
+	// server_latency is what the server took: latency without the time
+	// faults held the request on its way to the server or the answer on
+	// its way to the client. Equal to latency when no fault held either;
+	// unset when latency is. A bandwidth fault's pacing is in neither.
+	// Added in 0.4.0.
+	ServerLatency *durationpb.Duration `protobuf:"bytes,19,opt,name=server_latency,json=serverLatency,proto3" json:"server_latency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3339,6 +3352,13 @@ func (x *Transaction) GetFault() string {
 		return x.Fault
 	}
 	return ""
+}
+
+func (x *Transaction) GetServerLatency() *durationpb.Duration {
+	if x != nil {
+		return x.ServerLatency
+	}
+	return nil
 }
 
 // ConnectionClosed describes a connection that ended.
@@ -4080,7 +4100,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eproxy_instance\x18\n" +
 	" \x01(\tR\rproxyInstance\x12\x16\n" +
 	"\x06daemon\x18\v \x01(\tR\x06daemon\x125\n" +
-	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x81\x05\n" +
+	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xc3\x05\n" +
 	"\vTransaction\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x1f\n" +
 	"\vrequest_uid\x18\x02 \x01(\rR\n" +
@@ -4106,7 +4126,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x123\n" +
 	"\alatency\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x14\n" +
-	"\x05fault\x18\x12 \x01(\tR\x05fault\"\xbf\x01\n" +
+	"\x05fault\x18\x12 \x01(\tR\x05fault\x12@\n" +
+	"\x0eserver_latency\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\rserverLatency\"\xbf\x01\n" +
 	"\x10ConnectionClosed\x12\x19\n" +
 	"\bbytes_up\x18\x01 \x01(\x03R\abytesUp\x12\x1d\n" +
 	"\n" +
@@ -4338,35 +4359,36 @@ var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	4,  // 59: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
 	46, // 60: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
 	45, // 61: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	45, // 62: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 63: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	46, // 64: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	42, // 65: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	16, // 66: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	18, // 67: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	20, // 68: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	22, // 69: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	24, // 70: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	26, // 71: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	29, // 72: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	32, // 73: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	34, // 74: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	40, // 75: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	17, // 76: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	19, // 77: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	21, // 78: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	23, // 79: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	25, // 80: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	28, // 81: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	31, // 82: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	33, // 83: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	35, // 84: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	41, // 85: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	76, // [76:86] is the sub-list for method output_type
-	66, // [66:76] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	45, // 62: snoop.v1.Transaction.server_latency:type_name -> google.protobuf.Duration
+	45, // 63: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 64: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	46, // 65: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	42, // 66: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	16, // 67: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	18, // 68: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	20, // 69: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	22, // 70: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	24, // 71: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	26, // 72: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	29, // 73: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	32, // 74: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	34, // 75: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	40, // 76: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	17, // 77: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	19, // 78: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	21, // 79: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	23, // 80: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	25, // 81: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	28, // 82: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	31, // 83: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	33, // 84: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	35, // 85: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	41, // 86: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	77, // [77:87] is the sub-list for method output_type
+	67, // [67:77] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
