@@ -317,7 +317,7 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 			return err
 		}
 		if b.HistoryEnd {
-			if err := out.historyDone(b.HistoryMissing); err != nil {
+			if err := out.historyDone(b.HistoryMissing, b.HistoryBeyond); err != nil {
 				return err
 			}
 		}

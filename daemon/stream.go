@@ -35,6 +35,7 @@ const (
 	respHistoryDone    protowire.Number = 3
 	respEvents         protowire.Number = 4
 	respHistoryMissing protowire.Number = 5
+	respHistoryBeyond  protowire.Number = 6
 )
 
 // eventSender writes hub records to one watch stream. The hub encoded
@@ -116,14 +117,19 @@ func (s *eventSender) dropped(n uint64) error {
 	return s.send()
 }
 
-// historyDone sends the end-of-history notice, with the number of history
-// events asked for and not sent.
-func (s *eventSender) historyDone(missing uint64) error {
+// historyDone sends the end-of-history notice, with the numbers of
+// history events asked for and not sent: those that were gone, and those
+// beyond what ever happened.
+func (s *eventSender) historyDone(missing, beyond uint64) error {
 	s.buf = protowire.AppendTag(s.buf[:0], respHistoryDone, protowire.VarintType)
 	s.buf = protowire.AppendVarint(s.buf, 1)
 	if m := min(missing, math.MaxUint32); m > 0 {
 		s.buf = protowire.AppendTag(s.buf, respHistoryMissing, protowire.VarintType)
 		s.buf = protowire.AppendVarint(s.buf, m)
+	}
+	if beyond > 0 {
+		s.buf = protowire.AppendTag(s.buf, respHistoryBeyond, protowire.VarintType)
+		s.buf = protowire.AppendVarint(s.buf, beyond)
 	}
 	return s.send()
 }

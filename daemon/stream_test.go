@@ -240,7 +240,7 @@ func TestEventSenderBatches(t *testing.T) {
 		if err := s.dropped(7); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.historyDone(3); err != nil {
+		if err := s.historyDone(3, 5); err != nil {
 			t.Fatal(err)
 		}
 		var sizes []int

@@ -175,8 +175,10 @@ func TestHistoryIsNeverCutSilently(t *testing.T) {
 					t.Fatalf("dropped %d of the history", r.GetDropped())
 				}
 				if r.GetHistoryDone() {
-					if got, want := r.GetHistoryMissing(), uint32(4294967295-700); got != want {
-						t.Fatalf("history_missing %d, want %d", got, want)
+					// 700 events, all held: none missing, the rest of the
+					// request beyond what ever happened.
+					if r.GetHistoryMissing() != 0 || r.GetHistoryBeyond() != 4294967295-700 {
+						t.Fatalf("history_missing %d, history_beyond %d; want 0, %d", r.GetHistoryMissing(), r.GetHistoryBeyond(), 4294967295-700)
 					}
 					break
 				}
@@ -256,7 +258,7 @@ func TestRecreatedProxyHasItsOwnHistory(t *testing.T) {
 				t.Fatal(err)
 			}
 			if r.GetHistoryDone() {
-				return ids, insts, r.GetHistoryMissing()
+				return ids, insts, uint32(r.GetHistoryBeyond())
 			}
 			ids = append(ids, string(r.GetEvent().GetTransaction().GetSessionId()))
 			insts = append(insts, r.GetEvent().GetProxyInstance())
@@ -265,7 +267,7 @@ func TestRecreatedProxyHasItsOwnHistory(t *testing.T) {
 	// Naming the proxy: only the current one's history.
 	ids, insts, missing := history(&snoopv1.WatchEventsRequest{Proxies: []string{"r"}, Kinds: txOnly, History: 10})
 	if strings.Join(ids, ",") != "new" || insts[0] != cur || missing != 9 {
-		t.Fatalf("history of r: %v %v, %d missing", ids, insts, missing)
+		t.Fatalf("history of r: %v %v, %d beyond", ids, insts, missing)
 	}
 	// Not naming it: both, each with its instance.
 	ids, insts, _ = history(&snoopv1.WatchEventsRequest{Kinds: txOnly, History: 10})
@@ -343,5 +345,48 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 		c := metadata.AppendToOutgoingContext(ctx, "authorization", h)
 		_, err := a.proxy.ListProxies(c, &snoopv1.ListProxiesRequest{})
 		wantCode(t, err, codes.Unauthenticated, "")
+	}
+}
+
+// TestHistoryMissingIsWhatWasGone: through the API, history_missing counts
+// the events asked for that existed and were gone, history_beyond those
+// beyond all that ever happened; a fresh daemon asked for one event has
+// lost nothing.
+func TestHistoryMissingIsWhatWasGone(t *testing.T) {
+	a := startUnixAPI(t, Config{History: 100}, ServerOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	end := func(history uint32) (events int, missing uint32, beyond uint64) {
+		t.Helper()
+		s, err := a.events.WatchEvents(ctx, &snoopv1.WatchEventsRequest{History: history, MaxBatch: 256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			r, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			events += len(r.GetEvents())
+			if r.GetEvent() != nil {
+				events++
+			}
+			if r.GetHistoryDone() {
+				return events, r.GetHistoryMissing(), r.GetHistoryBeyond()
+			}
+		}
+	}
+	if n, m, b := end(1); n != 0 || m != 0 || b != 1 {
+		t.Errorf("history 1 of a fresh daemon: %d events, %d missing, %d beyond; want 0, 0, 1", n, m, b)
+	}
+	publish(a, 250)
+	for _, c := range []struct {
+		asked   uint32
+		missing uint32
+		beyond  uint64
+	}{{50, 0, 0}, {200, 100, 0}, {4000000000, 150, 4000000000 - 250}} {
+		if n, m, b := end(c.asked); n != min(int(c.asked), 100) || m != c.missing || b != c.beyond {
+			t.Errorf("history %d: %d events, %d missing, %d beyond; want %d, %d, %d", c.asked, n, m, b, min(int(c.asked), 100), c.missing, c.beyond)
+		}
 	}
 }

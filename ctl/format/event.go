@@ -60,7 +60,7 @@ func (t Text) AppendResponse(b []byte, r *snoopv1.WatchEventsResponse) []byte {
 	case r.GetEvent() != nil:
 		return t.AppendEvent(b, r.GetEvent())
 	case r.GetHistoryDone():
-		return append(b, HistoryDone...)
+		return AppendHistoryDone(b, r.GetHistoryMissing(), r.GetHistoryBeyond())
 	}
 	return AppendDropped(b, r.GetDropped())
 }
@@ -68,6 +68,24 @@ func (t Text) AppendResponse(b []byte, r *snoopv1.WatchEventsResponse) []byte {
 // HistoryDone is the line between the history a watcher asked for and the
 // live events after it.
 const HistoryDone = "--- end of history; live events follow ---\n"
+
+// AppendHistoryDone appends the end-of-history line: HistoryDone, saying
+// how many of the events asked for were gone (the daemon holds only its
+// most recent events) when some were. Asking for more than ever happened
+// is no loss, and is not called one.
+func AppendHistoryDone(b []byte, missing uint32, beyond uint64) []byte {
+	if missing == 0 {
+		return append(b, HistoryDone...)
+	}
+	b = append(b, "--- end of history: "...)
+	b = strconv.AppendUint(b, uint64(missing), 10)
+	if missing == 1 {
+		b = append(b, " event asked for was gone (snoopd keeps its most recent ones: --history)"...)
+	} else {
+		b = append(b, " events asked for were gone (snoopd keeps its most recent ones: --history)"...)
+	}
+	return append(b, "; live events follow ---\n"...)
+}
 
 // AppendDropped appends the plain notice of n events missed, ending in a
 // newline. It has no colour on purpose: it must survive any pipe and be

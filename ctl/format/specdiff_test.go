@@ -52,3 +52,20 @@ func TestSpecChangesNamesLabels(t *testing.T) {
 		t.Errorf("labels removed: %s", got)
 	}
 }
+
+func TestHistoryDoneLine(t *testing.T) {
+	for _, c := range []struct {
+		missing uint32
+		beyond  uint64
+		want    string
+	}{
+		{0, 0, HistoryDone},
+		{0, 4000000000, HistoryDone}, // asking for more than happened is no loss
+		{1, 0, "--- end of history: 1 event asked for was gone (snoopd keeps its most recent ones: --history); live events follow ---\n"},
+		{150, 9, "--- end of history: 150 events asked for were gone (snoopd keeps its most recent ones: --history); live events follow ---\n"},
+	} {
+		if got := string(AppendHistoryDone(nil, c.missing, c.beyond)); got != c.want {
+			t.Errorf("missing %d, beyond %d: %q, want %q", c.missing, c.beyond, got, c.want)
+		}
+	}
+}

@@ -67,24 +67,48 @@ func TestHistoryLargerThanTheLogIsStreamedWhole(t *testing.T) {
 	}
 }
 
-func TestHistoryMissingCountsWhatWasNotHeld(t *testing.T) {
+// TestHistoryMissingCountsWhatWasGone tells the events asked for that
+// existed but were gone (published before the ring's oldest) from those
+// beyond what ever happened, which are no loss.
+func TestHistoryMissingCountsWhatWasGone(t *testing.T) {
 	h := newHub(t, Config{History: 100, Interval: time.Millisecond})
 	for i := uint64(1); i <= 40; i++ {
 		h.Publish(txEvent(i, distcache.OpGet))
 	}
+	end := func(w *Watcher) (n int, b Batch) {
+		for {
+			b = nextBatch(t, w)
+			n += len(b.Records)
+			if b.HistoryEnd {
+				return n, b
+			}
+		}
+	}
+	// All that ever happened is held: nothing is missing, the rest of
+	// the request is beyond it.
 	w := h.Watch(WatchOptions{History: 4294967295})
 	defer w.Close()
-	ids, missing := readHistory(t, w)
-	if len(ids) != 40 || missing != 4294967295-40 {
-		t.Fatalf("history of %d, %d missing; want 40, %d", len(ids), missing, uint64(4294967295-40))
+	if n, b := end(w); n != 40 || b.HistoryMissing != 0 || b.HistoryBeyond != 4294967295-40 {
+		t.Fatalf("history of %d, %d missing, %d beyond; want 40, 0, %d", n, b.HistoryMissing, b.HistoryBeyond, uint64(4294967295-40))
+	}
+	// The ring went round: 250 published, 100 held, 150 gone.
+	for i := uint64(41); i <= 250; i++ {
+		h.Publish(txEvent(i, distcache.OpGet))
+	}
+	for _, c := range []struct{ asked, missing, beyond uint64 }{{100, 0, 0}, {200, 100, 0}, {250, 150, 0}, {1000, 150, 750}} {
+		w := h.Watch(WatchOptions{History: int(c.asked)})
+		if n, b := end(w); n != 100 || b.HistoryMissing != c.missing || b.HistoryBeyond != c.beyond {
+			t.Errorf("%d asked: %d events, %d missing, %d beyond; want 100, %d, %d", c.asked, n, b.HistoryMissing, b.HistoryBeyond, c.missing, c.beyond)
+		}
+		w.Close()
 	}
 
-	// Nothing held: the end comes at once, every event missing.
+	// Nothing ever published: the end comes at once, nothing missing.
 	empty := newHub(t, Config{})
 	w2 := empty.Watch(WatchOptions{History: 7})
 	defer w2.Close()
-	if b := nextBatch(t, w2); !b.HistoryEnd || b.HistoryMissing != 7 || len(b.Records) != 0 {
-		t.Fatalf("empty history: end %v, missing %d, %d events", b.HistoryEnd, b.HistoryMissing, len(b.Records))
+	if b := nextBatch(t, w2); !b.HistoryEnd || b.HistoryMissing != 0 || b.HistoryBeyond != 7 || len(b.Records) != 0 {
+		t.Fatalf("empty history: end %v, missing %d, beyond %d, %d events", b.HistoryEnd, b.HistoryMissing, b.HistoryBeyond, len(b.Records))
 	}
 }
 
@@ -122,8 +146,8 @@ func TestInstancesTravelWithEvents(t *testing.T) {
 	w := h.Watch(WatchOptions{History: 10, HistoryFilter: onlyNew})
 	defer w.Close()
 	b := nextBatch(t, w)
-	if !b.HistoryEnd || len(b.Records) != 2 || b.HistoryMissing != 8 {
-		t.Fatalf("history: %d events, end %v, missing %d", len(b.Records), b.HistoryEnd, b.HistoryMissing)
+	if !b.HistoryEnd || len(b.Records) != 2 || b.HistoryMissing != 0 || b.HistoryBeyond != 8 {
+		t.Fatalf("history: %d events, end %v, missing %d, beyond %d", len(b.Records), b.HistoryEnd, b.HistoryMissing, b.HistoryBeyond)
 	}
 	for i, r := range b.Records {
 		if r.Instance != "i-new" || decode(t, r.Wire).inst != "i-new" || r.View.Conn != uint64(5+i) {

@@ -655,6 +655,10 @@ type history struct {
 	chosen bool     // picked is complete
 	next   int      // picked[next] is the next to hand out
 	lost   uint64   // picked events the ring overwrote before they were read
+	// evicted is how many events were published before the oldest one
+	// the ring held when the walk for history reached it short of what
+	// was asked: events that existed and may have matched, but are gone.
+	evicted uint64
 	enc    Encoder
 	arena  arena
 	copies []slot
@@ -705,9 +709,14 @@ type Batch struct {
 	// batch is live. Batches before it hold only history.
 	HistoryEnd bool
 	// HistoryMissing, with HistoryEnd, counts the history events asked
-	// for that were not handed out: the ring held fewer matching events,
-	// or overwrote some before this watcher read them.
+	// for that existed but were gone: published before the ring's oldest
+	// event (an upper bound with a filter, which never saw them), or
+	// overwritten before this watcher read them.
 	HistoryMissing uint64
+	// HistoryBeyond, with HistoryEnd, counts the history events asked for
+	// beyond all that ever happened (and matched): a request for more
+	// than there was, not a loss.
+	HistoryBeyond uint64
 }
 
 // Next waits until events or a drop notice are available, or ctx is done,
@@ -811,7 +820,13 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 	b.Records = w.out
 	if hs.next == len(hs.picked) {
 		b.HistoryEnd = true
-		b.HistoryMissing = hs.asked - (uint64(len(hs.picked)) - hs.lost)
+		// Of what was asked and not found, the part the evicted events
+		// could have held is missing; the rest is more than ever
+		// happened (or matched).
+		short := hs.asked - uint64(len(hs.picked))
+		evicted := min(short, hs.evicted)
+		b.HistoryMissing = hs.lost + evicted
+		b.HistoryBeyond = short - evicted
 		w.hist = nil
 		// Live events may have come meanwhile: make sure the next Next
 		// looks.
@@ -840,6 +855,7 @@ func (w *Watcher) pickHistory(ctx context.Context) error {
 			oldest = h.seq - size
 		}
 		if k <= oldest {
+			hs.evicted = oldest
 			h.mu.Unlock()
 			break
 		}

@@ -63,7 +63,7 @@ func AppendEvent(b []byte, ev *snoopv1.Event, k Keys) ([]byte, error) {
 // exactly what AppendProto appends for it. On an error b is returned as
 // it was.
 func AppendResponse(b []byte, r *snoopv1.WatchEventsResponse, k Keys) ([]byte, error) {
-	out, err := appendResponse(b, k, r.GetEvent(), r.GetDropped(), r.GetHistoryDone(), r.GetHistoryMissing(), r.GetEvents())
+	out, err := appendResponse(b, k, r.GetEvent(), r.GetDropped(), r.GetHistoryDone(), r.GetHistoryMissing(), r.GetHistoryBeyond(), r.GetEvents())
 	if err != nil {
 		return AppendProto(b, r, k)
 	}
@@ -74,7 +74,7 @@ func AppendResponse(b []byte, r *snoopv1.WatchEventsResponse, k Keys) ([]byte, e
 // carrying ev alone ({"event":{...}}), without building one: each event
 // of a batched response can be written as an unbatched one would be.
 func AppendEventResponse(b []byte, ev *snoopv1.Event, k Keys) ([]byte, error) {
-	out, err := appendResponse(b, k, ev, 0, false, 0, nil)
+	out, err := appendResponse(b, k, ev, 0, false, 0, 0, nil)
 	if err != nil {
 		return AppendProto(b, &snoopv1.WatchEventsResponse{Event: ev}, k)
 	}

@@ -233,7 +233,7 @@ func TestMatchesProtojson(t *testing.T) {
 		if !bytes.Equal(buf, want) {
 			t.Fatalf("case %d (%v) differs:\n got %s\nwant %s", i, k, buf, want)
 		}
-		if _, slow := appendResponse(nil, k, r.GetEvent(), r.GetDropped(), r.GetHistoryDone(), r.GetHistoryMissing(), r.GetEvents()); slow == nil {
+		if _, slow := appendResponse(nil, k, r.GetEvent(), r.GetDropped(), r.GetHistoryDone(), r.GetHistoryMissing(), r.GetHistoryBeyond(), r.GetEvents()); slow == nil {
 			fast++
 		}
 	}
@@ -316,7 +316,7 @@ func TestEveryField(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := appendResponse(nil, k, r.GetEvent(), r.GetDropped(), r.GetHistoryDone(), r.GetHistoryMissing(), r.GetEvents())
+		got, err := appendResponse(nil, k, r.GetEvent(), r.GetDropped(), r.GetHistoryDone(), r.GetHistoryMissing(), r.GetHistoryBeyond(), r.GetEvents())
 		if err != nil {
 			t.Fatalf("%v: the fast path refused a response with every field set: %v", k, err)
 		}

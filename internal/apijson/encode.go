@@ -29,7 +29,7 @@ import (
 var errSlow = errors.New("not encodable by the fast path")
 
 // appendResponse appends a WatchEventsResponse with these fields.
-func appendResponse(b []byte, k Keys, ev *snoopv1.Event, dropped uint64, historyDone bool, historyMissing uint32, events []*snoopv1.Event) ([]byte, error) {
+func appendResponse(b []byte, k Keys, ev *snoopv1.Event, dropped uint64, historyDone bool, historyMissing uint32, historyBeyond uint64, events []*snoopv1.Event) ([]byte, error) {
 	o := obj{b: append(b, '{'), camel: k == CamelKeys}
 	if ev != nil {
 		o.key("event")
@@ -40,6 +40,7 @@ func appendResponse(b []byte, k Keys, ev *snoopv1.Event, dropped uint64, history
 	o.uint64("dropped", dropped)
 	o.bool("history_done", historyDone)
 	o.uint32("history_missing", historyMissing)
+	o.uint64("history_beyond", historyBeyond)
 	if len(events) > 0 {
 		o.key("events")
 		o.b = append(o.b, '[')

@@ -45,6 +45,8 @@ func UnmarshalResponse(b []byte, r *snoopv1.WatchEventsResponse) error {
 			r.HistoryDone = v.u != 0
 		case num == 5 && typ == protowire.VarintType:
 			r.HistoryMissing = uint32(v.u)
+		case num == 6 && typ == protowire.VarintType:
+			r.HistoryBeyond = v.u
 		}
 		return err
 	})

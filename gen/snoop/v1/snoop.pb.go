@@ -2908,10 +2908,17 @@ type WatchEventsResponse struct {
 	// happened when the watch began, the events after it are live.
 	HistoryDone bool `protobuf:"varint,3,opt,name=history_done,json=historyDone,proto3" json:"history_done,omitempty"`
 	// history_missing, in the history_done notice, is how many of the
-	// history events asked for the daemon did not hold (it keeps
-	// GetDaemonInfoResponse.history_size), so a short history is never
-	// silent. Added in wave 2.
+	// history events asked for existed but were gone: published before the
+	// oldest event the daemon still held (it keeps
+	// GetDaemonInfoResponse.history_size), or overwritten while the history
+	// was read. With a filter it is an upper bound: the filter never saw
+	// them. A short history is never silent.
 	HistoryMissing uint32 `protobuf:"varint,5,opt,name=history_missing,json=historyMissing,proto3" json:"history_missing,omitempty"`
+	// history_beyond, in the history_done notice, is how many of the
+	// history events asked for were more than ever happened (or matched)
+	// before the watch began: a request for 100 events of a proxy that has
+	// seen 40 gets 40 events and history_beyond 60, and nothing is missing.
+	HistoryBeyond uint64 `protobuf:"varint,6,opt,name=history_beyond,json=historyBeyond,proto3" json:"history_beyond,omitempty"`
 	// events carries several events, in order, to a watcher that set
 	// WatchEventsRequest.max_batch above 1; event is then unset. A drop
 	// notice or the end of the history is never in the same response as
@@ -2975,6 +2982,13 @@ func (x *WatchEventsResponse) GetHistoryDone() bool {
 func (x *WatchEventsResponse) GetHistoryMissing() uint32 {
 	if x != nil {
 		return x.HistoryMissing
+	}
+	return 0
+}
+
+func (x *WatchEventsResponse) GetHistoryBeyond() uint64 {
+	if x != nil {
+		return x.HistoryBeyond
 	}
 	return 0
 }
@@ -4080,12 +4094,13 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
 	"operations\x18\r \x03(\tR\n" +
 	"operations\x12\x16\n" +
-	"\x06faults\x18\x0e \x03(\tR\x06faults\"\xcb\x01\n" +
+	"\x06faults\x18\x0e \x03(\tR\x06faults\"\xf2\x01\n" +
 	"\x13WatchEventsResponse\x12%\n" +
 	"\x05event\x18\x01 \x01(\v2\x0f.snoop.v1.EventR\x05event\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\x12!\n" +
 	"\fhistory_done\x18\x03 \x01(\bR\vhistoryDone\x12'\n" +
-	"\x0fhistory_missing\x18\x05 \x01(\rR\x0ehistoryMissing\x12'\n" +
+	"\x0fhistory_missing\x18\x05 \x01(\rR\x0ehistoryMissing\x12%\n" +
+	"\x0ehistory_beyond\x18\x06 \x01(\x04R\rhistoryBeyond\x12'\n" +
 	"\x06events\x18\x04 \x03(\v2\x0f.snoop.v1.EventR\x06events\"\xec\x03\n" +
 	"\x05Event\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.snoop.v1.EventKindR\x04kind\x12.\n" +
