@@ -659,10 +659,10 @@ type history struct {
 	// the ring held when the walk for history reached it short of what
 	// was asked: events that existed and may have matched, but are gone.
 	evicted uint64
-	enc    Encoder
-	arena  arena
-	copies []slot
-	seqs   []uint64 // the copies' sequence numbers
+	enc     Encoder
+	arena   arena
+	copies  []slot
+	seqs    []uint64 // the copies' sequence numbers
 }
 
 // Watcher receives events from the log, through a cursor of its own.
