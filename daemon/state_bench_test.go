@@ -18,7 +18,7 @@ import (
 
 // BenchmarkCreateProxiesStateDir creates b.N proxies with a state dir,
 // from 16 concurrent callers, over real gRPC on a unix socket: what group
-// commit is for (see docs/benchmarks.md, "State file (issue 9)"). Each
+// commit is for (see docs/benchmarks.md, "State file"). Each
 // proxy listens on a loopback port of its own and keeps no spare
 // connections, so the figure is the control path and the state file, not
 // dialling. Run it as

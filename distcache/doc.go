@@ -11,4 +11,7 @@
 //
 // The reference for every rule and number here is the protocol write-up in
 // the project's shared documents (distcache-protocol.md).
+//
+// Two packages build on it: cacheserver, an in-memory session cache server
+// (dccache), and loadgen, a client and load generator (dcload).
 package distcache

@@ -2,8 +2,9 @@
 // and optionally a CEL expression) is compiled once into a Matcher, which
 // is evaluated on a View: the neutral picture of one event that the daemon
 // builds from the proxy's events and snoopctl builds from the API's. The
-// daemon's watchers, snoopctl read, and any other consumer use it, so a
-// filter keeps the same events wherever it runs, by construction.
+// daemon's watchers, a proxy's fault filters (CompileFault, with a lower
+// cost limit), snoopctl read, and any other consumer use it, so a filter
+// keeps the same events wherever it runs, by construction.
 package match
 
 import (

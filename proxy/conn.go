@@ -41,8 +41,9 @@ type conn struct {
 	midMessage [2]atomic.Bool
 
 	// For the timeouts: when the last byte moved either way, and when the
-	// message partly through in each direction began (0: none), in
-	// nanoseconds since the proxy's epoch (see clock).
+	// message partly through in each direction began (0: none), as
+	// UnixNano of the times the engine passes in (checkTimeouts compares
+	// them with its own).
 	lastIO   atomic.Int64
 	msgStart [2]atomic.Int64
 

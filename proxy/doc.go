@@ -16,6 +16,15 @@
 // happens on the bytes already read for forwarding, and publishing an
 // event is a call the Sink promises not to block in; what the proxy's
 // connections share (counters, ids, limits, faults) is atomic or locked.
+//
+// Beside forwarding, a proxy closes connections that pass the idle,
+// message or response timeout (Options), refuses a server connection that
+// leads back to one of its process's listeners (a proxy loop), names the
+// forwarding-loop condition when requests come back to it around a loop
+// it cannot see (echo.go), and, on the epoll engine, injects the faults
+// it is given (SetFaults: latency, stall, bandwidth, drop, reset, answers
+// replaced or corrupted).
+//
 // The package knows nothing of gRPC; the daemon maps its events and
 // counters to the API.
 package proxy

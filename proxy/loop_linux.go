@@ -419,8 +419,8 @@ func (l *loop) run() {
 // By default the call goes through the runtime's system call path, so a
 // loop that waits gives its P back to the rest of the daemon (the event
 // stream, the API) and the garbage collector need not interrupt it. Raw
-// mode (SNOOPD_EPOLL_WAIT=raw) bypasses that bookkeeping: the prototype
-// behind issue 8 measured one context switch per operation less with it,
+// mode (SNOOPD_EPOLL_WAIT=raw) bypasses that bookkeeping: the engine's
+// prototype measured one context switch per operation less with it,
 // on another kernel; on this machine it measured the same for one client
 // and 6% slower for eight (docs/benchmarks.md), so the cooperative path
 // is the default. In raw mode the loop's thread holds its P while it

@@ -730,7 +730,7 @@ func TestRemoveWhileTailing(t *testing.T) {
 	}
 }
 
-// TestErrorPaths checks each failure the issue lists: one line starting
+// TestErrorPaths checks each failure a user meets first: one line starting
 // with snoopctl:, saying what to do, and the right exit code.
 func TestErrorPaths(t *testing.T) {
 	d, _ := setup(t)

@@ -224,8 +224,8 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// TestHardeningEndToEnd drives the real snoopd the ways issue 9 and 15
-// found wanting: more watchers than allowed, a history asked for beyond
+// TestHardeningEndToEnd drives the real snoopd at the edges of its
+// control API: more watchers than allowed, a history asked for beyond
 // what is held, a delete whose caller gives up during the drain, health
 // checks that name a service and a lower-case bearer scheme.
 func TestHardeningEndToEnd(t *testing.T) {

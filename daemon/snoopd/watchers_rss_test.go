@@ -20,7 +20,7 @@ import (
 // TestStuckWatchersMemory measures what event streams that never read
 // cost the real snoopd: RSS before and after SNOOPD_STUCK_WATCHERS streams
 // (over 8 connections) have filled their queues from the demo load. It is
-// a measurement for docs/benchmarks.md ("Watchers (issue 9)"), run by
+// a measurement for docs/benchmarks.md ("Watchers"), run by
 // hand:
 //
 //	SNOOPD_STUCK_WATCHERS=1000 go test -run TestStuckWatchersMemory -v ./daemon/snoopd

@@ -85,8 +85,7 @@ func (CorruptPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{0}
 }
 
-// FaultType is what a fault does to the traffic it matches. Added in wave
-// 2.
+// FaultType is what a fault does to the traffic it matches.
 type FaultType int32
 
 const (
@@ -94,31 +93,30 @@ const (
 	FaultType_FAULT_TYPE_UNSPECIFIED FaultType = 0
 	// FAULT_TYPE_LATENCY holds a matching message for delay (plus or minus
 	// jitter) before forwarding it; later bytes in its direction queue
-	// behind it, in order. Added in wave 2.
+	// behind it, in order.
 	FaultType_FAULT_TYPE_LATENCY FaultType = 1
 	// FAULT_TYPE_MISS replaces the server's answer to a matching GET with
-	// a well-formed miss (one frame, payload the byte 1). Added in wave 2.
+	// a well-formed miss (one frame, payload the byte 1).
 	FaultType_FAULT_TYPE_MISS FaultType = 2
 	// FAULT_TYPE_ERROR replaces the server's answer to a matching request
-	// with a one-byte status (Fault.status). Added in wave 2.
+	// with a one-byte status (Fault.status).
 	FaultType_FAULT_TYPE_ERROR FaultType = 3
 	// FAULT_TYPE_DROP closes the client connection (FIN) instead of
 	// forwarding a matching request (direction request), or instead of
-	// delivering a matching answer (direction response). Added in wave 2.
+	// delivering a matching answer (direction response).
 	FaultType_FAULT_TYPE_DROP FaultType = 4
 	// FAULT_TYPE_STALL stops forwarding both ways on the connection for
-	// delay, starting with the matching message. Added in wave 2.
+	// delay, starting with the matching message.
 	FaultType_FAULT_TYPE_STALL FaultType = 5
 	// FAULT_TYPE_RESET is FAULT_TYPE_DROP with a TCP reset (SO_LINGER 0)
-	// instead of an orderly close. Added in wave 2.
+	// instead of an orderly close.
 	FaultType_FAULT_TYPE_RESET FaultType = 6
 	// FAULT_TYPE_BANDWIDTH paces matching messages (and what queues behind
-	// them) to rate bytes per second per connection and direction. Added
-	// in wave 2.
+	// them) to rate bytes per second per connection and direction.
 	FaultType_FAULT_TYPE_BANDWIDTH FaultType = 7
 	// FAULT_TYPE_CORRUPT damages one header field (Fault.field) of the
 	// first frame of a matching answer. Needs
-	// Fault.acknowledge_corruption. Added in wave 2.
+	// Fault.acknowledge_corruption.
 	FaultType_FAULT_TYPE_CORRUPT FaultType = 8
 )
 
@@ -175,23 +173,20 @@ func (FaultType) EnumDescriptor() ([]byte, []int) {
 	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{1}
 }
 
-// FaultDirection is which messages a fault is decided on. Added in wave
-// 2.
+// FaultDirection is which messages a fault is decided on.
 type FaultDirection int32
 
 const (
 	// FAULT_DIRECTION_UNSPECIFIED means the type's default: requests for
-	// drop, reset and stall, responses for the others. Added in wave 2.
+	// drop, reset and stall, responses for the others.
 	FaultDirection_FAULT_DIRECTION_UNSPECIFIED FaultDirection = 0
 	// FAULT_DIRECTION_REQUEST: requests, decided when the request is
-	// whole (result, response size and latency are not known yet). Added
-	// in wave 2.
+	// whole (result, response size and latency are not known yet).
 	FaultDirection_FAULT_DIRECTION_REQUEST FaultDirection = 1
 	// FAULT_DIRECTION_RESPONSE: responses, decided when the answer is
-	// whole. Added in wave 2.
+	// whole.
 	FaultDirection_FAULT_DIRECTION_RESPONSE FaultDirection = 2
 	// FAULT_DIRECTION_BOTH: both (latency, stall and bandwidth only).
-	// Added in wave 2.
 	FaultDirection_FAULT_DIRECTION_BOTH FaultDirection = 3
 )
 
@@ -534,21 +529,21 @@ type ProxySpec struct {
 	// idle_timeout closes a connection that has moved no bytes either way
 	// for this long while nothing is owed (no request waiting for its
 	// answer, no message partly through). Unset means 5 minutes; 0 turns it
-	// off. Added in wave 2.
+	// off.
 	IdleTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
 	// message_timeout is how long a message, once its first byte has
 	// arrived, may take to arrive whole; past it the connection is closed.
-	// Unset means 30 seconds; 0 turns it off. Added in wave 2.
+	// Unset means 30 seconds; 0 turns it off.
 	MessageTimeout *durationpb.Duration `protobuf:"bytes,13,opt,name=message_timeout,json=messageTimeout,proto3" json:"message_timeout,omitempty"`
 	// response_timeout is how long a request may wait for its answer; past
 	// it the transaction is reported unanswered and the connection closed.
-	// Unset means 30 seconds; 0 turns it off. Added in wave 2.
+	// Unset means 30 seconds; 0 turns it off.
 	ResponseTimeout *durationpb.Duration `protobuf:"bytes,14,opt,name=response_timeout,json=responseTimeout,proto3" json:"response_timeout,omitempty"`
 	// faults are injected into the proxy's traffic, in this order: a
 	// message gets at most the first fault that matches it and wins its
 	// draw. Names are unique within the proxy. They need the epoll engine;
 	// UpdateProxy's mask path "faults" replaces the whole list and reaches
-	// live connections at once. Added in wave 2.
+	// live connections at once.
 	Faults []*Fault `protobuf:"bytes,15,rep,name=faults,proto3" json:"faults,omitempty"`
 	// labels tag the proxy for the operator and for scripts: keys and values
 	// as Kubernetes' labels (a key is an optional DNS subdomain prefix and
@@ -704,52 +699,50 @@ func (x *ProxySpec) GetLabels() map[string]string {
 	return nil
 }
 
-// Fault is one fault injected into a proxy's traffic. Added in wave 2.
+// Fault is one fault injected into a proxy's traffic.
 type Fault struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name identifies the fault within its proxy (the same characters as a
 	// proxy name); transactions it touched carry it (Transaction.fault).
-	// Added in wave 2.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// type is what it does. Added in wave 2.
+	// type is what it does.
 	Type FaultType `protobuf:"varint,2,opt,name=type,proto3,enum=snoop.v1.FaultType" json:"type,omitempty"`
-	// ops limits it to these operations; empty means all. Added in wave 2.
+	// ops limits it to these operations; empty means all.
 	Ops []Op `protobuf:"varint,3,rep,packed,name=ops,proto3,enum=snoop.v1.Op" json:"ops,omitempty"`
-	// direction is which messages it is decided on. Added in wave 2.
+	// direction is which messages it is decided on.
 	Direction FaultDirection `protobuf:"varint,4,opt,name=direction,proto3,enum=snoop.v1.FaultDirection" json:"direction,omitempty"`
 	// filter is a CEL expression over the event filter's variables
 	// (WatchEventsRequest.filter), evaluated on the message's transaction
-	// as far as it is known. Added in wave 2.
+	// as far as it is known.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// probability is the chance, 0 to 1, that a matching message gets the
-	// fault; unset means 1. Added in wave 2.
+	// fault; unset means 1.
 	Probability *float64 `protobuf:"fixed64,6,opt,name=probability,proto3,oneof" json:"probability,omitempty"`
 	// seed seeds the fault's own random sequence: the same traffic gets the
-	// same choices. Added in wave 2.
+	// same choices.
 	Seed uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
 	// budget, if not 0, limits the fault to the first budget matching
-	// messages. Added in wave 2.
+	// messages.
 	Budget uint64 `protobuf:"varint,8,opt,name=budget,proto3" json:"budget,omitempty"`
 	// duration, if set, ends the fault this long after it was declared (see
-	// ends_at). Added in wave 2.
+	// ends_at).
 	Duration *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
 	// delay is how long latency holds a message and stall stops the
-	// connection. Added in wave 2.
+	// connection.
 	Delay *durationpb.Duration `protobuf:"bytes,10,opt,name=delay,proto3" json:"delay,omitempty"`
-	// jitter spreads latency's delay uniformly over delay +- jitter. Added
-	// in wave 2.
+	// jitter spreads latency's delay uniformly over delay +- jitter.
 	Jitter *durationpb.Duration `protobuf:"bytes,11,opt,name=jitter,proto3" json:"jitter,omitempty"`
 	// status is the answer of an error fault, by name: "notok" (the
 	// default), "disconnected", or for ADD only "corrupt", "exists",
-	// "timeout-range", "id-range", "data-range". Added in wave 2.
+	// "timeout-range", "id-range", "data-range".
 	Status string `protobuf:"bytes,12,opt,name=status,proto3" json:"status,omitempty"`
-	// rate is bandwidth's limit in bytes per second. Added in wave 2.
+	// rate is bandwidth's limit in bytes per second.
 	Rate uint64 `protobuf:"varint,13,opt,name=rate,proto3" json:"rate,omitempty"`
 	// field is the header field corrupt damages: "version", "is_response",
-	// "request_uid", "op", "complete" or "data_len". Added in wave 2.
+	// "request_uid", "op", "complete" or "data_len".
 	Field string `protobuf:"bytes,14,opt,name=field,proto3" json:"field,omitempty"`
 	// acknowledge_corruption must be set for a corrupt fault: it sends
-	// clients frames the protocol forbids. Added in wave 2.
+	// clients frames the protocol forbids.
 	AcknowledgeCorruption bool `protobuf:"varint,15,opt,name=acknowledge_corruption,json=acknowledgeCorruption,proto3" json:"acknowledge_corruption,omitempty"`
 	// ends_at is when a fault with a duration ends: the time it was declared
 	// plus its duration, fixed then. snoopd sets it (a value in a request is
@@ -906,16 +899,14 @@ func (x *Fault) GetEndsAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// FaultCounters count one fault's work. Added in wave 2.
+// FaultCounters count one fault's work.
 type FaultCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// name is the fault's name. Added in wave 2.
+	// name is the fault's name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// matched counts messages its ops, direction and filter selected.
-	// Added in wave 2.
 	Matched int64 `protobuf:"varint,2,opt,name=matched,proto3" json:"matched,omitempty"`
-	// applied counts messages it was applied to (matched and drawn). Added
-	// in wave 2.
+	// applied counts messages it was applied to (matched and drawn).
 	Applied       int64 `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -990,19 +981,19 @@ type Proxy struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// listen_host and listen_port are listen_address's host and real port
 	// for TCP, so scripts need not split the libnal form; listen_path is the
-	// socket path for unix sockets. Added in wave 2.
+	// socket path for unix sockets.
 	ListenHost string `protobuf:"bytes,7,opt,name=listen_host,json=listenHost,proto3" json:"listen_host,omitempty"`
-	// listen_port: see listen_host. Added in wave 2.
+	// listen_port: see listen_host.
 	ListenPort uint32 `protobuf:"varint,8,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
-	// listen_path: see listen_host. Added in wave 2.
+	// listen_path: see listen_host.
 	ListenPath string `protobuf:"bytes,9,opt,name=listen_path,json=listenPath,proto3" json:"listen_path,omitempty"`
 	// effective_spec is spec with every default filled in (spares, dial
 	// timeout, capture limit, socket mode, timeouts): what the proxy runs
-	// with. Added in wave 2.
+	// with.
 	EffectiveSpec *ProxySpec `protobuf:"bytes,10,opt,name=effective_spec,json=effectiveSpec,proto3" json:"effective_spec,omitempty"`
 	// instance_id identifies this incarnation of the proxy: a proxy deleted
 	// and created again under the same name gets a new one. Events carry it
-	// (Event.proxy_instance). Added in wave 2.
+	// (Event.proxy_instance).
 	InstanceId string `protobuf:"bytes,11,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// chain is set when the proxy's server is the listen address of
 	// another proxy of this daemon: the names of the proxies its traffic
@@ -1185,30 +1176,28 @@ type ProxyCounters struct {
 	// clients waited (Transaction.latency), a fault's hold included.
 	Latency *LatencySummary `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
 	// timeouts counts connections closed by the idle, message or response
-	// timeout (the conn-closed event's reason says which). Added in wave 2.
+	// timeout (the conn-closed event's reason says which).
 	Timeouts int64 `protobuf:"varint,13,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	// loop_refusals counts server connections refused because the server
 	// turned out to be one of this daemon's own listeners (a proxy loop).
-	// Added in wave 2.
 	LoopRefusals int64 `protobuf:"varint,14,opt,name=loop_refusals,json=loopRefusals,proto3" json:"loop_refusals,omitempty"`
 	// histogram is the latency of all answered transactions as buckets;
-	// set only when the request asked for histograms. Added in wave 2.
+	// set only when the request asked for histograms.
 	Histogram *Histogram `protobuf:"bytes,15,opt,name=histogram,proto3" json:"histogram,omitempty"`
 	// faults counts the work of each of the proxy's faults, in the spec's
-	// order. Added in wave 2.
+	// order.
 	Faults []*FaultCounters `protobuf:"bytes,16,rep,name=faults,proto3" json:"faults,omitempty"`
 	// spares_dialled counts spare server connections (see
-	// ProxySpec.spare_connections) connected ahead of the clients. Added in
-	// wave 2.
+	// ProxySpec.spare_connections) connected ahead of the clients.
 	SparesDialled int64 `protobuf:"varint,17,opt,name=spares_dialled,json=sparesDialled,proto3" json:"spares_dialled,omitempty"`
 	// spare_failures counts spare dials that failed: the server refused or
 	// did not answer within the dial timeout, its name did not resolve, or
-	// it was a proxy loop. Refills back off after each. Added in wave 2.
+	// it was a proxy loop. Refills back off after each.
 	SpareFailures int64 `protobuf:"varint,18,opt,name=spare_failures,json=spareFailures,proto3" json:"spare_failures,omitempty"`
 	// spares_lost counts spares the server closed (or wrote to) before a
 	// client took them. Many lost within a second of connecting mean a
 	// server that turns connections away (at its connection limit, or not
-	// a distcache server); refills then back off. Added in wave 2.
+	// a distcache server); refills then back off.
 	SparesLost int64 `protobuf:"varint,19,opt,name=spares_lost,json=sparesLost,proto3" json:"spares_lost,omitempty"`
 	// loop_echoes counts client connections closed because their first
 	// request had come around a forwarding loop through another daemon
@@ -1401,12 +1390,10 @@ type OpCounters struct {
 	Results map[string]int64 `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// latency summarises the latency of this operation's answered
 	// transactions, as ProxyCounters.latency: what the clients waited.
-	// Added in wave 2.
 	Latency *LatencySummary `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
 	// histogram is the same latency as buckets, cumulative since the proxy
 	// was created, so a poller gets any interval's distribution from two
-	// answers; set only when the request asked for histograms. Added in
-	// wave 2.
+	// answers; set only when the request asked for histograms.
 	Histogram     *Histogram `protobuf:"bytes,5,opt,name=histogram,proto3" json:"histogram,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1478,7 +1465,7 @@ func (x *OpCounters) GetHistogram() *Histogram {
 }
 
 // Histogram is a latency histogram on log-linear buckets (32 per power of
-// two, so a percentile read from it is within about 3%). Added in wave 2.
+// two, so a percentile read from it is within about 3%).
 type Histogram struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// count is the number of samples.
@@ -1543,7 +1530,7 @@ func (x *Histogram) GetBuckets() []*HistogramBucket {
 }
 
 // HistogramBucket counts the samples at or above the previous bucket's
-// upper bound and below its own. Added in wave 2.
+// upper bound and below its own.
 type HistogramBucket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// upper_ns is the bucket's upper bound (exclusive) in nanoseconds.
@@ -1788,7 +1775,7 @@ type GetProxyRequest struct {
 	// name is the proxy's name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// include_histograms adds latency histograms (ProxyCounters.histogram,
-	// OpCounters.histogram). Added in wave 2.
+	// OpCounters.histogram).
 	IncludeHistograms bool `protobuf:"varint,2,opt,name=include_histograms,json=includeHistograms,proto3" json:"include_histograms,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -1889,7 +1876,7 @@ type ListProxiesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// include_histograms adds latency histograms (ProxyCounters.histogram,
 	// OpCounters.histogram); with many proxies the answer grows by a few
-	// KiB each. Added in wave 2.
+	// KiB each.
 	IncludeHistograms bool `protobuf:"varint,1,opt,name=include_histograms,json=includeHistograms,proto3" json:"include_histograms,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -1986,7 +1973,7 @@ type UpdateProxyRequest struct {
 	// update_mask lists the fields of spec to change: enabled, server,
 	// on_corrupt, capture_data, capture_limit, max_connections,
 	// dial_timeout, spare_connections, idle_timeout, message_timeout,
-	// response_timeout, faults (the whole list; added in wave 2), labels
+	// response_timeout, faults (the whole list), labels
 	// (the whole map). An empty mask is INVALID_ARGUMENT.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// close_connections, when the update disables the proxy, also closes
@@ -2104,7 +2091,7 @@ type DeleteProxyRequest struct {
 	// maximum drain, and what is left is closed.
 	Drain *durationpb.Duration `protobuf:"bytes,2,opt,name=drain,proto3" json:"drain,omitempty"`
 	// force closes what is left at once, also of a delete that is draining
-	// already. Added in wave 2.
+	// already.
 	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2165,10 +2152,10 @@ func (x *DeleteProxyRequest) GetForce() bool {
 type DeleteProxyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// connections_drained counts connections that ended on their own during
-	// the drain. Added in wave 2.
+	// the drain.
 	ConnectionsDrained int64 `protobuf:"varint,1,opt,name=connections_drained,json=connectionsDrained,proto3" json:"connections_drained,omitempty"`
 	// connections_cut counts connections still open when the drain ended,
-	// which were closed. Added in wave 2.
+	// which were closed.
 	ConnectionsCut int64 `protobuf:"varint,2,opt,name=connections_cut,json=connectionsCut,proto3" json:"connections_cut,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -2306,7 +2293,7 @@ type ApplyResult struct {
 	// action is what was (or, in a dry run, would be) done.
 	Action ApplyAction `protobuf:"varint,2,opt,name=action,proto3,enum=snoop.v1.ApplyAction" json:"action,omitempty"`
 	// proxy is the proxy as it runs after the apply (as it would, in a dry
-	// run, without counters); unset for a removed proxy. Added in wave 2.
+	// run, without counters); unset for a removed proxy.
 	Proxy         *Proxy `protobuf:"bytes,3,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2722,7 +2709,7 @@ type WatchEventsRequest struct {
 	// max_batch lets the daemon put up to this many events in one response
 	// (WatchEventsResponse.events), which costs a watcher far less per
 	// event. 0 or 1 keeps one event per response, in
-	// WatchEventsResponse.event. Added in wave 2.
+	// WatchEventsResponse.event.
 	MaxBatch uint32 `protobuf:"varint,10,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	// filter is a CEL expression (https://cel.dev) an event must satisfy,
 	// combined with the fields above by AND. Variables: proxy, daemon
@@ -2742,19 +2729,19 @@ type WatchEventsRequest struct {
 	// "miss" && latency > duration("2ms"). A bad expression is
 	// INVALID_ARGUMENT naming its position, and so is a comparison of kind,
 	// op or result with a value they never take (op == "GET"); evaluation
-	// is cost-limited. Added in wave 2.
+	// is cost-limited.
 	Filter string `protobuf:"bytes,11,opt,name=filter,proto3" json:"filter,omitempty"`
 	// errors_only keeps only errors: protocol errors, failed connects,
 	// refused clients, and transactions whose result is an error (anything
-	// but ok, hit, miss, notok and exists). Added in wave 2.
+	// but ok, hit, miss, notok and exists).
 	ErrorsOnly bool `protobuf:"varint,12,opt,name=errors_only,json=errorsOnly,proto3" json:"errors_only,omitempty"`
 	// operations keeps transactions of these operations named as results
 	// are named: "add", "get", "remove", "have" (any case; "OP_GET" is
 	// accepted too). It adds to ops, for callers that name rather than
-	// number. Added in wave 2.
+	// number.
 	Operations []string `protobuf:"bytes,13,rep,name=operations,proto3" json:"operations,omitempty"`
 	// faults keeps transactions touched by these faults (by name); "*"
-	// keeps those touched by any. Added in wave 2.
+	// keeps those touched by any.
 	Faults        []string `protobuf:"bytes,14,rep,name=faults,proto3" json:"faults,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2922,7 +2909,7 @@ type WatchEventsResponse struct {
 	// events carries several events, in order, to a watcher that set
 	// WatchEventsRequest.max_batch above 1; event is then unset. A drop
 	// notice or the end of the history is never in the same response as
-	// events. Added in wave 2.
+	// events.
 	Events        []*Event `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3024,14 +3011,14 @@ type Event struct {
 	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
 	// proxy_instance is the instance_id of the proxy that saw the event, so
 	// the history of a proxy deleted and created again under the same name
-	// is told apart. Added in wave 2.
+	// is told apart.
 	ProxyInstance string `protobuf:"bytes,10,opt,name=proxy_instance,json=proxyInstance,proto3" json:"proxy_instance,omitempty"`
 	// daemon names the daemon that saw the event, in fleet views (the NATS
-	// export sets it); empty from a single daemon's watch. Added in wave 2.
+	// export sets it); empty from a single daemon's watch.
 	Daemon string `protobuf:"bytes,11,opt,name=daemon,proto3" json:"daemon,omitempty"`
 	// end_time is when the event was emitted: for a transaction, when its
 	// response (or its end) was seen; time is its start. Streams are in
-	// end_time order. Added in wave 2.
+	// end_time order.
 	EndTime       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3622,21 +3609,19 @@ type GetDaemonInfoResponse struct {
 	// state_dir is where proxies are persisted; empty when they are not.
 	StateDir string `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	// engine names the data path: "epoll" (event loops, Linux) or
-	// "goroutines" (the portable engine). Added in wave 2.
+	// "goroutines" (the portable engine).
 	Engine string `protobuf:"bytes,10,opt,name=engine,proto3" json:"engine,omitempty"`
-	// loops is the number of event loops of the epoll engine. Added in
-	// wave 2.
+	// loops is the number of event loops of the epoll engine.
 	Loops uint32 `protobuf:"varint,11,opt,name=loops,proto3" json:"loops,omitempty"`
 	// fd_limit is the daemon's soft RLIMIT_NOFILE after start-up raised it
-	// to the hard limit. Added in wave 2.
+	// to the hard limit.
 	FdLimit uint64 `protobuf:"varint,12,opt,name=fd_limit,json=fdLimit,proto3" json:"fd_limit,omitempty"`
-	// max_watchers bounds the concurrent event streams. Added in wave 2.
+	// max_watchers bounds the concurrent event streams.
 	MaxWatchers uint32 `protobuf:"varint,13,opt,name=max_watchers,json=maxWatchers,proto3" json:"max_watchers,omitempty"`
 	// name is the daemon's name (--daemon-name; the host name by default),
-	// as fleet views and the NATS export show it. Added in wave 2.
+	// as fleet views and the NATS export show it.
 	Name string `protobuf:"bytes,14,opt,name=name,proto3" json:"name,omitempty"`
-	// export reports the NATS export; unset when there is none. Added in
-	// wave 2.
+	// export reports the NATS export; unset when there is none.
 	Export *ExportStats `protobuf:"bytes,15,opt,name=export,proto3" json:"export,omitempty"`
 	// watch_buffer_bytes bounds, in bytes, the log of encoded events that
 	// every event stream reads from (snoopd --watch-buffer); a stream that
@@ -3789,7 +3774,7 @@ func (x *GetDaemonInfoResponse) GetWatchBufferBytes() uint64 {
 	return 0
 }
 
-// ExportStats are the NATS exporter's counters. Added in wave 2.
+// ExportStats are the NATS exporter's counters.
 type ExportStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// servers are the NATS URLs exported to.

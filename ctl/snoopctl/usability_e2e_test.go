@@ -1,7 +1,8 @@
 package main
 
-// End-to-end tests of issue 10, "snoopctl holds up to a newcomer": each
-// item driven through the real binaries.
+// End-to-end tests of what a newcomer meets first in snoopctl: proxy
+// names, help and defaults, wording, versions, ids, tail's and stats'
+// defaults, apply, completion; each driven through the real binaries.
 
 import (
 	"context"
@@ -22,8 +23,8 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
-// Item 1: every valid proxy name works as an argument of every verb,
-// help and h included.
+// TestNamesHelpAndH: every valid proxy name works as an argument of every
+// verb, help and h included.
 func TestNamesHelpAndH(t *testing.T) {
 	d, _ := setup(t)
 	for _, name := range []string{"h", "help"} {
@@ -59,8 +60,8 @@ func TestNamesHelpAndH(t *testing.T) {
 	}
 }
 
-// Item 2: an unknown proxy is an error at once in tail, save and stats;
-// --wait keeps waiting for it.
+// TestUnknownProxyName: an unknown proxy is an error at once in tail, save
+// and stats; --wait keeps waiting for it.
 func TestUnknownProxyName(t *testing.T) {
 	d, _ := setup(t)
 	file := filepath.Join(d.dir, "x.jsonl")
@@ -83,8 +84,8 @@ func TestUnknownProxyName(t *testing.T) {
 	}
 }
 
-// Item 4: times never go back in tail's text and JSON, or in a capture;
-// a transaction keeps its start and its end.
+// TestTimesInOrder: times never go back in tail's text and JSON, or in a
+// capture; a transaction keeps its start and its end.
 func TestTimesInOrder(t *testing.T) {
 	d, addr := setup(t)
 	file := filepath.Join(d.dir, "cap.jsonl")
@@ -155,8 +156,8 @@ func TestTimesInOrder(t *testing.T) {
 	}
 }
 
-// Item 5: each flag shows its real default once; a bad value names the
-// flag, the value and an example.
+// TestHelpDefaults: each flag shows its real default once; a bad value
+// names the flag, the value and an example.
 func TestHelpDefaults(t *testing.T) {
 	r := mustCtl(t, nil, "add", "--help")
 	for _, want := range []string{"(default: 2)", "(default: 5s)", `(default: "32K")`, `(default: "0660")`} {
@@ -185,8 +186,8 @@ func TestHelpDefaults(t *testing.T) {
 	}
 }
 
-// Item 6: add's flags are the API's field names (the short forms kept),
-// and add sets every spec field, --socket-mode included.
+// TestAddEveryField: add's flags are the API's field names (the short forms
+// kept), and add sets every spec field, --socket-mode included.
 func TestAddEveryField(t *testing.T) {
 	d := startDaemon(t)
 	sock := filepath.Join(d.dir, "x.sock")
@@ -213,8 +214,8 @@ func TestAddEveryField(t *testing.T) {
 	}
 }
 
-// Item 7: counts in the right number, usage lines without stray spaces,
-// plain file errors, and a daemon shutting down said as such.
+// TestWording: counts in the right number, usage lines without stray
+// spaces, plain file errors, and a daemon shutting down said as such.
 func TestWording(t *testing.T) {
 	d, addr := setup(t)
 	tail := startCtl(t, d, "tail", "p", "--count", "1")
@@ -246,8 +247,8 @@ func TestWording(t *testing.T) {
 	}
 }
 
-// Item 8: one version for both binaries, from build info or the link;
-// snoopctl --version; the start-up hint names --token-file.
+// TestVersionAndHint: one version for both binaries, from build info or the
+// link; snoopctl --version; the start-up hint names --token-file.
 func TestVersionAndHint(t *testing.T) {
 	dir := t.TempDir()
 	ctl, snoopd := filepath.Join(dir, "snoopctl"), filepath.Join(dir, "snoopd")
@@ -294,8 +295,8 @@ func TestVersionAndHint(t *testing.T) {
 	}
 }
 
-// Item 9: printable ids shown as text, different ids different; --session
-// takes what tail shows, and the JSON form.
+// TestSessionIDs: printable ids shown as text, different ids different;
+// --session takes what tail shows, and the JSON form.
 func TestSessionIDs(t *testing.T) {
 	d, addr := setup(t)
 	text := startCtl(t, d, "tail", "p", "--op", "add")
@@ -339,8 +340,9 @@ func TestSessionIDs(t *testing.T) {
 	}
 }
 
-// Item 10: tail shows transactions and errors by default; its summary
-// and read's give counts by op and result; read --since and --until.
+// TestTailDefaultsAndRead: tail shows transactions and errors by default;
+// its summary and read's give counts by op and result; read --since and
+// --until.
 func TestTailDefaultsAndRead(t *testing.T) {
 	d, addr := setup(t)
 	file := filepath.Join(d.dir, "cap.jsonl")
@@ -389,7 +391,8 @@ func TestTailDefaultsAndRead(t *testing.T) {
 	}
 }
 
-// Item 11: stats prints the daemon's totals at once; --watch shows rates.
+// TestStatsTotals: stats prints the daemon's totals at once; --watch shows
+// rates.
 func TestStatsTotals(t *testing.T) {
 	d, addr := setup(t)
 	rep := load(t, addr, loadgen.Config{Conns: 2, Ops: 400})
@@ -432,8 +435,8 @@ func TestStatsTotals(t *testing.T) {
 	}
 }
 
-// Item 12: apply says recreated when a change needed a new listener, and
-// reads what list -o json and protojson print.
+// TestApplyRecreatedAndListJSON: apply says recreated when a change needed
+// a new listener, and reads what list -o json and protojson print.
 func TestApplyRecreatedAndListJSON(t *testing.T) {
 	d := startDaemon(t)
 	decl := filepath.Join(d.dir, "d.json")
@@ -479,8 +482,8 @@ func TestApplyRecreatedAndListJSON(t *testing.T) {
 	}
 }
 
-// Item 13: completion offers proxy names to the verbs that take them;
-// --color.
+// TestCompletionAndColor: completion offers proxy names to the verbs that
+// take them; --color.
 func TestCompletionAndColor(t *testing.T) {
 	d, addr := setup(t)
 	mustCtl(t, d, "add", "second", "--listen", "IP:127.0.0.1:0", "--server", "IP:127.0.0.1:9")
@@ -507,8 +510,8 @@ func TestCompletionAndColor(t *testing.T) {
 	}
 }
 
-// Item 14: add warns when the server's host name does not resolve, and
-// still creates the proxy.
+// TestAddUnresolvedServer: add warns when the server's host name does not
+// resolve, and still creates the proxy.
 func TestAddUnresolvedServer(t *testing.T) {
 	d := startDaemon(t)
 	r := mustCtl(t, d, "add", "x", "--listen", "IP:127.0.0.1:0", "--server", "IP:no-such-host.invalid:9000")
