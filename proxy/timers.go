@@ -13,7 +13,6 @@ import (
 // minTimeout instead of re-arming per message, so the data path pays
 // nothing per message for them.
 //
-//
 // The heap orders ids, so each armed entry holds one, and entries[id]
 // finds it again; ids are reused, so the tables stay as long as the most
 // entries ever armed at once. The zero value is ready to use.
