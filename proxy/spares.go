@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/snoopd/snoopd/internal/waitgroup"
 )
 
 // spares keeps a few server connections dialled ahead of the clients that
@@ -27,7 +29,7 @@ type spares struct {
 	want    int
 	timeout time.Duration
 	ctx     context.Context
-	wg      *activity
+	wg      *waitgroup.Group
 	bucket  *dialBucket // the proxy's bound on refills
 
 	mu      sync.Mutex
@@ -130,7 +132,7 @@ func (b *dialBucket) take(now int64) time.Duration {
 	}
 }
 
-func newSpares(ctx context.Context, wg *activity, t *target, want int, timeout time.Duration, st *counters, b *dialBucket) *spares {
+func newSpares(ctx context.Context, wg *waitgroup.Group, t *target, want int, timeout time.Duration, st *counters, b *dialBucket) *spares {
 	return &spares{target: t, want: want, timeout: timeout, ctx: ctx, wg: wg, stats: st, bucket: b}
 }
 
