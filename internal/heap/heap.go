@@ -72,11 +72,12 @@ func (h *Heap[K]) Remove(id int32) bool {
 		return false
 	}
 	i, last := int(h.pos[id]), len(h.items)-1
+	h.pos[id] = -1
 	if i != last {
-		h.swap(i, last)
+		h.items[i] = h.items[last]
+		h.pos[h.items[i].id] = int32(i)
 	}
 	h.items = h.items[:last]
-	h.pos[id] = -1
 	if i != last {
 		h.fix(i)
 	}
@@ -89,25 +90,31 @@ func (h *Heap[K]) fix(i int) {
 	}
 }
 
-func (h *Heap[K]) swap(i, j int) {
-	h.items[i], h.items[j] = h.items[j], h.items[i]
-	h.pos[h.items[i].id] = int32(i)
-	h.pos[h.items[j].id] = int32(j)
-}
+// up and down move the item at i by shifting the ones it passes into
+// the hole it leaves, writing it (and its position) once where it stops:
+// half the stores of swapping at each level.
 
 func (h *Heap[K]) up(i int) {
+	x := h.items[i]
+	start := i
 	for i > 0 {
 		parent := (i - 1) / 2
-		if !h.items[i].before(&h.items[parent]) {
-			return
+		if !x.before(&h.items[parent]) {
+			break
 		}
-		h.swap(i, parent)
+		h.items[i] = h.items[parent]
+		h.pos[h.items[i].id] = int32(i)
 		i = parent
+	}
+	if i != start {
+		h.items[i] = x
+		h.pos[x.id] = int32(i)
 	}
 }
 
 // down moves the item at i down and reports whether it moved.
 func (h *Heap[K]) down(i int) bool {
+	x := h.items[i]
 	start, n := i, len(h.items)
 	for {
 		l := 2*i + 1
@@ -118,11 +125,17 @@ func (h *Heap[K]) down(i int) bool {
 		if r := l + 1; r < n && h.items[r].before(&h.items[l]) {
 			m = r
 		}
-		if !h.items[m].before(&h.items[i]) {
+		if !h.items[m].before(&x) {
 			break
 		}
-		h.swap(i, m)
+		h.items[i] = h.items[m]
+		h.pos[h.items[i].id] = int32(i)
 		i = m
 	}
-	return i > start
+	if i == start {
+		return false
+	}
+	h.items[i] = x
+	h.pos[x.id] = int32(i)
+	return true
 }
