@@ -64,6 +64,31 @@ func TestTimerHeap(t *testing.T) {
 	}
 }
 
+// Entries armed and disarmed over and over (connections coming and
+// going) reuse their ids: the tables stay as long as the most entries
+// armed at once, not the number ever armed.
+func TestTimerHeapReusesIDs(t *testing.T) {
+	var h timerHeap
+	var fired []int
+	for i := range 10000 {
+		e := &timerEntry{owner: &firedAt{id: i, out: &fired}}
+		h.schedule(e, int64(i))
+		if i%3 == 0 {
+			h.remove(e)
+		}
+		if i%2 == 0 {
+			h.fire(int64(i))
+		}
+	}
+	h.fire(1 << 62)
+	if len(h.entries) > 3 {
+		t.Fatalf("%d ids for at most 3 entries armed at once", len(h.entries))
+	}
+	if h.h.Len() != 0 || len(h.free) != len(h.entries) {
+		t.Fatalf("%d timers armed and %d of %d ids free after firing all", h.h.Len(), len(h.free), len(h.entries))
+	}
+}
+
 // BenchmarkTimerHeap is the loop's use of its timers with 1000
 // connections armed: each op moves one connection's timeout later (as a
 // connection re-arms after its check) and fires what is due.
