@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/vocab"
 )
@@ -223,7 +224,13 @@ func flagValues(cmd *cli.Command, typed string) []string {
 	case fault && name == "when":
 		return []string{"before", "after"}
 	case fault && name == "status":
-		return []string{"notok", "disconnected", "corrupt", "exists", "timeout-range", "id-range", "data-range"}
+		var names []string // the statuses an error fault may answer: all but ok
+		for _, s := range distcache.Statuses() {
+			if s != distcache.StatusOK {
+				names = append(names, s.String())
+			}
+		}
+		return names
 	case fault && name == "field":
 		return []string{"version", "is_response", "request_uid", "op", "complete", "data_len"}
 	case name == "status":

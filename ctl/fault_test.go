@@ -106,6 +106,7 @@ func TestCompletionOffersWhatEachArgumentTakes(t *testing.T) {
 		{[]string{"-a", addr, "fault", "remove", "web"}, "slow\nlossy\n"},
 		{[]string{"-a", addr, "fault", "remove", "web", "slow"}, "lossy\n"},
 		{[]string{"-a", addr, "fault", "add", "web", "n", "--type"}, "latency\nmiss\nerror\ndrop\nreset\nstall\nbandwidth\ncorrupt\n"},
+		{[]string{"-a", addr, "fault", "add", "web", "n", "--status"}, "notok\ndisconnected\ncorrupt\nexists\ntimeout-range\nid-range\ndata-range\n"},
 		{[]string{"-a", addr, "kill-conn"}, "web\n"},
 		{[]string{"-a", addr, "kill-conn", "web"}, "7\n12\n"},
 		{[]string{"-a", addr, "tail", "--op"}, "add\nget\nremove\nhave\n"},

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/distcache"
+	textclip "github.com/snoopd/snoopd/internal/clip"
 	"github.com/snoopd/snoopd/internal/listen"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -171,11 +171,7 @@ func capMessage(s string) string {
 	if len(s) <= maxMessage {
 		return s
 	}
-	cut := maxMessage
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…(message of " + strconv.Itoa(len(s)) + " bytes cut)"
+	return textclip.Prefix(s, maxMessage) + "…(message of " + strconv.Itoa(len(s)) + " bytes cut)"
 }
 
 // resourceStatus is a NOT_FOUND or ALREADY_EXISTS status with the details a

@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"unicode/utf8"
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	textclip "github.com/snoopd/snoopd/internal/clip"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -21,16 +21,7 @@ const maxQuoted = 64
 
 // clip cuts s to maxQuoted bytes (on a character boundary), saying how
 // long it was.
-func clip(s string) string {
-	if len(s) <= maxQuoted {
-		return s
-	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
-}
+func clip(s string) string { return textclip.Quote(s, maxQuoted) }
 
 // quote is %q of a name or value, clipped.
 func quote(s string) string {

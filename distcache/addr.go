@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/snoopd/snoopd/internal/clip"
 )
 
 // Network is the transport of an Addr.
@@ -668,15 +669,7 @@ func addrError(s, reason string) error {
 // the longest valid one (on a character boundary), saying how long it
 // was: an error about a 3 MiB "address" need not repeat it.
 func addrClip(s string) string {
-	const limit = 320
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+	return clip.Quote(s, 320)
 }
 
 // addrNetError is addrError for AddrFromNet, whose input is a net.Addr.

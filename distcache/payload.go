@@ -47,6 +47,23 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
+// Statuses lists the statuses the protocol defines, in order of value.
+func Statuses() []Status {
+	return []Status{StatusOK, StatusNotOK, StatusDisconnected,
+		StatusAddCorrupt, StatusAddExists, StatusAddTimeoutRange, StatusAddIDRange, StatusAddDataRange}
+}
+
+// ParseStatus returns the status String names name, and whether the
+// protocol defines one by that name.
+func ParseStatus(name string) (Status, bool) {
+	for _, s := range Statuses() {
+		if s.String() == name {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
 // Known reports whether the protocol defines s.
 func (s Status) Known() bool {
 	return s <= StatusDisconnected || (s >= StatusAddCorrupt && s <= StatusAddDataRange)

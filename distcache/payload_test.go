@@ -86,6 +86,28 @@ func TestParseResponse(t *testing.T) {
 	}
 }
 
+// Statuses lists exactly the statuses Known accepts, and ParseStatus
+// reads back each one's name and nothing else.
+func TestStatusesParseBack(t *testing.T) {
+	listed := map[Status]bool{}
+	for _, s := range Statuses() {
+		listed[s] = true
+		if got, ok := ParseStatus(s.String()); !ok || got != s {
+			t.Errorf("ParseStatus(%q) = %d, %v; want %d", s.String(), got, ok, s)
+		}
+	}
+	for s := range 256 {
+		if Status(s).Known() != listed[Status(s)] {
+			t.Errorf("Status(%d): Known %v, listed %v", s, Status(s).Known(), listed[Status(s)])
+		}
+	}
+	for _, name := range []string{"", "OK", "status(3)", "hit", "miss"} {
+		if _, ok := ParseStatus(name); ok {
+			t.Errorf("ParseStatus(%q) accepted a name the protocol does not define", name)
+		}
+	}
+}
+
 func TestStatusNames(t *testing.T) {
 	want := map[Status]string{0: "ok", 1: "notok", 2: "disconnected", 100: "corrupt", 101: "exists",
 		102: "timeout-range", 103: "id-range", 104: "data-range", 3: "status(3)"}

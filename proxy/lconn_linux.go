@@ -189,28 +189,28 @@ func (lc *lconn) dialNow() {
 // dial connects to the server's first candidate address; host names are
 // resolved off the loop first.
 func (lc *lconn) dial() {
-	t := lc.set.server
-	cands, strs := t.sockaddrs()
-	if cands == nil {
-		lc.l.resolve(lc.p, t, lc.set.opts.DialTimeout, func(err error) {
-			if lc.state != stDialing {
-				return
-			}
-			if err != nil {
-				lc.failConnect(err)
-				return
-			}
-			lc.dial()
-		})
-		return
-	}
-	if err := t.checkLoop(strs); err != nil {
-		lc.p.stats.loopRefusals.Add(1)
+	cands, err := lc.l.dialAddrs(lc.p, lc.set.server, lc.set.opts.DialTimeout, lc)
+	if err != nil {
 		lc.failConnect(err)
 		return
 	}
+	if cands == nil {
+		return // resolving: resolved carries on
+	}
 	lc.cands, lc.cand = cands, 0
 	lc.connectNext()
+}
+
+// resolved carries on a dial once the server's name is looked up.
+func (lc *lconn) resolved(err error) {
+	if lc.state != stDialing {
+		return
+	}
+	if err != nil {
+		lc.failConnect(err)
+		return
+	}
+	lc.dial()
 }
 
 func (lc *lconn) connectNext() {
@@ -627,14 +627,33 @@ func (lc *lconn) closeIfDone() {
 	lc.close(who + " closed")
 }
 
-// resolve looks a host name up off the loop and calls then on the loop.
-func (l *loop) resolve(p *Proxy, t *target, timeout time.Duration, then func(error)) {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		_, err := t.candidates(p.ctx, timeout)
-		l.post(func() { then(err) })
-	}()
+// resolveWaiter is a dial from the loop (a client's, or a spare's) that
+// waits for the server's name to be looked up.
+type resolveWaiter interface {
+	// resolved is called on the loop when the lookup ends.
+	resolved(err error)
+}
+
+// dialAddrs returns the addresses for a dial from l to t, after checking
+// that they do not lead back into this process's proxies (ErrProxyLoop,
+// counted in p's stats). While t's name is not resolved yet it returns
+// nil and no error and looks the name up off the loop, then calls
+// w.resolved on the loop, which dials again.
+func (l *loop) dialAddrs(p *Proxy, t *target, timeout time.Duration, w resolveWaiter) ([]unix.Sockaddr, error) {
+	cands, strs := t.sockaddrs()
+	if cands == nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_, err := t.candidates(p.ctx, timeout)
+			l.post(func() { w.resolved(err) })
+		}()
+		return nil, nil
+	}
+	if err := t.checkLoop(strs, &p.stats); err != nil {
+		return nil, err
+	}
+	return cands, nil
 }
 
 // sockaddrs returns the server's candidate addresses as sockets take them,

@@ -89,6 +89,16 @@ func (sp *lspares) take() int {
 	return fd
 }
 
+// resolved carries on filling once the server's name is looked up.
+func (sp *lspares) resolved(err error) {
+	sp.resolving = false
+	if err != nil {
+		sp.failed(time.Now().UnixNano())
+		return
+	}
+	sp.fill()
+}
+
 // fill dials until the pool is full, unless it is backing off.
 func (sp *lspares) fill() {
 	now := sp.l.now.UnixNano()
@@ -110,23 +120,13 @@ func (sp *lspares) fill() {
 			sp.l.timers.schedule(&sp.tm, now+int64(wait))
 			return
 		}
-		t := sp.s.server
-		cands, strs := t.sockaddrs()
-		if cands == nil {
-			sp.resolving = true
-			sp.l.resolve(sp.p, t, sp.s.opts.DialTimeout, func(err error) {
-				sp.resolving = false
-				if err != nil {
-					sp.failed(time.Now().UnixNano())
-					return
-				}
-				sp.fill()
-			})
+		cands, err := sp.l.dialAddrs(sp.p, sp.s.server, sp.s.opts.DialTimeout, sp)
+		if err != nil {
+			sp.failed(now)
 			return
 		}
-		if err := t.checkLoop(strs); err != nil {
-			sp.p.stats.loopRefusals.Add(1)
-			sp.failed(now)
+		if cands == nil {
+			sp.resolving = true // until resolved
 			return
 		}
 		// Spares try the first candidate only; a client's dial walks

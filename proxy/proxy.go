@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/waitgroup"
 )
 
 // ErrStopped is returned by operations on a stopped proxy.
@@ -107,7 +108,7 @@ type Proxy struct {
 	conns     map[uint64]*conn
 	connsGone *sync.Cond // signalled when conns shrinks
 
-	wg activity // the accept loops and every connection
+	wg waitgroup.Group // the accept loops and every connection
 
 	acceptErrs  atomic.Int64 // accept failures (out of descriptors), for the log
 	lastAcceptW atomic.Int64 // when the last accept failure was logged (UnixNano)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/snoopd/snoopd/internal/waitgroup"
 )
 
 // spares keeps a few server connections dialled ahead of the clients that
@@ -27,7 +29,7 @@ type spares struct {
 	want    int
 	timeout time.Duration
 	ctx     context.Context
-	wg      *activity
+	wg      *waitgroup.Group
 	bucket  *dialBucket // the proxy's bound on refills
 
 	mu      sync.Mutex
@@ -130,7 +132,7 @@ func (b *dialBucket) take(now int64) time.Duration {
 	}
 }
 
-func newSpares(ctx context.Context, wg *activity, t *target, want int, timeout time.Duration, st *counters, b *dialBucket) *spares {
+func newSpares(ctx context.Context, wg *waitgroup.Group, t *target, want int, timeout time.Duration, st *counters, b *dialBucket) *spares {
 	return &spares{target: t, want: want, timeout: timeout, ctx: ctx, wg: wg, stats: st, bucket: b}
 }
 
@@ -334,7 +336,7 @@ func (s *spares) close() {
 // bytes; none are consumed) and reports true, or returns false once c's
 // read deadline passes or c is closed.
 func waitReadable(c net.Conn) bool {
-	readable, err := peek(c, true)
+	readable, _, err := peek(c, true)
 	return err == nil && readable
 }
 
@@ -343,7 +345,7 @@ func waitReadable(c net.Conn) bool {
 // connection looks like. End of stream, an error or unsolicited bytes all
 // make the spare unusable.
 func alive(c net.Conn) bool {
-	readable, err := peek(c, false)
+	readable, _, err := peek(c, false)
 	return err == nil && !readable
 }
 
@@ -353,44 +355,32 @@ func alive(c net.Conn) bool {
 // is closed. A connection that is not a socket has bytes, as far as it
 // can tell.
 func peekData(c net.Conn) (data bool, err error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+	if _, ok := c.(syscall.Conn); !ok {
 		return true, nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false, err
-	}
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if errors.Is(err, syscall.EAGAIN) {
-			return false // parks in the poller
-		}
-		data = err == nil && n > 0
-		return true
-	})
+	_, data, err = peek(c, true)
 	return data && err == nil, err
 }
 
 // peek looks at c's socket without consuming anything: it reports whether
-// it is readable (end of stream, an error or bytes), waiting in the
-// runtime's poller until it is if wait. A connection that is not a
-// socket is never readable.
-func peek(c net.Conn, wait bool) (readable bool, err error) {
+// it is readable (end of stream, an error or bytes), and whether what is
+// there is bytes, waiting in the runtime's poller until it is readable if
+// wait. A connection that is not a socket is never readable.
+func peek(c net.Conn, wait bool) (readable, data bool, err error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return false, nil
+		return false, false, nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		readable = !errors.Is(err, syscall.EAGAIN)
+		data = readable && err == nil && n > 0
 		return readable || !wait // false parks in the poller
 	})
-	return readable, err
+	return readable, data, err
 }

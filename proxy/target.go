@@ -47,8 +47,7 @@ func (t *target) dial(ctx context.Context, timeout time.Duration, st *counters) 
 	// a dead server shows up at the next request anyway.
 	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	if t.addr.Network() == distcache.NetworkUnix {
-		if err := t.checkLoop(nil); err != nil {
-			st.loopRefusals.Add(1)
+		if err := t.checkLoop(nil, st); err != nil {
 			return nil, err
 		}
 		return d.DialContext(ctx, "unix", t.addr.Path())
@@ -57,8 +56,7 @@ func (t *target) dial(ctx context.Context, timeout time.Duration, st *counters) 
 	if err != nil {
 		return nil, err
 	}
-	if err := t.checkLoop(cands); err != nil {
-		st.loopRefusals.Add(1)
+	if err := t.checkLoop(cands, st); err != nil {
 		return nil, err
 	}
 	var first error
@@ -148,8 +146,18 @@ func (t *target) candidates(ctx context.Context, timeout time.Duration) ([]strin
 // listenerSet.loop); a chain that ends at a real server is let through.
 // The answer is cached until the listeners, a proxy's server or a
 // resolution change, so a dial pays a lock and a comparison, no system
-// call.
-func (t *target) checkLoop(cands []string) error {
+// call. A refusal is counted in st, so that every dial path (either
+// engine, a client's or a spare's) counts it the same.
+func (t *target) checkLoop(cands []string, st *counters) error {
+	err := t.loopErrFor(cands)
+	if err != nil {
+		st.loopRefusals.Add(1)
+	}
+	return err
+}
+
+// loopErrFor is checkLoop's answer, from the cache when it is current.
+func (t *target) loopErrFor(cands []string) error {
 	ownListeners.refreshLocal(time.Now())
 	ver := ownListeners.version.Load()
 	t.mu.Lock()

@@ -1,6 +1,10 @@
 package proxy
 
-import "time"
+import (
+	"time"
+
+	"github.com/snoopd/snoopd/internal/heap"
+)
 
 // timerHeap is an event loop's timers: dial deadlines, the timeouts of
 // its connections, spare refills, a paused listener (and, for fault
@@ -8,14 +12,20 @@ import "time"
 // re-arms when it fires; a connection checks its timeouts at most every
 // minTimeout instead of re-arming per message, so the data path pays
 // nothing per message for them.
+//
+// The heap orders ids, so each armed entry holds one, and entries[id]
+// finds it again; ids are reused, so the tables stay as long as the most
+// entries ever armed at once. The zero value is ready to use.
 type timerHeap struct {
-	h []*timerEntry
+	h       heap.Heap[int64]
+	entries []*timerEntry // by id; nil when free
+	free    []int32
 }
 
 // timerEntry is an owner's place in the heap.
 type timerEntry struct {
 	when  int64 // UnixNano
-	idx   int   // position in the heap, -1 when not in it
+	id    int32 // its id in the heap while armed
 	owner timed
 	armed bool
 }
@@ -26,14 +36,19 @@ type timed interface {
 
 // schedule arms e for when, moving it if it is armed already.
 func (t *timerHeap) schedule(e *timerEntry, when int64) {
-	if e.armed {
-		e.when = when
-		t.fix(e.idx)
-		return
+	e.when = when
+	if !e.armed {
+		if n := len(t.free); n > 0 {
+			e.id = t.free[n-1]
+			t.free = t.free[:n-1]
+		} else {
+			e.id = int32(len(t.entries))
+			t.entries = append(t.entries, nil)
+		}
+		t.entries[e.id] = e
+		e.armed = true
 	}
-	e.when, e.idx, e.armed = when, len(t.h), true
-	t.h = append(t.h, e)
-	t.up(e.idx)
+	t.h.Set(e.id, when)
 }
 
 // remove disarms e.
@@ -41,25 +56,20 @@ func (t *timerHeap) remove(e *timerEntry) {
 	if !e.armed {
 		return
 	}
-	i, last := e.idx, len(t.h)-1
-	if i != last {
-		t.swap(i, last)
-	}
-	t.h[last] = nil
-	t.h = t.h[:last]
-	e.armed, e.idx = false, -1
-	if i != last {
-		t.fix(i)
-	}
+	t.h.Remove(e.id)
+	t.entries[e.id] = nil
+	t.free = append(t.free, e.id)
+	e.armed = false
 }
 
 // timeout returns the epoll_wait timeout until the first timer: -1 when
 // there is none, rounded up to whole milliseconds.
 func (t *timerHeap) timeout(now time.Time) int {
-	if len(t.h) == 0 {
+	if t.h.Len() == 0 {
 		return -1
 	}
-	d := t.h[0].when - now.UnixNano()
+	_, first := t.h.Min()
+	d := first - now.UnixNano()
 	if d <= 0 {
 		return 0
 	}
@@ -69,51 +79,13 @@ func (t *timerHeap) timeout(now time.Time) int {
 // fire runs the owners of every entry due at now, each disarmed first so
 // it may re-arm itself.
 func (t *timerHeap) fire(now int64) {
-	for len(t.h) > 0 && t.h[0].when <= now {
-		e := t.h[0]
+	for t.h.Len() > 0 {
+		id, when := t.h.Min()
+		if when > now {
+			return
+		}
+		e := t.entries[id]
 		t.remove(e)
 		e.owner.onTimer(now)
 	}
-}
-
-func (t *timerHeap) fix(i int) {
-	if !t.down(i) {
-		t.up(i)
-	}
-}
-
-func (t *timerHeap) swap(i, j int) {
-	t.h[i], t.h[j] = t.h[j], t.h[i]
-	t.h[i].idx, t.h[j].idx = i, j
-}
-
-func (t *timerHeap) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if t.h[parent].when <= t.h[i].when {
-			return
-		}
-		t.swap(i, parent)
-		i = parent
-	}
-}
-
-func (t *timerHeap) down(i int) bool {
-	start, n := i, len(t.h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		m := l
-		if r := l + 1; r < n && t.h[r].when < t.h[l].when {
-			m = r
-		}
-		if t.h[i].when <= t.h[m].when {
-			break
-		}
-		t.swap(i, m)
-		i = m
-	}
-	return i > start
 }

@@ -58,8 +58,64 @@ func TestTimerHeap(t *testing.T) {
 				t.Fatalf("round %d: fired %v out of order (want times of %v)", round, fired, want)
 			}
 		}
-		if len(h.h) != 0 {
-			t.Fatalf("round %d: %d timers left", round, len(h.h))
+		if h.h.Len() != 0 {
+			t.Fatalf("round %d: %d timers left", round, h.h.Len())
+		}
+	}
+}
+
+// Entries armed and disarmed over and over (connections coming and
+// going) reuse their ids: the tables stay as long as the most entries
+// armed at once, not the number ever armed.
+func TestTimerHeapReusesIDs(t *testing.T) {
+	var h timerHeap
+	var fired []int
+	for i := range 10000 {
+		e := &timerEntry{owner: &firedAt{id: i, out: &fired}}
+		h.schedule(e, int64(i))
+		if i%3 == 0 {
+			h.remove(e)
+		}
+		if i%2 == 0 {
+			h.fire(int64(i))
+		}
+	}
+	h.fire(1 << 62)
+	if len(h.entries) > 3 {
+		t.Fatalf("%d ids for at most 3 entries armed at once", len(h.entries))
+	}
+	if h.h.Len() != 0 || len(h.free) != len(h.entries) {
+		t.Fatalf("%d timers armed and %d of %d ids free after firing all", h.h.Len(), len(h.free), len(h.entries))
+	}
+}
+
+// BenchmarkTimerHeap is the loop's use of its timers with 1000
+// connections armed: each op moves one connection's timeout later (as a
+// connection re-arms after its check) and fires what is due.
+func BenchmarkTimerHeap(b *testing.B) {
+	const n = 1000
+	var h timerHeap
+	var fired []int
+	entries := make([]*timerEntry, n)
+	for i := range entries {
+		entries[i] = &timerEntry{owner: &firedAt{id: i, out: &fired}}
+		h.schedule(entries[i], int64(i))
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := int64(0)
+	b.ResetTimer()
+	for i := range b.N {
+		e := entries[i%n]
+		h.schedule(e, now+int64(n)+rng.Int64N(n))
+		if i%64 == 0 {
+			h.remove(entries[(i/64)%n])
+			h.schedule(entries[(i/64)%n], now+rng.Int64N(2*n))
+		}
+		now++
+		fired = fired[:0]
+		h.fire(now - n/2)
+		for _, id := range fired {
+			h.schedule(entries[id], now+int64(n))
 		}
 	}
 }

@@ -50,21 +50,24 @@ const (
 	NumResults
 )
 
+// results names each result. A result that is a status the server sent
+// takes the protocol's name for it (distcache.Status.String), so the two
+// cannot drift apart; the others are the proxy's own words.
 var results = [NumResults]struct {
 	name  string
 	class Class
 	help  string
 }{
-	ResultOK:            {"ok", Good, "the server did it (ADD stored, REMOVE removed, HAVE has it)"},
-	ResultNotOK:         {"notok", Normal, "the server did not (REMOVE or HAVE: no such session)"},
+	ResultOK:            {distcache.StatusOK.String(), Good, "the server did it (ADD stored, REMOVE removed, HAVE has it)"},
+	ResultNotOK:         {distcache.StatusNotOK.String(), Normal, "the server did not (REMOVE or HAVE: no such session)"},
 	ResultHit:           {"hit", Good, "GET found the session"},
 	ResultMiss:          {"miss", Normal, "GET did not find the session"},
-	ResultExists:        {"exists", Normal, "ADD of a session the server already holds"},
-	ResultTimeoutRange:  {"timeout-range", Error, "ADD refused: timeout above 7 days"},
-	ResultIDRange:       {"id-range", Error, "ADD refused: session id not 1 to 64 bytes"},
-	ResultDataRange:     {"data-range", Error, "ADD refused: session data not 1 to 32768 bytes"},
-	ResultCorrupt:       {"corrupt", Error, "ADD refused: its id length does not fit the payload"},
-	ResultDisconnected:  {"disconnected", Error, "the server lost its own upstream"},
+	ResultExists:        {distcache.StatusAddExists.String(), Normal, "ADD of a session the server already holds"},
+	ResultTimeoutRange:  {distcache.StatusAddTimeoutRange.String(), Error, "ADD refused: timeout above 7 days"},
+	ResultIDRange:       {distcache.StatusAddIDRange.String(), Error, "ADD refused: session id not 1 to 64 bytes"},
+	ResultDataRange:     {distcache.StatusAddDataRange.String(), Error, "ADD refused: session data not 1 to 32768 bytes"},
+	ResultCorrupt:       {distcache.StatusAddCorrupt.String(), Error, "ADD refused: its id length does not fit the payload"},
+	ResultDisconnected:  {distcache.StatusDisconnected.String(), Error, "the server lost its own upstream"},
 	ResultMalformed:     {"malformed", Error, "a response that does not fit its operation"},
 	ResultUnknownStatus: {"unknown-status", Error, "a status byte the protocol does not define"},
 	ResultUnanswered:    {"unanswered", Error, "the connection ended (or the response timeout passed) before the answer"},

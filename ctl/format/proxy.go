@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/snoopd/snoopd/ctl/stats"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/internal/labels"
@@ -286,11 +287,11 @@ func latencyLine(l *snoopv1.LatencySummary) string {
 
 // hitRatio is the GET hit ratio as a percentage, or "-".
 func hitRatio(op snoopv1.Op, results map[string]int64) string {
-	hit, miss := results["hit"], results["miss"]
-	if op != snoopv1.Op_OP_GET || hit+miss == 0 {
+	ratio, ok := stats.OpRow{Op: op, Results: results}.HitRatio()
+	if !ok {
 		return "-"
 	}
-	return strconv.FormatFloat(100*float64(hit)/float64(hit+miss), 'f', 1, 64) + "%"
+	return strconv.FormatFloat(100*ratio, 'f', 1, 64) + "%"
 }
 
 // Results renders a result breakdown as "hit=9 miss=1", in the API's

@@ -17,7 +17,7 @@ type OpRow struct {
 	Op    snoopv1.Op
 	// Count is the number of transactions.
 	Count int64
-	// Results counts the transactions by result ("hit", "miss", ...).
+	// Results counts the transactions by result (vocab.Result names).
 	Results map[string]int64
 	// Errors counts the transactions whose result is an error
 	// (vocab.Result.IsError).
@@ -31,7 +31,7 @@ type OpRow struct {
 // HitRatio is hits / (hits + misses), for GET rows that had either; ok is
 // false otherwise.
 func (r OpRow) HitRatio() (ratio float64, ok bool) {
-	hit, miss := r.Results["hit"], r.Results["miss"]
+	hit, miss := r.Results[vocab.ResultHit.String()], r.Results[vocab.ResultMiss.String()]
 	if r.Op != snoopv1.Op_OP_GET || hit+miss == 0 {
 		return 0, false
 	}

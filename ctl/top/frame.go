@@ -252,7 +252,7 @@ func newRow(prev, cur *snoopv1.Proxy, f *Frame) Row {
 			}
 		}
 		if oc.GetOp() == snoopv1.Op_OP_GET {
-			r.Hits, r.Misses = o.Results["hit"], o.Results["miss"]
+			r.Hits, r.Misses = o.Results[vocab.ResultHit.String()], o.Results[vocab.ResultMiss.String()]
 		}
 		o.Latency = newLatency(oc.GetHistogram(), po.GetHistogram())
 		r.ByOp = append(r.ByOp, o)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/heap"
 )
 
 // DefaultMaxSessions is the session limit used when Config.MaxSessions is 0.
@@ -55,8 +56,9 @@ type Cache struct {
 	index map[string]int32 // session id to slot number
 	slots []slot
 	free  []int32 // slot numbers not in use
-	heap  []int32 // slot numbers in use, a min-heap on (expires, seq)
-	seq   uint64  // insertion counter, to order equal expiry times
+	// expiry orders the slots in use by expiry time, and among equal
+	// times by when they were stored.
+	expiry heap.Heap[int64]
 }
 
 // slot holds one session. Slots are reused through Cache.free so a busy
@@ -65,9 +67,7 @@ type Cache struct {
 type slot struct {
 	id      string
 	data    []byte
-	expires int64  // nanoseconds after Cache.base; gone once the clock passes it
-	seq     uint64 // Cache.seq when stored
-	heapPos int32  // index in Cache.heap
+	expires int64 // nanoseconds after Cache.base; gone once the clock passes it
 }
 
 // NewCache returns an empty cache that uses cfg's MaxSessions and Now; the
@@ -133,17 +133,16 @@ func (c *Cache) addAt(now int64, id, data []byte, timeout time.Duration) distcac
 	}
 	c.purge(now)
 	if len(c.index) >= c.max {
-		c.removeSlot(c.heap[0])
+		first, _ := c.expiry.Min()
+		c.removeSlot(first)
 	}
 	i := c.allocSlot()
 	s := &c.slots[i]
 	s.id = string(id)
 	s.data = append(s.data[:0], data...)
 	s.expires = now + int64(timeout)
-	c.seq++
-	s.seq = c.seq
 	c.index[s.id] = i
-	c.heapPush(i)
+	c.expiry.Set(i, s.expires)
 	return distcache.StatusOK
 }
 
@@ -217,8 +216,12 @@ func (c *Cache) Len() int {
 // at the front of the heap, so this costs O(log n) per dropped session and
 // nothing when none expired. c.mu must be held for writing.
 func (c *Cache) purge(now int64) {
-	for len(c.heap) > 0 && now > c.slots[c.heap[0]].expires {
-		c.removeSlot(c.heap[0])
+	for c.expiry.Len() > 0 {
+		first, expires := c.expiry.Min()
+		if now <= expires {
+			return
+		}
+		c.removeSlot(first)
 	}
 }
 
@@ -239,7 +242,7 @@ func (c *Cache) allocSlot() int32 {
 func (c *Cache) removeSlot(i int32) {
 	s := &c.slots[i]
 	delete(c.index, s.id)
-	c.heapRemove(int(s.heapPos))
+	c.expiry.Remove(i)
 	clear(s.data)
 	if cap(s.data) > retainDataCap {
 		s.data = nil
@@ -248,68 +251,4 @@ func (c *Cache) removeSlot(i int32) {
 	}
 	s.id = ""
 	c.free = append(c.free, i)
-}
-
-// The expiry heap. It is written out rather than using container/heap so
-// that it works on int32 slot numbers directly and keeps each slot's
-// heapPos current, which Remove needs to delete from the middle.
-
-func (c *Cache) heapLess(a, b int) bool {
-	sa, sb := &c.slots[c.heap[a]], &c.slots[c.heap[b]]
-	return sa.expires < sb.expires || sa.expires == sb.expires && sa.seq < sb.seq
-}
-
-func (c *Cache) heapSwap(a, b int) {
-	c.heap[a], c.heap[b] = c.heap[b], c.heap[a]
-	c.slots[c.heap[a]].heapPos = int32(a)
-	c.slots[c.heap[b]].heapPos = int32(b)
-}
-
-func (c *Cache) heapPush(i int32) {
-	c.slots[i].heapPos = int32(len(c.heap))
-	c.heap = append(c.heap, i)
-	c.heapUp(len(c.heap) - 1)
-}
-
-func (c *Cache) heapRemove(pos int) {
-	last := len(c.heap) - 1
-	if pos != last {
-		c.heapSwap(pos, last)
-	}
-	c.heap = c.heap[:last]
-	if pos != last && !c.heapDown(pos) {
-		c.heapUp(pos)
-	}
-}
-
-func (c *Cache) heapUp(j int) {
-	for j > 0 {
-		p := (j - 1) / 2
-		if !c.heapLess(j, p) {
-			break
-		}
-		c.heapSwap(j, p)
-		j = p
-	}
-}
-
-// heapDown moves the element at i down and reports whether it moved.
-func (c *Cache) heapDown(i int) bool {
-	start, n := i, len(c.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		j := l
-		if r := l + 1; r < n && c.heapLess(r, l) {
-			j = r
-		}
-		if !c.heapLess(j, i) {
-			break
-		}
-		c.heapSwap(i, j)
-		i = j
-	}
-	return i > start
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/waitgroup"
 )
 
 // Config configures a Server and the Cache it owns. The zero value is
@@ -86,7 +87,7 @@ type Server struct {
 	// wg counts every goroutine the server runs, and Serve calls, so that
 	// Close can wait for all of them. Add is only called with mu held and
 	// stopped false, so no Add can race with the Wait in Close.
-	wg sync.WaitGroup
+	wg waitgroup.Group
 }
 
 // counters are the atomics behind Stats. Requests and hits are added by
@@ -308,7 +309,7 @@ func (s *Server) Close() error {
 		c.nc.Close()
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
+	s.wg.Wait(context.Background())
 	return err
 }
 
@@ -330,19 +331,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return err
-	case <-ctx.Done():
+	if werr := s.wg.Wait(ctx); werr != nil {
 		s.Close()
-		<-done // so the helper goroutine has ended too
-		return ctx.Err()
+		return werr
 	}
+	return err
 }
 
 // Stats returns a snapshot of the server's counters. Request counts are

@@ -10,6 +10,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/histogram"
+	"github.com/snoopd/snoopd/vocab"
 )
 
 // Report is the outcome of a Run. It encodes to JSON with stable field
@@ -92,9 +93,9 @@ type ErrorCause struct {
 func resultName(op distcache.Op, r int) string {
 	switch {
 	case r == resHit:
-		return "hit"
+		return vocab.ResultHit.String()
 	case op == distcache.OpGet && distcache.Status(r) == distcache.StatusNotOK:
-		return "miss"
+		return vocab.ResultMiss.String()
 	}
 	return distcache.Status(r).String()
 }
