@@ -265,7 +265,7 @@ func TestApplyResultsCarryProxies(t *testing.T) {
 	if res["b"].GetAction() != snoopv1.ApplyAction_APPLY_ACTION_REMOVED || res["b"].GetProxy() != nil {
 		t.Errorf("dry-run removal: %v", res["b"])
 	}
-	if p, _ := a.d.GetProxy("a"); !p.GetSpec().GetEnabled() {
+	if p, _ := a.d.GetProxy("a"); !p.GetEffectiveSpec().GetEnabled() {
 		t.Fatal("a dry run changed a proxy")
 	}
 

@@ -94,7 +94,7 @@ func (d *Daemon) ApplyProxiesSelected(ctx context.Context, specs []*snoopv1.Prox
 		case e.busy:
 			d.mu.Unlock()
 			return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(s.name), ErrBusy)
-		case proto.Equal(e.spec, s.spec) && e.bindErr == nil:
+		case proto.Equal(effectiveSpec(e.spec), effectiveSpec(s.spec)) && e.bindErr == nil:
 			s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED, e
 		default:
 			s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_CHANGED, e
@@ -204,7 +204,7 @@ func (d *Daemon) checkBinds(ctx context.Context, steps []*planned, own map[strin
 		a := s.cfg.Listen
 		switch {
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED || s.move:
-		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && s.spec.GetEnabled() && !s.e.p.Listening():
+		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && enabledOf(s.spec) && !s.e.p.Listening():
 			a = s.e.p.Addr()
 		default:
 			continue
@@ -473,7 +473,7 @@ func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 	fillAnswer(out, s.spec, listen)
 	out.Error = ""
 	out.State = snoopv1.ProxyState_PROXY_STATE_LISTENING
-	if !s.spec.GetEnabled() {
+	if !enabledOf(s.spec) {
 		out.State = snoopv1.ProxyState_PROXY_STATE_DISABLED
 	}
 	if s.moves() {

@@ -512,7 +512,7 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 		return nil, err
 	}
 	d.release(e)
-	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
+	d.log.Info("created proxy", "proxy", name, "listen", e.p.Addr().String(), "server", spec.GetServer(), "enabled", enabledOf(spec))
 	return d.describe(e), nil
 }
 
@@ -686,7 +686,7 @@ func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) 
 	if len(spec.GetFaults()) > 0 && d.engine.Name() != proxy.EngineEpoll {
 		return false, fmt.Errorf("proxy %s: %w", quote(spec.GetName()), proxy.ErrFaultsNeedEpoll)
 	}
-	if !spec.GetEnabled() || e.p.Listening() {
+	if !enabledOf(spec) || e.p.Listening() {
 		return false, nil
 	}
 	if err := e.p.Enable(); err != nil {
@@ -728,10 +728,10 @@ func (d *Daemon) finishChange(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Confi
 	if err := e.p.SetFaults(cfg.Faults); err != nil {
 		d.log.Error("proxy refused validated faults", "proxy", spec.GetName(), "err", err)
 	}
-	if !spec.GetEnabled() && (e.p.Listening() || closeConns) {
+	if !enabledOf(spec) && (e.p.Listening() || closeConns) {
 		e.p.Disable(closeConns)
 	}
-	d.log.Info("updated proxy", "proxy", spec.GetName(), "server", spec.GetServer(), "enabled", spec.GetEnabled())
+	d.log.Info("updated proxy", "proxy", spec.GetName(), "server", spec.GetServer(), "enabled", enabledOf(spec))
 }
 
 // stop drains and stops a reserved proxy, without the registry lock.

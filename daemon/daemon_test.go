@@ -133,8 +133,13 @@ func TestCreateGetListDelete(t *testing.T) {
 	}
 	p := res.GetProxy()
 	if p.GetState() != snoopv1.ProxyState_PROXY_STATE_LISTENING || strings.HasSuffix(p.GetListenAddress(), ":0") ||
-		p.GetSpec().GetServer() != "IP:127.0.0.1:"+strconv.Itoa(cache.Port()) || !p.GetSpec().GetEnabled() {
+		p.GetSpec().GetServer() != "IP:127.0.0.1:"+strconv.Itoa(cache.Port()) || !p.GetEffectiveSpec().GetEnabled() {
 		t.Fatalf("created: %v", p)
+	}
+	// spec is what was declared: enabled and on_corrupt were left out,
+	// so they stay out; effective_spec has the defaults.
+	if p.GetSpec().Enabled != nil || p.GetSpec().GetOnCorrupt() != 0 || p.GetEffectiveSpec().GetOnCorrupt() != snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE {
+		t.Errorf("created: spec %v, effective %v", p.GetSpec(), p.GetEffectiveSpec())
 	}
 	// Traffic through it shows in its counters.
 	c, err := loadgen.Dial(ctx, distcache.MustParseAddr(p.GetListenAddress()), 5*time.Second)

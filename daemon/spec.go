@@ -136,14 +136,13 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	// so that spec reads back what was asked for.
 	out := proto.Clone(spec).(*snoopv1.ProxySpec)
 	out.Listen, out.Server = listen.String(), server.String()
-	out.Enabled = proto.Bool(spec.Enabled == nil || *spec.Enabled)
-	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
-		out.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
-	}
+	// enabled and on_corrupt stay as declared too, unset meaning the
+	// default (enabledOf; the policy's 0 is close): effective_spec has
+	// them filled in.
 	if out.DialTimeout != nil && out.DialTimeout.AsDuration() == 0 {
 		out.DialTimeout = nil
 	}
-	cfg := proxy.Config{Name: spec.GetName(), Listen: listen, Server: server, Enabled: out.GetEnabled(), Options: opts, Faults: faults}
+	cfg := proxy.Config{Name: spec.GetName(), Listen: listen, Server: server, Enabled: enabledOf(out), Options: opts, Faults: faults}
 	if err := cfg.Validate(); err != nil {
 		return nil, proxy.Config{}, &FieldError{Field: "spec", Reason: err.Error(), Err: err}
 	}
@@ -221,4 +220,10 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 		}
 	}
 	return out, nil
+}
+
+// enabledOf reports whether spec enables its proxy: enabled unset means
+// enabled, as the API documents.
+func enabledOf(spec *snoopv1.ProxySpec) bool {
+	return spec.Enabled == nil || *spec.Enabled
 }

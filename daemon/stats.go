@@ -158,7 +158,7 @@ func (d *Daemon) proxyState(e *entry) (spec *snoopv1.ProxySpec, state ProxyState
 		return spec, ProxyDisabled, nil
 	case e.p.Listening():
 		return spec, ProxyListening, nil
-	case !spec.GetEnabled():
+	case !enabledOf(spec):
 		return spec, ProxyDisabled, nil
 	}
 	return spec, ProxyFailed, bindErr

@@ -132,7 +132,7 @@ func (d *Daemon) reservedLocked(field string, listen distcache.Addr, skip map[st
 		}
 		if bound := e.addrLocked(); listenClash(listen, bound) && !e.p.Listening() {
 			how := "disabled"
-			if e.spec.GetEnabled() {
+			if enabledOf(e.spec) {
 				how = "failed (not listening)"
 			}
 			err = fmt.Errorf("%s: %s: %w: proxy %s of this daemon keeps it while %s (remove it or move it first)",

@@ -157,7 +157,11 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 			row("chain", "%s (a proxy loop)", strings.Join(chain, " → "))
 		}
 	}
-	row("on corrupt", "%s", Policy(s.GetOnCorrupt()))
+	policy := s.GetOnCorrupt()
+	if es := p.GetEffectiveSpec(); es != nil {
+		policy = es.GetOnCorrupt() // unset in the spec means the default
+	}
+	row("on corrupt", "%s", Policy(policy))
 	capture := "off"
 	if s.GetCaptureData() {
 		limit := s.GetCaptureLimit()

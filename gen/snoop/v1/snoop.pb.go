@@ -966,7 +966,10 @@ func (x *FaultCounters) GetApplied() int64 {
 // Proxy is a proxy as the daemon runs it.
 type Proxy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// spec is the proxy's declared configuration.
+	// spec is the proxy's configuration as declared: a field left out stays
+	// out (its default is in effective_spec); the listen and server
+	// addresses are written in the libnal form (IP:host:port, UNIX:/path)
+	// whatever form they were given in.
 	Spec *ProxySpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// listen_address is the address it listens on, with a port 0 replaced
 	// by the real port, in libnal syntax.
@@ -987,9 +990,10 @@ type Proxy struct {
 	ListenPort uint32 `protobuf:"varint,8,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
 	// listen_path: see listen_host.
 	ListenPath string `protobuf:"bytes,9,opt,name=listen_path,json=listenPath,proto3" json:"listen_path,omitempty"`
-	// effective_spec is spec with every default filled in (spares, dial
-	// timeout, capture limit, socket mode, timeouts): what the proxy runs
-	// with.
+	// effective_spec is spec with every default filled in (enabled,
+	// on_corrupt, spares, dial timeout, capture limit, socket mode,
+	// timeouts, each fault's direction and probability): what the proxy
+	// runs with.
 	EffectiveSpec *ProxySpec `protobuf:"bytes,10,opt,name=effective_spec,json=effectiveSpec,proto3" json:"effective_spec,omitempty"`
 	// instance_id identifies this incarnation of the proxy: a proxy deleted
 	// and created again under the same name gets a new one. Events carry it
