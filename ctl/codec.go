@@ -22,7 +22,14 @@ type watchCodec struct{ proto encoding.CodecV2 }
 func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
 
 func (c watchCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*snoopv1.WatchEventsResponse); ok {
+	switch r := v.(type) {
+	case *apiwire.Response:
+		// A response whose storage is used again (see receive): the
+		// bytes go into its own buffer.
+		b := r.Buffer(data.Len())
+		data.CopyTo(b)
+		return r.Unmarshal(b)
+	case *snoopv1.WatchEventsResponse:
 		return apiwire.UnmarshalResponse(data.Materialize(), r)
 	}
 	return c.proto.Unmarshal(data, v)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/filter"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apiwire"
 	"github.com/snoopd/snoopd/match"
 	"github.com/snoopd/snoopd/vocab"
 )
@@ -245,6 +246,9 @@ type streamResult struct {
 type received struct {
 	resp *snoopv1.WatchEventsResponse
 	err  error
+	// buf holds resp's storage, handed back to the receiver (free) once
+	// resp is handled; nil for a response of its own.
+	buf *apiwire.Response
 }
 
 // recvQueue bounds the responses read ahead of the handler. The daemon
@@ -289,11 +293,12 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 	// ends when the stream fails or sctx is cancelled, which the deferred
 	// cancel guarantees; wg makes stream wait for it.
 	ch := make(chan received, recvQueue)
+	free := make(chan *apiwire.Response, recvQueue+1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		receive(sctx, st, ch)
+		receive(sctx, st, ch, free)
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -320,7 +325,16 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 				}
 				return res, e.streamError(m.err, o.action, s.got)
 			}
-			if done, err := s.deliver(m.resp); err != nil {
+			done, err := s.deliver(m.resp)
+			if m.buf != nil {
+				// Handled, and handlers keep nothing: its storage can
+				// take the next response.
+				select {
+				case free <- m.buf:
+				default: // more in flight than free holds: let it go
+				}
+			}
+			if err != nil {
 				return s.res, err
 			} else if done {
 				return s.finish()
@@ -335,14 +349,25 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 }
 
 // receive passes every response of st to ch, and the error that ends it,
-// until ctx is cancelled.
-func receive(ctx context.Context, st interface {
-	Recv() (*snoopv1.WatchEventsResponse, error)
-}, ch chan<- received) {
+// until ctx is cancelled. Each response is decoded into storage from free
+// (the handler hands it back there) or new storage while all of it is in
+// flight, so a long stream reuses a few responses' storage instead of
+// allocating each anew.
+func receive(ctx context.Context, st interface{ RecvMsg(any) error }, ch chan<- received, free chan *apiwire.Response) {
 	for {
-		r, err := st.Recv()
+		var buf *apiwire.Response
 		select {
-		case ch <- received{r, err}:
+		case buf = <-free:
+		default:
+			buf = new(apiwire.Response)
+		}
+		err := st.RecvMsg(buf)
+		m := received{resp: &buf.Msg, buf: buf, err: err}
+		if err != nil {
+			m.resp, m.buf = nil, nil
+		}
+		select {
+		case ch <- m:
 		case <-ctx.Done():
 			return
 		}

@@ -16,6 +16,13 @@ import (
 // checkDecoding holds UnmarshalResponse to proto.Unmarshal on b.
 func checkDecoding(t *testing.T, b []byte) {
 	t.Helper()
+	checkDecodingInto(t, b, new(Response))
+}
+
+// checkDecodingInto holds UnmarshalResponse, and Response.Unmarshal into
+// reused (which may hold an earlier response), to proto.Unmarshal.
+func checkDecodingInto(t *testing.T, b []byte, reused *Response) {
+	t.Helper()
 	want := new(snoopv1.WatchEventsResponse)
 	werr := proto.Unmarshal(b, want)
 	got := new(snoopv1.WatchEventsResponse)
@@ -23,11 +30,20 @@ func checkDecoding(t *testing.T, b []byte) {
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("proto.Unmarshal: %v; UnmarshalResponse: %v\n%x", werr, gerr, b)
 	}
+	buf := reused.Buffer(len(b))
+	copy(buf, b)
+	rerr := reused.Unmarshal(buf)
+	if (werr == nil) != (rerr == nil) {
+		t.Fatalf("proto.Unmarshal: %v; Response.Unmarshal: %v\n%x", werr, rerr, b)
+	}
 	// UnmarshalResponse skips unknown fields, where proto.Unmarshal keeps
 	// them: they are not compared.
 	dropUnknown(want.ProtoReflect())
 	if werr == nil && !proto.Equal(got, want) {
 		t.Fatalf("UnmarshalResponse differs from proto.Unmarshal\n got %v\nwant %v", got, want)
+	}
+	if werr == nil && !proto.Equal(&reused.Msg, want) {
+		t.Fatalf("Response.Unmarshal, reused, differs from proto.Unmarshal\n got %v\nwant %v", &reused.Msg, want)
 	}
 }
 
@@ -51,6 +67,8 @@ func dropUnknown(m protoreflect.Message) {
 // decode as proto.Unmarshal decodes them.
 func TestUnmarshalResponseMatchesProto(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
+	// One Response for all of them: nothing of one may show in the next.
+	reused := new(Response)
 	for i := range 5000 {
 		resp := &snoopv1.WatchEventsResponse{}
 		switch i % 4 {
@@ -72,7 +90,7 @@ func TestUnmarshalResponseMatchesProto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkDecoding(t, b)
+		checkDecodingInto(t, b, reused)
 	}
 }
 
@@ -159,6 +177,19 @@ func BenchmarkUnmarshalResponse(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N / 256 {
 			if err := UnmarshalResponse(buf, new(snoopv1.WatchEventsResponse)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// As snoopctl reads a stream: the bytes copied out of gRPC's buffers
+	// into the Response's own, decoded into its reused storage.
+	b.Run("reused", func(b *testing.B) {
+		b.ReportAllocs()
+		var r Response
+		for range b.N / 256 {
+			into := r.Buffer(len(buf))
+			copy(into, buf)
+			if err := r.Unmarshal(into); err != nil {
 				b.Fatal(err)
 			}
 		}
