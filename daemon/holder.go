@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/proxy"
@@ -31,7 +30,9 @@ func (d *Daemon) holderOf(name string, a distcache.Addr) (holder string, known b
 	d.mu.Lock()
 	d.addrs.listeners(a, func(e *entry) bool {
 		n := e.spec.GetName()
-		if n == name || e.placeholder {
+		// The index files proxies by port or path: the address itself
+		// must clash, as reservedLocked checks it.
+		if n == name || e.placeholder || e.p == nil || !listenClash(a, e.addrLocked()) {
 			return true
 		}
 		holder = fmt.Sprintf("proxy %s of this daemon listens there (remove it or move it first)", quote(n))
@@ -42,7 +43,7 @@ func (d *Daemon) holderOf(name string, a distcache.Addr) (holder string, known b
 		return holder, true
 	}
 	for _, l := range d.cfg.OwnListeners {
-		if sameSocket(l.Addr, a) {
+		if at, err := distcache.AddrFromNet(l.Addr); err == nil && listenClash(at, a) {
 			return fmt.Sprintf("this snoopd's own %s listens there", l.What), true
 		}
 	}
@@ -53,23 +54,4 @@ func (d *Daemon) holderOf(name string, a distcache.Addr) (holder string, known b
 		return fmt.Sprintf("another process listens there (ss -lxp 'src %s' names it)", a.Path()), false
 	}
 	return "another process holds it", false
-}
-
-// sameSocket reports whether a listener bound at n takes listen address
-// a: the same unix path, or the same TCP port with the same address or a
-// wildcard on either side.
-func sameSocket(n net.Addr, a distcache.Addr) bool {
-	switch n := n.(type) {
-	case *net.UnixAddr:
-		return a.Network() == distcache.NetworkUnix && n.Name == a.Path()
-	case *net.TCPAddr:
-		if a.Network() != distcache.NetworkTCP || n.Port != a.Port() {
-			return false
-		}
-		// A host name (localhost) is taken to be this host's: it is
-		// where a listen address points.
-		ip := net.ParseIP(a.Host())
-		return a.Host() == "" || ip == nil || ip.IsUnspecified() || n.IP.IsUnspecified() || n.IP.Equal(ip)
-	}
-	return false
 }
