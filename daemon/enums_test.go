@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/proxy"
 )
 
 // A client that ignores unknown input (protojson with DiscardUnknown;
@@ -57,13 +56,7 @@ func TestMisspeltPolicyInAnUpdateIsRefused(t *testing.T) {
 // not define is refused, never narrowed into another (257 is not 1), and
 // the errors name what the API takes.
 func TestFaultEnumsOutOfRangeAreRefusedByName(t *testing.T) {
-	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
-	if err != nil {
-		t.Skip(err)
-	}
-	// Closed after the daemon (cleanups run last first), which still
-	// holds a proxy on it.
-	t.Cleanup(func() { eng.Close() })
+	eng := epollEngine(t)
 	a := startAPI(t, Config{Engine: eng}, ServerOptions{})
 	ctx := context.Background()
 	cache := startCache(t).String()
@@ -84,7 +77,7 @@ func TestFaultEnumsOutOfRangeAreRefusedByName(t *testing.T) {
 		{&snoopv1.Fault{Name: "f", Type: snoopv1.FaultType_FAULT_TYPE_MISS, Ops: []snoopv1.Op{9}}, "spec.faults[0].ops[0]", "9 is not an operation: want OP_ADD (1)"},
 	}
 	for _, c := range cases {
-		err = create("p", c.f)
+		err := create("p", c.f)
 		wantCode(t, err, codes.InvalidArgument, c.msg)
 		if v := decodeDetails(t, err).bad.GetFieldViolations(); len(v) != 1 || v[0].GetField() != c.field {
 			t.Errorf("%v: violations %v, want one on %s", c.f, v, c.field)
@@ -96,8 +89,7 @@ func TestFaultEnumsOutOfRangeAreRefusedByName(t *testing.T) {
 	// The direction a fault got is in the answer's effective_spec, filled
 	// in (spec keeps what was declared): how a client sees that a
 	// misspelt direction (sent as 0) became the default.
-	var r *snoopv1.CreateProxyResponse
-	r, err = a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "ok", Listen: "IP:127.0.0.1:0", Server: cache,
+	r, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "ok", Listen: "IP:127.0.0.1:0", Server: cache,
 		Faults: []*snoopv1.Fault{{Name: "f", Type: snoopv1.FaultType_FAULT_TYPE_DROP}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -35,12 +35,21 @@ func TestFaultsNeedEpollEngine(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition, "faults need the epoll engine")
 }
 
-func TestFaultsInSpec(t *testing.T) {
+// epollEngine is an event-loop engine of one loop for a test that needs
+// faults (which the goroutine engine refuses). It is closed after the
+// test's daemons, whose cleanups were registered later and run first.
+func epollEngine(t *testing.T) proxy.Engine {
+	t.Helper()
 	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("faults need the epoll engine: %v", err)
 	}
-	defer eng.Close()
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+func TestFaultsInSpec(t *testing.T) {
+	eng := epollEngine(t)
 	dir := t.TempDir()
 	a := startAPI(t, Config{Engine: eng, StateDir: dir}, ServerOptions{})
 	ctx := context.Background()
@@ -53,7 +62,7 @@ func TestFaultsInSpec(t *testing.T) {
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"faults"}}})
 	}
 	// Bad input names the field.
-	_, err = update(&snoopv1.Fault{Name: "slow", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY})
+	_, err := update(&snoopv1.Fault{Name: "slow", Type: snoopv1.FaultType_FAULT_TYPE_LATENCY})
 	wantCode(t, err, codes.InvalidArgument, "spec.faults[0].delay")
 	_, err = update(&snoopv1.Fault{Name: "c", Type: snoopv1.FaultType_FAULT_TYPE_CORRUPT, Field: "op"})
 	wantCode(t, err, codes.InvalidArgument, "acknowledge_corruption")
@@ -128,11 +137,7 @@ func getStatus(t *testing.T, listen string) distcache.Status {
 // starts it anew; a fault whose end passed while snoopd was down stays
 // spent after the restart.
 func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
-	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
-	if err != nil {
-		t.Skip(err)
-	}
-	defer eng.Close()
+	eng := epollEngine(t)
 	dir := t.TempDir()
 	a := startAPI(t, Config{Engine: eng, StateDir: dir}, ServerOptions{})
 	ctx := context.Background()
@@ -274,11 +279,7 @@ func TestFaultEndIsFixedWhenDeclared(t *testing.T) {
 // snoopd kept ends) gets ends at the restart, saved at once, so that the
 // restart after it, even after a SIGKILL, keeps them.
 func TestRestoredFaultWithoutEndGetsOneSaved(t *testing.T) {
-	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
-	if err != nil {
-		t.Skip(err)
-	}
-	defer eng.Close()
+	eng := epollEngine(t)
 	dir := t.TempDir()
 	ctx := context.Background()
 	d, err := New(Config{Engine: eng, StateDir: dir})

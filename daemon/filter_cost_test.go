@@ -12,7 +12,6 @@ import (
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/match"
-	"github.com/snoopd/snoopd/proxy"
 )
 
 // A watch filter whose pattern is built at run time, or whose constant
@@ -53,11 +52,7 @@ func TestWatchFilterPatternsAndCost(t *testing.T) {
 // A fault filter is held to the tighter limit of the event loop it runs
 // in; its refusal says so and names the fault's field.
 func TestFaultFilterPatternsAndCost(t *testing.T) {
-	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
-	if err != nil {
-		t.Skip(err)
-	}
-	defer eng.Close()
+	eng := epollEngine(t)
 	a := startAPI(t, Config{Engine: eng}, ServerOptions{})
 	ctx := context.Background()
 	if _, err := a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec("f", startCache(t).String())}); err != nil {
