@@ -21,12 +21,19 @@ const (
 	// PassThrough keeps forwarding unchanged bytes and stops decoding the
 	// direction that broke the rule, reporting it once.
 	PassThrough
+	// Resync is what an Observer does, which forwards nothing: report
+	// the error and hunt for the next message start in that direction.
+	// It is no proxy's option.
+	Resync
 )
 
-// String returns "close" or "passthrough".
+// String returns "close", "passthrough" or "resync".
 func (p CorruptPolicy) String() string {
-	if p == PassThrough {
+	switch p {
+	case PassThrough:
 		return "passthrough"
+	case Resync:
+		return "resync"
 	}
 	return "close"
 }

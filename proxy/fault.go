@@ -14,7 +14,6 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/match"
-	"github.com/snoopd/snoopd/vocab"
 )
 
 // Fault injection: a proxy may carry faults that change the traffic they
@@ -609,15 +608,6 @@ func (f *fault) damage(msg []byte) {
 	}
 }
 
-// requestView fills v with what is known of a transaction when its request
-// is whole: no answer yet, so its result reads "unanswered".
-func (c *conn) requestView(h *half, v *match.View, now time.Time) {
-	hd := h.dec.Header()
-	sum := h.scan.Summary()
-	*v = match.View{Proxy: c.p.name, Conn: c.id, Kind: KindTransaction, Time: now,
-		Op: hd.Op, Result: vocab.ResultUnanswered, SessionID: sum.SessionID, ReqBytes: int64(sum.Size)}
-}
-
 // replaced rewrites t to what the client got from fault f: its answer's
 // status, result and sizes.
 func (t *Transaction) replaced(f *fault) {
@@ -627,149 +617,26 @@ func (t *Transaction) replaced(f *fault) {
 	}
 }
 
-// The fault verdict on one message, found by decodeFaulty.
-type faultEnd struct {
-	off   int    // the message ends before chunk[off]
-	f     *fault // nil: forward as it is
-	uid   uint32
-	op    distcache.Op
-	close bool // the verdict closes the connection: the rest of the chunk is not decoded
-	// tx is the answer's transaction, as its index in h.out plus one; 0
-	// for a request, or an answer that makes none.
-	tx int
+// closes reports whether f closes the connection instead of forwarding
+// the message it applies to.
+func (f *fault) closes() bool {
+	return f.spec.Type == FaultDrop || f.spec.Type == FaultReset
 }
 
-// decodeFaulty is decode for a direction with faults: at each message's
-// end it decides which fault applies (faults' filters see the message's
-// transaction so far) and records the verdict in ends; transactions carry
-// the fault's name and, for a replaced answer, what the client got. It
-// stops after a verdict that closes the connection.
-func (c *conn) decodeFaulty(h *half, chunk []byte, now time.Time, fs *faultSet, ends *[]faultEnd) (int, error) {
-	consumed := 0
-	var v match.View
-	nowNS := now.UnixNano()
-	for p := chunk; len(p) > 0; {
-		n, end, err := c.step(h, p, now)
-		consumed += n
-		if err != nil {
-			return consumed, err
-		}
-		p = p[n:]
-		if !end {
-			continue
-		}
-		hd := h.dec.Header()
-		e := faultEnd{off: consumed, uid: hd.RequestUID, op: hd.Op}
-		if h.dir == distcache.ClientToServer {
-			c.requestView(h, &v, now)
-			e.f = fs.decide(h.dir, &v, nowNS)
-			if err := c.requestDone(h); err != nil {
-				return consumed, err
-			}
-			if e.f != nil {
-				c.mu.Lock()
-				c.pending[len(c.pending)-1].fault = e.f
-				c.mu.Unlock()
-			}
-		} else {
-			n := h.nout
-			e.f = c.responseDoneFaulty(h, now, fs, &v)
-			if h.nout > n {
-				e.tx = h.nout
-			}
-		}
-		e.close = e.f != nil && (e.f.spec.Type == FaultDrop || e.f.spec.Type == FaultReset)
-		*ends = append(*ends, e)
-		if e.close {
-			return consumed, nil
-		}
-	}
-	return consumed, nil
-}
-
-// responseDoneFaulty is responseDone for a direction with faults: it
-// decides on the answer, then pairs it. An answer a drop or reset fault
-// takes is never delivered: its request stays pending, to be reported
-// unanswered (with the fault's name) when the connection closes.
-func (c *conn) responseDoneFaulty(h *half, now time.Time, fs *faultSet, v *match.View) *fault {
-	hd := h.dec.Header()
-	resp := h.scan.Summary()
-	frames := h.dec.MessageFrames()
-	c.mu.Lock()
-	i := c.pendingLocked(hd.RequestUID, hd.Op)
-	var t *Transaction
-	var reqFault *fault
-	if i == len(c.pending) {
-		c.mu.Unlock()
-		if c.upBroken.Load() {
-			return nil
-		}
-		t = c.txEvent(h.nextOut(), now)
-		t.Transaction = distcache.NewTransaction(hd.Op, hd.RequestUID, distcache.PayloadSummary{}, resp, 0, frames)
-		t.Orphan = true
-		t.Start = now
-	} else {
-		req := &c.pending[i]
-		reqFault = req.fault
-		t = c.txEvent(h.nextOut(), now)
-		t.Transaction = distcache.NewTransaction(req.op, req.uid, req.request(), resp, req.frames, frames)
-		t.Start = req.start
-		t.Latency = now.Sub(req.start)
-		t.ServerLatency = t.Latency - req.held
-		c.detach(t)
-		c.mu.Unlock()
-	}
-	ev := &h.out[h.nout-1].Event
-	ev.Tx = t
-	ev.MatchView(v)
-	f := fs.decide(h.dir, v, now.UnixNano())
-	if f != nil && (f.spec.Type == FaultDrop || f.spec.Type == FaultReset) {
-		// Not delivered: no transaction now; the request is reported
-		// unanswered when the fault closes the connection.
-		h.nout--
-		if !t.Orphan {
-			c.mu.Lock()
-			if i < len(c.pending) {
-				c.pending[i].fault = f
-			}
-			c.mu.Unlock()
-		}
-		return f
-	}
-	if !t.Orphan {
-		c.mu.Lock()
-		c.pending = append(c.pending[:i], c.pending[i+1:]...)
-		c.mu.Unlock()
-	} else {
-		c.detach(t)
-	}
-	switch {
-	case f != nil:
-		t.Fault = f.spec.Name
-		if f.spec.Type == FaultMiss || f.spec.Type == FaultError {
-			t.replaced(f)
-		}
-	case reqFault != nil:
-		t.Fault = reqFault.spec.Name
-	}
-	// Counted once the answer's way to the client is known (lfaults.
-	// message): a hold is part of the latency.
-	return f
-}
-
-// inspectFaulty is inspect with decodeFaulty.
-func (c *conn) inspectFaulty(h *half, chunk []byte, now time.Time, fs *faultSet, ends *[]faultEnd) forwarded {
+// inspectFaulty is inspect with the fault step: the verdicts on the
+// chunk's messages are left in fx.ends.
+func (c *conn) inspectFaulty(h *half, chunk []byte, now time.Time, fx *faultStep) forwarded {
 	f := forwarded{n: len(chunk)}
 	var valid int
-	valid, f.err = c.decodeFaulty(h, chunk, now, fs, ends)
+	valid, f.err = c.decode(h, chunk, now, fx)
 	if f.err != nil && c.set.opts.OnCorrupt == CloseOnCorrupt {
 		f.n = valid
 	}
 	if isLoopEcho(f.err) {
 		f.n = 0
 	}
-	if n := len(*ends); n > 0 && (*ends)[n-1].close {
-		f.n = (*ends)[n-1].off
+	if n := len(fx.ends); n > 0 && fx.ends[n-1].close {
+		f.n = fx.ends[n-1].off
 	}
 	c.count(h, f, now)
 	return f
