@@ -7,6 +7,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/snoopd/snoopd/sniff/snifftest"
 )
 
 // checkOut checks what a stream hands on against the sender's bytes: in
@@ -81,13 +83,13 @@ func FuzzStream(f *testing.F) {
 // FuzzPacket decodes arbitrary frames of every link type sniff reads:
 // it never panics, and whatever it reads as a segment is counted once.
 func FuzzPacket(f *testing.F) {
-	c := newConversation(f, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("request bytes"), 100)
-	for _, p := range c.pkts {
-		f.Add(p.data, uint8(0))
+	c := snifftest.NewConversation(f, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("request bytes"), 100)
+	for _, p := range c.Packets {
+		f.Add(p.Data, uint8(0))
 	}
-	f.Add(frame(f, layers.LinkTypeLinuxSLL2, c.client, c.server, 1, 2, tcpFlags{ack: true}, []byte("x")), uint8(2))
+	f.Add(snifftest.Frame(f, layers.LinkTypeLinuxSLL2, c.Client, c.Server, 1, 2, snifftest.Flags{ACK: true}, []byte("x")), uint8(2))
 	links := []layers.LinkType{layers.LinkTypeEthernet, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2,
 		layers.LinkTypeNull, layers.LinkTypeLoop, layers.LinkTypeRaw}
 	f.Fuzz(func(t *testing.T, data []byte, link uint8) {
