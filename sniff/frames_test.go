@@ -52,6 +52,10 @@ func (c *recConn) Data(dir distcache.Direction, p []byte, now time.Time) {
 	if c.closed != "" {
 		panic("data after close")
 	}
+	// One line for each run of one direction's bytes.
+	if c.r.log[len(c.r.log)-1] != "data "+dir.String() {
+		c.r.log = append(c.r.log, "data "+dir.String())
+	}
 	c.streams[dirIndex(dir)].Write(p)
 }
 

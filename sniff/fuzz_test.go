@@ -36,10 +36,11 @@ func (o *checkOut) skip(first, last int64) {
 	o.at = last + 1
 }
 
-// FuzzStream feeds a stream random segments of one sender's bytes: any
-// offsets, lengths, repeats, overlaps and cut-off tails. The stream
-// never panics, never holds more than its bound, and hands on a
-// subsequence of the sender's bytes in order, with every hole reported.
+// FuzzStream feeds a stream random segments of one sender's bytes (any
+// offsets, lengths, repeats, overlaps and cut-off tails) and the peer's
+// acknowledgements. The stream never panics, never holds more than its
+// bound, and hands on a subsequence of the sender's bytes in order, with
+// every hole reported.
 func FuzzStream(f *testing.F) {
 	f.Add([]byte{0, 0, 10, 0, 0, 20, 10, 0, 0, 5, 30, 3}, uint16(300))
 	f.Add([]byte{0, 100, 50, 0, 0, 0, 100, 0, 0, 50, 50, 0, 255, 255, 255, 9}, uint16(64))
@@ -55,12 +56,18 @@ func FuzzStream(f *testing.F) {
 			start := int64(binary.BigEndian.Uint16(ops))
 			n := int(ops[2])
 			lost := int(ops[3] & 0x0f)
+			ack := ops[3]&0x80 != 0
 			ops = ops[4:]
 			buf = buf[:0]
 			for i := range n {
 				buf = append(buf, sender(start+int64(i)))
 			}
-			s.add(isn+uint32(start), buf, lost, int(bound), out, &c)
+			if ack {
+				// The peer acknowledges up to start.
+				s.acked(isn+uint32(start), out)
+			} else {
+				s.add(isn+uint32(start), buf, lost, int(bound), out, &c)
+			}
 			if s.heldBytes > int(bound) {
 				t.Fatalf("%d bytes held, bound %d", s.heldBytes, bound)
 			}

@@ -388,6 +388,15 @@ func (f *flow) segment(s *Sniffer, dir distcache.Direction, seg *segmentInfo, no
 		// where the server's bytes start.
 		other.start(seg.ack)
 	}
+	if seg.ackf && other.started && !seg.rst {
+		// The peer has what it acknowledges: bytes of the other direction
+		// before the ACK that were not captured never will be, and what
+		// this segment carries (an answer, say) must not be handed on
+		// before what it answers.
+		before := other.heldBytes
+		other.acked(seg.ack, f.out(s, 1-i, now))
+		s.held -= before - other.heldBytes
+	}
 	if !d.started {
 		return
 	}

@@ -178,7 +178,7 @@ func TestHoleLeftAtTheEndOfTheConnectionIsAGapBeforeTheClose(t *testing.T) {
 	if got := rec.conns[0].streams[0].String(); got != "0123|89" {
 		t.Fatalf("stream %q", got)
 	}
-	if !slices.Equal(rec.log, []string{"open " + testClient, "gap", "close client closed"}) {
+	if !slices.Equal(rec.log, []string{"open " + testClient, "data client->server", "gap", "data client->server", "close client closed"}) {
 		t.Fatalf("log %q", rec.log)
 	}
 }
@@ -376,5 +376,25 @@ func TestParseServer(t *testing.T) {
 	srv, _ := ParseServer(ctx, "IP:[::ffff:10.0.0.5]:9001")
 	if !srv.Is(netip.MustParseAddrPort("10.0.0.5:9001")) {
 		t.Error("an IPv4-mapped server address does not match its IPv4 packets")
+	}
+}
+
+func TestAcknowledgedHoleIsAGapBeforeTheAnswer(t *testing.T) {
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("0123456789"), 4) // 3: 0123, 4: 4567 (lost), 5: 89
+	c.Send(false, []byte("answer"), 100)  // 6: acknowledges all ten
+	rec, s := feedInOrder(t, c, []int{0, 1, 2, 3, 5, 6}, portServer(9001))
+	s.Finish("end of capture")
+	if want := []Gap{{Dir: distcache.ClientToServer, First: 4, Last: 7}}; !slices.Equal(rec.gaps, want) {
+		t.Fatalf("gaps %v, want %v", rec.gaps, want)
+	}
+	conn := rec.conns[0]
+	if conn.streams[0].String() != "0123|89" || conn.streams[1].String() != "answer" {
+		t.Fatalf("streams %q %q", conn.streams[0].String(), conn.streams[1].String())
+	}
+	// The gap and the request's last bytes came before the answer.
+	if !slices.Equal(rec.log, []string{"open " + testClient, "data client->server", "gap", "data client->server", "data server->client", "close end of capture"}) {
+		t.Fatalf("log %q", rec.log)
 	}
 }

@@ -96,8 +96,9 @@ func Frame(t testing.TB, link layers.LinkType, src, dst netip.AddrPort, seq, ack
 
 // Packet is one captured frame.
 type Packet struct {
-	Data []byte
-	CI   gopacket.CaptureInfo
+	Data       []byte
+	CI         gopacket.CaptureInfo
+	FromClient bool
 }
 
 // Conversation accumulates the packets of TCP connections between a
@@ -132,7 +133,7 @@ func (c *Conversation) Add(fromClient bool, fl Flags, payload []byte) {
 		src, dst, seq, ack = c.Server, c.Client, &c.SSeq, c.CSeq
 	}
 	data := Frame(c.T, c.Link, src, dst, *seq, ack, fl, payload)
-	c.Packets = append(c.Packets, Packet{data, gopacket.CaptureInfo{Timestamp: c.At, CaptureLength: len(data), Length: len(data)}})
+	c.Packets = append(c.Packets, Packet{data, gopacket.CaptureInfo{Timestamp: c.At, CaptureLength: len(data), Length: len(data)}, fromClient})
 	*seq += uint32(len(payload))
 	if fl.SYN || fl.FIN {
 		*seq++
