@@ -12,6 +12,10 @@
 // arrives early, the first copy of a retransmitted or overlapping byte
 // winning. What the capture missed is never guessed at: the sink is told
 // of the gap (stream offsets, bytes missing) and the direction resyncs.
+// A hole becomes a gap when the peer acknowledges the bytes after it (it
+// has them, so the capture lost them; and the answer that follows must
+// not reach the assembler before what it answers), when the buffer bound
+// is reached, or when the connection ends.
 //
 // Memory is bounded: at most Options.MaxConns connections (the least
 // recently active is closed to make room; idle ones close after

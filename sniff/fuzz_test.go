@@ -7,6 +7,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/snoopd/snoopd/sniff/snifftest"
 )
 
 // checkOut checks what a stream hands on against the sender's bytes: in
@@ -34,10 +36,11 @@ func (o *checkOut) skip(first, last int64) {
 	o.at = last + 1
 }
 
-// FuzzStream feeds a stream random segments of one sender's bytes: any
-// offsets, lengths, repeats, overlaps and cut-off tails. The stream
-// never panics, never holds more than its bound, and hands on a
-// subsequence of the sender's bytes in order, with every hole reported.
+// FuzzStream feeds a stream random segments of one sender's bytes (any
+// offsets, lengths, repeats, overlaps and cut-off tails) and the peer's
+// acknowledgements. The stream never panics, never holds more than its
+// bound, and hands on a subsequence of the sender's bytes in order, with
+// every hole reported.
 func FuzzStream(f *testing.F) {
 	f.Add([]byte{0, 0, 10, 0, 0, 20, 10, 0, 0, 5, 30, 3}, uint16(300))
 	f.Add([]byte{0, 100, 50, 0, 0, 0, 100, 0, 0, 50, 50, 0, 255, 255, 255, 9}, uint16(64))
@@ -53,12 +56,18 @@ func FuzzStream(f *testing.F) {
 			start := int64(binary.BigEndian.Uint16(ops))
 			n := int(ops[2])
 			lost := int(ops[3] & 0x0f)
+			ack := ops[3]&0x80 != 0
 			ops = ops[4:]
 			buf = buf[:0]
 			for i := range n {
 				buf = append(buf, sender(start+int64(i)))
 			}
-			s.add(isn+uint32(start), buf, lost, int(bound), out, &c)
+			if ack {
+				// The peer acknowledges up to start.
+				s.acked(isn+uint32(start), out)
+			} else {
+				s.add(isn+uint32(start), buf, lost, int(bound), out, &c)
+			}
 			if s.heldBytes > int(bound) {
 				t.Fatalf("%d bytes held, bound %d", s.heldBytes, bound)
 			}
@@ -81,13 +90,13 @@ func FuzzStream(f *testing.F) {
 // FuzzPacket decodes arbitrary frames of every link type sniff reads:
 // it never panics, and whatever it reads as a segment is counted once.
 func FuzzPacket(f *testing.F) {
-	c := newConversation(f, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("request bytes"), 100)
-	for _, p := range c.pkts {
-		f.Add(p.data, uint8(0))
+	c := snifftest.NewConversation(f, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("request bytes"), 100)
+	for _, p := range c.Packets {
+		f.Add(p.Data, uint8(0))
 	}
-	f.Add(frame(f, layers.LinkTypeLinuxSLL2, c.client, c.server, 1, 2, tcpFlags{ack: true}, []byte("x")), uint8(2))
+	f.Add(snifftest.Frame(f, layers.LinkTypeLinuxSLL2, c.Client, c.Server, 1, 2, snifftest.Flags{ACK: true}, []byte("x")), uint8(2))
 	links := []layers.LinkType{layers.LinkTypeEthernet, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2,
 		layers.LinkTypeNull, layers.LinkTypeLoop, layers.LinkTypeRaw}
 	f.Fuzz(func(t *testing.T, data []byte, link uint8) {

@@ -140,33 +140,45 @@ func New(sink Sink, opts Options) *Sniffer {
 // to the sink. At the end of src it closes the connections still open
 // with reason "end of capture"; otherwise they stay open for Finish. A
 // packet that cannot be decoded is counted (Stats.Malformed) and
-// skipped. A pcapng source with interfaces of several link types is
-// decoded by each packet's interface.
+// skipped.
 func (s *Sniffer) Run(ctx context.Context, src gopacket.PacketDataSource, link layers.LinkType) error {
 	if !CanDecode(link) {
 		return fmt.Errorf("%w: %s (%d)", ErrLinkType, link, int(link))
 	}
-	ng, _ := src.(*pcapgo.NgReader)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		data, ci, err := src.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			s.Finish("end of capture")
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read packet %d: %w", s.stats.packets.Load()+1, err)
-		}
-		l := link
-		if ng != nil && ng.NInterfaces() > 1 {
-			if intf, err := ng.Interface(ci.InterfaceIndex); err == nil {
-				l = intf.LinkType
+		if err := s.ReadPacket(src, link); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
 			}
+			return err
 		}
-		s.Packet(data, ci, l)
 	}
+}
+
+// ReadPacket reads one packet of the link type from src and takes it
+// (Packet). At the end of src it closes the connections still open with
+// reason "end of capture" and returns io.EOF; an error of src is
+// returned wrapped, naming the packet. A pcapng source with interfaces
+// of several link types is decoded by each packet's interface.
+func (s *Sniffer) ReadPacket(src gopacket.PacketDataSource, link layers.LinkType) error {
+	data, ci, err := src.ReadPacketData()
+	if errors.Is(err, io.EOF) {
+		s.Finish("end of capture")
+		return io.EOF
+	}
+	if err != nil {
+		return fmt.Errorf("read packet %d: %w", s.stats.packets.Load()+1, err)
+	}
+	if ng, ok := src.(*pcapgo.NgReader); ok && ng.NInterfaces() > 1 {
+		if intf, err := ng.Interface(ci.InterfaceIndex); err == nil {
+			link = intf.LinkType
+		}
+	}
+	s.Packet(data, ci, link)
+	return nil
 }
 
 // Packet takes one captured frame of the link type. data is only read
@@ -375,6 +387,15 @@ func (f *flow) segment(s *Sniffer, dir distcache.Direction, seg *segmentInfo, no
 		// The handshake's last ACK, when the SYN-ACK was missed, tells
 		// where the server's bytes start.
 		other.start(seg.ack)
+	}
+	if seg.ackf && other.started && !seg.rst {
+		// The peer has what it acknowledges: bytes of the other direction
+		// before the ACK that were not captured never will be, and what
+		// this segment carries (an answer, say) must not be handed on
+		// before what it answers.
+		before := other.heldBytes
+		other.acked(seg.ack, f.out(s, 1-i, now))
+		s.held -= before - other.heldBytes
 	}
 	if !d.started {
 		return

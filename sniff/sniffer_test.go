@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/sniff/snifftest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,14 +42,14 @@ func TestWholeConnectionIsHandedOnInOrderAndClosedByWhoFinishedFirst(t *testing.
 		layers.LinkTypeNull, layers.LinkTypeLoop, layers.LinkTypeRaw} {
 		for _, pair := range [][2]string{{testClient, testServer}, {"[2001:db8::1]:40000", "[2001:db8::2]:9001"}} {
 			t.Run(fmt.Sprintf("%s/%s", link, pair[0]), func(t *testing.T) {
-				c := newConversation(t, link, pair[0], pair[1])
-				c.handshake()
-				c.send(true, req, 1448)
-				c.send(false, resp, 1448)
-				c.closeBoth()
+				c := snifftest.NewConversation(t, link, pair[0], pair[1])
+				c.Handshake()
+				c.Send(true, req, 1448)
+				c.Send(false, resp, 1448)
+				c.CloseBoth()
 				rec := &recorder{}
 				s := New(rec, portServer(9001))
-				c.feed(s)
+				feed(s, c)
 				if len(rec.conns) != 1 {
 					t.Fatalf("%d connections, want 1 (log %q)", len(rec.conns), rec.log)
 				}
@@ -66,7 +67,7 @@ func TestWholeConnectionIsHandedOnInOrderAndClosedByWhoFinishedFirst(t *testing.
 					t.Errorf("closed %q, want client closed", conn.closed)
 				}
 				st := s.Stats()
-				if st.Conns != 1 || st.Gaps != 0 || st.Malformed != 0 || st.Other != 0 || st.Packets != int64(len(c.pkts)) {
+				if st.Conns != 1 || st.Gaps != 0 || st.Malformed != 0 || st.Other != 0 || st.Packets != int64(len(c.Packets)) {
 					t.Errorf("stats %+v", st)
 				}
 			})
@@ -77,26 +78,26 @@ func TestWholeConnectionIsHandedOnInOrderAndClosedByWhoFinishedFirst(t *testing.
 // permuted feeds the conversation with its data packets reordered by
 // order (indexes into the packets after the handshake), and returns the
 // recorder.
-func feedInOrder(t *testing.T, c *conversation, order []int, opts Options) (*recorder, *Sniffer) {
+func feedInOrder(t *testing.T, c *snifftest.Conversation, order []int, opts Options) (*recorder, *Sniffer) {
 	t.Helper()
 	rec := &recorder{}
 	s := New(rec, opts)
 	for _, i := range order {
-		p := c.pkts[i]
-		s.Packet(p.data, p.ci, c.link)
+		p := c.Packets[i]
+		s.Packet(p.Data, p.CI, c.Link)
 	}
 	return rec, s
 }
 
 func TestReorderedAndRepeatedSegmentsAreHandedOnOnceInOrder(t *testing.T) {
 	req, resp := traffic()
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, req, 1000) // packets 3..8
-	c.send(false, resp, 1000)
-	c.closeBoth()
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, req, 1000) // packets 3..8
+	c.Send(false, resp, 1000)
+	c.CloseBoth()
 	order := []int{0, 1, 2, 5, 3, 3, 8, 4, 7, 6, 5, 4, 8}
-	for i := 9; i < len(c.pkts); i++ {
+	for i := 9; i < len(c.Packets); i++ {
 		order = append(order, i)
 	}
 	rec, s := feedInOrder(t, c, order, portServer(9001))
@@ -114,17 +115,17 @@ func TestReorderedAndRepeatedSegmentsAreHandedOnOnceInOrder(t *testing.T) {
 }
 
 func TestOverlapKeepsTheFirstCopyAndCountsADifference(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	base := c.cseq
-	c.add(true, tcpFlags{ack: true}, []byte("aaaa")) // 3: offsets 0..3, arrives last
-	c.add(true, tcpFlags{ack: true}, []byte("bbbb")) // 4: offsets 4..7
-	c.cseq = base + 2
-	c.add(true, tcpFlags{ack: true}, []byte("XXYYZZ")) // 5: offsets 2..7, after 4
-	c.cseq = base + 8
-	c.add(true, tcpFlags{ack: true}, []byte("zz")) // 6: offsets 8..9
-	c.cseq = base + 8
-	c.add(true, tcpFlags{ack: true}, []byte("zz")) // 7: the same again
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	base := c.CSeq
+	c.Add(true, snifftest.Flags{ACK: true}, []byte("aaaa")) // 3: offsets 0..3, arrives last
+	c.Add(true, snifftest.Flags{ACK: true}, []byte("bbbb")) // 4: offsets 4..7
+	c.CSeq = base + 2
+	c.Add(true, snifftest.Flags{ACK: true}, []byte("XXYYZZ")) // 5: offsets 2..7, after 4
+	c.CSeq = base + 8
+	c.Add(true, snifftest.Flags{ACK: true}, []byte("zz")) // 6: offsets 8..9
+	c.CSeq = base + 8
+	c.Add(true, snifftest.Flags{ACK: true}, []byte("zz")) // 7: the same again
 	rec, s := feedInOrder(t, c, []int{0, 1, 2, 4, 5, 3, 6, 7}, portServer(9001))
 	// 5's YYZZ lose to 4's bbbb, 3's aa at 2..3 to 5's XX: two differing
 	// copies; 7 is a copy that agrees.
@@ -138,12 +139,12 @@ func TestOverlapKeepsTheFirstCopyAndCountsADifference(t *testing.T) {
 
 func TestLostSegmentBecomesAGapOnceTheBufferBoundIsPassed(t *testing.T) {
 	req, resp := traffic()
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, req, 1000) // 3..8; 4 is lost
-	c.send(false, resp, 1000)
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, req, 1000) // 3..8; 4 is lost
+	c.Send(false, resp, 1000)
 	order := []int{0, 1, 2, 3}
-	for i := 5; i < len(c.pkts); i++ {
+	for i := 5; i < len(c.Packets); i++ {
 		order = append(order, i)
 	}
 	opts := portServer(9001)
@@ -166,10 +167,10 @@ func TestLostSegmentBecomesAGapOnceTheBufferBoundIsPassed(t *testing.T) {
 }
 
 func TestHoleLeftAtTheEndOfTheConnectionIsAGapBeforeTheClose(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("0123456789"), 4) // 3: 0123, 4: 4567 (lost), 5: 89
-	c.closeBoth()
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("0123456789"), 4) // 3: 0123, 4: 4567 (lost), 5: 89
+	c.CloseBoth()
 	rec, _ := feedInOrder(t, c, []int{0, 1, 2, 3, 5, 6, 7, 8}, portServer(9001))
 	if want := []Gap{{Dir: distcache.ClientToServer, First: 4, Last: 7}}; !slices.Equal(rec.gaps, want) {
 		t.Fatalf("gaps %v, want %v", rec.gaps, want)
@@ -177,19 +178,19 @@ func TestHoleLeftAtTheEndOfTheConnectionIsAGapBeforeTheClose(t *testing.T) {
 	if got := rec.conns[0].streams[0].String(); got != "0123|89" {
 		t.Fatalf("stream %q", got)
 	}
-	if !slices.Equal(rec.log, []string{"open " + testClient, "gap", "close client closed"}) {
+	if !slices.Equal(rec.log, []string{"open " + testClient, "data client->server", "gap", "data client->server", "close client closed"}) {
 		t.Fatalf("log %q", rec.log)
 	}
 }
 
 func TestSegmentCutByTheSnapLengthIsAGapAtOnce(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("0123456789"), 10)
-	c.send(true, []byte("abc"), 10)
-	cut := &c.pkts[3]
-	cut.data = cut.data[:len(cut.data)-6] // the last 6 payload bytes not captured
-	cut.ci.CaptureLength = len(cut.data)
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("0123456789"), 10)
+	c.Send(true, []byte("abc"), 10)
+	cut := &c.Packets[3]
+	cut.Data = cut.Data[:len(cut.Data)-6] // the last 6 payload bytes not captured
+	cut.CI.CaptureLength = len(cut.Data)
 	rec, s := feedInOrder(t, c, []int{0, 1, 2, 3, 4}, portServer(9001))
 	if want := []Gap{{Dir: distcache.ClientToServer, First: 4, Last: 9}}; !slices.Equal(rec.gaps, want) {
 		t.Fatalf("gaps %v, want %v", rec.gaps, want)
@@ -203,11 +204,11 @@ func TestSegmentCutByTheSnapLengthIsAGapAtOnce(t *testing.T) {
 }
 
 func TestConnectionWithoutItsSYNIsPickedUpMidStream(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("lost-before-capture"), 100)
-	c.send(true, []byte("seen"), 100)
-	c.send(false, []byte("answer"), 100)
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("lost-before-capture"), 100)
+	c.Send(true, []byte("seen"), 100)
+	c.Send(false, []byte("answer"), 100)
 	rec, s := feedInOrder(t, c, []int{2, 4, 5}, portServer(9001))
 	s.Finish("end of capture")
 	if len(rec.conns) != 1 || !rec.conns[0].midStream {
@@ -220,10 +221,10 @@ func TestConnectionWithoutItsSYNIsPickedUpMidStream(t *testing.T) {
 }
 
 func TestMissedSYNACKStillStartsTheServerStreamAtItsFirstByte(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("req"), 100)
-	c.send(false, []byte("ab"), 1)                                   // 4: "a" lost, 5: "b"
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("req"), 100)
+	c.Send(false, []byte("ab"), 1)                                   // 4: "a" lost, 5: "b"
 	rec, _ := feedInOrder(t, c, []int{0, 2, 3, 5}, portServer(9001)) // no SYN-ACK
 	s := rec.conns[0]
 	if s.midStream || s.streams[1].String() != "" {
@@ -232,11 +233,11 @@ func TestMissedSYNACKStillStartsTheServerStreamAtItsFirstByte(t *testing.T) {
 }
 
 func TestResetClosesWithTheSideThatReset(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("req"), 100)
-	c.add(false, tcpFlags{rst: true, ack: true}, nil)
-	c.add(true, tcpFlags{ack: true}, []byte("late")) // after the reset: starts nothing
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("req"), 100)
+	c.Add(false, snifftest.Flags{RST: true, ACK: true}, nil)
+	c.Add(true, snifftest.Flags{ACK: true}, []byte("late")) // after the reset: starts nothing
 	rec, _ := feedInOrder(t, c, []int{0, 1, 2, 3, 4, 5}, portServer(9001))
 	if len(rec.conns) != 1 || rec.conns[0].closed != "server reset" {
 		t.Fatalf("log %q", rec.log)
@@ -244,10 +245,10 @@ func TestResetClosesWithTheSideThatReset(t *testing.T) {
 }
 
 func TestStrayACKsAfterACloseStartNothing(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.closeBoth()
-	c.add(false, tcpFlags{fin: true, ack: true}, nil) // a retransmitted FIN
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.CloseBoth()
+	c.Add(false, snifftest.Flags{FIN: true, ACK: true}, nil) // a retransmitted FIN
 	rec, s := feedInOrder(t, c, []int{0, 1, 2, 3, 4, 5, 6, 5}, portServer(9001))
 	s.Finish("end of capture")
 	if len(rec.conns) != 1 || rec.conns[0].closed != "client closed" {
@@ -256,12 +257,12 @@ func TestStrayACKsAfterACloseStartNothing(t *testing.T) {
 }
 
 func TestClientReconnectingOnTheSamePortIsANewConnection(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.handshake()
-	c.send(true, []byte("one"), 100)
-	c.cseq += 100000
-	c.handshake()
-	c.send(true, []byte("two"), 100)
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("one"), 100)
+	c.CSeq += 100000
+	c.Handshake()
+	c.Send(true, []byte("two"), 100)
 	rec, s := feedInOrder(t, c, []int{0, 1, 2, 3, 4, 5, 6, 7}, portServer(9001))
 	s.Finish("end of capture")
 	if len(rec.conns) != 2 || rec.conns[0].closed != "client reconnected" ||
@@ -271,10 +272,10 @@ func TestClientReconnectingOnTheSamePortIsANewConnection(t *testing.T) {
 }
 
 func TestSequenceNumbersWrapAround(t *testing.T) {
-	c := newConversation(t, layers.LinkTypeEthernet, testClient, testServer)
-	c.cseq = 0xffffffff - 5
-	c.handshake()
-	c.send(true, []byte("0123456789abcdef"), 4)
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.CSeq = 0xffffffff - 5
+	c.Handshake()
+	c.Send(true, []byte("0123456789abcdef"), 4)
 	rec, s := feedInOrder(t, c, []int{0, 1, 2, 4, 3, 6, 5}, portServer(9001))
 	s.Finish("end of capture")
 	if got := rec.conns[0].streams[0].String(); got != "0123456789abcdef" {
@@ -291,7 +292,7 @@ func TestOtherTrafficIsCountedAndIgnored(t *testing.T) {
 	s := New(rec, Options{Server: srv})
 	at := gopacket.CaptureInfo{Timestamp: time.Unix(1, 0)}
 	for _, dst := range []string{"10.0.0.3:9001", "10.0.0.2:9002"} {
-		p := frame(t, layers.LinkTypeEthernet, netip.MustParseAddrPort(testClient), netip.MustParseAddrPort(dst), 1, 0, tcpFlags{syn: true}, nil)
+		p := snifftest.Frame(t, layers.LinkTypeEthernet, netip.MustParseAddrPort(testClient), netip.MustParseAddrPort(dst), 1, 0, snifftest.Flags{SYN: true}, nil)
 		s.Packet(p, at, layers.LinkTypeEthernet)
 	}
 	s.Packet([]byte{1, 2, 3}, at, layers.LinkTypeEthernet)
@@ -311,7 +312,7 @@ func TestIdleAndSurplusConnectionsAreEvicted(t *testing.T) {
 	start := time.Unix(1000, 0)
 	for i, at := range []time.Duration{0, time.Second, 2 * time.Second, 10 * time.Minute} {
 		client := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i))
-		p := frame(t, layers.LinkTypeEthernet, client, netip.MustParseAddrPort(testServer), 1, 0, tcpFlags{syn: true}, nil)
+		p := snifftest.Frame(t, layers.LinkTypeEthernet, client, netip.MustParseAddrPort(testServer), 1, 0, snifftest.Flags{SYN: true}, nil)
 		s.Packet(p, gopacket.CaptureInfo{Timestamp: start.Add(at)}, layers.LinkTypeEthernet)
 	}
 	want := []string{"evicted: too many connections", "idle in the capture", "idle in the capture", ""}
@@ -330,16 +331,16 @@ func TestHeldBytesOfAllConnectionsAreBounded(t *testing.T) {
 	opts := portServer(9001)
 	opts.MaxHeldTotal = 3000
 	s := New(rec, opts)
-	var convs []*conversation
+	var convs []*snifftest.Conversation
 	for i := range 3 {
-		c := newConversation(t, layers.LinkTypeEthernet, fmt.Sprintf("10.0.0.1:%d", 40000+i), testServer)
-		c.handshake()
-		c.send(true, bytes.Repeat([]byte{'x'}, 3000), 1000) // 3: lost, 4 and 5 held
+		c := snifftest.NewConversation(t, layers.LinkTypeEthernet, fmt.Sprintf("10.0.0.1:%d", 40000+i), testServer)
+		c.Handshake()
+		c.Send(true, bytes.Repeat([]byte{'x'}, 3000), 1000) // 3: lost, 4 and 5 held
 		convs = append(convs, c)
 	}
 	for _, c := range convs {
 		for _, i := range []int{0, 1, 2, 4, 5} {
-			s.Packet(c.pkts[i].data, c.pkts[i].ci, c.link)
+			s.Packet(c.Packets[i].Data, c.Packets[i].CI, c.Link)
 		}
 		if s.held > opts.MaxHeldTotal {
 			t.Fatalf("%d bytes held, bound %d", s.held, opts.MaxHeldTotal)
@@ -375,5 +376,25 @@ func TestParseServer(t *testing.T) {
 	srv, _ := ParseServer(ctx, "IP:[::ffff:10.0.0.5]:9001")
 	if !srv.Is(netip.MustParseAddrPort("10.0.0.5:9001")) {
 		t.Error("an IPv4-mapped server address does not match its IPv4 packets")
+	}
+}
+
+func TestAcknowledgedHoleIsAGapBeforeTheAnswer(t *testing.T) {
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("0123456789"), 4) // 3: 0123, 4: 4567 (lost), 5: 89
+	c.Send(false, []byte("answer"), 100)  // 6: acknowledges all ten
+	rec, s := feedInOrder(t, c, []int{0, 1, 2, 3, 5, 6}, portServer(9001))
+	s.Finish("end of capture")
+	if want := []Gap{{Dir: distcache.ClientToServer, First: 4, Last: 7}}; !slices.Equal(rec.gaps, want) {
+		t.Fatalf("gaps %v, want %v", rec.gaps, want)
+	}
+	conn := rec.conns[0]
+	if conn.streams[0].String() != "0123|89" || conn.streams[1].String() != "answer" {
+		t.Fatalf("streams %q %q", conn.streams[0].String(), conn.streams[1].String())
+	}
+	// The gap and the request's last bytes came before the answer.
+	if !slices.Equal(rec.log, []string{"open " + testClient, "data client->server", "gap", "data client->server", "data server->client", "close end of capture"}) {
+		t.Fatalf("log %q", rec.log)
 	}
 }

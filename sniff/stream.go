@@ -22,6 +22,9 @@ const segmentOverhead = 64
 //     copy of bytes still held is compared with it (a difference is
 //     counted), a later copy of bytes already handed on is dropped
 //     unseen, since they are no longer kept.
+//   - A hole ends, as a skip, in one of three ways: the bytes held past
+//     it exceed the bound, the peer acknowledges bytes past it (acked),
+//     or the stream is flushed at the connection's end.
 //   - Sequence numbers are read relative to offset as a signed 32-bit
 //     distance, so they wrap freely; a segment more than 2 GiB behind is
 //     taken for an old one.
@@ -247,6 +250,34 @@ func (s *stream) skipHole(out streamOut) {
 		s.offset = first
 	}
 	s.drain(out)
+}
+
+// maxAckJump bounds how far ahead of the stream an acknowledgement is
+// believed: further is a stray or forged ACK, not a record of lost bytes.
+const maxAckJump = 1 << 30
+
+// acked takes the peer's acknowledgement of sequence number ack: every
+// byte before it reached the peer, so a hole before it is a gap now, and
+// the bytes held after the hole are handed on up to it and beyond, as far
+// as they are in order. A FIN's own sequence number is not a byte.
+func (s *stream) acked(ack uint32, out streamOut) {
+	if !s.started {
+		return
+	}
+	to := s.offsetOf(ack)
+	if s.finSeen && to > s.finOffset {
+		to = s.finOffset
+	}
+	if to <= s.offset || to-s.offset > maxAckJump {
+		return
+	}
+	for len(s.held) > 0 && s.held[0].start < to {
+		s.skipHole(out)
+	}
+	if s.offset < to {
+		out.skip(s.offset, to-1)
+		s.offset = to
+	}
 }
 
 // fin records the sequence number of a FIN: the stream ends there.
