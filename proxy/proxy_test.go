@@ -960,3 +960,33 @@ func TestStopThatTimesOutLeavesNoWaiter(t *testing.T) {
 		t.Errorf("Stop left goroutines behind: %v", err)
 	}
 }
+
+// A proxy made without an engine runs on DefaultEngine, the one snoopd
+// runs, made when it listens and closed when it stops.
+func TestNewWithoutEngineRunsTheDefault(t *testing.T) {
+	p, err := New(Config{Name: "d", Listen: distcache.MustParseAddr("IP:127.0.0.1:0"), Server: startCache(t, "tcp"), Enabled: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, ok := p.engine.(*ownedEngine)
+	if !ok || own.Name() != DefaultEngine || own.eng != nil {
+		t.Fatalf("engine %T named %q, made %v; want the default, not made before listening", p.engine, p.engine.Name(), ok && own.eng != nil)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if own.eng == nil || own.eng.Name() != DefaultEngine {
+		t.Fatalf("listening on %v, want %s", own.eng, DefaultEngine)
+	}
+	c := newClient(t, p.Addr())
+	c.do(distcache.OpGet, []byte("k"))
+	c.c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if own.eng != nil {
+		t.Fatal("the proxy's own engine is still running after Stop")
+	}
+}
