@@ -153,8 +153,13 @@ func (t *Tap) Close() error {
 	var err error
 	t.closeOnce.Do(func() {
 		close(t.closing)
-		err = t.src.Close()
+		// The reader may be in the sniffer with a packet still in the
+		// ring: it sees io.EOF and ends before the ring is unmapped.
+		if err = t.src.Stop(); err != nil {
+			return
+		}
 		<-t.done
+		err = t.src.Close()
 	})
 	return err
 }

@@ -27,8 +27,10 @@
 //   - Packets the kernel could not put in the ring (the reader fell
 //     behind and every block was full) are counted by the kernel and
 //     reported by Stats; they are never silently missing.
-//   - Close wakes a reader blocked waiting for packets (an eventfd beside
-//     the socket in its poll); reads after Close return io.EOF.
+//   - Stop and Close wake a reader blocked waiting for packets (an
+//     eventfd beside the socket in its poll); reads after either return
+//     io.EOF. Only Close unmaps the ring, so a packet a zero-copy read
+//     returned stays valid across Stop, for a reader on another goroutine.
 //
 // Not matched: IPv6 packets whose TCP header follows extension headers,
 // IPv4 fragments after the first, and frames with an 802.1Q tag left in

@@ -182,10 +182,15 @@ func runMeasured(dcload string, cache *exec.Cmd, args []string, port uint16, opt
 		// after its last packet.
 		time.Sleep(5 * DefaultBlockTimeout)
 		m.tapCPU = selfCPU() - selfBefore
-		if err := src.Close(); err != nil {
+		// The reader may be decoding a packet in the ring: it must see
+		// io.EOF before the ring goes.
+		if err := src.Stop(); err != nil {
 			return m, err
 		}
 		read := <-done
+		if err := src.Close(); err != nil {
+			return m, err
+		}
 		if m.stats, err = src.Stats(); err != nil {
 			return m, err
 		}

@@ -381,23 +381,40 @@ func (s *Source) collect() error {
 	return nil
 }
 
-// Close ends the capture: a read waiting for packets returns io.EOF, and
-// the ring and the socket are released. Stats keeps its last counts.
-func (s *Source) Close() error {
+// Stop ends the reads: a read waiting for packets, and every read after,
+// returns io.EOF. It leaves the ring mapped, so a packet a zero-copy read
+// returned stays readable until Close; a reader that uses packets on one
+// goroutine while another ends the capture calls Stop, waits for the
+// reader to see io.EOF, then Close.
+func (s *Source) Stop() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	// A failed write (it cannot fail on an eventfd at 0) would leave a
-	// blocked reader asleep and Close waiting for it below.
+	// blocked reader asleep, and Close waiting for it.
 	if _, err := unix.Write(s.wake, one[:]); err != nil {
 		return fmt.Errorf("capture on %s: waking the reader: %w", s.iface, err)
+	}
+	return nil
+}
+
+// Close ends the capture: it stops the reads (see Stop), waits for a read
+// in progress to return, and releases the ring and the socket; a packet
+// a zero-copy read returned must not be used after it. Stats keeps its
+// last counts.
+func (s *Source) Close() error {
+	if err := s.Stop(); err != nil {
+		return err
 	}
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	s.smu.Lock()
 	defer s.smu.Unlock()
+	if s.fdClosed {
+		return nil
+	}
 	err := s.collect()
 	s.release()
 	return err

@@ -376,3 +376,67 @@ func TestOpenWithoutCapNetRawSaysWhatIsNeeded(t *testing.T) {
 		t.Errorf("message %q, want %q", msg, want)
 	}
 }
+
+// TestStopKeepsAZeroCopyPacketReadable stops a capture while a packet a
+// zero-copy read returned is still in use on another goroutine: the
+// packet stays readable (the ring stays mapped) and the next read says
+// io.EOF; Close then releases the ring.
+func TestStopKeepsAZeroCopyPacketReadable(t *testing.T) {
+	needRoot(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	src, err := Open("lo", port, Options{BlockTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	type read struct {
+		data []byte
+		err  error
+	}
+	reads := make(chan read)
+	go func() {
+		for {
+			data, _, err := src.ZeroCopyReadPacketData()
+			reads <- read{data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	first := <-reads
+	if first.err != nil {
+		t.Fatal(first.err)
+	}
+	if err := src.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The reader goes on until it sees io.EOF: the packets the ring
+	// still held, then the end.
+	var last read
+	for last = range reads {
+		if last.err != nil {
+			break
+		}
+	}
+	if !errors.Is(last.err, io.EOF) {
+		t.Errorf("read after Stop: %v, want io.EOF", last.err)
+	}
+	tl, ok := gopacket.NewPacket(first.data, src.LinkType(), gopacket.Default).TransportLayer().(*layers.TCP)
+	if !ok || uint16(tl.DstPort) != port {
+		t.Errorf("the first packet, read after Stop: %v", tl)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
