@@ -2,6 +2,7 @@ package tap
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net/netip"
 	"os"
@@ -11,10 +12,12 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/testutil"
 	"github.com/snoopd/snoopd/proxy"
 	"github.com/snoopd/snoopd/sniff"
 )
@@ -237,5 +240,44 @@ func TestCloseDuringALoad(t *testing.T) {
 	}
 	if rec.kinds[proxy.KindConnOpened] != rec.kinds[proxy.KindConnClosed] {
 		t.Errorf("%d connections opened, %d closed", rec.kinds[proxy.KindConnOpened], rec.kinds[proxy.KindConnClosed])
+	}
+}
+
+// TestReadErrorsAreCountedAndCaptureGoesOn takes a tap's interface down
+// and up again: the failed read is counted and kept for the operator,
+// and the tap goes on capturing.
+func TestReadErrorsAreCountedAndCaptureGoesOn(t *testing.T) {
+	tun := testutil.NewTun(t)
+	tp, err := Start(Config{Name: "t", Interface: tun.Name, Server: sniff.Server{Port: 9001}}, newRecorder())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	tun.SetUp(t, false)
+	deadline := time.Now().Add(10 * time.Second)
+	for tp.Stats().ReadErrors == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no read error counted with the interface down")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := tp.LastError(); !errors.Is(err, unix.ENETDOWN) {
+		t.Errorf("last error %v, want ENETDOWN", err)
+	}
+	tun.SetUp(t, true)
+	// A SYN to the server: the tap opens a connection for it.
+	syn := []byte{
+		0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 2, 127, 0, 0, 1,
+		0x9c, 0x40, 0x23, 0x29, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+	}
+	for deadline := time.Now().Add(10 * time.Second); tp.Stats().Capture.Segments == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("tap captured nothing after the interface came back")
+		}
+		tun.Write(t, syn)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := tp.Stats().ReadErrors; n != 1 {
+		t.Errorf("%d read errors, want the one of the interface going down", n)
 	}
 }

@@ -2,48 +2,18 @@ package afpacket
 
 import (
 	"bytes"
-	"fmt"
-	"os"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
-)
 
-// tunDevice creates a tun interface (IP packets, no link header) that
-// lives as long as the returned descriptor, and brings it up. Packets
-// written to the descriptor arrive on the interface.
-func tunDevice(t *testing.T) (name string, fd int) {
-	t.Helper()
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("needs /dev/net/tun: %v", err)
-	}
-	name = fmt.Sprintf("snptap%d", os.Getpid()%100000)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		t.Skipf("needs a tun interface (TUNSETIFF): %v", err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	sock, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(sock)
-	up, _ := unix.NewIfreq(name)
-	up.SetUint16(unix.IFF_UP)
-	if err := unix.IoctlIfreq(sock, unix.SIOCSIFFLAGS, up); err != nil {
-		t.Fatalf("bringing %s up: %v", name, err)
-	}
-	return name, fd
-}
+	"github.com/snoopd/snoopd/internal/testutil"
+)
 
 // TestCookedCaptureOnAnInterfaceWithoutEthernet captures on a tun
 // interface, whose packets have no link header: the Source must say so
@@ -53,8 +23,8 @@ func tunDevice(t *testing.T) (name string, fd int) {
 // which the kernel discards after the capture has seen them.
 func TestCookedCaptureOnAnInterfaceWithoutEthernet(t *testing.T) {
 	needRoot(t)
-	name, tun := tunDevice(t)
-	src, err := Open(name, filterPort, Options{BlockTimeout: time.Millisecond})
+	tun := testutil.NewTun(t)
+	src, err := Open(tun.Name, filterPort, Options{BlockTimeout: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +46,7 @@ func TestCookedCaptureOnAnInterfaceWithoutEthernet(t *testing.T) {
 	want := [][]byte{v4(40000, filterPort), v6(filterPort, 40000), v4(filterPort, 40001)}
 	others := [][]byte{v4(40000, filterPort+1), v6(40000, 40001)}
 	for _, p := range [][]byte{others[0], want[0], others[1], want[1], want[2]} {
-		if _, err := unix.Write(tun, p); err != nil {
-			t.Fatalf("writing to the tun: %v", err)
-		}
+		tun.Write(t, p)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -102,5 +70,58 @@ func TestCookedCaptureOnAnInterfaceWithoutEthernet(t *testing.T) {
 		if p.ci.InterfaceIndex == 0 || p.ci.CaptureLength != len(want[i]) || p.ci.Length != len(want[i]) {
 			t.Errorf("packet %d: capture info %+v", i, p.ci)
 		}
+	}
+}
+
+// TestInterfaceDownIsAReadErrorAndCaptureResumes takes the interface
+// down under a blocked reader: the read fails once, saying the network
+// is down, and once the interface is up again the next packet is read.
+func TestInterfaceDownIsAReadErrorAndCaptureResumes(t *testing.T) {
+	needRoot(t)
+	tun := testutil.NewTun(t)
+	src, err := Open(tun.Name, filterPort, Options{BlockTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	type read struct {
+		data []byte
+		err  error
+	}
+	reads := make(chan read, 8)
+	go func() {
+		for {
+			data, _, err := src.ReadPacketData()
+			if errors.Is(err, io.EOF) {
+				close(reads)
+				return
+			}
+			reads <- read{data, err}
+		}
+	}()
+	next := func() read {
+		t.Helper()
+		select {
+		case r := <-reads:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("no read returned")
+			return read{}
+		}
+	}
+	tun.SetUp(t, false)
+	if r := next(); !errors.Is(r.err, unix.ENETDOWN) || !strings.Contains(r.err.Error(), tun.Name) {
+		t.Fatalf("read with the interface down: %v, want ENETDOWN naming %s", r.err, tun.Name)
+	}
+	tun.SetUp(t, true)
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
+		SrcIP: []byte{127, 0, 0, 2}, DstIP: []byte{127, 0, 0, 1}}
+	pkt := craft(t, ip, tcp(40000, filterPort, ip))
+	tun.Write(t, pkt)
+	if r := next(); r.err != nil || !bytes.Equal(r.data, pkt) {
+		t.Fatalf("read after the interface came back: % x, %v", r.data, r.err)
+	}
+	src.Close()
+	for range reads {
 	}
 }
