@@ -18,12 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The ring's defaults. 64 blocks of 256 KiB (16 MiB) hold about a
-// second of a busy loopback tap; a block is handed to the reader when it
-// is full or BlockTimeout after its first packet, so a quiet tap's
-// packets wait at most that long, and a reader stalled for
-// DefaultBlockCount × DefaultBlockTimeout of trickling packets is what
-// fills the ring soonest.
+// The ring's defaults: 64 blocks of 256 KiB, 16 MiB in all (what rate
+// that keeps up with on loopback is in docs/benchmarks.md, "A live tap on
+// loopback"). A block is handed to the reader when it is full or
+// BlockTimeout after its first packet, so a quiet tap's packets wait at
+// most that long; and since a handed-over block is used up however
+// little it holds, a reader stalled for DefaultBlockCount ×
+// DefaultBlockTimeout while packets trickle in finds the ring full.
 const (
 	DefaultBlockSize    = 256 << 10
 	DefaultBlockCount   = 64
