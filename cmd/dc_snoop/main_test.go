@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -183,6 +184,49 @@ func TestRunLogsEveryTransaction(t *testing.T) {
 			!strings.Contains(sum, "0 protocol errors.") {
 			t.Errorf("json %v: summary:\n%s", asJSON, sum)
 		}
+	}
+}
+
+// TestErrorsGoToStderr: a client that sends a corrupt frame gets a
+// protocol-error line on stderr (with its connection's lines on stdout,
+// where the transactions are), and the summary counts it.
+func TestErrorsGoToStderr(t *testing.T) {
+	dir := testutil.SocketDir(t)
+	srv, err := cacheserver.Start(distcache.MustParseAddr("UNIX:"+filepath.Join(dir, "server")), cacheserver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	snoop := filepath.Join(dir, "snoop")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr testutil.SyncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"-listen", "UNIX:" + snoop, "-server", srv.Addr().String()}, &stdout, &stderr)
+	}()
+	waitFor(t, &stderr, "dc_snoop: listening on ")
+
+	c, err := net.DialTimeout("unix", snoop, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A frame of protocol version 0x0012: corrupt at its first bytes.
+	if _, err := c.Write([]byte{0, 0x12, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &stderr, " protocol-error client->server rule=version ")
+	waitFor(t, &stdout, " closed client=")
+	cancel()
+	if c := <-code; c != exitOK {
+		t.Fatalf("exit %d", c)
+	}
+	if strings.Contains(stdout.String(), "protocol-error") {
+		t.Errorf("the error on stdout too:\n%s", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "; 1 protocol error.") {
+		t.Errorf("summary without the error:\n%s", stderr.String())
 	}
 }
 
