@@ -106,6 +106,9 @@ func parseArgs(args []string) (options, error) {
 			i++
 			value = args[i]
 		}
+		if value == "" {
+			return o, fmt.Errorf("-%s has an empty value", name)
+		}
 		switch name {
 		case "listen":
 			if listen != "" {

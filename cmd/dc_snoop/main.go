@@ -62,6 +62,11 @@ const proxyName = "dc_snoop"
 // close.
 const stopGrace = 5 * time.Second
 
+// outputGrace bounds how long a stop waits for the output to take the
+// last lines: a reader that stopped reading (a paused pager) must not keep
+// dc_snoop from ending on a signal.
+const outputGrace = 2 * time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -123,11 +128,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// The connections the stop closed have published their ends; print
 	// them before the summary.
 	close(stopPrinter)
-	<-printerDone
+	select {
+	case <-printerDone:
+	case <-time.After(outputGrace):
+		fmt.Fprintf(stderr, "dc_snoop: the output did not take the last lines within %s; stopping without them\n", outputGrace)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dc_snoop: %v\n", err)
 	}
 	st := p.Stats()
-	writeSummary(stderr, &st, time.Since(started), pr.dropped)
+	writeSummary(stderr, &st, time.Since(started), q.dropped.Load())
 	return exitOK
 }

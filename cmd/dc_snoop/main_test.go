@@ -87,6 +87,7 @@ func TestBadCommandLinesExitTwoNamingTheFault(t *testing.T) {
 		{[]string{"-listen", "UNIX:/tmp/s", "-server", "UNIX:/tmp/t", "-connect", "UNIX:/tmp/u"}, "-connect given after -server"},
 		{[]string{"-listen", "UNIX:/tmp/s", "-listen", "UNIX:/tmp/u", "-server", "UNIX:/tmp/t"}, "-listen given twice"},
 		{[]string{"-listen", "UNIX:/tmp/s", "-server", "UNIX:/tmp/t", "-o", "yaml"}, `-o "yaml": want text or json`},
+		{[]string{"-listen=", "-server", "UNIX:/tmp/t"}, "-listen has an empty value"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), tc.args, &stdout, &stderr); code != exitUsage {
@@ -230,6 +231,51 @@ func TestErrorsGoToStderr(t *testing.T) {
 	}
 }
 
+// blockedWriter is an output whose reader stopped reading, until
+// release is closed.
+type blockedWriter struct{ release chan struct{} }
+
+func (w blockedWriter) Write(b []byte) (int, error) {
+	<-w.release
+	return len(b), nil
+}
+
+// TestStopsWhenTheOutputIsStuck: a signal ends dc_snoop, with its summary,
+// even when standard output takes nothing (a paused pager).
+func TestStopsWhenTheOutputIsStuck(t *testing.T) {
+	dir := testutil.SocketDir(t)
+	srv, err := cacheserver.Start(distcache.MustParseAddr("UNIX:"+filepath.Join(dir, "server")), cacheserver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	snoop := "UNIX:" + filepath.Join(dir, "snoop")
+	out := blockedWriter{release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr testutil.SyncBuffer
+	code := make(chan int, 1)
+	go func() { code <- run(ctx, []string{"-listen", snoop, "-server", srv.Addr().String()}, out, &stderr) }()
+	// The printer stays blocked on its first write once it has one.
+	defer close(out.release)
+	waitFor(t, &stderr, "dc_snoop: listening on ")
+	rep, err := loadgen.Run(context.Background(), loadgen.Config{Addr: distcache.MustParseAddr(snoop), Conns: 1, Persistent: false, Ops: 20})
+	if err != nil || rep.Ops != 20 {
+		t.Fatalf("load through a proxy whose output is stuck: %d ops, %v", rep.Ops, err)
+	}
+	cancel()
+	select {
+	case c := <-code:
+		if c != exitOK {
+			t.Fatalf("exit %d", c)
+		}
+	case <-time.After(stopGrace + outputGrace + 10*time.Second):
+		t.Fatal("no exit with the output stuck")
+	}
+	if sum := stderr.String(); !strings.Contains(sum, "did not take the last lines") || !strings.Contains(sum, "20 transactions") {
+		t.Errorf("stderr:\n%s", sum)
+	}
+}
+
 func TestSummaryCountsByOperationAndResult(t *testing.T) {
 	s := proxy.Stats{
 		ConnsTotal: 12, ConnsRefused: 1, ConnectFailed: 2, BytesUp: 1000, BytesDown: 2000, ProtocolErrors: 1,
@@ -268,8 +314,8 @@ func TestFullQueueDropsAndSaysSo(t *testing.T) {
 	stop := make(chan struct{})
 	close(stop)
 	p.run(q, stop)
-	if !strings.Contains(out.String(), "conn=1 opened") || !strings.Contains(out.String(), "dropped 2 events") || p.dropped != 2 {
-		t.Fatalf("output %q, dropped %d", out.String(), p.dropped)
+	if !strings.Contains(out.String(), "conn=1 opened") || !strings.Contains(out.String(), "dropped 2 events") || p.noted != 2 {
+		t.Fatalf("output %q, dropped %d", out.String(), p.noted)
 	}
 }
 

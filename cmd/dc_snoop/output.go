@@ -25,7 +25,8 @@ const flushAt = 32 << 10
 // and drops it, counted, when the channel is full, so that the proxy's
 // loops never wait on the printer.
 type queue struct {
-	events  chan proxy.EventCopy
+	events chan proxy.EventCopy
+	// dropped counts every event dropped so far; it only grows.
 	dropped atomic.Uint64
 }
 
@@ -54,8 +55,8 @@ type printer struct {
 	api       apievent.Builder
 	outBuf    []byte
 	errBuf    []byte
-	writeErr  error // the first failed write, reported once
-	dropped   uint64
+	writeErr  error  // the first failed write, reported once
+	noted     uint64 // the queue's drops already told of
 }
 
 func newPrinter(out, errs io.Writer, json bool) *printer {
@@ -113,11 +114,12 @@ func (p *printer) print(c *proxy.EventCopy) {
 // one, where the gap is: a JSON drop notice ({"dropped":N}, as snoopctl
 // tail -o json writes it) or the text one.
 func (p *printer) noteDropped(q *queue) {
-	n := q.dropped.Swap(0)
+	total := q.dropped.Load()
+	n := total - p.noted
 	if n == 0 {
 		return
 	}
-	p.dropped += n
+	p.noted = total
 	if !p.json {
 		p.outBuf = format.AppendDropped(p.outBuf, n)
 		return
