@@ -50,13 +50,6 @@ func counters(s proxy.Stats) *snoopv1.ProxyCounters {
 	return c
 }
 
-func apiPolicy(p proxy.CorruptPolicy) snoopv1.CorruptPolicy {
-	if p == proxy.PassThrough {
-		return snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH
-	}
-	return snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
-}
-
 // minDuration reads an optional duration, nil as zero.
 func minDuration(d *durationpb.Duration) time.Duration {
 	if d == nil {

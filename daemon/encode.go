@@ -11,7 +11,7 @@ import (
 )
 
 // NewEventEncoder returns the hub's Encoder: each event in the API's form
-// (the conversion of apiEvent.fill, the one every consumer has always
+// (the conversion of apievent.Builder.Fill, the one every consumer has always
 // seen), written by apiwire's hand encoder. The hub encodes each event once
 // and every watch stream, the export and history share the bytes.
 func NewEventEncoder() hub.Encoder { return new(eventEncoder) }
@@ -25,7 +25,7 @@ type eventEncoder struct {
 }
 
 func (c *eventEncoder) AppendEvent(dst []byte, e *proxy.Event, instance string) []byte {
-	ev := c.a.fill(e, false)
+	ev := c.a.Fill(e, false)
 	ev.ProxyInstance = instance
 	out, err := apiwire.AppendEvent(dst, ev)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
+	"github.com/snoopd/snoopd/internal/apievent"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -79,7 +80,7 @@ func freshAPIEvent(e *proxy.Event, includeData bool) *snoopv1.Event {
 			}
 		}
 	case proxy.KindProtocolError:
-		pe := &snoopv1.ProtocolError{Direction: e.Direction.String(), Policy: apiPolicy(e.Policy)}
+		pe := &snoopv1.ProtocolError{Direction: e.Direction.String(), Policy: apievent.Policy(e.Policy)}
 		if perr, ok := e.Err.(*distcache.ProtocolError); ok {
 			pe.Rule, pe.Field, pe.Offset, pe.Frame = perr.Rule.String(), perr.Field, perr.Offset, perr.Frame
 		}
@@ -177,7 +178,7 @@ func TestFillMatchesFreshConversion(t *testing.T) {
 		e := randomEvent(rng)
 		data := rng.IntN(2) == 0
 		want := freshAPIEvent(e, data)
-		got := a.fill(e, data)
+		got := a.Fill(e, data)
 		if !proto.Equal(got, want) {
 			t.Fatalf("event %d (data %v):\n got %v\nwant %v", i, data, got, want)
 		}

@@ -1,0 +1,58 @@
+package apievent
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/snoopd/snoopd/distcache"
+	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/proxy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestFillLeavesNothingOfThePreviousEvent fills one Builder with a
+// transaction, then a connection's end, then a protocol error: each result
+// carries its own kind's fields and none of the event before it.
+func TestFillLeavesNothingOfThePreviousEvent(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	tx := &proxy.Transaction{
+		Transaction: distcache.Transaction{Op: distcache.OpGet, RequestUID: 7, SessionID: []byte("abc"), SessionIDLen: 3, Hit: true, DataLen: 10},
+		Start:       at.Add(-time.Millisecond),
+		Latency:     time.Millisecond,
+	}
+	var b Builder
+	ev := b.Fill(&proxy.Event{Kind: proxy.KindTransaction, Time: at, Proxy: "p", ConnID: 3, Tx: tx}, false)
+	if ev.GetKind() != snoopv1.EventKind_EVENT_KIND_TRANSACTION || ev.GetTransaction().GetOp() != snoopv1.Op_OP_GET ||
+		string(ev.GetTransaction().GetSessionId()) != "abc" || ev.GetTransaction().GetResult() != "hit" ||
+		ev.GetTransaction().GetLatency().AsDuration() != time.Millisecond || !ev.GetTime().AsTime().Equal(tx.Start) {
+		t.Fatalf("transaction: %v", ev)
+	}
+
+	ev = b.Fill(&proxy.Event{Kind: proxy.KindConnClosed, Time: at, Proxy: "p", ConnID: 3,
+		Closed: &proxy.ConnClosed{BytesUp: 5, BytesDown: 6, Transactions: 1, Reason: "client closed"}}, false)
+	if ev.GetTransaction() != nil || ev.GetClosed().GetReason() != "client closed" || ev.GetClosed().GetBytesDown() != 6 ||
+		!ev.GetTime().AsTime().Equal(at) {
+		t.Fatalf("closed after a transaction: %v", ev)
+	}
+
+	ev = b.Fill(&proxy.Event{Kind: proxy.KindProtocolError, Time: at, Proxy: "p", ConnID: 4,
+		Direction: distcache.ClientToServer, Policy: proxy.PassThrough, Err: errors.New("bad frame")}, false)
+	if ev.GetClosed() != nil || ev.GetTransaction() != nil || ev.GetProtocolError().GetMessage() != "bad frame" ||
+		ev.GetProtocolError().GetPolicy() != snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH {
+		t.Fatalf("protocol error after a close: %v", ev)
+	}
+}
+
+// TestUnansweredHasNoLatency: a request never answered has no pair to
+// time, so its event has no latency rather than a latency of 0.
+func TestUnansweredHasNoLatency(t *testing.T) {
+	tx := &proxy.Transaction{Transaction: distcache.Transaction{Op: distcache.OpAdd}, Unanswered: true}
+	ev := New(&proxy.Event{Kind: proxy.KindTransaction, Time: time.Now(), Tx: tx}, false)
+	if ev.GetTransaction().GetLatency() != nil || ev.GetTransaction().GetResult() != "unanswered" {
+		t.Fatalf("unanswered: %v", ev.GetTransaction())
+	}
+}
