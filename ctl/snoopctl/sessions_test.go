@@ -1,0 +1,147 @@
+package main
+
+// snoopctl's hot sessions: stats --by session against an exact count of
+// the same events, and top's sessions view.
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/snoopd/snoopd/distcache/loadgen"
+)
+
+// sessionCount is one session's figures, counted exactly.
+type sessionCount struct{ gets, hits, misses, adds int64 }
+
+// exactSessions counts the first n transactions of d's history per
+// session id (base64, as -o json writes it), from tail -o json.
+func exactSessions(t *testing.T, d *daemon, n int64) map[string]*sessionCount {
+	t.Helper()
+	r := mustCtl(t, d, "tail", "-o", "json", "--events", "tx", "--history", "100000", "--count", fmt.Sprint(n))
+	out := map[string]*sessionCount{}
+	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
+		var ev struct {
+			Event struct {
+				Transaction struct {
+					Op        string `json:"op"`
+					SessionID string `json:"session_id"`
+					Result    string `json:"result"`
+				} `json:"transaction"`
+			} `json:"event"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		tx := ev.Event.Transaction
+		if tx.SessionID == "" {
+			continue // a notice
+		}
+		c := out[tx.SessionID]
+		if c == nil {
+			c = &sessionCount{}
+			out[tx.SessionID] = c
+		}
+		switch tx.Op {
+		case "OP_GET":
+			c.gets++
+			switch tx.Result {
+			case "hit":
+				c.hits++
+			case "miss":
+				c.misses++
+			}
+		case "OP_ADD":
+			c.adds++
+		}
+	}
+	return out
+}
+
+func TestStatsBySessionMatchesAnExactCount(t *testing.T) {
+	d, addr := setup(t)
+	rep := load(t, addr, loadgen.Config{Conns: 2, Ops: 600, Sessions: 12})
+	exact := exactSessions(t, d, rep.Ops)
+	if len(exact) < 4 {
+		t.Fatalf("the load touched %d sessions; want several", len(exact))
+	}
+
+	r := mustCtl(t, d, "stats", "--by", "session", "--top", "4", "--history", "100000", "--count", fmt.Sprint(rep.Ops), "-o", "json")
+	var got struct {
+		Gets     int64 `json:"gets"`
+		Bound    int64 `json:"bound"`
+		Sessions []struct {
+			SessionID string   `json:"session_id"`
+			Session   string   `json:"session"`
+			Gets      int64    `json:"gets"`
+			GetsError int64    `json:"gets_error"`
+			Hits      int64    `json:"hits"`
+			Misses    int64    `json:"misses"`
+			HitRatio  *float64 `json:"hit_ratio"`
+			Adds      int64    `json:"adds"`
+			Bytes     int64    `json:"bytes"`
+		} `json:"sessions"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.out)), &got); err != nil {
+		t.Fatalf("%v: %s", err, r.out)
+	}
+	var gets []int64
+	var total int64
+	for _, c := range exact {
+		gets = append(gets, c.gets)
+		total += c.gets
+	}
+	slices.Sort(gets)
+	slices.Reverse(gets)
+	if got.Gets != total || got.Bound != 0 || len(got.Sessions) != 4 {
+		t.Fatalf("%d GETs (bound %d) in %d sessions, want %d GETs exactly in the top 4: %s", got.Gets, got.Bound, len(got.Sessions), total, r.out)
+	}
+	for i, s := range got.Sessions {
+		want := exact[s.SessionID]
+		id, _ := base64.StdEncoding.DecodeString(s.SessionID)
+		if want == nil || s.Session != string(id) || !strings.HasPrefix(s.Session, idPrefix) {
+			t.Fatalf("session %d: %+v is not one of the load's", i, s)
+		}
+		// Fewer sessions than counters: every figure is exact.
+		if s.Gets != want.gets || s.GetsError != 0 || s.Hits != want.hits || s.Misses != want.misses || s.Adds != want.adds || s.Bytes <= 0 {
+			t.Errorf("session %s: %+v, exactly %+v", s.Session, s, *want)
+		}
+		// Busiest first: the i-th has the i-th most GETs.
+		if s.Gets != gets[i] {
+			t.Errorf("rank %d has %d GETs; the exact rank %d has %d", i, s.Gets, i, gets[i])
+		}
+	}
+
+	// The table shows the same, one line of figures per session.
+	r = mustCtl(t, d, "stats", "--by", "session", "--history", "100000", "--count", fmt.Sprint(rep.Ops))
+	if !regexp.MustCompile(`(?m)^hot sessions over .*: `+fmt.Sprint(total)+` GETs .*, `+fmt.Sprint(len(exact))+` sessions counted$`).MatchString(r.out) ||
+		!regexp.MustCompile(`(?m)^SESSION +GET/S +GETS +HIT% +ADDS +BYTES$`).MatchString(r.out) {
+		t.Errorf("stats --by session:\n%s", r.out)
+	}
+	rows := regexp.MustCompile(`(?m)^`+idPrefix+`\S* +[0-9.]+ +[0-9]+ +([0-9.]+|-) +[0-9]+ +[0-9.]+ [KM]?i?B$`).FindAllString(r.out, -1)
+	if len(rows) != min(10, len(exact)) {
+		t.Errorf("%d session rows, want the default --top 10 (of %d sessions):\n%s", len(rows), len(exact), r.out)
+	}
+}
+
+func TestStatsBySessionRefusesBadFlags(t *testing.T) {
+	d, _ := setup(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"stats", "--top", "3"}, "add --by session"},
+		{[]string{"stats", "--by", "op"}, `--by "op"`},
+		{[]string{"stats", "--by", "session", "--top", "0"}, "--top 0"},
+		{[]string{"stats", "--by", "session", "--interval", "1s", "--for", "1s"}, "add --watch"},
+	} {
+		r := runCtl(t, d, tc.args...)
+		if r.code != 2 || !strings.HasPrefix(r.err, "snoopctl: ") || !strings.Contains(r.err, tc.want) {
+			t.Errorf("snoopctl %v: %+v, want a usage error naming %q", tc.args, r, tc.want)
+		}
+	}
+}
