@@ -4,6 +4,7 @@ package main
 // the same events, and top's sessions view.
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -11,7 +12,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 )
 
@@ -142,6 +145,106 @@ func TestStatsBySessionRefusesBadFlags(t *testing.T) {
 		r := runCtl(t, d, tc.args...)
 		if r.code != 2 || !strings.HasPrefix(r.err, "snoopctl: ") || !strings.Contains(r.err, tc.want) {
 			t.Errorf("snoopctl %v: %+v, want a usage error naming %q", tc.args, r, tc.want)
+		}
+	}
+}
+
+// steadyLoad runs small loads against addr until stop is closed (at most
+// 200 of them), so that a watch opened at some moment sees transactions.
+func steadyLoad(t *testing.T, addr distcache.Addr, stop <-chan struct{}) {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { <-done })
+	go func() {
+		defer close(done)
+		for range 200 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			loadgen.Run(ctx, loadgen.Config{Addr: addr, Persistent: true, IDPrefix: idPrefix, MaxData: 512,
+				Conns: 1, Ops: 50, Sessions: 3})
+			cancel()
+		}
+	}()
+}
+
+// sessionRow is a row of the sessions table: a load's session id, its
+// GET rate and count, hit ratio, ADDs and bytes.
+var sessionRow = regexp.MustCompile(`(?m)^` + idPrefix + `\S* +[0-9.]+ +[0-9]+ +([0-9.]+|-) +[0-9]+ +[0-9.]+ [KM]?i?B *$`)
+
+func TestTopSessionsViewSwitchesWithS(t *testing.T) {
+	d, addr := setup(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	steadyLoad(t, addr, stop)
+
+	p := startPty(t, d, 30, 120, nil, "top", "-d", "200ms")
+	p.waitFor(t, "NAME", "OPS/S", "s sessions")
+	p.keys(t, "s")
+	p.waitFor(t, "hot sessions", "s (esc) proxies", "!OPS/S")
+	var scr string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if scr = p.screen(); sessionRow.MatchString(scr) {
+			break
+		}
+	}
+	if !sessionRow.MatchString(scr) || !regexp.MustCompile(`(?m)^SESSION +GET/S +GETS +HIT% +ADDS +BYTES`).MatchString(scr) ||
+		!regexp.MustCompile(`hot sessions over [0-9.]+m?s: [0-9]+ GETs`).MatchString(scr) {
+		t.Fatalf("the sessions view shows no session of the load:\n%s", scr)
+	}
+	p.keys(t, "?")
+	p.waitFor(t, "snoopctl top: keys", "the hot sessions")
+	p.keys(t, "x")
+	p.waitFor(t, "hot sessions", "!snoopctl top: keys")
+	p.keys(t, "s") // back to the proxies
+	p.waitFor(t, "NAME", "OPS/S", "!hot sessions")
+	p.keys(t, "t") // STATE sorts with t now that s shows the sessions
+	p.waitFor(t, "STATE▲")
+	p.keys(t, "s")
+	p.waitFor(t, "SESSION", "GET/S")
+	p.keys(t, "\x1b") // esc goes back too
+	p.waitFor(t, "NAME", "!SESSION")
+	p.keys(t, "q")
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("top exited %d after q; the terminal shows:\n%s", code, p.screen())
+	}
+	p.restored(t)
+
+	// --sessions starts in the view.
+	p = startPty(t, d, 30, 120, nil, "top", "-d", "200ms", "--sessions")
+	p.waitFor(t, "hot sessions", "SESSION", "!OPS/S")
+	p.keys(t, "q")
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("top --sessions exited %d after q", code)
+	}
+}
+
+func TestTopSessionsBatch(t *testing.T) {
+	d, addr := setup(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	steadyLoad(t, addr, stop)
+
+	r := mustCtl(t, d, "top", "--sessions", "-n", "3", "-d", "500ms", "--top", "2")
+	if n := len(regexp.MustCompile(`(?m)^hot sessions over `).FindAllString(r.out, -1)); n != 3 {
+		t.Fatalf("%d tables, want 3:\n%s", n, r.out)
+	}
+	// Three sessions in the load, --top 2: at most two rows a table, and
+	// some table has both.
+	rows := sessionRow.FindAllString(r.out, -1)
+	if len(rows) < 2 || len(rows) > 6 {
+		t.Errorf("%d session rows in 3 tables of --top 2:\n%s", len(rows), r.out)
+	}
+	r = mustCtl(t, d, "top", "--sessions", "-n", "2", "-d", "300ms", "-o", "json")
+	if lines := strings.Split(strings.TrimSpace(r.out), "\n"); len(lines) != 2 || !strings.Contains(lines[0], `"sessions":[`) {
+		t.Errorf("top --sessions -o json: want 2 lines of sessions:\n%s", r.out)
+	}
+	for _, args := range [][]string{{"top", "--top", "3"}, {"top", "--sessions", "--top", "0"}} {
+		if r := runCtl(t, d, args...); r.code != 2 || !strings.Contains(r.err, "--top") {
+			t.Errorf("snoopctl %v: %+v, want a usage error naming --top", args, r)
 		}
 	}
 }
