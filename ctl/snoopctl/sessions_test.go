@@ -16,6 +16,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/natstest"
 )
 
 // sessionCount is one session's figures, counted exactly.
@@ -246,5 +247,72 @@ func TestTopSessionsBatch(t *testing.T) {
 		if r := runCtl(t, d, args...); r.code != 2 || !strings.Contains(r.err, "--top") {
 			t.Errorf("snoopctl %v: %+v, want a usage error naming --top", args, r)
 		}
+	}
+}
+
+// TestFleetTopSessionsCountsEveryGet: top --from over a fleet counts its
+// events per session too, and its intervals' GETs add up to the load's.
+func TestFleetTopSessionsCountsEveryGet(t *testing.T) {
+	srv := natstest.Start(t)
+	ms := []*fleetMember{
+		startMember(t, "web-1", "--export", srv.URL()),
+		startMember(t, "web-2", "--export", srv.URL()),
+	}
+	all := startCtl(t, nil, "top", "--from", srv.URL(), "--sessions", "-n", "0", "-d", "100ms", "--top", "5", "-o", "json")
+	waitSubscribed(t, srv, "snoop.web-1.p.tx.get", 1)
+	reps := fleetLoad(t, "sessions", ms, loadgen.Config{Conns: 2, Ops: 600, Sessions: 8})
+	var want int64
+	for _, rep := range reps {
+		for _, o := range rep.ByOp {
+			if strings.EqualFold(o.Op, "get") {
+				want += o.Count
+			}
+		}
+	}
+	if want == 0 {
+		t.Fatalf("the load made no GET: %+v", reps)
+	}
+	type table struct {
+		Gets     int64 `json:"gets"`
+		Sessions []struct {
+			Session string `json:"session"`
+			Gets    int64  `json:"gets"`
+		} `json:"sessions"`
+	}
+	tables := func(out string) (gets int64, ts []table) {
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var tb table
+			if json.Unmarshal([]byte(l), &tb) == nil {
+				gets += tb.Gets
+				ts = append(ts, tb)
+			}
+		}
+		return gets, ts
+	}
+	for i := 0; i < 500; i++ {
+		if got, _ := tables(all.out.String()); got >= want {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := all.wait(t, true)
+	got, ts := tables(r.out)
+	if got != want {
+		t.Fatalf("the intervals counted %d GETs, the load made %d:\n%s", got, want, r.out)
+	}
+	seen := map[string]bool{}
+	for _, tb := range ts {
+		if len(tb.Sessions) > 5 {
+			t.Errorf("%d sessions in a table of --top 5", len(tb.Sessions))
+		}
+		for _, s := range tb.Sessions {
+			if !strings.HasPrefix(s.Session, idPrefix+"web-") {
+				t.Errorf("session %q is not one of the load's", s.Session)
+			}
+			seen[s.Session[:len(idPrefix)+5]] = true
+		}
+	}
+	if !seen[idPrefix+"web-1"] || !seen[idPrefix+"web-2"] {
+		t.Errorf("sessions of both daemons should show; saw %v", seen)
 	}
 }
