@@ -269,3 +269,21 @@ func TestOneCounter(t *testing.T) {
 		t.Fatalf("one counter: capacity %d, %+v", s.Capacity(), top)
 	}
 }
+
+// FuzzBoundsHold holds the sketch to an exact count over any stream: each
+// pair of bytes is a key (one of 64) and a weight (0 to 15), the first
+// byte the number of counters.
+func FuzzBoundsHold(f *testing.F) {
+	f.Add([]byte{4, 1, 1, 2, 1, 3, 1, 4, 1, 5, 1, 1, 3})
+	f.Add([]byte{1, 0, 0, 9, 15, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		s, e := New[int](int(data[0]%16)+1), newExact()
+		for i := 1; i+1 < len(data); i += 2 {
+			e.add(s, key(uint64(data[i]%64)), uint64(data[i+1]%16))
+		}
+		checkBounds(t, s, e)
+	})
+}
