@@ -23,7 +23,7 @@ const sessionsHelp = "--by session counts the live stream's transactions per ses
 	"GETs: their GET rate and count, hit ratio, ADDs and bytes both ways, each id as\n" +
 	"tail shows it. The counts are kept in 1,000 counters (a space-saving sketch), so\n" +
 	"a GET count may be up to N/1000 high for N GETs counted, and every session with\n" +
-	"more than that is shown; the first line says the bound. It stops as sampling\n" +
+	"more than that is counted; the first line says the bound. It stops as sampling\n" +
 	"does (--for, --count, Ctrl-C; --watch prints every --interval). -o json prints\n" +
 	"one object per table: {\"time\", \"elapsed\", \"gets\", \"counters\", \"bound\",\n" +
 	"\"dropped\", \"sessions\": [{\"session_id\" (base64), \"session\", \"gets\",\n" +
@@ -48,9 +48,6 @@ func statsBy(cCtx *cli.Context) (string, error) {
 // counted per session id, the --top busiest printed at the end (and every
 // interval with watch).
 func (e *env) statsSessions(cCtx *cli.Context, req *snoopv1.WatchEventsRequest, watch bool, interval, dur time.Duration) error {
-	if cCtx.IsSet("interval") && !watch {
-		return usagef("--interval sets how often --watch shows; add --watch, or leave --interval out")
-	}
 	if len(req.GetKinds()) == 0 {
 		// Only transactions carry a session: the daemon (or NATS, as a
 		// subject) leaves the rest out.

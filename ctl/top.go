@@ -81,7 +81,7 @@ func (e *env) topCommand() *cli.Command {
 			"transactions (with --from, the events it already counts), which it keeps\n" +
 			"until it ends. They are counted in 1,000 counters (a space-saving sketch): a\n" +
 			"GET count may be up to N/1000 high for N GETs in the interval, and every\n" +
-			"session with more than that is shown; the line above the table says the\n" +
+			"session with more than that is counted; the line above the table says the\n" +
 			"bound. With -b, -o json, or when stdout is not a terminal, --sessions prints\n" +
 			"the --top N sessions of each interval (as stats --by session does).\n\n" + filterHelp,
 		Flags:  flags,
