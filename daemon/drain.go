@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -56,7 +55,7 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	if err := ctx.Err(); err != nil {
 		return DeleteResult{}, fmt.Errorf("delete proxy %q not started: %w", name, err)
 	}
-	e, del, running, err := d.reserveDelete(name)
+	c, e, del, running, err := d.reg.reserveDelete(name)
 	if err != nil {
 		return DeleteResult{}, err
 	}
@@ -69,21 +68,12 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	// The deletion is saved before the proxy is touched: a delete that
 	// cannot be saved is refused with the proxy running, connections and
 	// all, since stopping it cannot be undone.
-	d.mu.Lock()
-	e.removing = true
-	var t uint64
-	if !e.ephemeral {
-		t = d.ticketLocked(func() {
-			d.mu.Lock()
-			e.removing = false
-			d.mu.Unlock()
+	if err := c.commit(!e.ephemeral, func(h held) error { c.markRemoving(h, e); return nil }); err != nil {
+		d.reg.locked(func(h held) error {
+			e.deleting = nil
+			c.releaseHeld(h)
+			return nil
 		})
-	}
-	d.mu.Unlock()
-	if err := d.persist(t); err != nil {
-		d.mu.Lock()
-		e.busy, e.deleting = false, nil
-		d.mu.Unlock()
 		del.err = err
 		close(del.done)
 		return DeleteResult{}, err
@@ -92,9 +82,8 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 		del.cut()
 	}
 	res := d.drainAndStop(ctx, e, del, drain)
-	d.mu.Lock()
-	d.dropLocked(name)
-	d.mu.Unlock()
+	c.remove(name)
+	c.release()
 	del.res = res
 	close(del.done)
 	if ctx.Err() != nil {
@@ -106,25 +95,30 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	return res, nil
 }
 
-// reserveDelete marks a proxy busy for a delete, or returns the delete
-// already running on it (running).
-func (d *Daemon) reserveDelete(name string) (_ *entry, _ *deletion, running bool, _ error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	e, ok := d.proxies[name]
-	switch {
-	case d.closed:
-		return nil, nil, false, hub.ErrClosed
-	case !ok || e.placeholder:
-		return nil, nil, false, proxyNotFound(name)
-	case e.deleting != nil:
-		return e, e.deleting, true, nil
-	case e.busy:
-		return nil, nil, false, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
+// reserveDelete is a change that reserves the proxy name for a delete,
+// or the delete already running on it (running).
+func (r *registry) reserveDelete(name string) (_ *change, _ *entry, _ *deletion, running bool, _ error) {
+	c := r.begin()
+	var e *entry
+	var del *deletion
+	err := r.locked(func(h held) error {
+		var err error
+		switch e, del, err = h.reservable(name); {
+		case err != nil:
+			return err
+		case del != nil:
+			running = true
+			return nil
+		}
+		c.reserve(h, name, e)
+		del = &deletion{force: make(chan struct{}), done: make(chan struct{})}
+		e.deleting = del
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, false, err
 	}
-	e.busy = true
-	e.deleting = &deletion{force: make(chan struct{}), done: make(chan struct{})}
-	return e, e.deleting, false, nil
+	return c, e, del, running, nil
 }
 
 // drainAndStop closes the proxy's listener, waits for its connections to
