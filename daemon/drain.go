@@ -95,32 +95,6 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	return res, nil
 }
 
-// reserveDelete is a change that reserves the proxy name for a delete,
-// or the delete already running on it (running).
-func (r *registry) reserveDelete(name string) (_ *change, _ *entry, _ *deletion, running bool, _ error) {
-	c := r.begin()
-	var e *entry
-	var del *deletion
-	err := r.locked(func(h held) error {
-		var err error
-		switch e, del, err = h.reservable(name); {
-		case err != nil:
-			return err
-		case del != nil:
-			running = true
-			return nil
-		}
-		c.reserve(h, name, e)
-		del = &deletion{force: make(chan struct{}), done: make(chan struct{})}
-		e.deleting = del
-		return nil
-	})
-	if err != nil {
-		return nil, nil, nil, false, err
-	}
-	return c, e, del, running, nil
-}
-
 // drainAndStop closes the proxy's listener, waits for its connections to
 // end (see DeleteProxy for what ends the wait), and stops it, closing what
 // is left. The counts compare the live connections when the listener

@@ -38,13 +38,16 @@ import (
 //     a placeholder (an entry with a spec and no proxy, filed in the
 //     address index at its declared addresses, so that the checks of
 //     other changes count it). Another change of a reserved name is
-//     refused (ErrBusy; for a placeholder, the name exists); so from
-//     reserve to release, one change alone writes a name's entry.
+//     refused (ErrBusy; for a placeholder, the name exists), but for a
+//     delete of a proxy another delete drains, which joins it; so from
+//     reserve to release, one change alone writes a name's entry
+//     (TestReservationExcludesOtherChanges).
 //
 //   - Readers. Readers (lookup, live, the counts) pass over placeholders:
 //     a reader sees a name only once its proxy is made, with p set, and
 //     then until it is dropped; never a proxy half made. A proxy recorded
-//     but not yet saved is visible; if the save fails, it is taken back.
+//     but not yet saved is visible; if the save fails, it is taken back
+//     (TestReadersNeverSeeAHalfMadeProxy).
 //
 //   - Record and undo. commit makes a change's writes in one lock hold,
 //     after the checks that must see the registry as it is then (a proxy
@@ -53,12 +56,19 @@ import (
 //     write (put, respec, markRemoving) logs how to undo itself; if the
 //     save fails, the log runs newest first under the lock and puts back
 //     exactly what the writes replaced, which reservation keeps unchanged
-//     meanwhile. Unbinding what the change bound is its caller's, after.
+//     meanwhile (TestFailedSaveUndoesExactlyTheChangesWrites). Unbinding
+//     what the change bound is its caller's, after; what it writes once
+//     saved (a removal carried out, a late move's new proxy) and the
+//     error of a bind that failed are facts, and are not undone
+//     (TestFailedStartLeavesNoTrace).
 //
 //   - Release. release lets go of every entry the change reserved or
 //     installed (busy off) and drops, from the names it reserved, its own
 //     placeholders that never got a proxy; an entry another change has
-//     put under the same name since is left alone.
+//     put under the same name since is left alone
+//     (TestReleaseLeavesAnotherChangesEntryAlone). All of it together,
+//     under concurrent changes of the same and different names, is
+//     TestConcurrentChangesKeepTheRegistryWhole's.
 type registry struct {
 	// state, if set, is where committed changes are saved; log tells of
 	// failed saves. Both are set before the registry is shared.
@@ -265,6 +275,32 @@ func (r *registry) reserveExisting(name string) (*change, *entry, error) {
 		return nil, nil, err
 	}
 	return c, e, nil
+}
+
+// reserveDelete is a change that reserves the proxy name for a delete,
+// or the delete already running on it (running).
+func (r *registry) reserveDelete(name string) (_ *change, _ *entry, _ *deletion, running bool, _ error) {
+	c := r.begin()
+	var e *entry
+	var del *deletion
+	err := r.locked(func(h held) error {
+		var err error
+		switch e, del, err = h.reservable(name); {
+		case err != nil:
+			return err
+		case del != nil:
+			running = true
+			return nil
+		}
+		c.reserve(h, name, e)
+		del = &deletion{force: make(chan struct{}), done: make(chan struct{})}
+		e.deleting = del
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, false, err
+	}
+	return c, e, del, running, nil
 }
 
 // reserveNew is a change that reserves spec's name for a new proxy, after
