@@ -237,6 +237,8 @@ func flagValues(cmd *cli.Command, typed string) []string {
 		return vocab.ResultNames()
 	case name == "events":
 		return vocab.KindGroupNames()
+	case name == "by":
+		return []string{bySession}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -509,13 +510,19 @@ func TestTailStops(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result)
-	go func() { done <- runCtl(ctx, "", "-a", addr, "tail", "-v") }()
+	// Ctrl-C once every line is out: the summary counts what was shown.
+	out := &lineWaiter{want: 9, reached: make(chan struct{})}
+	go func() {
+		var errb bytes.Buffer
+		e := &env{stdio: Stdio{In: strings.NewReader(""), Out: out, Err: &errb}, now: func() time.Time { return testNow }}
+		code := e.run(ctx, []string{"--utc", "-a", addr, "tail", "-v"})
+		done <- result{out.String(), errb.String(), code}
+	}()
 	select {
-	case <-f.watching:
+	case <-out.reached:
 	case <-time.After(10 * time.Second):
-		t.Fatal("tail did not start watching")
+		t.Fatalf("tail did not show the events: %q", out.String())
 	}
-	time.Sleep(50 * time.Millisecond)
 	cancel() // Ctrl-C
 	select {
 	case r = <-done:
@@ -535,6 +542,31 @@ func TestTailStops(t *testing.T) {
 	}
 	f.setEvents(nil, status.Error(codes.InvalidArgument, "results[0]: unknown result"))
 	wantFail(t, run(t, "-a", addr, "tail"), ExitFailure, "tail: results[0]: unknown result")
+}
+
+// lineWaiter is an output that closes reached once it has want lines.
+type lineWaiter struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	want    int
+	reached chan struct{}
+}
+
+func (w *lineWaiter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	before := bytes.Count(w.b.Bytes(), []byte("\n"))
+	w.b.Write(p)
+	if n := before + bytes.Count(p, []byte("\n")); before < w.want && n >= w.want {
+		close(w.reached)
+	}
+	return len(p), nil
+}
+
+func (w *lineWaiter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 // TestSaveRead saves the stream and reads it back: the same events in the

@@ -26,6 +26,8 @@ var flagVocabulary = map[string]string{
 	"iterations": "stop after N snapshots (top's old name, an alias)", "for": "how long", "since": "from a time on", "until": "before a time", "history": "recent events first",
 	"wait": "wait for proxies to be created", "watch": "show again every interval", "w": "show again every interval",
 	"batch": "plain snapshots", "b": "plain snapshots",
+	"by": "what to count by (stats --by session)", "top": "how many of the busiest to show",
+	"sessions": "the hot sessions view (top)",
 	// Sources.
 	"from": "a NATS URL", "subject": "a NATS subject prefix", "stream": "a JetStream stream",
 	"nats-creds": "NATS credentials", "nats-token-file": "NATS token", "nats-tls-ca": "NATS CA",

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snoopd/snoopd/ctl/sessions"
 	"github.com/snoopd/snoopd/ctl/top"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
@@ -20,8 +21,11 @@ import (
 type natsTop struct {
 	src     *natsSource
 	counter *top.EventCounter
-	cancel  context.CancelFunc
-	done    chan struct{}
+	// sessions counts the same events per session id for the sessions
+	// view: one subscription serves both.
+	sessions *sessions.Counter
+	cancel   context.CancelFunc
+	done     chan struct{}
 
 	mu    sync.Mutex
 	err   error          // why the stream ended, if it did
@@ -30,7 +34,10 @@ type natsTop struct {
 	times map[string]int // how often each came
 }
 
-var _ top.Source = (*natsTop)(nil)
+var (
+	_ top.Source        = (*natsTop)(nil)
+	_ top.SessionSource = (*natsTop)(nil)
+)
 
 // openNATSTop connects to rawURL and starts counting the events req's
 // filters keep; Close stops it.
@@ -40,7 +47,8 @@ func (e *env) openNATSTop(cCtx *cli.Context, rawURL string, req *snoopv1.WatchEv
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(cCtx.Context)
-	t := &natsTop{src: s, counter: top.NewEventCounter(time.Now()), cancel: cancel,
+	now := time.Now()
+	t := &natsTop{src: s, counter: top.NewEventCounter(now), sessions: sessions.NewCounter(sessions.DefaultCounters, now), cancel: cancel,
 		done: make(chan struct{}), times: map[string]int{}}
 	// The live view owns the terminal: warnings go into the frames'
 	// notes, not to stderr.
@@ -54,8 +62,10 @@ func (t *natsTop) run(ctx context.Context) {
 	_, err := t.src.stream(ctx, streamOptions{action: "subscription"}, func(r *snoopv1.WatchEventsResponse) error {
 		if ev := r.GetEvent(); ev != nil {
 			t.counter.Add(ev)
+			t.sessions.Add(ev)
 		} else {
 			t.counter.Dropped(r.GetDropped())
+			t.sessions.Dropped(r.GetDropped())
 		}
 		return nil
 	})
@@ -112,6 +122,18 @@ func (t *natsTop) Snapshot(ctx context.Context) (*top.Snapshot, error) {
 	}
 	s.Notes = append(s.Notes, warns...)
 	return s, nil
+}
+
+// Sessions implements top.SessionSource: the sessions counted since the
+// previous call, or since the subscription began.
+func (t *natsTop) Sessions(context.Context) (*sessions.Table, error) {
+	t.mu.Lock()
+	err := t.err
+	t.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return t.sessions.Take(time.Now()), nil
 }
 
 // Close stops the subscription and closes the connection.

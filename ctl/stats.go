@@ -17,6 +17,8 @@ func (e *env) statsCommand() *cli.Command {
 	flags = append(flags,
 		&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "every --interval, show what each proxy did in it and its rate, until Ctrl-C or --for"},
 		secondsFlag(&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "with --watch, show every `INTERVAL` (a bare number is seconds: --interval 5)"}),
+		&cli.StringFlag{Name: "by", Usage: "count by `WHAT`: session (the hot sessions of the live stream, busiest first)"},
+		&cli.IntFlag{Name: "top", Value: defaultTopSessions, Usage: "with --by session, show the `N` sessions with the most GETs"},
 	)
 	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
@@ -41,7 +43,7 @@ func (e *env) statsCommand() *cli.Command {
 			"\"dropped\", \"ops\": [{\"proxy\", \"op_counters\" (snoop.v1.OpCounters),\n" +
 			"\"hit_ratio\", \"errors\", \"latency\" (snoop.v1.LatencySummary)}], \"proxies\":\n" +
 			"[{\"proxy\", \"opened\", \"closed\", \"connect_failed\", \"refused\",\n" +
-			"\"protocol_errors\"}]}.\n\n" + filterHelp + fleetHelp + " Proxies are named DAEMON/PROXY.",
+			"\"protocol_errors\"}]}.\n\n" + sessionsHelp + filterHelp + fleetHelp + " Proxies are named DAEMON/PROXY.",
 		Flags:  flags,
 		Action: e.stats,
 	}
@@ -49,6 +51,10 @@ func (e *env) statsCommand() *cli.Command {
 
 func (e *env) stats(cCtx *cli.Context) error {
 	req, _, err := watchFromFlags(cCtx, cCtx.Args().Slice())
+	if err != nil {
+		return err
+	}
+	by, err := statsBy(cCtx)
 	if err != nil {
 		return err
 	}
@@ -61,6 +67,9 @@ func (e *env) stats(cCtx *cli.Context) error {
 		return usagef("--interval sets how often --watch shows; add --watch, or leave --interval out")
 	}
 	dur := cCtx.Duration("for")
+	if by == bySession {
+		return e.statsSessions(cCtx, req, watch, interval, dur)
+	}
 	if !sampling(cCtx) {
 		if e.multi() {
 			if watch {

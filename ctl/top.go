@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/snoopd/snoopd/ctl/format"
+	"github.com/snoopd/snoopd/ctl/sessions"
 	"github.com/snoopd/snoopd/ctl/top"
 )
 
@@ -29,6 +31,8 @@ func (e *env) topCommand() *cli.Command {
 		secondsFlag(&cli.DurationFlag{Name: "delay", Hidden: true, Usage: "old name of --interval"}),
 		&cli.BoolFlag{Name: "batch", Aliases: []string{"b"}, Usage: "print snapshots as plain text (or -o json) instead of the live view"},
 		&cli.Int64Flag{Name: "count", Aliases: []string{"n", "iterations"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
+		&cli.BoolFlag{Name: "sessions", Usage: "start in the sessions view (s switches): the busiest session ids by GETs"},
+		&cli.IntFlag{Name: "top", Value: defaultTopSessions, Usage: "with --sessions in batch mode, print the `N` sessions with the most GETs"},
 	}
 	for _, f := range filterFlags() {
 		if slices.Contains(topFilters, f.Names()[0]) {
@@ -40,14 +44,15 @@ func (e *env) topCommand() *cli.Command {
 		Name:      "top",
 		Usage:     "a live view of every proxy: state, connections, ops/s, hit ratio, errors/s, latency, bytes/s",
 		ArgsUsage: "[--from nats://HOST:PORT [PROXY...]]",
-		Description: "top polls the daemon's counters and latency histograms every --interval (it needs\n" +
-			"no event stream and puts nothing on the data path) and shows, per proxy, the\n" +
-			"rates and percentiles of the last interval; the first screen covers each\n" +
-			"proxy's life so far. Keys: arrows select, enter opens a proxy (its operations\n" +
-			"and latency histogram), / filters by name, < > or a column's letter sort\n" +
-			"(n s c o h e 5 9 u d), p pauses, q quits, ? lists them all. With -a naming\n" +
-			"several daemons, top polls each and shows one row per daemon and proxy, with\n" +
-			"a DAEMON column (\"daemon\" in each JSON proxy), as list does.\n\n" +
+		Description: "top polls the daemon's counters and latency histograms every --interval (the\n" +
+			"proxies' view needs no event stream and puts nothing on the data path) and\n" +
+			"shows, per proxy, the rates and percentiles of the last interval; the first\n" +
+			"screen covers each proxy's life so far. Keys: arrows select, enter opens a\n" +
+			"proxy (its operations and latency histogram), / filters by name, < > or a\n" +
+			"column's letter sort (n t c o h e 5 9 u d), s shows the hot sessions, p\n" +
+			"pauses, q quits, ? lists them all. With -a naming several daemons, top polls\n" +
+			"each and shows one row per daemon and proxy, with a DAEMON column (\"daemon\"\n" +
+			"in each JSON proxy), as list does.\n\n" +
 			"With -b, -o json, or when stdout is not a terminal, top prints --count\n" +
 			"snapshots (0: until Ctrl-C) as plain tables, or as one JSON object per line:\n" +
 			"{\"time\", \"source\", \"version\", \"uptime\", \"interval\", \"totals\": {...},\n" +
@@ -67,7 +72,18 @@ func (e *env) topCommand() *cli.Command {
 			"transactions' frames. --daemon, PROXY names, --op and --events become NATS\n" +
 			"subjects; --status, --min-latency, --errors, --filter and --fault run here.\n" +
 			"A lost NATS connection, or events lost on the way (\"dropped\"), are shown\n" +
-			"above the table (\"notes\" in JSON) while top goes on.\n\n" + filterHelp,
+			"above the table (\"notes\" in JSON) while top goes on.\n\n" +
+			"Sessions: s (or starting with --sessions) switches to the hot sessions, as\n" +
+			"mctop shows memcached's hot keys: the session ids with the most GETs in the\n" +
+			"last interval, each as tail shows it, with its GET rate and count, hit ratio,\n" +
+			"ADDs and bytes both ways; s or esc switches back. Sessions come from the event\n" +
+			"stream: the first time the view is shown, top opens a watch of the daemons'\n" +
+			"transactions (with --from, the events it already counts), which it keeps\n" +
+			"until it ends. They are counted in 1,000 counters (a space-saving sketch): a\n" +
+			"GET count may be up to N/1000 high for N GETs in the interval, and every\n" +
+			"session with more than that is counted; the line above the table says the\n" +
+			"bound. With -b, -o json, or when stdout is not a terminal, --sessions prints\n" +
+			"the --top N sessions of each interval (as stats --by session does).\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.top,
 	}
@@ -97,6 +113,14 @@ func (e *env) top(cCtx *cli.Context) error {
 	if n < 0 {
 		return usagef("--count %d is negative", n)
 	}
+	showSessions := cCtx.Bool("sessions")
+	if cCtx.IsSet("top") && !showSessions {
+		return usagef("--top N is how many sessions --sessions prints; add --sessions")
+	}
+	if cCtx.Int("top") <= 0 {
+		return usagef("--top %d: want a number of sessions above 0", cCtx.Int("top"))
+	}
+	var sessSrc top.SessionSource
 	var src top.Source
 	if from != "" {
 		req, _, err := watchFromFlags(cCtx, names)
@@ -108,7 +132,7 @@ func (e *env) top(cCtx *cli.Context) error {
 			return err
 		}
 		defer t.Close()
-		src = t
+		src, sessSrc = t, t
 	} else {
 		for _, f := range append([]string{"daemon"}, topFilters...) {
 			if cCtx.IsSet(f) {
@@ -130,13 +154,20 @@ func (e *env) top(cCtx *cli.Context) error {
 			defer c.Close()
 			src = &top.APISource{Proxies: c.proxies, Daemon: c.daemon, Address: e.display()}
 		}
+		w := e.topSessionWatch(cCtx.Context)
+		defer w.Close()
+		sessSrc = w
 	}
 	if cCtx.Bool("batch") || e.opts.json || !isTerminal(e.stdio.Out) {
+		if showSessions {
+			return e.topSessionsBatch(cCtx.Context, sessSrc, delay, n, cCtx.Int("top"))
+		}
 		return e.topBatch(cCtx.Context, src, delay, n)
 	}
 	err = top.Run(cCtx.Context, src, top.Options{
 		Delay: delay, Timeout: e.opts.timeout, NoColor: os.Getenv("NO_COLOR") != "",
 		In: e.stdio.In, Out: e.stdio.Out,
+		Sessions: sessSrc, ShowSessions: showSessions,
 	})
 	if err != nil {
 		return e.rpcError(err, "top", "")
@@ -230,6 +261,50 @@ func (e *env) topBatch(ctx context.Context, src top.Source, delay time.Duration,
 			continue
 		}
 		if err := top.WriteText(e.stdio.Out, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// topSessionsBatch prints the top sessions of n intervals (0: until ctx
+// ends), one every delay, each covering the interval before it.
+func (e *env) topSessionsBatch(ctx context.Context, src top.SessionSource, delay time.Duration, n int64, rows int) error {
+	take := func() (*sessions.Table, error) {
+		cctx, cancel := e.callContext(ctx, 0)
+		defer cancel()
+		return src.Sessions(cctx)
+	}
+	if _, err := take(); err != nil { // starts the count
+		return e.rpcError(err, "top", "")
+	}
+	for i := int64(0); n == 0 || i < n; i++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		t, err := take()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return e.rpcError(err, "top", "")
+		}
+		if e.opts.json {
+			b, err := format.SessionsJSON(t, rows)
+			if err != nil {
+				return failf("%v", err)
+			}
+			if _, err := fmt.Fprintf(e.stdio.Out, "%s\n", b); err != nil {
+				return err
+			}
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(e.stdio.Out)
+		}
+		if err := format.WriteSessions(e.stdio.Out, t, rows); err != nil {
 			return err
 		}
 	}

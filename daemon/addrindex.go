@@ -1,11 +1,7 @@
 package daemon
 
 import (
-	"slices"
-	"strings"
-
 	"github.com/snoopd/snoopd/distcache"
-	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 )
 
 // The registry's addresses, indexed, so that the checks a create makes
@@ -41,10 +37,12 @@ func keyOf(a distcache.Addr) (addrKey, bool) {
 // addresses (as configured, and as bound) and of their servers, and the
 // placeholders of proxies being created by the keys of their declared
 // addresses: the loop check of one create must see the others in flight,
-// or two halves of a loop created at once would both pass. A proxy declared on TCP port 0 that has no port yet (it never
-// bound) is kept aside, unsettled, and filed under its port once it has
-// one. It is guarded by d.mu, and kept in step by putLocked, dropLocked
-// and setSpecLocked, the only ways the registry changes.
+// or two halves of a loop created at once would both pass. A proxy
+// declared on TCP port 0 that has no port yet (it never bound) is kept
+// aside, unsettled, and filed under its port once it has one. It is
+// guarded by the registry's lock, so read and kept through held, and in
+// step with the map by held.put, held.drop and held.setSpec, the only
+// ways the registry changes.
 type addrIndex struct {
 	listens   map[addrKey]map[*entry]struct{}
 	servers   map[addrKey]map[*entry]struct{}
@@ -85,30 +83,32 @@ func removeFrom(m map[addrKey]map[*entry]struct{}, k addrKey, e *entry) {
 	}
 }
 
-// add files e. d.mu is held.
-func (x *addrIndex) add(e *entry) {
+// index files e.
+func (h held) index(e *entry) {
+	x := &h.r.addrs
 	if e.keys.indexed || e.spec == nil {
 		return
 	}
 	e.keys.indexed = true
-	e.parseAddrsLocked()
-	if k, ok := keyOf(e.listen); ok {
+	listen, server := h.addrsOf(e)
+	if k, ok := keyOf(listen); ok {
 		e.keys.listens = append(e.keys.listens, k)
 		addTo(x.listens, k, e)
 	}
 	if e.p != nil { // a placeholder has not bound yet
-		x.addBound(e)
+		h.indexBound(e)
 	}
-	if k, ok := keyOf(e.server); ok {
+	if k, ok := keyOf(server); ok {
 		e.keys.server, e.keys.hasServer = k, true
 		addTo(x.servers, k, e)
 	}
 }
 
-// addBound files e under its bound address, or as unsettled while it
+// indexBound files e under its bound address, or as unsettled while it
 // has no port yet.
-func (x *addrIndex) addBound(e *entry) {
-	bound := e.addrLocked()
+func (h held) indexBound(e *entry) {
+	x := &h.r.addrs
+	bound := h.boundAddr(e)
 	if e.bound.IsZero() {
 		x.unsettled[e] = struct{}{}
 		return
@@ -119,8 +119,9 @@ func (x *addrIndex) addBound(e *entry) {
 	}
 }
 
-// remove takes e out. d.mu is held.
-func (x *addrIndex) remove(e *entry) {
+// unindex takes e out.
+func (h held) unindex(e *entry) {
+	x := &h.r.addrs
 	if !e.keys.indexed {
 		return
 	}
@@ -136,13 +137,14 @@ func (x *addrIndex) remove(e *entry) {
 
 // settle files the unsettled proxies that have a port by now (one
 // enabled since). Those left have none, so clash with and are reached
-// by nothing. d.mu is held.
-func (x *addrIndex) settle() {
+// by nothing.
+func (h held) settle() {
+	x := &h.r.addrs
 	for e := range x.unsettled {
-		e.addrLocked()
+		h.boundAddr(e)
 		if !e.bound.IsZero() {
 			delete(x.unsettled, e)
-			x.addBound(e)
+			h.indexBound(e)
 		}
 	}
 }
@@ -150,9 +152,9 @@ func (x *addrIndex) settle() {
 // listeners calls f with each proxy a listen address of which (as
 // configured or as bound) has a's key, until f returns false: every
 // proxy whose listener a reaches or clashes with, and perhaps others.
-// d.mu is held.
-func (x *addrIndex) listeners(a distcache.Addr, f func(*entry) bool) {
-	x.settle()
+func (h held) listeners(a distcache.Addr, f func(*entry) bool) {
+	x := &h.r.addrs
+	h.settle()
 	if k, ok := keyOf(a); ok {
 		for e := range x.listens[k] {
 			if !f(e) {
@@ -164,8 +166,9 @@ func (x *addrIndex) listeners(a distcache.Addr, f func(*entry) bool) {
 
 // serversAt calls f with each proxy whose server has a's key, until f
 // returns false: every proxy whose server reaches a listener at a, and
-// perhaps others. d.mu is held.
-func (x *addrIndex) serversAt(a distcache.Addr, f func(*entry) bool) {
+// perhaps others.
+func (h held) serversAt(a distcache.Addr, f func(*entry) bool) {
+	x := &h.r.addrs
 	if k, ok := keyOf(a); ok {
 		for e := range x.servers[k] {
 			if !f(e) {
@@ -175,50 +178,34 @@ func (x *addrIndex) serversAt(a distcache.Addr, f func(*entry) bool) {
 	}
 }
 
-// named is one proxy of the registry in name order (see Daemon.order).
-type named struct {
-	name string
-	e    *entry
+// addrsOf is e's spec's addresses, parsed once per spec rather than once
+// per proxy per check: checks and snapshots look at every proxy. The
+// spec was normalised, so both parse; a failure leaves a zero address,
+// which matches nothing.
+func (h held) addrsOf(e *entry) (listen, server distcache.Addr) {
+	if e.addrsOf != e.spec {
+		e.listen, _ = distcache.ParseListenAddr(e.spec.GetListen())
+		e.server, _ = distcache.ParseConnectAddr(e.spec.GetServer())
+		e.addrsOf = e.spec
+	}
+	return e.listen, e.server
 }
 
-// orderAt is where name is, or would be, in d.order. d.mu is held.
-func (d *Daemon) orderAt(name string) (int, bool) {
-	return slices.BinarySearchFunc(d.order, name, func(n named, name string) int { return strings.Compare(n.name, name) })
-}
-
-// putLocked registers e under name, in place of what was there. d.mu is
-// held.
-func (d *Daemon) putLocked(name string, e *entry) {
-	if old := d.proxies[name]; old != nil && old != e {
-		d.addrs.remove(old)
+// boundAddr is e.p.Addr(), without asking the proxy once the answer is
+// final: a proxy's address changes only when a port 0 gets its port, and
+// then never again (re-enabling keeps the port). Checks that look at
+// every proxy use it. A placeholder's is its declared address.
+func (h held) boundAddr(e *entry) distcache.Addr {
+	if e.p == nil {
+		listen, _ := h.addrsOf(e)
+		return listen
 	}
-	d.proxies[name] = e
-	d.addrs.add(e)
-	if i, ok := d.orderAt(name); ok {
-		d.order[i].e = e
-	} else {
-		d.order = slices.Insert(d.order, i, named{name, e})
+	if !e.bound.IsZero() {
+		return e.bound
 	}
-}
-
-// dropLocked takes name out of the registry. d.mu is held.
-func (d *Daemon) dropLocked(name string) {
-	if e := d.proxies[name]; e != nil {
-		d.addrs.remove(e)
+	a := e.p.Addr()
+	if a.Network() != distcache.NetworkTCP || a.Port() != 0 {
+		e.bound = a
 	}
-	delete(d.proxies, name)
-	if i, ok := d.orderAt(name); ok {
-		d.order = slices.Delete(d.order, i, i+1)
-	}
-}
-
-// setSpecLocked gives a proxy a new spec in place, filing it again under
-// its new server. d.mu is held.
-func (d *Daemon) setSpecLocked(e *entry, spec *snoopv1.ProxySpec) {
-	indexed := e.keys.indexed
-	d.addrs.remove(e)
-	e.spec = spec
-	if indexed {
-		d.addrs.add(e)
-	}
+	return a
 }

@@ -22,48 +22,56 @@ import (
 // stale or replaced entry anywhere, and d.order the registry sorted.
 func checkIndex(t *testing.T, d *Daemon, step string) {
 	t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.addrs.settle()
+	d.reg.locked(func(h held) error {
+		checkIndexHeld(t, h, step)
+		return nil
+	})
+}
+
+// checkIndexHeld is checkIndex for a caller that holds the lock.
+func checkIndexHeld(t *testing.T, h held, step string) {
+	t.Helper()
+	r := h.r
+	h.settle()
 	listens := map[addrKey]map[*entry]struct{}{}
 	servers := map[addrKey]map[*entry]struct{}{}
 	unsettled := map[*entry]struct{}{}
-	for _, e := range d.proxies {
+	for _, e := range r.proxies {
 		if e.spec == nil {
 			continue
 		}
-		e.parseAddrsLocked()
-		if k, ok := keyOf(e.listen); ok {
+		listen, server := h.addrsOf(e)
+		if k, ok := keyOf(listen); ok {
 			addTo(listens, k, e)
 		}
 		if e.p == nil {
 			// A placeholder: its declared addresses only.
-		} else if bound := e.addrLocked(); e.bound.IsZero() {
+		} else if bound := h.boundAddr(e); e.bound.IsZero() {
 			unsettled[e] = struct{}{}
 		} else if k, ok := keyOf(bound); ok {
 			addTo(listens, k, e)
 		}
-		if k, ok := keyOf(e.server); ok {
+		if k, ok := keyOf(server); ok {
 			addTo(servers, k, e)
 		}
 	}
 	sameSets := func(a, b map[*entry]struct{}) bool { return maps.Equal(a, b) }
-	if !maps.EqualFunc(listens, d.addrs.listens, sameSets) {
-		t.Fatalf("%s: listen index %v, want %v", step, d.addrs.listens, listens)
+	if !maps.EqualFunc(listens, r.addrs.listens, sameSets) {
+		t.Fatalf("%s: listen index %v, want %v", step, r.addrs.listens, listens)
 	}
-	if !maps.EqualFunc(servers, d.addrs.servers, sameSets) {
-		t.Fatalf("%s: server index %v, want %v", step, d.addrs.servers, servers)
+	if !maps.EqualFunc(servers, r.addrs.servers, sameSets) {
+		t.Fatalf("%s: server index %v, want %v", step, r.addrs.servers, servers)
 	}
-	if !maps.Equal(unsettled, d.addrs.unsettled) {
-		t.Fatalf("%s: unsettled %v, want %v", step, d.addrs.unsettled, unsettled)
+	if !maps.Equal(unsettled, r.addrs.unsettled) {
+		t.Fatalf("%s: unsettled %v, want %v", step, r.addrs.unsettled, unsettled)
 	}
-	names := slices.Sorted(maps.Keys(d.proxies))
-	if len(names) != len(d.order) {
-		t.Fatalf("%s: order has %d names, registry %d", step, len(d.order), len(names))
+	names := slices.Sorted(maps.Keys(r.proxies))
+	if len(names) != len(r.order) {
+		t.Fatalf("%s: order has %d names, registry %d", step, len(r.order), len(names))
 	}
-	for i, n := range d.order {
-		if n.name != names[i] || n.e != d.proxies[n.name] {
-			t.Fatalf("%s: order[%d] is %q (%p), want %q (%p)", step, i, n.name, n.e, names[i], d.proxies[names[i]])
+	for i, n := range r.order {
+		if n.name != names[i] || n.e != r.proxies[n.name] {
+			t.Fatalf("%s: order[%d] is %q (%p), want %q (%p)", step, i, n.name, n.e, names[i], r.proxies[names[i]])
 		}
 	}
 }

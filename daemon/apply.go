@@ -74,69 +74,81 @@ func (d *Daemon) ApplyProxiesSelected(ctx context.Context, specs []*snoopv1.Prox
 	local := machineIPs()
 
 	// Plan and reserve under one lock hold, so the plan is what happens.
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil, hub.ErrClosed
-	}
-	now := time.Now()
-	for _, s := range steps {
-		e, ok := d.proxies[s.name]
-		var cur *snoopv1.ProxySpec
-		if ok {
-			cur = e.spec
+	c := d.reg.begin()
+	var results []*snoopv1.ApplyResult
+	var own map[string]distcache.Addr
+	err = d.reg.locked(func(h held) error {
+		if h.isClosed() {
+			return hub.ErrClosed
 		}
-		// Before comparing: a fault declared again unchanged keeps its end.
-		fixEnds(s.spec, &s.cfg, cur, now)
-		switch {
-		case !ok:
-			s.action = snoopv1.ApplyAction_APPLY_ACTION_CREATED
-		case e.busy:
-			d.mu.Unlock()
-			return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(s.name), ErrBusy)
-		case proto.Equal(effectiveSpec(e.spec), effectiveSpec(s.spec)) && e.bindErr == nil:
-			s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED, e
-		default:
-			s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_CHANGED, e
-			s.move = e.spec.GetListen() != s.spec.GetListen()
-		}
-	}
-	if prune {
-		for name, e := range d.proxies {
-			if declared[name] || e.ephemeral || !sel.Matches(e.spec.GetLabels()) {
-				continue
+		now := time.Now()
+		for _, s := range steps {
+			e, ok := h.get(s.name)
+			var cur *snoopv1.ProxySpec
+			if ok {
+				cur = e.spec
 			}
-			if e.busy {
-				d.mu.Unlock()
-				return nil, fmt.Errorf("proxy %s is being changed by another request; try again: %w", quote(name), ErrBusy)
+			// Before comparing: a fault declared again unchanged keeps its end.
+			fixEnds(s.spec, &s.cfg, cur, now)
+			switch {
+			case !ok:
+				s.action = snoopv1.ApplyAction_APPLY_ACTION_CREATED
+			case e.busy:
+				return errBeingChanged(s.name)
+			case proto.Equal(effectiveSpec(e.spec), effectiveSpec(s.spec)) && e.bindErr == nil:
+				s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED, e
+			default:
+				s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_CHANGED, e
+				s.move = e.spec.GetListen() != s.spec.GetListen()
 			}
-			steps = append(steps, &planned{name: name, action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED, e: e})
 		}
-	}
-	if err := d.applyLoopsLocked(steps, declared, local); err != nil {
-		d.mu.Unlock()
+		if prune {
+			for name, e := range h.entries() {
+				if declared[name] || e.ephemeral || !sel.Matches(e.spec.GetLabels()) {
+					continue
+				}
+				if e.busy {
+					return errBeingChanged(name)
+				}
+				steps = append(steps, &planned{name: name, action: snoopv1.ApplyAction_APPLY_ACTION_REMOVED, e: e})
+			}
+		}
+		if err := h.applyLoops(steps, declared, local); err != nil {
+			return err
+		}
+		if err := h.applyKeptAddrs(steps); err != nil {
+			return err
+		}
+		sort.Slice(steps, func(i, j int) bool { return steps[i].name < steps[j].name })
+		results = make([]*snoopv1.ApplyResult, 0, len(steps))
+		for _, s := range steps {
+			results = append(results, &snoopv1.ApplyResult{Name: s.name, Action: s.action})
+		}
+		if dryRun {
+			// The old addresses of the proxies the plan moves, read under
+			// the lock: a move onto its own old address is bound only once
+			// the old listener stops (see execute).
+			own = map[string]distcache.Addr{}
+			for _, s := range steps {
+				if s.move {
+					own[s.name] = h.boundAddr(s.e)
+				}
+			}
+			return nil
+		}
+		for _, s := range steps {
+			if s.e != nil {
+				c.reserve(h, s.name, s.e)
+			} else {
+				c.reserveName(h, s.spec)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	if err := d.applyReservedLocked(steps); err != nil {
-		d.mu.Unlock()
-		return nil, err
-	}
-	sort.Slice(steps, func(i, j int) bool { return steps[i].name < steps[j].name })
-	results := make([]*snoopv1.ApplyResult, 0, len(steps))
-	for _, s := range steps {
-		results = append(results, &snoopv1.ApplyResult{Name: s.name, Action: s.action})
 	}
 	if dryRun {
-		// The old addresses of the proxies the plan moves, read under
-		// the lock: a move onto its own old address is bound only once
-		// the old listener stops (see execute).
-		own := map[string]distcache.Addr{}
-		for _, s := range steps {
-			if s.move {
-				own[s.name] = s.e.addrLocked()
-			}
-		}
-		d.mu.Unlock()
 		if err := d.checkBinds(ctx, steps, own); err != nil {
 			return nil, err
 		}
@@ -145,34 +157,14 @@ func (d *Daemon) ApplyProxiesSelected(ctx context.Context, specs []*snoopv1.Prox
 		}
 		return results, nil
 	}
-	for _, s := range steps {
-		if s.e != nil {
-			s.e.busy = true
-		} else {
-			d.putLocked(s.name, placeholderFor(s.spec))
-		}
-	}
-	d.mu.Unlock()
 
 	// The changes in place are recorded only once their listeners are
 	// bound: the loop check is made again then, in the same lock hold as
 	// the commit, to see what other requests changed meanwhile.
-	err = d.execute(steps, func() error { return d.applyLoopsLocked(steps, declared, local) })
-	// Release: busy marks off (of the old entries and of the ones that
-	// replaced them), placeholders of creations that did not happen
-	// removed.
-	d.mu.Lock()
-	for _, s := range steps {
-		if s.e != nil {
-			s.e.busy = false
-		}
-		if e := d.proxies[s.name]; e != nil && e.placeholder {
-			d.dropLocked(s.name)
-		} else if e != nil {
-			e.busy = false
-		}
-	}
-	d.mu.Unlock()
+	err = d.execute(c, steps, func(h held) error { return h.applyLoops(steps, declared, local) })
+	// Busy marks off (of the old entries and of the ones that replaced
+	// them), placeholders of creations that did not happen removed.
+	c.release()
 	if err != nil {
 		return nil, err
 	}
@@ -220,11 +212,10 @@ func (d *Daemon) checkBinds(ctx context.Context, steps []*planned, own map[strin
 	return nil
 }
 
-// applyReservedLocked refuses a plan that would put a new listener (a
+// applyKeptAddrs refuses a plan that would put a new listener (a
 // creation or a move) on the address of a proxy that is not listening
-// and keeps it (see reservedLocked): one the plan neither removes nor
-// moves. d.mu is held.
-func (d *Daemon) applyReservedLocked(steps []*planned) error {
+// and keeps it (see keptAddr): one the plan neither removes nor moves.
+func (h held) applyKeptAddrs(steps []*planned) error {
 	freed := map[string]bool{}
 	for _, s := range steps {
 		if s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED || s.move {
@@ -237,7 +228,7 @@ func (d *Daemon) applyReservedLocked(steps []*planned) error {
 		}
 		skip := map[string]bool{s.name: true}
 		maps.Copy(skip, freed)
-		if err := d.reservedLocked(fmt.Sprintf("proxies[%d].listen", s.idx), s.cfg.Listen, skip); err != nil {
+		if err := h.keptAddr(fmt.Sprintf("proxies[%d].listen", s.idx), s.cfg.Listen, skip); err != nil {
 			return err
 		}
 	}
@@ -263,7 +254,7 @@ func (d *Daemon) applyReservedLocked(steps []*planned) error {
 //     (0.0.0.0:9001 to 127.0.0.1:9001), which can bind only once the old
 //     proxy stopped; if that bind fails, the proxy stays, failed, at its
 //     new address (as saved), and the error says so.
-func (d *Daemon) execute(steps []*planned, loops func() error) error {
+func (d *Daemon) execute(c *change, steps []*planned, loops func(h held) error) error {
 	started := map[string]*entry{}
 	var enabled []*entry
 	unbind := func() {
@@ -303,44 +294,29 @@ func (d *Daemon) execute(steps []*planned, loops func() error) error {
 		}
 	}
 
-	d.mu.Lock()
-	if err := loops(); err != nil {
-		d.mu.Unlock()
-		unbind()
-		return err
-	}
-	var undos []func()
-	for _, s := range steps {
-		switch e := started[s.name]; {
-		case e != nil: // a creation or a move
-			e.busy = true
-			d.putLocked(s.name, e)
-			if s.move {
-				undos = append(undos, func() { d.putLocked(s.name, s.e) })
-			} else {
-				undos = append(undos, func() { d.putLocked(s.name, placeholderFor(s.spec)) })
+	err := c.commit(true, func(h held) error {
+		if err := loops(h); err != nil {
+			return err
+		}
+		for _, s := range steps {
+			switch e := started[s.name]; {
+			case e != nil: // a creation or a move
+				c.put(h, s.name, e)
+			case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED: // in place, or a late move
+				c.respec(h, s.e, s.spec)
+			case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
+				c.markRemoving(h, s.e)
 			}
-		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED: // in place, or a late move
-			old, oldErr, oldNote := s.e.spec, s.e.bindErr, s.e.note
-			d.setSpecLocked(s.e, s.spec)
-			s.e.bindErr, s.e.note = nil, ""
-			undos = append(undos, func() { d.setSpecLocked(s.e, old); s.e.bindErr, s.e.note = oldErr, oldNote })
-		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
-			s.e.removing = true
-			undos = append(undos, func() { s.e.removing = false })
 		}
-	}
-	t := d.ticketLocked(func() {
-		d.mu.Lock()
-		for i := len(undos) - 1; i >= 0; i-- {
-			undos[i]()
-		}
-		d.mu.Unlock()
+		return nil
 	})
-	d.mu.Unlock()
-	if err := d.persist(t); err != nil {
+	if errors.Is(err, ErrNotSaved) {
 		unbind()
 		return fmt.Errorf("apply: nothing changed: %w", err)
+	}
+	if err != nil {
+		unbind()
+		return err
 	}
 
 	var errs []error
@@ -357,8 +333,7 @@ func (d *Daemon) execute(steps []*planned, loops func() error) error {
 					errs = append(errs, fmt.Errorf("apply: proxy %s stopped, but cannot listen on %s; it stays, failed, until enabled again: %w", quote(s.name), s.spec.GetListen(), err))
 				}
 				if e != nil {
-					e.busy = true
-					d.install(s.name, e)
+					d.reg.locked(func(h held) error { c.install(h, s.name, e); return nil })
 				}
 			}
 			d.log.Info("moved proxy", "proxy", s.name, "listen", d.proxyAddr(s.name))
@@ -366,52 +341,29 @@ func (d *Daemon) execute(steps []*planned, loops func() error) error {
 			d.finishChange(s.e, s.spec, s.cfg, false)
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_REMOVED:
 			d.stop(s.e, 0)
-			d.mu.Lock()
-			d.dropLocked(s.name)
-			d.mu.Unlock()
+			c.remove(s.name)
 			d.log.Info("deleted proxy", "proxy", s.name)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// failedEntry is a proxy that is registered but does not listen, with
-// bindErr saying why; the error is bindErr, or why it could not be made.
-func (d *Daemon) failedEntry(spec *snoopv1.ProxySpec, cfg proxy.Config, bindErr error) (*entry, error) {
-	inst := newInstanceID()
-	p, err := d.newProxy(cfg, inst)
-	if err != nil {
-		return nil, err
-	}
-	return &entry{spec: spec, p: p, created: time.Now(), bindErr: bindErr, instance: inst}, bindErr
-}
-
 // proxyAddr is the address a registered proxy listens on, for logs.
 func (d *Daemon) proxyAddr(name string) string {
-	d.mu.Lock()
-	e := d.proxies[name]
-	d.mu.Unlock()
+	var e *entry
+	d.reg.locked(func(h held) error { e, _ = h.get(name); return nil })
 	if e == nil || e.p == nil {
 		return ""
 	}
 	return e.p.Addr().String()
 }
 
-// install puts a started proxy in the registry under name. A moved
-// proxy's reservation stays on the old entry, which the caller releases
-// after it has left the registry.
-func (d *Daemon) install(name string, e *entry) {
-	d.mu.Lock()
-	d.putLocked(name, e)
-	d.mu.Unlock()
-}
-
-// applyLoopsLocked refuses a plan after which a declared proxy would take
+// applyLoops refuses a plan after which a declared proxy would take
 // part in a proxy loop, looking at the whole set the apply leaves: the
 // declared proxies (at their declared addresses, and the bound one of a
 // proxy that keeps its listen address) and the registered proxies the
-// apply does not touch. d.mu is held.
-func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, local localIPs) error {
+// apply does not touch.
+func (h held) applyLoops(steps []*planned, declared map[string]bool, local localIPs) error {
 	var nodes []loopNode
 	var idx []int
 	var check []bool
@@ -437,7 +389,7 @@ func (d *Daemon) applyLoopsLocked(steps []*planned, declared map[string]bool, lo
 			skip[s.name] = true
 		}
 	}
-	for _, n := range d.loopNodesLocked(skip) {
+	for _, n := range h.loopNodes(skip) {
 		nodes = append(nodes, n)
 		check = append(check, false)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -25,7 +26,7 @@ func TestChainOfProxiesOnOneDaemon(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			eng, err := proxy.NewEngine(engine, 1)
 			if err != nil {
-				t.Skip(err)
+				skip.Missing(t, "the %s engine: %v", engine, err)
 			}
 			t.Cleanup(func() { eng.Close() })
 			a := startUnixAPI(t, Config{Engine: eng}, ServerOptions{})

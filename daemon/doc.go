@@ -10,4 +10,15 @@
 // boundary, where Status turns each into its gRPC code in one place. No
 // lock of the registry is held while a proxy binds, drains or stops, so a
 // wedged proxy cannot freeze the API.
+//
+// The registry (registry.go) owns the map of proxies and its lock, and a
+// change is the one way to alter it: reserve the names, bind, record and
+// save in one step that is undone if the save fails, then release. Its
+// invariants are written at the top of that file. Around it: daemon.go
+// starts and stops the daemon; restore.go brings back the saved proxies;
+// proxies.go (create, get, list, update), drain.go (delete) and apply.go
+// (declared sets) are the changes the API asks for; entry.go is one
+// proxy of the registry and how it is made and described; state.go saves
+// the registry in groups; addrindex.go files the proxies by address, and
+// loopgraph.go walks that index for the proxy-loop checks of loop.go.
 package daemon

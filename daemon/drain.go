@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/snoopd/snoopd/daemon/hub"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -56,7 +55,7 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	if err := ctx.Err(); err != nil {
 		return DeleteResult{}, fmt.Errorf("delete proxy %q not started: %w", name, err)
 	}
-	e, del, running, err := d.reserveDelete(name)
+	c, e, del, running, err := d.reg.reserveDelete(name)
 	if err != nil {
 		return DeleteResult{}, err
 	}
@@ -69,21 +68,12 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 	// The deletion is saved before the proxy is touched: a delete that
 	// cannot be saved is refused with the proxy running, connections and
 	// all, since stopping it cannot be undone.
-	d.mu.Lock()
-	e.removing = true
-	var t uint64
-	if !e.ephemeral {
-		t = d.ticketLocked(func() {
-			d.mu.Lock()
-			e.removing = false
-			d.mu.Unlock()
+	if err := c.commit(!e.ephemeral, func(h held) error { c.markRemoving(h, e); return nil }); err != nil {
+		d.reg.locked(func(h held) error {
+			e.deleting = nil
+			c.releaseHeld(h)
+			return nil
 		})
-	}
-	d.mu.Unlock()
-	if err := d.persist(t); err != nil {
-		d.mu.Lock()
-		e.busy, e.deleting = false, nil
-		d.mu.Unlock()
 		del.err = err
 		close(del.done)
 		return DeleteResult{}, err
@@ -92,9 +82,8 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 		del.cut()
 	}
 	res := d.drainAndStop(ctx, e, del, drain)
-	d.mu.Lock()
-	d.dropLocked(name)
-	d.mu.Unlock()
+	c.remove(name)
+	c.release()
 	del.res = res
 	close(del.done)
 	if ctx.Err() != nil {
@@ -104,27 +93,6 @@ func (d *Daemon) DeleteProxy(ctx context.Context, name string, drain time.Durati
 		d.log.Info("deleted proxy", "proxy", name, "drained", res.Drained, "cut", res.Cut)
 	}
 	return res, nil
-}
-
-// reserveDelete marks a proxy busy for a delete, or returns the delete
-// already running on it (running).
-func (d *Daemon) reserveDelete(name string) (_ *entry, _ *deletion, running bool, _ error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	e, ok := d.proxies[name]
-	switch {
-	case d.closed:
-		return nil, nil, false, hub.ErrClosed
-	case !ok || e.placeholder:
-		return nil, nil, false, proxyNotFound(name)
-	case e.deleting != nil:
-		return e, e.deleting, true, nil
-	case e.busy:
-		return nil, nil, false, fmt.Errorf("proxy %q is being changed by another request; try again: %w", name, ErrBusy)
-	}
-	e.busy = true
-	e.deleting = &deletion{force: make(chan struct{}), done: make(chan struct{})}
-	return e, e.deleting, false, nil
 }
 
 // drainAndStop closes the proxy's listener, waits for its connections to

@@ -19,6 +19,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -42,7 +43,7 @@ func epollEngine(t *testing.T) proxy.Engine {
 	t.Helper()
 	eng, err := proxy.NewEngine(proxy.EngineEpoll, 1)
 	if err != nil {
-		t.Skipf("faults need the epoll engine: %v", err)
+		skip.Missing(t, "the epoll engine, which faults need: %v", err)
 	}
 	t.Cleanup(func() { eng.Close() })
 	return eng

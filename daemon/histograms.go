@@ -14,10 +14,8 @@ import (
 func (d *Daemon) addHistograms(ps []*snoopv1.Proxy) {
 	for _, p := range ps {
 		name := p.GetSpec().GetName()
-		d.mu.Lock()
-		e, ok := d.proxies[name]
-		d.mu.Unlock()
-		if !ok || e.placeholder || e.p == nil {
+		e, err := d.lookup(name)
+		if err != nil {
 			continue
 		}
 		fillHistograms(p.GetCounters(), e.p.Stats())

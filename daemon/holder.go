@@ -27,18 +27,19 @@ func (d *Daemon) explainInUse(name string, a distcache.Addr, err error) error {
 // that names it. An operator told only "address in use" has to find out
 // which of the three it is, and the remedy differs for each.
 func (d *Daemon) holderOf(name string, a distcache.Addr) (holder string, known bool) {
-	d.mu.Lock()
-	d.addrs.listeners(a, func(e *entry) bool {
-		n := e.spec.GetName()
-		// The index files proxies by port or path: the address itself
-		// must clash, as reservedLocked checks it.
-		if n == name || e.placeholder || e.p == nil || !listenClash(a, e.addrLocked()) {
-			return true
-		}
-		holder = fmt.Sprintf("proxy %s of this daemon listens there (remove it or move it first)", quote(n))
-		return false
+	d.reg.locked(func(h held) error {
+		h.listeners(a, func(e *entry) bool {
+			n := e.spec.GetName()
+			// The index files proxies by port or path: the address itself
+			// must clash, as keptAddr checks it.
+			if n == name || e.placeholder || e.p == nil || !listenClash(a, h.boundAddr(e)) {
+				return true
+			}
+			holder = fmt.Sprintf("proxy %s of this daemon listens there (remove it or move it first)", quote(n))
+			return false
+		})
+		return nil
 	})
-	d.mu.Unlock()
 	if holder != "" {
 		return holder, true
 	}

@@ -26,7 +26,7 @@ func TestOwnListenersClashAsProxiesDo(t *testing.T) {
 		{&net.UnixAddr{Name: "/run/s.sock", Net: "unix"}, "UNIX:/run/t.sock", false},
 		{&net.UnixAddr{Name: "/run/s.sock", Net: "unix"}, "IP:127.0.0.1:9090", false},
 	} {
-		d := &Daemon{cfg: Config{OwnListeners: []OwnListener{{What: "--metrics-listen", Addr: c.n}}}, addrs: newAddrIndex()}
+		d := &Daemon{cfg: Config{OwnListeners: []OwnListener{{What: "--metrics-listen", Addr: c.n}}}, reg: newRegistry(nil)}
 		_, own := d.holderOf("p", distcache.MustParseAddr(c.a))
 		if own != c.want {
 			t.Errorf("%v against %s: own listener %v, want %v", c.n, c.a, own, c.want)

@@ -54,7 +54,7 @@ var writeStateFile = writeAtomic
 // never a mix) and commits changes in groups.
 //
 // Group commit: a change is made in memory and given a ticket under the
-// registry lock (d.mu), so a snapshot, also taken under d.mu, holds
+// registry lock (registry.mu), so a snapshot, also taken under that lock, holds
 // exactly the changes of the tickets issued before it. One caller at a
 // time, the leader, takes a snapshot and writes it, while the changes
 // that arrive meanwhile queue; when its write ends, every ticket the
@@ -249,14 +249,14 @@ func splitBoundPorts(b []byte) ([]byte, map[string]int, error) {
 	return rest, ports, nil
 }
 
-// ticketLocked records a change just made in memory and returns its
-// ticket for persist, or 0 without a state dir. undo, if not nil, puts
-// memory back as it was should the change not be saved; it runs on
-// another goroutine and takes d.mu itself, and must only touch the
-// registry (stopping proxies and the like is the caller's business once
-// persist has failed). d.mu is held.
-func (d *Daemon) ticketLocked(undo func()) uint64 {
-	s := d.state
+// ticket records a change just made in memory and returns its ticket
+// for persist, or 0 without a state dir. undo, if not nil, puts memory
+// back as it was should the change not be saved; it runs on another
+// goroutine and takes the registry's lock itself, and must only touch
+// the registry (stopping proxies and the like is the caller's business
+// once persist has failed).
+func (h held) ticket(undo func()) uint64 {
+	s := h.r.state
 	if s == nil {
 		return 0
 	}
@@ -272,8 +272,8 @@ func (d *Daemon) ticketLocked(undo func()) uint64 {
 // persist returns once the change of ticket t is durable, or, if it could
 // not be saved, after it was undone in memory, with an error wrapping
 // ErrNotSaved that names the state file and the system's error.
-func (d *Daemon) persist(t uint64) error {
-	s := d.state
+func (r *registry) persist(t uint64) error {
+	s := r.state
 	if s == nil || t == 0 {
 		return nil
 	}
@@ -292,7 +292,7 @@ func (d *Daemon) persist(t uint64) error {
 	from := s.settled
 	s.mu.Unlock()
 
-	b, upTo := d.snapshot()
+	b, upTo := r.snapshot()
 	err := writeStateFile(s.path, b)
 
 	s.mu.Lock()
@@ -306,7 +306,7 @@ func (d *Daemon) persist(t uint64) error {
 	s.mu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("%w: state file %s: %w", ErrNotSaved, s.path, err)
-		d.log.Error("could not save the proxies; the changes waiting for this save are refused and rolled back", "file", s.path, "changes", upTo-from, "err", err)
+		r.log.Error("could not save the proxies; the changes waiting for this save are refused and rolled back", "file", s.path, "changes", upTo-from, "err", err)
 		// Newest first, though the changes of one group touch different
 		// proxies (each holds its proxy's reservation).
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -329,55 +329,56 @@ func (d *Daemon) persist(t uint64) error {
 
 // save makes the current registry durable, for the saves that record no
 // change of their own (at start after --config, at shutdown).
-func (d *Daemon) save() error {
-	if d.state == nil {
+func (r *registry) save() error {
+	if r.state == nil {
 		return nil
 	}
-	d.mu.Lock()
-	t := d.ticketLocked(nil)
-	d.mu.Unlock()
-	return d.persist(t)
+	var t uint64
+	r.locked(func(h held) error { t = h.ticket(nil); return nil })
+	return r.persist(t)
 }
 
 // snapshot renders the registry as the state file (all proxies but
 // ephemeral ones, those being created and those being deleted), and
 // returns the last ticket it covers. Under the registry lock it only
-// walks the registry in name order (d.order, kept sorted), rendering the
-// entries whose spec or port changed since the last snapshot (each
-// entry keeps its JSON); the file is put together after the lock is
-// let go, from those pieces, which are never changed, only replaced. So
-// a snapshot of many proxies is mostly copying, and creates wait for
-// little of it.
-func (d *Daemon) snapshot() ([]byte, uint64) {
-	d.mu.Lock()
-	d.state.mu.Lock()
-	upTo := d.state.issued
-	d.state.mu.Unlock()
-	specs := make([][]byte, 0, len(d.order))
-	var ports [][]byte
+// walks the registry in name order (registry.order, kept sorted),
+// rendering the entries whose spec or port changed since the last
+// snapshot (each entry keeps its JSON); the file is put together after
+// the lock is let go, from those pieces, which are never changed, only
+// replaced. So a snapshot of many proxies is mostly copying, and creates
+// wait for little of it.
+func (r *registry) snapshot() ([]byte, uint64) {
+	var upTo uint64
+	var specs, ports [][]byte
 	size := 0
-	for _, n := range d.order {
-		e := n.e
-		if e.placeholder || e.ephemeral || e.removing || e.spec == nil {
-			continue
-		}
-		if e.json == nil || e.jsonOf != e.spec {
-			e.json, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(e.spec)
-			e.jsonOf = e.spec
-		}
-		specs = append(specs, e.json)
-		size += len(e.json) + 6
-		if port := boundPort(e); port != 0 {
-			if e.portJSON == nil || e.portOf != port {
-				q, _ := json.Marshal(n.name)
-				e.portJSON = append(q, (": " + strconv.Itoa(port))...)
-				e.portOf = port
+	r.locked(func(h held) error {
+		r.state.mu.Lock()
+		upTo = r.state.issued
+		r.state.mu.Unlock()
+		specs = make([][]byte, 0, len(r.order))
+		for _, n := range r.order {
+			e := n.e
+			if e.placeholder || e.ephemeral || e.removing || e.spec == nil {
+				continue
 			}
-			ports = append(ports, e.portJSON)
-			size += len(e.portJSON) + 2
+			if e.json == nil || e.jsonOf != e.spec {
+				e.json, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(e.spec)
+				e.jsonOf = e.spec
+			}
+			specs = append(specs, e.json)
+			size += len(e.json) + 6
+			if port := h.boundPort(e); port != 0 {
+				if e.portJSON == nil || e.portOf != port {
+					q, _ := json.Marshal(n.name)
+					e.portJSON = append(q, (": " + strconv.Itoa(port))...)
+					e.portOf = port
+				}
+				ports = append(ports, e.portJSON)
+				size += len(e.portJSON) + 2
+			}
 		}
-	}
-	d.mu.Unlock()
+		return nil
+	})
 
 	buf := bytes.NewBuffer(make([]byte, 0, size+64+len(boundPortsKey)))
 	buf.WriteString("{\n  \"proxies\": [")
@@ -404,13 +405,12 @@ func (d *Daemon) snapshot() ([]byte, uint64) {
 }
 
 // boundPort is the port a proxy declared on TCP port 0 got, 0 if none.
-// d.mu is held.
-func boundPort(e *entry) int {
-	e.parseAddrsLocked()
-	if e.listen.Network() != distcache.NetworkTCP || e.listen.Port() != 0 || e.p == nil {
+func (h held) boundPort(e *entry) int {
+	listen, _ := h.addrsOf(e)
+	if listen.Network() != distcache.NetworkTCP || listen.Port() != 0 || e.p == nil {
 		return 0
 	}
-	return e.addrLocked().Port()
+	return h.boundAddr(e).Port()
 }
 
 // writeAtomic writes b to path through a temporary file in the same

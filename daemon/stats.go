@@ -85,13 +85,9 @@ type ExportCounters struct {
 
 // Stats returns the daemon's own figures.
 func (d *Daemon) Stats() Stats {
+	var n int
+	d.reg.locked(func(h held) error { n = len(h.live()); return nil })
 	d.mu.Lock()
-	n := 0
-	for _, e := range d.proxies {
-		if !e.placeholder {
-			n++
-		}
-	}
 	x := d.export
 	d.mu.Unlock()
 	st := Stats{
@@ -119,18 +115,13 @@ func (d *Daemon) Stats() Stats {
 // The exporter calls it once per metric family, so the memory it needs
 // does not grow with the number of proxies beyond the sorted list.
 func (d *Daemon) EachProxy(latency bool, f func(*ProxyStats) bool) {
-	type named struct {
-		name string
-		e    *entry
-	}
-	d.mu.Lock()
-	es := make([]named, 0, len(d.proxies))
-	for _, e := range d.proxies {
-		if !e.placeholder {
+	var es []named
+	d.reg.locked(func(h held) error {
+		for _, e := range h.live() {
 			es = append(es, named{e.spec.GetName(), e})
 		}
-	}
-	d.mu.Unlock()
+		return nil
+	})
 	slices.SortFunc(es, func(a, b named) int { return strings.Compare(a.name, b.name) })
 	ps := new(ProxyStats)
 	now := time.Now() // one clock for the pass: a scrape is a moment
@@ -148,10 +139,12 @@ func (d *Daemon) EachProxy(latency bool, f func(*ProxyStats) bool) {
 // proxyState reads a proxy's spec and works out its state; bindErr is the last
 // bind error of a failed proxy, if any.
 func (d *Daemon) proxyState(e *entry) (spec *snoopv1.ProxySpec, state ProxyState, bindErr error) {
-	d.mu.Lock()
-	spec, bindErr = e.spec, e.bindErr
-	deleting := e.deleting != nil
-	d.mu.Unlock()
+	var deleting bool
+	d.reg.locked(func(held) error {
+		spec, bindErr = e.spec, e.bindErr
+		deleting = e.deleting != nil
+		return nil
+	})
 	switch {
 	case deleting:
 		// Being deleted: it accepts nobody any more, whatever its spec.

@@ -116,21 +116,20 @@ func wildcard(h string) bool {
 	return err == nil && ip.IsUnspecified()
 }
 
-// reservedLocked returns an error if listen is the address of a
+// keptAddr returns an error if listen is the address of a
 // registered proxy that is not listening now (disabled, or failed): it
 // keeps its address, so that enabling it later cannot find its port
 // taken by a proxy of the same daemon. Listening proxies need no check,
 // the bind finds them. Proxies in skip are left out. Only the proxies
 // filed under listen's port or path are looked at (see addrIndex).
-// d.mu is held.
-func (d *Daemon) reservedLocked(field string, listen distcache.Addr, skip map[string]bool) error {
+func (h held) keptAddr(field string, listen distcache.Addr, skip map[string]bool) error {
 	var err error
-	d.addrs.listeners(listen, func(e *entry) bool {
+	h.listeners(listen, func(e *entry) bool {
 		name := e.spec.GetName()
 		if e.placeholder || e.removing || skip[name] || e.p == nil {
 			return true
 		}
-		if bound := e.addrLocked(); listenClash(listen, bound) && !e.p.Listening() {
+		if bound := h.boundAddr(e); listenClash(listen, bound) && !e.p.Listening() {
 			how := "disabled"
 			if enabledOf(e.spec) {
 				how = "failed (not listening)"

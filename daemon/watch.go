@@ -40,13 +40,14 @@ func (d *Daemon) watchOptions(req *snoopv1.WatchEventsRequest, f hub.Filter) hub
 		return o
 	}
 	current := map[string]string{}
-	d.mu.Lock()
-	for _, name := range req.GetProxies() {
-		if e, ok := d.proxies[name]; ok && !e.placeholder {
-			current[name] = e.instance
+	d.reg.locked(func(h held) error {
+		for _, name := range req.GetProxies() {
+			if e, err := h.lookup(name); err == nil {
+				current[name] = e.instance
+			}
 		}
-	}
-	d.mu.Unlock()
+		return nil
+	})
 	o.HistoryFilter = func(v *match.View, inst string) bool {
 		cur, ok := current[v.Proxy]
 		return !ok || inst == cur

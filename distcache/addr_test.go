@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/snoopd/snoopd/internal/skip"
 )
 
 func TestParseAddrValid(t *testing.T) {
@@ -450,7 +452,7 @@ func TestAddrFromNetTCP(t *testing.T) {
 func TestAddrFromNetTCP6(t *testing.T) {
 	l, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		skip.Missing(t, "IPv6 loopback: %v", err)
 	}
 	defer l.Close()
 	a, err := AddrFromNet(l.Addr())
@@ -467,7 +469,7 @@ func TestAddrFromNetTCP6(t *testing.T) {
 func TestAddrFromNetUnix(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dc.sock")
 	if len(path) > addrMaxUnixPath {
-		t.Skipf("temporary directory path too long for a unix socket: %s", path)
+		skip.Missing(t, "a short temporary directory: %s is too long for a unix socket", path)
 	}
 	la, err := ParseListenAddr("UNIX:" + path)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
@@ -490,7 +491,7 @@ func TestTwoDaemonsOneStateDir(t *testing.T) {
 // nothing, and that with space again it succeeds. Mounting needs root.
 func TestFullDisk(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("a full disk is a small tmpfs, and mounting one needs root")
+		skip.Missing(t, "root: a full disk is a small tmpfs, and mounting one needs it")
 	}
 	cache := startCache(t, "IP:127.0.0.1:0")
 	dir := testutil.SocketDir(t)
@@ -499,7 +500,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount("tmpfs", stateDir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v), so no full disk to test", err)
+		skip.Missing(t, "a tmpfs: cannot mount one here (%v), so no full disk to test", err)
 	}
 	// Registered before snoopd starts, so it runs after snoopd stopped.
 	t.Cleanup(func() {

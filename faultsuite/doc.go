@@ -1,7 +1,7 @@
 // Package faultsuite is snoopd's fault suite: tests that start the
-// real binaries (snoopd, snoopctl, dccache and dcload, built once into a
-// temporary directory) and drive real faults at them, each scenario
-// recording a figure of what happened.
+// real binaries (snoopd, snoopctl, dccache, dcload and dc_snoop, built
+// once into a temporary directory) and drive real faults at them, each
+// scenario recording a figure of what happened.
 //
 // The scenarios:
 //
@@ -35,6 +35,9 @@
 //   - GETs of many clients held by a stall of an hour, released by
 //     snoopctl fault clear; a fault's --for end read back the same after
 //     snoopd restarts on its state dir;
+//   - dc_snoop between dccache and dcload on unix sockets, as dc_snoop(1)'s
+//     example runs it: its log against dcload's report, text and JSON, its
+//     summary on SIGTERM, and its exit statuses for help and bad input;
 //   - the NATS export's server going away is driven with the fleet's tests
 //     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd
 //     exporting under load while the NATS server stops and comes back).

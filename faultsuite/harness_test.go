@@ -48,7 +48,7 @@ func pick[T any](short, lng T) T {
 const waitLimit = 30 * time.Second
 
 // bins are the binaries TestMain builds.
-var bins struct{ snoopd, snoopctl, dccache, dcload string }
+var bins struct{ snoopd, snoopctl, dccache, dcload, dcSnoop string }
 
 func TestMain(m *testing.M) {
 	burnerMain() // the test binary started again as a competing load
@@ -62,11 +62,13 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		bins.snoopd, bins.snoopctl = filepath.Join(dir, "snoopd"), filepath.Join(dir, "snoopctl")
 		bins.dccache, bins.dcload = filepath.Join(dir, "dccache"), filepath.Join(dir, "dcload")
-		// One go build for the four: the packages share most of their
+		bins.dcSnoop = filepath.Join(dir, "dc_snoop")
+		// One go build for the five: the packages share most of their
 		// dependencies.
 		build := exec.Command("go", "build", "-o", dir+"/",
 			"github.com/snoopd/snoopd/daemon/snoopd", "github.com/snoopd/snoopd/ctl/snoopctl",
-			"github.com/snoopd/snoopd/cmd/dccache", "github.com/snoopd/snoopd/cmd/dcload")
+			"github.com/snoopd/snoopd/cmd/dccache", "github.com/snoopd/snoopd/cmd/dcload",
+			"github.com/snoopd/snoopd/cmd/dc_snoop")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building the binaries: %v\n%s", err, out)
 			return 1

@@ -19,6 +19,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
@@ -27,7 +28,7 @@ import (
 func cselectBin(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("cc"); err != nil {
-		t.Skip("no cc on PATH")
+		skip.Missing(t, "cc is not on PATH")
 	}
 	bin, err := compileCSelect(testutil.SocketDir(t))
 	if err != nil {

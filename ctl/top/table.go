@@ -33,7 +33,7 @@ type column struct {
 var columns = []column{
 	{"", "DAEMON", false, func(r *Row) string { return r.Daemon }, func(a, b *Row) int { return cmp.Compare(a.Daemon, b.Daemon) }, true},
 	{"n", "NAME", false, func(r *Row) string { return r.Name }, func(a, b *Row) int { return cmp.Compare(a.Key(), b.Key()) }, false},
-	{"s", "STATE", false, func(r *Row) string { return r.State }, func(a, b *Row) int { return cmp.Compare(a.State, b.State) }, false},
+	{"t", "STATE", false, func(r *Row) string { return r.State }, func(a, b *Row) int { return cmp.Compare(a.State, b.State) }, false},
 	{"c", "CONNS", true, func(r *Row) string { return strconv.FormatInt(r.Conns, 10) }, func(a, b *Row) int { return cmp.Compare(a.Conns, b.Conns) }, false},
 	{"o", "OPS/S", true, func(r *Row) string { return rate(r, r.Ops) }, byRate(func(r *Row) int64 { return r.Ops }), false},
 	{"h", "HIT%", true, func(r *Row) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/snoopd/snoopd/ctl/format"
+	"github.com/snoopd/snoopd/ctl/sessions"
 )
 
 // Options configure the live view.
@@ -27,13 +28,18 @@ type Options struct {
 	// In and Out are the terminal.
 	In  io.Reader
 	Out io.Writer
+	// Sessions, when set, gives the sessions view (key s); with
+	// ShowSessions top starts in it.
+	Sessions     SessionSource
+	ShowSessions bool
 }
 
 // Run shows the live view until q, Ctrl-C, ctx's end or a failed poll.
 // The terminal is restored before Run returns on every one of these
 // paths; a failed poll is returned for the caller to print then.
 func Run(ctx context.Context, src Source, o Options) error {
-	m := &model{src: src, delay: o.Delay, timeout: o.Timeout, sortCol: defaultSort, desc: true, width: 80, height: 24}
+	m := &model{src: src, delay: o.Delay, timeout: o.Timeout, sortCol: defaultSort, desc: true, width: 80, height: 24,
+		sessSrc: o.Sessions, showSessions: o.ShowSessions && o.Sessions != nil}
 	// Signals are left to the caller, who ends ctx on SIGINT and SIGTERM:
 	// bubbletea's own handler would kill the program on SIGINT, which
 	// skips leaving the alternate screen.
@@ -56,10 +62,15 @@ func Run(ctx context.Context, src Source, o Options) error {
 
 // Messages of the live view.
 type (
-	// snapMsg is a finished poll.
+	// snapMsg is a finished poll: a snapshot, and in the sessions view
+	// the sessions of the interval.
 	snapMsg struct {
 		snap *Snapshot
 		err  error
+		// polledSessions says sess and sessErr are set.
+		polledSessions bool
+		sess           *sessions.Table
+		sessErr        error
 	}
 	// tickMsg asks for the next poll.
 	tickMsg struct{}
@@ -86,6 +97,11 @@ type model struct {
 	help      bool
 	polling   bool
 
+	sessSrc      SessionSource
+	showSessions bool            // the sessions view is shown
+	sess         *sessions.Table // the last interval's sessions
+	sessErr      error           // why the sessions could not be counted
+
 	width, height int
 }
 
@@ -95,6 +111,10 @@ func (m *model) Init() tea.Cmd { return m.poll() }
 func (m *model) poll() tea.Cmd {
 	m.polling = true
 	src, timeout := m.src, m.timeout
+	var sessSrc SessionSource
+	if m.showSessions {
+		sessSrc = m.sessSrc
+	}
 	return func() tea.Msg {
 		ctx, cancel := context.Background(), func() {}
 		if timeout > 0 {
@@ -102,7 +122,12 @@ func (m *model) poll() tea.Cmd {
 		}
 		defer cancel()
 		s, err := src.Snapshot(ctx)
-		return snapMsg{s, err}
+		msg := snapMsg{snap: s, err: err}
+		if sessSrc != nil && err == nil {
+			msg.polledSessions = true
+			msg.sess, msg.sessErr = sessSrc.Sessions(ctx)
+		}
+		return msg
 	}
 }
 
@@ -118,6 +143,12 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		m.frame = NewFrame(m.prev, msg.snap)
 		m.prev = msg.snap
+		if msg.polledSessions {
+			m.sessErr = msg.sessErr
+			if msg.sessErr == nil {
+				m.sess = msg.sess
+			}
+		}
 		return m, tea.Tick(m.delay, func(time.Time) tea.Msg { return tickMsg{} })
 	case tickMsg:
 		if m.paused {
@@ -171,14 +202,25 @@ func (m *model) key(k tea.KeyPressMsg) tea.Cmd {
 		if !m.paused && !m.polling {
 			return m.poll()
 		}
+	case "s":
+		// The sessions view and back; its first table comes with the
+		// next refresh, which starts the count.
+		if m.sessSrc != nil {
+			m.showSessions, m.detail = !m.showSessions, ""
+		}
+		return nil
 	case "esc", "backspace", "left":
+		if m.showSessions {
+			m.showSessions = false
+			return nil
+		}
 		if m.detail != "" {
 			m.detail = ""
 		} else if m.filter != "" && s == "esc" {
 			m.filter = ""
 		}
 	}
-	if m.detail != "" {
+	if m.detail != "" || m.showSessions {
 		return nil
 	}
 	rows := m.rows()
@@ -304,7 +346,9 @@ func (m *model) render() string {
 	case m.frame == nil:
 		lines = []string{"snoopctl top: waiting for the first poll..."}
 	case m.help:
-		lines = helpLines()
+		lines = m.helpLines()
+	case m.showSessions:
+		lines = m.sessionLines()
 	case m.detail != "":
 		lines = m.detailLines()
 	default:
@@ -418,22 +462,46 @@ func (m *model) detailLines() []string {
 	return append(lines, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
 }
 
+// sessionLines show the hot sessions of the last interval under the
+// daemon's summary.
+func (m *model) sessionLines() []string {
+	lines := m.header()
+	switch {
+	case m.sessErr != nil:
+		return append(lines, "", badStyle.Render("sessions: "+m.sessErr.Error()))
+	case m.sess == nil || m.sess.Span() <= 0:
+		return append(lines, "", "hot sessions: counting; the first ones show at the next refresh")
+	}
+	rows := max(m.height-len(lines)-4, 1) // a blank, the summary, the titles, the status line
+	summary, header, body := sessionLines(m.sess, rows)
+	lines = append(lines, "", summary, headerStyle.Render(pad(header, m.width)))
+	if len(body) == 0 {
+		return append(lines, dimStyle.Render("(no transactions with a session id)"))
+	}
+	return append(lines, body...)
+}
+
 // status is the bottom line: the filter being typed, or the keys.
 func (m *model) status() string {
 	switch {
 	case m.filtering:
 		return "filter: " + m.filter + "█  (enter: keep, esc: clear)"
+	case m.showSessions:
+		return dimStyle.Render("s (esc) proxies  p pause  q quit  ? keys")
 	case m.detail != "":
 		return dimStyle.Render("esc back  p pause  q quit  ? keys")
 	}
 	s := "↑↓ select  enter open  / filter  < > sort  p pause  q quit  ? keys"
+	if m.sessSrc != nil {
+		s = "↑↓ select  enter open  / filter  < > sort  s sessions  p pause  q quit  ? keys"
+	}
 	if m.filter != "" {
 		s = fmt.Sprintf("filter %q  ", m.filter) + s
 	}
 	return dimStyle.Render(s)
 }
 
-func helpLines() []string {
+func (m *model) helpLines() []string {
 	l := []string{
 		titleStyle.Render("snoopctl top: keys"),
 		"",
@@ -448,6 +516,9 @@ func helpLines() []string {
 		if c.key != "" {
 			l = append(l, fmt.Sprintf("  %-25s sort by %s (again: reverse)", c.key, c.title))
 		}
+	}
+	if m.sessSrc != nil {
+		l = append(l, "  s                         the hot sessions: session ids by GETs (again: the proxies)")
 	}
 	return append(l,
 		"  p, space                  pause and resume the refresh",

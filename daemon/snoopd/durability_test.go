@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
@@ -66,7 +67,7 @@ func startProc(t *testing.T, bin, sock string, args ...string) *proc {
 // first one's pid, and the first goes on serving.
 func TestTwoDaemonsOneStateDir(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binaries")
+		skip.ByDesign(t, "-short: builds and runs the binaries")
 	}
 	bin, _ := buildBinaries(t)
 	dir := tempDir(t)
@@ -103,10 +104,10 @@ func TestTwoDaemonsOneStateDir(t *testing.T) {
 // nothing; with space again they succeed. It needs root (to mount).
 func TestFullDisk(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binaries")
+		skip.ByDesign(t, "-short: builds and runs the binaries")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
+		skip.Missing(t, "root: mounting a small tmpfs needs it")
 	}
 	dir := tempDir(t)
 	stateDir := filepath.Join(dir, "state")
@@ -114,7 +115,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount("tmpfs", stateDir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v", err)
+		skip.Missing(t, "a tmpfs: cannot mount one here: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(stateDir, syscall.MNT_DETACH) })
 	bin, _ := buildBinaries(t)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -42,7 +43,7 @@ func buildBinaries(t *testing.T) (snoopd, snoopctl string) {
 // report the limit. Every wait is bounded; nothing is timed.
 func TestLowFDLimit(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binaries")
+		skip.ByDesign(t, "-short: builds and runs the binaries")
 	}
 	snoopdBin, snoopctlBin := buildBinaries(t)
 	for _, engine := range []string{proxy.EngineEpoll, proxy.EngineGoroutines} {

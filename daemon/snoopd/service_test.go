@@ -24,6 +24,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 )
 
 func TestMetricsOffThisMachineNeedTLS(t *testing.T) {
@@ -130,7 +131,7 @@ func readNotify(t *testing.T, c *net.UnixConn) string {
 // control socket, and STOPPING=1 when SIGTERM stops it.
 func TestSystemdNotify(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binaries")
+		skip.ByDesign(t, "-short: builds and runs the binaries")
 	}
 	bin, _ := buildBinaries(t)
 	dir := tempDir(t)
@@ -202,10 +203,10 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze is not installed, so the unit is not verified by systemd")
+		skip.Missing(t, "systemd-analyze is not installed, so the unit is not verified by systemd")
 	}
 	if testing.Short() {
-		t.Skip("builds the binary for systemd-analyze verify")
+		skip.ByDesign(t, "-short: builds the binary for systemd-analyze verify")
 	}
 	// verify checks that ExecStart's binary exists: point it at a build.
 	bin, _ := buildBinaries(t)
@@ -230,7 +231,7 @@ func TestSystemdUnit(t *testing.T) {
 // checks that name a service and a lower-case bearer scheme.
 func TestHardeningEndToEnd(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the binaries")
+		skip.ByDesign(t, "-short: builds and runs the binaries")
 	}
 	bin, _ := buildBinaries(t)
 	dir := tempDir(t)

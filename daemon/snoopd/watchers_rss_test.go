@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 )
 
 // TestStuckWatchersMemory measures what event streams that never read
@@ -30,7 +31,7 @@ import (
 func TestStuckWatchersMemory(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("SNOOPD_STUCK_WATCHERS"))
 	if n <= 0 {
-		t.Skip("a measurement: set SNOOPD_STUCK_WATCHERS=N to run it")
+		skip.ByDesign(t, "a measurement: set SNOOPD_STUCK_WATCHERS=N to run it")
 	}
 	batch, _ := strconv.Atoi(os.Getenv("SNOOPD_STUCK_BATCH"))
 	bin, _ := buildBinaries(t)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/skip"
 )
 
 // checkClean fails the test unless rep shows a clean run of ops answers.
@@ -417,7 +418,7 @@ func TestReportOutput(t *testing.T) {
 // same. ADD is left out because the server allocates to store sessions.
 func TestRunHotLoopAllocations(t *testing.T) {
 	if testing.Short() {
-		t.Skip("measures a few thousand operations")
+		skip.ByDesign(t, "-short: measures a few thousand operations")
 	}
 	srv := startCache(t, distcache.MustParseAddr("IP:127.0.0.1:0"))
 	mallocs := func(ops int64) uint64 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
@@ -25,7 +26,7 @@ const testTimeout = 60 * time.Second
 // daemon's token, and once without it.
 func TestExampleAgainstRealDaemon(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs three binaries")
+		skip.ByDesign(t, "-short: builds and runs three binaries")
 	}
 	dir := testutil.SocketDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)

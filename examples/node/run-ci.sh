@@ -10,7 +10,12 @@ root="$(cd "$here/../.." && pwd)"
 
 for tool in node npm; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "SKIP examples/node: $tool is not installed (the Node.js example needs node 18 or later and npm)"
+		why="$tool is not installed (the Node.js example needs node 18 or later and npm)"
+		echo "SKIP examples/node: $why"
+		# Under .ci/run the skip is logged like a Go test's (internal/skip).
+		if [ -n "${SNOOPD_SKIP_LOG:-}" ]; then
+			printf '%s\t%s\tmissing\t%s\n' "$root/examples/node" run-ci.sh "$why" >>"$SNOOPD_SKIP_LOG"
+		fi
 		exit 0
 	fi
 done

@@ -15,6 +15,7 @@ import (
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/listen"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
@@ -174,7 +175,7 @@ func TestNotProvablyStaleKept(t *testing.T) {
 		conns = append(conns, c)
 	}
 	if !full {
-		t.Skip("could not fill the socket's backlog on this system")
+		skip.Missing(t, "a listen backlog this test can fill on this system")
 	}
 	_, err = listen.Config{}.Listen(context.Background(), unixAddr(path))
 	if err == nil || errors.Is(err, listen.ErrAddrInUse) || !strings.Contains(err.Error(), "not provably stale") {
@@ -239,7 +240,7 @@ func TestAbstractSocket(t *testing.T) {
 	name := "@snoopd-listen-test-" + filepath.Base(testutil.SocketDir(t))
 	l, err := listen.Config{Mode: 0o600}.Listen(context.Background(), unixAddr(name))
 	if err != nil {
-		t.Skipf("abstract sockets: %v", err)
+		skip.Missing(t, "abstract unix sockets: %v", err)
 	}
 	defer l.Close()
 	accepts(t, l)
