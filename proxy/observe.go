@@ -23,7 +23,7 @@ type Observer struct {
 	name  string
 	sink  Sink
 	opts  ObserverOptions
-	ids   atomic.Uint64
+	ids   *atomic.Uint64
 	stats counters
 }
 
@@ -33,6 +33,10 @@ type ObserverOptions struct {
 	// DefaultCaptureLimit) in transaction events, as Options does.
 	CaptureData  bool
 	CaptureLimit int
+	// ConnIDs numbers connections, as Config.ConnIDs does a proxy's:
+	// share a daemon's counter so that ids are unique across its proxies
+	// and taps. Nil gives the observer a counter of its own.
+	ConnIDs *atomic.Uint64
 }
 
 // NewObserver returns an observer whose events name it name and go to
@@ -44,7 +48,11 @@ func NewObserver(name string, sink Sink, opts ObserverOptions) *Observer {
 	if opts.CaptureLimit <= 0 {
 		opts.CaptureLimit = DefaultCaptureLimit
 	}
-	return &Observer{name: name, sink: sink, opts: opts}
+	ids := opts.ConnIDs
+	if ids == nil {
+		ids = new(atomic.Uint64)
+	}
+	return &Observer{name: name, sink: sink, opts: opts, ids: ids}
 }
 
 // Name returns the observer's name, as its events carry it.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,4 +364,22 @@ func hasHeader(b []byte, resp bool, tx *Transaction) bool {
 		}
 	}
 	return false
+}
+
+// Observers given one ConnIDs counter number their connections from it,
+// as the proxies of a daemon do, so no two connections share an id.
+func TestObserversShareConnIDs(t *testing.T) {
+	var ids atomic.Uint64
+	ids.Store(41) // a proxy of the daemon took 41 ids before
+	a := NewObserver("a", nil, ObserverOptions{ConnIDs: &ids})
+	b := NewObserver("b", nil, ObserverOptions{ConnIDs: &ids})
+	now := time.Unix(10, 0)
+	got := []uint64{a.Open("c", now, false).ID(), b.Open("c", now, false).ID(), a.Open("c", now, false).ID()}
+	if !slices.Equal(got, []uint64{42, 43, 44}) || ids.Load() != 44 {
+		t.Errorf("ids %v, counter %d; want 42, 43, 44 from the shared counter", got, ids.Load())
+	}
+	own := NewObserver("own", nil, ObserverOptions{})
+	if id := own.Open("c", now, false).ID(); id != 1 {
+		t.Errorf("an observer without ConnIDs numbered its first connection %d, want 1", id)
+	}
 }

@@ -292,6 +292,60 @@ func (ProxyState) EnumDescriptor() ([]byte, []int) {
 	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{3}
 }
 
+// ProxyKind is how a proxy sees its traffic.
+type ProxyKind int32
+
+const (
+	// PROXY_KIND_UNSPECIFIED is not sent.
+	ProxyKind_PROXY_KIND_UNSPECIFIED ProxyKind = 0
+	// PROXY_KIND_PROXY listens, forwards and decodes what it forwards.
+	ProxyKind_PROXY_KIND_PROXY ProxyKind = 1
+	// PROXY_KIND_TAP captures packets on an interface and decodes them;
+	// it forwards nothing.
+	ProxyKind_PROXY_KIND_TAP ProxyKind = 2
+)
+
+// Enum value maps for ProxyKind.
+var (
+	ProxyKind_name = map[int32]string{
+		0: "PROXY_KIND_UNSPECIFIED",
+		1: "PROXY_KIND_PROXY",
+		2: "PROXY_KIND_TAP",
+	}
+	ProxyKind_value = map[string]int32{
+		"PROXY_KIND_UNSPECIFIED": 0,
+		"PROXY_KIND_PROXY":       1,
+		"PROXY_KIND_TAP":         2,
+	}
+)
+
+func (x ProxyKind) Enum() *ProxyKind {
+	p := new(ProxyKind)
+	*p = x
+	return p
+}
+
+func (x ProxyKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProxyKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_snoop_v1_snoop_proto_enumTypes[4].Descriptor()
+}
+
+func (ProxyKind) Type() protoreflect.EnumType {
+	return &file_snoop_v1_snoop_proto_enumTypes[4]
+}
+
+func (x ProxyKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProxyKind.Descriptor instead.
+func (ProxyKind) EnumDescriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+}
+
 // Op is a distcache operation.
 type Op int32
 
@@ -337,11 +391,11 @@ func (x Op) String() string {
 }
 
 func (Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[4].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[5].Descriptor()
 }
 
 func (Op) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[4]
+	return &file_snoop_v1_snoop_proto_enumTypes[5]
 }
 
 func (x Op) Number() protoreflect.EnumNumber {
@@ -350,7 +404,7 @@ func (x Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Op.Descriptor instead.
 func (Op) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
 }
 
 // ApplyAction is what applying did to one proxy.
@@ -399,11 +453,11 @@ func (x ApplyAction) String() string {
 }
 
 func (ApplyAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[5].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[6].Descriptor()
 }
 
 func (ApplyAction) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[5]
+	return &file_snoop_v1_snoop_proto_enumTypes[6]
 }
 
 func (x ApplyAction) Number() protoreflect.EnumNumber {
@@ -412,7 +466,7 @@ func (x ApplyAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApplyAction.Descriptor instead.
 func (ApplyAction) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
 }
 
 // EventKind tells what an Event reports.
@@ -480,11 +534,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_snoop_v1_snoop_proto_enumTypes[6].Descriptor()
+	return file_snoop_v1_snoop_proto_enumTypes[7].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_snoop_v1_snoop_proto_enumTypes[6]
+	return &file_snoop_v1_snoop_proto_enumTypes[7]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -493,7 +547,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
 }
 
 // ProxySpec is what an operator declares about a proxy.
@@ -558,7 +612,14 @@ type ProxySpec struct {
 	// name), at most 64 of them. ApplyProxiesRequest.prune_selector selects
 	// by them, so that one script's apply prunes only its own proxies.
 	// UpdateProxy's mask path "labels" replaces the whole map.
-	Labels        map[string]string `protobuf:"bytes,16,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,16,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// tap_interface makes the proxy a tap: instead of listening and
+	// forwarding, it captures server's TCP traffic on this network
+	// interface ("lo", "eth0") and reports what it sees, as a proxy
+	// would. A tap has no listen address and no faults (nothing passes
+	// through it); its server is an address or a bare port (IP:host:port,
+	// host:port, 9001), without a unix path. Capturing needs CAP_NET_RAW.
+	TapInterface  string `protobuf:"bytes,17,opt,name=tap_interface,json=tapInterface,proto3" json:"tap_interface,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +764,13 @@ func (x *ProxySpec) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *ProxySpec) GetTapInterface() string {
+	if x != nil {
+		return x.TapInterface
+	}
+	return ""
 }
 
 // Fault is one fault injected into a proxy's traffic.
@@ -1021,7 +1089,10 @@ type Proxy struct {
 	// this daemon cannot see (another daemon's proxy, on this host or
 	// another, whose server is this proxy); such clients are closed (see
 	// ProxyCounters.loop_echoes).
-	Conditions    []string `protobuf:"bytes,14,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	Conditions []string `protobuf:"bytes,14,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	// kind says whether this is a proxy in the traffic's path or a tap
+	// beside it (spec.tap_interface set).
+	Kind          ProxyKind `protobuf:"varint,15,opt,name=kind,proto3,enum=snoop.v1.ProxyKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1154,6 +1225,130 @@ func (x *Proxy) GetConditions() []string {
 	return nil
 }
 
+func (x *Proxy) GetKind() ProxyKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ProxyKind_PROXY_KIND_UNSPECIFIED
+}
+
+// TapCounters are what a tap could and could not see, beside the
+// counters it shares with a proxy.
+type TapCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kernel_packets is the packets of the server's port the kernel's
+	// filter passed to the capture, kernel_drops included.
+	KernelPackets uint64 `protobuf:"varint,1,opt,name=kernel_packets,json=kernelPackets,proto3" json:"kernel_packets,omitempty"`
+	// kernel_drops is the packets lost because the capture ring was full.
+	KernelDrops uint64 `protobuf:"varint,2,opt,name=kernel_drops,json=kernelDrops,proto3" json:"kernel_drops,omitempty"`
+	// capture_gaps is the stretches of a connection's bytes the capture
+	// missed (each reported as a capture-gap event), capture_missing_bytes
+	// their bytes.
+	CaptureGaps int64 `protobuf:"varint,3,opt,name=capture_gaps,json=captureGaps,proto3" json:"capture_gaps,omitempty"`
+	// capture_missing_bytes: see capture_gaps.
+	CaptureMissingBytes int64 `protobuf:"varint,4,opt,name=capture_missing_bytes,json=captureMissingBytes,proto3" json:"capture_missing_bytes,omitempty"`
+	// resyncs is how often a direction lost its place in the stream and
+	// hunted for the next message start; resync_skipped_bytes the bytes
+	// passed over while hunting.
+	Resyncs int64 `protobuf:"varint,5,opt,name=resyncs,proto3" json:"resyncs,omitempty"`
+	// resync_skipped_bytes: see resyncs.
+	ResyncSkippedBytes int64 `protobuf:"varint,6,opt,name=resync_skipped_bytes,json=resyncSkippedBytes,proto3" json:"resync_skipped_bytes,omitempty"`
+	// read_errors counts failed reads of the capture (the interface went
+	// down, for one); capture goes on after each. last_read_error is the
+	// latest.
+	ReadErrors int64 `protobuf:"varint,7,opt,name=read_errors,json=readErrors,proto3" json:"read_errors,omitempty"`
+	// last_read_error: see read_errors.
+	LastReadError string `protobuf:"bytes,8,opt,name=last_read_error,json=lastReadError,proto3" json:"last_read_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapCounters) Reset() {
+	*x = TapCounters{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapCounters) ProtoMessage() {}
+
+func (x *TapCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapCounters.ProtoReflect.Descriptor instead.
+func (*TapCounters) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TapCounters) GetKernelPackets() uint64 {
+	if x != nil {
+		return x.KernelPackets
+	}
+	return 0
+}
+
+func (x *TapCounters) GetKernelDrops() uint64 {
+	if x != nil {
+		return x.KernelDrops
+	}
+	return 0
+}
+
+func (x *TapCounters) GetCaptureGaps() int64 {
+	if x != nil {
+		return x.CaptureGaps
+	}
+	return 0
+}
+
+func (x *TapCounters) GetCaptureMissingBytes() int64 {
+	if x != nil {
+		return x.CaptureMissingBytes
+	}
+	return 0
+}
+
+func (x *TapCounters) GetResyncs() int64 {
+	if x != nil {
+		return x.Resyncs
+	}
+	return 0
+}
+
+func (x *TapCounters) GetResyncSkippedBytes() int64 {
+	if x != nil {
+		return x.ResyncSkippedBytes
+	}
+	return 0
+}
+
+func (x *TapCounters) GetReadErrors() int64 {
+	if x != nil {
+		return x.ReadErrors
+	}
+	return 0
+}
+
+func (x *TapCounters) GetLastReadError() string {
+	if x != nil {
+		return x.LastReadError
+	}
+	return ""
+}
+
 // ProxyCounters are a proxy's counters.
 type ProxyCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1212,14 +1407,17 @@ type ProxyCounters struct {
 	// loop_echoes counts client connections closed because their first
 	// request had come around a forwarding loop through another daemon
 	// (see Proxy.conditions).
-	LoopEchoes    int64 `protobuf:"varint,20,opt,name=loop_echoes,json=loopEchoes,proto3" json:"loop_echoes,omitempty"`
+	LoopEchoes int64 `protobuf:"varint,20,opt,name=loop_echoes,json=loopEchoes,proto3" json:"loop_echoes,omitempty"`
+	// tap is set for a tap (Proxy.kind PROXY_KIND_TAP) only: what its
+	// capture saw and missed.
+	Tap           *TapCounters `protobuf:"bytes,21,opt,name=tap,proto3" json:"tap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxyCounters) Reset() {
 	*x = ProxyCounters{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1429,7 @@ func (x *ProxyCounters) String() string {
 func (*ProxyCounters) ProtoMessage() {}
 
 func (x *ProxyCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[4]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1442,7 @@ func (x *ProxyCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyCounters.ProtoReflect.Descriptor instead.
 func (*ProxyCounters) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{4}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ProxyCounters) GetConnectionsActive() int64 {
@@ -1387,6 +1585,13 @@ func (x *ProxyCounters) GetLoopEchoes() int64 {
 	return 0
 }
 
+func (x *ProxyCounters) GetTap() *TapCounters {
+	if x != nil {
+		return x.Tap
+	}
+	return nil
+}
+
 // OpCounters counts one operation's transactions by result.
 type OpCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1411,7 +1616,7 @@ type OpCounters struct {
 
 func (x *OpCounters) Reset() {
 	*x = OpCounters{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1628,7 @@ func (x *OpCounters) String() string {
 func (*OpCounters) ProtoMessage() {}
 
 func (x *OpCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[5]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1641,7 @@ func (x *OpCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpCounters.ProtoReflect.Descriptor instead.
 func (*OpCounters) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{5}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OpCounters) GetOp() Op {
@@ -1490,7 +1695,7 @@ type Histogram struct {
 
 func (x *Histogram) Reset() {
 	*x = Histogram{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1707,7 @@ func (x *Histogram) String() string {
 func (*Histogram) ProtoMessage() {}
 
 func (x *Histogram) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[6]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1720,7 @@ func (x *Histogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Histogram.ProtoReflect.Descriptor instead.
 func (*Histogram) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{6}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Histogram) GetCount() uint64 {
@@ -1553,7 +1758,7 @@ type HistogramBucket struct {
 
 func (x *HistogramBucket) Reset() {
 	*x = HistogramBucket{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1770,7 @@ func (x *HistogramBucket) String() string {
 func (*HistogramBucket) ProtoMessage() {}
 
 func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[7]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1783,7 @@ func (x *HistogramBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramBucket.ProtoReflect.Descriptor instead.
 func (*HistogramBucket) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{7}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HistogramBucket) GetUpperNs() int64 {
@@ -1617,7 +1822,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1834,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[8]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1847,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{8}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1698,7 +1903,7 @@ type CreateProxyRequest struct {
 
 func (x *CreateProxyRequest) Reset() {
 	*x = CreateProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1915,7 @@ func (x *CreateProxyRequest) String() string {
 func (*CreateProxyRequest) ProtoMessage() {}
 
 func (x *CreateProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[9]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1928,7 @@ func (x *CreateProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProxyRequest.ProtoReflect.Descriptor instead.
 func (*CreateProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{9}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateProxyRequest) GetSpec() *ProxySpec {
@@ -1744,7 +1949,7 @@ type CreateProxyResponse struct {
 
 func (x *CreateProxyResponse) Reset() {
 	*x = CreateProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1961,7 @@ func (x *CreateProxyResponse) String() string {
 func (*CreateProxyResponse) ProtoMessage() {}
 
 func (x *CreateProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[10]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1974,7 @@ func (x *CreateProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProxyResponse.ProtoReflect.Descriptor instead.
 func (*CreateProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{10}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateProxyResponse) GetProxy() *Proxy {
@@ -1793,7 +1998,7 @@ type GetProxyRequest struct {
 
 func (x *GetProxyRequest) Reset() {
 	*x = GetProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2010,7 @@ func (x *GetProxyRequest) String() string {
 func (*GetProxyRequest) ProtoMessage() {}
 
 func (x *GetProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[11]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2023,7 @@ func (x *GetProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProxyRequest.ProtoReflect.Descriptor instead.
 func (*GetProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{11}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetProxyRequest) GetName() string {
@@ -1846,7 +2051,7 @@ type GetProxyResponse struct {
 
 func (x *GetProxyResponse) Reset() {
 	*x = GetProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2063,7 @@ func (x *GetProxyResponse) String() string {
 func (*GetProxyResponse) ProtoMessage() {}
 
 func (x *GetProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[12]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2076,7 @@ func (x *GetProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProxyResponse.ProtoReflect.Descriptor instead.
 func (*GetProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{12}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetProxyResponse) GetProxy() *Proxy {
@@ -1894,7 +2099,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2111,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[13]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2124,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{13}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListProxiesRequest) GetIncludeHistograms() bool {
@@ -1940,7 +2145,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2157,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[14]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2170,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{14}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1995,7 +2200,7 @@ type UpdateProxyRequest struct {
 
 func (x *UpdateProxyRequest) Reset() {
 	*x = UpdateProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2212,7 @@ func (x *UpdateProxyRequest) String() string {
 func (*UpdateProxyRequest) ProtoMessage() {}
 
 func (x *UpdateProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[15]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2225,7 @@ func (x *UpdateProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProxyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{15}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateProxyRequest) GetSpec() *ProxySpec {
@@ -2055,7 +2260,7 @@ type UpdateProxyResponse struct {
 
 func (x *UpdateProxyResponse) Reset() {
 	*x = UpdateProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2272,7 @@ func (x *UpdateProxyResponse) String() string {
 func (*UpdateProxyResponse) ProtoMessage() {}
 
 func (x *UpdateProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[16]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2285,7 @@ func (x *UpdateProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProxyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{16}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateProxyResponse) GetProxy() *Proxy {
@@ -2109,7 +2314,7 @@ type DeleteProxyRequest struct {
 
 func (x *DeleteProxyRequest) Reset() {
 	*x = DeleteProxyRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2326,7 @@ func (x *DeleteProxyRequest) String() string {
 func (*DeleteProxyRequest) ProtoMessage() {}
 
 func (x *DeleteProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[17]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2339,7 @@ func (x *DeleteProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProxyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProxyRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{17}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteProxyRequest) GetName() string {
@@ -2173,7 +2378,7 @@ type DeleteProxyResponse struct {
 
 func (x *DeleteProxyResponse) Reset() {
 	*x = DeleteProxyResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2390,7 @@ func (x *DeleteProxyResponse) String() string {
 func (*DeleteProxyResponse) ProtoMessage() {}
 
 func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[18]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2403,7 @@ func (x *DeleteProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProxyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProxyResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{18}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteProxyResponse) GetConnectionsDrained() int64 {
@@ -2239,7 +2444,7 @@ type ApplyProxiesRequest struct {
 
 func (x *ApplyProxiesRequest) Reset() {
 	*x = ApplyProxiesRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2456,7 @@ func (x *ApplyProxiesRequest) String() string {
 func (*ApplyProxiesRequest) ProtoMessage() {}
 
 func (x *ApplyProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[19]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2469,7 @@ func (x *ApplyProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ApplyProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{19}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyProxiesRequest) GetProxies() []*ProxySpec {
@@ -2311,7 +2516,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2528,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[20]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2541,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{20}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyResult) GetName() string {
@@ -2371,7 +2576,7 @@ type ApplyProxiesResponse struct {
 
 func (x *ApplyProxiesResponse) Reset() {
 	*x = ApplyProxiesResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2588,7 @@ func (x *ApplyProxiesResponse) String() string {
 func (*ApplyProxiesResponse) ProtoMessage() {}
 
 func (x *ApplyProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[21]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2601,7 @@ func (x *ApplyProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ApplyProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{21}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyProxiesResponse) GetResults() []*ApplyResult {
@@ -2417,7 +2622,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2634,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[22]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2647,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{22}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListConnectionsRequest) GetProxy() string {
@@ -2475,7 +2680,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2692,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[23]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2705,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{23}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Connection) GetId() uint64 {
@@ -2563,7 +2768,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2780,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[24]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2793,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{24}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -2611,7 +2816,7 @@ type CloseConnectionRequest struct {
 
 func (x *CloseConnectionRequest) Reset() {
 	*x = CloseConnectionRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +2828,7 @@ func (x *CloseConnectionRequest) String() string {
 func (*CloseConnectionRequest) ProtoMessage() {}
 
 func (x *CloseConnectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[25]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +2841,7 @@ func (x *CloseConnectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseConnectionRequest.ProtoReflect.Descriptor instead.
 func (*CloseConnectionRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{25}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CloseConnectionRequest) GetProxy() string {
@@ -2662,7 +2867,7 @@ type CloseConnectionResponse struct {
 
 func (x *CloseConnectionResponse) Reset() {
 	*x = CloseConnectionResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2879,7 @@ func (x *CloseConnectionResponse) String() string {
 func (*CloseConnectionResponse) ProtoMessage() {}
 
 func (x *CloseConnectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[26]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2892,7 @@ func (x *CloseConnectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseConnectionResponse.ProtoReflect.Descriptor instead.
 func (*CloseConnectionResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{26}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{27}
 }
 
 // WatchEventsRequest selects events. Filters of different fields combine
@@ -2759,7 +2964,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2976,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[27]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2989,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{27}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchEventsRequest) GetProxies() []string {
@@ -2927,7 +3132,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2939,7 +3144,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[28]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2952,7 +3157,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{28}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -3038,7 +3243,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3050,7 +3255,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[29]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3063,7 +3268,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{29}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetKind() EventKind {
@@ -3220,7 +3425,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3232,7 +3437,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[30]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3245,7 +3450,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{30}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Transaction) GetOp() Op {
@@ -3400,7 +3605,7 @@ type ConnectionClosed struct {
 
 func (x *ConnectionClosed) Reset() {
 	*x = ConnectionClosed{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3412,7 +3617,7 @@ func (x *ConnectionClosed) String() string {
 func (*ConnectionClosed) ProtoMessage() {}
 
 func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[31]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3425,7 +3630,7 @@ func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionClosed.ProtoReflect.Descriptor instead.
 func (*ConnectionClosed) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{31}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ConnectionClosed) GetBytesUp() int64 {
@@ -3488,7 +3693,7 @@ type ProtocolError struct {
 
 func (x *ProtocolError) Reset() {
 	*x = ProtocolError{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3705,7 @@ func (x *ProtocolError) String() string {
 func (*ProtocolError) ProtoMessage() {}
 
 func (x *ProtocolError) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[32]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3718,7 @@ func (x *ProtocolError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProtocolError.ProtoReflect.Descriptor instead.
 func (*ProtocolError) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{32}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ProtocolError) GetRule() string {
@@ -3586,7 +3791,7 @@ type CaptureGap struct {
 
 func (x *CaptureGap) Reset() {
 	*x = CaptureGap{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3598,7 +3803,7 @@ func (x *CaptureGap) String() string {
 func (*CaptureGap) ProtoMessage() {}
 
 func (x *CaptureGap) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3611,7 +3816,7 @@ func (x *CaptureGap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureGap.ProtoReflect.Descriptor instead.
 func (*CaptureGap) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CaptureGap) GetDirection() string {
@@ -3651,7 +3856,7 @@ type GetDaemonInfoRequest struct {
 
 func (x *GetDaemonInfoRequest) Reset() {
 	*x = GetDaemonInfoRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3663,7 +3868,7 @@ func (x *GetDaemonInfoRequest) String() string {
 func (*GetDaemonInfoRequest) ProtoMessage() {}
 
 func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3676,7 +3881,7 @@ func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{34}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{35}
 }
 
 // GetDaemonInfoResponse describes the daemon.
@@ -3730,7 +3935,7 @@ type GetDaemonInfoResponse struct {
 
 func (x *GetDaemonInfoResponse) Reset() {
 	*x = GetDaemonInfoResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3742,7 +3947,7 @@ func (x *GetDaemonInfoResponse) String() string {
 func (*GetDaemonInfoResponse) ProtoMessage() {}
 
 func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3755,7 +3960,7 @@ func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{35}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetDaemonInfoResponse) GetVersion() string {
@@ -3896,7 +4101,7 @@ type ExportStats struct {
 
 func (x *ExportStats) Reset() {
 	*x = ExportStats{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[36]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3908,7 +4113,7 @@ func (x *ExportStats) String() string {
 func (*ExportStats) ProtoMessage() {}
 
 func (x *ExportStats) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[36]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3921,7 +4126,7 @@ func (x *ExportStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportStats.ProtoReflect.Descriptor instead.
 func (*ExportStats) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{36}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExportStats) GetServers() string {
@@ -3977,7 +4182,7 @@ var File_snoop_v1_snoop_proto protoreflect.FileDescriptor
 
 const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\n" +
-	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x06\n" +
+	"\x14snoop/v1/snoop.proto\x12\bsnoop.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x06\n" +
 	"\tProxySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x01(\tR\x06listen\x12\x16\n" +
@@ -3997,7 +4202,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0fmessage_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0emessageTimeout\x12D\n" +
 	"\x10response_timeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeout\x12'\n" +
 	"\x06faults\x18\x0f \x03(\v2\x0f.snoop.v1.FaultR\x06faults\x127\n" +
-	"\x06labels\x18\x10 \x03(\v2\x1f.snoop.v1.ProxySpec.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x10 \x03(\v2\x1f.snoop.v1.ProxySpec.LabelsEntryR\x06labels\x12#\n" +
+	"\rtap_interface\x18\x11 \x01(\tR\ftapInterface\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
@@ -4026,7 +4232,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\rFaultCounters\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\amatched\x18\x02 \x01(\x03R\amatched\x12\x18\n" +
-	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xa4\x04\n" +
+	"\aapplied\x18\x03 \x01(\x03R\aapplied\"\xcd\x04\n" +
 	"\x05Proxy\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.snoop.v1.ProxySpecR\x04spec\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x12*\n" +
@@ -4049,7 +4255,18 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\fchain_server\x18\r \x01(\tR\vchainServer\x12\x1e\n" +
 	"\n" +
 	"conditions\x18\x0e \x03(\tR\n" +
-	"conditions\"\x9d\x06\n" +
+	"conditions\x12'\n" +
+	"\x04kind\x18\x0f \x01(\x0e2\x13.snoop.v1.ProxyKindR\x04kind\"\xc3\x02\n" +
+	"\vTapCounters\x12%\n" +
+	"\x0ekernel_packets\x18\x01 \x01(\x04R\rkernelPackets\x12!\n" +
+	"\fkernel_drops\x18\x02 \x01(\x04R\vkernelDrops\x12!\n" +
+	"\fcapture_gaps\x18\x03 \x01(\x03R\vcaptureGaps\x122\n" +
+	"\x15capture_missing_bytes\x18\x04 \x01(\x03R\x13captureMissingBytes\x12\x18\n" +
+	"\aresyncs\x18\x05 \x01(\x03R\aresyncs\x120\n" +
+	"\x14resync_skipped_bytes\x18\x06 \x01(\x03R\x12resyncSkippedBytes\x12\x1f\n" +
+	"\vread_errors\x18\a \x01(\x03R\n" +
+	"readErrors\x12&\n" +
+	"\x0flast_read_error\x18\b \x01(\tR\rlastReadError\"\xc6\x06\n" +
 	"\rProxyCounters\x12-\n" +
 	"\x12connections_active\x18\x01 \x01(\x03R\x11connectionsActive\x12+\n" +
 	"\x11connections_total\x18\x02 \x01(\x03R\x10connectionsTotal\x12/\n" +
@@ -4075,7 +4292,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\vspares_lost\x18\x13 \x01(\x03R\n" +
 	"sparesLost\x12\x1f\n" +
 	"\vloop_echoes\x18\x14 \x01(\x03R\n" +
-	"loopEchoes\"\xa0\x02\n" +
+	"loopEchoes\x12'\n" +
+	"\x03tap\x18\x15 \x01(\v2\x15.snoop.v1.TapCountersR\x03tap\"\xa0\x02\n" +
 	"\n" +
 	"OpCounters\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x14\n" +
@@ -4300,7 +4518,11 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x17PROXY_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROXY_STATE_LISTENING\x10\x01\x12\x18\n" +
 	"\x14PROXY_STATE_DISABLED\x10\x02\x12\x16\n" +
-	"\x12PROXY_STATE_FAILED\x10\x03*L\n" +
+	"\x12PROXY_STATE_FAILED\x10\x03*Q\n" +
+	"\tProxyKind\x12\x1a\n" +
+	"\x16PROXY_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10PROXY_KIND_PROXY\x10\x01\x12\x12\n" +
+	"\x0ePROXY_KIND_TAP\x10\x02*L\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -4350,153 +4572,157 @@ func file_snoop_v1_snoop_proto_rawDescGZIP() []byte {
 	return file_snoop_v1_snoop_proto_rawDescData
 }
 
-var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_snoop_v1_snoop_proto_goTypes = []any{
 	(CorruptPolicy)(0),              // 0: snoop.v1.CorruptPolicy
 	(FaultType)(0),                  // 1: snoop.v1.FaultType
 	(FaultDirection)(0),             // 2: snoop.v1.FaultDirection
 	(ProxyState)(0),                 // 3: snoop.v1.ProxyState
-	(Op)(0),                         // 4: snoop.v1.Op
-	(ApplyAction)(0),                // 5: snoop.v1.ApplyAction
-	(EventKind)(0),                  // 6: snoop.v1.EventKind
-	(*ProxySpec)(nil),               // 7: snoop.v1.ProxySpec
-	(*Fault)(nil),                   // 8: snoop.v1.Fault
-	(*FaultCounters)(nil),           // 9: snoop.v1.FaultCounters
-	(*Proxy)(nil),                   // 10: snoop.v1.Proxy
-	(*ProxyCounters)(nil),           // 11: snoop.v1.ProxyCounters
-	(*OpCounters)(nil),              // 12: snoop.v1.OpCounters
-	(*Histogram)(nil),               // 13: snoop.v1.Histogram
-	(*HistogramBucket)(nil),         // 14: snoop.v1.HistogramBucket
-	(*LatencySummary)(nil),          // 15: snoop.v1.LatencySummary
-	(*CreateProxyRequest)(nil),      // 16: snoop.v1.CreateProxyRequest
-	(*CreateProxyResponse)(nil),     // 17: snoop.v1.CreateProxyResponse
-	(*GetProxyRequest)(nil),         // 18: snoop.v1.GetProxyRequest
-	(*GetProxyResponse)(nil),        // 19: snoop.v1.GetProxyResponse
-	(*ListProxiesRequest)(nil),      // 20: snoop.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 21: snoop.v1.ListProxiesResponse
-	(*UpdateProxyRequest)(nil),      // 22: snoop.v1.UpdateProxyRequest
-	(*UpdateProxyResponse)(nil),     // 23: snoop.v1.UpdateProxyResponse
-	(*DeleteProxyRequest)(nil),      // 24: snoop.v1.DeleteProxyRequest
-	(*DeleteProxyResponse)(nil),     // 25: snoop.v1.DeleteProxyResponse
-	(*ApplyProxiesRequest)(nil),     // 26: snoop.v1.ApplyProxiesRequest
-	(*ApplyResult)(nil),             // 27: snoop.v1.ApplyResult
-	(*ApplyProxiesResponse)(nil),    // 28: snoop.v1.ApplyProxiesResponse
-	(*ListConnectionsRequest)(nil),  // 29: snoop.v1.ListConnectionsRequest
-	(*Connection)(nil),              // 30: snoop.v1.Connection
-	(*ListConnectionsResponse)(nil), // 31: snoop.v1.ListConnectionsResponse
-	(*CloseConnectionRequest)(nil),  // 32: snoop.v1.CloseConnectionRequest
-	(*CloseConnectionResponse)(nil), // 33: snoop.v1.CloseConnectionResponse
-	(*WatchEventsRequest)(nil),      // 34: snoop.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),     // 35: snoop.v1.WatchEventsResponse
-	(*Event)(nil),                   // 36: snoop.v1.Event
-	(*Transaction)(nil),             // 37: snoop.v1.Transaction
-	(*ConnectionClosed)(nil),        // 38: snoop.v1.ConnectionClosed
-	(*ProtocolError)(nil),           // 39: snoop.v1.ProtocolError
-	(*CaptureGap)(nil),              // 40: snoop.v1.CaptureGap
-	(*GetDaemonInfoRequest)(nil),    // 41: snoop.v1.GetDaemonInfoRequest
-	(*GetDaemonInfoResponse)(nil),   // 42: snoop.v1.GetDaemonInfoResponse
-	(*ExportStats)(nil),             // 43: snoop.v1.ExportStats
-	nil,                             // 44: snoop.v1.ProxySpec.LabelsEntry
-	nil,                             // 45: snoop.v1.OpCounters.ResultsEntry
-	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 48: google.protobuf.FieldMask
+	(ProxyKind)(0),                  // 4: snoop.v1.ProxyKind
+	(Op)(0),                         // 5: snoop.v1.Op
+	(ApplyAction)(0),                // 6: snoop.v1.ApplyAction
+	(EventKind)(0),                  // 7: snoop.v1.EventKind
+	(*ProxySpec)(nil),               // 8: snoop.v1.ProxySpec
+	(*Fault)(nil),                   // 9: snoop.v1.Fault
+	(*FaultCounters)(nil),           // 10: snoop.v1.FaultCounters
+	(*Proxy)(nil),                   // 11: snoop.v1.Proxy
+	(*TapCounters)(nil),             // 12: snoop.v1.TapCounters
+	(*ProxyCounters)(nil),           // 13: snoop.v1.ProxyCounters
+	(*OpCounters)(nil),              // 14: snoop.v1.OpCounters
+	(*Histogram)(nil),               // 15: snoop.v1.Histogram
+	(*HistogramBucket)(nil),         // 16: snoop.v1.HistogramBucket
+	(*LatencySummary)(nil),          // 17: snoop.v1.LatencySummary
+	(*CreateProxyRequest)(nil),      // 18: snoop.v1.CreateProxyRequest
+	(*CreateProxyResponse)(nil),     // 19: snoop.v1.CreateProxyResponse
+	(*GetProxyRequest)(nil),         // 20: snoop.v1.GetProxyRequest
+	(*GetProxyResponse)(nil),        // 21: snoop.v1.GetProxyResponse
+	(*ListProxiesRequest)(nil),      // 22: snoop.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 23: snoop.v1.ListProxiesResponse
+	(*UpdateProxyRequest)(nil),      // 24: snoop.v1.UpdateProxyRequest
+	(*UpdateProxyResponse)(nil),     // 25: snoop.v1.UpdateProxyResponse
+	(*DeleteProxyRequest)(nil),      // 26: snoop.v1.DeleteProxyRequest
+	(*DeleteProxyResponse)(nil),     // 27: snoop.v1.DeleteProxyResponse
+	(*ApplyProxiesRequest)(nil),     // 28: snoop.v1.ApplyProxiesRequest
+	(*ApplyResult)(nil),             // 29: snoop.v1.ApplyResult
+	(*ApplyProxiesResponse)(nil),    // 30: snoop.v1.ApplyProxiesResponse
+	(*ListConnectionsRequest)(nil),  // 31: snoop.v1.ListConnectionsRequest
+	(*Connection)(nil),              // 32: snoop.v1.Connection
+	(*ListConnectionsResponse)(nil), // 33: snoop.v1.ListConnectionsResponse
+	(*CloseConnectionRequest)(nil),  // 34: snoop.v1.CloseConnectionRequest
+	(*CloseConnectionResponse)(nil), // 35: snoop.v1.CloseConnectionResponse
+	(*WatchEventsRequest)(nil),      // 36: snoop.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 37: snoop.v1.WatchEventsResponse
+	(*Event)(nil),                   // 38: snoop.v1.Event
+	(*Transaction)(nil),             // 39: snoop.v1.Transaction
+	(*ConnectionClosed)(nil),        // 40: snoop.v1.ConnectionClosed
+	(*ProtocolError)(nil),           // 41: snoop.v1.ProtocolError
+	(*CaptureGap)(nil),              // 42: snoop.v1.CaptureGap
+	(*GetDaemonInfoRequest)(nil),    // 43: snoop.v1.GetDaemonInfoRequest
+	(*GetDaemonInfoResponse)(nil),   // 44: snoop.v1.GetDaemonInfoResponse
+	(*ExportStats)(nil),             // 45: snoop.v1.ExportStats
+	nil,                             // 46: snoop.v1.ProxySpec.LabelsEntry
+	nil,                             // 47: snoop.v1.OpCounters.ResultsEntry
+	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 50: google.protobuf.FieldMask
 }
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
-	46, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	46, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
-	46, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
-	46, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
-	8,  // 5: snoop.v1.ProxySpec.faults:type_name -> snoop.v1.Fault
-	44, // 6: snoop.v1.ProxySpec.labels:type_name -> snoop.v1.ProxySpec.LabelsEntry
+	48, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
+	48, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	48, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	48, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	9,  // 5: snoop.v1.ProxySpec.faults:type_name -> snoop.v1.Fault
+	46, // 6: snoop.v1.ProxySpec.labels:type_name -> snoop.v1.ProxySpec.LabelsEntry
 	1,  // 7: snoop.v1.Fault.type:type_name -> snoop.v1.FaultType
-	4,  // 8: snoop.v1.Fault.ops:type_name -> snoop.v1.Op
+	5,  // 8: snoop.v1.Fault.ops:type_name -> snoop.v1.Op
 	2,  // 9: snoop.v1.Fault.direction:type_name -> snoop.v1.FaultDirection
-	46, // 10: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
-	46, // 11: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
-	46, // 12: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
-	47, // 13: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
-	7,  // 14: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
+	48, // 10: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
+	48, // 11: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
+	48, // 12: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
+	49, // 13: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
+	8,  // 14: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
 	3,  // 15: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
-	11, // 16: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	47, // 17: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 18: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
-	12, // 19: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
-	15, // 20: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
-	13, // 21: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
-	9,  // 22: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
-	4,  // 23: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	45, // 24: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
-	15, // 25: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
-	13, // 26: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
-	46, // 27: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
-	14, // 28: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
-	46, // 29: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	46, // 30: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	46, // 31: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	46, // 32: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	46, // 33: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
-	7,  // 34: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	10, // 35: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	10, // 36: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	10, // 37: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
-	7,  // 38: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	48, // 39: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 40: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	46, // 41: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
-	7,  // 42: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
-	5,  // 43: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
-	10, // 44: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
-	27, // 45: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	47, // 46: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
-	30, // 47: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
-	6,  // 48: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
-	4,  // 49: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	46, // 50: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
-	36, // 51: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
-	36, // 52: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
-	6,  // 53: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	47, // 54: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
-	37, // 55: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
-	38, // 56: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
-	39, // 57: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	47, // 58: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
-	40, // 59: snoop.v1.Event.capture_gap:type_name -> snoop.v1.CaptureGap
-	4,  // 60: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	47, // 61: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	46, // 62: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	46, // 63: snoop.v1.Transaction.server_latency:type_name -> google.protobuf.Duration
-	46, // 64: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 65: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	47, // 66: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	43, // 67: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	16, // 68: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	18, // 69: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	20, // 70: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	22, // 71: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	24, // 72: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	26, // 73: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	29, // 74: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	32, // 75: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	34, // 76: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	41, // 77: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	17, // 78: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	19, // 79: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	21, // 80: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	23, // 81: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	25, // 82: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	28, // 83: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	31, // 84: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	33, // 85: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	35, // 86: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	42, // 87: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	78, // [78:88] is the sub-list for method output_type
-	68, // [68:78] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	13, // 16: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
+	49, // 17: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 18: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
+	4,  // 19: snoop.v1.Proxy.kind:type_name -> snoop.v1.ProxyKind
+	14, // 20: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
+	17, // 21: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
+	15, // 22: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
+	10, // 23: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
+	12, // 24: snoop.v1.ProxyCounters.tap:type_name -> snoop.v1.TapCounters
+	5,  // 25: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
+	47, // 26: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	17, // 27: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
+	15, // 28: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
+	48, // 29: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
+	16, // 30: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
+	48, // 31: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	48, // 32: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	48, // 33: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	48, // 34: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	48, // 35: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	8,  // 36: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	11, // 37: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	11, // 38: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	11, // 39: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
+	8,  // 40: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
+	50, // 41: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 42: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
+	48, // 43: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	8,  // 44: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
+	6,  // 45: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
+	11, // 46: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
+	29, // 47: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
+	49, // 48: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	32, // 49: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
+	7,  // 50: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
+	5,  // 51: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
+	48, // 52: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	38, // 53: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
+	38, // 54: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
+	7,  // 55: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
+	49, // 56: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	39, // 57: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
+	40, // 58: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
+	41, // 59: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
+	49, // 60: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	42, // 61: snoop.v1.Event.capture_gap:type_name -> snoop.v1.CaptureGap
+	5,  // 62: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	49, // 63: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	48, // 64: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	48, // 65: snoop.v1.Transaction.server_latency:type_name -> google.protobuf.Duration
+	48, // 66: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 67: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	49, // 68: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	45, // 69: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	18, // 70: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	20, // 71: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	22, // 72: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	24, // 73: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	26, // 74: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	28, // 75: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	31, // 76: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	34, // 77: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	36, // 78: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	43, // 79: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	19, // 80: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	21, // 81: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	23, // 82: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	25, // 83: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	27, // 84: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	30, // 85: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	33, // 86: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	35, // 87: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	37, // 88: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	44, // 89: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	80, // [80:90] is the sub-list for method output_type
+	70, // [70:80] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
@@ -4511,8 +4737,8 @@ func file_snoop_v1_snoop_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snoop_v1_snoop_proto_rawDesc), len(file_snoop_v1_snoop_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   39,
+			NumEnums:      8,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
