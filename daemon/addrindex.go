@@ -95,7 +95,7 @@ func (h held) index(e *entry) {
 		e.keys.listens = append(e.keys.listens, k)
 		addTo(x.listens, k, e)
 	}
-	if e.p != nil { // a placeholder has not bound yet
+	if e.p != nil && !isTap(e.spec) { // a placeholder has not bound yet; a tap never does
 		h.indexBound(e)
 	}
 	if k, ok := keyOf(server); ok {
@@ -181,11 +181,15 @@ func (h held) serversAt(a distcache.Addr, f func(*entry) bool) {
 // addrsOf is e's spec's addresses, parsed once per spec rather than once
 // per proxy per check: checks and snapshots look at every proxy. The
 // spec was normalised, so both parse; a failure leaves a zero address,
-// which matches nothing.
+// which matches nothing. A tap has neither: it listens nowhere, and its
+// server gets nothing from it, so no clash or loop check counts it.
 func (h held) addrsOf(e *entry) (listen, server distcache.Addr) {
 	if e.addrsOf != e.spec {
-		e.listen, _ = distcache.ParseListenAddr(e.spec.GetListen())
-		e.server, _ = distcache.ParseConnectAddr(e.spec.GetServer())
+		e.listen, e.server = distcache.Addr{}, distcache.Addr{}
+		if !isTap(e.spec) {
+			e.listen, _ = distcache.ParseListenAddr(e.spec.GetListen())
+			e.server, _ = distcache.ParseConnectAddr(e.spec.GetServer())
+		}
 		e.addrsOf = e.spec
 	}
 	return e.listen, e.server

@@ -99,7 +99,7 @@ func (d *Daemon) ApplyProxiesSelected(ctx context.Context, specs []*snoopv1.Prox
 				s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_UNCHANGED, e
 			default:
 				s.action, s.e = snoopv1.ApplyAction_APPLY_ACTION_CHANGED, e
-				s.move = e.spec.GetListen() != s.spec.GetListen()
+				s.move = e.spec.GetListen() != s.spec.GetListen() || tapRecreated(e.spec, s.spec)
 			}
 		}
 		if prune {
@@ -195,6 +195,8 @@ func (d *Daemon) checkBinds(ctx context.Context, steps []*planned, own map[strin
 	for _, s := range steps {
 		a := s.cfg.Listen
 		switch {
+		case isTap(s.spec):
+			continue // it binds nothing; a capture is opened only for real
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED || s.move:
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CHANGED && enabledOf(s.spec) && !s.e.p.Listening():
 			a = s.e.p.Addr()
@@ -270,6 +272,10 @@ func (d *Daemon) execute(c *change, steps []*planned, loops func(h held) error) 
 		switch {
 		case s.action == snoopv1.ApplyAction_APPLY_ACTION_CREATED || s.move:
 			e, err := d.start(s.spec, s.cfg, false)
+			if err != nil && isTap(s.spec) {
+				unbind()
+				return fmt.Errorf("apply: nothing changed: tap %s cannot capture: %w", quote(s.name), prefixField(fmt.Sprintf("proxies[%d]", s.idx), err))
+			}
 			if err != nil && s.move && errors.Is(err, proxy.ErrAddrInUse) {
 				continue // perhaps its own old address: phase 3 binds it
 			}
@@ -283,6 +289,10 @@ func (d *Daemon) execute(c *change, steps []*planned, loops func(h held) error) 
 			if errors.Is(err, proxy.ErrFaultsNeedEpoll) {
 				unbind()
 				return err
+			}
+			if err != nil && isTap(s.spec) {
+				unbind()
+				return fmt.Errorf("apply: nothing changed: tap %s cannot capture: %w", quote(s.name), prefixField(fmt.Sprintf("proxies[%d]", s.idx), err))
 			}
 			if err != nil {
 				unbind()
@@ -375,7 +385,7 @@ func (h held) applyLoops(steps []*planned, declared map[string]bool, local local
 		if s.e != nil && !s.moves() {
 			bound = s.e.p.Addr()
 		}
-		nodes = append(nodes, nodeFor(s.name, s.cfg.Server, s.cfg.Listen, bound))
+		nodes = append(nodes, nodeFor(s.name, loopServer(s.spec, s.cfg), s.cfg.Listen, bound))
 		idx = append(idx, s.idx)
 		check = append(check, true)
 	}
@@ -421,6 +431,7 @@ func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 		return out
 	}
 	out.Spec = proto.Clone(s.spec).(*snoopv1.ProxySpec)
+	out.Kind = kindOf(s.spec)
 	out.ListenAddress, out.ListenHost, out.ListenPort, out.ListenPath = listen.String(), "", 0, ""
 	fillAnswer(out, s.spec, listen)
 	out.Error = ""
@@ -433,4 +444,16 @@ func (d *Daemon) wouldBe(s *planned) *snoopv1.Proxy {
 		out.CreateTime, out.InstanceId = nil, ""
 	}
 	return out
+}
+
+// tapRecreated reports whether a change from cur to next takes a new
+// tap rather than a change in place: a proxy becoming a tap or the
+// other way, another interface, or other capture options, which a
+// tap's observer fixes when it is made.
+func tapRecreated(cur, next *snoopv1.ProxySpec) bool {
+	if !isTap(cur) && !isTap(next) {
+		return false
+	}
+	return cur.GetTapInterface() != next.GetTapInterface() ||
+		cur.GetCaptureData() != next.GetCaptureData() || cur.GetCaptureLimit() != next.GetCaptureLimit()
 }

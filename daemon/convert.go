@@ -80,11 +80,14 @@ func effectiveSpec(spec *snoopv1.ProxySpec) *snoopv1.ProxySpec {
 	if out.Enabled == nil {
 		out.Enabled = proto.Bool(true)
 	}
-	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
-		out.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
-	}
 	if out.CaptureLimit == 0 {
 		out.CaptureLimit = proxy.DefaultCaptureLimit
+	}
+	if isTap(out) {
+		return out // the rest are a proxy's, which a tap does not have
+	}
+	if out.OnCorrupt == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
+		out.OnCorrupt = snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
 	}
 	if out.SocketMode == 0 {
 		out.SocketMode = uint32(proxy.DefaultSocketMode)
@@ -114,4 +117,14 @@ func effectiveSpec(spec *snoopv1.ProxySpec) *snoopv1.ProxySpec {
 		out.Faults = faults
 	}
 	return out
+}
+
+// tapCounters renders a tap's own counters.
+func tapCounters(s TapStats) *snoopv1.TapCounters {
+	return &snoopv1.TapCounters{
+		KernelPackets: s.KernelPackets, KernelDrops: s.KernelDrops,
+		CaptureGaps: s.CaptureGaps, CaptureMissingBytes: s.CaptureMissingBytes,
+		Resyncs: s.Resyncs, ResyncSkippedBytes: s.ResyncSkippedBytes,
+		ReadErrors: s.ReadErrors, LastReadError: s.LastReadError,
+	}
 }

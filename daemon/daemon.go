@@ -218,7 +218,7 @@ func (d *Daemon) closeEngine() error {
 
 // shut marks the daemon closed and returns its proxies, or false if it
 // was closed already.
-func (d *Daemon) shut() (ps []*proxy.Proxy, ok bool) {
+func (d *Daemon) shut() (ps []runner, ok bool) {
 	d.reg.locked(func(h held) error {
 		ps, ok = h.shut()
 		return nil
@@ -228,7 +228,7 @@ func (d *Daemon) shut() (ps []*proxy.Proxy, ok bool) {
 
 // stopAll stops proxies in parallel, each within stopTimeout, so one
 // wedged proxy delays shutdown by that much at most.
-func stopAll(ctx context.Context, ps []*proxy.Proxy) error {
+func stopAll(ctx context.Context, ps []runner) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(ps))
 	for _, p := range ps {

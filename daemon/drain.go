@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/snoopd/snoopd/proxy"
 )
 
 // drainPoll is how often a draining delete looks whether the proxy's
@@ -125,7 +123,7 @@ func (d *Daemon) drainAndStop(ctx context.Context, e *entry, del *deletion, drai
 
 // waitConns waits until p has no live connection, ctx is done or force is
 // closed, and returns how many connections are live then.
-func waitConns(ctx context.Context, force <-chan struct{}, p *proxy.Proxy) int64 {
+func waitConns(ctx context.Context, force <-chan struct{}, p runner) int64 {
 	t := time.NewTicker(drainPoll)
 	defer t.Stop()
 	for {
@@ -143,7 +141,7 @@ func waitConns(ctx context.Context, force <-chan struct{}, p *proxy.Proxy) int64
 }
 
 // drainingNote says, for describe, that a proxy is being deleted.
-func drainingNote(p *proxy.Proxy, del *deletion) string {
+func drainingNote(p runner, del *deletion) string {
 	if !del.counted.Load() {
 		return "being deleted: closing its listener"
 	}

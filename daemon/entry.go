@@ -18,7 +18,7 @@ import (
 // guarded by the registry's lock (see registry.go).
 type entry struct {
 	spec      *snoopv1.ProxySpec // normalised
-	p         *proxy.Proxy
+	p         runner             // a *proxy.Proxy, or a *tapRunner for a tap
 	created   time.Time
 	bindErr   error // why an enabled proxy is not listening
 	ephemeral bool  // not saved in the state dir (the demo proxy)
@@ -63,18 +63,33 @@ func placeholderFor(spec *snoopv1.ProxySpec) *entry {
 	return &entry{spec: spec, busy: true, placeholder: true}
 }
 
-// start makes and binds a proxy; no registry lock is held.
+// start makes and binds a proxy, or starts a tap's capture; no registry
+// lock is held. A tap that cannot capture is refused with a FieldError
+// (see startCapture).
 func (d *Daemon) start(spec *snoopv1.ProxySpec, cfg proxy.Config, ephemeral bool) (*entry, error) {
 	inst := newInstanceID()
-	p, err := d.newProxy(cfg, inst)
+	p, err := d.newRunner(spec, cfg, inst)
 	if err != nil {
 		return nil, err
 	}
 	if err := p.Start(); err != nil {
 		p.Stop(context.Background())
+		if isTap(spec) {
+			return nil, err
+		}
 		return nil, listenError(cfg.Name, cfg.Listen, d.explainInUse(cfg.Name, cfg.Listen, err))
 	}
 	return &entry{spec: spec, p: p, created: time.Now(), ephemeral: ephemeral, instance: inst}, nil
+}
+
+// newRunner makes, without starting it, what spec declares: a tap, or a
+// proxy (see newProxy). A tap's connections are numbered from the
+// daemon's counter too, and its events go to the hub the same way.
+func (d *Daemon) newRunner(spec *snoopv1.ProxySpec, cfg proxy.Config, instance string) (runner, error) {
+	if isTap(spec) {
+		return newTapRunner(cfg, spec.GetTapInterface(), &d.ids, d.hub.Publisher(instance)), nil
+	}
+	return d.newProxy(cfg, instance)
 }
 
 // newProxy makes a proxy of this daemon: its connection ids come from
@@ -94,7 +109,7 @@ func (d *Daemon) newProxy(cfg proxy.Config, instance string) (*proxy.Proxy, erro
 // bindErr saying why; the error is bindErr, or why it could not be made.
 func (d *Daemon) failedEntry(spec *snoopv1.ProxySpec, cfg proxy.Config, bindErr error) (*entry, error) {
 	inst := newInstanceID()
-	p, err := d.newProxy(cfg, inst)
+	p, err := d.newRunner(spec, cfg, inst)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +147,10 @@ func (d *Daemon) describe(e *entry) *snoopv1.Proxy {
 		State:         state.api(),
 		InstanceId:    e.instance,
 		Conditions:    e.p.Conditions(time.Now()),
+		Kind:          kindOf(spec),
+	}
+	if t, ok := e.p.(*tapRunner); ok {
+		out.Counters.Tap = tapCounters(t.TapStats())
 	}
 	fillAnswer(out, spec, e.p.Addr())
 	out.Chain, out.ChainServer = d.chainOf(e)

@@ -144,7 +144,7 @@ func Status(err error) error {
 		return resourceStatus(codes.NotFound, err)
 	case errors.Is(err, ErrExists), errors.Is(err, listen.ErrAddrInUse), errors.Is(err, listen.ErrPathExists):
 		return resourceStatus(codes.AlreadyExists, err)
-	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist), errors.Is(err, proxy.ErrFaultsNeedEpoll):
+	case errors.Is(err, ErrBusy), errors.Is(err, proxy.ErrStopped), errors.Is(err, fs.ErrNotExist), errors.Is(err, proxy.ErrFaultsNeedEpoll), errors.Is(err, ErrTapForwardsNothing):
 		return status.Error(codes.FailedPrecondition, capMessage(err.Error()))
 	case errors.Is(err, fs.ErrPermission):
 		return status.Error(codes.PermissionDenied, capMessage(err.Error()))

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/snoopd/snoopd/distcache"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
@@ -43,6 +44,9 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	name := spec.GetName()
 	local := machineIPs()
 	c, err := d.reg.reserveNew(spec, func(h held) error {
+		if isTap(spec) {
+			return nil // it listens nowhere and forwards nothing: no clash, no loop
+		}
 		if err := h.keptAddr("spec.listen", cfg.Listen, nil); err != nil {
 			return err
 		}
@@ -57,6 +61,9 @@ func (d *Daemon) create(in *snoopv1.ProxySpec, ephemeral bool) (*snoopv1.Proxy, 
 	defer c.release()
 
 	e, err := d.start(spec, cfg, ephemeral)
+	if err != nil && isTap(spec) {
+		return nil, prefixField("spec", err)
+	}
 	if err != nil {
 		return nil, bindError("spec.listen", err)
 	}
@@ -110,6 +117,9 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	defer c.release()
 	var cur *snoopv1.ProxySpec
 	d.reg.locked(func(held) error { cur = e.spec; return nil })
+	if err := tapUpdate(cur, in, paths); err != nil {
+		return nil, err
+	}
 	merged, err := applyMask(cur, in, paths)
 	if err != nil {
 		return nil, err
@@ -123,7 +133,7 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	// The listen address does not change, so only the server can make a
 	// loop. This first look refuses a loop before anything is bound; the
 	// check that counts is made again with the commit, below.
-	node := nodeFor(spec.GetName(), cfg.Server, cfg.Listen, e.p.Addr())
+	node := nodeFor(spec.GetName(), loopServer(spec, cfg), cfg.Listen, e.p.Addr())
 	if err := d.reg.locked(func(h held) error { return h.loop(node, false, local) }); err != nil {
 		return nil, err
 	}
@@ -134,6 +144,9 @@ func (d *Daemon) UpdateProxy(ctx context.Context, in *snoopv1.ProxySpec, paths [
 	enabled, err := d.prepareChange(e, spec)
 	if errors.Is(err, proxy.ErrFaultsNeedEpoll) {
 		return nil, err
+	}
+	if err != nil && isTap(spec) {
+		return nil, prefixField("spec", err)
 	}
 	if err != nil {
 		return nil, bindError("spec.listen", err)
@@ -170,6 +183,10 @@ func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) 
 		return false, nil
 	}
 	if err := e.p.Enable(); err != nil {
+		if isTap(spec) {
+			d.reg.locked(func(held) error { e.bindErr = err; return nil })
+			return false, err
+		}
 		err = d.explainInUse(spec.GetName(), e.p.Addr(), err)
 		// A fact, whatever becomes of the change: not undone.
 		d.reg.locked(func(held) error { e.bindErr = err; return nil })
@@ -226,4 +243,33 @@ func (d *Daemon) CloseConnection(name string, id uint64) error {
 			Err: fmt.Errorf("proxy %s has no live connection %d: %w", quote(name), id, ErrNotFound)}
 	}
 	return nil
+}
+
+// tapUpdate refuses the changes of a tap (cur) that a tap cannot make:
+// faults, which nothing passing through it could meet (a
+// FailedPrecondition: the proxy is the wrong kind, the request is well
+// formed), and its capture options, which are fixed when it is made
+// (delete and create it, or apply, which does that).
+func tapUpdate(cur, in *snoopv1.ProxySpec, paths []string) error {
+	if !isTap(cur) {
+		return nil
+	}
+	for _, p := range paths {
+		switch {
+		case p == "faults" && len(in.GetFaults()) > 0:
+			return fmt.Errorf("proxy %s is a tap on %s: %w", quote(cur.GetName()), cur.GetTapInterface(), ErrTapForwardsNothing)
+		case p == "capture_data" || p == "capture_limit":
+			return &FieldError{Field: "update_mask", Reason: fmt.Sprintf("%q of tap %s cannot be changed in place; delete and create it again (apply does)", p, quote(cur.GetName()))}
+		}
+	}
+	return nil
+}
+
+// loopServer is the server a proxy loop check follows from spec: none
+// for a tap, whose server gets nothing from it.
+func loopServer(spec *snoopv1.ProxySpec, cfg proxy.Config) distcache.Addr {
+	if isTap(spec) {
+		return distcache.Addr{}
+	}
+	return cfg.Server
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/snoopd/snoopd/daemon/hub"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
-	"github.com/snoopd/snoopd/proxy"
 )
 
 // The registry holds the named proxies, and a change is the one way to
@@ -153,12 +152,12 @@ func (h held) isClosed() bool { return h.r.closed }
 
 // shut closes the registry to changes and returns its proxies to stop,
 // or false if it was closed already.
-func (h held) shut() ([]*proxy.Proxy, bool) {
+func (h held) shut() ([]runner, bool) {
 	if h.r.closed {
 		return nil, false
 	}
 	h.r.closed = true
-	var ps []*proxy.Proxy
+	var ps []runner
 	for _, e := range h.r.proxies {
 		if e.p != nil {
 			ps = append(ps, e.p)

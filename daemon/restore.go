@@ -45,7 +45,7 @@ func (d *Daemon) restoreAll(specs []*snoopv1.ProxySpec, ports map[string]int) (n
 		}
 		fixEnds(norm, &cfg, norm, time.Now())
 		ok = append(ok, saved{norm, cfg})
-		nodes = append(nodes, nodeFor(cfg.Name, cfg.Server, cfg.Listen))
+		nodes = append(nodes, nodeFor(cfg.Name, loopServer(norm, cfg), cfg.Listen))
 	}
 	set := newLoopSet(nodes, machineIPs())
 	for i, s := range ok {
@@ -73,7 +73,7 @@ func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, failErr erro
 		again.Listen = cfg.Listen.WithPort(savedPort)
 	}
 	inst := newInstanceID()
-	p, err := d.newProxy(again, inst)
+	p, err := d.newRunner(norm, again, inst)
 	if err != nil {
 		d.log.Error("saved proxy is invalid; skipped", "proxy", cfg.Name, "err", err)
 		return
@@ -81,6 +81,16 @@ func (d *Daemon) restore(norm *snoopv1.ProxySpec, cfg proxy.Config, failErr erro
 	e := &entry{spec: norm, p: p, created: time.Now(), instance: inst}
 	if failErr != nil {
 		e.bindErr = failErr
+	} else if isTap(norm) {
+		// A tap that cannot capture now (no CAP_NET_RAW since the
+		// restart, its interface gone) stays, failed, as a proxy that
+		// cannot listen does.
+		if err := p.Start(); err != nil {
+			e.bindErr = err
+			d.log.Warn("restored tap cannot capture; it stays failed until enabled again", "proxy", cfg.Name, "err", err)
+		} else {
+			d.log.Info("restored tap", "proxy", cfg.Name, "interface", norm.GetTapInterface(), "server", norm.GetServer())
+		}
 	} else if err := p.Start(); err != nil && trySaved && errors.Is(err, proxy.ErrAddrInUse) {
 		// The saved port is taken: a new one, rather than a failed proxy,
 		// since port 0 asked for any port.

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,9 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 	}
 	if err := proxy.ValidateName(spec.GetName()); err != nil {
 		return nil, proxy.Config{}, fieldErr("name", err)
+	}
+	if isTap(spec) {
+		return normalizeTap(spec)
 	}
 	if spec.GetListen() == "" {
 		return nil, proxy.Config{}, &FieldError{Field: "listen", Reason: "missing (example: IP:127.0.0.1:9001 or UNIX:/run/dc.sock)"}
@@ -226,4 +230,83 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 // enabled, as the API documents.
 func enabledOf(spec *snoopv1.ProxySpec) bool {
 	return spec.Enabled == nil || *spec.Enabled
+}
+
+// normalizeTap is normalize for a tap (tap_interface set): a server
+// that is a TCP address or a bare port, as a capture takes it
+// (sniff.ParseServer), written back in libnal syntax ("9001" becomes
+// "IP:9001", any address); no listen address; of the rest only
+// enabled, capture_data, capture_limit and labels. A field that only a
+// proxy in the traffic's path uses is refused by name rather than
+// ignored, faults above all: nothing passes through a tap.
+func normalizeTap(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error) {
+	iface := spec.GetTapInterface()
+	if len(iface) > maxInterfaceName || strings.ContainsAny(iface, "/ \t\n\x00") {
+		return nil, proxy.Config{}, &FieldError{Field: "tap_interface", Reason: fmt.Sprintf("%s is no network interface name (at most %d bytes, no '/' or space; example: eth0, lo)", quote(iface), maxInterfaceName)}
+	}
+	if spec.GetListen() != "" {
+		return nil, proxy.Config{}, &FieldError{Field: "listen", Reason: fmt.Sprintf("set to %s, but a tap listens nowhere: it captures on %s; leave listen out, or tap_interface to make a proxy", quote(spec.GetListen()), quote(iface))}
+	}
+	if len(spec.GetFaults()) > 0 {
+		return nil, proxy.Config{}, &FieldError{Field: "faults", Reason: ErrTapForwardsNothing.Error(), Err: ErrTapForwardsNothing}
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"on_corrupt", spec.GetOnCorrupt() != snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED},
+		{"max_connections", spec.GetMaxConnections() != 0},
+		{"dial_timeout", spec.GetDialTimeout() != nil},
+		{"socket_mode", spec.GetSocketMode() != 0},
+		{"spare_connections", spec.SpareConnections != nil},
+		{"idle_timeout", spec.GetIdleTimeout() != nil},
+		{"message_timeout", spec.GetMessageTimeout() != nil},
+		{"response_timeout", spec.GetResponseTimeout() != nil},
+	} {
+		if f.set {
+			return nil, proxy.Config{}, &FieldError{Field: f.name, Reason: "a proxy's setting, which a tap does not have: it forwards nothing, it only watches"}
+		}
+	}
+	if spec.GetServer() == "" {
+		return nil, proxy.Config{}, &FieldError{Field: "server", Reason: "missing: the server whose traffic the tap captures (example: IP:10.0.0.5:9000, or 9000 for that port on any address)"}
+	}
+	server, err := tapServer(spec.GetServer())
+	if err != nil {
+		return nil, proxy.Config{}, &FieldError{Field: "server", Reason: err.Error(), Err: err}
+	}
+	if spec.GetCaptureLimit() > maxCaptureLimit {
+		return nil, proxy.Config{}, &FieldError{Field: "capture_limit", Reason: fmt.Sprintf("%d is above the largest session, %d", spec.GetCaptureLimit(), maxCaptureLimit)}
+	}
+	if err := labels.Validate(spec.GetLabels()); err != nil {
+		return nil, proxy.Config{}, &FieldError{Field: "labels", Reason: err.Error(), Err: err}
+	}
+	out := proto.Clone(spec).(*snoopv1.ProxySpec)
+	out.Server = server.String()
+	cfg := proxy.Config{Name: spec.GetName(), Server: server, Enabled: enabledOf(out),
+		Options: proxy.Options{CaptureData: spec.GetCaptureData(), CaptureLimit: int(spec.GetCaptureLimit())}}
+	return out, cfg, nil
+}
+
+// maxInterfaceName is the longest network interface name Linux allows
+// (IFNAMSIZ less its NUL).
+const maxInterfaceName = 15
+
+// tapServer reads a tap's server as sniff.ParseServer does, without
+// looking a host name up (that is done when the capture starts, so a
+// state file never waits on DNS): a TCP address with a port, or a bare
+// port, which is written "IP:PORT" (any address).
+func tapServer(s string) (distcache.Addr, error) {
+	if n, err := strconv.ParseUint(s, 10, 16); err == nil {
+		s = "IP:" + strconv.FormatUint(n, 10)
+	}
+	a, err := distcache.ParseAddr(s)
+	switch {
+	case err != nil:
+		return distcache.Addr{}, err
+	case a.Network() != distcache.NetworkTCP:
+		return distcache.Addr{}, fmt.Errorf("%s: a tap captures TCP only, not a unix socket (example: IP:10.0.0.5:9000)", quote(s))
+	case a.Port() == 0:
+		return distcache.Addr{}, fmt.Errorf("%s: port 0 is no server's port (example: IP:10.0.0.5:9000)", quote(s))
+	}
+	return a, nil
 }

@@ -63,6 +63,9 @@ type ProxyStats struct {
 	// Conditions name what is wrong with the proxy now (see
 	// proxy.Proxy.Conditions).
 	Conditions []string
+	// Tap is set for a tap only (Listen is then ""): what its capture
+	// saw and missed.
+	Tap *TapStats
 }
 
 // Stats describes the daemon as a whole.
@@ -130,6 +133,11 @@ func (d *Daemon) EachProxy(latency bool, f func(*ProxyStats) bool) {
 		ps.Name, ps.Listen, ps.Server, ps.State = spec.GetName(), n.e.p.Addr().String(), spec.GetServer(), state
 		n.e.p.ReadStats(&ps.Stats, latency)
 		ps.Conditions = n.e.p.Conditions(now)
+		ps.Tap = nil
+		if t, ok := n.e.p.(*tapRunner); ok {
+			ts := t.TapStats()
+			ps.Tap = &ts
+		}
 		if !f(ps) {
 			return
 		}

@@ -91,7 +91,7 @@ func TestTimeoutsThroughTheAPI(t *testing.T) {
 	if got.IdleTimeout == nil || got.GetIdleTimeout().AsDuration() != 0 || got.GetMessageTimeout().AsDuration() != 2*time.Second || got.ResponseTimeout != nil {
 		t.Errorf("created spec %v", got)
 	}
-	if o := a.d.entry(t, "t").p.Config().Options; o.IdleTimeout >= 0 || o.MessageTimeout != 2*time.Second || o.ResponseTimeout != proxy.DefaultResponseTimeout {
+	if o := a.d.entry(t, "t").p.(*proxy.Proxy).Config().Options; o.IdleTimeout >= 0 || o.MessageTimeout != 2*time.Second || o.ResponseTimeout != proxy.DefaultResponseTimeout {
 		t.Errorf("proxy options: idle %v, message %v, response %v", o.IdleTimeout, o.MessageTimeout, o.ResponseTimeout)
 	}
 
@@ -113,7 +113,7 @@ func TestTimeoutsThroughTheAPI(t *testing.T) {
 	if got.GetIdleTimeout().AsDuration() != time.Hour || got.MessageTimeout != nil || got.ResponseTimeout == nil || got.GetResponseTimeout().AsDuration() != 0 {
 		t.Errorf("updated spec %v", got)
 	}
-	if o := a.d.entry(t, "t").p.Config().Options; o.IdleTimeout != time.Hour || o.MessageTimeout != proxy.DefaultMessageTimeout || o.ResponseTimeout >= 0 {
+	if o := a.d.entry(t, "t").p.(*proxy.Proxy).Config().Options; o.IdleTimeout != time.Hour || o.MessageTimeout != proxy.DefaultMessageTimeout || o.ResponseTimeout >= 0 {
 		t.Errorf("updated options: idle %v, message %v, response %v", o.IdleTimeout, o.MessageTimeout, o.ResponseTimeout)
 	}
 	_, err = a.proxy.UpdateProxy(ctx, &snoopv1.UpdateProxyRequest{
@@ -135,7 +135,7 @@ func TestTimeoutsThroughTheAPI(t *testing.T) {
 	if err != nil || res2.GetResults()[0].GetAction() != snoopv1.ApplyAction_APPLY_ACTION_CHANGED {
 		t.Errorf("apply without the zero: %v %v", res2, err)
 	}
-	if o := a.d.entry(t, "t").p.Config().Options; o.ResponseTimeout != proxy.DefaultResponseTimeout {
+	if o := a.d.entry(t, "t").p.(*proxy.Proxy).Config().Options; o.ResponseTimeout != proxy.DefaultResponseTimeout {
 		t.Errorf("applied response timeout %v", o.ResponseTimeout)
 	}
 	same.ResponseTimeout = durationpb.New(0)
@@ -168,7 +168,7 @@ func TestTimeoutsThroughTheAPI(t *testing.T) {
 	if err != nil || !proto.Equal(p.GetSpec(), same) {
 		t.Errorf("restored %v, want %v (%v)", p.GetSpec(), same, err)
 	}
-	if o := d2.entry(t, "t").p.Config().Options; o.IdleTimeout >= 0 || o.ResponseTimeout >= 0 || o.MessageTimeout != proxy.DefaultMessageTimeout {
+	if o := d2.entry(t, "t").p.(*proxy.Proxy).Config().Options; o.IdleTimeout >= 0 || o.ResponseTimeout >= 0 || o.MessageTimeout != proxy.DefaultMessageTimeout {
 		t.Errorf("restored options: idle %v, message %v, response %v", o.IdleTimeout, o.MessageTimeout, o.ResponseTimeout)
 	}
 }

@@ -30,6 +30,11 @@ type Config struct {
 	Ring afpacket.Options
 	// Sniff bounds the reassembly; its Server is set from Server.
 	Sniff sniff.Options
+	// Observer, if set, is fed instead of one the tap makes (Name,
+	// CaptureData and CaptureLimit are then the observer's): a daemon
+	// keeps one per tap, so that its counters and connection ids go on
+	// across a stop and a new start.
+	Observer *proxy.Observer
 }
 
 // Stats are a Tap's counters.
@@ -82,7 +87,10 @@ func Start(cfg Config, sink proxy.Sink) (*Tap, error) {
 		src.Close()
 		return nil, fmt.Errorf("tap %s: packets of link type %s on %s cannot be decoded", cfg.Name, src.LinkType(), cfg.Interface)
 	}
-	obs := proxy.NewObserver(cfg.Name, sink, proxy.ObserverOptions{CaptureData: cfg.CaptureData, CaptureLimit: cfg.CaptureLimit})
+	obs := cfg.Observer
+	if obs == nil {
+		obs = proxy.NewObserver(cfg.Name, sink, proxy.ObserverOptions{CaptureData: cfg.CaptureData, CaptureLimit: cfg.CaptureLimit})
+	}
 	opts := cfg.Sniff
 	opts.Server = cfg.Server
 	t := &Tap{

@@ -59,6 +59,16 @@
 //	snoopd_proxy_fault_matched_total{proxy,fault}       counter, messages a fault selected
 //	snoopd_proxy_fault_applied_total{proxy,fault}       counter, messages a fault was applied to
 //
+// and for a tap only (a tap's listen_address is ""):
+//
+//	snoopd_proxy_tap_kernel_packets_total               counter, packets the kernel's filter passed
+//	snoopd_proxy_tap_kernel_drops_total                 counter, packets lost to a full capture ring
+//	snoopd_proxy_tap_capture_gaps_total                 counter, stretches of bytes the capture missed
+//	snoopd_proxy_tap_capture_missing_bytes_total        counter, their bytes
+//	snoopd_proxy_tap_resyncs_total                      counter, decoder hunts for a message start
+//	snoopd_proxy_tap_resync_skipped_bytes_total         counter, bytes passed over while hunting
+//	snoopd_proxy_tap_read_errors_total                  counter, failed reads of the capture
+//
 // and for the daemon as a whole:
 //
 //	snoopd_build_info{version}                          gauge, always 1

@@ -177,6 +177,13 @@ func (h *handler) write(t *textWriter) {
 	for _, s := range scalars {
 		each(s.f, false, func(p *daemon.ProxyStats) { t.sample(s.f.name, s.v(p), "proxy", p.Name) })
 	}
+	for _, s := range tapScalars {
+		each(s.f, false, func(p *daemon.ProxyStats) {
+			if p.Tap != nil {
+				t.sample(s.f.name, s.v(p), "proxy", p.Name)
+			}
+		})
+	}
 	each(famBytes, false, func(p *daemon.ProxyStats) {
 		t.sample(famBytes.name, float64(p.Stats.BytesDown), "direction", "down", "proxy", p.Name)
 		t.sample(famBytes.name, float64(p.Stats.BytesUp), "direction", "up", "proxy", p.Name)

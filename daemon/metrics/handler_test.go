@@ -52,8 +52,20 @@ func richSource() *fixed {
 			Faults: []proxy.FaultStats{{Name: "slow", Matched: 10, Applied: 3}, {Name: "drop", Matched: 1}},
 		},
 	})
+	src.proxies = append(src.proxies, tapStats())
 	src.stats.Proxies = len(src.proxies)
 	return src
+}
+
+// tapStats is a tap as EachProxy reads it.
+func tapStats() daemon.ProxyStats {
+	return daemon.ProxyStats{
+		Name: "lo-tap", Server: "IP:127.0.0.1:9000", State: daemon.ProxyListening,
+		Stats: proxy.Stats{ConnsTotal: 2, Resyncs: 5, ResyncSkippedBytes: 600,
+			Results: map[distcache.Op]map[string]int64{distcache.OpGet: {"hit": 7}}},
+		Tap: &daemon.TapStats{Interface: "lo", KernelPackets: 100, KernelDrops: 1, CaptureGaps: 2, CaptureMissingBytes: 300,
+			Resyncs: 5, ResyncSkippedBytes: 600, ReadErrors: 3, LastReadError: "interface went down"},
+	}
 }
 
 // scrape serves one request to h and returns the body, ungzipped if the

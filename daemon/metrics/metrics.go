@@ -182,6 +182,25 @@ var scalars = []scalar{
 	{famSparesLost, func(p *daemon.ProxyStats) float64 { return float64(p.Stats.SparesLost) }},
 }
 
+// tapScalars are the per-proxy families only a tap has (ProxyStats.Tap):
+// what its capture saw and missed. A proxy has no sample in them.
+var tapScalars = []scalar{
+	{proxyFamily("tap_kernel_packets_total", "counter", "Packets of the server's port the kernel passed to a tap's capture, those dropped included."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.KernelPackets) }},
+	{proxyFamily("tap_kernel_drops_total", "counter", "Packets a tap lost because its capture ring was full."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.KernelDrops) }},
+	{proxyFamily("tap_capture_gaps_total", "counter", "Stretches of a connection's bytes a tap's capture missed."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.CaptureGaps) }},
+	{proxyFamily("tap_capture_missing_bytes_total", "counter", "Bytes a tap's capture gaps missed."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.CaptureMissingBytes) }},
+	{proxyFamily("tap_resyncs_total", "counter", "Times a tap's decoder lost its place and hunted for the next message start."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.Resyncs) }},
+	{proxyFamily("tap_resync_skipped_bytes_total", "counter", "Bytes a tap's decoders passed over while hunting."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.ResyncSkippedBytes) }},
+	{proxyFamily("tap_read_errors_total", "counter", "Failed reads of a tap's capture; capture goes on after each."),
+		func(p *daemon.ProxyStats) float64 { return float64(p.Tap.ReadErrors) }},
+}
+
 // quantiles are the summary's quantiles.
 var quantiles = [...]float64{0.5, 0.9, 0.99}
 
@@ -217,6 +236,9 @@ func NewCollector(src Source, h Histograms) *Collector {
 func (c *Collector) families() []*family {
 	fs := []*family{famBuildInfo, famStartTime, famProxies, famWatchers, famPublished, famInfo, famState, famCondition}
 	for _, s := range scalars {
+		fs = append(fs, s.f)
+	}
+	for _, s := range tapScalars {
 		fs = append(fs, s.f)
 	}
 	fs = append(fs, famBytes, famFrames, famTransactions, famFaultMatched, famFaultApplied, famLatency, famLatencyMax)
@@ -298,6 +320,11 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric, p *daemon.ProxySta
 	}
 	for _, s := range scalars {
 		metric(s.f, s.v(p))
+	}
+	if p.Tap != nil {
+		for _, s := range tapScalars {
+			metric(s.f, s.v(p))
+		}
 	}
 	k := &p.Stats
 	metric(famBytes, float64(k.BytesUp), "up")

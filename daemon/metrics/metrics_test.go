@@ -382,3 +382,41 @@ snoopd_proxy_transaction_duration_seconds_count{proxy="a"} 3
 		t.Error(err)
 	}
 }
+
+// TestTapCountersOnlyForTaps: a tap's capture counters are exported
+// under its name, and a proxy, which has none, has no sample in them.
+func TestTapCountersOnlyForTaps(t *testing.T) {
+	src := sampleSource()
+	src.proxies = append(src.proxies, tapStats())
+	want := `
+# HELP snoopd_proxy_tap_kernel_packets_total Packets of the server's port the kernel passed to a tap's capture, those dropped included.
+# TYPE snoopd_proxy_tap_kernel_packets_total counter
+snoopd_proxy_tap_kernel_packets_total{proxy="lo-tap"} 100
+# HELP snoopd_proxy_tap_kernel_drops_total Packets a tap lost because its capture ring was full.
+# TYPE snoopd_proxy_tap_kernel_drops_total counter
+snoopd_proxy_tap_kernel_drops_total{proxy="lo-tap"} 1
+# HELP snoopd_proxy_tap_capture_gaps_total Stretches of a connection's bytes a tap's capture missed.
+# TYPE snoopd_proxy_tap_capture_gaps_total counter
+snoopd_proxy_tap_capture_gaps_total{proxy="lo-tap"} 2
+# HELP snoopd_proxy_tap_capture_missing_bytes_total Bytes a tap's capture gaps missed.
+# TYPE snoopd_proxy_tap_capture_missing_bytes_total counter
+snoopd_proxy_tap_capture_missing_bytes_total{proxy="lo-tap"} 300
+# HELP snoopd_proxy_tap_resyncs_total Times a tap's decoder lost its place and hunted for the next message start.
+# TYPE snoopd_proxy_tap_resyncs_total counter
+snoopd_proxy_tap_resyncs_total{proxy="lo-tap"} 5
+# HELP snoopd_proxy_tap_resync_skipped_bytes_total Bytes a tap's decoders passed over while hunting.
+# TYPE snoopd_proxy_tap_resync_skipped_bytes_total counter
+snoopd_proxy_tap_resync_skipped_bytes_total{proxy="lo-tap"} 600
+# HELP snoopd_proxy_tap_read_errors_total Failed reads of a tap's capture; capture goes on after each.
+# TYPE snoopd_proxy_tap_read_errors_total counter
+snoopd_proxy_tap_read_errors_total{proxy="lo-tap"} 3
+`
+	names := []string{
+		"snoopd_proxy_tap_kernel_packets_total", "snoopd_proxy_tap_kernel_drops_total", "snoopd_proxy_tap_capture_gaps_total",
+		"snoopd_proxy_tap_capture_missing_bytes_total", "snoopd_proxy_tap_resyncs_total", "snoopd_proxy_tap_resync_skipped_bytes_total",
+		"snoopd_proxy_tap_read_errors_total",
+	}
+	if err := testutil.CollectAndCompare(metrics.NewCollector(src, metrics.HistogramsProxies), strings.NewReader(want), names...); err != nil {
+		t.Fatal(err)
+	}
+}
