@@ -24,15 +24,23 @@ import (
 func (e *env) addCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "add",
-		Usage:     "create a proxy and print the address it listens on",
-		ArgsUsage: "NAME --listen ADDR --server ADDR",
+		Usage:     "create a proxy and print the address it listens on (or a tap, with --tap)",
+		ArgsUsage: "NAME --listen ADDR --server ADDR | NAME --tap IFACE --server ADDR",
 		Description: "The proxy binds before add returns; with port 0 (--listen 127.0.0.1:0) the\n" +
 			"printed address has the port the system chose. Addresses are written\n" +
 			"IP:host:port, host:port, UNIX:/path or unix:///path.\n\n" +
+			"With --tap IFACE instead of --listen, add makes a tap: snoopd captures the\n" +
+			"server's TCP traffic on the network interface IFACE (lo, eth0) and reports\n" +
+			"it as a proxy would, without being in its path. Its --server is\n" +
+			"IP:host:port, host:port, or a bare port (that port on any address). A tap\n" +
+			"needs CAP_NET_RAW in snoopd, forwards nothing, and so takes no faults and\n" +
+			"none of a proxy's connection settings; --capture-data, --capture-limit,\n" +
+			"--disabled and --label apply. add prints \"tap on IFACE\".\n\n" +
 			"-o json prints the snoop.v1.CreateProxyResponse.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "listen", Usage: "`ADDR` clients connect to (required)"},
-			&cli.StringFlag{Name: "server", Usage: "distcache server `ADDR` to forward to (required)"},
+			&cli.StringFlag{Name: "listen", Usage: "`ADDR` clients connect to (required, but for a tap)"},
+			&cli.StringFlag{Name: "server", Usage: "distcache server `ADDR` to forward to, or a tap's to watch (required)"},
+			&cli.StringFlag{Name: "tap", Usage: "make a tap on network interface `IFACE` instead of a proxy: capture the server's traffic there (needs CAP_NET_RAW in snoopd)"},
 			&cli.BoolFlag{Name: "disabled", Usage: "create the proxy disabled: it refuses clients until 'snoopctl enable'", DisableDefaultText: true},
 			&cli.StringFlag{Name: "on-corrupt", Value: "close", Usage: "on a protocol violation: close both sides, or passthrough (keep forwarding, stop decoding)"},
 			&cli.BoolFlag{Name: "capture-data", Usage: "keep session data in events (it holds TLS master secrets; watchers see it only with --data)", DisableDefaultText: true},
@@ -59,7 +67,10 @@ func (e *env) add(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	unresolved := resolveServer(cCtx.Context, spec.GetServer())
+	unresolved := ""
+	if spec.GetTapInterface() == "" {
+		unresolved = resolveServer(cCtx.Context, spec.GetServer())
+	}
 	resp, err := unary(e, cCtx.Context, "add "+spec.GetName(), "", func(ctx context.Context, c *client) (*snoopv1.CreateProxyResponse, error) {
 		return c.proxies.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: spec})
 	})
@@ -72,6 +83,10 @@ func (e *env) add(cCtx *cli.Context) error {
 	if e.opts.json {
 		return e.printJSON(resp)
 	}
+	if spec.GetTapInterface() != "" {
+		_, err = fmt.Fprintf(e.stdio.Out, "tap on %s\n", spec.GetTapInterface())
+		return err
+	}
 	addr := resp.GetProxy().GetListenAddress()
 	if addr == "" {
 		addr = spec.GetListen()
@@ -83,6 +98,9 @@ func (e *env) add(cCtx *cli.Context) error {
 // specFromFlags builds a ProxySpec from add's flags. Addresses are checked
 // here too, so a typo is a usage error with an example, before any call.
 func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
+	if cCtx.IsSet("tap") {
+		return tapSpecFromFlags(cCtx, name)
+	}
 	listen, server := cCtx.String("listen"), cCtx.String("server")
 	if listen == "" || server == "" {
 		return nil, usagef("add needs --listen ADDR and --server ADDR (example: snoopctl add %s --listen 127.0.0.1:0 --server UNIX:/run/dc.sock)", name)
@@ -120,18 +138,9 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 		}
 		spec.SocketMode = m
 	}
-	for _, l := range cCtx.StringSlice("label") {
-		k, v, err := labels.ParseLabel(l)
-		if err != nil {
-			return nil, usagef("--label %v", err)
-		}
-		if _, dup := spec.Labels[k]; dup {
-			return nil, usagef("--label %s: the key %s is given twice", l, k)
-		}
-		if spec.Labels == nil {
-			spec.Labels = map[string]string{}
-		}
-		spec.Labels[k] = v
+	var err error
+	if spec.Labels, err = labelsFromFlags(cCtx); err != nil {
+		return nil, err
 	}
 	switch p := cCtx.String("on-corrupt"); p {
 	case "close":
@@ -226,4 +235,89 @@ func resolveServer(ctx context.Context, server string) string {
 		return fmt.Sprintf("server host %q: %s from here", a.Host(), reason)
 	}
 	return ""
+}
+
+// proxyOnlyFlags are add's flags that set what only a proxy in the
+// traffic's path has: with --tap they are refused, not ignored.
+var proxyOnlyFlags = []string{"listen", "on-corrupt", "max-connections", "dial-timeout", "spare-connections",
+	"socket-mode", "idle-timeout", "message-timeout", "response-timeout"}
+
+// tapSpecFromFlags builds a tap's ProxySpec from add's flags: --tap and
+// --server, and the flags a tap has.
+func tapSpecFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
+	iface, server := cCtx.String("tap"), cCtx.String("server")
+	for _, f := range proxyOnlyFlags {
+		if cCtx.IsSet(f) {
+			return nil, usagef("--tap with --%s: a tap listens nowhere and forwards nothing, so it has no --%s (a proxy does: add %s --listen ADDR --server ADDR)", f, f, name)
+		}
+	}
+	if iface == "" || server == "" {
+		return nil, usagef("add --tap needs a network interface and --server ADDR (example: snoopctl add %s --tap lo --server 127.0.0.1:9000)", name)
+	}
+	if err := checkTapServer(server); err != nil {
+		return nil, usagef("--server: %v", err)
+	}
+	spec := &snoopv1.ProxySpec{
+		Name:         name,
+		TapInterface: iface,
+		Server:       server,
+		Enabled:      proto.Bool(!cCtx.Bool("disabled")),
+		CaptureData:  cCtx.Bool("capture-data"),
+	}
+	if cCtx.IsSet("capture-limit") {
+		n, err := size.Parse(cCtx.String("capture-limit"))
+		if err != nil {
+			return nil, usagef("--capture-limit: %v", err)
+		}
+		if n >= 1<<31 {
+			return nil, usagef("--capture-limit %s: must be below 2G", cCtx.String("capture-limit"))
+		}
+		spec.CaptureLimit = uint32(n)
+	}
+	var err error
+	if spec.Labels, err = labelsFromFlags(cCtx); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// checkTapServer checks a tap's --server as the daemon reads it, without
+// looking a host name up (the daemon does, where it captures): a bare
+// port, or a TCP address with a port.
+func checkTapServer(s string) error {
+	if n, err := strconv.ParseUint(s, 10, 16); err == nil {
+		if n == 0 {
+			return fmt.Errorf("%q: port 0 is no server's port (example: 9000, 127.0.0.1:9000)", s)
+		}
+		return nil
+	}
+	a, err := distcache.ParseAddr(s)
+	switch {
+	case err != nil:
+		return err
+	case a.Network() != distcache.NetworkTCP:
+		return fmt.Errorf("%q: a tap captures TCP only, not a unix socket (example: 127.0.0.1:9000)", s)
+	case a.Port() == 0:
+		return fmt.Errorf("%q: port 0 is no server's port (example: 127.0.0.1:9000)", s)
+	}
+	return nil
+}
+
+// labelsFromFlags reads add's --label flags; nil for none.
+func labelsFromFlags(cCtx *cli.Context) (map[string]string, error) {
+	var out map[string]string
+	for _, l := range cCtx.StringSlice("label") {
+		k, v, err := labels.ParseLabel(l)
+		if err != nil {
+			return nil, usagef("--label %v", err)
+		}
+		if _, dup := out[k]; dup {
+			return nil, usagef("--label %s: the key %s is given twice", l, k)
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out, nil
 }

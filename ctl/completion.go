@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -239,8 +240,25 @@ func flagValues(cmd *cli.Command, typed string) []string {
 		return vocab.KindGroupNames()
 	case name == "by":
 		return []string{bySession}
+	case name == "tap":
+		return interfaceNames()
 	}
 	return nil
+}
+
+// interfaceNames are this machine's network interfaces, for add --tap:
+// the daemon captures on its own machine's, which is most often this
+// one.
+func interfaceNames() []string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(ifs))
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	return names
 }
 
 // lastTyped is the word being completed, as urfave/cli's own completion

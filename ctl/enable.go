@@ -61,8 +61,12 @@ func (e *env) setEnabled(cCtx *cli.Context, on bool) error {
 	switch {
 	case on && p.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED:
 		return failf("enable %s: it is enabled but cannot listen: %s", name, oneLine(p.GetError()))
+	case on && format.IsTap(p):
+		_, err = fmt.Fprintf(e.stdio.Out, "%s: %s on %s\n", name, format.ProxyState(p), p.GetSpec().GetTapInterface())
 	case on:
 		_, err = fmt.Fprintf(e.stdio.Out, "%s: %s on %s\n", name, format.State(p.GetState()), p.GetListenAddress())
+	case format.IsTap(p):
+		_, err = fmt.Fprintf(e.stdio.Out, "%s: disabled, capture stopped\n", name)
 	case closeConns:
 		_, err = fmt.Fprintf(e.stdio.Out, "%s: disabled, live connections closed\n", name)
 	default:

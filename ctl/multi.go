@@ -209,8 +209,11 @@ func (e *env) listMany(cCtx *cli.Context) error {
 			if listen == "" {
 				listen = p.GetSpec().GetListen()
 			}
+			if format.IsTap(p) {
+				listen = "tap " + p.GetSpec().GetTapInterface()
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", r.daemon, p.GetSpec().GetName(), listen, p.GetSpec().GetServer(),
-				format.State(p.GetState()), c.GetConnectionsActive(), c.GetTransactions(), format.ProxyErrors(c))
+				format.ProxyState(p), c.GetConnectionsActive(), c.GetTransactions(), format.ProxyErrors(c))
 		}
 		if err := tw.Flush(); err != nil {
 			return failf("write output: %v", err)

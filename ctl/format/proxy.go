@@ -66,15 +66,25 @@ func WriteProxyList(w io.Writer, proxies []*snoopv1.Proxy) error {
 	// The LABELS column only when some proxy has labels, so that the
 	// table of a daemon without any stays as it was.
 	withLabels := slices.ContainsFunc(proxies, func(p *snoopv1.Proxy) bool { return len(p.GetSpec().GetLabels()) > 0 })
+	// KIND and MISSED likewise only when there is a tap.
+	withTaps := slices.ContainsFunc(proxies, IsTap)
 	header := "NAME\tLISTEN\tSERVER\tSTATE\tCONNS\tTRANSACTIONS\tERRORS"
+	if withTaps {
+		header = "NAME\tKIND\tLISTEN\tSERVER\tSTATE\tCONNS\tTRANSACTIONS\tERRORS\tMISSED"
+	}
 	if withLabels {
 		header += "\tLABELS"
 	}
 	fmt.Fprintln(tw, header)
 	for _, p := range proxies {
 		c := p.GetCounters()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d", p.GetSpec().GetName(), listenOf(p), p.GetSpec().GetServer(),
-			State(p.GetState()), c.GetConnectionsActive(), c.GetTransactions(), ProxyErrors(c))
+		if withTaps {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s", p.GetSpec().GetName(), Kind(p), listenOf(p), p.GetSpec().GetServer(),
+				ProxyState(p), c.GetConnectionsActive(), c.GetTransactions(), ProxyErrors(c), missed(c.GetTap()))
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d", p.GetSpec().GetName(), listenOf(p), p.GetSpec().GetServer(),
+				State(p.GetState()), c.GetConnectionsActive(), c.GetTransactions(), ProxyErrors(c))
+		}
 		if withLabels {
 			fmt.Fprintf(tw, "\t%s", orDash(labels.String(p.GetSpec().GetLabels())))
 		}
@@ -91,6 +101,40 @@ func WriteProxyList(w io.Writer, proxies []*snoopv1.Proxy) error {
 		}
 	}
 	return nil
+}
+
+// IsTap reports whether p is a tap (it captures beside the traffic)
+// rather than a proxy in its path.
+func IsTap(p *snoopv1.Proxy) bool {
+	return p.GetKind() == snoopv1.ProxyKind_PROXY_KIND_TAP || p.GetSpec().GetTapInterface() != ""
+}
+
+// Kind names p's kind: "proxy", or "tap" and the interface it captures.
+func Kind(p *snoopv1.Proxy) string {
+	if IsTap(p) {
+		return "tap " + p.GetSpec().GetTapInterface()
+	}
+	return "proxy"
+}
+
+// ProxyState is State, but a tap's listening is capturing.
+func ProxyState(p *snoopv1.Proxy) string {
+	if IsTap(p) && p.GetState() == snoopv1.ProxyState_PROXY_STATE_LISTENING {
+		return "capturing"
+	}
+	return State(p.GetState())
+}
+
+// missed is list's MISSED of a tap: packets the kernel dropped and
+// bytes the capture missed; "-" for a proxy.
+func missed(t *snoopv1.TapCounters) string {
+	if t == nil {
+		return "-"
+	}
+	if t.GetKernelDrops() == 0 && t.GetCaptureMissingBytes() == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d pkts, %s", t.GetKernelDrops(), Bytes(t.GetCaptureMissingBytes()))
 }
 
 // conditionText explains a proxy condition the API names; one it does not
@@ -131,13 +175,19 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	tw := newTable(w)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, k+":\t"+format+"\n", args...) }
 	row("name", "%s", s.GetName())
-	state := State(p.GetState())
+	if IsTap(p) {
+		row("kind", "tap on %s: captures the server's traffic, forwards nothing", s.GetTapInterface())
+	}
+	state := ProxyState(p)
 	if p.GetState() == snoopv1.ProxyState_PROXY_STATE_FAILED {
 		state += ": " + oneLine(p.GetError())
 	}
 	row("state", "%s", state)
 	for _, cond := range p.GetConditions() {
 		row("condition", "%s", conditionText(cond))
+	}
+	if IsTap(p) {
+		return writeTap(w, tw, row, p, now, loc)
 	}
 	listen := listenOf(p)
 	if s.GetListen() != "" && s.GetListen() != listen {
@@ -218,9 +268,65 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeProxyTail(w, p); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nlive connections: %d\n", len(conns))
+	if len(conns) > 0 {
+		return writeConnTable(w, conns, now, loc, "  ")
+	}
+	return nil
+}
+
+// writeTap is the rest of show for a tap: what it captured and missed
+// instead of a proxy's settings and connection errors.
+func writeTap(w io.Writer, tw *tabwriter.Writer, row func(k, format string, args ...any), p *snoopv1.Proxy, now time.Time, loc *time.Location) error {
+	s, c, t := p.GetSpec(), p.GetCounters(), p.GetCounters().GetTap()
+	row("server", "%s", orDash(s.GetServer()))
+	if l := s.GetLabels(); len(l) > 0 {
+		row("labels", "%s", labels.String(l))
+	}
+	capture := "off"
+	if s.GetCaptureData() {
+		limit := s.GetCaptureLimit()
+		if limit == 0 {
+			limit = 32768 // the API's documented default
+		}
+		capture = fmt.Sprintf("on, up to %d bytes per transaction", limit)
+	}
+	row("capture data", "%s", capture)
+	if ts := p.GetCreateTime(); ts != nil {
+		row("created", "%s (%s ago)", ts.AsTime().In(orUTC(loc)).Format(time.RFC3339), Age(now.Sub(ts.AsTime())))
+	}
+	row("connections", "%d active, %d total", c.GetConnectionsActive(), c.GetConnectionsTotal())
+	row("packets", "%d captured, %d dropped by the kernel (its ring was full)", t.GetKernelPackets(), t.GetKernelDrops())
+	row("missed", "%s, %s missing; %s, %s skipped",
+		Count(t.GetCaptureGaps(), "capture gap", "capture gaps"), Bytes(t.GetCaptureMissingBytes()),
+		Count(t.GetResyncs(), "resync", "resyncs"), Bytes(t.GetResyncSkippedBytes()))
+	readErrs := strconv.FormatInt(t.GetReadErrors(), 10)
+	if e := t.GetLastReadError(); e != "" {
+		readErrs += " (last: " + oneLine(e) + ")"
+	}
+	row("read errors", "%s", readErrs)
+	row("traffic", "up %s in %d frames, down %s in %d frames",
+		Bytes(c.GetBytesUp()), c.GetFramesUp(), Bytes(c.GetBytesDown()), c.GetFramesDown())
+	row("transactions", "%d, %d with an error result", c.GetTransactions(), TxErrors(c))
+	row("protocol errors", "%d", c.GetProtocolErrors())
+	row("latency", "%s", latencyLine(c.GetLatency()))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// No live connections: a tap has none of its own to list or close.
+	return writeProxyTail(w, p)
+}
+
+// writeProxyTail is the end of show: per-operation table, faults and
+// latency histogram.
+func writeProxyTail(w io.Writer, p *snoopv1.Proxy) error {
+	s, c := p.GetSpec(), p.GetCounters()
 	if len(c.GetOps()) > 0 {
 		fmt.Fprintln(w, "\nops:")
-		tw = newTable(w)
+		tw := newTable(w)
 		fmt.Fprintln(tw, "  OP\tCOUNT\tHIT%\tP50\tP99\tLATENCY\tRESULTS")
 		for _, oc := range c.GetOps() {
 			p50, p99 := "-", "-"
@@ -246,10 +352,6 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		if err := WriteBars(w, &s, "  ", 40); err != nil {
 			return err
 		}
-	}
-	fmt.Fprintf(w, "\nlive connections: %d\n", len(conns))
-	if len(conns) > 0 {
-		return writeConnTable(w, conns, now, loc, "  ")
 	}
 	return nil
 }
