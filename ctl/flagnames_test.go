@@ -37,7 +37,7 @@ var flagVocabulary = map[string]string{
 	"capture-limit": "session data kept", "max-connections": "connection limit", "max-conns": "connection limit",
 	"dial-timeout": "a timeout", "idle-timeout": "a timeout", "message-timeout": "a timeout", "response-timeout": "a timeout",
 	"spare-connections": "spare server connections", "spares": "spare server connections", "socket-mode": "a unix socket's mode",
-	"tap": "a network interface a tap captures on",
+	"tap":   "a network interface a tap captures on",
 	"drain": "let connections finish", "close-connections": "close live connections",
 	// Files.
 	"file": "an input file", "f": "an input file", "prune": "remove what is not declared", "dry-run": "only say what would change",
