@@ -38,6 +38,10 @@
 //   - dc_snoop between dccache and dcload on unix sockets, as dc_snoop(1)'s
 //     example runs it: its log against dcload's report, text and JSON, its
 //     summary on SIGTERM, and its exit statuses for help and bad input;
+//   - a live tap (snoopctl add --tap lo) beside dccache on 127.0.0.1
+//     while dcload runs straight at the cache (root only): snoopctl tail
+//     -o json of the tap against dcload's count, show, the tap's
+//     counters in /metrics, a fault refused, remove;
 //   - the NATS export's server going away is driven with the fleet's tests
 //     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd
 //     exporting under load while the NATS server stops and comes back).
