@@ -186,31 +186,34 @@ func feedAssembler(t *testing.T, a *assembler, h *half, chunks ...[]byte) {
 func TestAssemblerPairsTheSameAtEveryCut(t *testing.T) {
 	r := newRecorded()
 	want := append(slices.Clone(r.want), r.wantAtClose...)
-	for _, stream := range []string{"up", "down"} {
-		b := r.upBytes
-		if stream == "down" {
-			b = r.downBytes
+	r.eachCut(func(how string, upChunks, downChunks [][]byte) {
+		sink := &recSink{}
+		a := newTestAssembler(sink, false)
+		var up, down half
+		a.initHalf(&up, distcache.ClientToServer)
+		a.initHalf(&down, distcache.ServerToClient)
+		feedAssembler(t, a, &up, upChunks...)
+		feedAssembler(t, a, &down, downChunks...)
+		a.unanswered(time.Unix(2, 0))
+		if got := txLines(sink.take()); !slices.Equal(got, want) {
+			t.Fatalf("%s:\ngot  %s\nwant %s", how, strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 		}
-		for cut := 1; cut <= len(b); cut++ {
-			sink := &recSink{}
-			a := newTestAssembler(sink, false)
-			var up, down half
-			a.initHalf(&up, distcache.ClientToServer)
-			a.initHalf(&down, distcache.ServerToClient)
-			if stream == "up" {
-				feedAssembler(t, a, &up, r.upBytes[:cut], r.upBytes[cut:])
-				feedAssembler(t, a, &down, r.downBytes)
-			} else {
-				feedAssembler(t, a, &up, r.upBytes)
-				feedAssembler(t, a, &down, r.downBytes[:cut], r.downBytes[cut:])
-			}
-			a.unanswered(time.Unix(2, 0))
-			if got := txLines(sink.take()); !slices.Equal(got, want) {
-				t.Fatalf("%s cut at %d:\ngot  %s\nwant %s", stream, cut, strings.Join(got, "\n     "), strings.Join(want, "\n     "))
-			}
-		}
+	})
+}
+
+// eachCut calls f with the recorded streams cut in two at every place of
+// one of them, the other whole.
+func (r *recorded) eachCut(f func(how string, upChunks, downChunks [][]byte)) {
+	for cut := 1; cut <= len(r.upBytes); cut++ {
+		f(fmt.Sprintf("requests cut at %d", cut), cutAt(r.upBytes, cut), [][]byte{r.downBytes})
+	}
+	for cut := 1; cut <= len(r.downBytes); cut++ {
+		f(fmt.Sprintf("responses cut at %d", cut), [][]byte{r.upBytes}, cutAt(r.downBytes, cut))
 	}
 }
+
+// cutAt splits b in two at i.
+func cutAt(b []byte, i int) [][]byte { return [][]byte{b[:i], b[i:]} }
 
 // A transaction's latency runs from its request's first byte to its
 // response's last; an orphan starts when it is read; counters follow the

@@ -141,7 +141,9 @@ type Config struct {
 	// a counter of its own.
 	ConnIDs *atomic.Uint64
 	// Engine serves the proxy's connections; share one between all proxies
-	// of a daemon. Nil means the portable goroutine engine.
+	// of a daemon. Nil means DefaultEngine, the one snoopd runs (event
+	// loops on Linux), made for the proxy alone when it starts listening
+	// and closed when it stops.
 	Engine Engine
 	// Logf, if set, receives the rare lines worth a log: accepts failing
 	// for want of file descriptors, and requests closed as echoes of a

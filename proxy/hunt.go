@@ -46,9 +46,16 @@ type hunter struct {
 	pos        int
 }
 
-// reset forgets every byte: what comes next follows a gap.
+// reset forgets every byte: what comes next follows a gap. A buffer
+// grown by a large read is let go: a capture may hold many connections.
 func (h *hunter) reset() {
 	h.buf, h.pos = h.buf[:0], 0
+	if cap(h.buf) > 4*huntHistory {
+		h.buf = nil
+	}
+	if cap(h.spare) > 4*huntHistory {
+		h.spare = nil
+	}
 }
 
 // drop forgets every byte and returns how many were not judged yet.

@@ -99,7 +99,9 @@ func (o *Observer) Open(client string, now time.Time, midStream bool) *ObservedC
 func (c *ObservedConn) ID() uint64 { return c.id }
 
 // Data assembles the next bytes of direction dir, read at now: whatever
-// they complete is published before Data returns. p is not kept.
+// they complete is published before Data returns. p is not kept. Bytes
+// of a direction other than ClientToServer or ServerToClient, or after
+// Close, are ignored.
 func (c *ObservedConn) Data(dir distcache.Direction, p []byte, now time.Time) {
 	d := c.dir(dir)
 	if d == nil || c.closed {

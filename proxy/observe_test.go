@@ -39,9 +39,6 @@ func observe(o *Observer, midStream [2]bool, upChunks, downChunks [][]byte) {
 	c.Close("client closed", now)
 }
 
-// cutAt splits b in two at i.
-func cutAt(b []byte, i int) [][]byte { return [][]byte{b[:i], b[i:]} }
-
 // bytewise splits b into chunks of one byte.
 func bytewise(b []byte) [][]byte {
 	out := make([][]byte, len(b))
@@ -58,33 +55,23 @@ func bytewise(b []byte) [][]byte {
 func TestObserverAssemblesWholeStreamsAtEveryCut(t *testing.T) {
 	r := newRecorded()
 	want := append(slices.Clone(r.want), r.wantAtClose...)
-	for _, stream := range []string{"up", "down"} {
-		b := r.upBytes
-		if stream == "down" {
-			b = r.downBytes
+	r.eachCut(func(how string, upChunks, downChunks [][]byte) {
+		sink := &recSink{}
+		o := NewObserver("cap", sink, ObserverOptions{})
+		observe(o, [2]bool{}, upChunks, downChunks)
+		ev := sink.take()
+		if got := txLines(ev); !slices.Equal(got, want) {
+			t.Fatalf("%s:\ngot  %s\nwant %s", how, strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 		}
-		for cut := 1; cut <= len(b); cut++ {
-			sink := &recSink{}
-			o := NewObserver("cap", sink, ObserverOptions{})
-			if stream == "up" {
-				observe(o, [2]bool{}, cutAt(r.upBytes, cut), [][]byte{r.downBytes})
-			} else {
-				observe(o, [2]bool{}, [][]byte{r.upBytes}, cutAt(r.downBytes, cut))
-			}
-			ev := sink.take()
-			if got := txLines(ev); !slices.Equal(got, want) {
-				t.Fatalf("%s cut at %d:\ngot  %s\nwant %s", stream, cut, strings.Join(got, "\n     "), strings.Join(want, "\n     "))
-			}
-			first, last := ev[0], ev[len(ev)-1]
-			if first.Kind != KindConnOpened || first.Proxy != "cap" || first.ConnID != 1 || first.Client != "client" {
-				t.Fatalf("first event %+v, want the connection opened", first)
-			}
-			if last.Kind != KindConnClosed || last.Closed.BytesUp != int64(len(r.upBytes)) || last.Closed.BytesDown != int64(len(r.downBytes)) ||
-				last.Closed.Reason != "client closed" || last.Closed.Transactions != 5 {
-				t.Fatalf("last event %+v %+v, want the close with %d/%d bytes and 5 transactions", last, last.Closed, len(r.upBytes), len(r.downBytes))
-			}
+		first, last := ev[0], ev[len(ev)-1]
+		if first.Kind != KindConnOpened || first.Proxy != "cap" || first.ConnID != 1 || first.Client != "client" {
+			t.Fatalf("%s: first event %+v, want the connection opened", how, first)
 		}
-	}
+		if last.Kind != KindConnClosed || last.Closed.BytesUp != int64(len(r.upBytes)) || last.Closed.BytesDown != int64(len(r.downBytes)) ||
+			last.Closed.Reason != "client closed" || last.Closed.Transactions != 5 {
+			t.Fatalf("%s: last event %+v %+v, want the close with %d/%d bytes and 5 transactions", how, last, last.Closed, len(r.upBytes), len(r.downBytes))
+		}
+	})
 	s := NewObserver("cap", nil, ObserverOptions{})
 	observe(s, [2]bool{}, [][]byte{r.upBytes}, [][]byte{r.downBytes})
 	st := s.Stats()
@@ -376,4 +363,28 @@ func hasHeader(b []byte, resp bool, tx *Transaction) bool {
 		}
 	}
 	return false
+}
+
+// BenchmarkObserver assembles the recorded connection (12 messages, 14
+// frames, 6.2 KB) from its start, and from one byte in, which makes each
+// direction hunt first.
+func BenchmarkObserver(b *testing.B) {
+	r := newRecorded()
+	for _, c := range []struct {
+		name string
+		skip int
+	}{{"from-start", 0}, {"mid-stream", 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			o := NewObserver("bench", Discard, ObserverOptions{})
+			now := time.Unix(10, 0)
+			b.SetBytes(int64(len(r.upBytes) + len(r.downBytes) - 2*c.skip))
+			b.ReportAllocs()
+			for b.Loop() {
+				conn := o.Open("client", now, c.skip > 0)
+				conn.Data(up, r.upBytes[c.skip:], now)
+				conn.Data(down, r.downBytes[c.skip:], now)
+				conn.Close("end", now)
+			}
+		})
+	}
 }
