@@ -95,6 +95,18 @@ func (fr *fileReading) open(name string, stdin io.Reader) (*openedFile, error) {
 		r, label = file, name
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
+	if !pcapfile.IsCapture(contentHead(br)) {
+		// The JSON capture reader takes gzip itself, and says when the
+		// compressed data ends early.
+		cr, err := capture.NewReader(label, br)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.eventFile = cr
+		f.closers = append(f.closers, cr)
+		return f, nil
+	}
 	if head, _ := br.Peek(2); bytes.Equal(head, gzipMagic) {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
@@ -103,16 +115,6 @@ func (fr *fileReading) open(name string, stdin io.Reader) (*openedFile, error) {
 		}
 		f.closers = append(f.closers, gz)
 		br = bufio.NewReaderSize(gz, 64<<10)
-	}
-	head, _ := br.Peek(4)
-	if !pcapfile.IsCapture(head) {
-		cr, err := capture.NewReader(label, br)
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		f.eventFile = cr
-		return f, nil
 	}
 	if !fr.hasServer {
 		f.Close()
@@ -143,6 +145,25 @@ func (p pcapEvents) Next() (*snoopv1.WatchEventsResponse, error) {
 		err = fmt.Errorf("%s: %w", p.label, err)
 	}
 	return resp, err
+}
+
+// contentHead returns the first 4 bytes of what br holds, decompressed
+// when it is gzip, without consuming anything: the first compressed bytes
+// are peeked and decompressed apart. Fewer come back when there are fewer,
+// or when the first 16 KiB do not decompress to 4 bytes.
+func contentHead(br *bufio.Reader) []byte {
+	if head, _ := br.Peek(2); !bytes.Equal(head, gzipMagic) {
+		head, _ = br.Peek(4)
+		return head
+	}
+	raw, _ := br.Peek(16 << 10) // fewer at the end of the input
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil
+	}
+	var head [4]byte
+	n, _ := io.ReadFull(zr, head[:])
+	return head[:n]
 }
 
 // done adds what a packet capture counted to the totals.
