@@ -221,7 +221,7 @@ func (s *Sniffer) Packet(data []byte, ci gopacket.CaptureInfo, link layers.LinkT
 		f.dirs[0].started && f.dirs[0].base != seg.seq+1 {
 		// A new SYN on the pair of a connection not seen to close: the
 		// client is reconnecting on the same port, the old one is over.
-		s.close(f, "client reconnected", now)
+		s.close(f, "client reconnected", now, false)
 		f = nil
 	}
 	if f == nil {
@@ -232,16 +232,16 @@ func (s *Sniffer) Packet(data []byte, ci gopacket.CaptureInfo, link layers.LinkT
 	s.lru.MoveToBack(f.elem)
 	f.segment(s, dir, &seg, now)
 	if seg.rst {
-		s.close(f, peer(dir)+" reset", now)
+		s.close(f, peer(dir)+" reset", now, true)
 		return
 	}
 	if f.dirs[0].finished() && f.dirs[1].finished() {
-		s.close(f, f.firstFin+" closed", now)
+		s.close(f, f.firstFin+" closed", now, true)
 		return
 	}
 	if seg.fin && f.dirs[0].finSeen && f.dirs[1].finSeen {
 		// Both ends are done and a hole is left: nothing will fill it.
-		s.close(f, f.firstFin+" closed", now)
+		s.close(f, f.firstFin+" closed", now, true)
 		return
 	}
 	s.bound(now)
@@ -251,7 +251,7 @@ func (s *Sniffer) Packet(data []byte, ci gopacket.CaptureInfo, link layers.LinkT
 // what was held out of order as capture gaps and data first.
 func (s *Sniffer) Finish(reason string) {
 	for s.lru.Len() > 0 {
-		s.close(s.lru.Front().Value.(*flow), reason, s.last)
+		s.close(s.lru.Front().Value.(*flow), reason, s.last, false)
 	}
 }
 
@@ -278,7 +278,7 @@ func (s *Sniffer) open(key flowKey, dir distcache.Direction, seg *segmentInfo, n
 	}
 	for len(s.flows) >= s.opts.MaxConns {
 		s.stats.evicted.Add(1)
-		s.close(s.lru.Front().Value.(*flow), "evicted: too many connections", now)
+		s.close(s.lru.Front().Value.(*flow), "evicted: too many connections", now, false)
 	}
 	s.closed.remove(key)
 	f := &flow{key: key}
@@ -291,8 +291,11 @@ func (s *Sniffer) open(key flowKey, dir distcache.Direction, seg *segmentInfo, n
 }
 
 // close hands on what is held (skipping the holes), closes the
-// connection and forgets it.
-func (s *Sniffer) close(f *flow, reason string, now time.Time) {
+// connection and forgets it. A connection that ended (FIN, RST) is
+// remembered for a while, so its trailing segments start nothing; one
+// closed for want of room or activity is not, so that if it goes on it
+// is picked up again mid-stream.
+func (s *Sniffer) close(f *flow, reason string, now time.Time, ended bool) {
 	for i := range f.dirs {
 		d := &f.dirs[i]
 		before := d.heldBytes
@@ -302,7 +305,9 @@ func (s *Sniffer) close(f *flow, reason string, now time.Time) {
 	f.conn.Close(reason, now)
 	s.lru.Remove(f.elem)
 	delete(s.flows, f.key)
-	s.closed.add(f.key, now, s.opts.MaxConns)
+	if ended {
+		s.closed.add(f.key, now, s.opts.MaxConns)
+	}
 }
 
 // expire closes the connections idle for longer than the idle timeout.
@@ -313,7 +318,7 @@ func (s *Sniffer) expire(now time.Time) {
 			return
 		}
 		s.stats.evicted.Add(1)
-		s.close(f, "idle in the capture", f.seen.Add(s.opts.IdleTimeout))
+		s.close(f, "idle in the capture", f.seen.Add(s.opts.IdleTimeout), false)
 	}
 }
 

@@ -398,3 +398,21 @@ func TestAcknowledgedHoleIsAGapBeforeTheAnswer(t *testing.T) {
 		t.Fatalf("log %q", rec.log)
 	}
 }
+
+func TestEvictedConnectionThatGoesOnIsPickedUpAgain(t *testing.T) {
+	rec := &recorder{}
+	opts := portServer(9001)
+	opts.IdleTimeout = time.Minute
+	s := New(rec, opts)
+	c := snifftest.NewConversation(t, layers.LinkTypeEthernet, testClient, testServer)
+	c.Handshake()
+	c.Send(true, []byte("one"), 100)
+	c.At = c.At.Add(90 * time.Second) // closed at 60 s idle; the ended would be ignored till 180 s
+	c.Send(true, []byte("two"), 100)
+	feed(s, c)
+	s.Finish("end of capture")
+	if len(rec.conns) != 2 || rec.conns[0].closed != "idle in the capture" || !rec.conns[1].midStream ||
+		rec.conns[1].streams[0].String() != "two" {
+		t.Fatalf("log %q", rec.log)
+	}
+}
