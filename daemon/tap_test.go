@@ -105,3 +105,33 @@ func TestTapUpdateRefusals(t *testing.T) {
 		t.Errorf("a proxy's faults: %v", err)
 	}
 }
+
+// FuzzTapSpec: a tap's spec, whatever its interface and server, is
+// refused with a field error or normalised to a spec that is a tap,
+// has a TCP server with a port, no listen address, and normalises to
+// itself again (apply compares normalised specs).
+func FuzzTapSpec(f *testing.F) {
+	for _, s := range [][2]string{{"lo", "9000"}, {"eth0", "IP:10.0.0.5:9000"}, {"lo", "[::1]:9000"}, {"lo", "UNIX:/x"}, {"a/b", "1"}, {"lo", "0"}, {"lo", "65536"}, {"lo", "host:1"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, iface, server string) {
+		if iface == "" {
+			return // not a tap
+		}
+		norm, cfg, err := normalize(&snoopv1.ProxySpec{Name: "t", TapInterface: iface, Server: server})
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || (fe.Field != "tap_interface" && fe.Field != "server") {
+				t.Fatalf("%q %q: %v, want a field error on tap_interface or server", iface, server, err)
+			}
+			return
+		}
+		if !isTap(norm) || norm.GetListen() != "" || !cfg.Listen.IsZero() || cfg.Server.Port() == 0 || cfg.Server.String() != norm.GetServer() {
+			t.Fatalf("%q %q: normalised to %v, server %v", iface, server, norm, cfg.Server)
+		}
+		again, _, err := normalize(norm)
+		if err != nil || again.GetServer() != norm.GetServer() {
+			t.Fatalf("%q %q: normalised again: %v %v", iface, server, again, err)
+		}
+	})
+}
