@@ -21,4 +21,11 @@
 // proxy of the registry and how it is made and described; state.go saves
 // the registry in groups; addrindex.go files the proxies by address, and
 // loopgraph.go walks that index for the proxy-loop checks of loop.go.
+//
+// A registered name holds a runner (runner.go): a proxy in the traffic's
+// path, or a tap beside it (tap.go: a capture on a network interface by
+// package tap, fed into one proxy.Observer for the tap's life). Both are
+// created, changed, saved, restored, described, counted and watched the
+// same way; a tap listens nowhere, so no address check or loop check
+// counts it, and takes no faults.
 package daemon

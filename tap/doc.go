@@ -13,4 +13,8 @@
 // space (Stats.Kernel), bytes the reassembly found missing (capture gaps,
 // published as events, and Stats.Capture), and the resyncs of the
 // observer's decoders (Stats.Proxy).
+//
+// snoopd runs one Tap at a time per tap of its registry, each feeding
+// the same Config.Observer, so that a tap disabled and enabled again,
+// or moved to another server, keeps its counters and connection ids.
 package tap
