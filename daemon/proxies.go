@@ -199,7 +199,13 @@ func (d *Daemon) prepareChange(e *entry, spec *snoopv1.ProxySpec) (bool, error) 
 // saved: server and options (which cannot fail, cfg being valid), then
 // disabling, which may close connections and so comes last.
 func (d *Daemon) finishChange(e *entry, spec *snoopv1.ProxySpec, cfg proxy.Config, closeConns bool) {
-	if err := e.p.SetServer(cfg.Server); err != nil {
+	if err := e.p.SetServer(cfg.Server); err != nil && isTap(spec) {
+		// A tap starts a new capture for its new server, which can fail
+		// (its host name does not resolve, the interface went away): it
+		// stays, failed, saying why, as a proxy that cannot bind does.
+		d.reg.locked(func(held) error { e.bindErr = err; return nil })
+		d.log.Warn("tap cannot capture for its new server; it stays failed until enabled again", "proxy", spec.GetName(), "err", err)
+	} else if err != nil {
 		d.log.Error("proxy refused a validated server address", "proxy", spec.GetName(), "err", err)
 	}
 	if err := e.p.SetOptions(cfg.Options); err != nil {

@@ -463,3 +463,23 @@ func TestApplyTreatsATapAsAProxy(t *testing.T) {
 		t.Errorf("pruned: %v", act)
 	}
 }
+
+// TestTapWhoseNewServerCannotBeCapturedSaysWhy: a tap moved to a server
+// whose host name does not resolve stops capturing and is failed with
+// the look-up's error, not a bare "not listening".
+func TestTapWhoseNewServerCannotBeCapturedSaysWhy(t *testing.T) {
+	needRoot(t)
+	a := startAPI(t, Config{}, ServerOptions{})
+	ctx := context.Background()
+	cache := startCache(t)
+	if _, err := a.d.CreateProxy(ctx, tapSpec("t", cache.String())); err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.d.UpdateProxy(ctx, &snoopv1.ProxySpec{Name: "t", Server: "IP:no-such-host.invalid:9000"}, []string{"server"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.GetState() != snoopv1.ProxyState_PROXY_STATE_FAILED || !strings.Contains(p.GetError(), "server: server \"IP:no-such-host.invalid:9000\": look up no-such-host.invalid") {
+		t.Errorf("a tap moved to a server that does not resolve: %v %q", p.GetState(), p.GetError())
+	}
+}
