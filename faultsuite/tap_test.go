@@ -2,6 +2,7 @@ package faultsuite
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,7 +18,8 @@ import (
 // TestLiveTapOnLoopback makes a tap with snoopctl add --tap lo beside a
 // dccache on 127.0.0.1, runs dcload straight at the cache while
 // snoopctl tail -o json follows the tap, and holds what the tap saw to
-// what dcload did: every transaction in the tail, none dropped; show
+// what dcload did: every transaction in the tail, none dropped; stats'
+// totals; show
 // with the tap's kind and counters; /metrics with its capture counters
 // and its transactions; a fault refused; remove ends it.
 func TestLiveTapOnLoopback(t *testing.T) {
@@ -57,6 +59,20 @@ func TestLiveTapOnLoopback(t *testing.T) {
 		t.Errorf("snoopctl tail -o json of the tap: %d transactions, %d dropped; dcload made %d", tx, dropped, rep.Ops)
 	}
 
+	var st struct {
+		Proxies []struct {
+			Kind     string `json:"kind"`
+			Counters struct {
+				Transactions json.Number `json:"transactions"` // an int64: protojson writes it as a string
+			} `json:"counters"`
+		} `json:"proxies"`
+	}
+	if err := json.Unmarshal([]byte(d.mustCtl(t, "stats", "lo-tap", "-o", "json")), &st); err != nil {
+		t.Fatalf("snoopctl stats -o json: %v", err)
+	}
+	if len(st.Proxies) != 1 || st.Proxies[0].Kind != "PROXY_KIND_TAP" || st.Proxies[0].Counters.Transactions.String() != strconv.FormatInt(rep.Ops, 10) {
+		t.Errorf("snoopctl stats lo-tap -o json: %+v; dcload made %d", st.Proxies, rep.Ops)
+	}
 	show := d.mustCtl(t, "show", "lo-tap")
 	for _, want := range []string{"tap on lo", "capturing", "packets:", "transactions:"} {
 		if !strings.Contains(show, want) {
