@@ -304,10 +304,15 @@ func (a *assembler) responseDone(h *half, now time.Time, fx *faultStep) (*fault,
 	}
 	// Detach before the queue shifts: the id still lives in the request.
 	a.detach(t)
+	if !orphan && fx == nil {
+		a.pending = append(a.pending[:i], a.pending[i+1:]...)
+	}
 	a.mu.Unlock()
 
 	var f *fault
 	if fx != nil {
+		// Decided unlocked: a filter may take its time, and the index
+		// stays valid (only this direction removes requests).
 		ev := &h.out[h.nout-1].Event
 		ev.Tx = t
 		ev.MatchView(&fx.view)
@@ -323,11 +328,11 @@ func (a *assembler) responseDone(h *half, now time.Time, fx *faultStep) (*fault,
 			}
 			return f, 0
 		}
-	}
-	if !orphan {
-		a.mu.Lock()
-		a.pending = append(a.pending[:i], a.pending[i+1:]...)
-		a.mu.Unlock()
+		if !orphan {
+			a.mu.Lock()
+			a.pending = append(a.pending[:i], a.pending[i+1:]...)
+			a.mu.Unlock()
+		}
 	}
 	switch {
 	case f != nil:
