@@ -62,6 +62,7 @@ var flagConcepts = []struct {
 	{"keep events of these proxies", "proxy", []string{"tail", "save", "stats", "read", "plot", "top"}},
 	{"keep events from a time on", "since", []string{"read", "plot"}},
 	{"keep events before a time", "until", []string{"read", "plot"}},
+	{"the distcache server's address", "server", []string{"add", "read", "plot"}},
 }
 
 // allCommands walks the command tree: "fault add" for a subcommand.

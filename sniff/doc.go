@@ -15,7 +15,10 @@
 // A hole becomes a gap when the peer acknowledges the bytes after it (it
 // has them, so the capture lost them; and the answer that follows must
 // not reach the assembler before what it answers), when the buffer bound
-// is reached, or when the connection ends.
+// is reached, or when the connection ends. So a capture that puts a
+// segment after the peer's acknowledgement of it (one taken of two
+// directions on separate queues) shows a gap there, not a transaction
+// rebuilt from bytes that came late.
 //
 // Memory is bounded: at most Options.MaxConns connections (the least
 // recently active is closed to make room; idle ones close after

@@ -2929,7 +2929,8 @@ type WatchEventsRequest struct {
 	// filter is a CEL expression (https://cel.dev) an event must satisfy,
 	// combined with the fields above by AND. Variables: proxy, daemon
 	// (string), conn (uint), kind (string: "transaction", "conn-opened",
-	// "conn-closed", "connect-failed", "conn-refused", "protocol-error"), op
+	// "conn-closed", "connect-failed", "conn-refused", "protocol-error",
+	// "capture-gap"), op
 	// (string: "add", "get", "remove", "have"; "-" for a transaction whose
 	// operation the protocol does not define; "" for other kinds), result
 	// (string: "ok", "notok", "hit", "miss", "exists", "timeout-range",
