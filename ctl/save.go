@@ -28,6 +28,7 @@ func (e *env) saveCommand() *cli.Command {
 		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10M, 512K, 1.5G: powers of 1024; at least 64K)"},
 		&cli.IntFlag{Name: "rotate-keep", Value: capture.DefaultRotateKeep, Usage: "with --rotate-size, keep the `N` newest rotated files and delete older ones (0: keep all)"},
 		dataFlag(),
+		&cli.StringFlag{Name: "format", Usage: "write FILE as `FORMAT`: jsonl (the capture 'snoopctl read' takes) or pcapng (for Wireshark); default: pcapng for a name ending in .pcapng, else jsonl"},
 	)
 	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
@@ -67,6 +68,13 @@ func (e *env) save(cCtx *cli.Context) error {
 	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return usagef("save: %s is a directory; name a file in it, such as %s", path, filepath.Join(path, "capture.jsonl"))
+	}
+	format, err := saveFormat(cCtx, path)
+	if err != nil {
+		return err
+	}
+	if format == formatPcapng {
+		return e.savePcapng(cCtx, path, proxies)
 	}
 	opts := capture.Options{Append: cCtx.Bool("append"), Force: cCtx.Bool("force")}
 	if opts.Append && opts.Force {
