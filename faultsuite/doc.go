@@ -38,6 +38,10 @@
 //   - dc_snoop between dccache and dcload on unix sockets, as dc_snoop(1)'s
 //     example runs it: its log against dcload's report, text and JSON, its
 //     summary on SIGTERM, and its exit statuses for help and bad input;
+//   - a pcapng written by snoopctl save from a dcload run through a
+//     proxy (TCP clients and unix socket clients), read by tshark with
+//     contrib/wireshark/distcache.lua and held to snoopctl tail -o json
+//     (skipped where tshark is missing);
 //   - the NATS export's server going away is driven with the fleet's tests
 //     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd
 //     exporting under load while the NATS server stops and comes back).
