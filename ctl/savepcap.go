@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -59,10 +60,15 @@ func (e *env) savePcapng(cCtx *cli.Context, path string, proxies []string) error
 		if err != nil {
 			return err
 		}
+		// Server host names are resolved once, here, within add's
+		// bound on a look-up; those that do not resolve in it get
+		// made-up addresses.
+		ctx, cancel := context.WithTimeout(cCtx.Context, resolveTimeout)
 		opts.Proxies = make(map[string]pcapout.Proxy, len(list.GetProxies()))
 		for _, p := range list.GetProxies() {
-			opts.Proxies[p.GetSpec().GetName()] = pcapout.Describe(cCtx.Context, p)
+			opts.Proxies[p.GetSpec().GetName()] = pcapout.Describe(ctx, p)
 		}
+		cancel()
 	}
 	src, err := e.openEvents(cCtx, req)
 	if err != nil {
@@ -88,11 +94,19 @@ func (e *env) savePcapng(cCtx *cli.Context, path string, proxies []string) error
 		os.Remove(path)
 		return failf("save: %s: %v", path, err)
 	}
+	p := &pcapProgress{e: e, w: w, bw: bw, on: isTerminal(e.stdio.Err), start: time.Now()}
 	res, err := src.stream(cCtx.Context, streamOptions{
 		action: "save",
 		count:  cCtx.Int64("count"),
 		dur:    cCtx.Duration("for"),
+		tick:   saveTick,
+		onTick: p.tick,
 	}, func(r *snoopv1.WatchEventsResponse) error {
+		p.events += int64(len(r.GetEvents()))
+		if r.GetEvent() != nil {
+			p.events++
+		}
+		p.dropped += r.GetDropped()
 		if ev := r.GetEvent(); ev != nil {
 			if err := w.WriteEvent(ev); err != nil {
 				return failf("save: %s: %v", path, err)
@@ -105,6 +119,7 @@ func (e *env) savePcapng(cCtx *cli.Context, path string, proxies []string) error
 		}
 		return nil
 	})
+	p.clear()
 	cerr := w.Close()
 	if cerr == nil {
 		cerr = bw.Flush()
@@ -124,4 +139,39 @@ func (e *env) savePcapng(cCtx *cli.Context, path string, proxies []string) error
 	fmt.Fprintf(e.stdio.Err, "wrote %s as %s to %s (%d dropped)\n",
 		count(res.events, "event", "events"), count(w.Packets(), "packet", "packets"), path, res.dropped)
 	return err
+}
+
+// pcapProgress keeps a pcapng save's file flushed (the connections
+// written so far) and, on a terminal, its progress line up to date.
+type pcapProgress struct {
+	e       *env
+	w       *pcapout.Writer
+	bw      *bufio.Writer
+	on      bool
+	start   time.Time
+	events  int64
+	dropped uint64
+}
+
+// tick flushes what is written and redraws the progress line. A failed
+// flush shows again at the end, from Close.
+func (p *pcapProgress) tick() {
+	if p.w.Flush() == nil {
+		_ = p.bw.Flush()
+	}
+	if !p.on {
+		return
+	}
+	rate := 0.0
+	if secs := time.Since(p.start).Seconds(); secs > 0 {
+		rate = float64(p.events) / secs
+	}
+	fmt.Fprintf(p.e.stdio.Err, "\r\x1b[K%d events, %.0f/s, %d dropped, %d packets", p.events, rate, p.dropped, p.w.Packets())
+}
+
+// clear removes the progress line before the final message.
+func (p *pcapProgress) clear() {
+	if p.on {
+		fmt.Fprint(p.e.stdio.Err, "\r\x1b[K")
+	}
 }

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -99,5 +101,51 @@ func TestSaveFormatFlag(t *testing.T) {
 	for _, flag := range [][]string{{"--append"}, {"--rotate-size", "1M"}} {
 		wantFail(t, run(t, append([]string{"-a", addr, "save", filepath.Join(dir, "y.pcapng")}, flag...)...), ExitUsage,
 			flag[0]+" is for JSON-lines captures; a pcapng file is written whole, start to end")
+	}
+}
+
+func TestSavePcapngFlushesClosedConnectionsWhileRunningAndTheRestAtCtrlC(t *testing.T) {
+	f, addr := startFake(t)
+	f.setEvents(testEvents(), nil) // the stream stays open after them
+	file := filepath.Join(t.TempDir(), "cap.pcapng")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() { done <- runCtl(ctx, "", "-a", addr, "save", file) }()
+	// web's connection closed among the events: its 12 packets reach the
+	// file while save still runs.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(file); err == nil && len(b) > 0 {
+			if r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.DefaultNgReaderOptions); err == nil {
+				n := 0
+				for ; n < 100; n++ {
+					if _, _, err := r.ReadPacketData(); err != nil {
+						break
+					}
+				}
+				if n == 12 {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the closed connection's packets did not reach the file while save ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("save did not end on Ctrl-C")
+	}
+	wantOK(t, r)
+	if r.err != "wrote 8 events as 17 packets to "+file+" (5 dropped)\n" {
+		t.Errorf("save said %q", r.err)
+	}
+	if n := len(pcapngEndpoints(t, file)); n != 17 {
+		t.Errorf("%d packets after Ctrl-C, want 17 (api's open connection at the end)", n)
 	}
 }

@@ -135,6 +135,15 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// Flush writes the packets of the connections closed so far through to
+// the underlying writer.
+func (w *Writer) Flush() error {
+	if err := w.ng.Flush(); err != nil {
+		return fmt.Errorf("pcapng: %w", err)
+	}
+	return nil
+}
+
 func keyOf(ev *snoopv1.Event) connKey {
 	p := ev.GetProxyInstance()
 	if p == "" {
