@@ -229,7 +229,7 @@ local function add_header(parent, tvb, off, n)
 end
 
 -- add_payload adds the payload fields of a message of op to tree.
-local function add_payload(tree, ptvb, resp, op, rec)
+local function add_payload(tree, ptvb, resp, op)
 	local n = ptvb:len()
 	if not resp then
 		if op == 0 then
@@ -263,9 +263,10 @@ local function add_payload(tree, ptvb, resp, op, rec)
 	end
 end
 
--- new_pdu records, on the first pass, what the message PDU at key is and
--- links it with its request or response.
-local function new_pdu(pinfo, s, up, resp, uid, op, payload, start)
+-- new_pdu records, on the first pass, a message PDU of stream s (its
+-- payload plen bytes long, starting with first) and links a response
+-- with its request.
+local function new_pdu(pinfo, s, resp, uid, op, plen, first, start)
 	local rec = { frame = pinfo.number, start = start, ts = pinfo.rel_ts }
 	if not resp then
 		local q = s.pending
@@ -279,7 +280,7 @@ local function new_pdu(pinfo, s, up, resp, uid, op, payload, start)
 			req.response_in = rec.frame
 			rec.response_to = req.frame
 			rec.latency = rec.ts - req.start
-			rec.result = result_of(op, payload:len(), payload:len() == 1 and payload:get_index(0) or 0)
+			rec.result = result_of(op, plen, first)
 			req.result = rec.result
 			return rec
 		end
@@ -295,8 +296,9 @@ local function nstime(secs)
 end
 
 -- dissect_message shows the message of frames frames starting at offset
--- (length bytes) and returns nothing.
-local function dissect_message(tvb, pinfo, tree, s, up, offset, length, frames, rec)
+-- (length bytes) as rec describes it, and returns its summary for the
+-- Info column.
+local function dissect_message(tvb, pinfo, tree, offset, length, frames, rec)
 	local resp = tvb(offset + 4, 1):uint()
 	local uid = tvb(offset + 5, 4):uint()
 	local op = tvb(offset + 10, 1):uint()
@@ -321,7 +323,7 @@ local function dissect_message(tvb, pinfo, tree, s, up, offset, length, frames, 
 	end
 	t:add(f.frames, frames):set_generated()
 	t:add(f.length, ptvb:len()):set_generated()
-	add_payload(t, ptvb, resp == 1, op, rec)
+	add_payload(t, ptvb, resp == 1, op)
 	if rec.result then
 		t:add(f.result, rec.result):set_generated()
 	elseif resp == 0 and pinfo.visited and not rec.response_in then
@@ -431,17 +433,12 @@ local function dissect(tvb, pinfo, tree)
 			local start = dir.partial_start or pinfo.rel_ts
 			dir.partial_start = nil
 			local resp = tvb(offset + 4, 1):uint() == 1
-			local payload = ByteArray.new()
-			local p = offset
-			for _ = 1, frames do
-				local dl = tvb(p + 12, 2):uint()
-				if dl > 0 then payload:append(tvb:bytes(p + HEADER, dl)) end
-				p = p + HEADER + dl
-			end
-			rec = new_pdu(pinfo, s, up, resp, tvb(offset + 5, 4):uint(), tvb(offset + 10, 1):uint(), payload, start)
+			local plen = pos - offset - frames * HEADER
+			local first = plen > 0 and tvb(offset + HEADER, 1):uint() or 0
+			rec = new_pdu(pinfo, s, resp, tvb(offset + 5, 4):uint(), tvb(offset + 10, 1):uint(), plen, first, start)
 			pdus[key] = rec
 		end
-		infos[#infos + 1] = dissect_message(tvb, pinfo, tree, s, up, offset, pos - offset, frames, rec)
+		infos[#infos + 1] = dissect_message(tvb, pinfo, tree, offset, pos - offset, frames, rec)
 		offset = pos
 	end
 	if #infos > 0 then

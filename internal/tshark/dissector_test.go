@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/vocab"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -349,5 +350,46 @@ func TestDissectorTakesThePortPreferenceWhereTheHeuristicCannot(t *testing.T) {
 	got := Transactions(c.run())
 	if len(got) != 1 || got[0].Result != "orphan" {
 		t.Errorf("without the port: %v, want one orphan response", got)
+	}
+}
+
+func TestDissectorNamesResultsAsSnoopdDoes(t *testing.T) {
+	needTshark(t)
+	id := []byte("sid")
+	add := distcache.AppendAddRequest(nil, 1000, id, []byte("data"))
+	cases := []struct {
+		op       distcache.Op
+		req      []byte
+		response []byte
+	}{
+		{distcache.OpAdd, add, []byte{0}},
+		{distcache.OpAdd, add, []byte{101}},
+		{distcache.OpAdd, add, []byte{104}},
+		{distcache.OpAdd, add, []byte{2}},
+		{distcache.OpGet, id, []byte("session data")},
+		{distcache.OpGet, id, []byte{1}},
+		{distcache.OpGet, id, []byte{0}},
+		{distcache.OpGet, id, nil},
+		{distcache.OpRemove, id, []byte{1}},
+		{distcache.OpRemove, id, []byte{0, 0}},
+		{distcache.OpHave, id, []byte{9}},
+	}
+	c := newCapture(t)
+	k := c.conn("10.0.0.1:40001", "10.0.0.2:9001")
+	var want []Transaction
+	for i, tc := range cases {
+		uid := uint32(i + 1)
+		k.send(i*100, true, req(uid, tc.op, tc.req))
+		k.send(i*100+10, false, resp(uid, tc.op, tc.response))
+		tx := distcache.Describe(distcache.Message{RequestUID: uid, Op: tc.op, Payload: tc.req},
+			distcache.Message{IsResponse: true, RequestUID: uid, Op: tc.op, Payload: tc.response}, distcache.ScanOptions{})
+		want = append(want, Transaction{"10.0.0.1:40001", opName(int(tc.op)), uid, vocab.ResultOf(&tx, false, false).String(),
+			hex.EncodeToString(id), 10 * time.Microsecond})
+	}
+	// A response to no request.
+	k.send(2000, false, resp(77, distcache.OpGet, []byte{1}))
+	want = append(want, Transaction{"10.0.0.1:40001", "get", 77, vocab.ResultOrphan.String(), "", 0})
+	if d := Compare(want, Transactions(c.run()), time.Microsecond); len(d) > 0 {
+		t.Errorf("tshark's results differ from snoopd's:\n%s", strings.Join(d, "\n"))
 	}
 }
