@@ -331,3 +331,25 @@ func equal[T comparable](a, b []T) bool {
 	}
 	return true
 }
+
+// BenchmarkWriteConnection writes one connection of eight events (seven
+// transactions, one of them a three-frame ADD) per iteration.
+func BenchmarkWriteConnection(b *testing.B) {
+	w, err := NewWriter(io.Discard, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs := connEvents("192.0.2.7:40000", 1)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		for _, ev := range evs {
+			ev.ConnectionId = uint64(i)
+			if err := w.WriteEvent(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
