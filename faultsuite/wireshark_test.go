@@ -12,6 +12,7 @@ import (
 
 	"github.com/snoopd/snoopd/ctl/pcapout"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 	"github.com/snoopd/snoopd/internal/tshark"
 )
@@ -24,7 +25,7 @@ import (
 // real, once with unix socket clients, whose addresses are made up.
 func TestSavedPcapngReadsInTsharkAsTailShowedIt(t *testing.T) {
 	if err := tshark.Available(); err != nil {
-		t.Skip(err)
+		skip.Missing(t, "%v", err)
 	}
 	d := startSnoopd(t, daemonOpts{})
 	cache := startCache(t, "IP:127.0.0.1:0")

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/vocab"
 )
 
@@ -116,7 +117,7 @@ func (c *capture) run(args ...string) []PDU {
 func needTshark(t *testing.T) {
 	t.Helper()
 	if err := Available(); err != nil {
-		t.Skip(err)
+		skip.Missing(t, "%v", err)
 	}
 }
 
