@@ -47,6 +47,7 @@ type Writer struct {
 	opts  Options
 	conns map[connKey]*conn
 	buf   gopacket.SerializeBuffer
+	msg   []byte // the message being written, reused
 
 	packets int64
 }
@@ -61,14 +62,17 @@ type connKey struct {
 type conn struct {
 	client, server netip.AddrPort
 	opened         time.Time // zero until known
-	segs           []segment
+	msgs           []message
 }
 
-// segment is one message (or a part of one) travelling one way.
-type segment struct {
-	t    time.Time
-	up   bool // client to server
-	data []byte
+// message is one message travelling one way, encoded when its
+// connection is written.
+type message struct {
+	t   time.Time
+	up  bool // client to server: a request
+	uid uint32
+	op  distcache.Op
+	p   payload
 }
 
 // NewWriter writes a pcapng section header and one raw-IP interface to w.
@@ -217,7 +221,7 @@ func (c *conn) add(ev *snoopv1.Event, keepData bool) {
 		if tx.GetOp() == snoopv1.Op_OP_ADD {
 			reqData = data
 		}
-		c.put(start, true, distcache.AppendMessage(nil, false, tx.GetRequestUid(), op, requestPayload(tx, reqData)))
+		c.msgs = append(c.msgs, message{t: start, up: true, uid: tx.GetRequestUid(), op: op, p: requestPayload(tx, reqData)})
 	}
 	if result == vocab.ResultUnanswered.String() {
 		return
@@ -227,22 +231,14 @@ func (c *conn) add(ev *snoopv1.Event, keepData bool) {
 	if hit {
 		respData = data
 	}
-	c.put(end, false, distcache.AppendMessage(nil, true, tx.GetRequestUid(), op, responsePayload(tx, hit, respData)))
-}
-
-func (c *conn) put(t time.Time, up bool, msg []byte) {
-	for len(msg) > 0 {
-		n := min(len(msg), maxSegment)
-		c.segs = append(c.segs, segment{t: t, up: up, data: msg[:n]})
-		msg = msg[n:]
-	}
+	c.msgs = append(c.msgs, message{t: end, up: false, uid: tx.GetRequestUid(), op: op, p: responsePayload(tx, hit, respData)})
 }
 
 // start is when the connection began: when it opened, or its first
-// segment if that came earlier (or no open was seen).
+// message if that came earlier (or no open was seen).
 func (c *conn) start() time.Time {
 	s := c.opened
-	for _, g := range c.segs {
+	for _, g := range c.msgs {
 		if s.IsZero() || g.t.Before(s) {
 			s = g.t
 		}
@@ -250,11 +246,11 @@ func (c *conn) start() time.Time {
 	return s
 }
 
-// writeConn writes c's handshake, its segments in time order with the
-// sequence and acknowledgement numbers that order gives, and, when
-// closed, a FIN from each side at end.
+// writeConn writes c's handshake, its messages in time order (a segment
+// each) with the sequence and acknowledgement numbers that order gives,
+// and, when closed, a FIN from each side at end.
 func (w *Writer) writeConn(c *conn, end time.Time, closed bool) error {
-	slices.SortStableFunc(c.segs, func(a, b segment) int { return a.t.Compare(b.t) })
+	slices.SortStableFunc(c.msgs, func(a, b message) int { return a.t.Compare(b.t) })
 	start := c.start()
 	if start.IsZero() {
 		start = end
@@ -279,13 +275,18 @@ func (w *Writer) writeConn(c *conn, end time.Time, closed bool) error {
 		}
 	}
 	last := start
-	for _, g := range c.segs {
-		me, peer := side(g.up)
-		if err := w.packet(c, g.t, g.up, tcpFlags{ack: true, psh: true}, next[me], next[peer], g.data); err != nil {
-			return err
+	for _, m := range c.msgs {
+		me, peer := side(m.up)
+		w.msg = distcache.AppendMessage(w.msg[:0], !m.up, m.uid, m.op, m.p.bytes())
+		for b := w.msg; len(b) > 0; {
+			n := min(len(b), maxSegment)
+			if err := w.packet(c, m.t, m.up, tcpFlags{ack: true, psh: true}, next[me], next[peer], b[:n]); err != nil {
+				return err
+			}
+			next[me] += uint32(n)
+			b = b[n:]
 		}
-		next[me] += uint32(len(g.data))
-		last = g.t
+		last = m.t
 	}
 	if !closed {
 		return nil
