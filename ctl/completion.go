@@ -239,6 +239,8 @@ func flagValues(cmd *cli.Command, typed string) []string {
 		return vocab.KindGroupNames()
 	case name == "by":
 		return []string{bySession}
+	case name == "format":
+		return []string{formatJSONL, formatPcapng}
 	}
 	return nil
 }

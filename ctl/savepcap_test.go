@@ -149,3 +149,10 @@ func TestSavePcapngFlushesClosedConnectionsWhileRunningAndTheRestAtCtrlC(t *test
 		t.Errorf("%d packets after Ctrl-C, want 17 (api's open connection at the end)", n)
 	}
 }
+
+func TestCompletionOffersSaveFormats(t *testing.T) {
+	_, addr := startFake(t)
+	if got := complete(t, "-a", addr, "save", "--format"); got != "jsonl\npcapng\n" {
+		t.Errorf("completion of save --format: %q, want jsonl and pcapng", got)
+	}
+}
