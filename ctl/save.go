@@ -62,7 +62,8 @@ func (e *env) saveCommand() *cli.Command {
 			"anyway); session data is zeros unless the proxy captures it (--capture-data)\n" +
 			"and --data is given, so by default the file holds no TLS master secret.\n" +
 			"A connection is written when it closes (those still open when save stops, at\n" +
-			"the end, without a FIN), so packets are grouped by connection; protocol\n" +
+			"the end, without a FIN), so packets are grouped by connection ('reordercap\n" +
+			"FILE SORTED', from Wireshark, puts them in time order); protocol\n" +
 			"errors are not in the file (the events do not carry the broken bytes).\n" +
 			"Unix sockets have no IP addresses: a server on PATH becomes 127.A.B.C:9001\n" +
 			"(A.B.C: the first 3 bytes of PATH's SHA-256); a client of a proxy listening\n" +
