@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"go.uber.org/goleak"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -27,75 +24,50 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// capture builds a pcapng of TCP streams segment by segment, so a test
-// decides where messages are cut.
+// capture is a Capture in memory, for one test, with times counted in
+// microseconds from its start.
 type capture struct {
 	t    *testing.T
 	buf  bytes.Buffer
-	w    *pcapgo.NgWriter
+	c    *Capture
 	base time.Time
 }
 
 func newCapture(t *testing.T) *capture {
 	c := &capture{t: t, base: time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC)}
-	w, err := pcapgo.NewNgWriterInterface(&c.buf, pcapgo.NgInterface{LinkType: layers.LinkTypeRaw, TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
-	if err != nil {
+	var err error
+	if c.c, err = NewCapture(&c.buf); err != nil {
 		t.Fatal(err)
 	}
-	c.w = w
 	return c
 }
 
 // conn is one TCP stream of a capture.
 type conn struct {
-	c              *capture
-	client, server netip.AddrPort
-	seq            [2]uint32 // client's, server's next
+	c *capture
+	s *Stream
 }
 
 func (c *capture) conn(client, server string) *conn {
-	k := &conn{c: c, client: netip.MustParseAddrPort(client), server: netip.MustParseAddrPort(server), seq: [2]uint32{1000, 5000}}
-	k.packet(0, true, true, false, nil)
-	k.seq[0]++
-	k.packet(0, false, true, true, nil)
-	k.seq[1]++
-	k.packet(0, true, false, true, nil)
-	return k
+	s, err := c.c.Stream(c.base, netip.MustParseAddrPort(client), netip.MustParseAddrPort(server))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return &conn{c: c, s: s}
 }
 
 // send writes data from the client (up) or the server at us
 // microseconds after the capture's start, one segment.
-func (k *conn) send(us int, up bool, data []byte) { k.packet(us, up, false, true, data) }
-
-func (k *conn) packet(us int, up, syn, ack bool, data []byte) {
-	src, dst, me := k.client, k.server, 0
-	if !up {
-		src, dst, me = k.server, k.client, 1
-	}
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: s[:], DstIP: d[:]}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: k.seq[me], Ack: k.seq[1-me],
-		SYN: syn, ACK: ack, PSH: len(data) > 0, Window: 65535}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+func (k *conn) send(us int, up bool, data []byte) {
+	if err := k.s.Send(k.c.base.Add(time.Duration(us)*time.Microsecond), up, data); err != nil {
 		k.c.t.Fatal(err)
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(data)); err != nil {
-		k.c.t.Fatal(err)
-	}
-	ts := k.c.base.Add(time.Duration(us) * time.Microsecond)
-	if err := k.c.w.WritePacket(gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}, buf.Bytes()); err != nil {
-		k.c.t.Fatal(err)
-	}
-	if !syn {
-		k.seq[me] += uint32(len(data))
 	}
 }
 
 // run writes the capture to a file and returns tshark's PDUs.
 func (c *capture) run(args ...string) []PDU {
 	c.t.Helper()
-	if err := c.w.Flush(); err != nil {
+	if err := c.c.Flush(); err != nil {
 		c.t.Fatal(err)
 	}
 	path := filepath.Join(c.t.TempDir(), "c.pcapng")
