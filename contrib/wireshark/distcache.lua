@@ -100,11 +100,12 @@ proto.prefs.port = Pref.uint("TCP port", DEFAULT_PORT, "TCP port of distcache se
 -- streams[k] holds the client of the TCP connection between the two
 -- endpoints k names and each direction's progress;
 -- pdus[key] what a message PDU was found to be; undecoded[key] marks
--- data after a protocol error.
-local streams, pdus, undecoded
+-- data after a protocol error; seen[n] marks the frames the first pass
+-- gave this dissector.
+local streams, pdus, undecoded, seen
 
 local function reset()
-	streams, pdus, undecoded = {}, {}, {}
+	streams, pdus, undecoded, seen = {}, {}, {}, {}
 end
 reset()
 proto.init = reset
@@ -350,6 +351,14 @@ end
 local function dissect(tvb, pinfo, tree)
 	local len = tvb:len()
 	if len == 0 then return 0 end
+	-- A stream the heuristic took in its middle is this dissector's from
+	-- then on, and later passes offer it the frames before too: decline
+	-- them, as the first pass never saw them as distcache.
+	if pinfo.visited then
+		if not seen[pinfo.number] then return 0 end
+	else
+		seen[pinfo.number] = true
+	end
 	pinfo.cols.protocol = "DISTCACHE"
 	local first_resp = len > 4 and tvb(4, 1):uint() or 0
 	local s, up = stream_of(pinfo, first_resp)

@@ -319,10 +319,18 @@ func TestDissectorTakesThePortPreferenceWhereTheHeuristicCannot(t *testing.T) {
 		t.Errorf("with the port set: %s", strings.Join(d, "\n"))
 	}
 	// Without it, the heuristic takes the stream at the response, which
-	// then answers nothing the dissector saw.
-	got := Transactions(c.run())
+	// then answers nothing the dissector saw; the request's segments
+	// before stay out of it on the second pass too, rather than showing
+	// as broken frames.
+	pdus := c.run()
+	got := Transactions(pdus)
 	if len(got) != 1 || got[0].Result != "orphan" {
 		t.Errorf("without the port: %v, want one orphan response", got)
+	}
+	for _, p := range pdus {
+		if p.Rule != "" || p.Frames == 0 {
+			t.Errorf("without the port, frame %d shows as %+v", p.Frame, p)
+		}
 	}
 }
 
