@@ -174,8 +174,9 @@ func (w *Writer) addresses(ev *snoopv1.Event) (client, server netip.AddrPort) {
 	p := w.opts.Proxies[ev.GetProxy()]
 	server = p.Server
 	if !server.IsValid() {
-		made := UnixServer(ev.GetProxy())
-		server = made
+		// A proxy the Writer was not told of: one made-up server
+		// address per name, as for a unix socket path.
+		server = UnixServer(ev.GetProxy())
 	}
 	client, err := netip.ParseAddrPort(ev.GetClient())
 	if err != nil {
