@@ -41,6 +41,7 @@ var flagVocabulary = map[string]string{
 	// Files.
 	"file": "an input file", "f": "an input file", "prune": "remove what is not declared", "dry-run": "only say what would change",
 	"append": "add to a file", "force": "replace a file", "format": "a file's format", "rotate-size": "rotation size", "rotate-keep": "rotated files kept",
+	"name":  "the proxy name a packet capture's events carry",
 	"image": "the picture plot writes", "bin": "a time bin's width", "width": "page width", "height": "page height",
 	// Faults.
 	"type": "a fault's type", "direction": "request or response", "when": "before or after",
@@ -60,6 +61,7 @@ var flagConcepts = []struct {
 	{"keep events of these proxies", "proxy", []string{"tail", "save", "stats", "read", "plot", "top"}},
 	{"keep events from a time on", "since", []string{"read", "plot"}},
 	{"keep events before a time", "until", []string{"read", "plot"}},
+	{"the distcache server's address", "server", []string{"add", "read", "plot"}},
 }
 
 // allCommands walks the command tree: "fault add" for a subcommand.

@@ -24,6 +24,7 @@ func (e *env) plotCommand() *cli.Command {
 		&cli.Int64Flag{Name: "count", Usage: "draw the first `N` transactions that pass the filters"},
 	)
 	flags = append(flags, timeFlags()...)
+	flags = append(flags, packetFlags()...)
 	flags = append(flags,
 		// Not -o: that is every command's output format. "plot -o FILE"
 		// still works (see reorderArgs).
@@ -37,12 +38,13 @@ func (e *env) plotCommand() *cli.Command {
 		Usage:     "draw saved transactions: latency over time by op, transactions/s by result, latency histogram",
 		ArgsUsage: "FILE... --image report.svg|report.png|-",
 		Description: "plot reads the files 'read' reads (- is stdin, gzip is recognised, rotated\n" +
-			"captures in order), keeps the transactions that pass read's filters (--proxy,\n" +
-			"--since, --until, --count and those below), bins them in time and draws one\n" +
-			"page of three plots: p50 and p99 latency per bin by operation (log scale),\n" +
-			"transactions per second by result, and the latency distribution by operation\n" +
-			"on 1-2-5 log buckets, to the file --image names, in the format its extension\n" +
-			"says (.svg or .png); --image - writes SVG to stdout.\n\n" + filterHelp,
+			"captures in order, pcap and pcapng files with --server as read takes them),\n" +
+			"keeps the transactions that pass read's filters (--proxy, --since, --until,\n" +
+			"--count and those below), bins them in time and draws one page of three\n" +
+			"plots: p50 and p99 latency per bin by operation (log scale), transactions per\n" +
+			"second by result, and the latency distribution by operation on 1-2-5 log\n" +
+			"buckets, to the file --image names, in the format its extension says (.svg or\n" +
+			".png); --image - writes SVG to stdout.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.plot,
 	}
@@ -84,6 +86,10 @@ func (e *env) plot(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	fr, err := newFileReading(cCtx, false)
+	if err != nil {
+		return err
+	}
 	keep := func(ev *snoopv1.Event) bool {
 		if ts := format.EventTime(ev); ts != nil && !inRange(ts.AsTime(), since, until) {
 			return false
@@ -95,11 +101,11 @@ func (e *env) plot(cCtx *cli.Context) error {
 		if count > 0 && int64(col.Len()) >= count {
 			break
 		}
-		if _, err := e.readFile(name, func(r *capture.Reader) (bool, error) {
-			if count > 0 {
-				return false, collectFirst(r, keep, count, &col)
+		if _, err := e.readFile(name, fr, func(r eventFile) (bool, error) {
+			if cr, ok := r.(*capture.Reader); ok && count == 0 {
+				return false, collect(cr, keep, &col)
 			}
-			return false, collect(r, keep, &col)
+			return false, collectFirst(r, keep, count, &col)
 		}); err != nil {
 			return err
 		}
@@ -160,11 +166,12 @@ func (e *env) plot(cCtx *cli.Context) error {
 	return err
 }
 
-// collectFirst adds the first n transactions of a capture that pass keep
-// to col, in the file's order: --count needs the order that collect's
-// parallel decoding gives up.
-func collectFirst(r *capture.Reader, keep func(*snoopv1.Event) bool, n int64, col *plot.Collector) error {
-	for int64(col.Len()) < n { // every round consumes a line of a finite file
+// collectFirst adds the first n transactions of a file that pass keep to
+// col (all of them for n 0), in the file's order: --count needs the order
+// that collect's parallel decoding gives up, and a packet capture is read
+// in order anyway.
+func collectFirst(r eventFile, keep func(*snoopv1.Event) bool, n int64, col *plot.Collector) error {
+	for n == 0 || int64(col.Len()) < n { // every round consumes a line or a packet of a finite file
 		resp, err := r.Next()
 		if err != nil {
 			return err

@@ -12,7 +12,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/snoopd/snoopd/ctl/capture"
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/internal/duration"
 )
@@ -23,6 +22,7 @@ func (e *env) readCommand() *cli.Command {
 	)
 	flags = append(flags, timeFlags()...)
 	flags = append(flags, dataFlag())
+	flags = append(flags, packetFlags()...)
 	flags = append(flags, readNATSFlags()...)
 	return &cli.Command{
 		Name:      "read",
@@ -39,7 +39,16 @@ func (e *env) readCommand() *cli.Command {
 			"transactions by operation and result.\n\n" +
 			"With nats://HOST:PORT, read replays the events a fleet exported to JetStream\n" +
 			"(snoopd --export): from --since (default: all the stream keeps) to --until\n" +
-			"(default: what it holds now), in order, with the same filters and output.\n\n" + filterHelp,
+			"(default: what it holds now), in order, with the same filters and output.\n\n" +
+			"A FILE that is a tcpdump capture (pcap or pcapng, gzip-compressed or not;\n" +
+			"Ethernet, Linux cooked v1 and v2, loopback or raw IP; IPv4 and IPv6) is decoded\n" +
+			"as a proxy in front of the server would have decoded the traffic: --server ADDR\n" +
+			"says which end is the server (a bare port: any address with that port), and\n" +
+			"the events name the proxy --name, or the file's base name. TCP is reassembled\n" +
+			"from the packets; bytes the capture missed (lost, or cut by the snap length)\n" +
+			"are capture-gap events, after which that direction resumes at the next message\n" +
+			"start, so no transaction is made of a guess. The summary adds the packets read,\n" +
+			"connections, capture gaps and bytes skipped.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.read,
 	}
@@ -63,6 +72,10 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 		return err
 	}
 	out := e.eventPrinter(e.stdio.Out, true, cCtx.Bool("data"))
+	fr, err := newFileReading(cCtx, cCtx.Bool("data"))
+	if err != nil {
+		return err
+	}
 	if len(files) == 1 && isNATSURL(files[0]) {
 		return e.readNATS(cCtx, files[0], f.Request, since, until, count, out)
 	}
@@ -80,6 +93,7 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 		// A read that failed before it showed anything has nothing to sum up.
 		if err == nil || shown > 0 {
 			sum.write(e.stdio.Err, "shown", sum.span())
+			fr.writePackets(e.stdio.Err)
 		}
 	}()
 	var prevName string
@@ -87,7 +101,7 @@ func (e *env) read(cCtx *cli.Context) (err error) {
 	warned := false
 	for _, name := range rotationOrder(files) {
 		var first, last time.Time
-		done, err := e.readFile(name, func(r *capture.Reader) (bool, error) {
+		done, err := e.readFile(name, fr, func(r eventFile) (bool, error) {
 			// Every round consumes a line of a finite file.
 			for {
 				resp, err := r.Next()
@@ -237,13 +251,16 @@ func (e *env) parseWhen(cCtx *cli.Context, flag string) (time.Time, error) {
 	return time.Time{}, usagef("--%s %q: want a time such as 2026-03-14T15:04:05Z, '2026-03-14 15:04:05' or 15:04:05, or a duration ago such as 10m", flag, s)
 }
 
-// readFile opens one capture and runs body over it. The end of the file is
-// not an error, and a truncated last line is a warning.
-func (e *env) readFile(name string, body func(*capture.Reader) (bool, error)) (bool, error) {
-	r, err := capture.Open(name, e.stdio.In)
+// readFile opens one file of events, a JSON capture or a packet capture
+// (fr says how to read those), and runs body over it. The end of the file
+// is not an error, and a file cut short is a warning.
+func (e *env) readFile(name string, fr *fileReading, body func(eventFile) (bool, error)) (bool, error) {
+	r, err := fr.open(name, e.stdio.In)
 	if err != nil {
 		var pe *fs.PathError
 		switch {
+		case isCLIError(err):
+			return false, err
 		case errors.Is(err, fs.ErrNotExist):
 			return false, failf("read %s: no such file", name)
 		case errors.As(err, &pe):
@@ -253,10 +270,11 @@ func (e *env) readFile(name string, body func(*capture.Reader) (bool, error)) (b
 	}
 	defer r.Close()
 	done, err := body(r)
+	fr.done(r)
 	switch {
 	case err == nil || errors.Is(err, io.EOF):
 		return done, nil
-	case errors.Is(err, capture.ErrTruncated):
+	case isTruncated(err):
 		e.warnf("%v", err)
 		return false, nil
 	case isCLIError(err):

@@ -82,7 +82,7 @@ func filterFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "min-latency", Usage: "keep transactions at least this slow (2ms)"},
 		&cli.Uint64Flag{Name: "conn", Usage: "keep events of connection `ID`"},
 		&cli.BoolFlag{Name: "errors", Usage: "keep only errors (the list of Filters above says which)"},
-		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol,all)"},
+		&cli.StringSliceFlag{Name: "events", Usage: "keep these event `KINDS` (tx,conn,opened,closed,connect-failed,refused,protocol,gap,all)"},
 		&cli.StringFlag{Name: "filter", Usage: "keep events for which the CEL `EXPR` is true (the list of Filters above names the variables)"},
 		&cli.StringSliceFlag{Name: "fault", Usage: "keep transactions touched by these `FAULTS` (names; * for any)"},
 	}

@@ -74,4 +74,7 @@ func validUTF8(ev *snoopv1.Event) {
 		fix(&p.Field)
 		fix(&p.Message)
 	}
+	if g := ev.CaptureGap; g != nil {
+		fix(&g.Direction)
+	}
 }

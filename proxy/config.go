@@ -21,12 +21,19 @@ const (
 	// PassThrough keeps forwarding unchanged bytes and stops decoding the
 	// direction that broke the rule, reporting it once.
 	PassThrough
+	// Resync is what an Observer does, which forwards nothing: report
+	// the error and hunt for the next message start in that direction.
+	// It is no proxy's option.
+	Resync
 )
 
-// String returns "close" or "passthrough".
+// String returns "close", "passthrough" or "resync".
 func (p CorruptPolicy) String() string {
-	if p == PassThrough {
+	switch p {
+	case PassThrough:
 		return "passthrough"
+	case Resync:
+		return "resync"
 	}
 	return "close"
 }
@@ -134,7 +141,9 @@ type Config struct {
 	// a counter of its own.
 	ConnIDs *atomic.Uint64
 	// Engine serves the proxy's connections; share one between all proxies
-	// of a daemon. Nil means the portable goroutine engine.
+	// of a daemon. Nil means DefaultEngine, the one snoopd runs (event
+	// loops on Linux), made for the proxy alone when it starts listening
+	// and closed when it stops.
 	Engine Engine
 	// Logf, if set, receives the rare lines worth a log: accepts failing
 	// for want of file descriptors, and requests closed as echoes of a

@@ -25,6 +25,13 @@
 // it is given (SetFaults: latency, stall, bandwidth, drop, reset, answers
 // replaced or corrupted).
 //
+// One assembler (assemble.go) pairs requests with responses for both
+// engines and the fault path. An Observer feeds the same assembler with
+// traffic it only sees (a packet capture, a file), with nothing
+// forwarded: its connections hunt for the next message start where bytes
+// were lost (hunt.go), and it reports the same events and counters as a
+// proxy.
+//
 // The package knows nothing of gRPC; the daemon maps its events and
 // counters to the API.
 package proxy

@@ -132,11 +132,13 @@ func requestKey(h *half) uint64 {
 	return m.Sum64() &^ 0xff
 }
 
-// firstRequest records the first request of c (its fingerprint key,
-// decoded at now, UnixNano) and reports whether it is deep enough an echo
-// to be a loop; then c is to be closed, and the proxy's condition is set.
-func (c *conn) firstRequest(key uint64, now int64) (loop bool) {
-	p := c.p
+// firstRequest records the first request of a's connection (its
+// fingerprint key, decoded at now, UnixNano) in the echo table of the
+// proxy a.echo and reports whether it is deep enough an echo to be a
+// loop; then the connection is to be closed, and the proxy's condition
+// is set.
+func (a *assembler) firstRequest(key uint64, now int64) (loop bool) {
+	p := a.echo
 	slot := &p.echoes.slots[(key>>8)%echoSlots]
 	depth := uint64(0)
 	if v := slot.key.Load(); v != 0 && v&^0xff == key && now-slot.at.Load() < int64(echoWindow) {
@@ -149,18 +151,19 @@ func (c *conn) firstRequest(key uint64, now int64) (loop bool) {
 	v := key | (depth + 1)
 	slot.at.Store(now)
 	slot.key.Store(v)
-	c.echoKey.Store(v)
+	a.echoKey.Store(v)
 	return false
 }
 
-// forgetFirst takes c's first request out of the table: it was answered,
-// or c ended. A slot taken over by another connection is left alone.
-func (c *conn) forgetFirst() {
-	v := c.echoKey.Swap(0)
+// forgetFirst takes the connection's first request out of the table: it
+// was answered, or the connection ended. A slot taken over by another
+// connection is left alone.
+func (a *assembler) forgetFirst() {
+	v := a.echoKey.Swap(0)
 	if v == 0 {
 		return
 	}
-	c.p.echoes.slots[(v>>8)%echoSlots].key.CompareAndSwap(v, 0)
+	a.echo.echoes.slots[(v>>8)%echoSlots].key.CompareAndSwap(v, 0)
 }
 
 // noteLoop counts an echo closed as a loop, sets the condition and logs

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/snoopd/snoopd/distcache"
@@ -61,6 +62,75 @@ func NewEngine(name string, loops int) (Engine, error) {
 		return newEpollEngine(loops)
 	}
 	return nil, fmt.Errorf("%w: unknown engine %q (want %s or %s)", ErrInvalidConfig, name, EngineEpoll, EngineGoroutines)
+}
+
+// ownedEngine is the engine of a proxy made without one (Config.Engine
+// nil): DefaultEngine, the one snoopd runs, made when the proxy first
+// listens and closed when it stops. A proxy that never listens costs no
+// event loops.
+type ownedEngine struct {
+	mu  sync.Mutex
+	eng Engine // nil until the first listen, and after Close
+}
+
+func (o *ownedEngine) Name() string { return DefaultEngine }
+
+func (o *ownedEngine) Loops() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.eng == nil {
+		return 0
+	}
+	return o.eng.Loops()
+}
+
+func (o *ownedEngine) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.eng == nil {
+		return nil
+	}
+	err := o.eng.Close()
+	o.eng = nil
+	return err
+}
+
+// made returns the engine, making it the first time.
+func (o *ownedEngine) made() (Engine, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.eng == nil {
+		eng, err := NewEngine(DefaultEngine, 0)
+		if err != nil {
+			return nil, err
+		}
+		o.eng = eng
+	}
+	return o.eng, nil
+}
+
+func (o *ownedEngine) listen(addr distcache.Addr, mode os.FileMode) ([]net.Listener, error) {
+	eng, err := o.made()
+	if err != nil {
+		return nil, err
+	}
+	return eng.listen(addr, mode)
+}
+
+func (o *ownedEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (func(), error) {
+	eng, err := o.made()
+	if err != nil {
+		return nil, err
+	}
+	return eng.serve(p, lns, done)
+}
+
+func (o *ownedEngine) newSpares(p *Proxy, s *settings) sparePool {
+	eng, err := o.made()
+	if err != nil {
+		return nil
+	}
+	return eng.newSpares(p, s)
 }
 
 // DefaultLoops is the epoll engine's number of loops when none is asked

@@ -20,6 +20,7 @@ const (
 	KindConnectFailed = vocab.KindConnectFailed
 	KindConnRefused   = vocab.KindConnRefused
 	KindProtocolError = vocab.KindProtocolError
+	KindCaptureGap    = vocab.KindCaptureGap
 )
 
 // Event is one thing a proxy saw. Which fields are set depends on Kind.
@@ -40,7 +41,20 @@ type Event struct {
 	// Direction of a protocol error; Policy is what the proxy did about it.
 	Direction distcache.Direction
 	Policy    CorruptPolicy
+	// Gap is set for KindCaptureGap.
+	Gap *CaptureGap
 }
+
+// CaptureGap is a byte range of one direction that a packet capture
+// missed, in offsets of that direction's stream; the direction resyncs
+// after it.
+type CaptureGap struct {
+	Direction   distcache.Direction
+	First, Last int64 // the first and last missing byte
+}
+
+// Missing is the number of bytes missed.
+func (g *CaptureGap) Missing() int64 { return g.Last - g.First + 1 }
 
 // Transaction is a decoded request/response pair as the proxy saw it.
 type Transaction struct {
@@ -104,6 +118,7 @@ type EventCopy struct {
 	Event
 	tx     Transaction
 	closed ConnClosed
+	gap    CaptureGap
 }
 
 // Set makes c a deep copy of e. Err and captured data are shared: the
@@ -118,6 +133,10 @@ func (c *EventCopy) Set(e *Event) {
 		c.closed = *e.Closed
 		c.Event.Closed = &c.closed
 	}
+	if e.Gap != nil {
+		c.gap = *e.Gap
+		c.Event.Gap = &c.gap
+	}
 }
 
 // Get returns the copied event, its pointers aimed at c's own storage.
@@ -129,6 +148,9 @@ func (c *EventCopy) Get() *Event {
 	}
 	if c.Event.Closed != nil {
 		c.Event.Closed = &c.closed
+	}
+	if c.Event.Gap != nil {
+		c.Event.Gap = &c.gap
 	}
 	return &c.Event
 }

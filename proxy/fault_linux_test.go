@@ -95,33 +95,6 @@ func TestFaultsNeedEpoll(t *testing.T) {
 	}
 }
 
-func TestFaultValidation(t *testing.T) {
-	for _, c := range []struct {
-		f    FaultSpec
-		want string
-	}{
-		{FaultSpec{Name: "x", Type: FaultLatency, Probability: 1}, "faults[0].delay"},
-		{FaultSpec{Name: "x", Type: FaultMiss, Ops: []distcache.Op{distcache.OpAdd}, Probability: 1}, "faults[0].ops"},
-		{FaultSpec{Name: "x", Type: FaultError, Status: distcache.StatusAddExists, Ops: []distcache.Op{distcache.OpGet}, Probability: 1}, "faults[0].ops"},
-		{FaultSpec{Name: "x", Type: FaultError, Status: distcache.StatusOK, Probability: 1}, "faults[0].status"},
-		{FaultSpec{Name: "x", Type: FaultCorrupt, Field: FieldOp, Probability: 1}, "acknowledge_corruption"},
-		{FaultSpec{Name: "x", Type: FaultDrop, Direction: FaultBoth, Probability: 1}, "faults[0].direction"},
-		{FaultSpec{Name: "x", Type: FaultMiss, Direction: FaultRequests, Probability: 1}, "faults[0].direction"},
-		{FaultSpec{Name: "x", Type: FaultBandwidth, Probability: 1}, "faults[0].rate"},
-		{FaultSpec{Name: "x", Type: FaultMiss, Probability: 2}, "faults[0].probability"},
-		{FaultSpec{Name: "x", Type: FaultMiss, Filter: "op ==", Probability: 1}, "faults[0].filter"},
-		{FaultSpec{Name: "", Type: FaultMiss, Probability: 1}, "faults[0].name"},
-	} {
-		err := ValidateFaults([]FaultSpec{c.f})
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%+v: %v, want an error about %s", c.f, err, c.want)
-		}
-	}
-	if err := ValidateFaults([]FaultSpec{{Name: "a", Type: FaultMiss}, {Name: "a", Type: FaultMiss}}); err == nil {
-		t.Error("two faults of one name accepted")
-	}
-}
-
 func TestFaultMissAndRemoval(t *testing.T) {
 	rec := newRecorder()
 	p, data := faultProxy(t, rec, FaultSpec{Name: "nohit", Type: FaultMiss, Probability: 1})

@@ -25,8 +25,8 @@ import (
 // faults.
 type lfaults struct {
 	lc    *lconn
-	d     [2]fdir // by source side: 0 requests, 1 answers
-	ends  []faultEnd
+	d     [2]fdir   // by source side: 0 requests, 1 answers
+	fx    faultStep // the verdicts of the read in progress
 	tm    timerEntry
 	stall int64 // UnixNano until which nothing moves either way; 0: none
 	// stalls are the stalls in force, each with the fault that made it;
@@ -98,15 +98,15 @@ func (s *lside) readFaulty(fs *faultSet) {
 	// touched the request in its answer's transaction.
 	decide := fs != nil && fs.dirs&bit != 0 && h.decoding
 	var f forwarded
-	fc.ends = fc.ends[:0]
+	fc.fx.fs, fc.fx.ends = fs, fc.fx.ends[:0]
 	if fs != nil && h.decoding {
-		f = lc.inspectFaulty(h, chunk, l.now, fs, &fc.ends)
+		f = lc.inspectFaulty(h, chunk, l.now, &fc.fx)
 	} else {
 		f = lc.inspect(h, chunk, l.now)
 	}
 	now := l.now.UnixNano()
 	prev := 0
-	for _, e := range fc.ends {
+	for _, e := range fc.fx.ends {
 		fc.message(s.idx, chunk[prev:e.off], e, now)
 		prev = e.off
 		if e.tx > 0 {
@@ -227,11 +227,7 @@ func (fc *lfaults) held(idx int, e faultEnd, d time.Duration) {
 	}
 	lc := fc.lc
 	if idx == 0 {
-		lc.mu.Lock()
-		if i := lc.pendingLocked(e.uid, e.op); i < len(lc.pending) {
-			lc.pending[i].held += d
-		}
-		lc.mu.Unlock()
+		lc.addHeld(e.uid, e.op, d)
 		return
 	}
 	if e.tx > 0 {

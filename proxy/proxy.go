@@ -139,7 +139,7 @@ func New(cfg Config, sink Sink) (*Proxy, error) {
 	}
 	eng := cfg.Engine
 	if eng == nil {
-		eng = goroutineEngine{}
+		eng = &ownedEngine{}
 	}
 	p := &Proxy{
 		name:    cfg.Name,
@@ -405,7 +405,14 @@ func (p *Proxy) Stop(ctx context.Context) error {
 			return fmt.Errorf("proxy %q: stop: %w", p.name, ctx.Err())
 		}
 	}
-	return p.wait(ctx)
+	if err := p.wait(ctx); err != nil {
+		return err
+	}
+	if own, ok := p.engine.(*ownedEngine); ok {
+		// Nothing runs on it any more.
+		own.Close()
+	}
+	return nil
 }
 
 // Drain stops accepting, lets live connections finish on their own until

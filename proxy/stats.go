@@ -28,6 +28,8 @@ type counters struct {
 	bytesDown      atomic.Int64
 	framesUp       atomic.Int64
 	framesDown     atomic.Int64
+	resyncs        atomic.Int64
+	resyncSkipped  atomic.Int64
 	results        [distcache.NumOps][vocab.NumResults]atomic.Int64
 	// latency of answered transactions, per operation; Stats.Latency is
 	// their merge.
@@ -89,6 +91,13 @@ type Stats struct {
 	BytesDown     int64
 	FramesUp      int64
 	FramesDown    int64
+	// Resyncs counts the times a direction of an observed connection
+	// (Observer) lost its place (the connection was opened mid-stream,
+	// bytes were lost, or a protocol error) and hunted for the next
+	// message start; ResyncSkippedBytes the bytes it passed over while
+	// hunting. A proxy sees every byte: both stay 0.
+	Resyncs            int64
+	ResyncSkippedBytes int64
 	// Results counts transactions by operation and outcome name ("ok",
 	// "hit", "miss", "exists", "unanswered", ...). Only non-zero counts are
 	// present.
@@ -137,6 +146,8 @@ func (c *counters) read(s *Stats, latency bool) {
 	s.BytesDown = c.bytesDown.Load()
 	s.FramesUp = c.framesUp.Load()
 	s.FramesDown = c.framesDown.Load()
+	s.Resyncs = c.resyncs.Load()
+	s.ResyncSkippedBytes = c.resyncSkipped.Load()
 	if latency {
 		s.Latency = histogram.Snapshot{}
 		for op := range c.latency {

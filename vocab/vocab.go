@@ -215,6 +215,10 @@ const (
 	KindConnRefused
 	// KindProtocolError: a direction broke a protocol rule.
 	KindProtocolError
+	// KindCaptureGap: bytes of a direction that a packet capture missed
+	// (snoopctl read of a pcap file, a tap); the direction resyncs at the
+	// next valid header, so no transaction is made of a guess.
+	KindCaptureGap
 	// NumKinds is one more than the last kind.
 	NumKinds
 )
@@ -229,10 +233,12 @@ var kinds = [NumKinds]struct {
 	KindConnectFailed: {"connect-failed", "connect-failed", true},
 	KindConnRefused:   {"conn-refused", "refused", true},
 	KindProtocolError: {"protocol-error", "protocol", true},
+	KindCaptureGap:    {"capture-gap", "gap", false},
 }
 
 // String returns the kind's stable name: "transaction", "conn-opened",
-// "conn-closed", "connect-failed", "conn-refused", "protocol-error".
+// "conn-closed", "connect-failed", "conn-refused", "protocol-error",
+// "capture-gap".
 func (k Kind) String() string {
 	if k > 0 && k < NumKinds {
 		return kinds[k].name
@@ -241,7 +247,7 @@ func (k Kind) String() string {
 }
 
 // Short returns the name --events takes for the kind: "tx", "opened",
-// "closed", "connect-failed", "refused", "protocol".
+// "closed", "connect-failed", "refused", "protocol", "gap".
 func (k Kind) Short() string {
 	if k > 0 && k < NumKinds {
 		return kinds[k].short

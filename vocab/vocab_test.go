@@ -96,7 +96,7 @@ func TestParseOp(t *testing.T) {
 }
 
 func TestKindGroups(t *testing.T) {
-	want := []string{"tx", "conn", "opened", "closed", "connect-failed", "refused", "protocol", "all"}
+	want := []string{"tx", "conn", "opened", "closed", "connect-failed", "refused", "protocol", "gap", "all"}
 	got := KindGroupNames()
 	if len(got) != len(want) {
 		t.Fatalf("groups %v, want %v", got, want)

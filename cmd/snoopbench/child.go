@@ -78,6 +78,8 @@ func runChild(args []string) error {
 			return err
 		}
 		sink := newBenchSink(*sinkMode == "consume")
+		// No engine given: proxy.New runs the product's default, as
+		// snoopd does.
 		p, err := proxy.New(proxy.Config{Name: "bench", Listen: la, Server: sa, Enabled: true}, sink)
 		if err != nil {
 			return err

@@ -12,7 +12,8 @@
 //     with cc once per run, skipped when there is no cc;
 //   - snoop: this project's proxy package in a child process, decoding
 //     everything, with an in-process sink that consumes every event (the
-//     library);
+//     library, on the engine proxy.New picks: proxy.DefaultEngine, the
+//     one snoopd runs);
 //   - snoop-stalled: the same with a sink nobody reads (events are dropped
 //     and counted, the traffic must not notice);
 //   - snoopd-ENGINE: the real snoopd, built from this tree and started with

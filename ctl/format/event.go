@@ -109,6 +109,7 @@ func AppendDropped(b []byte, n uint64) []byte {
 //	TIME PROXY connect-failed client=ADDR: ERROR
 //	TIME PROXY refused client=ADDR: ERROR
 //	TIME PROXY conn=ID protocol-error DIRECTION rule=R field=F frame=N offset=N policy=P: MESSAGE
+//	TIME PROXY conn=ID capture-gap DIRECTION bytes=FIRST-LAST missing=N
 //
 // An event from a fleet (exported to NATS) names its daemon first:
 // TIME DAEMON PROXY ...
@@ -175,6 +176,18 @@ func (t Text) AppendEvent(b []byte, ev *snoopv1.Event) []byte {
 		b = append(b, " policy="...)
 		b = append(b, Policy(pe.GetPolicy())...)
 		b = appendReason(b, pe.GetMessage())
+	case snoopv1.EventKind_EVENT_KIND_CAPTURE_GAP:
+		g := ev.GetCaptureGap()
+		b = t.paint(append(b, ' '), "capture-gap", colYellow)
+		b = append(b, ' ')
+		b = append(b, orDash(g.GetDirection())...)
+		b = append(b, " bytes="...)
+		b = strconv.AppendInt(b, g.GetFirstOffset(), 10)
+		b = append(b, '-')
+		b = strconv.AppendInt(b, g.GetLastOffset(), 10)
+		b = append(b, " missing="...)
+		b = strconv.AppendInt(b, g.GetBytesMissing(), 10)
+		b = append(b, '\n')
 	default:
 		// A kind newer than this snoopctl: say so rather than hide it.
 		b = append(b, " kind="...)

@@ -55,6 +55,8 @@ func events() []*snoopv1.WatchEventsResponse {
 		ev(&snoopv1.Event{Kind: snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR, Time: at(5), Proxy: "web", ConnectionId: 7,
 			ProtocolError: &snoopv1.ProtocolError{Rule: "version", Direction: "client->server", Field: "proto_level", Offset: 140, Frame: 3,
 				Message: "protocol level 9, want 1", Policy: snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE}}),
+		ev(&snoopv1.Event{Kind: snoopv1.EventKind_EVENT_KIND_CAPTURE_GAP, Time: at(5), Proxy: "web", ConnectionId: 7,
+			CaptureGap: &snoopv1.CaptureGap{Direction: "server->client", FirstOffset: 2896, LastOffset: 4343, BytesMissing: 1448}}),
 		ev(&snoopv1.Event{Kind: snoopv1.EventKind_EVENT_KIND_CONNECTION_CLOSED, Time: at(6), Proxy: "web", ConnectionId: 7, Client: "127.0.0.1:40312",
 			Closed: &snoopv1.ConnectionClosed{BytesUp: 1300, BytesDown: 1250, Duration: durationpb.New(6 * time.Millisecond), Transactions: 3, Reason: "protocol error"}}),
 		ev(&snoopv1.Event{Kind: snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED, Time: at(7), Proxy: "api", Client: "[::1]:5000",

@@ -100,6 +100,7 @@ func TestEnumsFollowTheVocabulary(t *testing.T) {
 		vocab.KindConnectFailed: snoopv1.EventKind_EVENT_KIND_CONNECT_FAILED,
 		vocab.KindConnRefused:   snoopv1.EventKind_EVENT_KIND_CONNECTION_REFUSED,
 		vocab.KindProtocolError: snoopv1.EventKind_EVENT_KIND_PROTOCOL_ERROR,
+		vocab.KindCaptureGap:    snoopv1.EventKind_EVENT_KIND_CAPTURE_GAP,
 	}
 	for _, k := range vocab.Kinds() {
 		if got := Kind(k); got != kinds[k] {

@@ -25,6 +25,7 @@ type Builder struct {
 	closed    snoopv1.ConnectionClosed
 	closedDur durationpb.Duration
 	perr      snoopv1.ProtocolError
+	gap       snoopv1.CaptureGap
 	id        [distcache.MaxSessionIDLen]byte
 	digest    [distcache.DigestSize]byte
 }
@@ -48,7 +49,7 @@ func (a *Builder) Fill(e *proxy.Event, includeData bool) *snoopv1.Event {
 	ev.Proxy = e.Proxy
 	ev.ConnectionId = e.ConnID
 	ev.Client = e.Client
-	ev.Transaction, ev.Closed, ev.ProtocolError, ev.Error = nil, nil, nil, ""
+	ev.Transaction, ev.Closed, ev.ProtocolError, ev.CaptureGap, ev.Error = nil, nil, nil, nil, ""
 	switch e.Kind {
 	case proxy.KindTransaction:
 		if t := e.Tx; t != nil {
@@ -73,6 +74,12 @@ func (a *Builder) Fill(e *proxy.Event, includeData bool) *snoopv1.Event {
 			pe.Message = e.Err.Error()
 		}
 		ev.ProtocolError = pe
+	case proxy.KindCaptureGap:
+		if g := e.Gap; g != nil {
+			a.gap.Direction = g.Direction.String()
+			a.gap.FirstOffset, a.gap.LastOffset, a.gap.BytesMissing = g.First, g.Last, g.Missing()
+			ev.CaptureGap = &a.gap
+		}
 	default:
 		if e.Err != nil {
 			ev.Error = e.Err.Error()

@@ -56,3 +56,22 @@ func TestUnansweredHasNoLatency(t *testing.T) {
 		t.Fatalf("unanswered: %v", ev.GetTransaction())
 	}
 }
+
+// TestCaptureGapCarriesItsRange: a capture gap goes out with its
+// direction, offsets and size, and nothing of a protocol error before it.
+func TestCaptureGapCarriesItsRange(t *testing.T) {
+	var b Builder
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	b.Fill(&proxy.Event{Kind: proxy.KindProtocolError, Time: at, Err: errors.New("bad frame")}, false)
+	ev := b.Fill(&proxy.Event{Kind: proxy.KindCaptureGap, Time: at, Proxy: "cap.pcap", ConnID: 2,
+		Gap: &proxy.CaptureGap{Direction: distcache.ServerToClient, First: 100, Last: 1547}}, false)
+	g := ev.GetCaptureGap()
+	if ev.GetKind() != snoopv1.EventKind_EVENT_KIND_CAPTURE_GAP || ev.GetProtocolError() != nil ||
+		g.GetDirection() != "server->client" || g.GetFirstOffset() != 100 || g.GetLastOffset() != 1547 || g.GetBytesMissing() != 1448 {
+		t.Fatalf("capture gap: %v", ev)
+	}
+	ev = b.Fill(&proxy.Event{Kind: proxy.KindConnOpened, Time: at}, false)
+	if ev.GetCaptureGap() != nil {
+		t.Fatalf("opened after a gap: %v", ev)
+	}
+}

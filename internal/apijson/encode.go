@@ -261,6 +261,16 @@ func (o *obj) event(ev *snoopv1.Event) error {
 	if err := e.timestamp("end_time", ev.GetEndTime()); err != nil {
 		return err
 	}
+	if g := ev.GetCaptureGap(); g != nil {
+		t := e.open("capture_gap")
+		if err := t.str("direction", g.GetDirection()); err != nil {
+			return err
+		}
+		t.int64("first_offset", g.GetFirstOffset())
+		t.int64("last_offset", g.GetLastOffset())
+		t.int64("bytes_missing", g.GetBytesMissing())
+		e.close(t)
+	}
 	o.b = append(e.b, '}')
 	return nil
 }

@@ -121,6 +121,7 @@ type eventStore struct {
 	tx                 snoopv1.Transaction
 	closed             snoopv1.ConnectionClosed
 	perr               snoopv1.ProtocolError
+	gap                snoopv1.CaptureGap
 	time, end, start   timestamppb.Timestamp
 	latency, closedDur durationpb.Duration
 	server             durationpb.Duration
@@ -221,6 +222,9 @@ func (d *decoder) event(b []byte, ev *snoopv1.Event) error {
 		case 12:
 			ev.EndTime = &st.end
 			err = secondsNanos(v.b, &st.end.Seconds, &st.end.Nanos)
+		case 13:
+			ev.CaptureGap = &st.gap
+			err = d.captureGap(v.b, &st.gap)
 		}
 		return err
 	})
@@ -329,6 +333,22 @@ func (d *decoder) protocolError(b []byte, p *snoopv1.ProtocolError) error {
 			p.Field, err = d.str(v.b, lastOther)
 		case 6:
 			p.Message, err = d.str(v.b, lastOther)
+		}
+		return err
+	})
+}
+
+func (d *decoder) captureGap(b []byte, g *snoopv1.CaptureGap) error {
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v value) (err error) {
+		switch {
+		case typ == protowire.BytesType && num == 1:
+			g.Direction, err = d.str(v.b, lastOther)
+		case typ == protowire.VarintType && num == 2:
+			g.FirstOffset = int64(v.u)
+		case typ == protowire.VarintType && num == 3:
+			g.LastOffset = int64(v.u)
+		case typ == protowire.VarintType && num == 4:
+			g.BytesMissing = int64(v.u)
 		}
 		return err
 	})

@@ -63,6 +63,14 @@ func AppendEvent(b []byte, ev *snoopv1.Event) ([]byte, error) {
 	b = appendString(b, 10, ev.GetProxyInstance(), &bad)
 	b = appendString(b, 11, ev.GetDaemon(), &bad)
 	b = appendTimestamp(b, 12, ev.GetEndTime())
+	if g := ev.GetCaptureGap(); g != nil {
+		at := OpenMessage(&b, 13)
+		b = appendString(b, 1, g.GetDirection(), &bad)
+		b = appendVarintField(b, 2, uint64(g.GetFirstOffset()))
+		b = appendVarintField(b, 3, uint64(g.GetLastOffset()))
+		b = appendVarintField(b, 4, uint64(g.GetBytesMissing()))
+		b = CloseMessage(b, at)
+	}
 	if bad != 0 {
 		return b, fmt.Errorf("encoding an event: string field %d is not valid UTF-8", bad)
 	}

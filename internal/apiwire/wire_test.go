@@ -90,7 +90,8 @@ func TestAppendEventEveryField(t *testing.T) {
 		checkEncoding(t, ev)
 	}
 	// Set message fields with nothing in them are written, empty.
-	checkEncoding(t, &snoopv1.Event{Transaction: &snoopv1.Transaction{}, Closed: &snoopv1.ConnectionClosed{}, ProtocolError: &snoopv1.ProtocolError{}})
+	checkEncoding(t, &snoopv1.Event{Transaction: &snoopv1.Transaction{}, Closed: &snoopv1.ConnectionClosed{}, ProtocolError: &snoopv1.ProtocolError{},
+		CaptureGap: &snoopv1.CaptureGap{}})
 }
 
 // A string that is not UTF-8 fails the encoding, as proto.Marshal fails
@@ -103,6 +104,7 @@ func TestAppendEventInvalidUTF8(t *testing.T) {
 		{Transaction: &snoopv1.Transaction{Fault: bad}},
 		{ProtocolError: &snoopv1.ProtocolError{Message: bad}},
 		{Closed: &snoopv1.ConnectionClosed{Reason: bad}},
+		{CaptureGap: &snoopv1.CaptureGap{Direction: bad}},
 	} {
 		if _, err := proto.Marshal(ev); err == nil {
 			t.Fatalf("proto.Marshal took %v", ev)
@@ -137,7 +139,7 @@ func BenchmarkAppendEvent(b *testing.B) {
 	populate(ev.ProtoReflect(), r, 1, 0)
 	ev.Transaction.Data, ev.Transaction.SessionId, ev.Client = nil, make([]byte, 32), "127.0.0.1:40000"
 	ev.Proxy, ev.Daemon, ev.Error, ev.ProxyInstance = "sessions", "web-7", "", ""
-	ev.Closed, ev.ProtocolError = nil, nil
+	ev.Closed, ev.ProtocolError, ev.CaptureGap = nil, nil, nil
 	ev.Transaction.Result, ev.Transaction.Fault = "hit", ""
 	b.Run("AppendEvent", func(b *testing.B) {
 		var buf []byte

@@ -439,6 +439,10 @@ const (
 	EventKind_EVENT_KIND_CONNECTION_REFUSED EventKind = 5
 	// EVENT_KIND_PROTOCOL_ERROR: a direction broke a protocol rule.
 	EventKind_EVENT_KIND_PROTOCOL_ERROR EventKind = 6
+	// EVENT_KIND_CAPTURE_GAP: bytes of a direction that a packet capture
+	// missed (snoopctl read of a pcap file); the direction resyncs at the
+	// next valid header. Added in 0.4.0.
+	EventKind_EVENT_KIND_CAPTURE_GAP EventKind = 7
 )
 
 // Enum value maps for EventKind.
@@ -451,6 +455,7 @@ var (
 		4: "EVENT_KIND_CONNECT_FAILED",
 		5: "EVENT_KIND_CONNECTION_REFUSED",
 		6: "EVENT_KIND_PROTOCOL_ERROR",
+		7: "EVENT_KIND_CAPTURE_GAP",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":        0,
@@ -460,6 +465,7 @@ var (
 		"EVENT_KIND_CONNECT_FAILED":     4,
 		"EVENT_KIND_CONNECTION_REFUSED": 5,
 		"EVENT_KIND_PROTOCOL_ERROR":     6,
+		"EVENT_KIND_CAPTURE_GAP":        7,
 	}
 )
 
@@ -2718,7 +2724,8 @@ type WatchEventsRequest struct {
 	// filter is a CEL expression (https://cel.dev) an event must satisfy,
 	// combined with the fields above by AND. Variables: proxy, daemon
 	// (string), conn (uint), kind (string: "transaction", "conn-opened",
-	// "conn-closed", "connect-failed", "conn-refused", "protocol-error"), op
+	// "conn-closed", "connect-failed", "conn-refused", "protocol-error",
+	// "capture-gap"), op
 	// (string: "add", "get", "remove", "have"; "-" for a transaction whose
 	// operation the protocol does not define; "" for other kinds), result
 	// (string: "ok", "notok", "hit", "miss", "exists", "timeout-range",
@@ -3023,7 +3030,9 @@ type Event struct {
 	// end_time is when the event was emitted: for a transaction, when its
 	// response (or its end) was seen; time is its start. Streams are in
 	// end_time order.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// capture_gap is set for EVENT_KIND_CAPTURE_GAP. Added in 0.4.0.
+	CaptureGap    *CaptureGap `protobuf:"bytes,13,opt,name=capture_gap,json=captureGap,proto3" json:"capture_gap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3138,6 +3147,13 @@ func (x *Event) GetDaemon() string {
 func (x *Event) GetEndTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.EndTime
+	}
+	return nil
+}
+
+func (x *Event) GetCaptureGap() *CaptureGap {
+	if x != nil {
+		return x.CaptureGap
 	}
 	return nil
 }
@@ -3550,6 +3566,83 @@ func (x *ProtocolError) GetPolicy() CorruptPolicy {
 	return CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED
 }
 
+// CaptureGap describes bytes of one direction that a packet capture
+// missed: lost by the capture, cut by its snap length, or never
+// retransmitted within the reassembly's bounds.
+type CaptureGap struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// direction is "client->server" or "server->client".
+	Direction string `protobuf:"bytes,1,opt,name=direction,proto3" json:"direction,omitempty"`
+	// first_offset is the first missing byte's offset in that direction's
+	// stream (0 is the first byte after the SYN, or the first byte captured
+	// of a connection picked up mid-stream).
+	FirstOffset int64 `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	// last_offset is the last missing byte's offset.
+	LastOffset int64 `protobuf:"varint,3,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	// bytes_missing is last_offset - first_offset + 1.
+	BytesMissing  int64 `protobuf:"varint,4,opt,name=bytes_missing,json=bytesMissing,proto3" json:"bytes_missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureGap) Reset() {
+	*x = CaptureGap{}
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureGap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureGap) ProtoMessage() {}
+
+func (x *CaptureGap) ProtoReflect() protoreflect.Message {
+	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureGap.ProtoReflect.Descriptor instead.
+func (*CaptureGap) Descriptor() ([]byte, []int) {
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CaptureGap) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *CaptureGap) GetFirstOffset() int64 {
+	if x != nil {
+		return x.FirstOffset
+	}
+	return 0
+}
+
+func (x *CaptureGap) GetLastOffset() int64 {
+	if x != nil {
+		return x.LastOffset
+	}
+	return 0
+}
+
+func (x *CaptureGap) GetBytesMissing() int64 {
+	if x != nil {
+		return x.BytesMissing
+	}
+	return 0
+}
+
 // GetDaemonInfoRequest asks about the daemon.
 type GetDaemonInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3559,7 +3652,7 @@ type GetDaemonInfoRequest struct {
 
 func (x *GetDaemonInfoRequest) Reset() {
 	*x = GetDaemonInfoRequest{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3664,7 @@ func (x *GetDaemonInfoRequest) String() string {
 func (*GetDaemonInfoRequest) ProtoMessage() {}
 
 func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[33]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3677,7 @@ func (x *GetDaemonInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoRequest) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{33}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{34}
 }
 
 // GetDaemonInfoResponse describes the daemon.
@@ -3638,7 +3731,7 @@ type GetDaemonInfoResponse struct {
 
 func (x *GetDaemonInfoResponse) Reset() {
 	*x = GetDaemonInfoResponse{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3743,7 @@ func (x *GetDaemonInfoResponse) String() string {
 func (*GetDaemonInfoResponse) ProtoMessage() {}
 
 func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[34]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3756,7 @@ func (x *GetDaemonInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDaemonInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetDaemonInfoResponse) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{34}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetDaemonInfoResponse) GetVersion() string {
@@ -3804,7 +3897,7 @@ type ExportStats struct {
 
 func (x *ExportStats) Reset() {
 	*x = ExportStats{}
-	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3816,7 +3909,7 @@ func (x *ExportStats) String() string {
 func (*ExportStats) ProtoMessage() {}
 
 func (x *ExportStats) ProtoReflect() protoreflect.Message {
-	mi := &file_snoop_v1_snoop_proto_msgTypes[35]
+	mi := &file_snoop_v1_snoop_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3829,7 +3922,7 @@ func (x *ExportStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportStats.ProtoReflect.Descriptor instead.
 func (*ExportStats) Descriptor() ([]byte, []int) {
-	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{35}
+	return file_snoop_v1_snoop_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExportStats) GetServers() string {
@@ -4090,7 +4183,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\fhistory_done\x18\x03 \x01(\bR\vhistoryDone\x12'\n" +
 	"\x0fhistory_missing\x18\x05 \x01(\rR\x0ehistoryMissing\x12%\n" +
 	"\x0ehistory_beyond\x18\x06 \x01(\x04R\rhistoryBeyond\x12'\n" +
-	"\x06events\x18\x04 \x03(\v2\x0f.snoop.v1.EventR\x06events\"\xec\x03\n" +
+	"\x06events\x18\x04 \x03(\v2\x0f.snoop.v1.EventR\x06events\"\xa3\x04\n" +
 	"\x05Event\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.snoop.v1.EventKindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -4104,7 +4197,9 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x0eproxy_instance\x18\n" +
 	" \x01(\tR\rproxyInstance\x12\x16\n" +
 	"\x06daemon\x18\v \x01(\tR\x06daemon\x125\n" +
-	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xc3\x05\n" +
+	"\bend_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
+	"\vcapture_gap\x18\r \x01(\v2\x14.snoop.v1.CaptureGapR\n" +
+	"captureGap\"\xc3\x05\n" +
 	"\vTransaction\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.snoop.v1.OpR\x02op\x12\x1f\n" +
 	"\vrequest_uid\x18\x02 \x01(\rR\n" +
@@ -4146,7 +4241,14 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x14\n" +
 	"\x05frame\x18\x05 \x01(\x03R\x05frame\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12/\n" +
-	"\x06policy\x18\a \x01(\x0e2\x17.snoop.v1.CorruptPolicyR\x06policy\"\x16\n" +
+	"\x06policy\x18\a \x01(\x0e2\x17.snoop.v1.CorruptPolicyR\x06policy\"\x93\x01\n" +
+	"\n" +
+	"CaptureGap\x12\x1c\n" +
+	"\tdirection\x18\x01 \x01(\tR\tdirection\x12!\n" +
+	"\ffirst_offset\x18\x02 \x01(\x03R\vfirstOffset\x12\x1f\n" +
+	"\vlast_offset\x18\x03 \x01(\x03R\n" +
+	"lastOffset\x12#\n" +
+	"\rbytes_missing\x18\x04 \x01(\x03R\fbytesMissing\"\x16\n" +
 	"\x14GetDaemonInfoRequest\"\xc5\x04\n" +
 	"\x15GetDaemonInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
@@ -4213,7 +4315,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x14APPLY_ACTION_CREATED\x10\x01\x12\x18\n" +
 	"\x14APPLY_ACTION_CHANGED\x10\x02\x12\x1a\n" +
 	"\x16APPLY_ACTION_UNCHANGED\x10\x03\x12\x18\n" +
-	"\x14APPLY_ACTION_REMOVED\x10\x04*\xe8\x01\n" +
+	"\x14APPLY_ACTION_REMOVED\x10\x04*\x84\x02\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_KIND_TRANSACTION\x10\x01\x12 \n" +
@@ -4221,7 +4323,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\x1cEVENT_KIND_CONNECTION_CLOSED\x10\x03\x12\x1d\n" +
 	"\x19EVENT_KIND_CONNECT_FAILED\x10\x04\x12!\n" +
 	"\x1dEVENT_KIND_CONNECTION_REFUSED\x10\x05\x12\x1d\n" +
-	"\x19EVENT_KIND_PROTOCOL_ERROR\x10\x062\x80\x05\n" +
+	"\x19EVENT_KIND_PROTOCOL_ERROR\x10\x06\x12\x1a\n" +
+	"\x16EVENT_KIND_CAPTURE_GAP\x10\a2\x80\x05\n" +
 	"\fProxyService\x12J\n" +
 	"\vCreateProxy\x12\x1c.snoop.v1.CreateProxyRequest\x1a\x1d.snoop.v1.CreateProxyResponse\x12A\n" +
 	"\bGetProxy\x12\x19.snoop.v1.GetProxyRequest\x1a\x1a.snoop.v1.GetProxyResponse\x12J\n" +
@@ -4249,7 +4352,7 @@ func file_snoop_v1_snoop_proto_rawDescGZIP() []byte {
 }
 
 var file_snoop_v1_snoop_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_snoop_v1_snoop_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_snoop_v1_snoop_proto_goTypes = []any{
 	(CorruptPolicy)(0),              // 0: snoop.v1.CorruptPolicy
 	(FaultType)(0),                  // 1: snoop.v1.FaultType
@@ -4291,108 +4394,110 @@ var file_snoop_v1_snoop_proto_goTypes = []any{
 	(*Transaction)(nil),             // 37: snoop.v1.Transaction
 	(*ConnectionClosed)(nil),        // 38: snoop.v1.ConnectionClosed
 	(*ProtocolError)(nil),           // 39: snoop.v1.ProtocolError
-	(*GetDaemonInfoRequest)(nil),    // 40: snoop.v1.GetDaemonInfoRequest
-	(*GetDaemonInfoResponse)(nil),   // 41: snoop.v1.GetDaemonInfoResponse
-	(*ExportStats)(nil),             // 42: snoop.v1.ExportStats
-	nil,                             // 43: snoop.v1.ProxySpec.LabelsEntry
-	nil,                             // 44: snoop.v1.OpCounters.ResultsEntry
-	(*durationpb.Duration)(nil),     // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 47: google.protobuf.FieldMask
+	(*CaptureGap)(nil),              // 40: snoop.v1.CaptureGap
+	(*GetDaemonInfoRequest)(nil),    // 41: snoop.v1.GetDaemonInfoRequest
+	(*GetDaemonInfoResponse)(nil),   // 42: snoop.v1.GetDaemonInfoResponse
+	(*ExportStats)(nil),             // 43: snoop.v1.ExportStats
+	nil,                             // 44: snoop.v1.ProxySpec.LabelsEntry
+	nil,                             // 45: snoop.v1.OpCounters.ResultsEntry
+	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 48: google.protobuf.FieldMask
 }
 var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 0: snoop.v1.ProxySpec.on_corrupt:type_name -> snoop.v1.CorruptPolicy
-	45, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
-	45, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
-	45, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
-	45, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
+	46, // 1: snoop.v1.ProxySpec.dial_timeout:type_name -> google.protobuf.Duration
+	46, // 2: snoop.v1.ProxySpec.idle_timeout:type_name -> google.protobuf.Duration
+	46, // 3: snoop.v1.ProxySpec.message_timeout:type_name -> google.protobuf.Duration
+	46, // 4: snoop.v1.ProxySpec.response_timeout:type_name -> google.protobuf.Duration
 	8,  // 5: snoop.v1.ProxySpec.faults:type_name -> snoop.v1.Fault
-	43, // 6: snoop.v1.ProxySpec.labels:type_name -> snoop.v1.ProxySpec.LabelsEntry
+	44, // 6: snoop.v1.ProxySpec.labels:type_name -> snoop.v1.ProxySpec.LabelsEntry
 	1,  // 7: snoop.v1.Fault.type:type_name -> snoop.v1.FaultType
 	4,  // 8: snoop.v1.Fault.ops:type_name -> snoop.v1.Op
 	2,  // 9: snoop.v1.Fault.direction:type_name -> snoop.v1.FaultDirection
-	45, // 10: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
-	45, // 11: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
-	45, // 12: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
-	46, // 13: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
+	46, // 10: snoop.v1.Fault.duration:type_name -> google.protobuf.Duration
+	46, // 11: snoop.v1.Fault.delay:type_name -> google.protobuf.Duration
+	46, // 12: snoop.v1.Fault.jitter:type_name -> google.protobuf.Duration
+	47, // 13: snoop.v1.Fault.ends_at:type_name -> google.protobuf.Timestamp
 	7,  // 14: snoop.v1.Proxy.spec:type_name -> snoop.v1.ProxySpec
 	3,  // 15: snoop.v1.Proxy.state:type_name -> snoop.v1.ProxyState
 	11, // 16: snoop.v1.Proxy.counters:type_name -> snoop.v1.ProxyCounters
-	46, // 17: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
+	47, // 17: snoop.v1.Proxy.create_time:type_name -> google.protobuf.Timestamp
 	7,  // 18: snoop.v1.Proxy.effective_spec:type_name -> snoop.v1.ProxySpec
 	12, // 19: snoop.v1.ProxyCounters.ops:type_name -> snoop.v1.OpCounters
 	15, // 20: snoop.v1.ProxyCounters.latency:type_name -> snoop.v1.LatencySummary
 	13, // 21: snoop.v1.ProxyCounters.histogram:type_name -> snoop.v1.Histogram
 	9,  // 22: snoop.v1.ProxyCounters.faults:type_name -> snoop.v1.FaultCounters
 	4,  // 23: snoop.v1.OpCounters.op:type_name -> snoop.v1.Op
-	44, // 24: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
+	45, // 24: snoop.v1.OpCounters.results:type_name -> snoop.v1.OpCounters.ResultsEntry
 	15, // 25: snoop.v1.OpCounters.latency:type_name -> snoop.v1.LatencySummary
 	13, // 26: snoop.v1.OpCounters.histogram:type_name -> snoop.v1.Histogram
-	45, // 27: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
+	46, // 27: snoop.v1.Histogram.sum:type_name -> google.protobuf.Duration
 	14, // 28: snoop.v1.Histogram.buckets:type_name -> snoop.v1.HistogramBucket
-	45, // 29: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
-	45, // 30: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
-	45, // 31: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
-	45, // 32: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
-	45, // 33: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
+	46, // 29: snoop.v1.LatencySummary.mean:type_name -> google.protobuf.Duration
+	46, // 30: snoop.v1.LatencySummary.p50:type_name -> google.protobuf.Duration
+	46, // 31: snoop.v1.LatencySummary.p90:type_name -> google.protobuf.Duration
+	46, // 32: snoop.v1.LatencySummary.p99:type_name -> google.protobuf.Duration
+	46, // 33: snoop.v1.LatencySummary.max:type_name -> google.protobuf.Duration
 	7,  // 34: snoop.v1.CreateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
 	10, // 35: snoop.v1.CreateProxyResponse.proxy:type_name -> snoop.v1.Proxy
 	10, // 36: snoop.v1.GetProxyResponse.proxy:type_name -> snoop.v1.Proxy
 	10, // 37: snoop.v1.ListProxiesResponse.proxies:type_name -> snoop.v1.Proxy
 	7,  // 38: snoop.v1.UpdateProxyRequest.spec:type_name -> snoop.v1.ProxySpec
-	47, // 39: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	48, // 39: snoop.v1.UpdateProxyRequest.update_mask:type_name -> google.protobuf.FieldMask
 	10, // 40: snoop.v1.UpdateProxyResponse.proxy:type_name -> snoop.v1.Proxy
-	45, // 41: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
+	46, // 41: snoop.v1.DeleteProxyRequest.drain:type_name -> google.protobuf.Duration
 	7,  // 42: snoop.v1.ApplyProxiesRequest.proxies:type_name -> snoop.v1.ProxySpec
 	5,  // 43: snoop.v1.ApplyResult.action:type_name -> snoop.v1.ApplyAction
 	10, // 44: snoop.v1.ApplyResult.proxy:type_name -> snoop.v1.Proxy
 	27, // 45: snoop.v1.ApplyProxiesResponse.results:type_name -> snoop.v1.ApplyResult
-	46, // 46: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
+	47, // 46: snoop.v1.Connection.open_time:type_name -> google.protobuf.Timestamp
 	30, // 47: snoop.v1.ListConnectionsResponse.connections:type_name -> snoop.v1.Connection
 	6,  // 48: snoop.v1.WatchEventsRequest.kinds:type_name -> snoop.v1.EventKind
 	4,  // 49: snoop.v1.WatchEventsRequest.ops:type_name -> snoop.v1.Op
-	45, // 50: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
+	46, // 50: snoop.v1.WatchEventsRequest.min_latency:type_name -> google.protobuf.Duration
 	36, // 51: snoop.v1.WatchEventsResponse.event:type_name -> snoop.v1.Event
 	36, // 52: snoop.v1.WatchEventsResponse.events:type_name -> snoop.v1.Event
 	6,  // 53: snoop.v1.Event.kind:type_name -> snoop.v1.EventKind
-	46, // 54: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
+	47, // 54: snoop.v1.Event.time:type_name -> google.protobuf.Timestamp
 	37, // 55: snoop.v1.Event.transaction:type_name -> snoop.v1.Transaction
 	38, // 56: snoop.v1.Event.closed:type_name -> snoop.v1.ConnectionClosed
 	39, // 57: snoop.v1.Event.protocol_error:type_name -> snoop.v1.ProtocolError
-	46, // 58: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
-	4,  // 59: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
-	46, // 60: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
-	45, // 61: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
-	45, // 62: snoop.v1.Transaction.server_latency:type_name -> google.protobuf.Duration
-	45, // 63: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
-	0,  // 64: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
-	46, // 65: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	42, // 66: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	16, // 67: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	18, // 68: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	20, // 69: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	22, // 70: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	24, // 71: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	26, // 72: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	29, // 73: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	32, // 74: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	34, // 75: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	40, // 76: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	17, // 77: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	19, // 78: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	21, // 79: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	23, // 80: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	25, // 81: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	28, // 82: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	31, // 83: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	33, // 84: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	35, // 85: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	41, // 86: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	77, // [77:87] is the sub-list for method output_type
-	67, // [67:77] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	47, // 58: snoop.v1.Event.end_time:type_name -> google.protobuf.Timestamp
+	40, // 59: snoop.v1.Event.capture_gap:type_name -> snoop.v1.CaptureGap
+	4,  // 60: snoop.v1.Transaction.op:type_name -> snoop.v1.Op
+	47, // 61: snoop.v1.Transaction.start_time:type_name -> google.protobuf.Timestamp
+	46, // 62: snoop.v1.Transaction.latency:type_name -> google.protobuf.Duration
+	46, // 63: snoop.v1.Transaction.server_latency:type_name -> google.protobuf.Duration
+	46, // 64: snoop.v1.ConnectionClosed.duration:type_name -> google.protobuf.Duration
+	0,  // 65: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
+	47, // 66: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	43, // 67: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
+	16, // 68: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	18, // 69: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	20, // 70: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	22, // 71: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	24, // 72: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	26, // 73: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	29, // 74: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	32, // 75: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	34, // 76: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	41, // 77: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	17, // 78: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	19, // 79: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	21, // 80: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	23, // 81: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	25, // 82: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	28, // 83: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	31, // 84: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	33, // 85: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	35, // 86: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	42, // 87: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	78, // [78:88] is the sub-list for method output_type
+	68, // [68:78] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
@@ -4408,7 +4513,7 @@ func file_snoop_v1_snoop_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snoop_v1_snoop_proto_rawDesc), len(file_snoop_v1_snoop_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
