@@ -89,8 +89,9 @@ type eventPrinter struct {
 }
 
 // flushAt is the buffer size at which the printer writes without waiting
-// for the stream to go quiet.
-const flushAt = 32 << 10
+// for the stream to go quiet: about one batch of the daemon's JSON lines,
+// so that a busy tail writes once a batch rather than every few events.
+const flushAt = 256 << 10
 
 func (e *env) eventPrinter(w io.Writer, withDate, data bool) *eventPrinter {
 	return &eventPrinter{
