@@ -916,3 +916,35 @@ func TestTailJSONFromWireIsTheDecodedOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestTailJSONOfSeveralDaemonsNamesEach: with several daemons, tail -o
+// json writes each event with its daemon's name (events that come in
+// their wire form are not written as they came), and stops at --count
+// across them.
+func TestTailJSONOfSeveralDaemonsNamesEach(t *testing.T) {
+	a, addrA := startFake(t)
+	b, addrB := startFake(t)
+	for _, f := range []*fakeDaemon{a, b} {
+		f.batch = true
+		f.setEvents(testEvents(), nil)
+	}
+	r := run(t, "-a", addrA, "-a", addrB, "tail", "--events", "all", "-o", "json", "--count", "10")
+	wantOK(t, r)
+	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
+	events := 0
+	for _, l := range lines {
+		got := &snoopv1.WatchEventsResponse{}
+		if err := protojson.Unmarshal([]byte(l), got); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		if ev := got.GetEvent(); ev != nil {
+			events++
+			if ev.GetDaemon() == "" {
+				t.Errorf("an event without its daemon: %s", l)
+			}
+		}
+	}
+	if events != 10 {
+		t.Errorf("%d events, want 10 (--count)", events)
+	}
+}
