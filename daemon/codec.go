@@ -40,40 +40,45 @@ func (c codec) Name() string { return proto.Name }
 // 1 MiB tier: the daemon spent more clearing a megabyte per response than
 // copying the response into it. Every byte of a response is written
 // before it is sent, so these buffers are handed out as they were left.
-// It has two sizes: small, for notices and single events, and large, for
-// a batch of up to maxBatchBytes and its last event. A larger response
-// gets a buffer of its own, not kept.
-type responsePool struct{ small, large sync.Pool }
+// Its sizes follow gRPC's tiers up to a batch of maxBatchBytes and its
+// last event, so that what a stream whose client stops reading holds in
+// the transport (up to its write quota of responses) is no larger than
+// before: a response up to gRPC's pooling threshold (a single event) gets
+// a buffer of its own size, which gRPC never pools, and so does one
+// larger than the largest size.
+type responsePool struct {
+	tiers [len(responseSizes)]sync.Pool
+}
+
+var responseSizes = [...]int{4 << 10, 16 << 10, 32 << 10, largeResponse}
+
+// largeResponse holds a batch of up to maxBatchBytes and its last event.
+const largeResponse = maxBatchBytes + 64<<10
 
 var _ mem.BufferPool = (*responsePool)(nil)
 
-const (
-	smallResponse = 16 << 10
-	largeResponse = maxBatchBytes + 64<<10
-)
-
 func (p *responsePool) Get(n int) *[]byte {
-	pool, size := &p.small, smallResponse
-	switch {
-	case n > largeResponse:
-		b := make([]byte, n)
-		return &b
-	case n > smallResponse:
-		pool, size = &p.large, largeResponse
+	if !mem.IsBelowBufferPoolingThreshold(n) {
+		for i, size := range responseSizes {
+			if n <= size {
+				if b, ok := p.tiers[i].Get().(*[]byte); ok {
+					*b = (*b)[:n]
+					return b
+				}
+				b := make([]byte, n, size)
+				return &b
+			}
+		}
 	}
-	if b, ok := pool.Get().(*[]byte); ok {
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, size)
+	b := make([]byte, n)
 	return &b
 }
 
 func (p *responsePool) Put(b *[]byte) {
-	switch cap(*b) {
-	case smallResponse:
-		p.small.Put(b)
-	case largeResponse:
-		p.large.Put(b)
+	for i, size := range responseSizes {
+		if cap(*b) == size {
+			p.tiers[i].Put(b)
+			return
+		}
 	}
 }

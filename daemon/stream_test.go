@@ -271,17 +271,23 @@ func TestEventSenderSizesEachResponseExactly(t *testing.T) {
 	}
 }
 
+// The pool's buffers are no larger than gRPC's tiers would give (a
+// stream whose client stops reading holds its queued responses' buffers):
+// a single event's response gets a buffer of its own size, a batch one of
+// the tier above it.
 func TestResponsePoolSizes(t *testing.T) {
 	var p responsePool
 	for _, c := range []struct{ n, capacity int }{
-		{1, smallResponse}, {smallResponse, smallResponse}, {smallResponse + 1, largeResponse},
-		{largeResponse, largeResponse}, {largeResponse + 1, largeResponse + 1},
+		{1, 1}, {400, 400}, {1024, 1024}, {1025, 4 << 10}, {4 << 10, 4 << 10}, {4<<10 + 1, 16 << 10},
+		{100 << 10, largeResponse}, {largeResponse, largeResponse}, {largeResponse + 1, largeResponse + 1},
 	} {
-		b := p.Get(c.n)
-		if len(*b) != c.n || cap(*b) != c.capacity {
-			t.Errorf("Get(%d): len %d cap %d, want cap %d", c.n, len(*b), cap(*b), c.capacity)
+		for range 2 { // new, then (perhaps) from the pool
+			b := p.Get(c.n)
+			if len(*b) != c.n || cap(*b) != c.capacity {
+				t.Errorf("Get(%d): len %d cap %d, want cap %d", c.n, len(*b), cap(*b), c.capacity)
+			}
+			p.Put(b)
 		}
-		p.Put(b)
 	}
 }
 
