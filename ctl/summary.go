@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/snoopd/snoopd/ctl/format"
-	"github.com/snoopd/snoopd/ctl/stats"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/snoopd/snoopd/ctl/format"
+	"github.com/snoopd/snoopd/ctl/stats"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apijson"
 )

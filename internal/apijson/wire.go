@@ -154,7 +154,7 @@ var (
 // leaves to the decoder: an unknown field or wire type, a malformed
 // field, a string or bytes field that comes twice (the decoder checks
 // every string's UTF-8, also of those a later one replaces), a message
-// field in more than two parts.
+// field in more than two parts, or more than two in two parts.
 func (f *fieldSet) parse(s *schema, b, b2 []byte) error {
 	merged := 0
 	for part := 0; part < 2; part, b = part+1, b2 {
