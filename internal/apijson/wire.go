@@ -142,10 +142,11 @@ func newSchema(varints, bytes, messages []int) *schema {
 // The messages' schemas (snoop.proto); a test holds them to the
 // descriptors.
 var (
-	eventSchema       = newSchema([]int{1, 4}, []int{3, 5, 9, 10, 11}, []int{2, 6, 7, 8, 12})
+	eventSchema       = newSchema([]int{1, 4}, []int{3, 5, 9, 10, 11}, []int{2, 6, 7, 8, 12, 13})
 	transactionSchema = newSchema([]int{1, 2, 4, 5, 6, 7, 8, 9, 11, 12, 15}, []int{3, 10, 13, 14, 18}, []int{16, 17, 19})
 	closedSchema      = newSchema([]int{1, 2, 4}, []int{5}, []int{3})
 	protoErrSchema    = newSchema([]int{4, 5, 7}, []int{1, 2, 3, 6}, nil)
+	gapSchema         = newSchema([]int{2, 3, 4}, []int{1}, nil)
 	secondsSchema     = newSchema([]int{1, 2}, nil, nil) // Timestamp and Duration, read by parseSeconds
 )
 
@@ -355,6 +356,20 @@ func (o *obj) wireEvent(wire []byte, facts *Facts) error {
 	}
 	if facts.EndTime, err = f.seconds(&e, "end_time", 12, true); err != nil {
 		return err
+	}
+	if f.present(13) {
+		var g fieldSet
+		if err := g.parse(gapSchema, f.v[13].b, f.second(13)); err != nil {
+			return err
+		}
+		t := e.open("capture_gap")
+		if err := g.str(&t, "direction", 1); err != nil {
+			return err
+		}
+		g.int64(&t, "first_offset", 2)
+		g.int64(&t, "last_offset", 3)
+		g.int64(&t, "bytes_missing", 4)
+		e.close(t)
 	}
 	o.b = append(e.b, '}')
 	return nil

@@ -101,6 +101,9 @@ func marshal(t *testing.T, ev *snoopv1.Event) []byte {
 			fix(s)
 		}
 	}
+	if g := c.CaptureGap; g != nil {
+		fix(&g.Direction)
+	}
 	b, err = proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +182,7 @@ func mutate(t *testing.T, rng *rand.Rand, wire []byte) []byte {
 			break
 		}
 	case 4: // a field the schema does not have
-		b := protowire.AppendTag(nil, protowire.Number(13+rng.IntN(100)), protowire.VarintType)
+		b := protowire.AppendTag(nil, protowire.Number(14+rng.IntN(100)), protowire.VarintType)
 		fs = append(fs, field{raw: protowire.AppendVarint(b, 5)})
 	case 5: // a known field of the wrong wire type
 		b := protowire.AppendTag(nil, 3, protowire.Fixed32Type)
@@ -252,6 +255,7 @@ func TestWireSchemasMatchTheDescriptors(t *testing.T) {
 		{transactionSchema, (&snoopv1.Transaction{}).ProtoReflect().Descriptor()},
 		{closedSchema, (&snoopv1.ConnectionClosed{}).ProtoReflect().Descriptor()},
 		{protoErrSchema, (&snoopv1.ProtocolError{}).ProtoReflect().Descriptor()},
+		{gapSchema, (&snoopv1.CaptureGap{}).ProtoReflect().Descriptor()},
 		{secondsSchema, (&timestamppb.Timestamp{}).ProtoReflect().Descriptor()},
 		{secondsSchema, (&durationpb.Duration{}).ProtoReflect().Descriptor()},
 	} {
