@@ -71,7 +71,15 @@ func (e *env) dial() (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		// A fixed window of 4 MiB instead of gRPC's default, which starts
+		// at 64 KiB and grows by measuring (pings after data, answered by
+		// the daemon): on an event stream of 100 KB batches those pings,
+		// and window updates every quarter window, woke both the daemon's
+		// writer and snoopctl. The larger read buffer takes a batch in
+		// few reads (docs/benchmarks.md, "Watching for less").
+		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(4 << 20),
+		grpc.WithReadBufferSize(256 << 10)}
 	if e.opts.tokenFile != "" {
 		tok, err := readToken(e.opts.tokenFile)
 		if err != nil {

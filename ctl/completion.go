@@ -242,6 +242,8 @@ func flagValues(cmd *cli.Command, typed string) []string {
 		return []string{bySession}
 	case name == "tap":
 		return interfaceNames()
+	case name == "format":
+		return []string{formatJSONL, formatPcapng}
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snoopd/snoopd/ctl/capture"
+	"github.com/snoopd/snoopd/ctl/format"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
@@ -869,4 +870,81 @@ var summaryTimes = regexp.MustCompile(`, over [^ ]+ \([^)]+ events/s\)`)
 // maskSummary hides the elapsed time and rate of tail's summary.
 func maskSummary(s string) string {
 	return summaryTimes.ReplaceAllString(s, ", over TIME (RATE events/s)")
+}
+
+// TestTailJSONFromWireIsTheDecodedOutput: tail -o json writes a daemon's
+// events straight from their wire form; its lines and its summary are
+// what the decoded events give, byte for byte, for batches, single events
+// and notices alike, captured data included.
+func TestTailJSONFromWireIsTheDecodedOutput(t *testing.T) {
+	evs := testEvents()
+	withData := txEvent(8, "web", 3, 9, snoopv1.Op_OP_ADD, []byte("sid"), "ok", 50*time.Microsecond)
+	withData.Event.Transaction.Data, withData.Event.Transaction.DataTruncated = []byte("master secret"), true
+	odd := txEvent(9, "we\"b\n\u00e9", 3, 10, snoopv1.Op_OP_GET, nil, "miss", 0)
+	odd.Event.Transaction.Fault = "delay\t1ms"
+	evs = append(evs, withData, odd, &snoopv1.WatchEventsResponse{Dropped: 2})
+	for _, batch := range []bool{false, true} {
+		f, addr := startFake(t)
+		f.batch = batch
+		f.setEvents(evs, errEOF)
+		r := run(t, "-a", addr, "tail", "--events", "all", "--data", "-o", "json")
+		wantFail(t, r, ExitFailure, "tail: snoopd ended the event stream")
+
+		var want []byte
+		sum := newSummary()
+		for _, resp := range evs {
+			var err error
+			if ev := resp.GetEvent(); ev != nil {
+				want, err = format.AppendEventLine(want, ev)
+				sum.add(&snoopv1.WatchEventsResponse{Event: ev})
+			} else {
+				want, err = format.AppendResponseLine(want, resp)
+				sum.add(resp)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, '\n')
+		}
+		if r.out != string(want) {
+			t.Errorf("batch %v: tail -o json\n%s\nwant\n%s", batch, r.out, want)
+		}
+		var b strings.Builder
+		sum.write(&b, "shown", 0)
+		if got, want := maskSummary(r.err), maskSummary(b.String()); !strings.HasPrefix(got, want) {
+			t.Errorf("batch %v: summary\n%s\nwant\n%s", batch, got, want)
+		}
+	}
+}
+
+// TestTailJSONOfSeveralDaemonsNamesEach: with several daemons, tail -o
+// json writes each event with its daemon's name (events that come in
+// their wire form are not written as they came), and stops at --count
+// across them.
+func TestTailJSONOfSeveralDaemonsNamesEach(t *testing.T) {
+	a, addrA := startFake(t)
+	b, addrB := startFake(t)
+	for _, f := range []*fakeDaemon{a, b} {
+		f.batch = true
+		f.setEvents(testEvents(), nil)
+	}
+	r := run(t, "-a", addrA, "-a", addrB, "tail", "--events", "all", "-o", "json", "--count", "10")
+	wantOK(t, r)
+	lines := strings.Split(strings.TrimSuffix(r.out, "\n"), "\n")
+	events := 0
+	for _, l := range lines {
+		got := &snoopv1.WatchEventsResponse{}
+		if err := protojson.Unmarshal([]byte(l), got); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		if ev := got.GetEvent(); ev != nil {
+			events++
+			if ev.GetDaemon() == "" {
+				t.Errorf("an event without its daemon: %s", l)
+			}
+		}
+	}
+	if events != 10 {
+		t.Errorf("%d events, want 10 (--count)", events)
+	}
 }

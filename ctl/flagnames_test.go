@@ -41,7 +41,7 @@ var flagVocabulary = map[string]string{
 	"drain": "let connections finish", "close-connections": "close live connections",
 	// Files.
 	"file": "an input file", "f": "an input file", "prune": "remove what is not declared", "dry-run": "only say what would change",
-	"append": "add to a file", "force": "replace a file", "rotate-size": "rotation size", "rotate-keep": "rotated files kept",
+	"append": "add to a file", "force": "replace a file", "format": "a file's format", "rotate-size": "rotation size", "rotate-keep": "rotated files kept",
 	"name":  "the proxy name a packet capture's events carry",
 	"image": "the picture plot writes", "bin": "a time bin's width", "width": "page width", "height": "page height",
 	// Faults.

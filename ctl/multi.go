@@ -273,6 +273,9 @@ func (m *multiSource) stream(ctx context.Context, o streamOptions, handle func(*
 	for i, s := range m.srcs {
 		so := o
 		so.count = 0
+		// Each event gets its daemon's name and is counted here: none
+		// goes by o.wire as it came.
+		so.wire = nil
 		if i > 0 {
 			so.tick, so.onTick = 0, nil
 		} else if o.onTick != nil {

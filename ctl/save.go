@@ -28,11 +28,12 @@ func (e *env) saveCommand() *cli.Command {
 		&cli.StringFlag{Name: "rotate-size", Usage: "start a new file when FILE reaches `SIZE` (10M, 512K, 1.5G: powers of 1024; at least 64K)"},
 		&cli.IntFlag{Name: "rotate-keep", Value: capture.DefaultRotateKeep, Usage: "with --rotate-size, keep the `N` newest rotated files and delete older ones (0: keep all)"},
 		dataFlag(),
+		&cli.StringFlag{Name: "format", Usage: "write FILE as `FORMAT`: jsonl (the capture 'snoopctl read' takes) or pcapng (for Wireshark); default: pcapng for a name ending in .pcapng, else jsonl"},
 	)
 	flags = append(flags, natsFlags(true)...)
 	return &cli.Command{
 		Name:      "save",
-		Usage:     "write the live stream of events to a file, for 'snoopctl read'",
+		Usage:     "write the live stream of events to a file, for 'snoopctl read' (or as pcapng, for Wireshark)",
 		ArgsUsage: "FILE [PROXY...]",
 		Description: "FILE gets JSON Lines: one snoop.v1.WatchEventsResponse per line (an event, or\n" +
 			"a drop notice {\"dropped\":\"N\"}), as 'tail -o json' prints them. An existing\n" +
@@ -50,7 +51,29 @@ func (e *env) saveCommand() *cli.Command {
 			"least 64K.\n" +
 			"--rotate-keep N (default 4, as logrotate.conf): a rotation deletes what it\n" +
 			"would push past FILE.N, earlier captures' rotated files included, so FILE\n" +
-			"and its rotations take at most N+1 times SIZE; 0 keeps every file.\n\n" + filterHelp + fleetHelp,
+			"and its rotations take at most N+1 times SIZE; 0 keeps every file.\n\n" +
+			"FILE.pcapng (or --format pcapng) gets what the proxies carried as a pcapng\n" +
+			"capture for Wireshark and tshark (contrib/wireshark/distcache.lua dissects it):\n" +
+			"each connection a TCP stream from its client to its proxy's server, with a\n" +
+			"handshake, data segments and a FIN at its close, each request and response\n" +
+			"encoded again as distcache frames (same request_uid, operation, status and\n" +
+			"sizes) at the times the events give. Session ids are written as the events\n" +
+			"carry them (the first 64 bytes; they travel in clear in TLS handshakes\n" +
+			"anyway); session data is zeros unless the proxy captures it (--capture-data)\n" +
+			"and --data is given, so by default the file holds no TLS master secret.\n" +
+			"A connection is written when it closes (those still open when save stops, at\n" +
+			"the end, without a FIN), so packets are grouped by connection ('reordercap\n" +
+			"FILE SORTED', from Wireshark, puts them in time order); protocol\n" +
+			"errors are not in the file (the events do not carry the broken bytes).\n" +
+			"Unix sockets have no IP addresses: a server on PATH becomes 127.A.B.C:9001\n" +
+			"(A.B.C: the first 3 bytes of PATH's SHA-256); a client of a proxy listening\n" +
+			"on PATH becomes 127.A.B.C:P, A.B.C being the first 3 bytes of the SHA-256 of\n" +
+			"PATH, a zero byte and the connection id (8 bytes, big-endian), and P 49152\n" +
+			"plus the next 2 bytes modulo 16384. A server host that does not resolve here\n" +
+			"is made up as a path is, from its address as IP:host:port, with its own port;\n" +
+			"the server of a proxy save does not know (created after save started, or\n" +
+			"events from NATS or from several daemons) from the proxy's name, and so are\n" +
+			"its unix socket clients. --append and --rotate-size do not apply to pcapng.\n\n" + filterHelp + fleetHelp,
 		Flags:  flags,
 		Action: e.save,
 	}
@@ -67,6 +90,13 @@ func (e *env) save(cCtx *cli.Context) error {
 	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return usagef("save: %s is a directory; name a file in it, such as %s", path, filepath.Join(path, "capture.jsonl"))
+	}
+	format, err := saveFormat(cCtx, path)
+	if err != nil {
+		return err
+	}
+	if format == formatPcapng {
+		return e.savePcapng(cCtx, path, proxies)
 	}
 	opts := capture.Options{Append: cCtx.Bool("append"), Force: cCtx.Bool("force")}
 	if opts.Append && opts.Force {

@@ -8,9 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/snoopd/snoopd/ctl/format"
 	"github.com/snoopd/snoopd/ctl/stats"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
+	"github.com/snoopd/snoopd/internal/apijson"
 )
 
 // summary counts what tail and read showed, for the lines they end with:
@@ -19,6 +23,15 @@ import (
 type summary struct {
 	col         *stats.Collector
 	first, last time.Time // event times seen (read's rate runs over them)
+	// facts holds what was read of an event written from its wire form;
+	// addFacts carries it to add in these reused messages.
+	facts             apijson.Facts
+	one               snoopv1.WatchEventsResponse
+	ev                snoopv1.Event
+	tx                snoopv1.Transaction
+	time, end         timestamppb.Timestamp
+	latency           durationpb.Duration
+	lastProxy, lastRs string
 }
 
 func newSummary() *summary { return &summary{col: stats.New()} }
@@ -36,6 +49,42 @@ func (s *summary) add(r *snoopv1.WatchEventsResponse) {
 			}
 		}
 	}
+}
+
+// addFacts counts the event whose facts (what a summary counts) are in
+// s.facts: an event written from its wire form, never decoded whole.
+func (s *summary) addFacts() {
+	f := &s.facts
+	ev := &s.ev
+	ev.Kind, ev.Time, ev.EndTime, ev.Transaction = f.Kind, nil, nil, nil
+	ev.Proxy = reuse(&s.lastProxy, f.Proxy)
+	if f.Time.Has {
+		s.time.Seconds, s.time.Nanos = f.Time.Secs, f.Time.Nanos
+		ev.Time = &s.time
+	}
+	if f.EndTime.Has {
+		s.end.Seconds, s.end.Nanos = f.EndTime.Secs, f.EndTime.Nanos
+		ev.EndTime = &s.end
+	}
+	if f.Tx {
+		s.tx.Op, s.tx.Result, s.tx.Latency = f.Op, reuse(&s.lastRs, f.Result), nil
+		if f.Latency.Has {
+			s.latency.Seconds, s.latency.Nanos = f.Latency.Secs, f.Latency.Nanos
+			s.tx.Latency = &s.latency
+		}
+		ev.Transaction = &s.tx
+	}
+	s.one.Event = ev
+	s.add(&s.one)
+}
+
+// reuse returns b as a string: *last if equal, which in a stream of one
+// proxy's events it nearly always is, else a new one kept in *last.
+func reuse(last *string, b []byte) string {
+	if string(b) != *last {
+		*last = string(b)
+	}
+	return *last
 }
 
 // span is the time between the first and the last event seen.

@@ -234,6 +234,12 @@ type streamOptions struct {
 	// flush is called when no more responses are waiting, so that output
 	// is written in batches under load and at once when it is quiet.
 	flush func() error
+	// wire, if set, takes the events of a daemon's stream in their wire
+	// form (a snoop.v1.Event each), instead of handle decoded: a reader
+	// that writes them as they are (tail -o json) need not decode them.
+	// Notices still go to handle, and so does every event of a source
+	// other than a single daemon.
+	wire func(event []byte) error
 }
 
 // streamResult says how a stream went.
@@ -298,7 +304,7 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		receive(sctx, st, ch, free)
+		receive(sctx, st, ch, free, o.wire != nil)
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -325,7 +331,13 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 				}
 				return res, e.streamError(m.err, o.action, s.got)
 			}
-			done, err := s.deliver(m.resp)
+			var done bool
+			var err error
+			if m.buf != nil && m.buf.Wire != nil {
+				done, err = s.deliverWire(m.buf.Wire)
+			} else {
+				done, err = s.deliver(m.resp)
+			}
 			if m.buf != nil {
 				// Handled, and handlers keep nothing: its storage can
 				// take the next response.
@@ -352,8 +364,9 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 // until ctx is cancelled. Each response is decoded into storage from free
 // (the handler hands it back there) or new storage while all of it is in
 // flight, so a long stream reuses a few responses' storage instead of
-// allocating each anew.
-func receive(ctx context.Context, st interface{ RecvMsg(any) error }, ch chan<- received, free chan *apiwire.Response) {
+// allocating each anew. With raw, responses of events alone leave them in
+// their wire form (apiwire.Response.Raw).
+func receive(ctx context.Context, st interface{ RecvMsg(any) error }, ch chan<- received, free chan *apiwire.Response, raw bool) {
 	for {
 		var buf *apiwire.Response
 		select {
@@ -361,6 +374,7 @@ func receive(ctx context.Context, st interface{ RecvMsg(any) error }, ch chan<- 
 		default:
 			buf = new(apiwire.Response)
 		}
+		buf.Raw = raw
 		err := st.RecvMsg(buf)
 		m := received{resp: &buf.Msg, buf: buf, err: err}
 		if err != nil {
@@ -418,6 +432,22 @@ func (s *streamRun) deliver(r *snoopv1.WatchEventsResponse) (done bool, err erro
 		s.res.events++
 		s.one.Event = ev
 		if err := s.handle(&s.one); err != nil {
+			return false, err
+		}
+	}
+	return s.o.count > 0 && s.res.events >= s.o.count, nil
+}
+
+// deliverWire hands the events of a raw response to o.wire, one at a
+// time, as deliver does with decoded ones.
+func (s *streamRun) deliverWire(evs [][]byte) (done bool, err error) {
+	s.got = true
+	for _, ev := range evs {
+		if s.o.count > 0 && s.res.events >= s.o.count {
+			break
+		}
+		s.res.events++
+		if err := s.o.wire(ev); err != nil {
 			return false, err
 		}
 	}

@@ -45,7 +45,7 @@ func NewServer(d *Daemon, opts ServerOptions) (*grpc.Server, *HealthServer) {
 	s := grpc.NewServer(so...)
 	svc := &service{d: d}
 	snoopv1.RegisterProxyServiceServer(s, &proxyService{service: svc})
-	snoopv1.RegisterEventServiceServer(s, &eventService{service: svc})
+	snoopv1.RegisterEventServiceServer(s, &eventService{service: svc, responses: new(responsePool)})
 	snoopv1.RegisterDaemonServiceServer(s, &daemonService{service: svc})
 	hs := &HealthServer{Server: health.NewServer(), stopped: make(chan struct{})}
 	// Each service answers for itself too, so a probe that names one
@@ -195,6 +195,8 @@ type proxyService struct {
 type eventService struct {
 	*service
 	snoopv1.UnimplementedEventServiceServer
+	// responses holds the buffers every watch stream writes into.
+	responses *responsePool
 }
 
 type daemonService struct {
@@ -302,7 +304,7 @@ func (s *eventService) WatchEvents(req *snoopv1.WatchEventsRequest, stream grpc.
 		return err
 	}
 	ctx := stream.Context()
-	out := newEventSender(stream, req)
+	out := newEventSender(stream, req, s.responses)
 	for {
 		b, err := w.Next(ctx)
 		if err != nil {

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"math"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/snoopd/snoopd/daemon/hub"
@@ -37,30 +39,39 @@ const (
 // eventSender writes hub records to one watch stream. The hub encoded
 // each event once, for every stream; a response is written around those
 // bytes (a WatchEventsResponse is its fields one after the other, and an
-// event is a length-prefixed field holding the record's bytes), into one
-// buffer the sender reuses, and goes out as a preEncoded message that the
-// server's codec passes through. So sending an event costs a copy of its
-// bytes, whatever the number of watchers.
+// event is a length-prefixed field holding the record's bytes) straight
+// into a buffer of the server's responsePool, sized first, and goes out
+// as a preEncoded message that the server's codec hands to gRPC as it
+// is. So sending an event costs one copy of its bytes, whatever the
+// number of watchers.
 type eventSender struct {
 	stream      grpc.ServerStream
+	buffers     mem.BufferPool
 	includeData bool
 	// maxBatch is the most events per response; 1 sends each event in
 	// a response of its own, in WatchEventsResponse.event.
 	maxBatch int
-
-	buf []byte
 }
 
-func newEventSender(stream grpc.ServerStream, req *snoopv1.WatchEventsRequest) *eventSender {
+func newEventSender(stream grpc.ServerStream, req *snoopv1.WatchEventsRequest, buffers mem.BufferPool) *eventSender {
 	return &eventSender{
 		stream:      stream,
+		buffers:     buffers,
 		includeData: req.GetIncludeData(),
 		maxBatch:    int(max(1, min(req.GetMaxBatch(), maxWatchBatch))),
 	}
 }
 
-func (s *eventSender) send() error {
-	return s.stream.SendMsg(&preEncoded{b: s.buf})
+// buffer returns an empty buffer for a response of n bytes.
+func (s *eventSender) buffer(n int) *[]byte {
+	b := s.buffers.Get(n)
+	*b = (*b)[:0]
+	return b
+}
+
+// send sends the response in b, which gRPC gives back to the pool.
+func (s *eventSender) send(b *[]byte) error {
+	return s.stream.SendMsg(&preEncoded{b: b, pool: s.buffers})
 }
 
 // events sends recs in order, as many per response as allowed. It never
@@ -68,26 +79,40 @@ func (s *eventSender) send() error {
 func (s *eventSender) events(recs []hub.Record) error {
 	if s.maxBatch <= 1 {
 		for i := range recs {
-			s.buf = appendRecord(s.buf[:0], respEvent, &recs[i], s.includeData)
-			if err := s.send(); err != nil {
+			b := s.buffer(s.recordSize(&recs[i]))
+			*b = appendRecord(*b, respEvent, &recs[i], s.includeData)
+			if err := s.send(b); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	for len(recs) > 0 {
-		s.buf = s.buf[:0]
-		n := 0
-		for n < len(recs) && n < s.maxBatch && len(s.buf) < maxBatchBytes {
-			s.buf = appendRecord(s.buf, respEvents, &recs[n], s.includeData)
+		n, size := 0, 0
+		for n < len(recs) && n < s.maxBatch && size < maxBatchBytes {
+			size += s.recordSize(&recs[n])
 			n++
 		}
-		if err := s.send(); err != nil {
+		b := s.buffer(size)
+		for i := range recs[:n] {
+			*b = appendRecord(*b, respEvents, &recs[i], s.includeData)
+		}
+		if err := s.send(b); err != nil {
 			return err
 		}
 		recs = recs[n:]
 	}
 	return nil
+}
+
+// recordSize is the size of r as a field of a response (event or
+// events, both one-byte tags).
+func (s *eventSender) recordSize(r *hub.Record) int {
+	n := len(r.Wire)
+	if s.includeData {
+		n += len(r.Data)
+	}
+	return 1 + protowire.SizeVarint(uint64(n)) + n
 }
 
 // appendRecord appends r as the message field num: the record's bytes,
@@ -106,28 +131,33 @@ func appendRecord(b []byte, num protowire.Number, r *hub.Record, includeData boo
 	return b
 }
 
+// noticeSize bounds the size of a notice: three varint fields.
+const noticeSize = 3 * (1 + binary.MaxVarintLen64)
+
 // dropped sends a drop notice.
 func (s *eventSender) dropped(n uint64) error {
-	s.buf = protowire.AppendTag(s.buf[:0], respDropped, protowire.VarintType)
-	s.buf = protowire.AppendVarint(s.buf, n)
-	return s.send()
+	b := s.buffer(noticeSize)
+	*b = protowire.AppendTag(*b, respDropped, protowire.VarintType)
+	*b = protowire.AppendVarint(*b, n)
+	return s.send(b)
 }
 
 // historyDone sends the end-of-history notice, with the numbers of
 // history events asked for and not sent: those that were gone, and those
 // beyond what ever happened.
 func (s *eventSender) historyDone(missing, beyond uint64) error {
-	s.buf = protowire.AppendTag(s.buf[:0], respHistoryDone, protowire.VarintType)
-	s.buf = protowire.AppendVarint(s.buf, 1)
+	b := s.buffer(noticeSize)
+	*b = protowire.AppendTag(*b, respHistoryDone, protowire.VarintType)
+	*b = protowire.AppendVarint(*b, 1)
 	if m := min(missing, math.MaxUint32); m > 0 {
-		s.buf = protowire.AppendTag(s.buf, respHistoryMissing, protowire.VarintType)
-		s.buf = protowire.AppendVarint(s.buf, m)
+		*b = protowire.AppendTag(*b, respHistoryMissing, protowire.VarintType)
+		*b = protowire.AppendVarint(*b, m)
 	}
 	if beyond > 0 {
-		s.buf = protowire.AppendTag(s.buf, respHistoryBeyond, protowire.VarintType)
-		s.buf = protowire.AppendVarint(s.buf, beyond)
+		*b = protowire.AppendTag(*b, respHistoryBeyond, protowire.VarintType)
+		*b = protowire.AppendVarint(*b, beyond)
 	}
-	return s.send()
+	return s.send(b)
 }
 
 // apiEvent is the storage of one event in API form, filled in place (the

@@ -22,6 +22,7 @@ import (
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/internal/apiconv"
 	"github.com/snoopd/snoopd/internal/apievent"
+	"github.com/snoopd/snoopd/internal/testutil"
 	"github.com/snoopd/snoopd/proxy"
 )
 
@@ -217,6 +218,79 @@ func (s *recordStream) SetHeader(metadata.MD) error  { return nil }
 func (s *recordStream) SendHeader(metadata.MD) error { return nil }
 func (s *recordStream) SetTrailer(metadata.MD)       {}
 
+// exactPool hands out buffers of exactly the length asked for, and
+// sizeStream checks that each response filled its buffer exactly: a
+// sender that sized a response wrong would have made append move it to a
+// larger array, or left room unused.
+type exactPool struct{}
+
+func (exactPool) Get(n int) *[]byte { b := make([]byte, n); return &b }
+func (exactPool) Put(*[]byte)       {}
+
+type sizeStream struct {
+	recordStream
+	t *testing.T
+}
+
+func (s *sizeStream) SendMsg(m any) error {
+	p := m.(*preEncoded)
+	if len(*p.b) != cap(*p.b) {
+		s.t.Errorf("a response of %d bytes in a buffer sized for %d", len(*p.b), cap(*p.b))
+	}
+	return s.recordStream.SendMsg(m)
+}
+
+func TestEventSenderSizesEachResponseExactly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	evs := make([]*proxy.Event, 600)
+	for i := range evs {
+		evs[i] = randomEvent(rng)
+		if i%50 == 0 {
+			tx := &proxy.Transaction{}
+			tx.Data = make([]byte, distcache.MaxSessionDataLen)
+			evs[i] = &proxy.Event{Kind: proxy.KindTransaction, Proxy: "p", Tx: tx}
+		}
+	}
+	recs := records(evs, instances(len(evs)))
+	for _, req := range []*snoopv1.WatchEventsRequest{{MaxBatch: 1}, {MaxBatch: 256}, {MaxBatch: 256, IncludeData: true}, {MaxBatch: 1, IncludeData: true}} {
+		st := &sizeStream{t: t}
+		s := newEventSender(st, req, exactPool{})
+		if err := s.events(recs); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, r := range st.got {
+			got += len(r.GetEvents())
+			if r.GetEvent() != nil {
+				got++
+			}
+		}
+		if got != len(evs) {
+			t.Errorf("%v: %d events sent, want %d", req, got, len(evs))
+		}
+	}
+}
+
+// The pool's buffers are no larger than gRPC's tiers would give (a
+// stream whose client stops reading holds its queued responses' buffers):
+// a single event's response gets a buffer of its own size, a batch one of
+// the tier above it.
+func TestResponsePoolSizes(t *testing.T) {
+	var p responsePool
+	for _, c := range []struct{ n, capacity int }{
+		{1, 1}, {400, 400}, {1024, 1024}, {1025, 4 << 10}, {4 << 10, 4 << 10}, {4<<10 + 1, 16 << 10},
+		{100 << 10, largeResponse}, {largeResponse, largeResponse}, {largeResponse + 1, largeResponse + 1},
+	} {
+		for range 2 { // new, then (perhaps) from the pool
+			b := p.Get(c.n)
+			if len(*b) != c.n || cap(*b) != c.capacity {
+				t.Errorf("Get(%d): len %d cap %d, want cap %d", c.n, len(*b), cap(*b), c.capacity)
+			}
+			p.Put(b)
+		}
+	}
+}
+
 func TestEventSenderBatches(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	evs := make([]*proxy.Event, 1500)
@@ -234,7 +308,7 @@ func TestEventSenderBatches(t *testing.T) {
 		{5000, []int{5}},
 	} {
 		rec := &recordStream{}
-		s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: tc.maxBatch})
+		s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: tc.maxBatch}, new(responsePool))
 		if err := s.events(records(evs[:5], instances(5))); err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +356,7 @@ func TestEventSenderBatches(t *testing.T) {
 
 	// The cap: 1,500 events at max_batch 5000 go out 256 at a time.
 	rec := &recordStream{}
-	s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 5000})
+	s := newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 5000}, new(responsePool))
 	if err := s.events(records(evs, instances(len(evs)))); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +373,7 @@ func TestEventSenderBatches(t *testing.T) {
 		big[i] = &proxy.Event{Kind: proxy.KindTransaction, Proxy: "p", Tx: tx}
 	}
 	rec = &recordStream{}
-	s = newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 256, IncludeData: true})
+	s = newEventSender(rec, &snoopv1.WatchEventsRequest{MaxBatch: 256, IncludeData: true}, new(responsePool))
 	if err := s.events(records(big, instances(len(big)))); err != nil {
 		t.Fatal(err)
 	}
@@ -496,9 +570,10 @@ func BenchmarkStreamEventBatch256(b *testing.B) {
 func benchSender(b *testing.B, batch uint32) {
 	recs := records(benchEvents(256), instances(256))
 	cs := newCodecStream()
-	s := newEventSender(cs, &snoopv1.WatchEventsRequest{MaxBatch: batch})
+	s := newEventSender(cs, &snoopv1.WatchEventsRequest{MaxBatch: batch}, new(responsePool))
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer testutil.ReportCPU(b)()
 	// b.N events, in rounds of up to 256 (one op is one event).
 	for sent := 0; sent < b.N; {
 		n := min(len(recs), b.N-sent)

@@ -42,6 +42,13 @@
 //     while dcload runs straight at the cache (root only): snoopctl tail
 //     -o json of the tap against dcload's count, show, the tap's
 //     counters in /metrics, a fault refused, remove;
+//   - a pcapng written by snoopctl save from a dcload run through a
+//     proxy (TCP clients and unix socket clients), read by tshark with
+//     contrib/wireshark/distcache.lua and held to snoopctl tail -o json;
+//     and a client's traffic through a proxy, cut inside headers and
+//     frames and ended by a corrupt frame, recorded segment by segment
+//     and held the same way, the rule included (both skipped where
+//     tshark is missing);
 //   - the NATS export's server going away is driven with the fleet's tests
 //     (ctl/snoopctl TestFleetNATSRestartUnderLoad: two real snoopd
 //     exporting under load while the NATS server stops and comes back).

@@ -48,6 +48,14 @@ func AppendEventLine(b []byte, ev *snoopv1.Event) ([]byte, error) {
 	return apijson.AppendEventResponse(b, ev, apijson.ProtoKeys)
 }
 
+// AppendEventLineWire appends the line AppendEventLine appends for the
+// event whose protobuf encoding is wire, written from the wire form
+// without decoding it into messages first, and sets facts (if not nil)
+// to what a summary counts of it.
+func AppendEventLineWire(b, wire []byte, facts *apijson.Facts) ([]byte, error) {
+	return apijson.AppendEventResponseWire(b, wire, apijson.ProtoKeys, facts)
+}
+
 // JSONDuration is a duration in snoopctl's own JSON objects (stats, top),
 // written as the API writes its google.protobuf.Duration fields:
 // "0.000250s", "2s". One form for every duration a script reads, whether

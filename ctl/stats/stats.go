@@ -85,6 +85,16 @@ type Collector struct {
 	proxies map[string]*ProxyRow
 	events  int64
 	dropped uint64
+	// The rows and the result of the event before: a stream's events
+	// mostly repeat its proxy, op and result, and looking them up again
+	// was most of what counting an event cost a busy tail.
+	lastProxy   string
+	lastRow     *ProxyRow
+	lastOp      opKey
+	lastAcc     *opAcc
+	lastResult  string
+	lastIsError bool
+	resultKnown bool // lastResult and lastIsError are set
 }
 
 // New returns an empty Collector.
@@ -100,23 +110,35 @@ func (c *Collector) Add(r *snoopv1.WatchEventsResponse) {
 		return
 	}
 	c.events++
-	pr := c.proxies[ev.GetProxy()]
-	if pr == nil {
-		pr = &ProxyRow{Proxy: ev.GetProxy()}
-		c.proxies[ev.GetProxy()] = pr
+	pr := c.lastRow
+	if pr == nil || ev.GetProxy() != c.lastProxy {
+		pr = c.proxies[ev.GetProxy()]
+		if pr == nil {
+			pr = &ProxyRow{Proxy: ev.GetProxy()}
+			c.proxies[ev.GetProxy()] = pr
+		}
+		c.lastProxy, c.lastRow = ev.GetProxy(), pr
 	}
 	switch ev.GetKind() {
 	case snoopv1.EventKind_EVENT_KIND_TRANSACTION:
 		tx := ev.GetTransaction()
 		k := opKey{ev.GetProxy(), tx.GetOp()}
-		a := c.ops[k]
-		if a == nil {
-			a = &opAcc{results: map[string]int64{}}
-			c.ops[k] = a
+		a := c.lastAcc
+		if a == nil || k != c.lastOp {
+			a = c.ops[k]
+			if a == nil {
+				a = &opAcc{results: map[string]int64{}}
+				c.ops[k] = a
+			}
+			c.lastOp, c.lastAcc = k, a
 		}
 		a.count++
 		a.results[tx.GetResult()]++
-		if r, ok := vocab.ParseResult(tx.GetResult()); !ok || r.IsError() {
+		if res := tx.GetResult(); !c.resultKnown || res != c.lastResult {
+			r, ok := vocab.ParseResult(res)
+			c.lastResult, c.lastIsError, c.resultKnown = res, !ok || r.IsError(), true
+		}
+		if c.lastIsError {
 			a.errors++
 		}
 		if tx.GetLatency() != nil {

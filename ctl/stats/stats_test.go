@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -104,5 +105,60 @@ func TestTotalsSince(t *testing.T) {
 	}
 	if d := a.Since(b); len(d) != 1 || d[0].Count != 10 {
 		t.Errorf("a recreated proxy counts from zero: %+v", d)
+	}
+}
+
+// TestCollectorCountsInterleavedEvents: the collector remembers the rows
+// of the event before; events that switch proxy, op and result at every
+// turn are counted as a plain tally counts them.
+func TestCollectorCountsInterleavedEvents(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	type key struct {
+		proxy string
+		op    snoopv1.Op
+	}
+	counts := map[key]map[string]int64{}
+	errs := map[key]int64{}
+	opened := map[string]int64{}
+	c := New()
+	for range 5000 {
+		p := []string{"a", "b", "c"}[rng.IntN(3)]
+		if rng.IntN(5) == 0 {
+			c.Add(kind(p, snoopv1.EventKind_EVENT_KIND_CONNECTION_OPENED))
+			opened[p]++
+			continue
+		}
+		k := key{p, []snoopv1.Op{snoopv1.Op_OP_GET, snoopv1.Op_OP_ADD}[rng.IntN(2)]}
+		res := []string{"hit", "miss", "", "unanswered", "ok"}[rng.IntN(5)]
+		c.Add(tx(k.proxy, k.op, res, time.Millisecond))
+		if counts[k] == nil {
+			counts[k] = map[string]int64{}
+		}
+		counts[k][res]++
+		if res == "" || res == "unanswered" {
+			errs[k]++
+		}
+	}
+	tb := c.Table()
+	if len(tb.Ops) != len(counts) {
+		t.Fatalf("%d rows, want %d", len(tb.Ops), len(counts))
+	}
+	for _, row := range tb.Ops {
+		k := key{row.Proxy, row.Op}
+		var n int64
+		for res, want := range counts[k] {
+			n += want
+			if row.Results[res] != want {
+				t.Errorf("%v %q: %d, want %d", k, res, row.Results[res], want)
+			}
+		}
+		if row.Count != n || row.Errors != errs[k] {
+			t.Errorf("%v: count %d errors %d, want %d %d", k, row.Count, row.Errors, n, errs[k])
+		}
+	}
+	for _, p := range tb.Proxies {
+		if p.Opened != opened[p.Proxy] {
+			t.Errorf("proxy %s: opened %d, want %d", p.Proxy, p.Opened, opened[p.Proxy])
+		}
 	}
 }

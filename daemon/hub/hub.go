@@ -58,8 +58,12 @@ const (
 	// the dispatcher before its interval is over. It bounds a dispatch
 	// round at high rates (at 100,000 events a second an interval is
 	// 1,000 events); below it, rates are low enough for the interval
-	// alone.
-	kickAfter = 256
+	// alone. Every round wakes the dispatcher, each watcher's goroutine
+	// and its stream's writer, and the watching process, so rounds are
+	// kept as large as the interval allows: at 256, a busy tail was
+	// woken several times as often for the same events (docs/benchmarks.md,
+	// "Watching for less").
+	kickAfter = 1024
 	// dispatchChunk bounds how many events the dispatcher, or a history
 	// read, copies out of the ring per hold of its lock, so publishers
 	// never wait long.

@@ -166,6 +166,10 @@ func randEvent(rng *rand.Rand) *snoopv1.Event {
 			Offset: randInt64(rng), Frame: randInt64(rng), Message: randString(rng),
 			Policy: snoopv1.CorruptPolicy(randEnum(rng, snoopv1.CorruptPolicy_name))}
 	}
+	if rng.IntN(4) == 0 {
+		ev.CaptureGap = &snoopv1.CaptureGap{Direction: randString(rng), FirstOffset: randInt64(rng),
+			LastOffset: randInt64(rng), BytesMissing: randInt64(rng)}
+	}
 	if rng.IntN(40) == 0 {
 		ev = &snoopv1.Event{}
 	}

@@ -40,7 +40,17 @@ func UnmarshalResponse(b []byte, r *snoopv1.WatchEventsResponse) error {
 // storage afresh. Msg, its events and their byte fields are valid until
 // the next Unmarshal.
 type Response struct {
-	Msg    snoopv1.WatchEventsResponse
+	Msg snoopv1.WatchEventsResponse
+	// Raw, set before Unmarshal, leaves the events of a response that
+	// holds nothing but events in their wire form: Unmarshal puts each
+	// event's bytes in Wire, in order, and leaves Msg empty. Any other
+	// response (a notice, or events beside other fields) is decoded into
+	// Msg as without Raw, and Wire is nil.
+	Raw bool
+	// Wire holds the events' bytes after a raw Unmarshal, valid until the
+	// next.
+	Wire [][]byte
+
 	buf    []byte
 	store  []eventStore
 	events []*snoopv1.Event
@@ -59,6 +69,15 @@ func (x *Response) Buffer(n int) []byte {
 // Unmarshal decodes b, the slice Buffer returned, into x.Msg as
 // UnmarshalResponse does, reusing x's storage.
 func (x *Response) Unmarshal(b []byte) error {
+	clear(x.Wire)
+	x.Wire = x.Wire[:0]
+	if x.Raw {
+		if ok, err := x.split(b); err != nil || ok {
+			x.Msg = snoopv1.WatchEventsResponse{}
+			return err
+		}
+		x.Wire = nil
+	}
 	n, err := countEvents(b)
 	if err != nil {
 		return err
@@ -74,6 +93,25 @@ func (x *Response) Unmarshal(b []byte) error {
 	err = d.response(b, &x.Msg)
 	x.events = x.Msg.Events
 	return err
+}
+
+// split puts the events of b in x.Wire and reports whether b holds only
+// events: repeated events (field 4), or one event alone (field 1).
+func (x *Response) split(b []byte) (ok bool, err error) {
+	single, other := 0, false
+	err = eachField(b, func(num protowire.Number, typ protowire.Type, v value) error {
+		switch {
+		case num == 4 && typ == protowire.BytesType:
+			x.Wire = append(x.Wire, v.b)
+		case num == 1 && typ == protowire.BytesType:
+			x.Wire = append(x.Wire, v.b)
+			single++
+		default:
+			other = true
+		}
+		return nil
+	})
+	return err == nil && !other && (single == 0 || len(x.Wire) == 1), err
 }
 
 // response decodes b into r with d's storage.

@@ -45,6 +45,73 @@ func checkDecodingInto(t *testing.T, b []byte, reused *Response) {
 	if werr == nil && !proto.Equal(&reused.Msg, want) {
 		t.Fatalf("Response.Unmarshal, reused, differs from proto.Unmarshal\n got %v\nwant %v", &reused.Msg, want)
 	}
+	checkRaw(t, b, want, werr)
+}
+
+// checkRaw holds a raw Response.Unmarshal of b to want, proto.Unmarshal's
+// decoding (werr its error): a response of events alone leaves exactly
+// its events' bytes in Wire, in order, each of which decodes as the
+// event; any other decodes as without Raw. A raw
+// Unmarshal checks only the response's own fields, so it fails only where
+// proto.Unmarshal fails.
+func checkRaw(t *testing.T, b []byte, want *snoopv1.WatchEventsResponse, werr error) {
+	t.Helper()
+	raw := &Response{Raw: true}
+	buf := raw.Buffer(len(b))
+	copy(buf, b)
+	err := raw.Unmarshal(buf)
+	if err != nil && werr == nil {
+		t.Fatalf("raw Unmarshal: %v, proto.Unmarshal none\n%x", err, b)
+	}
+	if werr != nil {
+		return
+	}
+	if raw.Wire == nil {
+		if eventsAlone(b) {
+			t.Fatalf("a response of events alone was decoded: %v", want)
+		}
+		if !proto.Equal(&raw.Msg, want) {
+			t.Fatalf("raw Unmarshal of a response with more than events\n got %v\nwant %v", &raw.Msg, want)
+		}
+		return
+	}
+	evs := want.GetEvents()
+	if want.GetEvent() != nil {
+		evs = []*snoopv1.Event{want.GetEvent()}
+	}
+	if len(raw.Wire) != len(evs) || want.GetDropped() != 0 || want.GetHistoryDone() || raw.Msg.GetEvent() != nil || len(raw.Msg.GetEvents()) > 0 {
+		t.Fatalf("raw Unmarshal: %d events' bytes and %v, for %v", len(raw.Wire), &raw.Msg, want)
+	}
+	for i, w := range raw.Wire {
+		ev := new(snoopv1.Event)
+		if err := proto.Unmarshal(w, ev); err != nil {
+			t.Fatal(err)
+		}
+		dropUnknown(ev.ProtoReflect())
+		if !proto.Equal(ev, evs[i]) {
+			t.Fatalf("raw event %d\n got %v\nwant %v", i, ev, evs[i])
+		}
+	}
+}
+
+// eventsAlone reports whether b, a well-formed response, holds events
+// and nothing else: any number in events, or one in event.
+func eventsAlone(b []byte) bool {
+	events, single := 0, 0
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		switch {
+		case num == 4 && typ == protowire.BytesType:
+			events++
+		case num == 1 && typ == protowire.BytesType:
+			single++
+		default:
+			return false
+		}
+		b = b[n+m:]
+	}
+	return events+single > 0 && (single == 0 || events+single == 1)
 }
 
 // dropUnknown clears the unknown fields of m and of every message in it.
