@@ -17,6 +17,7 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 	"github.com/snoopd/snoopd/proxy"
 	"github.com/snoopd/snoopd/sniff"
@@ -62,7 +63,7 @@ func (r *recorder) count(k proxy.EventKind) int {
 // connection it saw open it saw close, with nothing missed.
 func TestTapSeesEveryTransactionOfALoad(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_RAW) to capture on lo")
+		skip.Missing(t, "root (CAP_NET_RAW) to capture on lo")
 	}
 	srv, err := cacheserver.Start(distcache.MustParseAddr("IP:127.0.0.1:0"), cacheserver.Config{})
 	if err != nil {
@@ -141,7 +142,7 @@ func TestTapSeesEveryTransactionOfALoad(t *testing.T) {
 // is open: the connection is reported closed, for the tap's stop.
 func TestCloseEndsOpenConnections(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_RAW) to capture on lo")
+		skip.Missing(t, "root (CAP_NET_RAW) to capture on lo")
 	}
 	srv, err := cacheserver.Start(distcache.MustParseAddr("IP:127.0.0.1:0"), cacheserver.Config{})
 	if err != nil {
@@ -196,7 +197,7 @@ func TestStartOnAMissingInterfaceSaysSo(t *testing.T) {
 // too narrow to hit reliably.)
 func TestCloseDuringALoad(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_RAW) to capture on lo")
+		skip.Missing(t, "root (CAP_NET_RAW) to capture on lo")
 	}
 	srv, err := cacheserver.Start(distcache.MustParseAddr("IP:127.0.0.1:0"), cacheserver.Config{})
 	if err != nil {

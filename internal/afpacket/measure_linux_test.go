@@ -18,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/skip"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,7 +48,7 @@ const measureEnv = "SNOOPD_TAP_MEASURE"
 // DefaultBlockCount, of DefaultBlockSize each).
 func TestMeasureTapOnLoopback(t *testing.T) {
 	if os.Getenv(measureEnv) == "" {
-		t.Skip("a measurement: set " + measureEnv + "=1 to run it")
+		skip.ByDesign(t, "a measurement: set %s=1 to run it", measureEnv)
 	}
 	needRoot(t)
 	seconds, rounds := envInt(t, "SNOOPD_TAP_SECONDS", 5), envInt(t, "SNOOPD_TAP_ROUNDS", 3)

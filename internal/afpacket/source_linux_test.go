@@ -19,12 +19,13 @@ import (
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/distcache/cacheserver"
 	"github.com/snoopd/snoopd/distcache/loadgen"
+	"github.com/snoopd/snoopd/internal/skip"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_RAW) to open a packet socket on lo")
+		skip.Missing(t, "root (CAP_NET_RAW) to open a packet socket on lo")
 	}
 }
 
@@ -367,7 +368,7 @@ func TestOpenWithoutCapNetRawSaysWhatIsNeeded(t *testing.T) {
 			if errors.As(err, &ee) {
 				t.Fatalf("helper: %v\n%s%s", err, out, ee.Stderr)
 			}
-			t.Skipf("needs user namespaces to drop CAP_NET_RAW: %v", err)
+			skip.Missing(t, "user namespaces, to drop CAP_NET_RAW: %v", err)
 		}
 		msg, _, _ = strings.Cut(string(out), "\n")
 	}

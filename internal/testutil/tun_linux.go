@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/snoopd/snoopd/internal/skip"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,11 +27,11 @@ type Tun struct {
 func NewTun(t testing.TB) *Tun {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a tun interface")
+		skip.Missing(t, "root, to create a tun interface")
 	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Skipf("needs /dev/net/tun: %v", err)
+		skip.Missing(t, "/dev/net/tun: %v", err)
 	}
 	name := fmt.Sprintf("snp%d.%d", os.Getpid()%100000, tunSeq.Add(1))
 	ifr, err := unix.NewIfreq(name)
@@ -40,7 +41,7 @@ func NewTun(t testing.TB) *Tun {
 	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		t.Skipf("needs a tun interface (TUNSETIFF): %v", err)
+		skip.Missing(t, "a tun interface (TUNSETIFF): %v", err)
 	}
 	tun := &Tun{Name: name, fd: fd}
 	t.Cleanup(func() { unix.Close(fd) })
