@@ -50,6 +50,10 @@ func TestMisspeltPolicyInAnUpdateIsRefused(t *testing.T) {
 	// is refused naming the policies.
 	_, err = a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "q", Listen: "IP:127.0.0.1:0", Server: cache, OnCorrupt: 7}})
 	wantCode(t, err, codes.InvalidArgument, "unknown policy 7: want CORRUPT_POLICY_CLOSE (1), or CORRUPT_POLICY_PASSTHROUGH (2)")
+	// A capture's policy, which events carry, is no proxy's.
+	_, err = a.proxy.CreateProxy(ctx, &snoopv1.CreateProxyRequest{Spec: &snoopv1.ProxySpec{Name: "q", Listen: "IP:127.0.0.1:0", Server: cache,
+		OnCorrupt: snoopv1.CorruptPolicy_CORRUPT_POLICY_RESYNC}})
+	wantCode(t, err, codes.InvalidArgument, "CORRUPT_POLICY_RESYNC is what a capture does")
 }
 
 // A fault's type and direction are numbers on the wire; one the API does

@@ -49,6 +49,10 @@ func proxyTimeout(field string, d *durationpb.Duration) (time.Duration, error) {
 	return v, nil
 }
 
+// proxyPolicies are the policies a proxy may be given, as errors name
+// them (the enum's RESYNC is a capture's, only seen in events).
+const proxyPolicies = "CORRUPT_POLICY_CLOSE (1), or CORRUPT_POLICY_PASSTHROUGH (2)"
+
 // normalize checks spec and returns the canonical form the daemon stores
 // and compares: addresses written back in libnal syntax, enabled and the
 // corrupt policy explicit. Two specs that mean the same normalise to equal
@@ -88,9 +92,11 @@ func normalize(spec *snoopv1.ProxySpec) (*snoopv1.ProxySpec, proxy.Config, error
 		opts.OnCorrupt = proxy.CloseOnCorrupt
 	case snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH:
 		opts.OnCorrupt = proxy.PassThrough
+	case snoopv1.CorruptPolicy_CORRUPT_POLICY_RESYNC:
+		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: "CORRUPT_POLICY_RESYNC is what a capture does, which forwards nothing; a proxy closes (CORRUPT_POLICY_CLOSE) or passes through (CORRUPT_POLICY_PASSTHROUGH)"}
 	default:
 		return nil, proxy.Config{}, &FieldError{Field: "on_corrupt", Reason: fmt.Sprintf("unknown policy %d: want %s, or 0 (unset) for CORRUPT_POLICY_CLOSE",
-			int32(spec.GetOnCorrupt()), enumNames(spec.GetOnCorrupt().Descriptor().Values()))}
+			int32(spec.GetOnCorrupt()), proxyPolicies)}
 	}
 	if spec.GetCaptureLimit() > maxCaptureLimit {
 		return nil, proxy.Config{}, &FieldError{Field: "capture_limit", Reason: fmt.Sprintf("%d is above the largest session, %d", spec.GetCaptureLimit(), maxCaptureLimit)}
@@ -192,7 +198,7 @@ func applyMask(cur, next *snoopv1.ProxySpec, paths []string) (*snoopv1.ProxySpec
 			// which would silently become the default.
 			if next.GetOnCorrupt() == snoopv1.CorruptPolicy_CORRUPT_POLICY_UNSPECIFIED {
 				return nil, &FieldError{Field: "spec.on_corrupt", Reason: "unset or 0 (CORRUPT_POLICY_UNSPECIFIED) while update_mask names it; " + unknownName +
-					": want " + enumNames(next.GetOnCorrupt().Descriptor().Values())}
+					": want " + proxyPolicies}
 			}
 			out.OnCorrupt = next.GetOnCorrupt()
 		case "capture_data":

@@ -27,8 +27,9 @@ import (
 // proxy, saves what it carried with snoopctl save FILE.pcapng, and holds
 // what tshark with the dissector shows in that file (transactions: client,
 // op, uid, result, session id, latency) to what snoopctl tail -o json
-// showed of the same run: once with TCP clients, whose addresses are
-// real, once with unix socket clients, whose addresses are made up.
+// showed of the same run, and to what snoopctl read shows of the file:
+// once with TCP clients, whose addresses are real, once with unix socket
+// clients, whose addresses are made up.
 func TestSavedPcapngReadsInTsharkAsTailShowedIt(t *testing.T) {
 	if err := tshark.Available(); err != nil {
 		skip.Missing(t, "%v", err)
@@ -91,11 +92,27 @@ func savedPcapngAsTailShowedIt(t *testing.T, d *snoopd, cache *dccache, listenOn
 	if diffs := tshark.Compare(want, got, time.Microsecond); len(diffs) > 0 {
 		t.Fatalf("tshark's view of the pcapng differs from tail's:\n%s", strings.Join(diffs, "\n"))
 	}
+	// snoopctl read of the same file sees what tshark sees.
+	out = d.mustCtl(t, "read", pcap, "--server", cache.addr, "-o", "json", "--events", "transaction")
+	var read []*snoopv1.Event
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r snoopv1.WatchEventsResponse
+		if err := protojson.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("read -o json line %q: %v", line, err)
+		}
+		if r.GetEvent() != nil {
+			read = append(read, r.GetEvent())
+		}
+	}
+	fromRead := tshark.FromEvents(read, func(ev *snoopv1.Event) string { return ev.GetClient() })
+	if diffs := tshark.Compare(fromRead, got, time.Microsecond); len(diffs) > 0 {
+		t.Fatalf("tshark's view of the pcapng differs from snoopctl read's:\n%s", strings.Join(diffs, "\n"))
+	}
 	results := map[string]int{}
 	for _, tx := range got {
 		results[tx.Op+" "+tx.Result]++
 	}
-	t.Logf("%d transactions in %d PDUs agree with tail: %v", len(got), len(pdus), results)
+	t.Logf("%d transactions in %d PDUs agree with tail and with snoopctl read: %v", len(got), len(pdus), results)
 }
 
 // TestSegmentedTrafficReadsInTsharkAsSnoopdSawIt sends a multi-frame ADD

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/skip"
 )
 
 // BenchmarkProxyPathFaults is BenchmarkProxyPath on a proxy with faults:
@@ -17,7 +18,7 @@ import (
 // difference from "idle" is what the filter costs the event loop.
 func BenchmarkProxyPathFaults(b *testing.B) {
 	if testEngine.Name() != EngineEpoll {
-		b.Skip("faults need the epoll engine")
+		skip.ByDesign(b, "faults need the epoll engine: run with the epoll suite")
 	}
 	for _, c := range []struct {
 		name   string

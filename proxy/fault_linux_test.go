@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/match"
 )
 
@@ -20,7 +21,7 @@ import (
 func needEpoll(t *testing.T) {
 	t.Helper()
 	if testEngine.Name() != EngineEpoll {
-		t.Skip("faults need the epoll engine")
+		skip.ByDesign(t, "faults need the epoll engine: run with the epoll suite")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snoopd/snoopd/distcache"
+	"github.com/snoopd/snoopd/internal/skip"
 	"github.com/snoopd/snoopd/internal/testutil"
 )
 
@@ -95,7 +96,7 @@ func TestEpollSeveralProxiesShareTheLoops(t *testing.T) {
 func newEpollForTest(t *testing.T, n int) *epollEngine {
 	t.Helper()
 	if testEngine.Name() != EngineEpoll {
-		t.Skip("runs its own epoll engine: once, with the epoll suite")
+		skip.ByDesign(t, "runs its own epoll engine: once, with the epoll suite")
 	}
 	eng, err := NewEngine(EngineEpoll, n)
 	if err != nil {

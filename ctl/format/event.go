@@ -405,6 +405,8 @@ func Policy(p snoopv1.CorruptPolicy) string {
 		return "close"
 	case snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH:
 		return "passthrough"
+	case snoopv1.CorruptPolicy_CORRUPT_POLICY_RESYNC:
+		return "resync"
 	}
 	return p.String()
 }

@@ -158,8 +158,11 @@ func setDuration(d *durationpb.Duration, v time.Duration) {
 
 // Policy maps a corrupt policy to the API's enum.
 func Policy(p proxy.CorruptPolicy) snoopv1.CorruptPolicy {
-	if p == proxy.PassThrough {
+	switch p {
+	case proxy.PassThrough:
 		return snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH
+	case proxy.Resync:
+		return snoopv1.CorruptPolicy_CORRUPT_POLICY_RESYNC
 	}
 	return snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE
 }

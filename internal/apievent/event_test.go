@@ -75,3 +75,17 @@ func TestCaptureGapCarriesItsRange(t *testing.T) {
 		t.Fatalf("opened after a gap: %v", ev)
 	}
 }
+
+// A capture's protocol errors say what it did: the direction resyncs,
+// nothing is closed (the daemon once reported them as closes).
+func TestPolicyOfEachCorruptPolicy(t *testing.T) {
+	for p, want := range map[proxy.CorruptPolicy]snoopv1.CorruptPolicy{
+		proxy.CloseOnCorrupt: snoopv1.CorruptPolicy_CORRUPT_POLICY_CLOSE,
+		proxy.PassThrough:    snoopv1.CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH,
+		proxy.Resync:         snoopv1.CorruptPolicy_CORRUPT_POLICY_RESYNC,
+	} {
+		if got := Policy(p); got != want {
+			t.Errorf("Policy(%v) = %v, want %v", p, got, want)
+		}
+	}
+}

@@ -42,6 +42,11 @@ const (
 	// CORRUPT_POLICY_PASSTHROUGH keeps forwarding unchanged bytes and stops
 	// decoding the direction that broke the rule.
 	CorruptPolicy_CORRUPT_POLICY_PASSTHROUGH CorruptPolicy = 2
+	// CORRUPT_POLICY_RESYNC is what a tap or a packet capture read by
+	// snoopctl does, which forward nothing: it reports the error and that
+	// direction looks for the next valid message start. It only appears in
+	// events; no proxy can be given it. Since 0.4.0.
+	CorruptPolicy_CORRUPT_POLICY_RESYNC CorruptPolicy = 3
 )
 
 // Enum value maps for CorruptPolicy.
@@ -50,11 +55,13 @@ var (
 		0: "CORRUPT_POLICY_UNSPECIFIED",
 		1: "CORRUPT_POLICY_CLOSE",
 		2: "CORRUPT_POLICY_PASSTHROUGH",
+		3: "CORRUPT_POLICY_RESYNC",
 	}
 	CorruptPolicy_value = map[string]int32{
 		"CORRUPT_POLICY_UNSPECIFIED": 0,
 		"CORRUPT_POLICY_CLOSE":       1,
 		"CORRUPT_POLICY_PASSTHROUGH": 2,
+		"CORRUPT_POLICY_RESYNC":      3,
 	}
 )
 
@@ -4494,11 +4501,12 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1c\n" +
 	"\tpublished\x18\x05 \x01(\x04R\tpublished\x12\x18\n" +
 	"\adropped\x18\x06 \x01(\x04R\adropped\x12\x18\n" +
-	"\amatched\x18\a \x01(\x04R\amatched*i\n" +
+	"\amatched\x18\a \x01(\x04R\amatched*\x84\x01\n" +
 	"\rCorruptPolicy\x12\x1e\n" +
 	"\x1aCORRUPT_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CORRUPT_POLICY_CLOSE\x10\x01\x12\x1e\n" +
-	"\x1aCORRUPT_POLICY_PASSTHROUGH\x10\x02*\xdd\x01\n" +
+	"\x1aCORRUPT_POLICY_PASSTHROUGH\x10\x02\x12\x19\n" +
+	"\x15CORRUPT_POLICY_RESYNC\x10\x03*\xdd\x01\n" +
 	"\tFaultType\x12\x1a\n" +
 	"\x16FAULT_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FAULT_TYPE_LATENCY\x10\x01\x12\x13\n" +
