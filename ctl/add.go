@@ -121,15 +121,8 @@ func specFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error) {
 	}
 	// Flags left unset leave the spec's fields unset, so the daemon's
 	// defaults apply (the help shows them as the flags' defaults).
-	if cCtx.IsSet("capture-limit") {
-		n, err := size.Parse(cCtx.String("capture-limit"))
-		if err != nil {
-			return nil, usagef("--capture-limit: %v", err)
-		}
-		if n >= 1<<31 {
-			return nil, usagef("--capture-limit %s: must be below 2G", cCtx.String("capture-limit"))
-		}
-		spec.CaptureLimit = uint32(n)
+	if err := setCaptureLimit(cCtx, spec); err != nil {
+		return nil, err
 	}
 	if cCtx.IsSet("socket-mode") {
 		m, err := parseSocketMode(cCtx.String("socket-mode"))
@@ -264,15 +257,8 @@ func tapSpecFromFlags(cCtx *cli.Context, name string) (*snoopv1.ProxySpec, error
 		Enabled:      proto.Bool(!cCtx.Bool("disabled")),
 		CaptureData:  cCtx.Bool("capture-data"),
 	}
-	if cCtx.IsSet("capture-limit") {
-		n, err := size.Parse(cCtx.String("capture-limit"))
-		if err != nil {
-			return nil, usagef("--capture-limit: %v", err)
-		}
-		if n >= 1<<31 {
-			return nil, usagef("--capture-limit %s: must be below 2G", cCtx.String("capture-limit"))
-		}
-		spec.CaptureLimit = uint32(n)
+	if err := setCaptureLimit(cCtx, spec); err != nil {
+		return nil, err
 	}
 	var err error
 	if spec.Labels, err = labelsFromFlags(cCtx); err != nil {
@@ -320,4 +306,21 @@ func labelsFromFlags(cCtx *cli.Context) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// setCaptureLimit sets the spec's capture limit from --capture-limit, if
+// given; unset, the daemon's default applies.
+func setCaptureLimit(cCtx *cli.Context, spec *snoopv1.ProxySpec) error {
+	if !cCtx.IsSet("capture-limit") {
+		return nil
+	}
+	n, err := size.Parse(cCtx.String("capture-limit"))
+	if err != nil {
+		return usagef("--capture-limit: %v", err)
+	}
+	if n >= 1<<31 {
+		return usagef("--capture-limit %s: must be below 2G", cCtx.String("capture-limit"))
+	}
+	spec.CaptureLimit = uint32(n)
+	return nil
 }

@@ -105,23 +105,15 @@ func (e *env) stats(cCtx *cli.Context) error {
 			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
 			return err
 		}
-		switch {
-		case watch && term:
-			// Redraw in place: home the cursor and clear the screen.
-			fmt.Fprint(e.stdio.Out, "\x1b[H\x1b[2J")
-		case watch && !final:
-			fmt.Fprintf(e.stdio.Out, "-- %s\n", e.now().In(e.location()).Format(time.TimeOnly))
+		if watch {
+			e.startRedraw(term, final)
 		}
 		return format.WriteStats(e.stdio.Out, t, elapsed)
 	}
 	var drawErr error
 	o := streamOptions{action: "stats", count: cCtx.Int64("count"), dur: dur}
 	if watch {
-		o.tick, o.onTick = interval, func() {
-			if err := draw(false); err != nil && drawErr == nil {
-				drawErr = err
-			}
-		}
+		o.redrawEvery(interval, draw, &drawErr)
 	}
 	_, err = src.stream(cCtx.Context, o, func(r *snoopv1.WatchEventsResponse) error {
 		qualifyProxy(r)
@@ -231,6 +223,28 @@ func (e *env) statsTotalsFrom(cCtx *cli.Context, c *client, names []string, watc
 		}
 		if err := format.WriteRates(e.stdio.Out, rows, e.now().In(e.location()), took); err != nil {
 			return err
+		}
+	}
+}
+
+// startRedraw begins a --watch display's next picture: in place on a
+// terminal (home the cursor, clear the screen), else under a line with
+// the time, except for the final one.
+func (e *env) startRedraw(term, final bool) {
+	switch {
+	case term:
+		fmt.Fprint(e.stdio.Out, "\x1b[H\x1b[2J")
+	case !final:
+		fmt.Fprintf(e.stdio.Out, "-- %s\n", e.now().In(e.location()).Format(time.TimeOnly))
+	}
+}
+
+// redrawEvery makes the stream call draw every interval, keeping its
+// first error in *drawErr for the end of the stream.
+func (o *streamOptions) redrawEvery(interval time.Duration, draw func(final bool) error, drawErr *error) {
+	o.tick, o.onTick = interval, func() {
+		if err := draw(false); err != nil && *drawErr == nil {
+			*drawErr = err
 		}
 	}
 }

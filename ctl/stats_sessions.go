@@ -74,22 +74,15 @@ func (e *env) statsSessions(cCtx *cli.Context, req *snoopv1.WatchEventsRequest, 
 			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
 			return err
 		}
-		switch {
-		case watch && term:
-			fmt.Fprint(e.stdio.Out, "\x1b[H\x1b[2J") // redraw in place
-		case watch && !final:
-			fmt.Fprintf(e.stdio.Out, "-- %s\n", e.now().In(e.location()).Format(time.TimeOnly))
+		if watch {
+			e.startRedraw(term, final)
 		}
 		return format.WriteSessions(e.stdio.Out, t, n)
 	}
 	var drawErr error
 	o := streamOptions{action: "stats", count: cCtx.Int64("count"), dur: dur}
 	if watch {
-		o.tick, o.onTick = interval, func() {
-			if err := draw(false); err != nil && drawErr == nil {
-				drawErr = err
-			}
-		}
+		o.redrawEvery(interval, draw, &drawErr)
 	}
 	_, err = src.stream(cCtx.Context, o, func(r *snoopv1.WatchEventsResponse) error {
 		if ev := r.GetEvent(); ev != nil {
