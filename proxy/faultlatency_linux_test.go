@@ -48,9 +48,15 @@ func TestHeldAnswersWaitIsInTheLatency(t *testing.T) {
 				t.Errorf("held HAVE: latency %v, server latency %v; want the %v hold in the latency alone", tx.Latency, tx.ServerLatency, delay)
 			}
 		case distcache.OpGet:
-			// It went after the HAVE: it waited behind the hold.
-			if tx.Latency <= tx.ServerLatency || tx.ServerLatency <= 0 {
-				t.Errorf("GET queued behind the held HAVE: latency %v, server latency %v; want a wait in the latency", tx.Latency, tx.ServerLatency)
+			// It went after the HAVE: it waited behind the hold. Where
+			// the wait shows depends on the reads: an answer read with
+			// the HAVE's waits in the proxy's queue, counted apart from
+			// the server's time; one still in the kernel when the hold
+			// began stays there (a direction with held bytes is not
+			// read), and the proxy, which cannot see when it arrived,
+			// counts that wait as the server's.
+			if tx.Latency < delay || tx.ServerLatency <= 0 || tx.ServerLatency > tx.Latency {
+				t.Errorf("GET queued behind the held HAVE: latency %v, server latency %v; want the wait in the latency", tx.Latency, tx.ServerLatency)
 			}
 		}
 	}
