@@ -1,7 +1,9 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -93,37 +95,14 @@ func (e *env) stats(cCtx *cli.Context) error {
 	defer src.Close()
 	col := stats.New()
 	start := time.Now()
-	term := isTerminal(e.stdio.Out)
-	draw := func(final bool) error {
-		t := col.Table()
-		elapsed := time.Since(start)
-		if e.opts.json {
-			b, err := format.StatsJSON(t, e.now(), elapsed)
-			if err != nil {
-				return failf("%v", err)
-			}
-			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
-			return err
-		}
-		if watch {
-			e.startRedraw(term, final)
-		}
-		return format.WriteStats(e.stdio.Out, t, elapsed)
-	}
-	var drawErr error
 	o := streamOptions{action: "stats", count: cCtx.Int64("count"), dur: dur}
-	if watch {
-		o.redrawEvery(interval, draw, &drawErr)
-	}
-	_, err = src.stream(cCtx.Context, o, func(r *snoopv1.WatchEventsResponse) error {
-		qualifyProxy(r)
-		col.Add(r)
-		return drawErr
-	})
-	if derr := draw(true); derr != nil && err == nil {
-		err = derr
-	}
-	return err
+	return e.sampleLive(cCtx.Context, src, o, watch, interval,
+		func(r *snoopv1.WatchEventsResponse) {
+			qualifyProxy(r)
+			col.Add(r)
+		},
+		func() ([]byte, error) { return format.StatsJSON(col.Table(), e.now(), time.Since(start)) },
+		func(w io.Writer) error { return format.WriteStats(w, col.Table(), time.Since(start)) })
 }
 
 // sampling reports whether stats counts the live stream rather than
@@ -227,24 +206,44 @@ func (e *env) statsTotalsFrom(cCtx *cli.Context, c *client, names []string, watc
 	}
 }
 
-// startRedraw begins a --watch display's next picture: in place on a
-// terminal (home the cursor, clear the screen), else under a line with
-// the time, except for the final one.
-func (e *env) startRedraw(term, final bool) {
-	switch {
-	case term:
-		fmt.Fprint(e.stdio.Out, "\x1b[H\x1b[2J")
-	case !final:
-		fmt.Fprintf(e.stdio.Out, "-- %s\n", e.now().In(e.location()).Format(time.TimeOnly))
+// sampleLive streams src's events into add until the stream ends (--for,
+// --count, Ctrl-C) and shows what was counted: every interval with watch,
+// and once at the end. jsonOf gives the picture for -o json, write draws
+// it as text: in place on a terminal, else under a line with the time.
+func (e *env) sampleLive(ctx context.Context, src eventSource, o streamOptions, watch bool, interval time.Duration,
+	add func(*snoopv1.WatchEventsResponse), jsonOf func() ([]byte, error), write func(io.Writer) error) error {
+	term := isTerminal(e.stdio.Out)
+	draw := func(final bool) error {
+		if e.opts.json {
+			b, err := jsonOf()
+			if err != nil {
+				return failf("%v", err)
+			}
+			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
+			return err
+		}
+		switch {
+		case watch && term:
+			fmt.Fprint(e.stdio.Out, "\x1b[H\x1b[2J") // home the cursor, clear the screen
+		case watch && !final:
+			fmt.Fprintf(e.stdio.Out, "-- %s\n", e.now().In(e.location()).Format(time.TimeOnly))
+		}
+		return write(e.stdio.Out)
 	}
-}
-
-// redrawEvery makes the stream call draw every interval, keeping its
-// first error in *drawErr for the end of the stream.
-func (o *streamOptions) redrawEvery(interval time.Duration, draw func(final bool) error, drawErr *error) {
-	o.tick, o.onTick = interval, func() {
-		if err := draw(false); err != nil && *drawErr == nil {
-			*drawErr = err
+	var drawErr error
+	if watch {
+		o.tick, o.onTick = interval, func() {
+			if err := draw(false); err != nil && drawErr == nil {
+				drawErr = err
+			}
 		}
 	}
+	_, err := src.stream(ctx, o, func(r *snoopv1.WatchEventsResponse) error {
+		add(r)
+		return drawErr
+	})
+	if derr := draw(true); derr != nil && err == nil {
+		err = derr
+	}
+	return err
 }

@@ -1,7 +1,7 @@
 package ctl
 
 import (
-	"fmt"
+	"io"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -63,37 +63,15 @@ func (e *env) statsSessions(cCtx *cli.Context, req *snoopv1.WatchEventsRequest, 
 	defer src.Close()
 	n := cCtx.Int("top")
 	counter := sessions.NewCounter(sessions.DefaultCounters, time.Now())
-	term := isTerminal(e.stdio.Out)
-	draw := func(final bool) error {
-		t := counter.Table(time.Now())
-		if e.opts.json {
-			b, err := format.SessionsJSON(t, n)
-			if err != nil {
-				return failf("%v", err)
-			}
-			_, err = fmt.Fprintf(e.stdio.Out, "%s\n", b)
-			return err
-		}
-		if watch {
-			e.startRedraw(term, final)
-		}
-		return format.WriteSessions(e.stdio.Out, t, n)
-	}
-	var drawErr error
 	o := streamOptions{action: "stats", count: cCtx.Int64("count"), dur: dur}
-	if watch {
-		o.redrawEvery(interval, draw, &drawErr)
-	}
-	_, err = src.stream(cCtx.Context, o, func(r *snoopv1.WatchEventsResponse) error {
-		if ev := r.GetEvent(); ev != nil {
-			counter.Add(ev)
-		} else {
-			counter.Dropped(r.GetDropped())
-		}
-		return drawErr
-	})
-	if derr := draw(true); derr != nil && err == nil {
-		err = derr
-	}
-	return err
+	return e.sampleLive(cCtx.Context, src, o, watch, interval,
+		func(r *snoopv1.WatchEventsResponse) {
+			if ev := r.GetEvent(); ev != nil {
+				counter.Add(ev)
+			} else {
+				counter.Dropped(r.GetDropped())
+			}
+		},
+		func() ([]byte, error) { return format.SessionsJSON(counter.Table(time.Now()), n) },
+		func(w io.Writer) error { return format.WriteSessions(w, counter.Table(time.Now()), n) })
 }
