@@ -2,7 +2,6 @@ package stats
 
 import (
 	"cmp"
-	"maps"
 	"slices"
 
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
@@ -67,39 +66,76 @@ type Table struct {
 	Dropped uint64
 }
 
-type opKey struct {
-	proxy string
-	op    snoopv1.Op
-}
-
+// opAcc accumulates one operation on one proxy.
 type opAcc struct {
 	count   int64
 	errors  int64
-	results map[string]int64
+	results []resultCount
 	latency histogram.Snapshot
+}
+
+// resultCount counts one result of an operation. An operation has few
+// distinct results (ok, notok, hit, miss...), so they are kept in a
+// slice and found by comparison, which costs a busy tail less than
+// hashing each event's result into a map.
+type resultCount struct {
+	result  string
+	n       int64
+	isError bool // vocab.Result.IsError, or not a result vocab knows
+}
+
+// result returns the counter of res, adding it if new.
+func (a *opAcc) result(res string) *resultCount {
+	for i := range a.results {
+		if a.results[i].result == res {
+			return &a.results[i]
+		}
+	}
+	r, ok := vocab.ParseResult(res)
+	a.results = append(a.results, resultCount{result: res, isError: !ok || r.IsError()})
+	return &a.results[len(a.results)-1]
+}
+
+// proxyAcc accumulates one proxy: its row, and its operations by Op
+// (the protocol's four, and any other number the stream carries).
+type proxyAcc struct {
+	row ProxyRow
+	ops map[snoopv1.Op]*opAcc
+	// byOp holds the ops of ops with a small number, looked up without
+	// hashing.
+	byOp [8]*opAcc
+}
+
+func (p *proxyAcc) op(op snoopv1.Op) *opAcc {
+	if op >= 0 && int(op) < len(p.byOp) && p.byOp[op] != nil {
+		return p.byOp[op]
+	}
+	a := p.ops[op]
+	if a == nil {
+		a = new(opAcc)
+		p.ops[op] = a
+		if op >= 0 && int(op) < len(p.byOp) {
+			p.byOp[op] = a
+		}
+	}
+	return a
 }
 
 // Collector accumulates events. The zero value is not ready; use New.
 type Collector struct {
-	ops     map[opKey]*opAcc
-	proxies map[string]*ProxyRow
+	proxies map[string]*proxyAcc
 	events  int64
 	dropped uint64
-	// The rows and the result of the event before: a stream's events
-	// mostly repeat its proxy, op and result, and looking them up again
-	// was most of what counting an event cost a busy tail.
-	lastProxy   string
-	lastRow     *ProxyRow
-	lastOp      opKey
-	lastAcc     *opAcc
-	lastResult  string
-	lastIsError bool
-	resultKnown bool // lastResult and lastIsError are set
+	// The proxy of the event before: a stream's events mostly repeat
+	// it, and looking it up again was much of what counting an event
+	// cost a busy tail.
+	lastProxy string
+	last      *proxyAcc
 }
 
 // New returns an empty Collector.
 func New() *Collector {
-	return &Collector{ops: map[opKey]*opAcc{}, proxies: map[string]*ProxyRow{}}
+	return &Collector{proxies: map[string]*proxyAcc{}}
 }
 
 // Add counts one stream response: an event, or a drop notice.
@@ -110,35 +146,24 @@ func (c *Collector) Add(r *snoopv1.WatchEventsResponse) {
 		return
 	}
 	c.events++
-	pr := c.lastRow
-	if pr == nil || ev.GetProxy() != c.lastProxy {
-		pr = c.proxies[ev.GetProxy()]
-		if pr == nil {
-			pr = &ProxyRow{Proxy: ev.GetProxy()}
-			c.proxies[ev.GetProxy()] = pr
+	p := c.last
+	if p == nil || ev.GetProxy() != c.lastProxy {
+		p = c.proxies[ev.GetProxy()]
+		if p == nil {
+			p = &proxyAcc{row: ProxyRow{Proxy: ev.GetProxy()}, ops: map[snoopv1.Op]*opAcc{}}
+			c.proxies[ev.GetProxy()] = p
 		}
-		c.lastProxy, c.lastRow = ev.GetProxy(), pr
+		c.lastProxy, c.last = ev.GetProxy(), p
 	}
+	pr := &p.row
 	switch ev.GetKind() {
 	case snoopv1.EventKind_EVENT_KIND_TRANSACTION:
 		tx := ev.GetTransaction()
-		k := opKey{ev.GetProxy(), tx.GetOp()}
-		a := c.lastAcc
-		if a == nil || k != c.lastOp {
-			a = c.ops[k]
-			if a == nil {
-				a = &opAcc{results: map[string]int64{}}
-				c.ops[k] = a
-			}
-			c.lastOp, c.lastAcc = k, a
-		}
+		a := p.op(tx.GetOp())
 		a.count++
-		a.results[tx.GetResult()]++
-		if res := tx.GetResult(); !c.resultKnown || res != c.lastResult {
-			r, ok := vocab.ParseResult(res)
-			c.lastResult, c.lastIsError, c.resultKnown = res, !ok || r.IsError(), true
-		}
-		if c.lastIsError {
+		rc := a.result(tx.GetResult())
+		rc.n++
+		if rc.isError {
 			a.errors++
 		}
 		if tx.GetLatency() != nil {
@@ -160,25 +185,29 @@ func (c *Collector) Add(r *snoopv1.WatchEventsResponse) {
 // Table returns the statistics so far.
 func (c *Collector) Table() Table {
 	t := Table{Events: c.events, Dropped: c.dropped}
-	for k, a := range c.ops {
-		t.Ops = append(t.Ops, OpRow{
-			Proxy:   k.proxy,
-			Op:      k.op,
-			Count:   a.count,
-			Results: maps.Clone(a.results),
-			Errors:  a.errors,
-			Latency: apiconv.LatencySummary(&a.latency),
-			Histogram: func() *histogram.Snapshot {
-				h := a.latency
-				return &h
-			}(),
-		})
+	for _, p := range c.proxies {
+		for op, a := range p.ops {
+			results := make(map[string]int64, len(a.results))
+			for _, r := range a.results {
+				results[r.result] = r.n
+			}
+			h := a.latency
+			t.Ops = append(t.Ops, OpRow{
+				Proxy:     p.row.Proxy,
+				Op:        op,
+				Count:     a.count,
+				Results:   results,
+				Errors:    a.errors,
+				Latency:   apiconv.LatencySummary(&a.latency),
+				Histogram: &h,
+			})
+		}
 	}
 	slices.SortFunc(t.Ops, func(a, b OpRow) int {
 		return cmp.Or(cmp.Compare(a.Proxy, b.Proxy), cmp.Compare(a.Op, b.Op))
 	})
 	for _, p := range c.proxies {
-		t.Proxies = append(t.Proxies, *p)
+		t.Proxies = append(t.Proxies, p.row)
 	}
 	slices.SortFunc(t.Proxies, func(a, b ProxyRow) int { return cmp.Compare(a.Proxy, b.Proxy) })
 	return t

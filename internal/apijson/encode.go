@@ -111,7 +111,7 @@ func (o *obj) str(k, v string) error {
 func (o *obj) uint32(k string, v uint32) {
 	if v != 0 {
 		o.key(k)
-		o.b = strconv.AppendUint(o.b, uint64(v), 10)
+		o.b = appendUint(o.b, uint64(v))
 	}
 }
 
@@ -119,7 +119,7 @@ func (o *obj) uint64(k string, v uint64) {
 	if v != 0 {
 		o.key(k)
 		o.b = append(o.b, '"')
-		o.b = strconv.AppendUint(o.b, v, 10)
+		o.b = appendUint(o.b, v)
 		o.b = append(o.b, '"')
 	}
 }
@@ -363,31 +363,67 @@ func appendDuration(b []byte, secs int64, nanos int32) ([]byte, error) {
 		b = append(b, '-')
 		secs, nanos = -secs, -nanos
 	}
-	b = strconv.AppendUint(b, uint64(secs), 10)
+	b = appendUint(b, uint64(secs))
 	b = appendFraction(b, nanos)
 	return append(b, 's', '"'), nil
 }
 
 // appendFraction writes nanos (0 ≤ nanos < 1e9) as a fraction of a second
-// in the fewest of 0, 3, 6 or 9 digits that hold it exactly.
+// in the fewest of 0, 3, 6 or 9 digits that hold it exactly, two digits
+// at a time.
 func appendFraction(b []byte, nanos int32) []byte {
-	digits, v := 9, nanos
-	switch {
-	case nanos == 0:
+	if nanos == 0 {
 		return b
-	case nanos%1e6 == 0:
-		digits, v = 3, nanos/1e6
-	case nanos%1e3 == 0:
-		digits, v = 6, nanos/1e3
 	}
-	b = append(b, '.')
-	var d [9]byte
-	for i := digits - 1; i >= 0; i-- {
-		d[i] = byte('0' + v%10)
-		v /= 10
+	v, digits := uint32(nanos), 9
+	switch {
+	case v%1e6 == 0:
+		v, digits = v/1e6, 3
+	case v%1e3 == 0:
+		v, digits = v/1e3, 6
 	}
-	return append(b, d[:digits]...)
+	var d [10]byte
+	d[0] = '.'
+	i := digits
+	for ; i >= 2; i -= 2 {
+		q := v / 100
+		r := (v - q*100) * 2
+		d[i-1], d[i] = digitPairs[r], digitPairs[r+1]
+		v = q
+	}
+	if i == 1 {
+		d[1] = byte('0' + v)
+	}
+	return append(b, d[:digits+1]...)
 }
+
+// digitPairs are 00 to 99, for writing numbers two digits at a time.
+const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
+// appendUint writes v in decimal: strconv.AppendUint, with the small
+// numbers most fields hold (sizes, counts, uids) written directly.
+func appendUint(b []byte, v uint64) []byte {
+	switch {
+	case v < 10:
+		return append(b, byte('0'+v))
+	case v < 100:
+		return append(b, digitPairs[2*v], digitPairs[2*v+1])
+	case v < 1000:
+		q := v / 100
+		r := 2 * (v - 100*q)
+		return append(b, byte('0'+q), digitPairs[r], digitPairs[r+1])
+	}
+	return strconv.AppendUint(b, v, 10)
+}
+
+// plainJSON marks the bytes a JSON string holds as they are: printable
+// ASCII but '"' and '\\'.
+var plainJSON = func() (t [256]bool) {
+	for c := ' '; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // appendJSONString writes s as a JSON string escaped exactly as protojson
 // escapes it: '"', '\\' and control characters only, the common ones as
@@ -397,7 +433,7 @@ func appendJSONString(b []byte, s string) ([]byte, error) {
 	b = append(b, '"')
 	for len(s) > 0 {
 		i := 0
-		for i < len(s) && s[i] >= ' ' && s[i] != '"' && s[i] != '\\' && s[i] < utf8.RuneSelf {
+		for i < len(s) && plainJSON[s[i]] {
 			i++
 		}
 		b = append(b, s[:i]...)

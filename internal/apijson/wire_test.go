@@ -244,6 +244,27 @@ func TestWireTakesTheDaemonsDataInTwoParts(t *testing.T) {
 	}
 }
 
+// TestWireRepeatedTimesAreWrittenByKind: the walk reuses the text of a
+// time whose bytes it has just written, and a Timestamp and a Duration
+// with the same bytes are still written each as what it is.
+func TestWireRepeatedTimesAreWrittenByKind(t *testing.T) {
+	five := &timestamppb.Timestamp{Seconds: 5, Nanos: 250}
+	ev := typical()
+	ev.Time, ev.EndTime = five, five
+	ev.Transaction.StartTime = five
+	ev.Transaction.Latency = &durationpb.Duration{Seconds: 5, Nanos: 250}
+	ev.Transaction.ServerLatency = ev.Transaction.Latency
+	if !checkWire(t, marshal(t, ev), ProtoKeys) {
+		t.Fatal("the event went to the decoder")
+	}
+	got, _ := AppendEventResponseWire(nil, marshal(t, ev), ProtoKeys, nil)
+	for _, want := range []string{`"time":"1970-01-01T00:00:05.000000250Z"`, `"latency":"5.000000250s"`, `"server_latency":"5.000000250s"`, `"end_time":"1970-01-01T00:00:05.000000250Z"`} {
+		if !bytes.Contains(got, []byte(want)) {
+			t.Errorf("%s missing in %s", want, got)
+		}
+	}
+}
+
 // TestWireSchemasMatchTheDescriptors: the walk's table of each message's
 // fields is the .proto's, so that a field added there and not here fails.
 func TestWireSchemasMatchTheDescriptors(t *testing.T) {
