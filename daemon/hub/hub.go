@@ -413,7 +413,8 @@ func (d *dispatcher) chunk() bool {
 	// them for free whatever the log said.
 	d.arena.mark = min(d.arena.mark, from)
 	for i := range batch {
-		d.recs = append(d.recs, d.arena.record(d.enc, batch[i].ev.Get(), batch[i].inst, from+uint64(i)))
+		d.recs = append(d.recs, Record{})
+		d.arena.record(&d.recs[i], d.enc, batch[i].ev.Get(), batch[i].inst, from+uint64(i))
 		// Let go of what the event points to (captured data, errors).
 		batch[i] = slot{}
 	}
@@ -496,9 +497,10 @@ func (a *arena) release() {
 // arenaSize is the size of the arena's buffers.
 const arenaSize = 64 << 10
 
-// record encodes e into a Record.
-func (a *arena) record(enc Encoder, e *proxy.Event, inst string, seq uint64) Record {
-	r := Record{Seq: seq, Instance: inst}
+// record encodes e into r, a zero Record, in place: a Record is some 250
+// bytes, and each copy of one shows.
+func (a *arena) record(r *Record, enc Encoder, e *proxy.Event, inst string, seq uint64) {
+	r.Seq, r.Instance = seq, inst
 	e.MatchView(&r.View)
 	need := 512 + len(e.Proxy) + len(e.Client) + len(inst)
 	if e.Err != nil {
@@ -535,7 +537,6 @@ func (a *arena) record(enc Encoder, e *proxy.Event, inst string, seq uint64) Rec
 		a.first, a.empty = seq, false
 	}
 	a.last = seq
-	return r
 }
 
 // fresh makes buf a buffer with room for need bytes.
@@ -911,7 +912,11 @@ func (w *Watcher) Next(ctx context.Context) (Batch, error) {
 		for i := range w.out {
 			r := &w.out[i]
 			if r.Seq >= w.from && w.filter.full(&r.View) {
-				kept = append(kept, *r)
+				if len(kept) < i {
+					kept = append(kept, *r)
+				} else {
+					kept = kept[:i+1] // in its place already
+				}
 			}
 		}
 		clear(w.out[len(kept):])
@@ -987,7 +992,8 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 		h.mu.Unlock()
 		hs.seqs = seqs
 		for i := range n {
-			w.out = append(w.out, hs.arena.record(hs.enc, hs.copies[i].ev.Get(), hs.copies[i].inst, seqs[i]))
+			w.out = append(w.out, Record{})
+			hs.arena.record(&w.out[len(w.out)-1], hs.enc, hs.copies[i].ev.Get(), hs.copies[i].inst, seqs[i])
 			hs.copies[i] = slot{}
 		}
 	}
