@@ -543,9 +543,11 @@ func (a *arena) record(r *Record, enc Encoder, e *proxy.Event, inst string, seq 
 func (a *arena) fresh(need int) {
 	if a.recycle {
 		a.seal()
-		if b := a.recycled(need); b != nil {
-			a.buf = b
-			return
+		if need <= arenaSize {
+			if b := a.recycled(); b != nil {
+				a.buf = b
+				return
+			}
 		}
 	}
 	a.buf = nil
@@ -580,7 +582,7 @@ func (a *arena) seal() {
 // or a larger one, made for a large event. So what is kept is the log's
 // worth of buffers and no more. It returns nil if the oldest buffer is
 // still in the log.
-func (a *arena) recycled(need int) []byte {
+func (a *arena) recycled() []byte {
 	for a.head < len(a.carved) && a.carved[a.head].last < a.mark {
 		c := a.carved[a.head]
 		a.carved[a.head] = carvedBuffer{}
@@ -606,7 +608,7 @@ func (a *arena) recycled(need int) []byte {
 			}
 		}
 		a.abandoned = kept
-		if !pinned && cap(c.buf) == arenaSize && need <= arenaSize {
+		if !pinned && cap(c.buf) == arenaSize {
 			return c.buf[:0]
 		}
 	}

@@ -238,3 +238,59 @@ func TestLastWatcherTakesTheBuffersWithIt(t *testing.T) {
 		}
 	}
 }
+
+// outgrowingEncoder is testEncoder, with 3,000 bytes more (field 9) for
+// every 70th event: more than the arena leaves room for, as a long error
+// text can be, so that the encoding outgrows its buffer.
+type outgrowingEncoder struct{ testEncoder }
+
+func (o outgrowingEncoder) AppendEvent(b []byte, e *proxy.Event, inst string) []byte {
+	b = o.testEncoder.AppendEvent(b, e, inst)
+	if e.ConnID%70 == 0 {
+		b = protowire.AppendTag(b, 9, protowire.BytesType)
+		b = protowire.AppendBytes(b, bytes.Repeat([]byte{byte(e.ConnID)}, 3000))
+	}
+	return b
+}
+
+// Events larger than the arena's buffers get buffers of their own, and
+// encodings that outgrow the room left in a buffer carry on in a new
+// one, among recycled buffers; every record still reads as its event:
+// the large ones, and those carved before and after them.
+func TestLargeEventsAmongRecycledBuffers(t *testing.T) {
+	h := New(Config{History: 4096, LogBytes: 512 << 10, Interval: time.Millisecond, NewEncoder: func() Encoder { return outgrowingEncoder{} }})
+	t.Cleanup(h.Close)
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	const n, large = 3000, 100 << 10
+	big := func(id uint64) bool { return id%50 == 0 }
+	for done := uint64(0); done < n; done += 500 {
+		for id := done + 1; id <= done+500; id++ {
+			e := dataEvent(id)
+			if big(id) {
+				e.Tx.Data = bytes.Repeat([]byte{byte(id)}, large)
+			}
+			h.Publish(e)
+		}
+		got := 0
+		for got < 500 {
+			b := nextBatch(t, w)
+			for i := range b.Records {
+				r := &b.Records[i]
+				id := r.View.Conn
+				if id%70 == 0 && !bytes.HasSuffix(r.Wire, bytes.Repeat([]byte{byte(id)}, 3000)) {
+					t.Fatalf("event %d lost the end of its encoding", id)
+				}
+				if !big(id) {
+					checkRecord(t, r)
+					continue
+				}
+				data, m := protowire.ConsumeBytes(r.Data[1:])
+				if m < 0 || len(data) != large || data[0] != byte(id) || data[large-1] != byte(id) || bytes.Count(data, []byte{byte(id)}) != large {
+					t.Fatalf("large event %d arrived damaged: %d bytes of data", id, len(data))
+				}
+			}
+			got += len(b.Records) + int(b.Dropped)
+		}
+	}
+}
