@@ -6,5 +6,8 @@
 //
 // A Builder fills one set of messages in place, event after event, so
 // that converting costs no allocation; the result is valid until the next
-// Fill.
+// Fill. A WireEncoder writes the same Event's protobuf bytes straight
+// from the proxy's event, for the daemon's hub, which encodes every event
+// while anyone watches; the tests hold it byte for byte to filling and
+// encoding with apiwire.
 package apievent
