@@ -134,12 +134,31 @@ func (o *ownedEngine) newSpares(p *Proxy, s *settings) sparePool {
 }
 
 // DefaultLoops is the epoll engine's number of loops when none is asked
-// for: one per CPU the Go scheduler may run on (runtime.GOMAXPROCS, which
-// follows the process's CPU affinity and cgroup quota). Every proxy's
-// connections are spread over all loops, so one busy proxy can use every
-// core; docs/benchmarks.md ("One proxy over several loops") has the
-// figures.
-func DefaultLoops() int { return runtime.GOMAXPROCS(0) }
+// for: one per CPU the Go scheduler may run on (runtime.GOMAXPROCS as the
+// process started, which follows its CPU affinity and cgroup quota,
+// before snoopd raises it to WantProcs). Every proxy's connections are
+// spread over all loops, so one busy proxy can use every core;
+// docs/benchmarks.md ("One proxy over several loops") has the figures.
+func DefaultLoops() int { return startProcs }
+
+// startProcs is GOMAXPROCS when the process started.
+var startProcs = runtime.GOMAXPROCS(0)
+
+// RawWaits reports whether the epoll engine's loops, n of them, wait in
+// epoll_wait holding their P (see loop.wait): when GOMAXPROCS leaves at
+// least one P for the rest of the process, unless SNOOPD_EPOLL_WAIT is
+// "runtime". Without a spare P a loop that kept its P while waiting
+// would starve the rest of the process. WantProcs says what to set
+// GOMAXPROCS to.
+func RawWaits(n int) bool {
+	return runtime.GOMAXPROCS(0) > n && os.Getenv("SNOOPD_EPOLL_WAIT") != "runtime"
+}
+
+// WantProcs is the GOMAXPROCS that serves n event loops best: one P per
+// loop, which holds it while it waits for its sockets, and one for
+// everything else (the API, the event pipeline, the collector). A
+// process that runs the epoll engine sets it before making the engine.
+func WantProcs(n int) int { return n + 1 }
 
 // goroutineEngine is the portable engine: two goroutines per connection,
 // blocking reads and writes through the runtime's poller.

@@ -54,10 +54,10 @@ type epollEngine struct {
 
 func newEpollEngine(n int) (Engine, error) {
 	e := &epollEngine{}
-	// The loop waits through the runtime's system call path by default
-	// (see loop.wait); SNOOPD_EPOLL_WAIT=raw makes it keep its P, which is
-	// only fair when a P is left for everything else.
-	raw := runtime.GOMAXPROCS(0) > n && os.Getenv("SNOOPD_EPOLL_WAIT") == "raw"
+	// A loop keeps its P while it waits when a P is left for everything
+	// else (see loop.wait); SNOOPD_EPOLL_WAIT=runtime makes it wait
+	// through the runtime's system call path regardless.
+	raw := RawWaits(n)
 	for i := 0; i < n; i++ {
 		l, err := newLoop(raw)
 		if err != nil {
@@ -416,19 +416,21 @@ func (l *loop) run() {
 
 // wait blocks in epoll_wait for at most msec milliseconds (-1: no limit).
 //
-// By default the call goes through the runtime's system call path, so a
-// loop that waits gives its P back to the rest of the daemon (the event
-// stream, the API) and the garbage collector need not interrupt it. Raw
-// mode (SNOOPD_EPOLL_WAIT=raw) bypasses that bookkeeping: the engine's
-// prototype measured one context switch per operation less with it,
-// on another kernel; on this machine it measured the same for one client
-// and 6% slower for eight (docs/benchmarks.md), so the cooperative path
-// is the default. In raw mode the loop's thread holds its P while it
-// waits (the engine allows it only when GOMAXPROCS leaves a P for the
-// rest of the process), and the runtime's preemption signal (every 10 ms
-// while the loop waits, which the garbage collector relies on) interrupts
-// the wait: on EINTR the loop yields before waiting again. Reads and
-// writes are always raw: they never block.
+// A raw wait (the default where GOMAXPROCS leaves a P beyond the loops,
+// as snoopd arranges: RawWaits) keeps the loop's P while its thread
+// waits. Through the runtime's system call path instead, a waiting loop's
+// P is handed to whatever else is runnable (the event pipeline, a watch
+// stream, the API), by sysmon after 20 µs or more; when epoll_wait returns
+// the loop has to win a P back, and its clients wait until the goroutine
+// holding it yields. Keeping the P also spares sysmon, which in the
+// runtime path polled every 20 µs to hand Ps off and was about a tenth of
+// a busy snoopd's CPU. With two loops and a third P, snoopbench measured
+// 5–10% more throughput and 10–15% less proxy CPU a transaction than two
+// loops waiting through the runtime (docs/benchmarks.md, "A P for
+// everything else"). The runtime's preemption signal (every 10 ms while
+// a loop waits, which the garbage collector relies on) interrupts a raw
+// wait: on EINTR the loop yields before waiting again. Reads and writes
+// are always raw: they never block.
 func (l *loop) wait(msec int) int {
 	if !l.raw {
 		n, err := unix.EpollWait(l.epfd, l.events, msec)

@@ -20,13 +20,21 @@ import (
 // TCP listener of its own on the proxy's port, while a unix socket's one
 // listener hands its clients to the loops in turn.
 func TestEpollOneProxyOverSeveralLoops(t *testing.T) {
-	for _, mode := range []string{"", "raw"} {
+	for _, mode := range []string{"runtime", ""} {
 		for _, network := range []string{"tcp", "unix"} {
 			t.Run("wait="+mode+"/"+network, func(t *testing.T) {
 				t.Setenv("SNOOPD_EPOLL_WAIT", mode)
+				// A P beyond the loops, as snoopd leaves: the loops wait
+				// raw unless told to wait through the runtime.
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(WantProcs(3)))
 				eng := newEpollForTest(t, 3)
 				if eng.Loops() != 3 {
 					t.Fatalf("%d loops, want 3", eng.Loops())
+				}
+				for i, l := range eng.loops {
+					if l.raw != (mode == "") {
+						t.Fatalf("loop %d waits raw: %v, with SNOOPD_EPOLL_WAIT=%q", i, l.raw, mode)
+					}
 				}
 				rec := newRecorder()
 				p := startProxyOn(t, eng, network, startCache(t, "tcp"), Options{}, rec)
@@ -147,10 +155,9 @@ func TestNewEngineRejects(t *testing.T) {
 	}
 }
 
-// Raw waits, where a P is left for the rest of the process, serve as the
-// default waits do.
+// Raw waits, the default where a P is left for the rest of the process,
+// serve as waits through the runtime do.
 func TestEpollRawWait(t *testing.T) {
-	t.Setenv("SNOOPD_EPOLL_WAIT", "raw")
 	eng, err := NewEngine(EngineEpoll, 1)
 	if err != nil {
 		t.Fatal(err)

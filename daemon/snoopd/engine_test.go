@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -57,8 +58,16 @@ func TestEngineFlagAndFDLimit(t *testing.T) {
 		if rec == nil || rec["now"] != float64(lim.Max) {
 			t.Errorf("%q: open-file limit log %v", tc.args, rec)
 		}
-		if rec := sd.findLog("data path engine"); rec == nil || rec["engine"] != info.GetEngine() {
+		rec = sd.findLog("data path engine")
+		if rec == nil || rec["engine"] != info.GetEngine() {
 			t.Errorf("%q: engine log %v", tc.args, rec)
+		}
+		// The event loops keep their Ps while they wait, and a P is left
+		// for everything else (unless GOMAXPROCS is set by hand).
+		if info.GetEngine() == proxy.EngineEpoll && os.Getenv("GOMAXPROCS") == "" {
+			if procs, _ := rec["gomaxprocs"].(float64); int(procs) < int(info.GetLoops())+1 || rec["raw_waits"] != true {
+				t.Errorf("%q: %d loops with GOMAXPROCS %v, raw waits %v; want a P beyond the loops and raw waits", tc.args, info.GetLoops(), rec["gomaxprocs"], rec["raw_waits"])
+			}
 		}
 		if code := sd.stop(); code != 0 {
 			t.Fatalf("exit code %d:\n%s", code, sd.stderr)

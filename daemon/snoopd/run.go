@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -147,10 +149,15 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	}
 
 	fdLimit := raiseFDLimit(log)
-	if inst.engine, err = proxy.NewEngine(o.engine, o.loops); err != nil {
+	loops := o.loops
+	if o.engine == proxy.EngineEpoll {
+		loops = spareP(loops)
+	}
+	if inst.engine, err = proxy.NewEngine(o.engine, loops); err != nil {
 		return nil, fmt.Errorf("--engine %s: %w", o.engine, err)
 	}
-	log.Info("data path engine", "engine", inst.engine.Name(), "loops", inst.engine.Loops())
+	log.Info("data path engine", "engine", inst.engine.Name(), "loops", inst.engine.Loops(),
+		"gomaxprocs", runtime.GOMAXPROCS(0), "raw_waits", o.engine == proxy.EngineEpoll && proxy.RawWaits(loops))
 
 	var own []daemon.OwnListener
 	for _, l := range listeners {
@@ -480,4 +487,24 @@ func reachHintToken(hint, tokenFile string) string {
 	}
 	cmd, rest, _ := strings.Cut(hint, " list")
 	return cmd + " --token-file " + tokenFile + " list" + rest
+}
+
+// spareP gives the Go scheduler one P beyond the event loops
+// (proxy.WantProcs), unless GOMAXPROCS is set in the environment: each
+// loop then keeps its P while it waits for its sockets, and the event
+// pipeline, the watch streams and the API run on the spare one instead of
+// taking a loop's P while it waits and holding its clients up until they
+// yield. It returns the number of loops to make, loops itself unless
+// that is 0 (one per CPU, counted before the change).
+func spareP(loops int) int {
+	if loops == 0 {
+		loops = proxy.DefaultLoops()
+	}
+	if os.Getenv("GOMAXPROCS") != "" {
+		return loops
+	}
+	if want := proxy.WantProcs(loops); runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
+	}
+	return loops
 }
