@@ -290,6 +290,9 @@ type loop struct {
 	timers timerHeap
 	now    time.Time // when the current batch of events arrived
 	raw    bool
+	// quiet is set when the last wait returned no event: the next one goes
+	// through the runtime (see wait) even in raw mode.
+	quiet bool
 	// reserve is a descriptor kept open to be closed when accept fails for
 	// want of descriptors, so the loop can accept and close the client
 	// instead of leaving it in the backlog (and being woken for it
@@ -300,7 +303,9 @@ type loop struct {
 	// waits counts the returns from epoll_wait, so a test can tell a
 	// loop that waits from one that spins; admitted counts the clients
 	// the loop took on, so a test can tell where connections went.
-	waits    atomic.Uint64
+	waits atomic.Uint64
+	// rawWaits counts the waits that kept the loop's P.
+	rawWaits atomic.Uint64
 	admitted atomic.Uint64
 	// sa4, sa6 and saUnix are the loop's copies of the address it
 	// connects to (see connectSocket).
@@ -393,6 +398,7 @@ func (l *loop) run() {
 	for !l.stopping {
 		n := l.wait(l.timers.timeout(time.Now()))
 		l.waits.Add(1)
+		l.quiet = n == 0
 		l.now = time.Now()
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]
@@ -425,20 +431,24 @@ func (l *loop) run() {
 // holding it yields. Keeping the P also spares sysmon, which in the
 // runtime path polled every 20 µs to hand Ps off and was about a tenth of
 // a busy snoopd's CPU. With two loops and a third P, snoopbench measured
-// 5–10% more throughput and 10–15% less proxy CPU a transaction than two
-// loops waiting through the runtime (docs/benchmarks.md, "A P for
+// 2–12% more throughput against a C select loop and 10–24% less proxy
+// CPU a transaction than two loops waiting through the runtime (docs/benchmarks.md, "A P for
 // everything else"). The runtime's preemption signal (every 10 ms while
 // a loop waits, which the garbage collector relies on) interrupts a raw
-// wait: on EINTR the loop yields before waiting again. Reads and writes
-// are always raw: they never block.
+// wait: on EINTR the loop yields before waiting again. A loop whose last
+// wait found nothing (it timed out, or was interrupted) waits through the
+// runtime until events come again: an idle loop holding its P would be
+// interrupted every 10 ms for nothing, and a busy one rarely finds
+// nothing. Reads and writes are always raw: they never block.
 func (l *loop) wait(msec int) int {
-	if !l.raw {
+	if !l.raw || l.quiet {
 		n, err := unix.EpollWait(l.epfd, l.events, msec)
 		if err != nil {
 			return 0
 		}
 		return n
 	}
+	l.rawWaits.Add(1)
 	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
 		uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(msec), 0, 0)
 	if e != 0 {

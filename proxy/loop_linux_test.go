@@ -155,6 +155,40 @@ func TestNewEngineRejects(t *testing.T) {
 	}
 }
 
+// A raw loop with nothing to do waits through the runtime, instead of
+// holding its P and being interrupted every 10 ms by the runtime's
+// preemption signal; traffic makes it wait raw again.
+func TestEpollIdleRawLoopWaitsThroughTheRuntime(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(WantProcs(1)))
+	eng := newEpollForTest(t, 1)
+	l := eng.loops[0]
+	if !l.raw {
+		t.Fatal("one loop with a spare P does not wait raw")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := l.rawWaits.Load(); n > 3 {
+		t.Fatalf("%d raw waits in 300 ms of idleness: the idle loop keeps its P", n)
+	}
+	before := l.rawWaits.Load()
+	p, err := New(Config{Name: "idle", Listen: distcache.MustParseAddr("IP:127.0.0.1:0"), Server: startCache(t, "tcp"),
+		Enabled: true, Engine: eng}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(t.Context())
+	c := newClient(t, p.Addr())
+	for range 50 {
+		c.do(distcache.OpHave, []byte("x"))
+	}
+	c.c.Close()
+	if l.rawWaits.Load() == before {
+		t.Fatal("50 transactions and not one raw wait")
+	}
+}
+
 // Raw waits, the default where a P is left for the rest of the process,
 // serve as waits through the runtime do.
 func TestEpollRawWait(t *testing.T) {

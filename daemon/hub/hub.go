@@ -14,8 +14,8 @@
 //   - The dispatcher. One goroutine copies new events out of the ring in
 //     chunks, encodes each once into its wire form (a Record: the
 //     snoop.v1.Event's protobuf bytes and the view filters run on) and
-//     appends it to the log. It works only while a watcher exists, so a
-//     daemon nobody watches spends nothing on encoding. It carves the
+//     appends it to the log. It works, and wakes, only while a watcher
+//     exists, so a daemon nobody watches spends nothing on encoding. It carves the
 //     records from large buffers, which it carves again once their
 //     records are out of the log and out of every batch a watcher may
 //     still read, and lets go of when the last watcher goes.
@@ -38,6 +38,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -162,6 +163,7 @@ type Hub struct {
 
 	kick      chan struct{}
 	done      chan struct{}
+	rounds    atomic.Uint64 // the dispatcher's wake-ups, for tests
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -235,10 +237,7 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 	kick := h.watching > 0 && h.seq-h.dispatched >= min(kickAfter, n/2)
 	h.mu.Unlock()
 	if kick {
-		select {
-		case h.kick <- struct{}{}:
-		default:
-		}
+		h.wake()
 	}
 }
 
@@ -336,8 +335,22 @@ func (h *Hub) Watch(opts WatchOptions) *Watcher {
 		w.hist = &history{asked: uint64(opts.History), filter: opts.HistoryFilter}
 	}
 	h.log.join(w)
+	if h.watching == 0 {
+		// The dispatcher slept while nobody watched: what was published
+		// meanwhile is no watcher's (history reads come from the ring).
+		h.dispatched = h.seq
+		h.wake()
+	}
 	h.watching++
 	return w
+}
+
+// wake rouses the dispatcher (once: the channel holds one).
+func (h *Hub) wake() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (h *Hub) dispatchLoop() {
@@ -345,14 +358,27 @@ func (h *Hub) dispatchLoop() {
 	d := newDispatcher(h)
 	t := time.NewTicker(h.cfg.Interval)
 	defer t.Stop()
+	tick := t.C
 	for {
 		select {
-		case <-t.C:
+		case <-tick:
 		case <-h.kick:
 		case <-h.done:
 			return
 		}
+		h.rounds.Add(1)
 		for d.chunk() {
+		}
+		// While nobody watches there is nothing to hand out, and a ticker
+		// would wake an idle daemon a hundred times a second: the
+		// dispatcher sleeps until Watch wakes it for the first watcher.
+		switch watching := h.Watchers() > 0; {
+		case !watching && tick != nil:
+			t.Stop()
+			tick = nil
+		case watching && tick == nil:
+			t.Reset(h.cfg.Interval)
+			tick = t.C
 		}
 	}
 }

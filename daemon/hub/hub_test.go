@@ -607,3 +607,33 @@ func TestBacklogAfterCloseIsWhatWaited(t *testing.T) {
 		t.Fatalf("after Close: %d queued, %d lost; want what waited at Close, 100 and 0", q, d)
 	}
 }
+
+// A hub nobody watches does not wake its dispatcher (an idle daemon's
+// ticker cost it a wake-up every 10 ms); the first watcher wakes it, gets
+// what is published from then on and nothing from before, and the
+// dispatcher sleeps again once the last watcher is gone.
+func TestDispatcherSleepsWhileNobodyWatches(t *testing.T) {
+	h := newHub(t, Config{Interval: time.Millisecond})
+	for i := range 100 {
+		h.Publish(txEvent(uint64(i), distcache.OpGet))
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := h.rounds.Load(); n > 1 {
+		t.Fatalf("%d dispatcher rounds in 50 ms with nobody watching", n)
+	}
+	w := h.Watch(WatchOptions{})
+	for i := range 10 {
+		h.Publish(txEvent(uint64(1000+i), distcache.OpGet))
+	}
+	ids, dropped := collect(t, w, 10)
+	if dropped != 0 || ids[0] != 1000 || ids[9] != 1009 {
+		t.Fatalf("the first watcher got %v, %d dropped; want 1000 to 1009", ids, dropped)
+	}
+	w.Close()
+	time.Sleep(20 * time.Millisecond) // a round or two to see the watcher gone
+	before := h.rounds.Load()
+	time.Sleep(50 * time.Millisecond)
+	if n := h.rounds.Load() - before; n > 1 {
+		t.Fatalf("%d dispatcher rounds in 50 ms after the last watcher left", n)
+	}
+}
