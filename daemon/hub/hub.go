@@ -15,10 +15,10 @@
 //     chunks, encodes each once into its wire form (a Record: the
 //     snoop.v1.Event's protobuf bytes and the view filters run on) and
 //     appends it to the log. It works, and wakes, only while a watcher
-//     exists, so a daemon nobody watches spends nothing on encoding. It carves the
-//     records from large buffers, which it carves again once their
-//     records are out of the log and out of every batch a watcher may
-//     still read, and lets go of when the last watcher goes.
+//     exists, so a daemon nobody watches spends nothing on encoding. It
+//     carves the records from large buffers, which it carves again once
+//     their records are out of the log and out of every batch a watcher
+//     may still read, and lets go of when the last watcher goes.
 //   - The log. Records shared by every watcher, bounded in bytes and in
 //     records. Each watcher reads it at its own pace through a cursor of
 //     its own, on its own goroutine, and runs its filter there: an
