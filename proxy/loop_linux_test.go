@@ -170,15 +170,7 @@ func TestEpollIdleRawLoopWaitsThroughTheRuntime(t *testing.T) {
 		t.Fatalf("%d raw waits in 300 ms of idleness: the idle loop keeps its P", n)
 	}
 	before := l.rawWaits.Load()
-	p, err := New(Config{Name: "idle", Listen: distcache.MustParseAddr("IP:127.0.0.1:0"), Server: startCache(t, "tcp"),
-		Enabled: true, Engine: eng}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(t.Context())
+	p := startProxyOn(t, eng, "tcp", startCache(t, "tcp"), Options{}, nil)
 	c := newClient(t, p.Addr())
 	for range 50 {
 		c.do(distcache.OpHave, []byte("x"))
