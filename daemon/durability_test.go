@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,7 +137,7 @@ func TestFailedSaveRefusesAndRollsBack(t *testing.T) {
 		{Name: "added", Listen: "IP:" + free, Server: cache.String()},
 	}})
 	wantNotSaved(t, err, dir, "no space left on device")
-	if got := names(t, a); !equal(got, before) {
+	if got := names(t, a); !slices.Equal(got, before) {
 		t.Errorf("after refused changes the proxies are %v, were %v", got, before)
 	}
 	if after, _ := os.ReadFile(filepath.Join(dir, stateFileName)); !bytes.Equal(after, disk) {
@@ -154,7 +155,7 @@ func TestFailedSaveRefusesAndRollsBack(t *testing.T) {
 	if _, err := a.proxy.DeleteProxy(ctx, &snoopv1.DeleteProxyRequest{Name: "other"}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := savedNames(t, dir), []string{"keep", "new"}; !equal(got, want) {
+	if got, want := savedNames(t, dir), []string{"keep", "new"}; !slices.Equal(got, want) {
 		t.Errorf("saved %v, want %v", got, want)
 	}
 }
@@ -181,7 +182,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	wantNotSaved(t, err, dir, "permission denied")
 	_, err = a.proxy.DeleteProxy(ctx, &snoopv1.DeleteProxyRequest{Name: "a"})
 	wantNotSaved(t, err, dir, "permission denied")
-	if got := names(t, a); !equal(got, []string{"a=PROXY_STATE_LISTENING"}) {
+	if got := names(t, a); !slices.Equal(got, []string{"a=PROXY_STATE_LISTENING"}) {
 		t.Errorf("proxies %v", got)
 	}
 }
@@ -312,5 +313,3 @@ func TestOneDaemonPerStateDir(t *testing.T) {
 	}
 	second.Close(context.Background())
 }
-
-func equal(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }

@@ -337,7 +337,7 @@ func TestEventSenderBatches(t *testing.T) {
 			sizes = append(sizes, len(r.GetEvents()))
 			got = append(got, r.GetEvents()...)
 		}
-		if tc.want != nil && !equalInts(sizes, tc.want) {
+		if tc.want != nil && !slices.Equal(sizes, tc.want) {
 			t.Errorf("max_batch %d: batches %v, want %v", tc.maxBatch, sizes, tc.want)
 		}
 		for i, e := range evs[:5] {
@@ -392,18 +392,6 @@ func TestEventSenderBatches(t *testing.T) {
 	if total != len(big) || len(rec.got) < 2 {
 		t.Errorf("data events: %d in %d responses", total, len(rec.got))
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestWatchBatchedOverAPI runs real traffic through a proxy and watches

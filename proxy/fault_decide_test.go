@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -41,24 +42,12 @@ func TestDecideInOrderWithinDirectionOpsAndBudget(t *testing.T) {
 	for range 4 {
 		got = append(got, fs.decide(distcache.ServerToClient, get, now).spec.Name)
 	}
-	if want := []string{"miss", "miss", "slow", "slow"}; !equalStrings(got, want) {
+	if want := []string{"miss", "miss", "slow", "slow"}; !slices.Equal(got, want) {
 		t.Errorf("GET answers: %v, want %v", got, want)
 	}
 	if m := fs.faults[1].matched.Load(); m != 2 {
 		t.Errorf("miss matched %d, want its budget of 2", m)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // A fault's filter sees the transaction so far; one that is spent

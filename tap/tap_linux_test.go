@@ -57,11 +57,10 @@ func (r *recorder) count(k proxy.EventKind) int {
 	return r.kinds[k]
 }
 
-// TestTapSeesEveryTransactionOfALoad runs a load against a cache server
-// on 127.0.0.1 with a tap on lo, and checks that the tap's transactions,
-// counted by result, are the load generator's answers, and that every
-// connection it saw open it saw close, with nothing missed.
-func TestTapSeesEveryTransactionOfALoad(t *testing.T) {
+// cacheOnLo starts a cache server on 127.0.0.1 for a tap on lo to watch,
+// which needs root; it returns the server and its address.
+func cacheOnLo(t *testing.T) (*cacheserver.Server, netip.AddrPort) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		skip.Missing(t, "root (CAP_NET_RAW) to capture on lo")
 	}
@@ -69,11 +68,20 @@ func TestTapSeesEveryTransactionOfALoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 	ap, err := netip.ParseAddrPort(srv.Addr().NetAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, ap
+}
+
+// TestTapSeesEveryTransactionOfALoad runs a load against a cache server
+// on 127.0.0.1 with a tap on lo, and checks that the tap's transactions,
+// counted by result, are the load generator's answers, and that every
+// connection it saw open it saw close, with nothing missed.
+func TestTapSeesEveryTransactionOfALoad(t *testing.T) {
+	srv, ap := cacheOnLo(t)
 	rec := newRecorder()
 	tp, err := Start(Config{Name: "lo-tap", Interface: "lo", Server: sniff.Server{Port: ap.Port(), Addrs: []netip.Addr{ap.Addr()}}}, rec)
 	if err != nil {
@@ -141,18 +149,7 @@ func TestTapSeesEveryTransactionOfALoad(t *testing.T) {
 // TestCloseEndsOpenConnections closes a tap while a client's connection
 // is open: the connection is reported closed, for the tap's stop.
 func TestCloseEndsOpenConnections(t *testing.T) {
-	if os.Geteuid() != 0 {
-		skip.Missing(t, "root (CAP_NET_RAW) to capture on lo")
-	}
-	srv, err := cacheserver.Start(distcache.MustParseAddr("IP:127.0.0.1:0"), cacheserver.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ap, err := netip.ParseAddrPort(srv.Addr().NetAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, ap := cacheOnLo(t)
 	rec := newRecorder()
 	tp, err := Start(Config{Name: "t", Interface: "lo", Server: sniff.Server{Port: ap.Port()}}, rec)
 	if err != nil {
@@ -196,18 +193,7 @@ func TestStartOnAMissingInterfaceSaysSo(t *testing.T) {
 // afpacket's TestStopKeepsAZeroCopyPacketReadable; here the window is
 // too narrow to hit reliably.)
 func TestCloseDuringALoad(t *testing.T) {
-	if os.Geteuid() != 0 {
-		skip.Missing(t, "root (CAP_NET_RAW) to capture on lo")
-	}
-	srv, err := cacheserver.Start(distcache.MustParseAddr("IP:127.0.0.1:0"), cacheserver.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ap, err := netip.ParseAddrPort(srv.Addr().NetAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, ap := cacheOnLo(t)
 	rec := newRecorder()
 	tp, err := Start(Config{Name: "t", Interface: "lo", Server: sniff.Server{Port: ap.Port()}}, rec)
 	if err != nil {

@@ -212,15 +212,7 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 		policy = es.GetOnCorrupt() // unset in the spec means the default
 	}
 	row("on corrupt", "%s", Policy(policy))
-	capture := "off"
-	if s.GetCaptureData() {
-		limit := s.GetCaptureLimit()
-		if limit == 0 {
-			limit = 32768 // the API's documented default
-		}
-		capture = fmt.Sprintf("on, up to %d bytes per transaction", limit)
-	}
-	row("capture data", "%s", capture)
+	row("capture data", "%s", captureLine(s))
 	maxConns := "no limit"
 	if m := s.GetMaxConnections(); m > 0 {
 		maxConns = strconv.FormatUint(uint64(m), 10)
@@ -278,6 +270,19 @@ func WriteProxy(w io.Writer, p *snoopv1.Proxy, conns []*snoopv1.Connection, now 
 	return nil
 }
 
+// captureLine says whether a proxy or tap captures session data, and how
+// much of each transaction's.
+func captureLine(s *snoopv1.ProxySpec) string {
+	if !s.GetCaptureData() {
+		return "off"
+	}
+	limit := s.GetCaptureLimit()
+	if limit == 0 {
+		limit = 32768 // the API's documented default
+	}
+	return fmt.Sprintf("on, up to %d bytes per transaction", limit)
+}
+
 // writeTap is the rest of show for a tap: what it captured and missed
 // instead of a proxy's settings and connection errors.
 func writeTap(w io.Writer, tw *tabwriter.Writer, row func(k, format string, args ...any), p *snoopv1.Proxy, now time.Time, loc *time.Location) error {
@@ -286,15 +291,7 @@ func writeTap(w io.Writer, tw *tabwriter.Writer, row func(k, format string, args
 	if l := s.GetLabels(); len(l) > 0 {
 		row("labels", "%s", labels.String(l))
 	}
-	capture := "off"
-	if s.GetCaptureData() {
-		limit := s.GetCaptureLimit()
-		if limit == 0 {
-			limit = 32768 // the API's documented default
-		}
-		capture = fmt.Sprintf("on, up to %d bytes per transaction", limit)
-	}
-	row("capture data", "%s", capture)
+	row("capture data", "%s", captureLine(s))
 	if ts := p.GetCreateTime(); ts != nil {
 		row("created", "%s (%s ago)", ts.AsTime().In(orUTC(loc)).Format(time.RFC3339), Age(now.Sub(ts.AsTime())))
 	}

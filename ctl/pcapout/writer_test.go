@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -217,7 +218,7 @@ func TestConnectionBecomesATCPStreamOfValidFrames(t *testing.T) {
 		{5, distcache.OpAdd, 3, 5014}, {6, distcache.OpGet, 1, 4}}
 	wantResp := []msg{{1, distcache.OpAdd, 1, 1}, {2, distcache.OpGet, 1, 100}, {3, distcache.OpGet, 1, 1}, {4, distcache.OpHave, 1, 1},
 		{5, distcache.OpAdd, 1, 1}, {7, distcache.OpRemove, 1, 1}}
-	if !equal(gotReq, wantReq) || !equal(gotResp, wantResp) {
+	if !slices.Equal(gotReq, wantReq) || !slices.Equal(gotResp, wantResp) {
 		t.Fatalf("requests %v\nresponses %v\nwant %v\n%v", gotReq, gotResp, wantReq, wantResp)
 	}
 	add, err := distcache.ParseAddRequest(reqs[0].Payload)
@@ -255,7 +256,7 @@ func TestPipelinedRequestsGoOutBeforeTheirAnswers(t *testing.T) {
 		}
 	}
 	want := []string{"req1", "resp1", "req2", "resp2", "req3", "req4", "resp3", "resp4", "req5", "resp5", "req6", "resp7"}
-	if !equal(order, want) {
+	if !slices.Equal(order, want) {
 		t.Errorf("messages in order %v, want %v", order, want)
 	}
 }
@@ -318,18 +319,6 @@ func TestUnknownProxyAndMixedFamiliesStillMakeOnePacketFamily(t *testing.T) {
 	if pkts[0].dst != UnixServer("p") {
 		t.Errorf("server of an unknown proxy %s, want one made up from its name %s", pkts[0].dst, UnixServer("p"))
 	}
-}
-
-func equal[T comparable](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // BenchmarkWriteConnection writes one connection of eight events (seven
