@@ -139,6 +139,12 @@ func (c *EventCopy) Set(e *Event) {
 	}
 }
 
+// InPlace returns the copied event of an EventCopy that has not moved
+// since Set (one in an array that is never reallocated), whose pointers
+// still aim at its own storage. Unlike Get it writes nothing, so several
+// goroutines may read one EventCopy at once.
+func (c *EventCopy) InPlace() *Event { return &c.Event }
+
 // Get returns the copied event, its pointers aimed at c's own storage.
 func (c *EventCopy) Get() *Event {
 	if c.Event.Tx != nil {

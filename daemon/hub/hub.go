@@ -7,14 +7,18 @@
 // reading) can hold up a proxy:
 //
 //   - The ring. A publisher copies its event into a preallocated ring
-//     under a lock that only publishers and bounded copies (at most
-//     dispatchChunk events, a few microseconds) ever hold, and returns;
-//     it never waits for a watcher and never runs a filter. The ring is
-//     also the history.
-//   - The dispatcher. One goroutine copies new events out of the ring in
-//     chunks, encodes each once into its wire form (a Record: the
-//     snoop.v1.Event's protobuf bytes and the view filters run on) and
-//     appends it to the log. It works, and wakes, only while a watcher
+//     under a lock that only publishers, the dispatcher (for a few
+//     counters) and history reads (to copy at most dispatchChunk events)
+//     ever hold, and returns; it never waits for a watcher and never runs
+//     a filter. The ring is also the history.
+//   - The dispatcher. One goroutine encodes new events straight from the
+//     ring, a chunk at a time, each once into its wire form (a Record:
+//     the snoop.v1.Event's protobuf bytes and the view filters run on),
+//     and appends them to the log. It reads a chunk outside the lock:
+//     publishers leave the chunk's slots alone meanwhile (an event that
+//     would take one, a whole ring ahead of the dispatcher, is dropped
+//     and counted instead), so a dispatcher descheduled mid-chunk holds
+//     up no publisher. It works, and wakes, only while a watcher
 //     exists, so a daemon nobody watches spends nothing on encoding. It
 //     carves the records from large buffers, which it carves again once
 //     their records are out of the log and out of every batch a watcher
@@ -69,10 +73,17 @@ const (
 	// woken several times as often for the same events (docs/benchmarks.md,
 	// "Watching for less").
 	kickAfter = 1024
-	// dispatchChunk bounds how many events the dispatcher, or a history
-	// read, copies out of the ring per hold of its lock, so publishers
+	// dispatchChunk bounds how many events the dispatcher reads out of
+	// the ring at a time (publishers leave them alone meanwhile), and how
+	// many a history read copies out per hold of its lock, so publishers
 	// never wait long.
 	dispatchChunk = 256
+	// minRing is the fewest slots the ring has, whatever the history
+	// kept: publishers must get this far ahead of a chunk the dispatcher
+	// reads before they drop an event rather than overwrite it (a
+	// dispatcher descheduled for as long as the ring takes to fill).
+	// History reads stop at Config.History events back.
+	minRing = 16 * dispatchChunk
 	// MaxBatch is the most records one Next returns. It bounds what a
 	// watcher holds besides its place in the log, and what its reader
 	// sends at once.
@@ -148,16 +159,25 @@ type slot struct {
 type Hub struct {
 	cfg Config
 
-	// mu guards the ring. Publishers hold it to copy one event in; the
-	// dispatcher and history reads hold it to copy at most dispatchChunk
-	// events out. Nothing else, so a publisher waits microseconds at most.
+	// mu guards the ring. Publishers hold it to copy one event in, the
+	// dispatcher to take or give back a chunk, history reads to copy at
+	// most dispatchChunk events out. Nothing else, so a publisher waits
+	// microseconds at most.
 	mu         sync.Mutex
 	ring       []slot
-	seq        uint64 // events published; event k is ring[k%len(ring)]
+	seq        uint64 // events in the ring's order; event k is ring[k%len(ring)]
 	dispatched uint64 // events the dispatcher took (or skipped)
-	watching   int    // open watchers: the dispatcher encodes only while there are some
-	closed     bool
-	lastTime   int64 // the latest event time published, in Unix nanoseconds
+	// While reading is set, the dispatcher reads ring[readFrom%len:]
+	// onwards without the lock, and publishers must not write there: an
+	// event that would (seq a whole ring past readFrom) is dropped, and
+	// counted in unplaced. told is how many of those watchers were told.
+	reading  bool
+	readFrom uint64
+	unplaced uint64
+	told     uint64
+	watching int // open watchers: the dispatcher encodes only while there are some
+	closed   bool
+	lastTime int64 // the latest event time published, in Unix nanoseconds
 
 	log eventLog
 
@@ -189,7 +209,7 @@ func New(cfg Config) *Hub {
 	}
 	h := &Hub{
 		cfg:  cfg,
-		ring: make([]slot, cfg.History),
+		ring: make([]slot, max(cfg.History, minRing)),
 		log:  eventLog{maxBytes: cfg.LogBytes, maxRecords: cfg.LogRecords},
 		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),
@@ -225,6 +245,15 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 		return
 	}
 	n := uint64(len(h.ring))
+	if h.reading && h.seq >= h.readFrom+n {
+		// Its slot is one the dispatcher is reading: the dispatcher
+		// has fallen a whole ring behind (descheduled for the time
+		// the ring takes to fill). Overwriting would lose an event
+		// anyway; this loses the new one, without waiting for it.
+		h.unplaced++
+		h.mu.Unlock()
+		return
+	}
 	s := &h.ring[h.seq%n]
 	s.ev.Set(e)
 	s.inst = inst
@@ -256,11 +285,21 @@ func (h *Hub) inOrder(e *proxy.Event) {
 	h.lastTime = t
 }
 
+// oldestKept is the sequence number of the oldest event of the history:
+// the ring may hold more (minRing), but history reads go Config.History
+// events back. Call it with mu held.
+func (h *Hub) oldestKept() uint64 {
+	if keep := uint64(h.cfg.History); h.seq > keep {
+		return h.seq - keep
+	}
+	return 0
+}
+
 // Published returns the number of events published so far.
 func (h *Hub) Published() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.seq
+	return h.seq + h.unplaced
 }
 
 // Watchers returns the number of open watchers.
@@ -388,19 +427,19 @@ type dispatcher struct {
 	h     *Hub
 	enc   Encoder
 	arena arena
-	batch []slot
 	recs  []Record
 }
 
 func newDispatcher(h *Hub) *dispatcher {
-	d := &dispatcher{h: h, enc: h.cfg.NewEncoder(), batch: make([]slot, dispatchChunk)}
+	d := &dispatcher{h: h, enc: h.cfg.NewEncoder()}
 	d.arena.recycle = true
 	return d
 }
 
 // chunk moves up to dispatchChunk new events from the ring to the log and
-// reports whether there were any. It holds the ring's lock only to copy
-// them out; encoding happens outside it.
+// reports whether there were any. It holds the ring's lock only to take
+// the chunk and to give it back: it encodes the events where they are,
+// while publishers leave their slots alone.
 func (d *dispatcher) chunk() bool {
 	h := d.h
 	h.mu.Lock()
@@ -425,26 +464,29 @@ func (d *dispatcher) chunk() bool {
 	}
 	from := h.dispatched
 	to := min(h.seq, from+dispatchChunk)
-	batch := d.batch[:to-from]
-	for k := from; k < to; k++ {
-		s := &h.ring[k%size]
-		batch[k-from].ev.Set(s.ev.Get())
-		batch[k-from].inst = s.inst
-	}
 	h.dispatched = to
+	h.reading, h.readFrom = true, from
 	h.mu.Unlock()
 
 	d.recs = d.recs[:0]
 	// This chunk's records are in no log yet: the arena must not take
 	// them for free whatever the log said.
 	d.arena.mark = min(d.arena.mark, from)
-	for i := range batch {
+	for k := from; k < to; k++ {
+		// Publishers write no slot of the chunk until reading is
+		// cleared, and a slot never moves: its event may be read in
+		// place, by history reads too (which only read it).
+		s := &h.ring[k%size]
 		d.recs = append(d.recs, Record{})
-		d.arena.record(&d.recs[i], d.enc, batch[i].ev.Get(), batch[i].inst, from+uint64(i))
-		// Let go of what the event points to (captured data, errors).
-		batch[i] = slot{}
+		d.arena.record(&d.recs[len(d.recs)-1], d.enc, s.ev.InPlace(), s.inst, k)
 	}
-	h.log.append(d.recs, lostFrom, lost, &d.arena)
+
+	h.mu.Lock()
+	h.reading = false
+	unplaced := h.unplaced - h.told
+	h.told = h.unplaced
+	h.mu.Unlock()
+	h.log.append(d.recs, lostFrom, lost, unplaced, &d.arena)
 	clear(d.recs)
 	return true
 }
@@ -708,9 +750,11 @@ func (l *eventLog) closeAll() {
 
 // append adds the dispatcher's records, evicting the oldest as the bounds
 // require; events the ring lost before they were dispatched ([lostFrom,
-// lostFrom+lost)) count as dropped for every watcher that wanted them.
-// It then tells the dispatcher's arena what nothing reads any more.
-func (l *eventLog) append(recs []Record, lostFrom, lost uint64, a *arena) {
+// lostFrom+lost)) count as dropped for every watcher that wanted them, and
+// those it never held (unplaced, published while the dispatcher was a
+// ring behind) for every watcher. It then tells the dispatcher's arena
+// what nothing reads any more.
+func (l *eventLog) append(recs []Record, lostFrom, lost, unplaced uint64, a *arena) {
 	l.mu.Lock()
 	defer l.told(a)
 	ws := l.watchers
@@ -718,12 +762,11 @@ func (l *eventLog) append(recs []Record, lostFrom, lost uint64, a *arena) {
 		l.mu.Unlock()
 		return
 	}
-	if lost > 0 {
-		for _, w := range ws {
-			if end := lostFrom + lost; end > w.from {
-				w.lost += end - max(lostFrom, w.from)
-			}
+	for _, w := range ws {
+		if end := lostFrom + lost; lost > 0 && end > w.from {
+			w.lost += end - max(lostFrom, w.from)
 		}
+		w.lost += unplaced
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -997,11 +1040,7 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 	h := w.h
 	for hs.next < len(hs.picked) && len(w.out) == 0 {
 		h.mu.Lock()
-		size := uint64(len(h.ring))
-		oldest := uint64(0)
-		if h.seq > size {
-			oldest = h.seq - size
-		}
+		size, oldest := uint64(len(h.ring)), h.oldestKept()
 		seqs := hs.seqs[:0]
 		n := 0
 		for hs.next < len(hs.picked) && n < MaxBatch {
@@ -1012,7 +1051,7 @@ func (w *Watcher) nextHistory(ctx context.Context) (Batch, error) {
 				continue
 			}
 			s := &h.ring[k%size]
-			hs.copies[n].ev.Set(s.ev.Get())
+			hs.copies[n].ev.Set(s.ev.InPlace())
 			hs.copies[n].inst = s.inst
 			seqs = append(seqs, k)
 			n++
@@ -1058,11 +1097,7 @@ func (w *Watcher) pickHistory(ctx context.Context) error {
 			return err
 		}
 		h.mu.Lock()
-		size := uint64(len(h.ring))
-		oldest := uint64(0)
-		if h.seq > size {
-			oldest = h.seq - size
-		}
+		size, oldest := uint64(len(h.ring)), h.oldestKept()
 		if k <= oldest {
 			hs.evicted = oldest
 			h.mu.Unlock()
@@ -1071,7 +1106,7 @@ func (w *Watcher) pickHistory(ctx context.Context) error {
 		lo := max(oldest, k-min(k, dispatchChunk))
 		for j := lo; j < k; j++ {
 			s := &h.ring[j%size]
-			hs.copies[j-lo].ev.Set(s.ev.Get())
+			hs.copies[j-lo].ev.Set(s.ev.InPlace())
 			hs.copies[j-lo].inst = s.inst
 		}
 		h.mu.Unlock()
