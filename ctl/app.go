@@ -37,7 +37,7 @@ type Stdio struct {
 // ctx is how Ctrl-C reaches the commands: tail, save and stats then end
 // cleanly with their summary.
 func Run(ctx context.Context, args []string, stdio Stdio) int {
-	e := &env{stdio: stdio, now: time.Now}
+	e := &env{stdio: stdio, now: time.Now, yield: yielder{lower: lowerPriority}}
 	return e.run(ctx, args)
 }
 
@@ -46,6 +46,10 @@ type env struct {
 	stdio Stdio
 	now   func() time.Time
 	opts  globalOptions
+	// nice is --nice of the command that streams (openEvents), which
+	// yield applies once a stream from a daemon on this machine starts.
+	nice  int
+	yield yielder
 }
 
 // globalOptions are the flags every command takes.

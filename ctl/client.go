@@ -22,6 +22,9 @@ import (
 // client is a connection to snoopd with its three services. Every command
 // that talks to the daemon gets one from env.dial and closes it.
 type client struct {
+	// local says the daemon is on this machine (a unix socket or a
+	// loopback address).
+	local   bool
 	conn    *grpc.ClientConn
 	proxies snoopv1.ProxyServiceClient
 	events  snoopv1.EventServiceClient
@@ -100,6 +103,7 @@ func (e *env) dial() (*client, error) {
 		return nil, failf("cannot set up a connection to snoopd at %s: %v", e.display(), err)
 	}
 	return &client{
+		local:   addr.IsLoopback(),
 		conn:    conn,
 		proxies: snoopv1.NewProxyServiceClient(conn),
 		events:  snoopv1.NewEventServiceClient(conn),

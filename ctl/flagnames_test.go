@@ -24,7 +24,7 @@ var flagVocabulary = map[string]string{
 	"interval": "time between refreshes", "d": "time between refreshes (top, as in top(1))",
 	"count": "stop after N of what the command shows", "n": "stop after N (top, as in top(1))",
 	"iterations": "stop after N snapshots (top's old name, an alias)", "for": "how long", "since": "from a time on", "until": "before a time", "history": "recent events first",
-	"wait": "wait for proxies to be created", "watch": "show again every interval", "w": "show again every interval",
+	"wait": "wait for proxies to be created", "nice": "the scheduling niceness a stream is read at", "watch": "show again every interval", "w": "show again every interval",
 	"batch": "plain snapshots", "b": "plain snapshots",
 	"by": "what to count by (stats --by session)", "top": "how many of the busiest to show",
 	"sessions": "the hot sessions view (top)",

@@ -42,6 +42,10 @@ func (s natsLive) stream(ctx context.Context, o streamOptions, handle func(*snoo
 // openEvents connects to where req's events come from: --from's NATS
 // server, or the daemon.
 func (e *env) openEvents(cCtx *cli.Context, req *snoopv1.WatchEventsRequest) (eventSource, error) {
+	var err error
+	if e.nice, err = niceFromFlags(cCtx); err != nil {
+		return nil, err
+	}
 	from := cCtx.String("from")
 	if from == "" {
 		if len(cCtx.StringSlice("daemon")) > 0 {

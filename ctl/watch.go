@@ -88,14 +88,15 @@ func filterFlags() []cli.Flag {
 	}
 }
 
-// stopFlags are the stop conditions of tail, save and stats, and the
-// start of the stream.
+// stopFlags are the stop conditions of tail, save and stats, the start of
+// the stream, and the priority snoopctl reads it at.
 func stopFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.UintFlag{Name: "history", Usage: "start with up to `N` recent matching events the daemon still holds"},
 		&cli.Int64Flag{Name: "count", Usage: "stop after `N` events"},
 		&cli.DurationFlag{Name: "for", Usage: "stop after `DURATION`"},
 		&cli.BoolFlag{Name: "wait", Usage: "accept PROXY names that do not exist yet, and wait for their events"},
+		niceFlag(),
 	}
 }
 
@@ -277,6 +278,7 @@ func (e *env) stream(ctx context.Context, c *client, req *snoopv1.WatchEventsReq
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer relaxGC()()
+	e.yield.yield(e.nice, c.local)
 	// --for is a timer, not a context deadline: a deadline would travel
 	// to the daemon, which would end the stream with DEADLINE_EXCEEDED,
 	// indistinguishable from a daemon that is stuck.
