@@ -8,9 +8,10 @@ import (
 
 // defaultNice is the niceness snoopctl takes while it streams events from
 // a daemon on its own machine. Watching competes for the CPU with the
-// traffic it watches: measured at 100 clients on two cores, a JSON tail at
-// niceness 0 cost the proxy 6–11% of its transactions, at 19 about 4–6%,
-// with no event lost (docs/benchmarks.md, "A watcher that yields").
+// traffic it watches: beside 100 clients on two cores, a JSON tail at
+// niceness 0 cost the proxy 10.0–10.3% of its transactions, at 19
+// 4.5–7.4%, and saw every one both ways (docs/benchmarks.md, "A watcher
+// that yields").
 const defaultNice = 19
 
 // niceFlag is --nice of the commands that stream events from a daemon.
