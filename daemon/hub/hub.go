@@ -831,10 +831,28 @@ func (l *eventLog) evict() {
 func (l *eventLog) grow() {
 	size := min(l.maxRecords, max(1024, 2*len(l.recs)))
 	recs := make([]Record, size)
+	touchPages(recs)
 	for i := 0; i < l.n; i++ {
 		recs[i] = l.recs[(l.start+i)%len(l.recs)]
 	}
 	l.recs, l.start = recs, 0
+}
+
+// touchPages writes to every page of recs, a fresh array, on the
+// dispatcher. An array the system has not given pages yet reads as zeros.
+// Left so, the collector's scan (the records hold pointers) or a write
+// barrier reads each page first, which maps it to the shared zero page;
+// the first record written to it then has the page copied and the TLB of
+// every CPU the process runs on flushed, an interrupt for the event
+// loops, thousands of times in a watch's first pass over a full log
+// (docs/benchmarks.md, "A fresh log without TLB flushes"). Seq holds no
+// pointer, so writing it needs no write barrier, which would read the
+// page first.
+func touchPages(recs []Record) {
+	const perPage = 4096 / int(unsafe.Sizeof(Record{}))
+	for i := 0; i < len(recs); i += max(1, perPage) {
+		recs[i].Seq = 0
+	}
 }
 
 // read copies up to MaxBatch records from w's cursor onto out and moves
