@@ -10,17 +10,8 @@
 # BIN_DIR holds snoopd, snoopctl, dccache and dcload.
 set -euo pipefail
 bin=$1 conns=$2 secs=$3 rn=$4
-dir=$(mktemp -d /tmp/pr.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-cport=$((20000 + RANDOM % 20000))
-"$bin/dccache" -listen "IP:127.0.0.1:$cport" >/dev/null 2>&1 & pids+=($!)
-"$bin/snoopd" --control "UNIX:$dir/c.sock" --log-level error >/dev/null 2>&1 & spid=$!; pids+=($spid)
-for _ in $(seq 100); do [ -S "$dir/c.sock" ] && break; sleep 0.05; done
-ctl=("$bin/snoopctl" -a "UNIX:$dir/c.sock")
-"${ctl[@]}" add p --listen "IP:127.0.0.1:0" --server "IP:127.0.0.1:$cport" >/dev/null
-paddr=$("${ctl[@]}" -o json show p | grep -o '"listen_address":"[^"]*"' | cut -d'"' -f4)
+. "$(dirname "$0")/proxy.sh"
+start_proxy "$bin"
 "$bin/dcload" -addr "$paddr" -conns "$conns" -duration 2s -data 50-1024 >/dev/null
 if [ "$rn" -gt 0 ]; then
   loops=$(for t in /proc/$spid/task/*; do echo "$(awk '{print $14+$15}' $t/stat) ${t##*/}"; done | sort -rn | head -2 | awk '{print $2}')

@@ -15,18 +15,8 @@
 set -euo pipefail
 bin=$1 rounds=$2 secs=$3 conns=$4
 shift 4
-dir=$(mktemp -d /tmp/tl.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-cport=$((20000 + RANDOM % 20000))
-"$bin/dccache" -listen "IP:127.0.0.1:$cport" >/dev/null 2>&1 & pids+=($!)
-"$bin/snoopd" --control "UNIX:$dir/c.sock" --log-level error "$@" >/dev/null 2>&1 &
-spid=$!; pids+=($spid)
-for _ in $(seq 100); do [ -S "$dir/c.sock" ] && break; sleep 0.05; done
-ctl=("$bin/snoopctl" -a "UNIX:$dir/c.sock")
-"${ctl[@]}" add p --listen "IP:127.0.0.1:0" --server "IP:127.0.0.1:$cport" >/dev/null
-paddr=$("${ctl[@]}" -o json show p | grep -o '"listen_address":"[^"]*"' | cut -d'"' -f4)
+. "$(dirname "$0")/proxy.sh"
+start_proxy "$bin" "$@"
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 one() { "$bin/dcload" -addr "$paddr" -conns "$conns" -duration "${secs}s" -data 50-1024 -json | grep -o '"ops_per_sec": *[0-9.]*' | cut -d: -f2 | tr -d ' '; }
 for _ in $(seq "$rounds"); do

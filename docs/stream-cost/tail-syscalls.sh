@@ -9,17 +9,8 @@
 set -euo pipefail
 bin=$1 secs=$2 conns=$3
 command -v strace >/dev/null || { echo "strace is missing (apt-get install strace)" >&2; exit 1; }
-dir=$(mktemp -d /tmp/ts.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-cport=$((20000 + RANDOM % 20000))
-"$bin/dccache" -listen "IP:127.0.0.1:$cport" >/dev/null 2>&1 & pids+=($!)
-"$bin/snoopd" --control "UNIX:$dir/c.sock" --log-level error >/dev/null 2>&1 & pids+=($!)
-for _ in $(seq 100); do [ -S "$dir/c.sock" ] && break; sleep 0.05; done
-ctl=("$bin/snoopctl" -a "UNIX:$dir/c.sock")
-"${ctl[@]}" add p --listen "IP:127.0.0.1:0" --server "IP:127.0.0.1:$cport" >/dev/null
-paddr=$("${ctl[@]}" -o json show p | grep -o '"listen_address":"[^"]*"' | cut -d'"' -f4)
+. "$(dirname "$0")/proxy.sh"
+start_proxy "$bin"
 "${ctl[@]}" -o json tail >/dev/null 2>&1 & tp=$!; pids+=($tp)
 sleep 0.3
 strace -c -f -p "$tp" -o "$dir/strace" 2>/dev/null & st=$!
