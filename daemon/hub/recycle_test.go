@@ -129,7 +129,11 @@ func TestHeldBatchSurvivesRecycling(t *testing.T) {
 	if got := snapshot(b.Records); !slices.EqualFunc(got, want, bytes.Equal) {
 		t.Fatal("a held batch changed while its watcher could still read it")
 	}
-	if limit := uint64(n * recycleSize / 4); allocated > limit {
+	// Without recycling this allocates 21.4 MB. With it, 0.8 MB, but
+	// under the race detector (as CI runs it) 2.7-6.1 MB from one run to
+	// the next (15 runs on two cores): half the events' bytes tells the
+	// two apart with room either way.
+	if limit := uint64(n * recycleSize / 2); allocated > limit {
 		t.Fatalf("publishing and reading %d events of %d bytes allocated %d bytes, want at most %d: the arena does not recycle", n, recycleSize, allocated, limit)
 	}
 	t.Logf("%d events of %d bytes: %d bytes allocated", n, recycleSize, allocated)
