@@ -33,6 +33,7 @@ func (e *env) topCommand() *cli.Command {
 		&cli.Int64Flag{Name: "count", Aliases: []string{"n", "iterations"}, Usage: "batch mode: stop after `N` snapshots (0: until Ctrl-C)"},
 		&cli.BoolFlag{Name: "sessions", Usage: "start in the sessions view (s switches): the busiest session ids by GETs"},
 		&cli.IntFlag{Name: "top", Value: defaultTopSessions, Usage: "with --sessions in batch mode, print the `N` sessions with the most GETs"},
+		niceFlag(),
 	}
 	for _, f := range filterFlags() {
 		if slices.Contains(topFilters, f.Names()[0]) {
@@ -83,7 +84,9 @@ func (e *env) topCommand() *cli.Command {
 			"GET count may be up to N/1000 high for N GETs in the interval, and every\n" +
 			"session with more than that is counted; the line above the table says the\n" +
 			"bound. With -b, -o json, or when stdout is not a terminal, --sessions prints\n" +
-			"the --top N sessions of each interval (as stats --by session does).\n\n" + filterHelp,
+			"the --top N sessions of each interval (as stats --by session does). Once the\n" +
+			"sessions watch of a daemon on this machine opens, top runs at --nice (19\n" +
+			"unless given), as tail does; the proxies' view alone keeps top's priority.\n\n" + filterHelp,
 		Flags:  flags,
 		Action: e.top,
 	}
@@ -119,6 +122,9 @@ func (e *env) top(cCtx *cli.Context) error {
 	}
 	if cCtx.Int("top") <= 0 {
 		return usagef("--top %d: want a number of sessions above 0", cCtx.Int("top"))
+	}
+	if e.nice, err = niceFromFlags(cCtx); err != nil {
+		return err
 	}
 	var sessSrc top.SessionSource
 	var src top.Source
