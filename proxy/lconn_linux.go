@@ -24,6 +24,10 @@ type lconn struct {
 	cand  int
 	tm    timerEntry
 	fc    *lfaults // nil until the connection reads under faults
+	// reserved: a data-path descriptor is counted for the server while
+	// it has no socket (admit reserves it; a spare taken or a socket
+	// made takes it over, releaseFDs gives it back).
+	reserved bool
 	// refill is the loop's pool of spares, to top up once the client has
 	// sent its first bytes (nil once done, or without spares).
 	refill *lspares
@@ -120,6 +124,9 @@ func (lc *lconn) start() {
 			lc.side[1].fd = fd
 			slot := &lc.l.slots[fd]
 			slot.h, lc.side[1].gen = &lc.side[1], slot.gen
+			// The spare is counted already: the reservation goes back.
+			lc.reserved = false
+			dataFDs.Add(-1)
 			lc.opened()
 			return
 		}
@@ -132,13 +139,9 @@ func (lc *lconn) start() {
 // request usually arrives with its connection, so for a client that
 // speaks the dial starts at the loop's next turn.
 func (lc *lconn) awaitRequest() {
-	// The server's descriptor is reserved while the client waits, as a
-	// dial reserves it: an admitted client has room for its server, and
-	// silent clients cannot take the room of those that speak.
-	if !reserveFDs(1) {
-		lc.dialNow()
-		return
-	}
+	// The server's descriptor stays reserved while the client waits (see
+	// admit): an admitted client has room for its server, and silent
+	// clients cannot take the room of those that speak.
 	lc.state = stWaiting
 	c := &lc.side[0]
 	gen, err := lc.l.add(c.fd, c, unix.EPOLLIN)
@@ -175,7 +178,6 @@ func (lc *lconn) spoke() {
 	// on. opened adds it back.
 	lc.state = stDialing
 	unix.EpollCtl(lc.l.epfd, unix.EPOLL_CTL_DEL, lc.side[0].fd, nil)
-	dataFDs.Add(-1) // the dial reserves it again
 	lc.dialNow()
 }
 
@@ -226,6 +228,7 @@ func (lc *lconn) connectNext() {
 			return
 		}
 		lc.side[1].fd = fd
+		lc.reserved = false // the socket holds the count now
 		if done {
 			gen, err := lc.l.add(fd, &lc.side[1], unix.EPOLLIN)
 			lc.side[1].gen = gen
@@ -247,14 +250,12 @@ func (lc *lconn) connectNext() {
 }
 
 // connectSocket starts a non-blocking connect from loop l; done reports
-// that it completed at once (unix sockets usually do).
+// that it completed at once (unix sockets usually do). The caller has
+// counted the descriptor in dataFDs before (reserveFDs), in one step with
+// the check against the bound: the loops connect at the same time, and
+// each must not pass the bound on what the others have not counted yet.
+// The count stays the caller's whether the connect starts or fails.
 func connectSocket(l *loop, sa unix.Sockaddr) (fd int, done bool, err error) {
-	// Counted before the socket exists, in one step: the loops connect
-	// at the same time, and each must not pass the bound on what the
-	// others have not counted yet.
-	if !reserveFDs(1) {
-		return -1, false, fmt.Errorf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
-	}
 	// The target's addresses are shared by all the loops, and Connect
 	// writes its encoding into the Sockaddr it is given: each loop
 	// connects with a copy of its own.
@@ -274,7 +275,6 @@ func connectSocket(l *loop, sa unix.Sockaddr) (fd int, done bool, err error) {
 	}
 	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		dataFDs.Add(-1)
 		return -1, false, fmt.Errorf("socket: %w", err)
 	}
 	if family != unix.AF_UNIX {
@@ -287,7 +287,6 @@ func connectSocket(l *loop, sa unix.Sockaddr) (fd int, done bool, err error) {
 	case errors.Is(err, unix.EINPROGRESS):
 	default:
 		unix.Close(fd)
-		dataFDs.Add(-1)
 		return -1, false, fmt.Errorf("connect: %w", err)
 	}
 	return fd, done, nil
@@ -309,9 +308,11 @@ func connectResult(fd int) error {
 func (lc *lconn) connectDone() {
 	s := &lc.side[1]
 	if err := connectResult(s.fd); err != nil {
+		// The socket goes; its count stays as the server's reservation,
+		// for the next candidate or for releaseFDs.
 		lc.l.release(s.fd)
-		dataFDs.Add(-1)
 		s.fd = -1
+		lc.reserved = true
 		if errors.Is(err, unix.ECONNREFUSED) && lc.cand+1 < len(lc.cands) {
 			lc.cand++
 			lc.connectNext()
@@ -366,6 +367,10 @@ func (lc *lconn) failConnect(err error) {
 }
 
 func (lc *lconn) releaseFDs() {
+	if lc.reserved {
+		lc.reserved = false
+		dataFDs.Add(-1)
+	}
 	for i := range lc.side {
 		s := &lc.side[i]
 		if s.fd >= 0 {
@@ -386,9 +391,6 @@ func (lc *lconn) close(reason string) {
 		return
 	}
 	dialing := lc.state == stDialing || lc.state == stWaiting
-	if lc.state == stWaiting {
-		dataFDs.Add(-1) // the server's reservation (awaitRequest)
-	}
 	lc.state = stClosed
 	lc.setReason(reason)
 	lc.l.timers.remove(&lc.tm)

@@ -671,7 +671,18 @@ func (ll *llistener) onTimer(int64) {
 func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 	s := p.current.Load()
 	id := p.ids.Add(1)
-	if reason := p.refusal(s, 1); reason != "" {
+	// The server's descriptor is reserved with the admission, in one
+	// step with the check against the bound, as the goroutine engine
+	// does: the loops admit clients at the same time, and a check now
+	// with the reservation later would let another loop's client take
+	// the room between them, leaving an admitted client no descriptor
+	// for its server.
+	reason := p.refusal(s, 1)
+	if reason == "" && !reserveFDs(1) {
+		p.unadmit()
+		reason = fmt.Sprintf("file descriptor limit reached (%d held by the data path)", dataFDs.Load())
+	}
+	if reason != "" {
 		// Count before closing: whoever sees the close sees the count.
 		p.refused(id, clientAddr, l.now, reason)
 		unix.Close(fd)
@@ -689,10 +700,11 @@ func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 	lc.recheckFaults = lc.recheckFaultsFromAnywhere
 	lc.side[0] = lside{lc: lc, idx: 0, fd: fd}
 	lc.side[1] = lside{lc: lc, idx: 1, fd: -1}
+	lc.reserved = true
 	lc.tm.owner = lc
 	if !p.register(&lc.conn) {
 		unix.Close(fd)
-		dataFDs.Add(-1)
+		dataFDs.Add(-2)
 		return
 	}
 	l.admitted.Add(1)

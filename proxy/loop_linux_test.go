@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/snoopd/snoopd/distcache"
 	"github.com/snoopd/snoopd/internal/skip"
@@ -320,4 +323,63 @@ func sparesBackingOff(p *Proxy) bool {
 		return true
 	}
 	return false
+}
+
+// Stop closes the spares still connecting, as it closes the ready ones:
+// the data path counts none of them once Stop returns, however long their
+// dials would take.
+func TestStopClosesSparesStillConnecting(t *testing.T) {
+	e := newEpollForTest(t, 1)
+	server := stuckListener(t)
+	base := DataFDs()
+	p := startProxyOn(t, e, "tcp", server, Options{Spares: 2, DialTimeout: time.Minute}, newRecorder())
+	for deadline := time.Now().Add(5 * time.Second); DataFDs() < base+2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the data path counts %d descriptors, want the %d of two spares dialling", DataFDs(), base+2)
+		}
+	}
+	if st := p.Stats(); st.SparesDialled != 0 {
+		t.Fatalf("%d spares connected to a server that accepts nothing", st.SparesDialled)
+	}
+	if err := p.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := DataFDs(); n != base {
+		t.Fatalf("the data path counts %d descriptors after Stop returned, %d before the proxy started", n, base)
+	}
+}
+
+// stuckListener returns the address of a TCP listener on loopback that
+// never accepts and whose backlog is full: a connect to it stays in
+// progress.
+func stuckListener(t *testing.T) distcache.Addr {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := sa.(*unix.SockaddrInet4)
+	// A backlog of 0 holds one connection: a few more fill what the
+	// kernel keeps beyond it.
+	for range 4 {
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(c) })
+		unix.Connect(c, to)
+	}
+	time.Sleep(50 * time.Millisecond) // the handshakes that can complete do
+	return distcache.MustParseAddr(fmt.Sprintf("IP:127.0.0.1:%d", to.Port))
 }

@@ -36,8 +36,9 @@ type lspares struct {
 	s    *settings
 	want int
 
-	ready     []*lspare
-	dialing   int
+	ready []*lspare
+	// dialing are the spares whose connect is under way.
+	dialing   []*lspare
 	resolving bool
 	closed    bool
 	// After a failed dial (or a loop) refills wait retry, doubling up to
@@ -59,16 +60,40 @@ type lspare struct {
 	upAt       int64      // when it connected
 }
 
-func (sp *lspares) start() { sp.l.post(sp.fill) }
+// start fills the pool on its loop. The pool counts in the proxy's wait
+// group from here until it is shut, so that Stop returns once every
+// spare's descriptor is closed and counted back (DataFDs).
+func (sp *lspares) start() {
+	sp.p.wg.Add(1)
+	sp.l.post(sp.fill)
+}
+
 func (sp *lspares) close() { sp.l.post(sp.shut) }
 
+// shut closes the pool's spares, ready or still connecting.
 func (sp *lspares) shut() {
 	sp.closed = true
 	sp.l.timers.remove(&sp.tm)
 	for _, s := range sp.ready {
 		s.release()
 	}
-	sp.ready = nil
+	for _, s := range sp.dialing {
+		s.connecting = false
+		s.release()
+	}
+	sp.ready, sp.dialing = nil, nil
+	sp.p.wg.Done()
+}
+
+// connected takes s off the list of spares still connecting.
+func (sp *lspares) connected(s *lspare) {
+	s.connecting = false
+	for i, d := range sp.dialing {
+		if d == s {
+			sp.dialing = append(sp.dialing[:i], sp.dialing[i+1:]...)
+			return
+		}
+	}
 }
 
 // take hands out a ready spare's descriptor, or -1. The descriptor stays
@@ -105,7 +130,7 @@ func (sp *lspares) fill() {
 	if sp.l.now.IsZero() {
 		now = time.Now().UnixNano()
 	}
-	for !sp.closed && !sp.resolving && len(sp.ready)+sp.dialing < sp.want {
+	for !sp.closed && !sp.resolving && len(sp.ready)+len(sp.dialing) < sp.want {
 		if now < sp.nextTry {
 			sp.l.timers.schedule(&sp.tm, sp.nextTry)
 			return
@@ -131,8 +156,13 @@ func (sp *lspares) fill() {
 		}
 		// Spares try the first candidate only; a client's dial walks
 		// them all and reorders them for next time.
+		if !reserveFDs(1) {
+			sp.backoff(now, spareRetryMin)
+			return
+		}
 		fd, done, err := connectSocket(sp.l, cands[0])
 		if err != nil {
+			dataFDs.Add(-1)
 			sp.failed(now)
 			return
 		}
@@ -160,7 +190,7 @@ func (sp *lspares) fill() {
 			sp.retry = 0
 			continue
 		}
-		sp.dialing++
+		sp.dialing = append(sp.dialing, s)
 		sp.l.timers.schedule(&s.tm, now+int64(sp.s.opts.DialTimeout))
 	}
 }
@@ -188,8 +218,7 @@ func (s *lspare) onEvent(ev uint32) {
 		return
 	}
 	if s.connecting {
-		s.connecting = false
-		sp.dialing--
+		sp.connected(s)
 		sp.l.timers.remove(&s.tm)
 		if err := connectResult(s.fd); err != nil || sp.closed {
 			s.release()
@@ -247,8 +276,7 @@ func (s *lspare) onTimer(now int64) {
 	if !s.connecting || s.fd < 0 {
 		return
 	}
-	s.connecting = false
-	s.sp.dialing--
+	s.sp.connected(s)
 	s.release()
 	s.sp.failed(now)
 }
