@@ -16,32 +16,13 @@ import (
 // the CPU to the traffic it watches. --nice 0 leaves snoopctl's own.
 func TestTailYieldsTheCPU(t *testing.T) {
 	own := threadNices(t, os.Getpid())[0]
-	for _, c := range []struct {
-		args []string
-		want int
-	}{
-		{nil, max(19, own)},
-		{[]string{"--nice", "7"}, max(7, own)},
-		{[]string{"--nice", "0"}, own},
-	} {
-		d := startDaemon(t)
-		tail := startCtl(t, d, append([]string{"tail"}, c.args...)...)
-		waitWatchers(t, d, 1)
-		nices := threadNices(t, tail.cmd.Process.Pid)
-		for _, n := range nices {
-			if n != c.want {
-				t.Errorf("snoopctl tail %s: its threads run at niceness %v, want %d for all", strings.Join(c.args, " "), nices, c.want)
-				break
-			}
-		}
-		if r := tail.wait(t, true); r.code != 0 {
-			t.Errorf("snoopctl tail %s: %v", strings.Join(c.args, " "), r)
-		}
-	}
-	r := runCtl(t, startDaemon(t), "tail", "--nice", "20")
-	if r.code != 2 || r.err != "snoopctl: --nice 20: want 0 (keep snoopctl's priority) to 19 (yield the most)\n" {
-		t.Errorf("tail --nice 20: %v", r)
-	}
+	streaming := func(t *testing.T, d *daemon, _ *bg) { waitWatchers(t, d, 1) }
+	checkNiceness(t, []niceCase{
+		{[]string{"tail"}, streaming, max(19, own)},
+		{[]string{"tail", "--nice", "7"}, streaming, max(7, own)},
+		{[]string{"tail", "--nice", "0"}, streaming, own},
+	})
+	checkNiceRefused(t, "tail", "20")
 }
 
 // top yields as tail does once its sessions view watches a daemon on
@@ -49,38 +30,57 @@ func TestTailYieldsTheCPU(t *testing.T) {
 // priority.
 func TestTopSessionsYieldTheCPU(t *testing.T) {
 	own := threadNices(t, os.Getpid())[0]
-	for _, c := range []struct {
-		args []string
-		want int
-	}{
-		{[]string{"--sessions"}, max(19, own)},
-		{[]string{"--sessions", "--nice", "7"}, max(7, own)},
-		{[]string{"--sessions", "--nice", "0"}, own},
-		{nil, own},
-	} {
+	streaming := func(t *testing.T, d *daemon, _ *bg) { waitWatchers(t, d, 1) }
+	// Two snapshots printed: top has polled, and would have yielded by
+	// now if the proxies' view did.
+	polled := func(t *testing.T, _ *daemon, b *bg) { waitOutput(t, b, "NAME  STATE", 2) }
+	top := func(more ...string) []string { return append([]string{"top", "-b", "-d", "0.1"}, more...) }
+	checkNiceness(t, []niceCase{
+		{top("--sessions"), streaming, max(19, own)},
+		{top("--sessions", "--nice", "7"), streaming, max(7, own)},
+		{top("--sessions", "--nice", "0"), streaming, own},
+		{top(), polled, own},
+	})
+	checkNiceRefused(t, "top", "-1")
+}
+
+// niceCase is a snoopctl command to start against a daemon of its own,
+// what to wait for before looking (ready), and the niceness every thread
+// of the command should then have.
+type niceCase struct {
+	args  []string
+	ready func(t *testing.T, d *daemon, b *bg)
+	want  int
+}
+
+// checkNiceness runs each case and reads the niceness of every thread of
+// the running snoopctl, which Ctrl-C then ends with status 0.
+func checkNiceness(t *testing.T, cases []niceCase) {
+	t.Helper()
+	for _, c := range cases {
 		d := startDaemon(t)
-		top := startCtl(t, d, append([]string{"top", "-b", "-d", "0.1"}, c.args...)...)
-		if c.args == nil {
-			// Two snapshots printed: top has polled and would have
-			// yielded by now if the proxies' view did.
-			waitOutput(t, top, "NAME  STATE", 2)
-		} else {
-			waitWatchers(t, d, 1)
-		}
-		nices := threadNices(t, top.cmd.Process.Pid)
+		b := startCtl(t, d, c.args...)
+		c.ready(t, d, b)
+		cmd := "snoopctl " + strings.Join(c.args, " ")
+		nices := threadNices(t, b.cmd.Process.Pid)
 		for _, n := range nices {
 			if n != c.want {
-				t.Errorf("snoopctl top %s: its threads run at niceness %v, want %d for all", strings.Join(c.args, " "), nices, c.want)
+				t.Errorf("%s: its threads run at niceness %v, want %d for all", cmd, nices, c.want)
 				break
 			}
 		}
-		if r := top.wait(t, true); r.code != 0 {
-			t.Errorf("snoopctl top %s: %v", strings.Join(c.args, " "), r)
+		if r := b.wait(t, true); r.code != 0 {
+			t.Errorf("%s: %v", cmd, r)
 		}
 	}
-	r := runCtl(t, startDaemon(t), "top", "--nice", "-1")
-	if r.code != 2 || r.err != "snoopctl: --nice -1: want 0 (keep snoopctl's priority) to 19 (yield the most)\n" {
-		t.Errorf("top --nice -1: %v", r)
+}
+
+// checkNiceRefused checks that command refuses --nice n as a usage error.
+func checkNiceRefused(t *testing.T, command, n string) {
+	t.Helper()
+	r := runCtl(t, startDaemon(t), command, "--nice", n)
+	if want := "snoopctl: --nice " + n + ": want 0 (keep snoopctl's priority) to 19 (yield the most)\n"; r.code != 2 || r.err != want {
+		t.Errorf("%s --nice %s: %v", command, n, r)
 	}
 }
 
