@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"slices"
@@ -104,7 +105,8 @@ func TestSilentClientsCostNoDial(t *testing.T) {
 // relay forwards every connection it accepts to dst, byte for byte, in
 // both directions: a forwarding hop this process's proxies cannot see. It
 // takes at most max connections and closes the ones after, so a loop
-// through it stays bounded whatever the proxy does.
+// through it stays bounded whatever the proxy does. The test's cleanup
+// ends it, its dials in progress included, and waits for its goroutines.
 func startRelay(t *testing.T, dst func() string, max int64) (addr string, accepted *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,14 +114,26 @@ func startRelay(t *testing.T, dst func() string, max int64) (addr string, accept
 		t.Fatal(err)
 	}
 	accepted = new(atomic.Int64)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
+	closed := false
+	// track keeps c to close at the end, or closes it if the end has
+	// come: a dial can complete after the cleanup.
 	track := func(c net.Conn) {
 		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			c.Close()
+			return
+		}
 		conns = append(conns, c)
-		mu.Unlock()
 	}
+	dialer := net.Dialer{Timeout: 5 * time.Second}
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -130,26 +144,38 @@ func startRelay(t *testing.T, dst func() string, max int64) (addr string, accept
 				continue
 			}
 			track(c)
+			wg.Add(1)
 			go func() {
+				defer wg.Done()
 				defer c.Close()
-				up, err := net.DialTimeout("tcp", dst(), 5*time.Second)
+				// A dial the loop's proxy cannot accept yet (its backlog
+				// full) would otherwise outlive the test by its timeout.
+				up, err := dialer.DialContext(ctx, "tcp", dst())
 				if err != nil {
 					return
 				}
 				track(up)
 				defer up.Close()
-				go func() { io.Copy(up, c); up.Close() }()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					io.Copy(up, c)
+					up.Close()
+				}()
 				io.Copy(c, up)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
+		cancel()
 		ln.Close()
 		mu.Lock()
-		defer mu.Unlock()
+		closed = true
 		for _, c := range conns {
 			c.Close()
 		}
+		mu.Unlock()
+		wg.Wait()
 	})
 	return ln.Addr().String(), accepted
 }
@@ -164,7 +190,9 @@ func TestLoopThroughAnotherHopIsClosed(t *testing.T) {
 	rec := newRecorder()
 	var proxyAddr atomic.Value
 	const relayMax = 200
-	relay, accepted := startRelay(t, func() string { return proxyAddr.Load().(string) }, relayMax)
+	// The proxy's spares reach the relay before the proxy's address is
+	// known: their dials fail, and they are replaced.
+	relay, accepted := startRelay(t, func() string { a, _ := proxyAddr.Load().(string); return a }, relayMax)
 	var logged atomic.Int64
 	p, err := New(Config{Name: "t", Listen: distcache.MustParseAddr("IP:127.0.0.1:0"), Server: distcache.MustParseAddr("IP:" + relay),
 		Enabled: true, Engine: testEngine, Logf: func(string, ...any) { logged.Add(1) }}, rec)
