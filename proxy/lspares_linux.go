@@ -154,12 +154,14 @@ func (sp *lspares) fill() {
 			sp.resolving = true // until resolved
 			return
 		}
-		// Spares try the first candidate only; a client's dial walks
-		// them all and reorders them for next time.
+		// Counted before the socket exists, in one step with the check
+		// against the bound (connectSocket).
 		if !reserveFDs(1) {
 			sp.backoff(now, spareRetryMin)
 			return
 		}
+		// Spares try the first candidate only; a client's dial walks
+		// them all and reorders them for next time.
 		fd, done, err := connectSocket(sp.l, cands[0])
 		if err != nil {
 			dataFDs.Add(-1)
