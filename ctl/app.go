@@ -46,7 +46,8 @@ type env struct {
 	stdio Stdio
 	now   func() time.Time
 	opts  globalOptions
-	// nice is --nice of the command that streams (openEvents), which
+	// nice is --nice of the command that streams (read by openEvents
+	// for tail, save and stats, by top for its sessions view), which
 	// yield applies once a stream from a daemon on this machine starts.
 	nice  int
 	yield yielder
