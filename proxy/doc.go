@@ -9,7 +9,8 @@
 // the proxies of a process. The epoll engine (Linux) runs a few event
 // loops, one per CPU by default; every proxy spreads its connections over
 // all of them (a listener per loop on a TCP port with SO_REUSEPORT, or one
-// unix socket listener that hands its clients to the loops in turn), and
+// unix socket listener that places each client on the loop with the
+// fewest open connections, its own on a tie), and
 // both sockets of a connection belong to one loop, which reads, decodes
 // and writes them without blocking. The portable goroutine engine gives
 // each connection two goroutines, one per direction. Either way decoding

@@ -362,6 +362,7 @@ func (lc *lconn) failConnect(err error) {
 	lc.state = stClosed
 	lc.l.timers.remove(&lc.tm)
 	lc.releaseFDs()
+	lc.l.open.Add(-1)
 	lc.connectFailed(err)
 	lc.p.wg.Done()
 }
@@ -398,6 +399,7 @@ func (lc *lconn) close(reason string) {
 		lc.l.timers.remove(&lc.fc.tm)
 	}
 	lc.releaseFDs()
+	lc.l.open.Add(-1)
 	if dialing {
 		// Stopped or killed while dialling, or the client went before
 		// its first byte: not the server's fault, so not a connect

@@ -31,8 +31,12 @@ import (
 // proxy can use every core. On a TCP address each loop has a listener of
 // its own, all bound to the proxy's port with SO_REUSEPORT, and the kernel
 // spreads the clients over them by their address and port. A unix socket
-// cannot be shared that way, so one loop accepts on it and hands the
-// accepted clients to the loops in turn. Each loop keeps its own share of
+// cannot be shared that way, so one loop accepts on it and places each
+// client on the loop with the fewest open connections, itself on a tie:
+// clients that are open together spread evenly, and a client that opens
+// one connection at a time stays on the accepting loop, with no hand-off
+// to another thread (which cost 5% of the throughput of a connection per
+// operation over a unix socket; docs/benchmarks.md). Each loop keeps its own share of
 // the proxy's spare server connections, so a connection never takes a
 // spare from another thread. What the proxy shares between its loops (the
 // counters, the connection ids, the table of live connections, the
@@ -169,8 +173,8 @@ func setReusePort(_, _ string, c syscall.RawConn) error {
 // of their descriptors and the listeners are closed, so the runtime's
 // poller no longer watches them. Listener i is served by loop i; a single
 // listener (a unix socket, or one loop) by a loop chosen with pick, which
-// hands the clients it accepts to every loop in turn when there are
-// several. A unix socket's file is removed by stop.
+// places the clients it accepts over every loop when there are several
+// (llistener.place). A unix socket's file is removed by stop.
 func (e *epollEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (func(), error) {
 	if len(lns) > len(e.loops) {
 		return nil, fmt.Errorf("%d listeners for %d loops", len(lns), len(e.loops))
@@ -307,6 +311,11 @@ type loop struct {
 	// rawWaits counts the waits that kept the loop's P.
 	rawWaits atomic.Uint64
 	admitted atomic.Uint64
+	// open counts the connections placed on the loop that have not ended,
+	// of every proxy, hand-offs on their way included: a unix socket's
+	// listener places each client by it (llistener.place). Other loops
+	// read it, so it is atomic; it is only a guide, never a limit.
+	open atomic.Int64
 	// sa4, sa6 and saUnix are the loop's copies of the address it
 	// connects to (see connectSocket).
 	sa4      unix.SockaddrInet4
@@ -540,9 +549,10 @@ type llistener struct {
 	tcp    bool
 	unlink string
 	g      *lgroup
-	// spread, when set, are the loops the accepted clients are handed to
-	// in turn (next is the next one's index): a listener that is the
-	// proxy's only one while the engine has several loops.
+	// spread, when set, are the loops the accepted clients are placed on
+	// (see place; next is where its search for another loop starts): a
+	// listener that is the proxy's only one while the engine has several
+	// loops.
 	spread []*loop
 	next   int
 	paused bool // out of descriptors: not watched until the timer fires
@@ -610,8 +620,8 @@ func (ll *llistener) onEvent(uint32) {
 	}
 }
 
-// accepted admits a client on this loop, or hands it to the next loop in
-// turn. A hand-off is counted in the proxy's wait group until the other
+// accepted admits a client on this loop, or hands it to the loop place
+// chooses. A hand-off is counted in the proxy's wait group until the other
 // loop has taken the client on (or closed it), so Stop waits for it; it
 // is added before this listener can stop, which is before Stop waits.
 func (ll *llistener) accepted(fd int) {
@@ -620,11 +630,8 @@ func (ll *llistener) accepted(fd int) {
 	if tcp {
 		clientAddr = sockaddrString(&ll.raw)
 	}
-	to := ll.l
-	if ll.spread != nil {
-		to = ll.spread[ll.next]
-		ll.next = (ll.next + 1) % len(ll.spread)
-	}
+	to := ll.place()
+	to.open.Add(1)
 	if to == ll.l {
 		admit(to, p, fd, tcp, clientAddr)
 		return
@@ -634,6 +641,31 @@ func (ll *llistener) accepted(fd int) {
 		admit(to, p, fd, tcp, clientAddr)
 		p.wg.Done()
 	})
+}
+
+// place chooses the loop for the next client: this listener's own,
+// unless another loop has fewer open connections, and then the one with
+// the fewest (the search for it starts one loop further at each hand-off,
+// so ties among the others take turns). Staying put on a tie is what
+// keeps a client that opens a connection per operation on one thread: a
+// hand-off wakes the other loop and its connection starts there cold.
+func (ll *llistener) place() *loop {
+	best := ll.l
+	if ll.spread == nil {
+		return best
+	}
+	least := best.open.Load()
+	n := len(ll.spread)
+	for i := range n {
+		l := ll.spread[(ll.next+i)%n]
+		if k := l.open.Load(); k < least {
+			best, least = l, k
+		}
+	}
+	if best != ll.l {
+		ll.next = (best.idx + 1) % n
+	}
+	return best
 }
 
 // outOfDescriptors refuses the client that could not be accepted (with the
@@ -687,6 +719,7 @@ func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 		p.refused(id, clientAddr, l.now, reason)
 		unix.Close(fd)
 		dataFDs.Add(-1)
+		l.open.Add(-1)
 		return
 	}
 	if tcp {
@@ -705,6 +738,7 @@ func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 	if !p.register(&lc.conn) {
 		unix.Close(fd)
 		dataFDs.Add(-2)
+		l.open.Add(-1)
 		return
 	}
 	l.admitted.Add(1)

@@ -21,7 +21,8 @@ import (
 // With several loops, one proxy's connections are spread over all of
 // them, in either wait mode and on either kind of socket: each loop has a
 // TCP listener of its own on the proxy's port, while a unix socket's one
-// listener hands its clients to the loops in turn.
+// listener places each client on the loop with the fewest open
+// connections.
 func TestEpollOneProxyOverSeveralLoops(t *testing.T) {
 	for _, mode := range []string{"runtime", ""} {
 		for _, network := range []string{"tcp", "unix"} {
@@ -42,13 +43,18 @@ func TestEpollOneProxyOverSeveralLoops(t *testing.T) {
 				rec := newRecorder()
 				p := startProxyOn(t, eng, network, startCache(t, "tcp"), Options{}, rec)
 				const n = 30
-				for range n {
-					c := newClient(t, p.Addr())
-					c.do(distcache.OpHave, []byte("x"))
+				// Open together: each is admitted (its answer came)
+				// before the next connects.
+				clients := make([]*client, n)
+				for i := range clients {
+					clients[i] = newClient(t, p.Addr())
+					clients[i].do(distcache.OpHave, []byte("x"))
+				}
+				per := admittedPerLoop(eng)
+				for _, c := range clients {
 					c.c.Close()
 				}
 				rec.waitKind(t, KindConnClosed, n)
-				per := admittedPerLoop(eng)
 				used := 0
 				for _, k := range per {
 					if k > 0 {
@@ -57,7 +63,7 @@ func TestEpollOneProxyOverSeveralLoops(t *testing.T) {
 				}
 				switch network {
 				case "unix":
-					// Handed out in turn: exactly even.
+					// Each to the loop with the fewest open: exactly even.
 					for i, k := range per {
 						if k != n/3 {
 							t.Fatalf("loop %d took %d of %d clients, want %d (per loop: %v)", i, k, n, n/3, per)
@@ -86,12 +92,15 @@ func TestEpollSeveralProxiesShareTheLoops(t *testing.T) {
 	for i, network := range []string{"tcp", "unix", "unix"} {
 		p := startProxyOn(t, eng, network, server, Options{}, nil)
 		before := admittedPerLoop(eng)
-		for range 10 {
-			c := newClient(t, p.Addr())
-			c.do(distcache.OpHave, []byte("x"))
-			c.c.Close()
+		clients := make([]*client, 10)
+		for j := range clients {
+			clients[j] = newClient(t, p.Addr())
+			clients[j].do(distcache.OpHave, []byte("x"))
 		}
 		after := admittedPerLoop(eng)
+		for _, c := range clients {
+			c.c.Close()
+		}
 		for l := range after {
 			if network == "unix" && after[l]-before[l] != 5 {
 				t.Fatalf("proxy %d: loop %d took %d of 10 clients, want 5", i, l, after[l]-before[l])
@@ -100,6 +109,72 @@ func TestEpollSeveralProxiesShareTheLoops(t *testing.T) {
 		if st := p.Stats(); st.Transactions() != 10 {
 			t.Fatalf("proxy %d: %d transactions", i, st.Transactions())
 		}
+		// The next proxy starts from empty loops.
+		waitLoopsEmpty(t, eng)
+	}
+}
+
+// A client of a unix-socket proxy that opens one connection at a time
+// (a connection per operation, each closed before the next) stays on the
+// accepting loop: no other loop has fewer open connections, so none is
+// woken for it. One held open on that loop sends the next elsewhere.
+func TestEpollUnixClientOneAtATimeStaysOnItsLoop(t *testing.T) {
+	eng := newEpollForTest(t, 3)
+	rec := newRecorder()
+	p := startProxyOn(t, eng, "unix", startCache(t, "unix"), Options{}, rec)
+	before := admittedPerLoop(eng)
+	const n = 20
+	for i := range n {
+		c := newClient(t, p.Addr())
+		c.do(distcache.OpHave, []byte("x"))
+		c.c.Close()
+		rec.waitKind(t, KindConnClosed, i+1)
+		waitLoopsEmpty(t, eng)
+	}
+	var home = -1
+	for l, k := range admittedPerLoop(eng) {
+		switch got := k - before[l]; {
+		case got == n:
+			home = l
+		case got != 0:
+			t.Fatalf("loop %d took %d of %d clients one at a time, want all on one loop (per loop: %v)", l, got, n, admittedPerLoop(eng))
+		}
+	}
+	if home < 0 {
+		t.Fatalf("no loop took all %d clients: %v", n, admittedPerLoop(eng))
+	}
+	held := newClient(t, p.Addr())
+	held.do(distcache.OpHave, []byte("x"))
+	defer held.c.Close()
+	mid := admittedPerLoop(eng)
+	c := newClient(t, p.Addr())
+	c.do(distcache.OpHave, []byte("x"))
+	c.c.Close()
+	for l, k := range admittedPerLoop(eng) {
+		if l == home && k != mid[l] {
+			t.Fatalf("with a connection open on loop %d, the next client went there too (per loop: %v)", home, admittedPerLoop(eng))
+		}
+	}
+}
+
+// waitLoopsEmpty waits until no connection is open on eng's loops.
+func waitLoopsEmpty(t *testing.T, eng *epollEngine) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var open []int64
+		for _, l := range eng.loops {
+			if k := l.open.Load(); k != 0 {
+				open = append(open, k)
+			}
+		}
+		if open == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connections still open on the loops after 5s: %v", open)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -382,4 +457,39 @@ func stuckListener(t *testing.T) distcache.Addr {
 	}
 	time.Sleep(50 * time.Millisecond) // the handshakes that can complete do
 	return distcache.MustParseAddr(fmt.Sprintf("IP:127.0.0.1:%d", to.Port))
+}
+
+// Every way a connection ends gives its place on its loop back: closes
+// from either side, refusals over the connection limit, and servers that
+// cannot be reached. Otherwise a loop would look busier than it is and
+// the unix listener would stop placing clients on it.
+func TestEpollLoopsCountEveryEnd(t *testing.T) {
+	eng := newEpollForTest(t, 2)
+	rec := newRecorder()
+	p := startProxyOn(t, eng, "unix", startCache(t, "unix"), Options{MaxConns: 2}, rec)
+	held := []*client{newClient(t, p.Addr()), newClient(t, p.Addr())}
+	for _, c := range held {
+		c.do(distcache.OpHave, []byte("x"))
+	}
+	// Over the limit: refused, and closed by the proxy.
+	over := dial(t, p.Addr())
+	rec.waitKind(t, KindConnRefused, 1)
+	over.Close()
+	for _, c := range held {
+		c.c.Close()
+	}
+	rec.waitKind(t, KindConnClosed, 2)
+	waitLoopsEmpty(t, eng)
+
+	// A server that is not there: the connect fails.
+	gone := distcache.MustParseAddr("UNIX:" + filepath.Join(shortDir(t), "nobody.sock"))
+	q := startProxyOn(t, eng, "unix", gone, Options{}, rec)
+	for range 4 {
+		c := dial(t, q.Addr())
+		c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpHave, []byte("x")))
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	rec.waitKind(t, KindConnectFailed, 4)
+	waitLoopsEmpty(t, eng)
 }

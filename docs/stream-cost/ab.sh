@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# ab.sh BIN_A BIN_B NET ROUNDS SECONDS [DCLOAD FLAGS...]: two builds of
+# snoopd against each other on the data path, nothing watching. One
+# dccache, and a snoopd from each of BIN_A and BIN_B with one proxy in
+# front of it, on loopback TCP (NET tcp) or unix sockets (NET unix); then
+# ROUNDS pairs of dcload runs of SECONDS, one through each snoopd, the
+# order swapped every round. Prints each run's ops/s and that snoopd's CPU
+# per transaction (user + system, from /proc/PID/stat), then per build
+# the median ops/s and CPU, and the paired ratio of ops/s A/B: its
+# median, range and the number of rounds A was ahead. DCLOAD FLAGS pick the
+# scenario as in cpu-split.sh: "-conns 1 -persistent=false" is a
+# connection per operation. Each BIN holds snoopd and snoopctl; BIN_A also
+# dccache and dcload (go build -o BIN/ ./daemon/snoopd ./ctl/snoopctl
+# ./cmd/dccache ./cmd/dcload). SNOOPD_FLAGS in the environment go to both
+# snoopds.
+set -euo pipefail
+if [ $# -lt 5 ]; then
+	echo "usage: ab.sh BIN_A BIN_B NET ROUNDS SECONDS [DCLOAD FLAGS...]" >&2
+	exit 2
+fi
+binA=$1 binB=$2 net=$3 rounds=$4 secs=$5
+shift 5
+for b in "$binA/snoopd" "$binA/snoopctl" "$binA/dccache" "$binA/dcload" "$binB/snoopd" "$binB/snoopctl"; do
+	if [ ! -x "$b" ]; then
+		echo "ab.sh: no $b (see the comment at the top for how to build it)" >&2
+		exit 2
+	fi
+done
+dir=$(mktemp -d /tmp/ab.XXXXXX)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+case $net in
+unix) server=UNIX:$dir/s.sock at_a=UNIX:$dir/a.sock at_b=UNIX:$dir/b.sock ;;
+tcp)
+	port=$((20000 + RANDOM % 20000))
+	server=IP:127.0.0.1:$port at_a=IP:127.0.0.1:$((port + 1)) at_b=IP:127.0.0.1:$((port + 2))
+	;;
+*) echo "ab.sh: NET is tcp or unix, not $net" >&2; exit 2 ;;
+esac
+"$binA/dccache" -listen "$server" >/dev/null 2>&1 &
+pids+=($!)
+# start NAME BIN ADDR: a snoopd from BIN with proxy p at ADDR; sets pid_NAME.
+start() {
+	# shellcheck disable=SC2086 # SNOOPD_FLAGS is a list of flags
+	"$2/snoopd" --control "UNIX:$dir/$1.ctl" --log-level error ${SNOOPD_FLAGS:-} >/dev/null 2>&1 &
+	pids+=($!)
+	printf -v "pid_$1" %s $!
+	for _ in $(seq 100); do [ -S "$dir/$1.ctl" ] && break; sleep 0.05; done
+	"$2/snoopctl" -a "UNIX:$dir/$1.ctl" add p --listen "$3" --server "$server" >/dev/null
+}
+start a "$binA" "$at_a"
+start b "$binB" "$at_b"
+# one NAME PID ADDR ROUND: a dcload run through ADDR; prints NAME, ROUND,
+# its operations and PID's CPU ticks over it.
+one() {
+	local c0 c1 ops
+	c0=$(awk '{print $14 + $15}' "/proc/$2/stat")
+	ops=$("$binA/dcload" -addr "$3" -duration "${secs}s" -data 50-1024 -json "${dcload[@]}" | grep -o '"ops": *[0-9]*' | tr -dc 0-9)
+	c1=$(awk '{print $14 + $15}' "/proc/$2/stat")
+	echo "$1 $4 $ops $((c1 - c0))"
+}
+dcload=("$@")
+"$binA/dcload" -addr "$at_a" -duration 1s -data 50-1024 "${dcload[@]}" >/dev/null
+"$binA/dcload" -addr "$at_b" -duration 1s -data 50-1024 "${dcload[@]}" >/dev/null
+for r in $(seq "$rounds"); do
+	if [ $((r % 2)) -eq 1 ]; then
+		one A "$pid_a" "$at_a" "$r"
+		one B "$pid_b" "$at_b" "$r"
+	else
+		one B "$pid_b" "$at_b" "$r"
+		one A "$pid_a" "$at_a" "$r"
+	fi
+done | awk -v secs="$secs" -v tck="$(getconf CLK_TCK)" '
+	{ ops[$1, $2] = $3 / secs; cpu[$1, $2] = $4 * 1e6 / tck / $3; n = $2
+	  printf "round %d %s %8.0f ops/s  cpu %6.1f us/tx\n", $2, $1, ops[$1, $2], cpu[$1, $2] }
+	function med(a, c,   i, j, v) { for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { v = a[i]; a[i] = a[j]; a[j] = v }
+		return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2 }
+	END {
+		for (i = 1; i <= n; i++) { oa[i] = ops["A", i]; ob[i] = ops["B", i]; ca[i] = cpu["A", i]; cb[i] = cpu["B", i]
+			q[i] = ops["A", i] / ops["B", i]; if (q[i] > 1) ahead++ }
+		printf "median A %8.0f ops/s  cpu %6.1f us/tx\n", med(oa, n), med(ca, n)
+		printf "median B %8.0f ops/s  cpu %6.1f us/tx\n", med(ob, n), med(cb, n)
+		lo = hi = q[1]; for (i = 1; i <= n; i++) { if (q[i] < lo) lo = q[i]; if (q[i] > hi) hi = q[i] }
+		printf "ops/s A/B, paired: median %.3f, range %.3f-%.3f, A ahead in %d of %d rounds\n", med(q, n), lo, hi, ahead, n }'
