@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -747,17 +748,23 @@ func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 	lc.start()
 }
 
-// sockaddrString formats an accepted TCP peer as ip:port.
+// sockaddrString formats an accepted TCP peer as ip:port, as net.Conn's
+// RemoteAddr would (an IPv4-mapped IPv6 address as IPv4), with one
+// allocation: it runs for every connection accepted.
 func sockaddrString(raw *unix.RawSockaddrAny) string {
+	var ap netip.AddrPort
 	switch raw.Addr.Family {
 	case unix.AF_INET:
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
 		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return fmt.Sprintf("%d.%d.%d.%d:%d", sa.Addr[0], sa.Addr[1], sa.Addr[2], sa.Addr[3], int(p[0])<<8|int(p[1]))
+		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
 	case unix.AF_INET6:
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(raw))
 		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return net.JoinHostPort(net.IP(sa.Addr[:]).String(), fmt.Sprint(int(p[0])<<8|int(p[1])))
+		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
+	default:
+		return "unix"
 	}
-	return "unix"
+	var buf [64]byte
+	return string(ap.AppendTo(buf[:0]))
 }

@@ -2,14 +2,17 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -492,4 +495,42 @@ func TestEpollLoopsCountEveryEnd(t *testing.T) {
 	}
 	rec.waitKind(t, KindConnectFailed, 4)
 	waitLoopsEmpty(t, eng)
+}
+
+// An accepted peer's address reads as the goroutine engine's does (from
+// net.Conn's RemoteAddr), for every family, at one allocation: it is
+// formatted for every connection.
+func TestSockaddrString(t *testing.T) {
+	for _, want := range []string{"127.0.0.1:40000", "10.1.2.3:1", "[::1]:9001", "[2001:db8::7]:65535", "0.0.0.0:0"} {
+		ap := netip.MustParseAddrPort(want)
+		var raw unix.RawSockaddrAny
+		if ap.Addr().Is4() {
+			sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&raw))
+			sa.Family, sa.Addr = unix.AF_INET, ap.Addr().As4()
+			binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		} else {
+			sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&raw))
+			sa.Family, sa.Addr = unix.AF_INET6, ap.Addr().As16()
+			binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		}
+		if got := sockaddrString(&raw); got != want || got != net.TCPAddrFromAddrPort(ap).String() {
+			t.Errorf("sockaddrString(%s) = %q", want, got)
+		}
+		if n := testing.AllocsPerRun(100, func() { sockaddrString(&raw) }); n > 1 {
+			t.Errorf("sockaddrString(%s): %.0f allocations, want 1", want, n)
+		}
+	}
+	// An IPv4 client of a dual-stack listener arrives IPv4-mapped.
+	var raw unix.RawSockaddrAny
+	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&raw))
+	sa.Family, sa.Addr = unix.AF_INET6, netip.MustParseAddr("::ffff:127.0.0.2").As16()
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], 5000)
+	if got := sockaddrString(&raw); got != "127.0.0.2:5000" {
+		t.Errorf("IPv4-mapped: %q, want 127.0.0.2:5000", got)
+	}
+	var other unix.RawSockaddrAny
+	other.Addr.Family = unix.AF_UNIX
+	if got := sockaddrString(&other); got != "unix" {
+		t.Errorf("a unix peer: %q", got)
+	}
 }
