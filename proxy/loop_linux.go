@@ -36,8 +36,9 @@ import (
 // client on the loop with the fewest open connections, itself on a tie:
 // clients that are open together spread evenly, and a client that opens
 // one connection at a time stays on the accepting loop, with no hand-off
-// to another thread (which cost 5% of the throughput of a connection per
-// operation over a unix socket; docs/benchmarks.md). Each loop keeps its own share of
+// to another thread (handing them out in turn cost a connection per
+// operation 4.7% of its throughput; docs/benchmarks.md, "A unix socket's
+// clients stay on the accepting loop"). Each loop keeps its own share of
 // the proxy's spare server connections, so a connection never takes a
 // spare from another thread. What the proxy shares between its loops (the
 // counters, the connection ids, the table of live connections, the
