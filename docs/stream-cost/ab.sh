@@ -20,23 +20,10 @@ if [ $# -lt 5 ]; then
 fi
 binA=$1 binB=$2 net=$3 rounds=$4 secs=$5
 shift 5
-for b in "$binA/snoopd" "$binA/snoopctl" "$binA/dccache" "$binA/dcload" "$binB/snoopd" "$binB/snoopctl"; do
-	if [ ! -x "$b" ]; then
-		echo "ab.sh: no $b (see the comment at the top for how to build it)" >&2
-		exit 2
-	fi
-done
-dir=$(mktemp -d /tmp/ab.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
-case $net in
-unix) server=UNIX:$dir/s.sock at_a=UNIX:$dir/a.sock at_b=UNIX:$dir/b.sock ;;
-tcp)
-	port=$((20000 + RANDOM % 20000))
-	server=IP:127.0.0.1:$port at_a=IP:127.0.0.1:$((port + 1)) at_b=IP:127.0.0.1:$((port + 2))
-	;;
-*) echo "ab.sh: NET is tcp or unix, not $net" >&2; exit 2 ;;
-esac
+. "$(dirname "$0")/proxy.sh"
+need ab.sh "$binA/snoopd" "$binA/snoopctl" "$binA/dccache" "$binA/dcload" "$binB/snoopd" "$binB/snoopctl"
+local_net ab.sh "$net"
+server=$(at 0) at_a=$(at 1) at_b=$(at 2)
 "$binA/dccache" -listen "$server" >/dev/null 2>&1 &
 pids+=($!)
 # start NAME BIN ADDR: a snoopd from BIN with proxy p at ADDR; sets pid_NAME.

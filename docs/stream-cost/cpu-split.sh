@@ -23,23 +23,10 @@ if [ $# -lt 4 ]; then
 fi
 bin=$1 net=$2 rounds=$3 secs=$4
 shift 4
-for b in snoopd snoopctl dccache dcload cselect; do
-	if [ ! -x "$bin/$b" ]; then
-		echo "cpu-split.sh: no $bin/$b (see the comment at the top for how to build it)" >&2
-		exit 2
-	fi
-done
-dir=$(mktemp -d /tmp/cs.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
-case $net in
-unix) server=UNIX:$dir/s.sock snoopd_at=UNIX:$dir/p.sock cselect_at=UNIX:$dir/c.sock ;;
-tcp)
-	port=$((20000 + RANDOM % 20000))
-	server=IP:127.0.0.1:$port snoopd_at=IP:127.0.0.1:$((port + 1)) cselect_at=IP:127.0.0.1:$((port + 2))
-	;;
-*) echo "cpu-split.sh: NET is tcp or unix, not $net" >&2; exit 2 ;;
-esac
+. "$(dirname "$0")/proxy.sh"
+need cpu-split.sh "$bin/snoopd" "$bin/snoopctl" "$bin/dccache" "$bin/dcload" "$bin/cselect"
+local_net cpu-split.sh "$net"
+server=$(at 0) snoopd_at=$(at 1) cselect_at=$(at 2)
 "$bin/dccache" -listen "$server" >/dev/null 2>&1 &
 pids+=($!)
 # shellcheck disable=SC2086 # SNOOPD_FLAGS is a list of flags

@@ -1,17 +1,51 @@
-# proxy.sh, sourced by the scripts beside it: start_proxy BIN_DIR
-# [SNOOPD FLAGS...] starts a dccache on a random loopback port and a snoopd
-# (its control socket in a temporary directory) with one proxy, p, in front
-# of it. It sets dir (the temporary directory), spid (snoopd's pid), ctl
-# (snoopctl aimed at that snoopd, as an array) and paddr (the proxy's
-# address), and a trap that kills every pid in pids and removes dir on
-# exit; a script adds the processes it starts to pids.
-start_proxy() {
-	local bin=$1
+# proxy.sh, sourced by the scripts beside it.
+#
+# need SCRIPT FILE...: exits 2, naming the first FILE that is not an
+# executable, for SCRIPT, whose top comment says how to build them.
+need() {
+	local script=$1
 	shift
+	for f; do
+		if [ ! -x "$f" ]; then
+			echo "$script: no $f (see the comment at the top for how to build it)" >&2
+			exit 2
+		fi
+	done
+}
+
+# local_net SCRIPT NET: a temporary directory (dir), the pids to kill on
+# exit (pids, a script adds the processes it starts; a trap kills them and
+# removes dir) and addresses on NET, tcp or unix (anything else exits 2
+# for SCRIPT): at N prints the N-th, UNIX:$dir/N.sock or a loopback TCP
+# port N above a random base.
+local_net() {
+	case $2 in
+	tcp | unix) ;;
+	*) echo "$1: NET is tcp or unix, not $2" >&2; exit 2 ;;
+	esac
+	net=$2 net_base=$((20000 + RANDOM % 20000))
 	dir=$(mktemp -d /tmp/sc.XXXXXX)
 	pids=()
 	trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
-	local cport=$((20000 + RANDOM % 20000))
+}
+at() {
+	if [ "$net" = unix ]; then
+		echo "UNIX:$dir/$1.sock"
+	else
+		echo "IP:127.0.0.1:$((net_base + $1))"
+	fi
+}
+
+# start_proxy BIN_DIR [SNOOPD FLAGS...] starts a dccache on a random
+# loopback port and a snoopd (its control socket in a temporary directory)
+# with one proxy, p, in front of it. It sets what local_net sets, spid
+# (snoopd's pid), ctl (snoopctl aimed at that snoopd, as an array) and
+# paddr (the proxy's address).
+start_proxy() {
+	local bin=$1
+	shift
+	local_net start_proxy tcp
+	local cport=$net_base
 	"$bin/dccache" -listen "IP:127.0.0.1:$cport" >/dev/null 2>&1 &
 	pids+=($!)
 	"$bin/snoopd" --control "UNIX:$dir/c.sock" --log-level error "$@" >/dev/null 2>&1 &
