@@ -44,6 +44,10 @@ one() {
 	c0=$(awk '{print $14 + $15}' "/proc/$2/stat")
 	ops=$("$binA/dcload" -addr "$3" -duration "${secs}s" -data 50-1024 -json "${dcload[@]}" | grep -o '"ops": *[0-9]*' | tr -dc 0-9)
 	c1=$(awk '{print $14 + $15}' "/proc/$2/stat")
+	if [ "${ops:-0}" -eq 0 ]; then
+		echo "ab.sh: round $4: no operation went through $1 ($3)" >&2
+		exit 1
+	fi
 	echo "$1 $4 $ops $((c1 - c0))"
 }
 dcload=("$@")
@@ -58,11 +62,12 @@ for r in $(seq "$rounds"); do
 		one A "$pid_a" "$at_a" "$r"
 	fi
 done | awk -v secs="$secs" -v tck="$(getconf CLK_TCK)" '
-	{ ops[$1, $2] = $3 / secs; cpu[$1, $2] = $4 * 1e6 / tck / $3; n = $2
+	{ ops[$1, $2] = $3 / secs; cpu[$1, $2] = $4 * 1e6 / tck / $3; if (($1 == "A" ? "B" : "A", $2) in ops) n = $2
 	  printf "round %d %s %8.0f ops/s  cpu %6.1f us/tx\n", $2, $1, ops[$1, $2], cpu[$1, $2] }
 	function med(a, c,   i, j, v) { for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { v = a[i]; a[i] = a[j]; a[j] = v }
 		return (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2 }
 	END {
+		if (n == 0) exit 1
 		for (i = 1; i <= n; i++) { oa[i] = ops["A", i]; ob[i] = ops["B", i]; ca[i] = cpu["A", i]; cb[i] = cpu["B", i]
 			q[i] = ops["A", i] / ops["B", i]; if (q[i] > 1) ahead++ }
 		printf "median A %8.0f ops/s  cpu %6.1f us/tx\n", med(oa, n), med(ca, n)
