@@ -292,6 +292,17 @@ func connectSocket(l *loop, sa unix.Sockaddr) (fd int, done bool, err error) {
 	return fd, done, nil
 }
 
+// connectOutcome returns the outcome of a non-blocking connect whose
+// socket reported ev: writable with no error or hang-up flagged means
+// connected, which spares a getsockopt on every connect that works (the
+// kernel flags a failed one with EPOLLERR); otherwise connectResult says.
+func connectOutcome(fd int, ev uint32) error {
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		return nil
+	}
+	return connectResult(fd)
+}
+
 // connectResult returns the outcome of a non-blocking connect.
 func connectResult(fd int) error {
 	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
@@ -304,10 +315,11 @@ func connectResult(fd int) error {
 	return nil
 }
 
-// connectDone handles the completion of the server connect.
-func (lc *lconn) connectDone() {
+// connectDone handles the completion of the server connect, reported
+// with ev.
+func (lc *lconn) connectDone(ev uint32) {
 	s := &lc.side[1]
-	if err := connectResult(s.fd); err != nil {
+	if err := connectOutcome(s.fd, ev); err != nil {
 		// The socket goes; its count stays as the server's reservation,
 		// for the next candidate or for releaseFDs.
 		lc.l.release(s.fd)
@@ -438,7 +450,7 @@ func (s *lside) onEvent(ev uint32) {
 		return
 	case stDialing:
 		if s.idx == 1 {
-			lc.connectDone()
+			lc.connectDone(ev)
 		}
 		return
 	case stClosed:

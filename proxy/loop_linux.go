@@ -213,6 +213,12 @@ func (e *epollEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (f
 			l = e.pick()
 		}
 		ll := &llistener{l: l, p: p, fd: fd, tcp: tcp, unlink: unlink, g: g}
+		if tcp {
+			// Linux gives an accepted socket the listener's TCP_NODELAY:
+			// set once here, it spares every connection a system call
+			// (admit sets it only where this failed).
+			ll.nodelay = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) == nil
+		}
 		if len(fds) < len(e.loops) {
 			ll.spread, ll.next = e.loops, l.idx
 		}
@@ -558,8 +564,11 @@ type llistener struct {
 	spread []*loop
 	next   int
 	paused bool // out of descriptors: not watched until the timer fires
-	tm     timerEntry
-	raw    unix.RawSockaddrAny
+	// nodelay: the listener has TCP_NODELAY, which its accepted sockets
+	// inherit.
+	nodelay bool
+	tm      timerEntry
+	raw     unix.RawSockaddrAny
 }
 
 // lgroup is the listeners of one bind of a proxy, one per loop or one in
@@ -634,13 +643,18 @@ func (ll *llistener) accepted(fd int) {
 	}
 	to := ll.place()
 	to.open.Add(1)
+	if tcp && !ll.nodelay {
+		// As Go's net package does: a request must not wait for the
+		// acknowledgement of the previous one (pipelining clients).
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
 	if to == ll.l {
-		admit(to, p, fd, tcp, clientAddr)
+		admit(to, p, fd, clientAddr)
 		return
 	}
 	p.wg.Add(1)
 	to.post(func() {
-		admit(to, p, fd, tcp, clientAddr)
+		admit(to, p, fd, clientAddr)
 		p.wg.Done()
 	})
 }
@@ -702,7 +716,7 @@ func (ll *llistener) onTimer(int64) {
 }
 
 // admit starts serving an accepted client on loop l, or refuses it.
-func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
+func admit(l *loop, p *Proxy, fd int, clientAddr string) {
 	s := p.current.Load()
 	id := p.ids.Add(1)
 	// The server's descriptor is reserved with the admission, in one
@@ -723,11 +737,6 @@ func admit(l *loop, p *Proxy, fd int, tcp bool, clientAddr string) {
 		dataFDs.Add(-1)
 		l.open.Add(-1)
 		return
-	}
-	if tcp {
-		// As Go's net package does: a request must not wait for the
-		// acknowledgement of the previous one (pipelining clients).
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
 	lc := &lconn{l: l}
 	lc.init(p, id, clientAddr, s, l.now)

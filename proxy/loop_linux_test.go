@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -532,5 +533,80 @@ func TestSockaddrString(t *testing.T) {
 	other.Addr.Family = unix.AF_UNIX
 	if got := sockaddrString(&other); got != "unix" {
 		t.Errorf("a unix peer: %q", got)
+	}
+}
+
+// A TCP client's socket has TCP_NODELAY, as Go's net package gives its
+// connections (a pipelining client's request must not wait for the
+// acknowledgement of the one before), set once on the listeners, whose
+// accepted sockets inherit it; the server's sockets, spares included,
+// have it too.
+func TestEpollTCPSocketsNoDelay(t *testing.T) {
+	eng := newEpollForTest(t, 2)
+	p := startProxyOn(t, eng, "tcp", startCache(t, "tcp"), Options{}, nil)
+	clients := make([]*client, 6)
+	for i := range clients {
+		clients[i] = newClient(t, p.Addr())
+		clients[i].do(distcache.OpHave, []byte("x"))
+	}
+	defer func() {
+		for _, c := range clients {
+			c.c.Close()
+		}
+	}()
+	var sides [2]int // sockets seen: clients, servers
+	for _, l := range eng.loops {
+		done := make(chan []string)
+		l.post(func() {
+			var bad []string
+			for fd := range l.slots {
+				s, ok := l.slots[fd].h.(*lside)
+				if !ok || s.lc.state != stOpen {
+					continue
+				}
+				sides[s.idx]++
+				if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+					bad = append(bad, fmt.Sprintf("%s fd %d: TCP_NODELAY %d (%v)", peerName(s.dir(), true), fd, v, err))
+				}
+			}
+			done <- bad
+		})
+		if bad := <-done; bad != nil {
+			t.Errorf("loop %d: %v", l.idx, bad)
+		}
+	}
+	if sides[0] != len(clients) || sides[1] != len(clients) {
+		t.Fatalf("%d client and %d server sockets open on the loops, want %d of each", sides[0], sides[1], len(clients))
+	}
+}
+
+// A spare whose connect the server refuses (reported with EPOLLERR, as
+// loopback TCP does) is counted a failure and never handed out: a client
+// that arrives meanwhile is reported as a connect failure, refused.
+func TestEpollRefusedSparesAreNotHandedOut(t *testing.T) {
+	eng := newEpollForTest(t, 1)
+	rec := newRecorder()
+	down := distcache.MustParseAddr("IP:" + testutil.RefusingAddr(t))
+	p := startProxyOn(t, eng, "tcp", down, Options{}, rec)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().SpareFailures == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare failure counted in 5s against a refusing server")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c := dial(t, p.Addr())
+	c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpHave, []byte("x")))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Fatalf("client not closed: n=%d err=%v", n, err)
+	}
+	c.Close()
+	e := rec.waitKind(t, KindConnectFailed, 1)[0]
+	if !strings.Contains(e.Err.Error(), "refused") {
+		t.Errorf("connect failure says %q, want refused", e.Err)
+	}
+	if st := p.Stats(); st.SparesDialled != 0 || st.Transactions() != 0 {
+		t.Errorf("%d spares dialled and %d transactions through a refusing server", st.SparesDialled, st.Transactions())
 	}
 }

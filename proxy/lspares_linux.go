@@ -222,7 +222,7 @@ func (s *lspare) onEvent(ev uint32) {
 	if s.connecting {
 		sp.connected(s)
 		sp.l.timers.remove(&s.tm)
-		if err := connectResult(s.fd); err != nil || sp.closed {
+		if err := connectOutcome(s.fd, ev); err != nil || sp.closed {
 			s.release()
 			if !sp.closed {
 				sp.failed(sp.l.now.UnixNano())

@@ -16,14 +16,19 @@ need() {
 # local_net SCRIPT NET: a temporary directory (dir), the pids to kill on
 # exit (pids, a script adds the processes it starts; a trap kills them and
 # removes dir) and addresses on NET, tcp or unix (anything else exits 2
-# for SCRIPT): at N prints the N-th, UNIX:$dir/N.sock or a loopback TCP
-# port N above a random base.
+# for SCRIPT): at N prints the N-th (N below 16), UNIX:$dir/N.sock or a
+# loopback TCP port N above a random base.
 local_net() {
 	case $2 in
 	tcp | unix) ;;
 	*) echo "$1: NET is tcp or unix, not $2" >&2; exit 2 ;;
 	esac
-	net=$2 net_base=$((20000 + RANDOM % 20000))
+	# The ports sit below the ephemeral range: a load of a connection per
+	# operation leaves thousands of its ports in TIME_WAIT, where a
+	# listener could not bind.
+	local lo
+	lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	net=$2 net_base=$((10000 + RANDOM % (lo - 10016)))
 	dir=$(mktemp -d /tmp/sc.XXXXXX)
 	pids=()
 	trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"' EXIT

@@ -10,7 +10,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 cpu() { awk -v t="$tck" '{print ($14+$15)*1000000/t}' "/proc/$1/stat"; }
-cport=$((20000 + RANDOM % 20000))
+cport=$((10000 + RANDOM % 20000)) # below the ephemeral ports, which a load may hold in TIME_WAIT
 "$load/dccache" -listen "IP:127.0.0.1:$cport" >/dev/null 2>&1 & pids+=($!)
 "$bin/snoopd" --control "UNIX:$dir/c.sock" --log-level error --history $((n + 1000)) --watch-queue $((n + 1000)) >/dev/null 2>&1 &
 spid=$!; pids+=($spid)
