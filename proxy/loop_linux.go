@@ -216,7 +216,7 @@ func (e *epollEngine) serve(p *Proxy, lns []net.Listener, done chan struct{}) (f
 		if tcp {
 			// Linux gives an accepted socket the listener's TCP_NODELAY:
 			// set once here, it spares every connection a system call
-			// (admit sets it only where this failed).
+			// (accepted sets it on each client only where this failed).
 			ll.nodelay = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) == nil
 		}
 		if len(fds) < len(e.loops) {
