@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -577,36 +576,5 @@ func TestEpollTCPSocketsNoDelay(t *testing.T) {
 	}
 	if sides[0] != len(clients) || sides[1] != len(clients) {
 		t.Fatalf("%d client and %d server sockets open on the loops, want %d of each", sides[0], sides[1], len(clients))
-	}
-}
-
-// A spare whose connect the server refuses (reported with EPOLLERR, as
-// loopback TCP does) is counted a failure and never handed out: a client
-// that arrives meanwhile is reported as a connect failure, refused.
-func TestEpollRefusedSparesAreNotHandedOut(t *testing.T) {
-	eng := newEpollForTest(t, 1)
-	rec := newRecorder()
-	down := distcache.MustParseAddr("IP:" + testutil.RefusingAddr(t))
-	p := startProxyOn(t, eng, "tcp", down, Options{}, rec)
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().SpareFailures == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no spare failure counted in 5s against a refusing server")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	c := dial(t, p.Addr())
-	c.Write(distcache.AppendMessage(nil, false, 1, distcache.OpHave, []byte("x")))
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); err == nil || n != 0 {
-		t.Fatalf("client not closed: n=%d err=%v", n, err)
-	}
-	c.Close()
-	e := rec.waitKind(t, KindConnectFailed, 1)[0]
-	if !strings.Contains(e.Err.Error(), "refused") {
-		t.Errorf("connect failure says %q, want refused", e.Err)
-	}
-	if st := p.Stats(); st.SparesDialled != 0 || st.Transactions() != 0 {
-		t.Errorf("%d spares dialled and %d transactions through a refusing server", st.SparesDialled, st.Transactions())
 	}
 }

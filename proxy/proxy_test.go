@@ -451,6 +451,12 @@ func TestProxyServerDown(t *testing.T) {
 	if st := p.Stats(); st.ConnectFailed != 1 || st.ConnsActive != 0 {
 		t.Errorf("stats %+v", st)
 	}
+	// The spares' connects are refused too (on loopback TCP the epoll
+	// engine hears of it as EPOLLERR): counted as failures, none ready.
+	rec.waitFor(t, "a spare failure counted", func([]*Event) bool { return p.Stats().SpareFailures > 0 })
+	if st := p.Stats(); st.SparesDialled != 0 {
+		t.Errorf("%d spares dialled to a server that refuses", st.SparesDialled)
+	}
 }
 
 func TestProxyServerClosesMidMessage(t *testing.T) {
