@@ -176,6 +176,10 @@ type Hub struct {
 	unplaced uint64
 	told     uint64
 	watching int // open watchers: the dispatcher encodes only while there are some
+	// idle is set while the dispatcher sleeps without a ticker, because
+	// nobody watches or because a whole interval brought no event; the
+	// next publisher wakes it.
+	idle     bool
 	closed   bool
 	lastTime int64 // the latest event time published, in Unix nanoseconds
 
@@ -262,8 +266,13 @@ func (h *Hub) publish(e *proxy.Event, inst string) {
 	// Wake the dispatcher early only when a round's worth of events
 	// waits (or the ring is half way to overrunning what it has not
 	// taken, if it is that small); once per round, since the kick
-	// channel holds one.
-	kick := h.watching > 0 && h.seq-h.dispatched >= min(kickAfter, n/2)
+	// channel holds one. A dispatcher that went idle is woken by the
+	// first event after the lull: that costs a publisher a wake-up, but
+	// only once per quiet interval.
+	kick := h.watching > 0 && (h.idle || h.seq-h.dispatched >= min(kickAfter, n/2))
+	if kick {
+		h.idle = false
+	}
 	h.mu.Unlock()
 	if kick {
 		h.wake()
@@ -406,20 +415,33 @@ func (h *Hub) dispatchLoop() {
 			return
 		}
 		h.rounds.Add(1)
+		moved := false
 		for d.chunk() {
+			moved = true
 		}
-		// While nobody watches there is nothing to hand out, and a ticker
-		// would wake an idle daemon a hundred times a second: the
-		// dispatcher sleeps until Watch wakes it for the first watcher.
-		switch watching := h.Watchers() > 0; {
-		case !watching && tick != nil:
+		// While nobody watches there is nothing to hand out, and while
+		// nothing is published a ticker would wake the daemon a hundred
+		// times a second for nothing: the dispatcher then sleeps until
+		// Watch or the next publisher wakes it.
+		switch idle := h.goIdle(moved); {
+		case idle && tick != nil:
 			t.Stop()
 			tick = nil
-		case watching && tick == nil:
+		case !idle && tick == nil:
 			t.Reset(h.cfg.Interval)
 			tick = t.C
 		}
 	}
+}
+
+// goIdle reports whether the dispatcher may sleep without a ticker after
+// a round that moved events or not, and if so marks it idle, for the next
+// publisher to wake.
+func (h *Hub) goIdle(moved bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.idle = h.watching == 0 || (!moved && h.dispatched == h.seq)
+	return h.idle
 }
 
 // dispatcher moves events from the ring to the log, encoding each once.
@@ -1163,7 +1185,13 @@ func (w *Watcher) Close() {
 	if w.h.log.leave(w) {
 		w.h.mu.Lock()
 		w.h.watching--
+		last := w.h.watching == 0
 		w.h.mu.Unlock()
+		if last {
+			// An idle dispatcher has no ticker to notice: wake it to let
+			// go of its buffers.
+			w.h.wake()
+		}
 	}
 	w.signal()
 }

@@ -691,6 +691,31 @@ func TestBacklogAfterCloseIsWhatWaited(t *testing.T) {
 // ticker cost it a wake-up every 10 ms); the first watcher wakes it, gets
 // what is published from then on and nothing from before, and the
 // dispatcher sleeps again once the last watcher is gone.
+// A watcher that nothing is published for costs no wake-ups: the
+// dispatcher sleeps after an empty interval until the next event, which
+// still reaches the watcher.
+func TestDispatcherSleepsWhileNothingComes(t *testing.T) {
+	h := newHub(t, Config{Interval: time.Millisecond})
+	w := h.Watch(WatchOptions{})
+	defer w.Close()
+	for round := range 3 {
+		time.Sleep(20 * time.Millisecond) // an empty interval or more
+		before := h.rounds.Load()
+		time.Sleep(50 * time.Millisecond)
+		if n := h.rounds.Load() - before; n > 1 {
+			t.Fatalf("lull %d: %d dispatcher rounds in 50 ms with a watcher and no event", round, n)
+		}
+		base := uint64(1000 * (round + 1))
+		for i := range 5 {
+			h.Publish(txEvent(base+uint64(i), distcache.OpGet))
+		}
+		ids, dropped := collect(t, w, 5)
+		if dropped != 0 || ids[0] != base || ids[4] != base+4 {
+			t.Fatalf("lull %d: the watcher got %v, %d dropped; want %d to %d", round, ids, dropped, base, base+4)
+		}
+	}
+}
+
 func TestDispatcherSleepsWhileNobodyWatches(t *testing.T) {
 	h := newHub(t, Config{Interval: time.Millisecond})
 	for i := range 100 {
