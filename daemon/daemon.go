@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snoopd/snoopd/daemon/hub"
@@ -41,6 +42,9 @@ type Config struct {
 	// and LogBytes); 0 means the hub's defaults.
 	QueueSize   int
 	WatchBuffer int
+	// WatchInterval is the longest an event waits before the event
+	// streams get it (hub.Config's Interval); 0 means hub.DefaultInterval.
+	WatchInterval time.Duration
 	// Logger receives the daemon's logs; nil discards them.
 	Logger *slog.Logger
 	// Apply is a declared proxy set (snoopd --config) applied at start,
@@ -141,7 +145,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 	d := &Daemon{
 		cfg:     cfg,
 		log:     log,
-		hub:     hub.New(hub.Config{History: cfg.History, LogRecords: cfg.QueueSize, LogBytes: cfg.WatchBuffer, NewEncoder: NewEventEncoder}),
+		hub:     hub.New(hub.Config{History: cfg.History, LogRecords: cfg.QueueSize, LogBytes: cfg.WatchBuffer, Interval: cfg.WatchInterval, NewEncoder: NewEventEncoder}),
 		started: time.Now(),
 		reg:     newRegistry(log),
 		engine:  cfg.Engine,
@@ -295,6 +299,10 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 	if buffer <= 0 {
 		buffer = hub.DefaultLogBytes
 	}
+	interval := d.cfg.WatchInterval
+	if interval <= 0 {
+		interval = hub.DefaultInterval
+	}
 	return &snoopv1.GetDaemonInfoResponse{
 		Version:          st.Version,
 		StartTime:        timestamppb.New(st.Started),
@@ -305,6 +313,7 @@ func (d *Daemon) Info() *snoopv1.GetDaemonInfoResponse {
 		HistorySize:      uint32(history),
 		WatcherQueueSize: uint32(queue),
 		WatchBufferBytes: uint64(buffer),
+		WatchInterval:    durationpb.New(interval),
 		StateDir:         d.cfg.StateDir,
 		Engine:           d.engine.Name(),
 		Loops:            uint32(max(d.engine.Loops(), 0)),

@@ -50,6 +50,12 @@ func startMember(t *testing.T, name string, extra ...string) *fleetMember {
 // exportStats reads the member's export counters.
 func (m *fleetMember) exportStats(t *testing.T) *snoopv1.ExportStats {
 	t.Helper()
+	return m.info(t).GetExport()
+}
+
+// info reads the member's daemon info.
+func (m *fleetMember) info(t *testing.T) *snoopv1.GetDaemonInfoResponse {
+	t.Helper()
 	r := mustCtl(t, m.d, "version", "-o", "json")
 	var v struct {
 		Daemon json.RawMessage `json:"daemon"`
@@ -64,7 +70,27 @@ func (m *fleetMember) exportStats(t *testing.T) *snoopv1.ExportStats {
 	if info.GetName() != m.name {
 		t.Fatalf("daemon name %q, want %q", info.GetName(), m.name)
 	}
-	return info.GetExport()
+	return &info
+}
+
+// settleAll waits until an export without a filter has matched every
+// event the daemon published (it started with the daemon, before any
+// proxy) and published or dropped each, and returns the counters. The
+// dispatcher hands events out up to --watch-interval after they happen,
+// so what the export matched when the load ended may not be all yet.
+func (m *fleetMember) settleAll(t *testing.T) *snoopv1.ExportStats {
+	t.Helper()
+	var info *snoopv1.GetDaemonInfoResponse
+	for i := 0; i < 300; i++ {
+		info = m.info(t)
+		s := info.GetExport()
+		if s.GetMatched() == info.GetEventsPublished() && s.GetPublished()+s.GetDropped() == s.GetMatched() {
+			return s
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: export never settled at all %d events published: %v", m.name, info.GetEventsPublished(), info.GetExport())
+	return nil
 }
 
 // settle waits until everything the exporter matched was published or
@@ -152,7 +178,7 @@ func TestFleetTailAndReplay(t *testing.T) {
 	for i, m := range ms {
 		want[m.name] = reps[i].Ops
 		total += reps[i].Ops
-		s := m.settle(t, m.exportStats(t).GetMatched())
+		s := m.settleAll(t)
 		if s.GetDropped() != 0 || !s.GetConnected() || s.GetStream() != "SNOOP" {
 			t.Fatalf("%s: export %v", m.name, s)
 		}

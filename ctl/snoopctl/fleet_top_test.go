@@ -97,7 +97,7 @@ func TestFleetTop(t *testing.T) {
 			want[m.name+" "+o.Op] = o.Count
 		}
 		total += reps[i].Ops
-		if s := m.settle(t, m.exportStats(t).GetMatched()); s.GetDropped() != 0 {
+		if s := m.settleAll(t); s.GetDropped() != 0 {
 			t.Fatalf("%s: export dropped: %v", m.name, s)
 		}
 	}

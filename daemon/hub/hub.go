@@ -62,16 +62,22 @@ const (
 	// together, and it is freed when the last one goes.
 	DefaultLogBytes   = 16 << 20
 	DefaultLogRecords = 1 << 16
-	DefaultInterval   = 10 * time.Millisecond
+	// DefaultInterval is the longest an event waits for the dispatcher.
+	// Every round wakes the dispatcher, each watcher's goroutine and its
+	// stream's writer, and the watching process, for about 0.2 ms of
+	// CPU on each side whatever the round carries: at 10 ms a JSON tail
+	// of a single serial client took 2.6–4.5 µs of CPU a transaction, at
+	// 50 ms 1.2–1.6 µs, and a tail of 100 transactions a second half as
+	// much (docs/benchmarks.md, "How often watchers are woken"). 50 ms
+	// is still too short for a person watching to notice.
+	DefaultInterval = 50 * time.Millisecond
 	// kickAfter is how many undispatched events make a publisher wake
 	// the dispatcher before its interval is over. It bounds a dispatch
-	// round at high rates (at 100,000 events a second an interval is
-	// 1,000 events); below it, rates are low enough for the interval
-	// alone. Every round wakes the dispatcher, each watcher's goroutine
-	// and its stream's writer, and the watching process, so rounds are
-	// kept as large as the interval allows: at 256, a busy tail was
-	// woken several times as often for the same events (docs/benchmarks.md,
-	// "Watching for less").
+	// round at high rates (above about 20,000 events a second the
+	// rounds come sooner than the interval); below it, rates are low
+	// enough for the interval alone. Rounds are kept as large as the
+	// interval allows: at 256, a busy tail was woken several times as
+	// often for the same events (docs/benchmarks.md, "Watching for less").
 	kickAfter = 1024
 	// dispatchChunk bounds how many events the dispatcher reads out of
 	// the ring at a time (publishers leave them alone meanwhile), and how

@@ -5,10 +5,35 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/snoopd/snoopd/daemon/hub"
 	snoopv1 "github.com/snoopd/snoopd/gen/snoop/v1"
 	"github.com/snoopd/snoopd/proxy"
 )
+
+// TestWatchIntervalInInfo: GetDaemonInfo reports the --watch-interval
+// the daemon hands events out at, the default when none is given.
+func TestWatchIntervalInInfo(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, hub.DefaultInterval},
+		{[]string{"--watch-interval", "200ms"}, 200 * time.Millisecond},
+		{[]string{"--watch-interval", "1ms"}, time.Millisecond},
+	} {
+		sock := filepath.Join(tempDir(t), "ctl.sock")
+		startSnoopd(t, append([]string{"--control", "unix://" + sock}, tc.args...)...)
+		info, err := snoopv1.NewDaemonServiceClient(dial(t, unixTarget(sock))).GetDaemonInfo(withTimeout(t), &snoopv1.GetDaemonInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.GetWatchInterval().AsDuration(); got != tc.want {
+			t.Errorf("%q: watch_interval %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
 
 // TestEngineFlagAndFDLimit: GetDaemonInfo reports the engine the flags
 // chose and the open-file limit start-up raised, which is the hard limit,

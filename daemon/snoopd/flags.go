@@ -41,6 +41,7 @@ type options struct {
 	watchBuffer     string
 	watchBufferN    int64
 	shutdownTimeout time.Duration
+	watchInterval   time.Duration
 	version         bool
 	engine          string
 	loops           int
@@ -105,6 +106,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.history, "history", 0, fmt.Sprintf("keep the `N` most recent events for watchers that ask for history (0: %d)", hub.DefaultHistory))
 	fs.IntVar(&o.watchQueue, "watch-queue", 0, fmt.Sprintf("let an event stream fall up to `N` events behind; one that falls further loses the oldest and is told how many (0: %d; the streams share one log of encoded events)", hub.DefaultLogRecords))
 	fs.StringVar(&o.watchBuffer, "watch-buffer", "", fmt.Sprintf("hold at most `SIZE` of encoded events (K, M, G: powers of 1024) for the event streams to read, shared by all of them (default %s)", size.Format(hub.DefaultLogBytes)))
+	duration.Var(fs, &o.watchInterval, "watch-interval", hub.DefaultInterval, "hand each event to the event streams and the export at most `DURATION` after it happens, sooner when 1,024 wait (1ms to 1s); every hand-out wakes each stream and its client, so a shorter interval costs both more CPU (docs/benchmarks.md, \"How often watchers are woken\")")
 	duration.Var(fs, &o.shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "at shutdown, let control calls run on for up to `DURATION` before cutting them")
 	fs.StringVar(&o.engine, "engine", proxy.DefaultEngine, "serve the proxies' connections with `ENGINE`: "+proxy.EngineEpoll+" (event loops, Linux) or "+proxy.EngineGoroutines+" (two goroutines per connection, portable)")
 	fs.IntVar(&o.loops, "loops", proxy.DefaultLoops(), "with --engine "+proxy.EngineEpoll+", run `N` event loops; every proxy spreads its connections over all of them, and each holds a core while busy (snoopd runs Go with N+1 Ps unless GOMAXPROCS is set: one for everything else)")
@@ -185,6 +187,8 @@ func (o *options) check() error {
 		return fmt.Errorf("--watch-queue %d: must not be negative", o.watchQueue)
 	case o.watchBuffer != "" && !o.parseWatchBuffer():
 		return fmt.Errorf("--watch-buffer %q: want a size of at least 1M, such as 16M or 1G", o.watchBuffer)
+	case o.watchInterval < time.Millisecond || o.watchInterval > time.Second:
+		return fmt.Errorf("--watch-interval %v: want 1ms to 1s", o.watchInterval)
 	case o.shutdownTimeout <= 0:
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", o.shutdownTimeout)
 	case o.demoRate <= 0:

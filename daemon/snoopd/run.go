@@ -168,7 +168,7 @@ func start(ctx context.Context, o *options, log *slog.Logger) (_ *instance, err 
 	}
 	// The --config set is applied inside New, so that a failure leaves the
 	// state dir as it was.
-	inst.d, err = daemon.New(daemon.Config{OwnListeners: own, StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, WatchBuffer: int(o.watchBufferN), Logger: log, Apply: declared,
+	inst.d, err = daemon.New(daemon.Config{OwnListeners: own, StateDir: o.stateDir, History: o.history, QueueSize: o.watchQueue, WatchBuffer: int(o.watchBufferN), WatchInterval: o.watchInterval, Logger: log, Apply: declared,
 		Engine: inst.engine, FDLimit: fdLimit, MaxWatchers: o.maxWatchers, MaxDrain: o.maxDrain, Name: o.export.name,
 		StateLock: stateLock})
 	if err == nil {

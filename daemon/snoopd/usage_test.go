@@ -57,6 +57,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--control", sock, "--control", sock}, "given twice"},
 		{[]string{"--control", sock, "--watch-queue", "-1"}, "--watch-queue"},
 		{[]string{"--control", sock, "--history", "-5"}, "--history"},
+		{[]string{"--control", sock, "--watch-interval", "0s"}, "--watch-interval 0s: want 1ms to 1s"},
+		{[]string{"--control", sock, "--watch-interval", "2s"}, "--watch-interval 2s: want 1ms to 1s"},
 		{[]string{"--control", sock, "--shutdown-timeout", "0s"}, "--shutdown-timeout"},
 		{[]string{"--control", sock, "--demo", "--demo-rate", "0"}, "--demo-rate"},
 		{[]string{"--control", sock, "--demo", "--demo-listen", "IP:99999"}, "--demo-listen"},

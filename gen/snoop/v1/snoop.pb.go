@@ -3937,8 +3937,15 @@ type GetDaemonInfoResponse struct {
 	// falls further behind loses the oldest events and is told how many.
 	// Since 0.4.0.
 	WatchBufferBytes uint64 `protobuf:"varint,16,opt,name=watch_buffer_bytes,json=watchBufferBytes,proto3" json:"watch_buffer_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// watch_interval is the longest a published event waits before the
+	// daemon hands it to the event streams and the export (snoopd
+	// --watch-interval); it goes sooner when 1,024 events wait. Every
+	// hand-out wakes each stream and its client, so a longer interval
+	// costs both sides less CPU at the price of a later delivery. Since
+	// 0.4.0.
+	WatchInterval *durationpb.Duration `protobuf:"bytes,17,opt,name=watch_interval,json=watchInterval,proto3" json:"watch_interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetDaemonInfoResponse) Reset() {
@@ -4081,6 +4088,13 @@ func (x *GetDaemonInfoResponse) GetWatchBufferBytes() uint64 {
 		return x.WatchBufferBytes
 	}
 	return 0
+}
+
+func (x *GetDaemonInfoResponse) GetWatchInterval() *durationpb.Duration {
+	if x != nil {
+		return x.WatchInterval
+	}
+	return nil
 }
 
 // ExportStats are the NATS exporter's counters.
@@ -4474,7 +4488,7 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\vlast_offset\x18\x03 \x01(\x03R\n" +
 	"lastOffset\x12#\n" +
 	"\rbytes_missing\x18\x04 \x01(\x03R\fbytesMissing\"\x16\n" +
-	"\x14GetDaemonInfoRequest\"\xc5\x04\n" +
+	"\x14GetDaemonInfoRequest\"\x87\x05\n" +
 	"\x15GetDaemonInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -4493,7 +4507,8 @@ const file_snoop_v1_snoop_proto_rawDesc = "" +
 	"\fmax_watchers\x18\r \x01(\rR\vmaxWatchers\x12\x12\n" +
 	"\x04name\x18\x0e \x01(\tR\x04name\x12-\n" +
 	"\x06export\x18\x0f \x01(\v2\x15.snoop.v1.ExportStatsR\x06export\x12,\n" +
-	"\x12watch_buffer_bytes\x18\x10 \x01(\x04R\x10watchBufferBytes\"\xd6\x01\n" +
+	"\x12watch_buffer_bytes\x18\x10 \x01(\x04R\x10watchBufferBytes\x12@\n" +
+	"\x0ewatch_interval\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\rwatchInterval\"\xd6\x01\n" +
 	"\vExportStats\x12\x18\n" +
 	"\aservers\x18\x01 \x01(\tR\aservers\x12%\n" +
 	"\x0esubject_prefix\x18\x02 \x01(\tR\rsubjectPrefix\x12\x16\n" +
@@ -4707,31 +4722,32 @@ var file_snoop_v1_snoop_proto_depIdxs = []int32{
 	0,  // 67: snoop.v1.ProtocolError.policy:type_name -> snoop.v1.CorruptPolicy
 	49, // 68: snoop.v1.GetDaemonInfoResponse.start_time:type_name -> google.protobuf.Timestamp
 	45, // 69: snoop.v1.GetDaemonInfoResponse.export:type_name -> snoop.v1.ExportStats
-	18, // 70: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
-	20, // 71: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
-	22, // 72: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
-	24, // 73: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
-	26, // 74: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
-	28, // 75: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
-	31, // 76: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
-	34, // 77: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
-	36, // 78: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
-	43, // 79: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
-	19, // 80: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
-	21, // 81: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
-	23, // 82: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
-	25, // 83: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
-	27, // 84: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
-	30, // 85: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
-	33, // 86: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
-	35, // 87: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
-	37, // 88: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
-	44, // 89: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
-	80, // [80:90] is the sub-list for method output_type
-	70, // [70:80] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	48, // 70: snoop.v1.GetDaemonInfoResponse.watch_interval:type_name -> google.protobuf.Duration
+	18, // 71: snoop.v1.ProxyService.CreateProxy:input_type -> snoop.v1.CreateProxyRequest
+	20, // 72: snoop.v1.ProxyService.GetProxy:input_type -> snoop.v1.GetProxyRequest
+	22, // 73: snoop.v1.ProxyService.ListProxies:input_type -> snoop.v1.ListProxiesRequest
+	24, // 74: snoop.v1.ProxyService.UpdateProxy:input_type -> snoop.v1.UpdateProxyRequest
+	26, // 75: snoop.v1.ProxyService.DeleteProxy:input_type -> snoop.v1.DeleteProxyRequest
+	28, // 76: snoop.v1.ProxyService.ApplyProxies:input_type -> snoop.v1.ApplyProxiesRequest
+	31, // 77: snoop.v1.ProxyService.ListConnections:input_type -> snoop.v1.ListConnectionsRequest
+	34, // 78: snoop.v1.ProxyService.CloseConnection:input_type -> snoop.v1.CloseConnectionRequest
+	36, // 79: snoop.v1.EventService.WatchEvents:input_type -> snoop.v1.WatchEventsRequest
+	43, // 80: snoop.v1.DaemonService.GetDaemonInfo:input_type -> snoop.v1.GetDaemonInfoRequest
+	19, // 81: snoop.v1.ProxyService.CreateProxy:output_type -> snoop.v1.CreateProxyResponse
+	21, // 82: snoop.v1.ProxyService.GetProxy:output_type -> snoop.v1.GetProxyResponse
+	23, // 83: snoop.v1.ProxyService.ListProxies:output_type -> snoop.v1.ListProxiesResponse
+	25, // 84: snoop.v1.ProxyService.UpdateProxy:output_type -> snoop.v1.UpdateProxyResponse
+	27, // 85: snoop.v1.ProxyService.DeleteProxy:output_type -> snoop.v1.DeleteProxyResponse
+	30, // 86: snoop.v1.ProxyService.ApplyProxies:output_type -> snoop.v1.ApplyProxiesResponse
+	33, // 87: snoop.v1.ProxyService.ListConnections:output_type -> snoop.v1.ListConnectionsResponse
+	35, // 88: snoop.v1.ProxyService.CloseConnection:output_type -> snoop.v1.CloseConnectionResponse
+	37, // 89: snoop.v1.EventService.WatchEvents:output_type -> snoop.v1.WatchEventsResponse
+	44, // 90: snoop.v1.DaemonService.GetDaemonInfo:output_type -> snoop.v1.GetDaemonInfoResponse
+	81, // [81:91] is the sub-list for method output_type
+	71, // [71:81] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_snoop_v1_snoop_proto_init() }
