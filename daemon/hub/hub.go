@@ -64,12 +64,13 @@ const (
 	DefaultLogRecords = 1 << 16
 	// DefaultInterval is the longest an event waits for the dispatcher.
 	// Every round wakes the dispatcher, each watcher's goroutine and its
-	// stream's writer, and the watching process, for about 0.2 ms of
-	// CPU on each side whatever the round carries: at 10 ms a JSON tail
-	// of a single serial client took 2.6–4.5 µs of CPU a transaction, at
-	// 50 ms 1.2–1.6 µs, and a tail of 100 transactions a second half as
-	// much (docs/benchmarks.md, "How often watchers are woken"). 50 ms
-	// is still too short for a person watching to notice.
+	// stream's writer, and the watching process, and each wake-up costs
+	// the Go runtime on both sides whatever the round carries. At 100
+	// transactions a second, watching cost snoopd 100 µs and a JSON tail
+	// 175 µs of CPU a transaction at 10 ms, 25 and 50 µs at 50 ms; beside
+	// one serial client the tail took 2.6–2.9 µs a transaction at 10 ms,
+	// 1.2–1.5 µs at 50 ms (docs/benchmarks.md, "How often watchers are
+	// woken"). 50 ms is still below what a person watching notices.
 	DefaultInterval = 50 * time.Millisecond
 	// kickAfter is how many undispatched events make a publisher wake
 	// the dispatcher before its interval is over. It bounds a dispatch
