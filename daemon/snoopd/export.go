@@ -71,7 +71,7 @@ func addExportFlags(fs *flag.FlagSet, o *exportOptions) {
 	duration.Var(fs, &o.maxAge, "export-max-age", 0, "with --export, a stream snoopd creates keeps events for `DURATION` (0: no limit)")
 	fs.StringVar(&o.maxBytes, "export-max-bytes", "", "with --export, a stream snoopd creates keeps up to `SIZE` bytes (1073741824, 512M, 10G: powers of 1024; empty: no limit)")
 	fs.IntVar(&o.batch, "export-batch", export.DefaultBatch, "with --export, put up to `N` events of one subject in a message (a snoop.v1.WatchEventsResponse); 1: each event a snoop.v1.Event of its own, sent at once. Batching is what keeps the export's cost low (docs/fleet.md)")
-	duration.Var(fs, &o.interval, "export-interval", export.DefaultFlushInterval, "with --export and batching, send a subject's batch at the latest `DURATION` after its first event (it goes sooner when full)")
+	duration.Var(fs, &o.interval, "export-interval", export.DefaultFlushInterval, "with --export and batching, send a subject's batch at the latest `DURATION` after the export got its first event (it goes sooner when full; the export gets each event up to --watch-interval after it happens)")
 	fs.IntVar(&o.queue, "export-queue", 0, "no effect since 0.4.0, kept so that old command lines still start: the export reads the log every event stream reads (--watch-queue, --watch-buffer)")
 }
 
