@@ -19,10 +19,12 @@
 //     would take one, a whole ring ahead of the dispatcher, is dropped
 //     and counted instead), so a dispatcher descheduled mid-chunk holds
 //     up no publisher. It works, and wakes, only while a watcher
-//     exists, so a daemon nobody watches spends nothing on encoding. It
-//     carves the records from large buffers, which it carves again once
-//     their records are out of the log and out of every batch a watcher
-//     may still read, and lets go of when the last watcher goes.
+//     exists, so a daemon nobody watches spends nothing on encoding, and
+//     only while events come: after an interval that brought none it
+//     sleeps until the next publisher wakes it. It carves the records
+//     from large buffers, which it carves again once their records are
+//     out of the log and out of every batch a watcher may still read,
+//     and lets go of when the last watcher goes.
 //   - The log. Records shared by every watcher, bounded in bytes and in
 //     records. Each watcher reads it at its own pace through a cursor of
 //     its own, on its own goroutine, and runs its filter there: an
