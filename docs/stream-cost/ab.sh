@@ -26,24 +26,19 @@ local_net ab.sh "$net"
 server=$(at 0) at_a=$(at 1) at_b=$(at 2)
 "$binA/dccache" -listen "$server" >/dev/null 2>&1 &
 pids+=($!)
-# start NAME BIN ADDR: a snoopd from BIN with proxy p at ADDR; sets pid_NAME.
-start() {
-	# shellcheck disable=SC2086 # SNOOPD_FLAGS is a list of flags
-	"$2/snoopd" --control "UNIX:$dir/$1.ctl" --log-level error ${SNOOPD_FLAGS:-} >/dev/null 2>&1 &
-	pids+=($!)
-	printf -v "pid_$1" %s $!
-	for _ in $(seq 100); do [ -S "$dir/$1.ctl" ] && break; sleep 0.05; done
-	"$2/snoopctl" -a "UNIX:$dir/$1.ctl" add p --listen "$3" --server "$server" >/dev/null
-}
-start a "$binA" "$at_a"
-start b "$binB" "$at_b"
+# shellcheck disable=SC2086 # SNOOPD_FLAGS is a list of flags
+start_snoopd ab.sh a "$binA" "$at_a" "$server" ${SNOOPD_FLAGS:-}
+pid_a=$snoopd_pid
+# shellcheck disable=SC2086
+start_snoopd ab.sh b "$binB" "$at_b" "$server" ${SNOOPD_FLAGS:-}
+pid_b=$snoopd_pid
 # one NAME PID ADDR ROUND: a dcload run through ADDR; prints NAME, ROUND,
 # its operations and PID's CPU ticks over it.
 one() {
 	local c0 c1 ops
-	c0=$(awk '{print $14 + $15}' "/proc/$2/stat")
+	c0=$(ticks "$2")
 	ops=$("$binA/dcload" -addr "$3" -duration "${secs}s" -data 50-1024 -json "${dcload[@]}" | grep -o '"ops": *[0-9]*' | tr -dc 0-9)
-	c1=$(awk '{print $14 + $15}' "/proc/$2/stat")
+	c1=$(ticks "$2")
 	if [ "${ops:-0}" -eq 0 ]; then
 		echo "ab.sh: round $4: no operation went through $1 ($3)" >&2
 		exit 1

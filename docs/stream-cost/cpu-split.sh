@@ -30,11 +30,8 @@ server=$(at 0) snoopd_at=$(at 1) cselect_at=$(at 2)
 "$bin/dccache" -listen "$server" >/dev/null 2>&1 &
 pids+=($!)
 # shellcheck disable=SC2086 # SNOOPD_FLAGS is a list of flags
-"$bin/snoopd" --control "UNIX:$dir/ctl.sock" --log-level error ${SNOOPD_FLAGS:-} >/dev/null 2>&1 &
-spid=$!
-pids+=($spid)
-for _ in $(seq 100); do [ -S "$dir/ctl.sock" ] && break; sleep 0.05; done
-"$bin/snoopctl" -a "UNIX:$dir/ctl.sock" add p --listen "$snoopd_at" --server "$server" >/dev/null
+start_snoopd cpu-split.sh ctl "$bin" "$snoopd_at" "$server" ${SNOOPD_FLAGS:-}
+spid=$snoopd_pid
 "$bin/cselect" -listen "$cselect_at" -server "$server" >"$dir/cselect.out" 2>&1 &
 cpid=$!
 pids+=($cpid)

@@ -41,6 +41,33 @@ at() {
 	fi
 }
 
+# ticks PID: the CPU (user + system) PID has used so far, in clock ticks
+# (getconf CLK_TCK a second).
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# start_snoopd SCRIPT NAME BIN LISTEN SERVER [SNOOPD FLAGS...]: a snoopd
+# from BIN with its control socket at $dir/NAME.ctl (after local_net) and
+# one proxy, p, from LISTEN to SERVER. It sets snoopd_pid. A snoopd that
+# does not start (a bad flag) exits 1 for SCRIPT, with what it printed.
+start_snoopd() {
+	local script=$1 name=$2 bin=$3 listen=$4 server=$5
+	shift 5
+	"$bin/snoopd" --control "UNIX:$dir/$name.ctl" --log-level error "$@" >"$dir/$name.log" 2>&1 &
+	snoopd_pid=$!
+	pids+=($snoopd_pid)
+	for _ in $(seq 100); do
+		[ -S "$dir/$name.ctl" ] && break
+		kill -0 "$snoopd_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if [ ! -S "$dir/$name.ctl" ]; then
+		echo "$script: snoopd $* did not start:" >&2
+		cat "$dir/$name.log" >&2
+		exit 1
+	fi
+	"$bin/snoopctl" -a "UNIX:$dir/$name.ctl" add p --listen "$listen" --server "$server" >/dev/null
+}
+
 # start_proxy BIN_DIR [SNOOPD FLAGS...] starts a dccache on a random
 # loopback port and a snoopd (its control socket in a temporary directory)
 # with one proxy, p, in front of it. It sets what local_net sets, spid
@@ -53,11 +80,8 @@ start_proxy() {
 	local cport=$net_base
 	"$bin/dccache" -listen "IP:127.0.0.1:$cport" >/dev/null 2>&1 &
 	pids+=($!)
-	"$bin/snoopd" --control "UNIX:$dir/c.sock" --log-level error "$@" >/dev/null 2>&1 &
-	spid=$!
-	pids+=($spid)
-	for _ in $(seq 100); do [ -S "$dir/c.sock" ] && break; sleep 0.05; done
-	ctl=("$bin/snoopctl" -a "UNIX:$dir/c.sock")
-	"${ctl[@]}" add p --listen "IP:127.0.0.1:0" --server "IP:127.0.0.1:$cport" >/dev/null
+	start_snoopd start_proxy c "$bin" "IP:127.0.0.1:0" "IP:127.0.0.1:$cport" "$@"
+	spid=$snoopd_pid
+	ctl=("$bin/snoopctl" -a "UNIX:$dir/c.ctl")
 	paddr=$("${ctl[@]}" -o json show p | grep -o '"listen_address":"[^"]*"' | cut -d'"' -f4)
 }

@@ -17,17 +17,16 @@ bin=$1 rounds=$2 secs=$3 conns=$4
 shift 4
 . "$(dirname "$0")/proxy.sh"
 start_proxy "$bin" "$@"
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 one() { "$bin/dcload" -addr "$paddr" -conns "$conns" -duration "${secs}s" -data 50-1024 -json | grep -o '"ops_per_sec": *[0-9.]*' | cut -d: -f2 | tr -d ' '; }
 for _ in $(seq "$rounds"); do
-	u0=$(cpu $spid)
+	u0=$(ticks $spid)
 	a=$(one)
-	u1=$(cpu $spid)
+	u1=$(ticks $spid)
 	${TAILWRAP:-} env ${TAILENV:-} "${ctl[@]}" -o json tail ${TAILARGS:-} >/dev/null 2>"$dir/tail.err" & tp=$!
 	sleep 0.3
-	s0=$(cpu $spid)
+	s0=$(ticks $spid)
 	b=$(one)
-	s1=$(cpu $spid); tc=$(cpu $tp)
+	s1=$(ticks $spid); tc=$(ticks $tp)
 	kill -INT $tp; wait $tp 2>/dev/null || true
 	# The tail's summary: "N events shown, M dropped, over ..."
 	dr=$(sed -n 's/.* \([0-9][0-9]*\) dropped.*/\1/p' "$dir/tail.err" | head -1)

@@ -36,16 +36,8 @@ for k in $(seq "$n"); do
 	iv=${ivs[k - 1]}
 	flags=(--watch-interval "$iv")
 	[ "$iv" = none ] && flags=()
-	"$bin/snoopd" --control "UNIX:$dir/$k.ctl" --log-level error "${flags[@]}" >"$dir/$k.log" 2>&1 &
-	pids+=($!)
-	spid[k]=$!
-	for _ in $(seq 100); do [ -S "$dir/$k.ctl" ] && break; kill -0 "${spid[k]}" 2>/dev/null || break; sleep 0.05; done
-	if [ ! -S "$dir/$k.ctl" ]; then
-		echo "watch-interval.sh: snoopd --watch-interval $iv did not start:" >&2
-		cat "$dir/$k.log" >&2
-		exit 1
-	fi
-	"$bin/snoopctl" -a "UNIX:$dir/$k.ctl" add p --listen "$(at "$k")" --server "$server" >/dev/null
+	start_snoopd watch-interval.sh "$k" "$bin" "$(at "$k")" "$server" "${flags[@]}"
+	spid[k]=$snoopd_pid
 	tpid[k]=
 	[ "$iv" = none ] && continue
 	"$bin/snoopctl" -a "UNIX:$dir/$k.ctl" -o json tail >/dev/null 2>"$dir/$k.tail" &
@@ -53,18 +45,17 @@ for k in $(seq "$n"); do
 	tpid[k]=$!
 done
 sleep 0.5
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # tcpu K: the CPU of snoopd K's tail so far, 0 without one.
-tcpu() { if [ -n "${tpid[$1]}" ]; then cpu "${tpid[$1]}"; else echo 0; fi; }
+tcpu() { if [ -n "${tpid[$1]}" ]; then ticks "${tpid[$1]}"; else echo 0; fi; }
 tck=$(getconf CLK_TCK)
 for r in $(seq "$rounds"); do
 	for j in $(seq 0 $((n - 1))); do
 		k=$(((r + j) % n + 1))
-		s0=$(cpu "${spid[k]}") t0=$(tcpu "$k")
+		s0=$(ticks "${spid[k]}") t0=$(tcpu "$k")
 		sleep "$secs"
-		s1=$(cpu "${spid[k]}") t1=$(tcpu "$k")
+		s1=$(ticks "${spid[k]}") t1=$(tcpu "$k")
 		ops=$("$bin/dcload" -addr "$(at "$k")" -duration "${secs}s" -json "$@" | grep -o '"ops_per_sec": *[0-9.]*' | cut -d: -f2 | tr -d ' ')
-		s2=$(cpu "${spid[k]}") t2=$(tcpu "$k")
+		s2=$(ticks "${spid[k]}") t2=$(tcpu "$k")
 		echo "$r ${ivs[k - 1]} $((s1 - s0)) $((t1 - t0)) ${ops:-0} $((s2 - s1)) $((t2 - t1))"
 	done
 done | awk -v secs="$secs" -v tck="$tck" '
